@@ -1,0 +1,39 @@
+# The two commands of the quick start are `make run` and `make test`; both install first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run simulate test lint format clean
+
+install: $(STAMP)
+
+# Reinstall only when the project's metadata changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/mediagate serve --host $(HOST) --port $(PORT)
+
+simulate: install
+	$(BIN)/mediagate simulate --host $(HOST) --port 9000
+
+lint: install
+	$(BIN)/ruff check app tests
+	$(BIN)/ruff format --check app tests
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format app tests
+	$(BIN)/ruff check --fix app tests
+
+test: lint
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

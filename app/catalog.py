@@ -1,0 +1,176 @@
+"""The model catalog: public model names, the upstream routes behind them, and their policies.
+
+The catalog is data (`catalog.yaml`, optionally merged with the operator's `MEDIAGATE_CONFIG`);
+this module only validates it and answers "which route serves this model".
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ModelNotFound
+
+
+class SizeRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rule: Literal["enum", "flexible", "table", "marker"]
+    values: list[str] = Field(default_factory=list)
+    multiple: int = 16
+    max_edge: int = 3840
+    max_ratio: float = 3.0
+    min_pixels: int = 0
+    max_pixels: int = 3840 * 2160
+    default: str | None = None
+    table: dict[str, list[str]] = Field(default_factory=dict)
+    markers: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _complete(self) -> SizeRule:
+        if self.rule == "enum" and not self.values:
+            raise ValueError("an enum size rule needs values")
+        if self.rule == "table" and (not self.table or not self.default):
+            raise ValueError("a table size rule needs table and default")
+        if self.rule == "marker" and not self.markers:
+            raise ValueError("a marker size rule needs markers")
+        return self
+
+
+class Route(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    kind: Literal["image", "video"] = "image"
+    upstream_model: str
+    group: str
+    dialect: str
+    accepts: frozenset[str] = frozenset()
+    values: dict[str, list[str]] = Field(default_factory=dict)
+    size: SizeRule | None = None
+    max_n: int = Field(default=1, ge=1, le=10)
+    max_prompt_chars: int = 32000
+    upstream_response_format: Literal["url", "b64_json"] = "b64_json"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    routes: list[str] = Field(min_length=1)
+    owned_by: str = "mediagate"
+    created: int = 1_735_689_600  # 2025-01-01; the OpenAI shape requires a timestamp
+
+
+DIALECTS = frozenset({"images", "chat"})
+
+
+class CatalogError(ValueError):
+    pass
+
+
+class Catalog:
+    """Models and routes, limited to the routes whose token group has a key."""
+
+    def __init__(
+        self, routes: dict[str, Route], models: dict[str, Model], default_image_model: str
+    ) -> None:
+        self.routes = routes
+        self.models = models
+        self.default_image_model = default_image_model
+
+    def offered(self, has_key: Callable[[str], bool]) -> Catalog:
+        """The catalog as this deployment can serve it: routes whose group has no key are gone,
+        and so are models left with no route."""
+        routes = {rid: r for rid, r in self.routes.items() if has_key(r.group)}
+        models: dict[str, Model] = {}
+        for mid, model in self.models.items():
+            usable = [rid for rid in model.routes if rid in routes]
+            if usable:
+                models[mid] = model.model_copy(update={"routes": usable})
+        return Catalog(routes, models, self.default_image_model)
+
+    def model(self, name: str) -> Model:
+        model = self.models.get(name)
+        if model is None:
+            raise ModelNotFound(
+                f"The model '{name}' does not exist or you do not have access to it.",
+                param="model",
+            )
+        return model
+
+    def route_for(self, name: str, kind: str) -> tuple[Model, Route]:
+        model = self.model(name)
+        route = self.routes[model.routes[0]]
+        if route.kind != kind:
+            raise ModelNotFound(
+                f"The model '{name}' is not an {kind} model.", param="model", status=400
+            )
+        return model, route
+
+    def groups(self) -> set[str]:
+        return {r.group for r in self.routes.values()}
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{origin}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CatalogError(f"{origin}: the catalog must be a mapping")
+    return data
+
+
+def _build(data: dict[str, Any]) -> Catalog:
+    unknown = set(data) - {"routes", "models", "default_image_model"}
+    if unknown:
+        raise CatalogError(f"unknown catalog sections: {sorted(unknown)}")
+    routes: dict[str, Route] = {}
+    models: dict[str, Model] = {}
+    try:
+        for rid, spec in (data.get("routes") or {}).items():
+            routes[rid] = Route(id=rid, **spec)
+        for mid, spec in (data.get("models") or {}).items():
+            models[mid] = Model(id=mid, **spec)
+    except (ValidationError, TypeError) as exc:
+        raise CatalogError(f"invalid catalog: {exc}") from exc
+    for route in routes.values():
+        if route.dialect not in DIALECTS:
+            raise CatalogError(f"route {route.id}: unknown dialect {route.dialect!r}")
+    for model in models.values():
+        missing = [rid for rid in model.routes if rid not in routes]
+        if missing:
+            raise CatalogError(f"model {model.id}: unknown routes {missing}")
+    default = str(data.get("default_image_model") or "")
+    return Catalog(routes, models, default)
+
+
+def load_catalog(override: Path | None = None) -> Catalog:
+    """The bundled catalog, merged with the operator's YAML file when one is given."""
+    text = importlib.resources.files("app").joinpath("catalog.yaml").read_text("utf-8")
+    data = _read_yaml(text, "catalog.yaml")
+    if override is not None:
+        try:
+            override_text = override.read_text("utf-8")
+        except OSError as exc:
+            raise CatalogError(f"cannot read MEDIAGATE_CONFIG {override}: {exc}") from exc
+        data = _merge(data, _read_yaml(override_text, str(override)))
+    return _build(data)

@@ -1,0 +1,66 @@
+"""`mediagate serve` and `mediagate simulate`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import uvicorn
+
+from .logs import configure_logging
+from .settings import Settings
+
+log = logging.getLogger("mediagate")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = Settings()
+    configure_logging(settings.log_level)
+    has_keys = any(settings.group_keys(g) for g in ("default", "Sora2Official"))
+    if not settings.upstream_url and not has_keys and not settings.extra_group_keys:
+        # A newcomer with nothing configured gets a working gateway, offline.
+        settings = settings.model_copy(update={"simulator": True})
+    from .main import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .simulator import DEFAULT_SIM_KEYS, SimConfig, create_simulator_app
+
+    print(f"simulated upstream on http://{args.host}:{args.port}/v1", file=sys.stderr)
+    for key, group in DEFAULT_SIM_KEYS.items():
+        print(f"  token group {group!r}: key {key}", file=sys.stderr)
+    app = create_simulator_app(SimConfig(keys=dict(DEFAULT_SIM_KEYS), latency_s=args.latency))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mediagate", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=_serve)
+    simulate = commands.add_parser("simulate", help="run the simulated upstream alone")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=9000)
+    simulate.add_argument("--latency", type=float, default=0.0, help="seconds per generation")
+    simulate.set_defaults(run=_simulate)
+    args = parser.parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

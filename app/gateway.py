@@ -1,0 +1,112 @@
+"""The gateway's long-lived parts, built in the app's lifespan and torn down with it."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import httpx
+from pydantic import SecretStr
+
+from .auth import ClientKeys
+from .catalog import Catalog, load_catalog
+from .errors import Scrubber
+from .fetch import SafeFetcher
+from .metrics import Metrics
+from .servethread import BackgroundServer
+from .settings import Settings, group_env_name
+from .storage import LocalImageStore
+from .upstream import KeyRing, Upstream
+
+log = logging.getLogger("mediagate")
+
+
+class ConfigError(RuntimeError):
+    pass
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    catalog: Catalog
+    upstream: Upstream
+    fetcher: SafeFetcher
+    store: LocalImageStore
+    metrics: Metrics
+    clients: ClientKeys
+
+
+def _start_simulator(settings: Settings) -> tuple[Settings, BackgroundServer]:
+    """Offline mode: a simulated upstream on a loopback port, with fresh keys for every group."""
+    from .simulator import SimConfig, create_simulator_app
+
+    groups = load_catalog(settings.config).groups()
+    keys = {group: f"sim-{secrets.token_hex(12)}" for group in groups}
+    server = BackgroundServer(create_simulator_app(SimConfig(keys={k: g for g, k in keys.items()})))
+    server.start()
+    update = {
+        "upstream_url": f"{server.url}/v1",
+        "fetch_allow_hosts": [*settings.fetch_allow_hosts, f"{server.host}:{server.port}"],
+        # The simulator's keys replace any configured ones; group_keys() reads these too.
+        "key_default": None,
+        "key_sora2official": None,
+        "key_gptimage2enterprise": None,
+        "extra_group_keys": {group_env_name(g): SecretStr(k) for g, k in keys.items()},
+    }
+    return settings.model_copy(update=update), server
+
+
+@asynccontextmanager
+async def open_gateway(
+    settings: Settings, metrics: Metrics, scrub: Scrubber
+) -> AsyncIterator[Gateway]:
+    simulator = None
+    if settings.simulator:
+        settings, simulator = _start_simulator(settings)
+        log.warning("serving against the built-in simulated upstream at %s", settings.upstream_url)
+    try:
+        clients = ClientKeys(settings.client_keys())
+        if not clients.enabled:
+            if not settings.simulator:
+                raise ConfigError("MEDIAGATE_API_KEYS must name at least one client key")
+            log.warning("client authentication is OFF: simulator mode without MEDIAGATE_API_KEYS")
+        if not settings.upstream_url:
+            raise ConfigError(
+                "MEDIAGATE_UPSTREAM_URL is required (or run without keys for the simulator)"
+            )
+        full = load_catalog(settings.config)
+        keys = KeyRing({group: settings.group_keys(group) for group in full.groups()})
+        catalog = full.offered(keys.has)
+        if not catalog.models:
+            raise ConfigError("no model is usable: set MEDIAGATE_KEY_<GROUP> for a token group")
+        scrub.add(settings.all_upstream_keys())
+        timeout = httpx.Timeout(
+            settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
+        )
+        limits = httpx.Limits(
+            max_connections=settings.max_connections,
+            max_keepalive_connections=settings.max_connections,
+        )
+        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+            yield Gateway(
+                settings=settings,
+                catalog=catalog,
+                upstream=Upstream(
+                    client, settings.upstream_url, keys, metrics, scrub, settings.upstream_timeout_s
+                ),
+                fetcher=SafeFetcher(
+                    client,
+                    settings.fetch_allow_hosts,
+                    settings.fetch_max_bytes,
+                    settings.fetch_timeout_s,
+                ),
+                store=LocalImageStore(settings.data_dir / "images"),
+                metrics=metrics,
+                clients=clients,
+            )
+    finally:
+        if simulator is not None:
+            simulator.stop()

@@ -1,0 +1,115 @@
+"""Shared fixtures: a real simulated upstream and real gateways on loopback ports.
+
+Every gateway test talks HTTP: the official `openai` SDK (or httpx) -> a gateway served by
+uvicorn -> the simulator served by uvicorn. Nothing of ours is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from app.main import create_app
+from app.servethread import BackgroundServer
+from app.settings import Settings
+from app.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
+
+CLIENT_KEY = "sk-team-a-0123456789abcdef"
+OTHER_CLIENT_KEY = "sk-team-b-fedcba9876543210"
+GROUP_KEYS = {group: key for key, group in DEFAULT_SIM_KEYS.items()}
+
+
+@dataclass
+class Sim:
+    url: str
+    port: int
+    state: SimState
+
+    def sent(self, path: str | None = None) -> list[Any]:
+        """The calls the upstream received (optionally only to one path)."""
+        return [c for c in self.state.calls if path is None or c.path == path]
+
+
+@dataclass
+class Gateway:
+    url: str
+    settings: Settings
+
+    def sdk(self, api_key: str = CLIENT_KEY, **kwargs: Any) -> openai.OpenAI:
+        # max_retries=0: a test must see the gateway's first answer, not the SDK's retries.
+        return openai.OpenAI(
+            base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=60, **kwargs
+        )
+
+    def http(self, api_key: str | None = CLIENT_KEY) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Settings come from the environment; a developer's own MEDIAGATE_* must not leak in.
+    for name in list(os.environ):
+        if name.startswith("MEDIAGATE_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture(scope="session")
+def _simulator() -> Iterator[Sim]:
+    state = SimState()
+    app = create_simulator_app(SimConfig(keys=dict(DEFAULT_SIM_KEYS)), state)
+    with BackgroundServer(app) as server:
+        yield Sim(server.url, server.port, state)
+
+
+@pytest.fixture
+def sim(_simulator: Sim) -> Sim:
+    _simulator.state.reset()
+    return _simulator
+
+
+def gateway_settings(sim: Sim, data_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "upstream_url": f"{sim.url}/v1",
+        "key_default": GROUP_KEYS["default"],
+        "key_sora2official": GROUP_KEYS["Sora2Official"],
+        "key_gptimage2enterprise": GROUP_KEYS["GPTImage2 Enterprise"],
+        "api_keys": f"team-a:{CLIENT_KEY},team-b:{OTHER_CLIENT_KEY}",
+        "fetch_allow_hosts": [f"127.0.0.1:{sim.port}"],
+        "data_dir": data_dir,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def make_gateway(sim: Sim, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
+    """Start a gateway with the test's settings (overrides by field name)."""
+    servers: list[BackgroundServer] = []
+
+    def make(**overrides: Any) -> Gateway:
+        settings = gateway_settings(sim, tmp_path / "data", **overrides)
+        server = BackgroundServer(create_app(settings)).start()
+        servers.append(server)
+        return Gateway(server.url, settings)
+
+    yield make
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
+    return make_gateway()
+
+
+@pytest.fixture
+def client(gateway: Gateway) -> openai.OpenAI:
+    return gateway.sdk()
