@@ -1,0 +1,42 @@
+"""Real, decodable PNGs built with zlib and struct only, so the gateway needs no Pillow."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import struct
+import zlib
+
+_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Width and height are 4-byte fields, but PNG caps them at 2**31 - 1.
+_MAX_SIDE = 2**31 - 1
+
+
+def make_png(width: int, height: int, seed: str) -> bytes:
+    """Return an 8-bit RGB PNG of exactly width x height, coloured by a hash of seed.
+
+    The colour comes from the seed so two prompts give two different images, which lets
+    tests tell apart images that a buggy gateway might have swapped or reused.
+    """
+    if not (0 < width <= _MAX_SIDE and 0 < height <= _MAX_SIDE):
+        raise ValueError(f"PNG size must be positive, got {width}x{height}")
+    digest = hashlib.sha256(seed.encode("utf-8")).digest()
+    return _solid_png(width, height, digest[0], digest[1], digest[2])
+
+
+# A 4K image is ~25 MB of raw scanlines; the cache keeps repeated prompts (retries, n > 1
+# with the same seed, the gateway's test suite) from compressing it again. The bound keeps
+# memory small, since each entry is only the compressed bytes (a few KB to a few tens of KB).
+@functools.lru_cache(maxsize=32)
+def _solid_png(width: int, height: int, red: int, green: int, blue: int) -> bytes:
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit truecolour
+    # Filter byte 0 (None) then the pixels; every row is identical, so build it once.
+    row = b"\x00" + bytes((red, green, blue)) * width
+    # Level 1 is plenty: the data is one repeated row and the fast level keeps 4K under ~0.1 s.
+    pixels = zlib.compress(row * height, 1)
+    return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", pixels) + _chunk(b"IEND", b"")
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
