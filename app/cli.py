@@ -21,8 +21,21 @@ def _serve(args: argparse.Namespace) -> int:
     if not settings.upstream_url and not has_keys and not settings.extra_group_keys:
         # A newcomer with nothing configured gets a working gateway, offline.
         settings = settings.model_copy(update={"simulator": True})
+    from .gateway import ConfigError, check_config
     from .main import create_app
 
+    try:
+        check_config(settings)
+    except ConfigError as exc:
+        print(f"mediagate: {exc}", file=sys.stderr)
+        return 2
+    if settings.simulator:
+        print(
+            "mediagate: no upstream configured; serving the built-in simulated upstream "
+            "(offline, fake images). Set MEDIAGATE_UPSTREAM_URL and MEDIAGATE_KEY_* for the "
+            "real one.",
+            file=sys.stderr,
+        )
     uvicorn.run(
         create_app(settings),
         host=args.host,

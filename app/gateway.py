@@ -12,7 +12,7 @@ import httpx
 from pydantic import SecretStr
 
 from .auth import ClientKeys
-from .catalog import Catalog, load_catalog
+from .catalog import Catalog, CatalogError, load_catalog
 from .errors import Scrubber
 from .fetch import SafeFetcher
 from .metrics import Metrics
@@ -37,6 +37,26 @@ class Gateway:
     store: LocalImageStore
     metrics: Metrics
     clients: ClientKeys
+
+
+def check_config(settings: Settings) -> ClientKeys:
+    """Refuse a configuration that cannot serve safely, with a message an operator can act on."""
+    try:
+        clients = ClientKeys(settings.client_keys())
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if not clients.enabled and not settings.simulator:
+        raise ConfigError(
+            "MEDIAGATE_API_KEYS must name at least one client key (name:key,...); only the "
+            "offline simulator mode may run without client authentication"
+        )
+    if not settings.simulator and not settings.upstream_url:
+        raise ConfigError("MEDIAGATE_UPSTREAM_URL is required when upstream keys are set")
+    try:
+        load_catalog(settings.config)
+    except CatalogError as exc:
+        raise ConfigError(str(exc)) from None
+    return clients
 
 
 def _start_simulator(settings: Settings) -> tuple[Settings, BackgroundServer]:
@@ -68,15 +88,12 @@ async def open_gateway(
         settings, simulator = _start_simulator(settings)
         log.warning("serving against the built-in simulated upstream at %s", settings.upstream_url)
     try:
-        clients = ClientKeys(settings.client_keys())
+        clients = check_config(settings)
         if not clients.enabled:
-            if not settings.simulator:
-                raise ConfigError("MEDIAGATE_API_KEYS must name at least one client key")
             log.warning("client authentication is OFF: simulator mode without MEDIAGATE_API_KEYS")
-        if not settings.upstream_url:
-            raise ConfigError(
-                "MEDIAGATE_UPSTREAM_URL is required (or run without keys for the simulator)"
-            )
+        upstream_url = settings.upstream_url
+        if upstream_url is None:  # check_config's rule, restated for the type checker
+            raise ConfigError("MEDIAGATE_UPSTREAM_URL is required")
         full = load_catalog(settings.config)
         keys = KeyRing({group: settings.group_keys(group) for group in full.groups()})
         catalog = full.offered(keys.has)
@@ -95,7 +112,7 @@ async def open_gateway(
                 settings=settings,
                 catalog=catalog,
                 upstream=Upstream(
-                    client, settings.upstream_url, keys, metrics, scrub, settings.upstream_timeout_s
+                    client, upstream_url, keys, metrics, scrub, settings.upstream_timeout_s
                 ),
                 fetcher=SafeFetcher(
                     client,

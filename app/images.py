@@ -64,10 +64,14 @@ async def _finish(gw: Gateway, image: UpstreamImage, plan: Plan, base_url: str) 
 
 
 async def generate_images(gw: Gateway, body: Any, base_url: str, state: Any) -> ImagesResult:
+    # The model is resolved before the rest is validated, so a bad request is still counted
+    # against the model it was for.
+    name = body.get("model") if isinstance(body, dict) else None
+    name = name or gw.catalog.default_image_model
+    if isinstance(name, str):
+        _, route = gw.catalog.route_for(name, "image")
+        state.model, state.route = name, route
     request = parse_generation(body)
-    name = request.model or gw.catalog.default_image_model
-    _, route = gw.catalog.route_for(name, "image")
-    state.model, state.route = name, route
     plan = plan_generation(request, route)
     dialect = get_dialect(route.dialect)
 

@@ -197,11 +197,12 @@ async def _dispatch(
 
     job = validate_images(route, body)
     await _service_time(config)
-    return JSONResponse(await _images_body(request, sim, route, job, directives.b64url))
+    form = "url" if directives.b64url else "b64_json" if directives.b64only else job.response_format
+    return JSONResponse(await _images_body(request, sim, route, job, form))
 
 
 async def _images_body(
-    request: Request, sim: SimState, route: Route, job: ImageJob, force_url: bool
+    request: Request, sim: SimState, route: Route, job: ImageJob, response_format: str
 ) -> dict[str, Any]:
     data: list[dict[str, str]] = []
     for index in range(job.n):
@@ -210,7 +211,7 @@ async def _images_body(
         seed = job.prompt if index == 0 else f"{job.prompt}\x00{index}"
         png = await _render(job.width, job.height, seed)
         item: dict[str, str]
-        if force_url or job.response_format == "url":
+        if response_format == "url":
             item = {"url": _store(request, sim, png)}
         else:
             item = {"b64_json": _encode_b64(route, png)}

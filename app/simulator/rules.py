@@ -158,6 +158,7 @@ class Directives:
     garbage: bool = False
     sleep_s: float = 0.0
     b64url: bool = False
+    b64only: bool = False  # answer base64 even when url was asked (some routes ignore it)
 
 
 def parse_directives(prompt: str | None) -> Directives:
@@ -173,6 +174,7 @@ def parse_directives(prompt: str | None) -> Directives:
         garbage="[sim:garbage]" in prompt,
         sleep_s=float(sleep_match.group(1)) if sleep_match else 0.0,
         b64url="[sim:b64url]" in prompt,
+        b64only="[sim:b64only]" in prompt,
     )
 
 

@@ -1,0 +1,155 @@
+"""The catalog is data; settings come from MEDIAGATE_* variables; metrics count what happened."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from pathlib import Path
+
+import openai
+import pytest
+
+from app.catalog import CatalogError, load_catalog
+from app.settings import Settings, group_env_name
+
+from .conftest import CLIENT_KEY, GROUP_KEYS, Gateway, Sim
+
+DEFAULT_MODELS = {
+    "gpt-image-1",
+    "gpt-image-2",
+    "gpt-image-2-enterprise",
+    "gpt-image-2-web",
+    "gpt-image-2-vip",
+    "sora_image",
+    "gpt-4o-image",
+}
+
+
+def test_models_list_and_retrieve_in_the_openai_shape(client: openai.OpenAI) -> None:
+    models = client.models.list()
+    assert {m.id for m in models.data} == DEFAULT_MODELS
+    assert all(m.object == "model" and m.owned_by and m.created for m in models.data)
+    assert client.models.retrieve("gpt-image-2-vip").id == "gpt-image-2-vip"
+
+
+def test_a_route_whose_group_has_no_key_is_not_offered(
+    make_gateway: Callable[..., Gateway], sim: Sim
+) -> None:
+    gateway = make_gateway(key_sora2official=None, key_gptimage2enterprise=None)
+    client = gateway.sdk()
+    assert {m.id for m in client.models.list().data} == DEFAULT_MODELS - {
+        "gpt-image-2",
+        "gpt-image-2-enterprise",
+    }
+    with pytest.raises(openai.NotFoundError):
+        client.images.generate(model="gpt-image-2", prompt="p")
+    assert sim.sent() == []
+
+
+def test_a_yaml_override_adds_a_model_and_route_without_code(
+    make_gateway: Callable[..., Gateway], sim: Sim, tmp_path: Path
+) -> None:
+    override = tmp_path / "catalog.yaml"
+    override.write_text(
+        """
+routes:
+  house-square:
+    upstream_model: gpt-image-2-vip
+    group: default
+    dialect: images
+    accepts: [prompt, n, size, response_format]
+    size: {rule: table, default: 1280x1280, table: {"1:1": [1280x1280, 2880x2880]}}
+  sora_image: null          # an operator can remove a route...
+models:
+  house-style: {routes: [house-square]}
+  sora_image: null          # ...and the model that used it
+"""
+    )
+    client = make_gateway(config=override).sdk()
+    ids = {m.id for m in client.models.list().data}
+    assert "house-style" in ids and "sora_image" not in ids
+    raw = client.images.with_raw_response.generate(
+        model="house-style", prompt="p", size="1536x1024", quality="high"
+    )
+    assert raw.headers["x-mediagate-route"] == "house-square"
+    assert raw.headers["x-mediagate-mapped"] == "size=1536x1024>1280x1280"
+    assert base64.b64decode(raw.parse().data[0].b64_json or "")
+    assert sim.sent()[0].body["size"] == "1280x1280"
+
+
+def test_a_new_group_takes_its_key_from_a_derived_env_var(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert group_env_name("GPTImage2 Enterprise") == "MEDIAGATE_KEY_GPTIMAGE2ENTERPRISE"
+    monkeypatch.setenv("MEDIAGATE_KEY_NIGHTLYBETA", "k1, k2")
+    monkeypatch.setenv("MEDIAGATE_KEY_DEFAULT", "kd")
+    settings = Settings()
+    assert settings.group_keys("Nightly Beta") == ["k1", "k2"]
+    assert settings.group_keys("default") == ["kd"]
+    assert settings.group_keys("Sora2Official") == []
+    assert set(settings.all_upstream_keys()) == {"k1", "k2", "kd"}
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDIAGATE_UPSTREAM_URL", "https://upstream.example/v1/")
+    monkeypatch.setenv("MEDIAGATE_API_KEYS", "team-a:sk-a, team-b:sk-b")
+    monkeypatch.setenv("MEDIAGATE_FETCH_ALLOW_HOSTS", "cdn.internal:443,10.0.0.5:8080")
+    monkeypatch.setenv("MEDIAGATE_DATA_DIR", "/var/lib/mediagate")
+    settings = Settings()
+    assert settings.upstream_url == "https://upstream.example/v1"
+    assert settings.client_keys() == {"team-a": "sk-a", "team-b": "sk-b"}
+    assert settings.fetch_allow_hosts == ["cdn.internal:443", "10.0.0.5:8080"]
+    assert str(settings.data_dir) == "/var/lib/mediagate"
+    assert "sk-a" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("routes: {x: {upstream_model: m, group: g, dialect: telepathy}}", "unknown dialect"),
+        ("models: {m: {routes: [missing]}}", "unknown routes"),
+        ("routes: {x: {group: g, dialect: images}}", "upstream_model"),
+        ("routes: {x: {upstream_model: m, group: g, dialect: images, colour: red}}", "colour"),
+        ("surprise: 1", "unknown catalog sections"),
+        ("[1, 2", "not valid YAML"),
+    ],
+)
+def test_invalid_catalogs_are_refused_with_a_reason(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    override = tmp_path / "bad.yaml"
+    override.write_text(text)
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(override)
+
+
+def test_metrics_count_requests_upstream_calls_and_images(
+    gateway: Gateway, client: openai.OpenAI
+) -> None:
+    client.images.generate(model="gpt-image-2-web", prompt="m", n=2)
+    with pytest.raises(openai.BadRequestError):
+        client.images.generate(model="gpt-image-1", prompt="m", n=0)
+    with gateway.http(api_key=None) as http:
+        text = http.get("/metrics").text
+    assert (
+        'mediagate_requests_total{endpoint="images.generations",model="gpt-image-2-web",'
+        'route="gpt-image-2.web",status="200"} 1.0' in text
+    )
+    assert 'model="gpt-image-1",route="gpt-image-1",status="400"} 1.0' in text
+    assert (
+        'mediagate_upstream_requests_total{group="default",route="gpt-image-2.web",'
+        'status="200"} 2.0' in text
+    )
+    assert (
+        'mediagate_images_generated_total{model="gpt-image-2-web",route="gpt-image-2.web"} 2.0'
+        in text
+    )
+    assert "mediagate_request_duration_seconds_bucket" in text
+    assert "mediagate_upstream_request_duration_seconds_bucket" in text
+    for secret in [CLIENT_KEY, *GROUP_KEYS.values(), "team-a"]:
+        assert secret not in text
+
+
+def test_health_needs_no_key(gateway: Gateway) -> None:
+    with gateway.http(api_key=None) as http:
+        assert http.get("/healthz").json() == {"status": "ok"}
