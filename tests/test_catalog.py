@@ -153,3 +153,9 @@ def test_metrics_count_requests_upstream_calls_and_images(
 def test_health_needs_no_key(gateway: Gateway) -> None:
     with gateway.http(api_key=None) as http:
         assert http.get("/healthz").json() == {"status": "ok"}
+
+
+def test_the_shipped_example_catalog_is_valid() -> None:
+    example = Path(__file__).parent.parent / "deploy" / "catalog.example.yaml"
+    catalog = load_catalog(example)
+    assert catalog.route_for("house-style", "image")[1].upstream_model == "gpt-image-2-vip"
