@@ -10,20 +10,32 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import secrets
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
+from app.simulator.edits import (
+    EditForm,
+    check_files,
+    check_form_shape,
+    coerce_fields,
+    is_multipart,
+    read_edit_form,
+)
 from app.simulator.png import make_png
 from app.simulator.rules import (
     ChatJob,
-    Endpoint,
+    ConnectionCut,
+    Directives,
     ImageJob,
     Route,
     SimError,
@@ -36,6 +48,7 @@ from app.simulator.rules import (
     validate_chat,
     validate_images,
 )
+from app.simulator.streaming import QUIET_CUTS, image_events
 
 DEFAULT_SIM_KEYS: dict[str, str] = {
     "sk-sim-default": "default",
@@ -45,12 +58,23 @@ DEFAULT_SIM_KEYS: dict[str, str] = {
 
 REFUSAL_TEXT = "I can't create that image because it may violate our content policy."
 _PNG = "image/png"
+# Where each HTTP request's scope carries the way to drop its connection (see _SimulatorApp).
+_ABORT_KEY = "mediagate.sim.abort"
+
+Kind = Literal["images", "chat", "edits"]
 
 
 @dataclass
 class SimConfig:
     keys: dict[str, str]  # bearer token -> token group name
     latency_s: float = 0.0  # service time added to every generation
+    # Minimum time a streamed image takes, spread over its events; the larger of this and
+    # latency_s is used, so a client always sees the events arrive one by one.
+    stream_gap_s: float = 0.05
+    # Videos: seconds queued, then seconds in progress, and the size of the content.
+    video_queued_s: float = 0.03
+    video_render_s: float = 0.15
+    video_bytes: int = 1024 * 1024
 
 
 @dataclass
@@ -69,21 +93,49 @@ class Call:
 class SimState:
     calls: list[Call] = field(default_factory=list)
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    videos: dict[str, Any] = field(default_factory=dict)  # upstream id -> simulator.videos.SimVideo
 
     def forget_files(self) -> None:
         # Real upstream links expire; tests use this to prove the gateway kept its own copy.
         self.files.clear()
 
+    def forget_videos(self) -> None:
+        # Upstream video jobs expire too; the gateway must then answer 404, not 502.
+        self.videos.clear()
+
     def reset(self) -> None:
         self.calls.clear()
         self.files.clear()
+        self.videos.clear()
+
+
+class _SimulatorApp(FastAPI):
+    """FastAPI plus a way for the `[sim:cut]` fault to drop a connection without answering.
+
+    ASGI has no message for that: an app that raises before answering still gets a 500 sent
+    for it. uvicorn hands the app a bound method of its per-request cycle, which holds the
+    socket's transport, so the handle is taken from there. Under any other server (or the
+    in-process TestClient) there is none and the fault raises ConnectionCut instead.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[_ABORT_KEY] = _transport_abort(send)
+        await super().__call__(scope, receive, send)
+
+
+def _transport_abort(send: Send) -> Callable[[], None] | None:
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    return transport.abort if isinstance(transport, asyncio.Transport) else None
 
 
 def create_simulator_app(config: SimConfig, state: SimState | None = None) -> FastAPI:
     sim = state if state is not None else SimState()
-    app = FastAPI(
+    app = _SimulatorApp(
         title="mediagate upstream simulator", docs_url=None, redoc_url=None, openapi_url=None
     )
+    # A planted mid-stream cut is raised inside the response body; it is not a crash to log.
+    logging.getLogger("uvicorn.error").addFilter(QUIET_CUTS)
     app.state.sim = sim
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -91,6 +143,10 @@ def create_simulator_app(config: SimConfig, state: SimState | None = None) -> Fa
     @app.post("/v1/images/generations")
     async def images_generations(request: Request) -> Response:
         return await _serve(request, config, sim, "images")
+
+    @app.post("/v1/images/edits")
+    async def images_edits(request: Request) -> Response:
+        return await _serve(request, config, sim, "edits")
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
@@ -104,6 +160,10 @@ def create_simulator_app(config: SimConfig, state: SimState | None = None) -> Fa
             return _error_response(SimError(404, "File not found.", code="not_found"))
         content, content_type = stored
         return Response(content=content, media_type=content_type)
+
+    from app.simulator.videos import register_video_routes  # it builds on this module
+
+    register_video_routes(app, config, sim)
 
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def unknown_v1(request: Request) -> Response:
@@ -120,21 +180,51 @@ def create_simulator_app(config: SimConfig, state: SimState | None = None) -> Fa
     return app
 
 
-async def _serve(
-    request: Request, config: SimConfig, sim: SimState, endpoint: Endpoint
-) -> Response:
+async def _serve(request: Request, config: SimConfig, sim: SimState, kind: Kind) -> Response:
     raw = await request.body()
+    multipart = kind == "edits" and is_multipart(request)
     # Appended on arrival so concurrent requests keep arrival order; filled in as we learn.
-    call = Call(request.method, request.url.path, None, None, _decode(raw), 0)
+    # Multipart bodies are recorded parsed (text fields plus file digests), never as bytes.
+    call = Call(
+        request.method, request.url.path, None, None, None if multipart else _decode(raw), 0
+    )
     sim.calls.append(call)
     request_id = secrets.token_hex(12)
     try:
-        response = await _dispatch(request, call, config, sim, endpoint, request_id)
+        if kind == "edits":
+            form = await read_edit_form(request)
+            call.body = form.record() if isinstance(form, EditForm) else _decode(raw)
+            response = await _dispatch_edit(request, call, config, sim, form, request_id)
+        else:
+            response = await _dispatch(request, call, config, sim, kind, request_id)
     except SimError as error:
         response = _error_response(error)
+    except ConnectionCut:
+        # No answer at all; the call keeps status 0, "never answered".
+        return await _drop_connection(request)
     response.headers["x-request-id"] = request_id
     call.status = response.status_code
     return response
+
+
+async def _drop_connection(request: Request) -> Response:
+    abort: Callable[[], None] | None = request.scope.get(_ABORT_KEY)
+    if abort is None:
+        raise ConnectionCut("simulated connection reset")
+    abort()
+    # One turn of the loop lets the server see the connection is gone; after that it writes
+    # nothing, so the response below never leaves and the server logs no error either.
+    await asyncio.sleep(0)
+    return Response(status_code=500)
+
+
+def _authenticate(request: Request, call: Call, config: SimConfig, request_id: str) -> str:
+    token = _bearer(request)
+    group = config.keys.get(token) if token else None
+    if group is None:
+        raise SimError(401, f"Invalid token (request id {request_id})", code="invalid_api_key")
+    call.group = group
+    return group
 
 
 async def _dispatch(
@@ -142,15 +232,10 @@ async def _dispatch(
     call: Call,
     config: SimConfig,
     sim: SimState,
-    endpoint: Endpoint,
+    kind: Literal["images", "chat"],
     request_id: str,
 ) -> Response:
-    token = _bearer(request)
-    group = config.keys.get(token) if token else None
-    if group is None:
-        raise SimError(401, f"Invalid token (request id {request_id})", code="invalid_api_key")
-    call.group = group
-
+    group = _authenticate(request, call, config, request_id)
     body = call.body
     if not _is_json_content_type(request):
         raise invalid("Content-Type must be application/json.", None, "invalid_content_type")
@@ -162,11 +247,65 @@ async def _dispatch(
     if not isinstance(model, str) or not model:
         raise invalid("Invalid 'model': expected a non-empty string.", "model", "invalid_type")
     call.model = model
-    route = resolve_route(group, model, endpoint)
+    route = resolve_route(group, model, kind)
 
     # Faults come before validation so a test can trigger them with any otherwise-valid body.
     prompt = chat_prompt(body) if route == "chat" else body.get("prompt")
     directives = parse_directives(prompt if isinstance(prompt, str) else None)
+    garbage = await _common_faults(directives)
+    if garbage is not None:
+        return garbage
+    if directives.refuse and route == "chat":
+        # The chat route refuses in prose with a 200, which the gateway must detect.
+        return _chat_completion(model, _refusal_job(body), REFUSAL_TEXT)
+    _images_faults(directives, wants_stream=route != "chat" and body.get("stream") is True)
+
+    if route == "chat":
+        chat = validate_chat(body)
+        await _service_time(config)
+        png = await _render(chat.width, chat.height, chat.prompt)
+        url = _store(request, sim, png)
+        content = f"> 🎨 Generating...\n\n![image]({url})\n"
+        return _chat_completion(model, chat, content)
+
+    job = validate_images(route, body)
+    return await _answer_images(request, config, sim, job, directives)
+
+
+async def _dispatch_edit(
+    request: Request,
+    call: Call,
+    config: SimConfig,
+    sim: SimState,
+    form: EditForm | SimError,
+    request_id: str,
+) -> Response:
+    group = _authenticate(request, call, config, request_id)
+    if isinstance(form, SimError):
+        raise form
+    check_form_shape(form)
+    model = form.text("model")
+    if model is None:
+        raise invalid("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    if not model:
+        raise invalid("Invalid 'model': expected a non-empty string.", "model", "invalid_type")
+    call.model = model
+    route = resolve_route(group, model, "images")
+
+    # The same faults as generations, read from the prompt field, before any validation.
+    directives = parse_directives(form.text("prompt"))
+    garbage = await _common_faults(directives)
+    if garbage is not None:
+        return garbage
+    _images_faults(directives, wants_stream=form.text("stream") == "true")
+
+    job = validate_images(route, coerce_fields(form), edit=True)
+    job = replace(job, input_images=check_files(route, form))
+    return await _answer_images(request, config, sim, job, directives)
+
+
+async def _common_faults(directives: Directives) -> Response | None:
+    """Apply the faults every endpoint shares; returns the garbage answer if one is planted."""
     if directives.sleep_s:
         await asyncio.sleep(directives.sleep_s)
     if directives.status is not None:
@@ -179,26 +318,34 @@ async def _dispatch(
         )
     if directives.garbage:
         return HTMLResponse("<html>upstream exploded</html>")
+    return None
+
+
+def _images_faults(directives: Directives, *, wants_stream: bool) -> None:
     if directives.refuse:
-        if route == "chat":
-            # The chat route refuses in prose with a 200, which the gateway must detect.
-            return _chat_completion(model, _refusal_job(body), REFUSAL_TEXT)
         raise SimError(
             400, "Your request was rejected by the safety system.", code="moderation_blocked"
         )
+    if directives.cut and not wants_stream:
+        # A streaming request is cut after its first event instead (see _answer_images).
+        raise ConnectionCut("simulated connection reset")
 
-    if route == "chat":
-        chat = validate_chat(body)
-        await _service_time(config)
-        png = await _render(chat.width, chat.height, chat.prompt)
-        url = _store(request, sim, png)
-        content = f"> 🎨 Generating...\n\n![image]({url})\n"
-        return _chat_completion(model, chat, content)
 
-    job = validate_images(route, body)
+async def _answer_images(
+    request: Request, config: SimConfig, sim: SimState, job: ImageJob, directives: Directives
+) -> Response:
+    if job.stream:
+        # Streams always carry base64 (response_format and the b64 directives do not apply),
+        # and the service time is spread over the events instead of paid up front.
+        gap_s = max(config.latency_s, config.stream_gap_s)
+        return StreamingResponse(
+            image_events(job, gap_s=gap_s, cut=directives.cut),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
     await _service_time(config)
     form = "url" if directives.b64url else "b64_json" if directives.b64only else job.response_format
-    return JSONResponse(await _images_body(request, sim, route, job, form))
+    return JSONResponse(await _images_body(request, sim, job.route, job, form))
 
 
 async def _images_body(
@@ -206,10 +353,7 @@ async def _images_body(
 ) -> dict[str, Any]:
     data: list[dict[str, str]] = []
     for index in range(job.n):
-        # The first image uses the bare prompt as seed (so tests can predict it); the rest
-        # differ so a gateway that duplicates or drops images is caught.
-        seed = job.prompt if index == 0 else f"{job.prompt}\x00{index}"
-        png = await _render(job.width, job.height, seed)
+        png = await _render(job.width, job.height, job.seed(index))
         item: dict[str, str]
         if response_format == "url":
             item = {"url": _store(request, sim, png)}

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import struct
 import zlib
+from typing import Literal
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Width and height are 4-byte fields, but PNG caps them at 2**31 - 1.
@@ -40,3 +41,33 @@ def _solid_png(width: int, height: int, red: int, green: int, blue: int) -> byte
 def _chunk(kind: bytes, data: bytes) -> bytes:
     crc = zlib.crc32(kind + data) & 0xFFFFFFFF
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+
+ImageFormat = Literal["png", "jpeg", "webp"]
+
+
+def sniff_image_format(data: bytes) -> ImageFormat | None:
+    """The format the bytes really are, from their magic numbers (names and labels lie)."""
+    if data.startswith(_SIGNATURE):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def png_dimensions(data: bytes) -> tuple[int, int] | None:
+    """Width and height from a PNG's IHDR chunk, or None when it has no well-formed one.
+
+    PNG requires IHDR to be the first chunk, so nothing past the first 33 bytes is read.
+    """
+    if not data.startswith(_SIGNATURE) or len(data) < 33:
+        return None
+    length, kind = struct.unpack(">I4s", data[8:16])
+    if length != 13 or kind != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    if not (0 < width <= _MAX_SIDE and 0 < height <= _MAX_SIDE):
+        return None
+    return width, height

@@ -8,7 +8,7 @@ route cannot do) fails a test here instead of passing silently and failing in pr
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 Route = Literal["gpt-image-1", "official", "web", "vip", "chat"]
@@ -16,6 +16,7 @@ Endpoint = Literal["images", "chat"]
 
 MAX_PROMPT_CHARS = 32000
 MAX_N = 10
+MAX_PARTIAL_IMAGES = 3
 
 # (token group, model) -> route. The same model name means different routes per group,
 # which is the trap the gateway's routing has to get right.
@@ -42,6 +43,9 @@ _OFFICIAL_FIELDS = frozenset(
         "moderation",
         "response_format",
         "user",
+        # Streaming is an official-API feature; the reverse routes answer in one piece.
+        "stream",
+        "partial_images",
     }
 )
 _ALLOWED_FIELDS: dict[Route, frozenset[str]] = {
@@ -50,11 +54,26 @@ _ALLOWED_FIELDS: dict[Route, frozenset[str]] = {
     "web": frozenset({"model", "prompt", "n", "response_format", "user"}),
     "vip": frozenset({"model", "prompt", "n", "size", "response_format", "user"}),
 }
-# Fields a route knows about but refuses, with a clearer message than "unknown parameter".
-_REFUSED_FIELDS: dict[Route, tuple[str, ...]] = {"web": ("size", "quality"), "vip": ("quality",)}
-_REFUSAL_HINT: dict[Route, str] = {
-    "web": "use gpt-image-2-vip for size or the Sora2Official group for quality",
-    "vip": "use gpt-image-2 in the Sora2Official group for quality",
+# Only the edits endpoint takes input_fidelity, and only on the routes that speak the official API.
+_EDIT_ONLY_FIELDS: dict[Route, frozenset[str]] = {
+    "gpt-image-1": frozenset({"input_fidelity"}),
+    "official": frozenset({"input_fidelity"}),
+}
+# Fields a route knows about but refuses, with a clearer message than "unknown parameter":
+# field -> the hint that follows "This route does not support '<field>'; ".
+_STREAM_HINT = "it does not stream; use gpt-image-1 or the Sora2Official group for streaming"
+_REFUSED_FIELDS: dict[Route, dict[str, str]] = {
+    "web": {
+        "size": "use gpt-image-2-vip for size or the Sora2Official group for quality",
+        "quality": "use gpt-image-2-vip for size or the Sora2Official group for quality",
+        "stream": _STREAM_HINT,
+        "partial_images": _STREAM_HINT,
+    },
+    "vip": {
+        "quality": "use gpt-image-2 in the Sora2Official group for quality",
+        "stream": _STREAM_HINT,
+        "partial_images": _STREAM_HINT,
+    },
 }
 
 _GPT_IMAGE_1_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
@@ -76,6 +95,7 @@ _OUTPUT_FORMATS = ("png", "jpeg", "webp")
 _BACKGROUNDS = ("transparent", "opaque", "auto")
 _MODERATIONS = ("low", "auto")
 _RESPONSE_FORMATS = ("url", "b64_json")
+_INPUT_FIDELITIES = ("high", "low")
 
 _OFFICIAL_MAX_EDGE = 3840
 _OFFICIAL_MAX_RATIO = 3
@@ -85,6 +105,9 @@ _SIZE_RE = re.compile(r"(\d{1,5})x(\d{1,5})")
 
 # Per-megapixel output tokens, from the official per-size token table (1024x1024 row).
 _OUTPUT_TOKENS_PER_MP = {"low": 272, "medium": 1056, "high": 4160}
+# Input tokens billed per image sent to /v1/images/edits: a flat stand-in for the official
+# size-dependent count, so a gateway that recomputes usage instead of relaying it shows up.
+EDIT_IMAGE_TOKENS = 256
 
 _CHAT_FIELDS = frozenset({"model", "messages", "stream", "user", "temperature"})
 _CHAT_ROLES = ("system", "developer", "user", "assistant")
@@ -97,6 +120,10 @@ _IMAGE_PART_TOKENS = 85
 
 _DIRECTIVE_STATUS_RE = re.compile(r"\[sim:status=(\d{3})\]")
 _DIRECTIVE_SLEEP_RE = re.compile(r"\[sim:sleep=(\d+(?:\.\d+)?)\]")
+
+
+class ConnectionCut(Exception):
+    """Raised to make the server drop the connection (the `[sim:cut]` directive)."""
 
 
 class SimError(Exception):
@@ -159,6 +186,9 @@ class Directives:
     sleep_s: float = 0.0
     b64url: bool = False
     b64only: bool = False  # answer base64 even when url was asked (some routes ignore it)
+    # Drop the connection: mid-body after the first event when streaming, else before any
+    # response at all (a connection reset, as a crashed or restarted upstream gives).
+    cut: bool = False
 
 
 def parse_directives(prompt: str | None) -> Directives:
@@ -175,6 +205,7 @@ def parse_directives(prompt: str | None) -> Directives:
         sleep_s=float(sleep_match.group(1)) if sleep_match else 0.0,
         b64url="[sim:b64url]" in prompt,
         b64only="[sim:b64only]" in prompt,
+        cut="[sim:cut]" in prompt,
     )
 
 
@@ -191,22 +222,37 @@ class ImageJob:
     quality: str
     output_format: str
     background: str
+    stream: bool = False
+    partial_images: int = 0  # validated and kept even without stream, where it does nothing
+    edit: bool = False  # from /v1/images/edits
+    input_images: int = 0  # images uploaded to an edit (the mask not counted)
 
     @property
     def size(self) -> str:
         return f"{self.width}x{self.height}"
 
+    def seed(self, index: int) -> str:
+        """The render seed of output image `index`.
 
-def validate_images(route: Route, body: dict[str, Any]) -> ImageJob:
-    for name in _REFUSED_FIELDS.get(route, ()):
+        The first image of a generation uses the bare prompt (so tests can predict it); an
+        edit appends NUL + "edit" so an edit never passes for a generation; later images differ
+        so a gateway that duplicates or drops images is caught.
+        """
+        base = f"{self.prompt}\x00edit" if self.edit else self.prompt
+        return base if index == 0 else f"{base}\x00{index}"
+
+
+def validate_images(route: Route, body: dict[str, Any], *, edit: bool = False) -> ImageJob:
+    """Validate a generation body, or an edit's text fields once coerced to JSON types."""
+    for name, hint in _REFUSED_FIELDS.get(route, {}).items():
         # Present-with-null counts: the gateway must remove fields, not null them.
         if name in body:
             raise invalid(
-                f"This route does not support '{name}'; {_REFUSAL_HINT[route]}.",
-                name,
-                "unsupported_parameter",
+                f"This route does not support '{name}'; {hint}.", name, "unsupported_parameter"
             )
     allowed = _ALLOWED_FIELDS[route]
+    if edit:
+        allowed = allowed | _EDIT_ONLY_FIELDS.get(route, frozenset())
     for name in body:
         if name not in allowed:
             raise invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
@@ -235,7 +281,23 @@ def validate_images(route: Route, body: dict[str, Any]) -> ImageJob:
     default_format = "url" if route == "gpt-image-1" else "b64_json"
     response_format = _choice(body, "response_format", _RESPONSE_FORMATS) or default_format
     _string(body, "user")
+    # Only the official routes get this far with these fields; the others refuse them above.
+    stream = _boolean(body, "stream")
+    if stream is False:
+        # Strict like null: a non-streaming request omits the field instead of sending false.
+        raise invalid(
+            "Invalid 'stream': omit it for a non-streaming request; only true is accepted.",
+            "stream",
+        )
+    partial_images = _integer(body, "partial_images", 0, MAX_PARTIAL_IMAGES) or 0
+    _choice(body, "input_fidelity", _INPUT_FIDELITIES)
+    job = _route_job(route, prompt, n, response_format, body)
+    return replace(job, stream=bool(stream), partial_images=partial_images, edit=edit)
 
+
+def _route_job(
+    route: Route, prompt: str, n: int, response_format: str, body: dict[str, Any]
+) -> ImageJob:
     if route == "web":
         return ImageJob(route, prompt, n, 1024, 1024, response_format, "auto", "png", "auto")
     if route == "vip":
@@ -321,15 +383,19 @@ def _parse_size(size: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def image_usage(job: ImageJob) -> dict[str, Any]:
+def image_usage(job: ImageJob, images: int | None = None) -> dict[str, Any]:
+    """Usage for `images` output images (default: all n of them)."""
+    count = job.n if images is None else images
     text_tokens = len(job.prompt) // 4 + 1
+    image_tokens = EDIT_IMAGE_TOKENS * job.input_images
     per_mp = _OUTPUT_TOKENS_PER_MP.get(job.quality, _OUTPUT_TOKENS_PER_MP["medium"])
-    output_tokens = round(per_mp * job.width * job.height / (1024 * 1024)) * job.n
+    output_tokens = round(per_mp * job.width * job.height / (1024 * 1024)) * count
+    input_tokens = text_tokens + image_tokens
     return {
-        "input_tokens": text_tokens,
-        "input_tokens_details": {"image_tokens": 0, "text_tokens": text_tokens},
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"image_tokens": image_tokens, "text_tokens": text_tokens},
         "output_tokens": output_tokens,
-        "total_tokens": text_tokens + output_tokens,
+        "total_tokens": input_tokens + output_tokens,
     }
 
 
