@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .errors import InvalidRequest, NotFound
 from .gateway import Gateway
-from .images import generate_images
-from .storage import CONTENT_TYPES
+from .images import Job, prepare_edit, prepare_generation, run
+from .streaming import emulate, open_relay
+from .uploads import MAX_IMAGES
+
+_FORWARDED_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+_FORWARDED_PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
 
 
 def gateway(request: Request) -> Gateway:
@@ -58,17 +65,87 @@ api = APIRouter(prefix="/v1", dependencies=[Depends(client)])
 public = APIRouter()
 
 
+def public_base(request: Request) -> str:
+    """The gateway's own base URL as the client reaches it, for the links it hands out."""
+    configured = gateway(request).settings.public_url
+    if configured:
+        return configured.rstrip("/")
+    # Behind a proxy the Host the gateway sees is not the one clients use; the usual
+    # X-Forwarded-* headers say which is. Values that are not plainly a host are ignored.
+    proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip()
+    host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+    prefix = request.headers.get("x-forwarded-prefix", "").split(",")[0].strip().rstrip("/")
+    base = str(request.base_url).rstrip("/")
+    scheme, _, netloc = base.partition("://")
+    scheme = proto if proto in ("http", "https") else scheme
+    netloc = host if _FORWARDED_HOST.match(host) else netloc
+    prefix = prefix if _FORWARDED_PREFIX.match(prefix) else ""
+    return f"{scheme}://{netloc}{prefix}"
+
+
+async def _then(events: AsyncIterator[bytes], cleanup: Callable[[], Awaitable[None]]) -> Any:
+    try:
+        async for event in events:
+            yield event
+    finally:
+        await cleanup()
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _answer(
+    request: Request, job: Job, cleanup: Callable[[], Awaitable[None]] = _nothing
+) -> Response:
+    """The job's ImagesResponse, or its event stream when the client asked to stream."""
+    headers = job.plan.headers()
+    request.state.normalized = {k: v for k, v in headers.items() if k != "x-mediagate-route"}
+    if not job.plan.stream:
+        try:
+            result = await run(job)
+        finally:
+            await cleanup()
+        job.gw.metrics.images.labels(job.model, job.route.id).inc(result.count)
+        return JSONResponse(result.body, headers=result.headers)
+    try:
+        if job.route.stream == "passthrough":
+            events = await open_relay(job)
+        else:
+            events = emulate(job, job.gw.settings.stream_keepalive_s)
+    except BaseException:
+        await cleanup()
+        raise
+    headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
+    return StreamingResponse(
+        _then(events, cleanup), media_type="text/event-stream", headers=headers
+    )
+
+
 @api.post("/images/generations", dependencies=[endpoint("images.generations")])
 async def images_generations(request: Request) -> Response:
-    gw = gateway(request)
     body = await json_body(request)
-    base_url = str(request.base_url).rstrip("/")
-    result = await generate_images(gw, body, base_url, request.state)
-    gw.metrics.images.labels(request.state.model, request.state.route.id).inc(result.count)
-    request.state.normalized = {
-        k: v for k, v in result.headers.items() if k != "x-mediagate-route"
-    } or None
-    return JSONResponse(result.body, headers=result.headers)
+    job = prepare_generation(gateway(request), body, public_base(request), request.state)
+    return await _answer(request, job)
+
+
+@api.post("/images/edits", dependencies=[endpoint("images.edits")])
+async def images_edits(request: Request) -> Response:
+    gw = gateway(request)
+    limit = gw.settings.edit_max_total_bytes + 1024 * 1024  # files plus the text fields
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise InvalidRequest(
+            f"The request is larger than {limit} bytes.", param="image", code="file_too_large"
+        )
+    # The uploads are spooled to temporary files by the parser: the only copy the gateway
+    # keeps, closed once the answer (or the stream) is done.
+    form = await request.form(max_files=MAX_IMAGES + 4, max_fields=64)
+    try:
+        job = await prepare_edit(gw, form, public_base(request), request.state)
+    except BaseException:
+        await form.close()
+        raise
+    return await _answer(request, job, form.close)
 
 
 @api.get("/models", dependencies=[endpoint("models")])
@@ -83,14 +160,20 @@ async def get_model(model_id: str, request: Request) -> dict[str, Any]:
 
 
 @public.get("/v1/files/images/{name}", dependencies=[endpoint("files")])
-async def stored_image(name: str, request: Request) -> FileResponse:
-    path = gateway(request).store.path(name)
-    if path is None:
+async def stored_image(name: str, request: Request) -> Response:
+    # No key needed: the unguessable name is the credential, so links work in <img> tags.
+    image = await gateway(request).store.get(name)
+    if image is None:
         raise NotFound("No such image (it may have expired).")
-    return FileResponse(
-        path,
-        media_type=CONTENT_TYPES[path.suffix.lstrip(".")],
-        headers={"cache-control": "private, max-age=86400, immutable"},
+    max_age = max(0, int(image.expires_at - time.time()))
+    return StreamingResponse(
+        image.chunks,
+        media_type=image.content_type,
+        headers={
+            "content-length": str(image.size),
+            "cache-control": f"private, max-age={max_age}, immutable",
+            "x-content-type-options": "nosniff",
+        },
     )
 
 

@@ -7,6 +7,7 @@ this module only validates it and answers "which route serves this model".
 from __future__ import annotations
 
 import importlib.resources
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +43,39 @@ class SizeRule(BaseModel):
         return self
 
 
+_WXH = re.compile(r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$")
+
+
+class VideoPolicy(BaseModel):
+    """What a video route makes: its sizes and durations, the defaults the gateway sends
+    explicitly (so cost never depends on an upstream default), and the price per second."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sizes: list[str] = Field(min_length=1)
+    seconds: list[int] = Field(min_length=1)
+    default_size: str
+    default_seconds: int
+    reference: bool = True  # takes an input_reference image
+    # USD per second of video, by size; issue 5's billing reads it. A size without a price is
+    # recorded with an unknown cost.
+    price_per_second: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VideoPolicy:
+        bad = [size for size in self.sizes if not _WXH.match(size)]
+        if bad:
+            raise ValueError(f"video sizes must look like 1280x720, got {bad}")
+        if self.default_size not in self.sizes:
+            raise ValueError(f"default_size {self.default_size} is not one of the sizes")
+        if self.default_seconds not in self.seconds:
+            raise ValueError(f"default_seconds {self.default_seconds} is not one of the seconds")
+        unknown = set(self.price_per_second) - set(self.sizes)
+        if unknown:
+            raise ValueError(f"price_per_second names sizes the route lacks: {sorted(unknown)}")
+        return self
+
+
 class Route(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -56,6 +90,10 @@ class Route(BaseModel):
     max_n: int = Field(default=1, ge=1, le=10)
     max_prompt_chars: int = 32000
     upstream_response_format: Literal["url", "b64_json"] = "b64_json"
+    video: VideoPolicy | None = None  # required for kind video, and only there
+    # passthrough: the upstream streams server-sent events and they are relayed as they come;
+    # emulate: the gateway sends keep-alives while the route works, then one completed event.
+    stream: Literal["passthrough", "emulate"] = "emulate"
 
 
 class Model(BaseModel):
@@ -67,7 +105,7 @@ class Model(BaseModel):
     created: int = 1_735_689_600  # 2025-01-01; the OpenAI shape requires a timestamp
 
 
-DIALECTS = frozenset({"images", "chat"})
+DIALECTS = frozenset({"images", "chat", "videos"})
 
 
 class CatalogError(ValueError):
@@ -78,11 +116,16 @@ class Catalog:
     """Models and routes, limited to the routes whose token group has a key."""
 
     def __init__(
-        self, routes: dict[str, Route], models: dict[str, Model], default_image_model: str
+        self,
+        routes: dict[str, Route],
+        models: dict[str, Model],
+        default_image_model: str,
+        default_video_model: str = "sora-2",
     ) -> None:
         self.routes = routes
         self.models = models
         self.default_image_model = default_image_model
+        self.default_video_model = default_video_model
 
     def offered(self, has_key: Callable[[str], bool]) -> Catalog:
         """The catalog as this deployment can serve it: routes whose group has no key are gone,
@@ -93,7 +136,7 @@ class Catalog:
             usable = [rid for rid in model.routes if rid in routes]
             if usable:
                 models[mid] = model.model_copy(update={"routes": usable})
-        return Catalog(routes, models, self.default_image_model)
+        return Catalog(routes, models, self.default_image_model, self.default_video_model)
 
     def model(self, name: str) -> Model:
         model = self.models.get(name)
@@ -108,8 +151,9 @@ class Catalog:
         model = self.model(name)
         route = self.routes[model.routes[0]]
         if route.kind != kind:
+            article = "an" if kind[0] in "aeiou" else "a"
             raise ModelNotFound(
-                f"The model '{name}' is not an {kind} model.", param="model", status=400
+                f"The model '{name}' is not {article} {kind} model.", param="model", status=400
             )
         return model, route
 
@@ -140,7 +184,7 @@ def _read_yaml(text: str, origin: str) -> dict[str, Any]:
 
 
 def _build(data: dict[str, Any]) -> Catalog:
-    unknown = set(data) - {"routes", "models", "default_image_model"}
+    unknown = set(data) - {"routes", "models", "default_image_model", "default_video_model"}
     if unknown:
         raise CatalogError(f"unknown catalog sections: {sorted(unknown)}")
     routes: dict[str, Route] = {}
@@ -155,12 +199,20 @@ def _build(data: dict[str, Any]) -> Catalog:
     for route in routes.values():
         if route.dialect not in DIALECTS:
             raise CatalogError(f"route {route.id}: unknown dialect {route.dialect!r}")
+        # A video route is the videos dialect with a video policy; nothing else has either.
+        video = route.kind == "video"
+        if video != (route.dialect == "videos") or video != (route.video is not None):
+            raise CatalogError(
+                f"route {route.id}: a video route needs dialect 'videos' and a video policy, "
+                "and only a video route may have them"
+            )
     for model in models.values():
         missing = [rid for rid in model.routes if rid not in routes]
         if missing:
             raise CatalogError(f"model {model.id}: unknown routes {missing}")
     default = str(data.get("default_image_model") or "")
-    return Catalog(routes, models, default)
+    default_video = str(data.get("default_video_model") or "sora-2")
+    return Catalog(routes, models, default, default_video)
 
 
 def load_catalog(override: Path | None = None) -> Catalog:

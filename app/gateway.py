@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -15,10 +16,11 @@ from .auth import ClientKeys
 from .catalog import Catalog, CatalogError, load_catalog
 from .errors import Scrubber
 from .fetch import SafeFetcher
+from .jobstore import JobStore, JobStoreConfigError, check_store_url, open_job_store
 from .metrics import Metrics
 from .servethread import BackgroundServer
 from .settings import Settings, group_env_name
-from .storage import LocalImageStore
+from .storage import ImageStore, open_store
 from .upstream import KeyRing, Upstream
 
 log = logging.getLogger("mediagate")
@@ -34,9 +36,11 @@ class Gateway:
     catalog: Catalog
     upstream: Upstream
     fetcher: SafeFetcher
-    store: LocalImageStore
+    store: ImageStore
     metrics: Metrics
     clients: ClientKeys
+    jobs: JobStore  # video jobs
+    scrub: Scrubber
 
 
 def check_config(settings: Settings) -> ClientKeys:
@@ -54,7 +58,8 @@ def check_config(settings: Settings) -> ClientKeys:
         raise ConfigError("MEDIAGATE_UPSTREAM_URL is required when upstream keys are set")
     try:
         load_catalog(settings.config)
-    except CatalogError as exc:
+        check_store_url(settings.job_store_url())
+    except (CatalogError, JobStoreConfigError) as exc:
         raise ConfigError(str(exc)) from None
     return clients
 
@@ -75,8 +80,21 @@ def _start_simulator(settings: Settings) -> tuple[Settings, BackgroundServer]:
         "key_sora2official": None,
         "key_gptimage2enterprise": None,
         "extra_group_keys": {group_env_name(g): SecretStr(k) for g, k in keys.items()},
+        # Simulated videos take well under a second; polling every 10 s would feel broken.
+        "video_poll_after_ms": min(settings.video_poll_after_ms, 500),
     }
     return settings.model_copy(update=update), server
+
+
+async def _sweep_forever(store: ImageStore, interval_s: float) -> None:
+    while True:
+        try:
+            removed = await store.sweep()
+            if removed:
+                log.info("swept %d expired images", removed)
+        except Exception as exc:  # a failed sweep must not stop the next one
+            log.warning("sweeping expired images failed: %s", type(exc).__name__)
+        await asyncio.sleep(interval_s)
 
 
 @asynccontextmanager
@@ -107,23 +125,41 @@ async def open_gateway(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections,
         )
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-            yield Gateway(
-                settings=settings,
-                catalog=catalog,
-                upstream=Upstream(
-                    client, upstream_url, keys, metrics, scrub, settings.upstream_timeout_s
-                ),
-                fetcher=SafeFetcher(
-                    client,
-                    settings.fetch_allow_hosts,
-                    settings.fetch_max_bytes,
-                    settings.fetch_timeout_s,
-                ),
-                store=LocalImageStore(settings.data_dir / "images"),
-                metrics=metrics,
-                clients=clients,
+        try:
+            store = open_store(
+                settings.image_store_url,
+                settings.data_dir,
+                settings.image_retention_s,
+                settings.s3_endpoint_url,
             )
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        sweeper = asyncio.create_task(_sweep_forever(store, settings.image_sweep_interval_s))
+        try:
+            async with (
+                httpx.AsyncClient(timeout=timeout, limits=limits) as client,
+                open_job_store(settings.job_store_url(), settings.store_prefix) as jobs,
+            ):
+                yield Gateway(
+                    settings=settings,
+                    catalog=catalog,
+                    upstream=Upstream(
+                        client, upstream_url, keys, metrics, scrub, settings.upstream_timeout_s
+                    ),
+                    fetcher=SafeFetcher(
+                        client,
+                        settings.fetch_allow_hosts,
+                        settings.fetch_max_bytes,
+                        settings.fetch_timeout_s,
+                    ),
+                    store=store,
+                    metrics=metrics,
+                    clients=clients,
+                    jobs=jobs,
+                    scrub=scrub,
+                )
+        finally:
+            sweeper.cancel()
     finally:
         if simulator is not None:
             simulator.stop()

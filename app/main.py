@@ -13,6 +13,7 @@ from .gateway import open_gateway
 from .metrics import Metrics
 from .middleware import RequestContext
 from .settings import Settings
+from .videos import videos
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -37,5 +38,6 @@ def create_app(settings: Settings) -> FastAPI:
     install_handlers(app, scrub)
     app.add_middleware(RequestContext, metrics=metrics, scrub=scrub)
     app.include_router(api)
+    app.include_router(videos)
     app.include_router(public)
     return app

@@ -47,6 +47,21 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Counted once per job by whichever replica recorded its final state, so the sum over
+        # replicas is exact.
+        self.videos = Counter(
+            "mediagate_videos_finished",
+            "Video jobs that reached a final state, by public model, route and status.",
+            ["model", "route", "status"],
+            registry=self.registry,
+        )
+        self.video_seconds = Counter(
+            "mediagate_video_seconds",
+            "Seconds of video completed, by public model and route.",
+            ["model", "route"],
+            registry=self.registry,
+        )
+
     def upstream_call(self, route: Route, status: str, seconds: float) -> None:
         self.upstream_requests.labels(route.id, route.group, status).inc()
         self.upstream_seconds.labels(route.id, route.group).observe(seconds)

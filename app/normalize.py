@@ -13,7 +13,7 @@ from typing import Any
 
 from .catalog import Route, SizeRule
 from .errors import InvalidRequest
-from .schemas import ImageGenerationRequest
+from .schemas import ImageEditRequest, ImageGenerationRequest
 
 # Fields the gateway itself consumes rather than forwarding as-is.
 _HANDLED = frozenset({"model", "prompt", "n", "response_format", "stream", "partial_images"})
@@ -30,6 +30,8 @@ class Plan:
     calls: list[int]  # images per upstream call; len(calls) calls run concurrently
     response_format: str  # what the client wants back: "b64_json" or "url"
     ratio: str | None = None  # chat dialect: the ratio marker to append, e.g. "2:3"
+    edit: bool = False  # /images/edits rather than /images/generations
+    stream: bool = False  # the client wants server-sent events
     dropped: list[str] = field(default_factory=list)
     mapped: list[str] = field(default_factory=list)
 
@@ -145,13 +147,34 @@ def split_n(n: int, max_n: int) -> list[int]:
     return [max_n] * full + ([rest] if rest else [])
 
 
-def plan_generation(request: ImageGenerationRequest, route: Route) -> Plan:
+def _plan_stream(plan: Plan, fields: dict[str, Any]) -> None:
+    if not fields.get("stream"):
+        return
+    plan.stream = True
+    if plan.response_format != "b64_json":
+        plan.dropped.append("response_format")  # streamed images are always base64
+        plan.response_format = "b64_json"
+    if plan.route.stream == "passthrough":
+        plan.params["stream"] = True
+        if "partial_images" in fields:
+            plan.params["partial_images"] = fields["partial_images"]
+    elif "partial_images" in fields:
+        plan.dropped.append("partial_images")  # only the final image can be sent
+
+
+def plan_images(
+    request: ImageGenerationRequest | ImageEditRequest, route: Route, *, mask: bool = False
+) -> Plan:
+    """What to send to `route` for a generation, or for an edit (`ImageEditRequest`)."""
     fields = request.fields()
-    if fields.get("stream"):
-        raise InvalidRequest("Streaming image generation is not supported yet.", param="stream")
     if len(request.prompt) > route.max_prompt_chars:
         raise InvalidRequest(
             f"prompt is longer than {route.max_prompt_chars} characters.", param="prompt"
+        )
+    if mask and "mask" not in route.accepts:
+        raise InvalidRequest(
+            f"The model '{request.model}' (route {route.id}) does not support a mask.",
+            param="mask",
         )
     plan = Plan(
         route=route,
@@ -159,6 +182,7 @@ def plan_generation(request: ImageGenerationRequest, route: Route) -> Plan:
         params={},
         calls=split_n(request.n or 1, route.max_n),
         response_format=fields.get("response_format", "b64_json"),
+        edit=isinstance(request, ImageEditRequest),
     )
     size = fields.pop("size", None)
     for name, value in fields.items():
@@ -177,4 +201,5 @@ def plan_generation(request: ImageGenerationRequest, route: Route) -> Plan:
         plan.params[name] = value
     _apply_size(plan, size, route.size)
     _check_combinations(plan.params)
+    _plan_stream(plan, fields)
     return plan

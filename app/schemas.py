@@ -6,14 +6,14 @@ SDK can send is understood; anything else is a 400 naming the field, never FastA
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 
 from .errors import InvalidRequest
 
 
-class ImageGenerationRequest(BaseModel):
+class _ImageRequest(BaseModel):
     # extra="forbid" turns an unknown field into a clear 400, as the OpenAI API does.
     model_config = ConfigDict(extra="forbid")
 
@@ -29,12 +29,9 @@ class ImageGenerationRequest(BaseModel):
     output_compression: int | None = Field(default=None, ge=0, le=100)
     background: Literal["transparent", "opaque", "auto"] | None = None
     moderation: Literal["low", "auto"] | None = None
-    style: Literal["vivid", "natural"] | None = None
     complexity: Literal["low", "medium", "high"] | None = None
     frame_count: int | None = Field(default=None, ge=1)
     frame_duration_ms: int | None = Field(default=None, ge=1)
-    svg: dict[str, Any] | None = None
-    stream: StrictBool | None = None
     partial_images: int | None = Field(default=None, ge=0, le=3)
     user: str | None = None
     safety_identifier: str | None = None
@@ -43,6 +40,20 @@ class ImageGenerationRequest(BaseModel):
         """The fields the client set, with JSON null treated as absent (the SDK sends null for
         every argument passed as None)."""
         return self.model_dump(exclude_none=True)
+
+
+class ImageGenerationRequest(_ImageRequest):
+    style: Literal["vivid", "natural"] | None = None
+    svg: dict[str, Any] | None = None
+    stream: StrictBool | None = None
+
+
+class ImageEditRequest(_ImageRequest):
+    """An edit's text fields. They arrive as multipart strings ("2", "true"), which pydantic's
+    lax mode turns into numbers and booleans."""
+
+    input_fidelity: Literal["high", "low"] | None = None
+    stream: bool | None = None
 
 
 def _message(err: dict[str, Any], field: str) -> str:
@@ -57,11 +68,22 @@ def _message(err: dict[str, Any], field: str) -> str:
     return f"Invalid value for '{field}': {detail}."
 
 
+R = TypeVar("R", bound=_ImageRequest)
+
+
 def parse_generation(body: Any) -> ImageGenerationRequest:
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    return _validate(ImageGenerationRequest, body)
+
+
+def parse_edit(fields: dict[str, Any]) -> ImageEditRequest:
+    return _validate(ImageEditRequest, fields)
+
+
+def _validate(kind: type[R], body: dict[str, Any]) -> R:
     try:
-        return ImageGenerationRequest.model_validate(body)
+        return kind.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         err = dict(first)

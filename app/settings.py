@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -57,6 +57,38 @@ class Settings(BaseSettings):
     log_level: str = "info"
     log_prompts: bool = False
 
+    # Video jobs. The store is sqlite:///path (default: a file under data_dir) or
+    # redis://host:port/db when several replicas share it; the prefix namespaces Redis keys.
+    store_url: str | None = None
+    store_prefix: str = "mediagate"
+    # The upstream refuses a reference image whose pixels differ from `size`; fitting resizes
+    # and centre-crops it instead. Off: a mismatch is a 400 naming both sizes.
+    video_fit_reference: bool = True
+    video_reference_max_bytes: int = 20 * 1024 * 1024
+    # Decoded pixels, so a small file that inflates to gigabytes is refused before fitting.
+    video_reference_max_pixels: int = 40_000_000
+    # openai-poll-after-ms on unfinished jobs: create_and_poll sleeps this long between polls.
+    video_poll_after_ms: int = Field(default=10_000, ge=0)
+
+    # Image edits: caps on what a client may upload, checked before anything goes upstream.
+    edit_max_file_bytes: int = 50 * 1024 * 1024
+    edit_max_total_bytes: int = 100 * 1024 * 1024
+    # Streaming on routes that do not stream: an SSE comment this often while the route works.
+    stream_keepalive_s: float = 15.0
+    # Links the gateway hands out for response_format=url.
+    #   rehost: always a copy the gateway serves for image_retention_s (upstream links die in
+    #   about a day); passthrough: the upstream's own link when it gave one.
+    image_urls: Literal["rehost", "passthrough"] = "rehost"
+    image_retention_s: float = 7 * 24 * 3600
+    image_sweep_interval_s: float = 3600.0
+    # Where hosted images live: a directory under data_dir by default, or s3://bucket/prefix
+    # (with s3_endpoint_url for S3-compatible services) when several replicas serve the links.
+    image_store_url: str | None = None
+    s3_endpoint_url: str | None = None
+    # The gateway's public base URL for the links it hands out; otherwise taken from
+    # X-Forwarded-Proto/-Host/-Prefix, or the request itself.
+    public_url: str | None = None
+
     # Filled in by the CLI when it starts the embedded simulator (offline mode).
     simulator: bool = False
 
@@ -96,6 +128,12 @@ class Settings(BaseSettings):
         if not isinstance(secret, SecretStr):
             return []
         return _split(secret.get_secret_value()) or []
+
+    def job_store_url(self) -> str:
+        """Where video jobs are kept: MEDIAGATE_STORE_URL, else a SQLite file in data_dir."""
+        if self.store_url:
+            return self.store_url
+        return f"sqlite:///{(self.data_dir / 'jobs.sqlite3').resolve()}"
 
     def all_upstream_keys(self) -> list[str]:
         """Every configured upstream key, so error text can be scrubbed of them."""

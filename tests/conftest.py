@@ -7,6 +7,11 @@ uvicorn -> the simulator served by uvicorn. Nothing of ours is mocked.
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +20,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import redis
 
 from app.main import create_app
 from app.servethread import BackgroundServer
@@ -113,3 +119,83 @@ def gateway(make_gateway: Callable[..., Gateway]) -> Gateway:
 @pytest.fixture
 def client(gateway: Gateway) -> openai.OpenAI:
     return gateway.sdk()
+
+
+# Video job stores. Redis tests run against a real server: the local one on 6379, else a
+# redis-server this session starts on a free port. Without either they skip, visibly, except
+# under CI (CI=true), where a missing Redis is a failure rather than a silently smaller suite.
+
+LOCAL_REDIS_URL = "redis://127.0.0.1:6379"
+
+
+def _redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a reachable Redis server."""
+    if _redis_answers(LOCAL_REDIS_URL):
+        yield LOCAL_REDIS_URL
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        reason = "Redis is not reachable at 127.0.0.1:6379 and redis-server is not installed"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    port = _free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(
+        args,
+        cwd=tmp_path_factory.mktemp("redis"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 10
+        while not _redis_answers(url):
+            assert proc.poll() is None, "redis-server exited at start"
+            assert time.monotonic() < deadline, "redis-server did not start listening"
+            time.sleep(0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_store(redis_server: str) -> Iterator[dict[str, str]]:
+    """Gateway settings for a Redis job store under a key prefix of this test's own."""
+    prefix = f"mediagate-test-{secrets.token_hex(6)}"
+    yield {"store_url": f"{redis_server}/0", "store_prefix": prefix}
+    client = redis.Redis.from_url(f"{redis_server}/0")
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def job_store(request: pytest.FixtureRequest) -> dict[str, str]:
+    """Settings overrides for each job store: SQLite (the default, under data_dir) and Redis."""
+    if request.param == "redis":
+        store: dict[str, str] = request.getfixturevalue("redis_store")
+        return store
+    return {}

@@ -22,6 +22,8 @@ DEFAULT_MODELS = {
     "gpt-image-2-vip",
     "sora_image",
     "gpt-4o-image",
+    "sora-2",
+    "sora-2-pro",
 }
 
 
@@ -40,6 +42,8 @@ def test_a_route_whose_group_has_no_key_is_not_offered(
     assert {m.id for m in client.models.list().data} == DEFAULT_MODELS - {
         "gpt-image-2",
         "gpt-image-2-enterprise",
+        "sora-2",
+        "sora-2-pro",
     }
     with pytest.raises(openai.NotFoundError):
         client.images.generate(model="gpt-image-2", prompt="p")

@@ -50,7 +50,6 @@ def assert_openai_error(body: Any, code: str | None = None) -> dict[str, Any]:
         ({"model": "gpt-image-2", "size": "4096x2304"}, "size"),  # too large
         ({"model": "gpt-image-2", "quality": "xhigh"}, "quality"),
         ({"model": "gpt-image-1", "response_format": "png"}, "response_format"),
-        ({"model": "gpt-image-1", "stream": True}, "stream"),
     ],
 )
 def test_bad_input_is_a_400_and_nothing_goes_upstream(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -13,7 +14,7 @@ from PIL import Image
 
 from app.simulator import make_png
 
-from .conftest import Sim
+from .conftest import Gateway, Sim
 
 
 def decode(b64: str | None) -> Image.Image:
@@ -185,7 +186,10 @@ def test_chat_route_n_runs_concurrent_calls(client: openai.OpenAI, sim: Sim) -> 
     assert [c.path for c in sim.sent()] == ["/v1/chat/completions"] * 4
 
 
-def test_url_response_format_passes_the_upstream_link(client: openai.OpenAI, sim: Sim) -> None:
+def test_url_passthrough_mode_hands_out_the_upstream_link(
+    make_gateway: Callable[..., Gateway], sim: Sim
+) -> None:
+    client = make_gateway(image_urls="passthrough").sdk()
     result = client.images.generate(model="sora_image", prompt="link", response_format="url")
     url = result.data[0].url
     assert url is not None and url.startswith(sim.url)

@@ -12,7 +12,7 @@ from app.dialects.chat import extract_links, with_marker
 from app.errors import UpstreamError
 from app.imagedata import repair_b64, sniff_image_type
 from app.images import _sum_usage
-from app.normalize import map_to_table, plan_generation, split_n
+from app.normalize import map_to_table, plan_images, split_n
 from app.schemas import parse_generation
 
 CATALOG = load_catalog()
@@ -97,7 +97,7 @@ def test_plan_reports_drops_and_maps() -> None:
     request = parse_generation(
         {"prompt": "p", "size": "1024x1536", "quality": "high", "style": "vivid", "n": 2}
     )
-    plan = plan_generation(request, VIP)
+    plan = plan_images(request, VIP)
     assert plan.params == {"size": "848x1280"}
     assert plan.calls == [1, 1]
     assert plan.headers() == {

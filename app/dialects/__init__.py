@@ -11,12 +11,26 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..normalize import Plan
+from ..uploads import InputImage
+
+
+@dataclass(frozen=True)
+class EditImages:
+    """An edit's input images. `data_urls` is filled by the caller only for dialects that take
+    images inline (`Dialect.inline_images`), so the translation itself reads no files."""
+
+    files: list[InputImage]
+    mask: InputImage | None = None
+    data_urls: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class UpstreamRequest:
     path: str  # relative to the upstream base URL, e.g. "/images/generations"
-    json: dict[str, Any]
+    json: dict[str, Any] | None = None
+    # multipart instead of JSON: text fields, and (field name, upload) pairs opened at send time
+    form: dict[str, str] | None = None
+    files: list[tuple[str, InputImage]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,9 @@ class UpstreamResult:
 
 
 class Dialect(Protocol):
-    def build(self, plan: Plan, n: int) -> UpstreamRequest: ...
+    inline_images: bool
+
+    def build(self, plan: Plan, n: int, edit: EditImages | None = None) -> UpstreamRequest: ...
 
     def parse(self, payload: Any) -> UpstreamResult: ...
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import UpstreamError
 from ..normalize import Plan
-from . import UpstreamImage, UpstreamRequest, UpstreamResult
+from . import EditImages, UpstreamImage, UpstreamRequest, UpstreamResult
 
 # ![alt](url) with an http(s) URL; anything else in the answer is prose.
 _IMAGE_LINK = re.compile(r"!\[[^\]]*\]\(\s*<?(https?://[^\s)>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
@@ -27,14 +27,23 @@ def extract_links(content: str) -> list[str]:
 
 
 class ChatDialect:
-    def build(self, plan: Plan, n: int) -> UpstreamRequest:
+    # Chat completions take input images inside the JSON message, as data URLs.
+    inline_images = True
+
+    def build(self, plan: Plan, n: int, edit: EditImages | None = None) -> UpstreamRequest:
         # One image per call (route max_n is 1): `n` is never sent to chat completions.
+        text = with_marker(plan.prompt, plan.ratio)
+        content: str | list[dict[str, Any]] = text
+        if edit is not None:
+            content = [{"type": "text", "text": text}] + [
+                {"type": "image_url", "image_url": {"url": url}} for url in edit.data_urls
+            ]
         body: dict[str, Any] = {
             "model": plan.route.upstream_model,
-            "messages": [{"role": "user", "content": with_marker(plan.prompt, plan.ratio)}],
+            "messages": [{"role": "user", "content": content}],
         }
         body.update(plan.params)
-        return UpstreamRequest("/chat/completions", body)
+        return UpstreamRequest("/chat/completions", json=body)
 
     def parse(self, payload: Any) -> UpstreamResult:
         content = _content(payload)

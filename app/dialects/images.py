@@ -10,14 +10,22 @@ from typing import Any
 
 from ..errors import UpstreamError
 from ..normalize import Plan
-from . import UpstreamImage, UpstreamRequest, UpstreamResult
+from . import EditImages, UpstreamImage, UpstreamRequest, UpstreamResult
 
 # Top-level keys of an official ImagesResponse that describe the result.
 _EXTRA_KEYS = ("background", "output_format", "quality", "size")
 
 
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 class ImagesDialect:
-    def build(self, plan: Plan, n: int) -> UpstreamRequest:
+    inline_images = False
+
+    def build(self, plan: Plan, n: int, edit: EditImages | None = None) -> UpstreamRequest:
         body: dict[str, Any] = {"model": plan.route.upstream_model, "prompt": plan.prompt}
         if n > 1:
             body["n"] = n
@@ -25,7 +33,16 @@ class ImagesDialect:
         if "response_format" in plan.route.accepts:
             # Always explicit: upstream defaults differ by route (gpt-image-1 defaults to url).
             body["response_format"] = plan.response_format
-        return UpstreamRequest("/images/generations", body)
+        if edit is None:
+            return UpstreamRequest("/images/generations", json=body)
+        # Edits are multipart, as the official API takes them: one image as `image`, several
+        # as repeated `image[]` parts.
+        field = "image" if len(edit.files) == 1 else "image[]"
+        files = [(field, image) for image in edit.files]
+        if edit.mask is not None:
+            files.append(("mask", edit.mask))
+        form = {key: _form_value(value) for key, value in body.items()}
+        return UpstreamRequest("/images/edits", form=form, files=files)
 
     def parse(self, payload: Any) -> UpstreamResult:
         data = payload.get("data") if isinstance(payload, dict) else None

@@ -1,0 +1,136 @@
+"""Server-sent image events, on every route.
+
+Routes whose upstream streams have their events relayed as they arrive, one whole event at a
+time (never the whole stream). For the others the gateway emulates the official stream: SSE
+comments as keep-alives while the route works, so a proxy with an idle limit (a 100-second
+load balancer, say) does not cut a two-minute generation, then one completed event per image.
+Either way an upstream failure mid-stream becomes an `error` event, which the SDK raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import struct
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import httpx
+
+from .errors import GatewayError, UpstreamError
+from .imagedata import sniff_image_type
+from .images import ImagesResult, Job, run
+
+log = logging.getLogger("mediagate")
+
+KEEPALIVE = b": keep-alive\n\n"
+_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+def error_event(error: GatewayError) -> bytes:
+    body = error.body()
+    return sse("error", {"type": "error", **body})
+
+
+def _png_size(head: bytes) -> str | None:
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        width, height = struct.unpack(">II", head[16:24])
+        return f"{width}x{height}"
+    return None
+
+
+def completed_events(job: Job, result: ImagesResult) -> list[bytes]:
+    """The official completed event for each image of a finished (non-streaming) result."""
+    kind = f"{'image_edit' if job.plan.edit else 'image_generation'}.completed"
+    created = int(time.time())
+    events = []
+    items = result.body["data"]
+    for index, item in enumerate(items):
+        b64 = item["b64_json"]
+        head = base64.b64decode(b64[:32])  # enough for the PNG header
+        event: dict[str, Any] = {
+            "type": kind,
+            "b64_json": b64,
+            "created_at": created,
+            "size": result.body.get("size") or _png_size(head) or "auto",
+            "quality": result.body.get("quality") or job.plan.params.get("quality", "auto"),
+            "background": result.body.get("background")
+            or job.plan.params.get("background", "auto"),
+            "output_format": _FORMATS.get(sniff_image_type(head) or "", "png"),
+        }
+        if index == len(items) - 1 and "usage" in result.body:
+            event["usage"] = result.body["usage"]  # the usage of the whole request, once
+        events.append(sse(kind, event))
+    return events
+
+
+async def emulate(job: Job, keepalive_s: float) -> AsyncIterator[bytes]:
+    task = asyncio.create_task(run(job))
+    try:
+        # A first byte at once, so the client and any proxy see the stream has started.
+        yield KEEPALIVE
+        while not task.done():
+            await asyncio.wait({task}, timeout=keepalive_s)
+            if not task.done():
+                yield KEEPALIVE
+        try:
+            result = task.result()
+        except GatewayError as exc:
+            yield error_event(exc)
+            return
+        except Exception as exc:
+            log.error("stream failed: %s", type(exc).__name__)
+            yield error_event(GatewayError("The gateway hit an internal error."))
+            return
+        job.gw.metrics.images.labels(job.model, job.route.id).inc(result.count)
+        for event in completed_events(job, result):
+            yield event
+    finally:
+        # The client went away (or we are done): stop paying for work nobody will receive.
+        task.cancel()
+
+
+async def relay(job: Job, response: httpx.Response, exits: AsyncExitStack) -> AsyncIterator[bytes]:
+    """The upstream's events, whole, as they arrive."""
+    buffer = b""
+    completed = 0
+    try:
+        try:
+            async for chunk in response.aiter_bytes():
+                buffer += chunk.replace(b"\r\n", b"\n")
+                *events, buffer = buffer.split(b"\n\n")
+                for event in events:
+                    if event.strip():
+                        completed += b".completed" in event.split(b"\n", 1)[0]
+                        yield event + b"\n\n"
+        except httpx.HTTPError as exc:
+            yield error_event(
+                UpstreamError(f"The upstream stream broke off: {type(exc).__name__}.")
+            )
+            return
+        if buffer.strip() or not completed:
+            yield error_event(UpstreamError("The upstream stream ended before the image was done."))
+            return
+        job.gw.metrics.images.labels(job.model, job.route.id).inc(completed)
+    finally:
+        await exits.aclose()
+
+
+async def open_relay(job: Job) -> AsyncIterator[bytes]:
+    """Start the upstream stream now (so its errors are plain HTTP errors), relay it later."""
+    exits = AsyncExitStack()
+    try:
+        request = job.dialect.build(job.plan, job.plan.calls[0], job.edit)
+        response = await exits.enter_async_context(job.gw.upstream.open_stream(job.route, request))
+    except BaseException:
+        await exits.aclose()
+        raise
+    return relay(job, response, exits)

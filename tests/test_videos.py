@@ -1,0 +1,436 @@
+"""The Videos API through the real OpenAI SDK, against the simulated upstream, on both job
+stores: create_and_poll, download_content, list, delete, remix, ownership and failures."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from PIL import Image
+
+from app.jobstore import Job, open_job_store
+from app.simulator.videos import content_chunks
+
+from .conftest import CLIENT_KEY, GROUP_KEYS, OTHER_CLIENT_KEY, Gateway, Sim
+
+# The SDK marks the Sora API deprecated; the warning says nothing about the gateway.
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+MIB = 1024 * 1024
+
+
+@pytest.fixture
+def videos_gw(make_gateway: Callable[..., Gateway], job_store: dict[str, str]) -> Gateway:
+    return make_gateway(video_poll_after_ms=50, **job_store)
+
+
+@pytest.fixture
+def sdk(videos_gw: Gateway) -> openai.OpenAI:
+    return videos_gw.sdk()
+
+
+def stored(gateway: Gateway, video_id: str) -> Job:
+    """Our record of a job, read from the store the way another replica would."""
+    settings = gateway.settings
+
+    async def read() -> Job | None:
+        async with open_job_store(settings.job_store_url(), settings.store_prefix) as store:
+            return await store.get(video_id)
+
+    job = asyncio.run(read())
+    assert job is not None
+    return job
+
+
+def upstream_creates(sim: Sim) -> list[Any]:
+    return [c for c in sim.sent("/v1/videos") if c.method == "POST"]
+
+
+def only_upstream_video(sim: Sim) -> Any:
+    videos = list(sim.state.videos.values())
+    assert len(videos) == 1
+    return videos[0]
+
+
+def test_create_and_poll_then_download(sdk: openai.OpenAI, videos_gw: Gateway, sim: Sim) -> None:
+    video = sdk.videos.create_and_poll(
+        model="sora-2-pro", prompt="a lighthouse at dusk", size="1792x1024", seconds="8"
+    )
+    assert video.status == "completed" and video.progress == 100
+    assert (video.model, video.size, video.seconds) == ("sora-2-pro", "1792x1024", "8")
+    assert video.completed_at and video.expires_at and video.error is None
+    upstream = only_upstream_video(sim)
+    assert video.id.startswith("video_") and video.id != upstream.id  # ours, not theirs
+    assert upstream.id not in str(video.to_dict())
+
+    [create] = upstream_creates(sim)
+    assert create.group == "Sora2Official"
+    assert create.body == {
+        "model": "sora-2-pro",
+        "prompt": "a lighthouse at dusk",
+        "size": "1792x1024",
+        "seconds": "8",
+    }
+    content = sdk.videos.download_content(video.id)
+    assert content.content == b"".join(content_chunks(upstream.id, MIB))
+    assert content.response.headers["content-type"] == "video/mp4"
+    assert content.content[4:8] == b"ftyp"
+
+    job = stored(videos_gw, video.id)
+    assert (job.upstream_id, job.owner, job.group, job.route) == (
+        upstream.id,
+        "team-a",
+        "Sora2Official",
+        "sora-2-pro",
+    )
+    assert job.status == "completed" and job.cost == pytest.approx(0.5 * 8)
+    assert GROUP_KEYS["Sora2Official"] not in repr(job)  # a fingerprint, never the key
+
+
+def test_defaults_are_sent_explicitly_and_poll_pace_is_advised(
+    sdk: openai.OpenAI, sim: Sim
+) -> None:
+    raw = sdk.videos.with_raw_response.create(prompt="[sim:render=5] a slow one")
+    video = raw.parse()
+    assert video.status in ("queued", "in_progress")
+    assert raw.headers["openai-poll-after-ms"] == "50"
+    assert raw.headers["x-mediagate-route"] == "sora-2"
+    assert (video.model, video.size, video.seconds) == ("sora-2", "720x1280", "4")
+    [create] = upstream_creates(sim)
+    assert create.body == {
+        "model": "sora-2",
+        "prompt": "[sim:render=5] a slow one",
+        "size": "720x1280",
+        "seconds": "4",
+    }
+    polled = sdk.videos.with_raw_response.retrieve(video.id)
+    assert polled.headers["openai-poll-after-ms"] == "50"
+
+
+def test_a_finished_job_carries_no_poll_advice(sdk: openai.OpenAI) -> None:
+    video = sdk.videos.create_and_poll(prompt="quick")
+    raw = sdk.videos.with_raw_response.retrieve(video.id)
+    assert raw.parse().status == "completed"
+    assert "openai-poll-after-ms" not in raw.headers
+
+
+def test_json_create_is_sent_upstream_as_multipart(videos_gw: Gateway, sim: Sim) -> None:
+    with videos_gw.http() as http:
+        response = http.post("/v1/videos", json={"prompt": "json", "seconds": 12, "size": None})
+    assert response.status_code == 200, response.text
+    assert response.json()["seconds"] == "12"
+    [create] = upstream_creates(sim)
+    assert create.body["seconds"] == "12" and create.body["size"] == "720x1280"
+
+
+def test_another_clients_key_sees_nothing(videos_gw: Gateway, sdk: openai.OpenAI, sim: Sim) -> None:
+    video = sdk.videos.create_and_poll(prompt="mine")
+    other = videos_gw.sdk(api_key=OTHER_CLIENT_KEY)
+    calls_before = len(sim.sent())
+    for attempt in (
+        lambda: other.videos.retrieve(video.id),
+        lambda: other.videos.download_content(video.id),
+        lambda: other.videos.delete(video.id),
+        lambda: other.videos.remix(video.id, prompt="steal"),
+    ):
+        with pytest.raises(openai.NotFoundError) as caught:
+            attempt()
+        assert caught.value.code == "video_not_found"
+    assert other.videos.list().data == []
+    assert len(sim.sent()) == calls_before  # refused without asking the upstream
+    assert sdk.videos.retrieve(video.id).status == "completed"
+
+
+def test_unknown_ids_are_404_in_the_openai_shape(videos_gw: Gateway, sim: Sim) -> None:
+    with videos_gw.http() as http:
+        for path in (
+            "/v1/videos/video_0123456789abcdef0123456789abcdef",
+            "/v1/videos/not-an-id/content",
+            "/v1/videos/..%2F..%2Fetc",
+        ):
+            response = http.get(path)
+            assert response.status_code == 404
+            assert response.json()["error"]["type"] == "invalid_request_error"
+    assert sim.sent() == []
+
+
+def test_list_pages_through_the_callers_jobs_only(videos_gw: Gateway, sdk: openai.OpenAI) -> None:
+    mine = [sdk.videos.create(prompt=f"[sim:render=5] job {i}").id for i in range(3)]
+    videos_gw.sdk(api_key=OTHER_CLIENT_KEY).videos.create(prompt="theirs")
+
+    page = sdk.videos.list(limit=2)
+    assert [v.id for v in page.data] == [mine[2], mine[1]]
+    assert page.has_more is True
+    assert [v.id for v in sdk.videos.list(limit=2)] == mine[::-1]  # the SDK follows last_id
+    assert [v.id for v in sdk.videos.list(order="asc")] == mine
+    assert all(v.status in ("queued", "in_progress") for v in page.data)
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.videos.list(after="video_0123456789abcdef0123456789abcdef")
+    assert caught.value.param == "after"
+
+
+def test_an_upstream_failure_is_a_failed_job_with_its_error(
+    sdk: openai.OpenAI, videos_gw: Gateway
+) -> None:
+    video = sdk.videos.create_and_poll(prompt="[sim:fail=moderation_blocked] nope")
+    assert video.status == "failed"
+    assert video.error is not None and video.error.code == "moderation_blocked"
+    assert video.error.message
+    job = stored(videos_gw, video.id)
+    assert job.status == "failed" and job.cost == 0.0
+    with pytest.raises(openai.BadRequestError):
+        sdk.videos.download_content(video.id)
+
+
+def test_a_refused_create_records_nothing(sdk: openai.OpenAI) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        sdk.videos.create(prompt="[sim:status=503] down")
+    assert caught.value.status_code == 502
+    assert sdk.videos.list().data == []
+
+
+def test_a_job_the_upstream_forgot_is_404(sdk: openai.OpenAI, sim: Sim) -> None:
+    video = sdk.videos.create_and_poll(prompt="ephemeral")
+    sim.state.forget_videos()
+    with pytest.raises(openai.NotFoundError) as caught:
+        sdk.videos.retrieve(video.id)
+    assert caught.value.code == "video_not_found"
+    assert isinstance(caught.value.body, dict) and set(caught.value.body) >= {"message", "type"}
+    with pytest.raises(openai.NotFoundError):
+        sdk.videos.download_content(video.id)
+
+
+def test_delete(sdk: openai.OpenAI, sim: Sim) -> None:
+    busy = sdk.videos.create(prompt="[sim:render=5] still working")
+    with pytest.raises(openai.BadRequestError):  # the upstream's own rule, passed on
+        sdk.videos.delete(busy.id)
+    assert sdk.videos.retrieve(busy.id).id == busy.id
+
+    video = sdk.videos.create_and_poll(prompt="short-lived")
+    upstream_id = next(v.id for v in sim.state.videos.values() if v.prompt == "short-lived")
+    deleted = sdk.videos.delete(video.id)
+    assert (deleted.id, deleted.object, deleted.deleted) == (video.id, "video.deleted", True)
+    deletes = [(c.path, c.status) for c in sim.sent() if c.method == "DELETE"]
+    assert deletes[-1] == (f"/v1/videos/{upstream_id}", 200)  # after the busy one's 400
+    with pytest.raises(openai.NotFoundError):
+        sdk.videos.retrieve(video.id)
+    assert [v.id for v in sdk.videos.list()] == [busy.id]
+
+
+def test_remix(sdk: openai.OpenAI, sim: Sim) -> None:
+    source = sdk.videos.create_and_poll(prompt="a fox", model="sora-2", size="1280x720")
+    remix = sdk.videos.remix(source.id, prompt="the fox, in snow")
+    assert remix.remixed_from_video_id == source.id
+    assert (remix.size, remix.seconds, remix.model) == ("1280x720", "4", "sora-2")
+    done = sdk.videos.poll(remix.id)
+    assert done.status == "completed" and done.prompt == "the fox, in snow"
+    [call] = [c for c in sim.sent() if c.path.endswith("/remix")]
+    source_upstream = next(v.id for v in sim.state.videos.values() if v.prompt == "a fox")
+    assert call.path == f"/v1/videos/{source_upstream}/remix"
+    assert call.body == {"prompt": "the fox, in snow"} and call.group == "Sora2Official"
+    assert sdk.videos.download_content(done.id).content[4:8] == b"ftyp"
+
+
+def test_thumbnail_spritesheet_and_ranges(videos_gw: Gateway, sdk: openai.OpenAI) -> None:
+    video = sdk.videos.create_and_poll(prompt="stills", size="1280x720")
+    thumbnail = sdk.videos.download_content(video.id, variant="thumbnail")
+    assert thumbnail.response.headers["content-type"] == "image/webp"
+    assert Image.open(io.BytesIO(thumbnail.content)).format == "WEBP"
+    sheet = sdk.videos.download_content(video.id, variant="spritesheet")
+    assert Image.open(io.BytesIO(sheet.content)).format == "JPEG"
+
+    full = sdk.videos.download_content(video.id).content
+    with videos_gw.http() as http:
+        path = f"/v1/videos/{video.id}/content"
+        part = http.get(path, headers={"Range": "bytes=100-199"})
+        assert part.status_code == 206
+        assert part.headers["content-range"] == f"bytes 100-199/{MIB}"
+        assert part.headers["content-length"] == "100" and part.content == full[100:200]
+        assert part.headers["accept-ranges"] == "bytes"
+        tail = http.get(path, headers={"Range": "bytes=-10"})
+        assert tail.status_code == 206 and tail.content == full[-10:]
+        beyond = http.get(path, headers={"Range": f"bytes={MIB}-"})
+        assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{MIB}"
+        bad = http.get(path, params={"variant": "poster"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "variant"
+
+
+def test_content_before_completion_is_the_upstreams_400(sdk: openai.OpenAI) -> None:
+    video = sdk.videos.create(prompt="[sim:render=5] not yet")
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.videos.download_content(video.id)
+    assert caught.value.code == "video_not_ready"
+
+
+def test_final_state_and_cost_are_recorded_once_across_replicas(
+    make_gateway: Callable[..., Gateway], job_store: dict[str, str]
+) -> None:
+    replicas = [make_gateway(video_poll_after_ms=10, **job_store) for _ in range(2)]
+    first = replicas[0].sdk()
+    video = first.videos.create(prompt="[sim:render=0.3] contested", seconds="12")
+    errors: list[BaseException] = []
+
+    def poll(gateway: Gateway) -> None:
+        try:
+            assert gateway.sdk().videos.poll(video.id).status == "completed"
+        except BaseException as exc:
+            errors.append(exc)
+
+    pollers = [threading.Thread(target=poll, args=(replicas[i % 2],)) for i in range(8)]
+    for thread in pollers:
+        thread.start()
+    for thread in pollers:
+        thread.join()
+    assert errors == []
+
+    finished = 0.0
+    for gateway in replicas:
+        text = httpx.get(f"{gateway.url}/metrics").text
+        for line in text.splitlines():
+            if line.startswith("mediagate_videos_finished_total{"):
+                finished += float(line.rsplit(" ", 1)[1])
+    assert finished == 1
+    job = stored(replicas[1], video.id)
+    assert job.status == "completed" and job.cost == pytest.approx(0.1 * 12)
+
+
+def test_a_job_keeps_using_the_key_that_created_it(
+    make_gateway: Callable[..., Gateway], sim: Sim
+) -> None:
+    # Two keys for the group, the second one unknown upstream: a gateway that took the next
+    # key in turn for the polls would be refused every other call.
+    good = GROUP_KEYS["Sora2Official"]
+    gateway = make_gateway(
+        key_sora2official=f"{good},sk-not-known-upstream", video_poll_after_ms=20
+    )
+    sdk = gateway.sdk()
+    video = sdk.videos.create_and_poll(prompt="pinned")
+    assert video.status == "completed"
+    assert len(sdk.videos.download_content(video.id).content) == MIB
+    assert all(c.status == 200 for c in sim.sent())
+
+
+def test_video_metrics_and_models(videos_gw: Gateway, sdk: openai.OpenAI) -> None:
+    sdk.videos.create_and_poll(prompt="counted", seconds="8")
+    assert {"sora-2", "sora-2-pro"} <= {m.id for m in sdk.models.list().data}
+    text = httpx.get(f"{videos_gw.url}/metrics").text
+    assert (
+        'mediagate_videos_finished_total{model="sora-2",route="sora-2",status="completed"} 1.0'
+        in text
+    )
+    assert 'mediagate_video_seconds_total{model="sora-2",route="sora-2"} 8.0' in text
+    assert 'endpoint="videos.create",model="sora-2",route="sora-2",status="200"' in text
+    assert 'endpoint="videos.retrieve",model="sora-2",route="sora-2",status="200"' in text
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096
+
+
+@pytest.fixture
+def sqlite_gw(make_gateway: Callable[..., Gateway]) -> Gateway:
+    return make_gateway(video_poll_after_ms=20)
+
+
+def test_a_large_download_streams_with_flat_memory(sqlite_gw: Gateway) -> None:
+    size = 256 * MIB
+    sdk = sqlite_gw.sdk()
+    video = sdk.videos.create_and_poll(prompt=f"[sim:bytes={size}] long take")
+    peak = baseline = rss_bytes()
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.01):
+            peak = max(peak, rss_bytes())
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    received = 0
+    try:
+        # Gateway, simulator and client all live in this process, so its RSS bounds them all.
+        with sdk.videos.with_streaming_response.download_content(video.id) as response:
+            assert response.headers["content-length"] == str(size)
+            for chunk in response.iter_bytes(256 * 1024):
+                received += len(chunk)
+    finally:
+        done.set()
+        sampler.join()
+    assert received == size
+    assert peak - baseline < 64 * MIB, f"RSS grew {(peak - baseline) / MIB:.0f} MiB"
+
+
+def test_a_client_leaving_mid_download_frees_the_upstream_connection(
+    make_gateway: Callable[..., Gateway],
+) -> None:
+    # Two upstream connections in all: if an abandoned download kept its own, the third
+    # download would wait for a free connection forever.
+    gateway = make_gateway(video_poll_after_ms=20, max_connections=2)
+    video = gateway.sdk().videos.create_and_poll(prompt=f"[sim:bytes={64 * MIB}] long")
+    with httpx.Client(
+        base_url=gateway.url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=10
+    ) as http:
+        for _ in range(6):
+            with http.stream("GET", f"/v1/videos/{video.id}/content") as response:
+                assert response.status_code == 200
+                next(response.iter_raw(64 * 1024))  # one chunk, then hang up
+        tail = http.get(f"/v1/videos/{video.id}/content", headers={"Range": "bytes=-5"})
+        assert tail.status_code == 206 and len(tail.content) == 5
+
+
+@pytest.fixture(autouse=True)
+def _quiet_sdk_deprecations() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
+
+
+def test_bad_requests_are_400s_that_never_reach_the_upstream(
+    videos_gw: Gateway, sdk: openai.OpenAI, sim: Sim
+) -> None:
+    cases: list[tuple[dict[str, Any], type[openai.APIStatusError], str | None]] = [
+        ({"model": "sora-3"}, openai.NotFoundError, "model"),
+        ({"model": "gpt-image-1"}, openai.BadRequestError, "model"),
+        ({"seconds": "5"}, openai.BadRequestError, "seconds"),
+        ({"size": "1792x1024"}, openai.BadRequestError, "size"),  # sora-2-pro only
+        ({"size": "1024x1024", "model": "sora-2-pro"}, openai.BadRequestError, "size"),
+        ({"prompt": "x" * 32001}, openai.BadRequestError, "prompt"),
+        ({"prompt": "   "}, openai.BadRequestError, "prompt"),
+        ({"extra_body": {"fps": "30"}}, openai.BadRequestError, "fps"),
+    ]
+    for overrides, error, param in cases:
+        arguments: dict[str, Any] = {"prompt": "fine", **overrides}
+        with pytest.raises(error) as caught:
+            sdk.videos.create(**arguments)
+        assert caught.value.status_code in (400, 404), overrides
+        assert caught.value.param == param, overrides
+    with videos_gw.http() as http:
+        for response in (
+            http.post("/v1/videos", content=b"prompt=x", headers={"content-type": "text/plain"}),
+            http.post(
+                "/v1/videos", content=b"{not json", headers={"content-type": "application/json"}
+            ),
+            http.post("/v1/videos", json=["a list"]),
+            http.post("/v1/videos", json={"model": "sora-2"}),
+            http.post("/v1/videos", json={"prompt": "x", "input_reference": {"file_id": "f"}}),
+            http.post("/v1/videos", json={"prompt": "x", "input_reference": "a string"}),
+            # The Node SDK's spelling of a reference object in multipart.
+            http.post(
+                "/v1/videos",
+                files={"prompt": (None, "x"), "input_reference[file_id]": (None, "file_1")},
+            ),
+            http.get("/v1/videos", params={"limit": "0"}),
+            http.get("/v1/videos", params={"limit": "101"}),
+            http.get("/v1/videos", params={"order": "sideways"}),
+            http.get("/v1/videos", params={"before": "x"}),
+        ):
+            assert response.status_code == 400, response.text
+            assert response.json()["error"]["message"]
+    assert sim.sent() == []
