@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -12,9 +13,15 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .errors import InvalidRequest, NotFound
+from .disconnect import cancel_on_disconnect
+from .errors import GatewayError, InvalidRequest, ModelNotFound, NotFound
 from .gateway import Gateway
+from .idempotency import form_digest, idempotent, json_digest
 from .images import Job, prepare_edit, prepare_generation, run
+from .keys import ANONYMOUS
+from .ledger import Charge
+from .metering import admit, settle_soon
+from .pricing import actual_images, estimate_images
 from .streaming import emulate, open_relay
 from .uploads import MAX_IMAGES
 
@@ -28,15 +35,17 @@ def gateway(request: Request) -> Gateway:
 
 
 def client(request: Request) -> str:
-    """The calling client key's name (the dependency that enforces auth)."""
+    """The calling client key's name (the dependency that enforces auth); its policy is left
+    in `request.state.policy`."""
     gw = gateway(request)
-    name = (
+    policy = (
         gw.clients.identify(request.headers.get("authorization"))
         if gw.clients.enabled
-        else "anonymous"
+        else ANONYMOUS
     )
-    request.state.key_name = name
-    return name
+    request.state.policy = policy
+    request.state.key_name = policy.name
+    return policy.name
 
 
 def endpoint(name: str) -> Any:
@@ -96,37 +105,77 @@ async def _nothing() -> None:
 
 
 async def _answer(
-    request: Request, job: Job, cleanup: Callable[[], Awaitable[None]] = _nothing
+    request: Request,
+    job: Job,
+    cleanup: Callable[[], Awaitable[None]] = _nothing,
+    input_images: int = 0,
 ) -> Response:
-    """The job's ImagesResponse, or its event stream when the client asked to stream."""
+    """The job's ImagesResponse, or its event stream when the client asked to stream; metered
+    against the client key's limits and budget."""
+    estimate = estimate_images(job.route.price, job.plan, input_images)
+    try:
+        ticket = await admit(
+            job.gw, request.state.policy, job.model, images=sum(job.plan.calls), estimate=estimate
+        )
+    except BaseException:
+        await cleanup()
+        raise
+
+    async def settle(images: int, usage: dict[str, Any] | None) -> None:
+        # Billed on the route that served (a fallback may have changed it), failures cost 0.
+        cost = actual_images(job.route.price, job.plan, images, usage, estimate)
+        request.state.cost = cost
+        await ticket.settle(Charge(job.model, cost, images=images))
+
     headers = job.plan.headers()
     request.state.normalized = {k: v for k, v in headers.items() if k != "x-mediagate-route"}
+    if job.gw.settings.log_prompts:
+        request.state.prompt = job.plan.prompt
     if not job.plan.stream:
         try:
-            result = await run(job)
+            # A client that goes away cancels the upstream calls instead of paying for them.
+            result = await cancel_on_disconnect(request, run(job))
+        except BaseException:
+            settle_soon(ticket, Charge(job.model, 0.0))
+            raise
         finally:
             await cleanup()
+        await settle(result.count, result.body.get("usage"))
         job.gw.metrics.images.labels(job.model, job.route.id).inc(result.count)
         return JSONResponse(result.body, headers=result.headers)
     try:
         if job.route.stream == "passthrough":
-            events = await open_relay(job)
+            events = await open_relay(job, settle)
         else:
-            events = emulate(job, job.gw.settings.stream_keepalive_s)
+            events = emulate(job, job.gw.settings.stream_keepalive_s, settle)
     except BaseException:
+        settle_soon(ticket, Charge(job.model, 0.0))
         await cleanup()
         raise
+
+    async def finish() -> None:
+        settle_soon(ticket, Charge(job.model, 0.0))  # a no-op once the stream has settled
+        await cleanup()
+
+    request.state.streaming = True
+    headers = job.plan.headers()  # the route that serves, after any fallback
     headers.update({"cache-control": "no-cache", "x-accel-buffering": "no"})
-    return StreamingResponse(
-        _then(events, cleanup), media_type="text/event-stream", headers=headers
-    )
+    return StreamingResponse(_then(events, finish), media_type="text/event-stream", headers=headers)
 
 
 @api.post("/images/generations", dependencies=[endpoint("images.generations")])
 async def images_generations(request: Request) -> Response:
     body = await json_body(request)
-    job = prepare_generation(gateway(request), body, public_base(request), request.state)
-    return await _answer(request, job)
+
+    async def work() -> Response:
+        job = prepare_generation(gateway(request), body, public_base(request), request.state)
+        return await _answer(request, job)
+
+    # A repeated Idempotency-Key is answered before anything is metered or sent upstream.
+    async def digest() -> str:
+        return json_digest(body)
+
+    return await idempotent(request, digest, work)
 
 
 @api.post("/images/edits", dependencies=[endpoint("images.edits")])
@@ -140,22 +189,34 @@ async def images_edits(request: Request) -> Response:
     # The uploads are spooled to temporary files by the parser: the only copy the gateway
     # keeps, closed once the answer (or the stream) is done.
     form = await request.form(max_files=MAX_IMAGES + 4, max_fields=64)
-    try:
-        job = await prepare_edit(gw, form, public_base(request), request.state)
-    except BaseException:
-        await form.close()
-        raise
-    return await _answer(request, job, form.close)
+
+    async def work() -> Response:
+        try:
+            job = await prepare_edit(gw, form, public_base(request), request.state)
+        except BaseException:
+            await form.close()
+            raise
+        assert job.edit is not None
+        return await _answer(request, job, form.close, input_images=len(job.edit.files))
+
+    return await idempotent(request, lambda: form_digest(form), work, skipped=form.close)
 
 
 @api.get("/models", dependencies=[endpoint("models")])
 async def list_models(request: Request) -> dict[str, Any]:
     gw = gateway(request)
-    return {"object": "list", "data": [_model_object(gw, m) for m in sorted(gw.catalog.models)]}
+    policy = request.state.policy
+    allowed = [m for m in sorted(gw.catalog.models) if policy.allows(m)]
+    return {"object": "list", "data": [_model_object(gw, m) for m in allowed]}
 
 
 @api.get("/models/{model_id:path}", dependencies=[endpoint("models")])
 async def get_model(model_id: str, request: Request) -> dict[str, Any]:
+    if not request.state.policy.allows(model_id):
+        raise ModelNotFound(
+            f"The model '{model_id}' does not exist or you do not have access to it.",
+            param="model",
+        )
     return _model_object(gateway(request), model_id)
 
 
@@ -179,7 +240,26 @@ async def stored_image(name: str, request: Request) -> Response:
 
 @public.get("/healthz", dependencies=[endpoint("health")])
 async def healthz() -> dict[str, str]:
+    """Alive: the process answers. Nothing else is checked, so a store outage does not get
+    every replica restarted."""
     return {"status": "ok"}
+
+
+@public.get("/readyz", dependencies=[endpoint("health")])
+async def readyz(request: Request) -> Response:
+    """Ready for traffic: the catalog is loaded and the store answers."""
+    gw: Gateway | None = getattr(request.app.state, "gateway", None)
+    checks = {"catalog": bool(gw and gw.catalog.models), "store": False}
+    if gw is not None:
+        try:
+            async with asyncio.timeout(2):
+                await gw.ledger.ping()
+            checks["store"] = True
+        except (TimeoutError, GatewayError):
+            pass
+    ready = all(checks.values())
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @public.get("/metrics", dependencies=[endpoint("health")])

@@ -15,7 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .breaker import BreakerPolicy
 from .errors import ModelNotFound
+from .retry import RetryPolicy, Timeouts
 
 
 class SizeRule(BaseModel):
@@ -76,6 +78,17 @@ class VideoPolicy(BaseModel):
         return self
 
 
+class Price(BaseModel):
+    """USD prices of an image route; see app/pricing.py for how they are applied."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_image: float | None = Field(default=None, ge=0)
+    per_call: float | None = Field(default=None, ge=0)
+    per_million_input_tokens: float | None = Field(default=None, ge=0)
+    per_million_output_tokens: float | None = Field(default=None, ge=0)
+
+
 class Route(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -94,13 +107,22 @@ class Route(BaseModel):
     # passthrough: the upstream streams server-sent events and they are relayed as they come;
     # emulate: the gateway sends keep-alives while the route works, then one completed event.
     stream: Literal["passthrough", "emulate"] = "emulate"
+    price: Price | None = None  # image routes; video routes price per second in `video`
+    # Resilience (app/retry.py, app/breaker.py): per-call timeouts, when a failed call is
+    # tried again, and when the route is skipped for a while.
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
 
 
 class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
-    routes: list[str] = Field(min_length=1)
+    routes: list[str] = Field(min_length=1)  # in order: later ones are fallbacks
+    # Whether a fallback route may drop parameters the client sent (None: the operator's
+    # MEDIAGATE_FALLBACK_MAY_DROP).
+    fallback_may_drop: bool | None = None
     owned_by: str = "mediagate"
     created: int = 1_735_689_600  # 2025-01-01; the OpenAI shape requires a timestamp
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -36,15 +38,24 @@ def _serve(args: argparse.Namespace) -> int:
             "real one.",
             file=sys.stderr,
         )
+    # On SIGTERM uvicorn stops accepting, lets requests in flight finish (for at most
+    # MEDIAGATE_SHUTDOWN_TIMEOUT_S), then raises the signal again for whatever handler was
+    # there before; with the default one the process would die by the signal (status 143)
+    # instead of exiting 0 after a clean shutdown.
+    signal.signal(signal.SIGTERM, _after_shutdown)
     uvicorn.run(
         create_app(settings),
         host=args.host,
         port=args.port,
         log_level=settings.log_level,
         access_log=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
     return 0
+
+
+def _after_shutdown(signum: int, frame: FrameType | None) -> None:
+    log.info("shut down on SIGTERM")
 
 
 def _simulate(args: argparse.Namespace) -> int:
@@ -55,6 +66,25 @@ def _simulate(args: argparse.Namespace) -> int:
         print(f"  token group {group!r}: key {key}", file=sys.stderr)
     app = create_simulator_app(SimConfig(keys=dict(DEFAULT_SIM_KEYS), latency_s=args.latency))
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from .keys import create_key
+
+    limits = {
+        "models": args.models.split(",") if args.models else None,
+        "requests_per_minute": args.rpm,
+        "images_per_minute": args.ipm,
+        "concurrent_requests": args.concurrency,
+        "budget_usd_per_day": args.budget_day,
+        "budget_usd_per_month": args.budget_month,
+    }
+    key, entry = create_key(args.name, **{k: v for k, v in limits.items() if v is not None})
+    print(f"# The key for '{args.name}' (shown once; give it to the team, keep no copy):")
+    print(f"# {key}")
+    print("# Add this entry under `keys:` in MEDIAGATE_KEYS_FILE (it holds only the SHA-256):")
+    print(entry, end="")
     return 0
 
 
@@ -70,6 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     simulate.add_argument("--port", type=int, default=9000)
     simulate.add_argument("--latency", type=float, default=0.0, help="seconds per generation")
     simulate.set_defaults(run=_simulate)
+    keys = commands.add_parser("keys", help="manage client keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="make a new client key and its keys-file entry")
+    create.add_argument("name", help="the team or application the key is for")
+    create.add_argument("--models", help="comma-separated model names or globs (default: all)")
+    create.add_argument("--rpm", type=int, help="requests per minute")
+    create.add_argument("--ipm", type=int, help="images per minute")
+    create.add_argument("--concurrency", type=int, help="requests running at once")
+    create.add_argument("--budget-day", type=float, help="USD per day (UTC)")
+    create.add_argument("--budget-month", type=float, help="USD per month (UTC)")
+    create.set_defaults(run=_keys_create)
     args = parser.parse_args(argv)
     result: int = args.run(args)
     return result

@@ -12,11 +12,15 @@ from dataclasses import dataclass
 import httpx
 from pydantic import SecretStr
 
-from .auth import ClientKeys
+from .breaker import Breakers
 from .catalog import Catalog, CatalogError, load_catalog
 from .errors import Scrubber
 from .fetch import SafeFetcher
+from .idempotency import IdempotencyStore, open_idempotency_store
 from .jobstore import JobStore, JobStoreConfigError, check_store_url, open_job_store
+from .keys import KeyRegistry, KeysFileError
+from .ledger import Ledger, open_ledger
+from .metering import drain_settlements
 from .metrics import Metrics
 from .servethread import BackgroundServer
 from .settings import Settings, group_env_name
@@ -38,21 +42,23 @@ class Gateway:
     fetcher: SafeFetcher
     store: ImageStore
     metrics: Metrics
-    clients: ClientKeys
+    clients: KeyRegistry
     jobs: JobStore  # video jobs
+    ledger: Ledger  # rate limits, concurrency, budgets, usage
+    idempotency: IdempotencyStore  # Idempotency-Key results, in the job store's backend
     scrub: Scrubber
 
 
-def check_config(settings: Settings) -> ClientKeys:
+def check_config(settings: Settings) -> KeyRegistry:
     """Refuse a configuration that cannot serve safely, with a message an operator can act on."""
     try:
-        clients = ClientKeys(settings.client_keys())
-    except ValueError as exc:
+        clients = KeyRegistry(settings.client_keys(), settings.keys_file)
+    except (ValueError, KeysFileError) as exc:
         raise ConfigError(str(exc)) from None
     if not clients.enabled and not settings.simulator:
         raise ConfigError(
-            "MEDIAGATE_API_KEYS must name at least one client key (name:key,...); only the "
-            "offline simulator mode may run without client authentication"
+            "MEDIAGATE_API_KEYS or MEDIAGATE_KEYS_FILE must name at least one client key; only "
+            "the offline simulator mode may run without client authentication"
         )
     if not settings.simulator and not settings.upstream_url:
         raise ConfigError("MEDIAGATE_UPSTREAM_URL is required when upstream keys are set")
@@ -113,7 +119,12 @@ async def open_gateway(
         if upstream_url is None:  # check_config's rule, restated for the type checker
             raise ConfigError("MEDIAGATE_UPSTREAM_URL is required")
         full = load_catalog(settings.config)
-        keys = KeyRing({group: settings.group_keys(group) for group in full.groups()})
+        keys = KeyRing(
+            {group: settings.group_keys(group) for group in full.groups()},
+            auth_cooldown_s=settings.upstream_key_auth_cooldown_s,
+            rate_cooldown_s=settings.upstream_key_rate_cooldown_s,
+            on_bench=lambda group, reason: metrics.key_cooldowns.labels(group, reason).inc(),
+        )
         catalog = full.offered(keys.has)
         if not catalog.models:
             raise ConfigError("no model is usable: set MEDIAGATE_KEY_<GROUP> for a token group")
@@ -139,12 +150,25 @@ async def open_gateway(
             async with (
                 httpx.AsyncClient(timeout=timeout, limits=limits) as client,
                 open_job_store(settings.job_store_url(), settings.store_prefix) as jobs,
+                open_ledger(settings.job_store_url(), settings.store_prefix) as ledger,
+                open_idempotency_store(settings.job_store_url(), settings.store_prefix) as idem,
             ):
-                yield Gateway(
+                gateway = Gateway(
                     settings=settings,
                     catalog=catalog,
                     upstream=Upstream(
-                        client, upstream_url, keys, metrics, scrub, settings.upstream_timeout_s
+                        client,
+                        upstream_url,
+                        keys,
+                        metrics,
+                        scrub,
+                        settings.upstream_timeout_s,
+                        connect_timeout_s=settings.upstream_connect_timeout_s,
+                        max_bytes=settings.upstream_max_bytes,
+                        breakers=Breakers(
+                            ((r.id, r.breaker) for r in catalog.routes.values()),
+                            lambda route, state: metrics.circuit_state.labels(route).set(state),
+                        ),
                     ),
                     fetcher=SafeFetcher(
                         client,
@@ -156,8 +180,16 @@ async def open_gateway(
                     metrics=metrics,
                     clients=clients,
                     jobs=jobs,
+                    ledger=ledger,
+                    idempotency=idem,
                     scrub=scrub,
                 )
+                try:
+                    yield gateway
+                finally:
+                    # Requests cut off by the shutdown still owe their settlement; the
+                    # stores close only after it is booked.
+                    await drain_settlements()
         finally:
             sweeper.cancel()
     finally:

@@ -8,11 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from .api import api, public
+from .attempts import AttemptHeaders
 from .errors import Scrubber, install_handlers
 from .gateway import open_gateway
 from .metrics import Metrics
 from .middleware import RequestContext
 from .settings import Settings
+from .usage import usage
 from .videos import videos
 
 
@@ -37,7 +39,10 @@ def create_app(settings: Settings) -> FastAPI:
     )
     install_handlers(app, scrub)
     app.add_middleware(RequestContext, metrics=metrics, scrub=scrub)
+    # Outermost: retries and fallbacks are reported on every answer, errors included.
+    app.add_middleware(AttemptHeaders)
     app.include_router(api)
     app.include_router(videos)
+    app.include_router(usage)
     app.include_router(public)
     return app

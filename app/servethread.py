@@ -6,6 +6,7 @@ the caller's loop) keeps uvicorn from installing signal handlers that fight the 
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -22,9 +23,12 @@ class BackgroundServer:
         self.host, self.port = self._sock.getsockname()[:2]
         config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        # uvicorn exits when the app fails to start; start() reports that instead.
+        with contextlib.suppress(SystemExit):
+            self._server.run(sockets=[self._sock])
 
     @property
     def url(self) -> str:

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     extra_group_keys: dict[str, SecretStr] = Field(default_factory=dict)
 
     api_keys: SecretStr | None = None
+    # Per-team keys with scopes, limits and budgets (see app/keys.py); re-read when it changes.
+    keys_file: Path | None = None
+    # The key of the admin usage view (GET /v1/admin/usage); no admin view without one.
+    admin_key: SecretStr | None = None
     fetch_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     data_dir: Path = Path("./data")
     config: Path | None = None
@@ -54,6 +58,22 @@ class Settings(BaseSettings):
     upstream_connect_timeout_s: float = 10.0
     upstream_timeout_s: float = 360.0
     max_connections: int = 200
+    # Resilience. The largest upstream answer read into memory (a 200 with more is a 502).
+    upstream_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # Key pools: how long a refused (401/403) or repeatedly rate-limited key rests.
+    upstream_key_auth_cooldown_s: float = Field(default=600.0, ge=0)
+    upstream_key_rate_cooldown_s: float = Field(default=30.0, ge=0)
+    # Whether a fallback route may drop parameters the client sent (per model in the catalog).
+    fallback_may_drop: bool = True
+    # Idempotency-Key: how long a result is kept, the lease of a request in progress (renewed
+    # while it runs, so a crashed replica's claim expires), how long a repeat waits for it,
+    # and the largest answer kept for replay.
+    idempotency_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    idempotency_lease_s: float = Field(default=30.0, gt=0)
+    idempotency_wait_s: float = Field(default=420.0, ge=0)
+    idempotency_max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # SIGTERM: stop accepting, let requests in flight finish for at most this long, exit 0.
+    shutdown_timeout_s: int = Field(default=30, ge=0)
     log_level: str = "info"
     log_prompts: bool = False
 

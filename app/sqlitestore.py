@@ -9,15 +9,13 @@ which SQLite makes atomic across them.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
-import threading
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, TypeVar
 
-from .jobstore import FIELDS, Job, Order, StoreUnavailable, UnknownCursor, check_changes
+from .jobstore import FIELDS, Job, Order, UnknownCursor, check_changes
+from .sqlitedb import SqliteDb
 
 T = TypeVar("T")
 
@@ -48,35 +46,15 @@ def _decode(row: sqlite3.Row) -> Job:
 
 
 class SqliteJobStore:
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._db = connection
-        self._lock = threading.Lock()
+    def __init__(self, db: SqliteDb) -> None:
+        self._sql = db
 
     @classmethod
     async def open(cls, path: str) -> SqliteJobStore:
-        def connect() -> sqlite3.Connection:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.executescript(_SCHEMA)
-            return db
-
-        try:
-            return cls(await asyncio.to_thread(connect))
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"Cannot open the job store at {path}: {exc}") from None
+        return cls(await SqliteDb.open(path, _SCHEMA, "job store"))
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        def locked() -> T:
-            with self._lock:
-                return work(self._db)
-
-        try:
-            return await asyncio.to_thread(locked)
-        except sqlite3.Error as exc:
-            raise StoreUnavailable(f"The job store failed: {exc}") from None
+        return await self._sql.run(work)
 
     async def insert(self, job: Job) -> None:
         values = [_encode(name, getattr(job, name)) for name in FIELDS]
@@ -134,4 +112,4 @@ class SqliteJobStore:
         return page
 
     async def close(self) -> None:
-        await self._run(lambda db: db.close())
+        await self._sql.close()

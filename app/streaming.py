@@ -15,7 +15,7 @@ import json
 import logging
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -23,9 +23,12 @@ import httpx
 
 from .errors import GatewayError, UpstreamError
 from .imagedata import sniff_image_type
-from .images import ImagesResult, Job, run
+from .images import ImagesResult, Job, fall_back, run
 
 log = logging.getLogger("mediagate")
+
+# Called once a stream knows what it delivered: (images, upstream usage or None).
+Settle = Callable[[int, dict[str, Any] | None], Awaitable[None]]
 
 KEEPALIVE = b": keep-alive\n\n"
 _FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
@@ -72,7 +75,7 @@ def completed_events(job: Job, result: ImagesResult) -> list[bytes]:
     return events
 
 
-async def emulate(job: Job, keepalive_s: float) -> AsyncIterator[bytes]:
+async def emulate(job: Job, keepalive_s: float, settle: Settle) -> AsyncIterator[bytes]:
     task = asyncio.create_task(run(job))
     try:
         # A first byte at once, so the client and any proxy see the stream has started.
@@ -84,12 +87,15 @@ async def emulate(job: Job, keepalive_s: float) -> AsyncIterator[bytes]:
         try:
             result = task.result()
         except GatewayError as exc:
+            await settle(0, None)
             yield error_event(exc)
             return
         except Exception as exc:
             log.error("stream failed: %s", type(exc).__name__)
+            await settle(0, None)
             yield error_event(GatewayError("The gateway hit an internal error."))
             return
+        await settle(result.count, result.body.get("usage"))
         job.gw.metrics.images.labels(job.model, job.route.id).inc(result.count)
         for event in completed_events(job, result):
             yield event
@@ -98,19 +104,47 @@ async def emulate(job: Job, keepalive_s: float) -> AsyncIterator[bytes]:
         task.cancel()
 
 
-async def relay(job: Job, response: httpx.Response, exits: AsyncExitStack) -> AsyncIterator[bytes]:
+def _completed_usage(event: bytes) -> dict[str, Any] | None:
+    """The usage of a relayed completed event (its data line is JSON), if it has one."""
+    for line in event.split(b"\n"):
+        if line.startswith(b"data:"):
+            try:
+                usage = json.loads(line[5:]).get("usage")
+            except (ValueError, AttributeError):
+                return None
+            return usage if isinstance(usage, dict) else None
+    return None
+
+
+def _add_usage(total: dict[str, Any] | None, usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    if usage is None:
+        return total
+    total = dict(total or {})
+    for key in ("input_tokens", "output_tokens", "total_tokens"):
+        if isinstance(usage.get(key), int):
+            total[key] = total.get(key, 0) + usage[key]
+    return total
+
+
+async def relay(
+    job: Job, response: httpx.Response, exits: AsyncExitStack, settle: Settle
+) -> AsyncIterator[bytes]:
     """The upstream's events, whole, as they arrive."""
     buffer = b""
     completed = 0
+    usage: dict[str, Any] | None = None
     try:
         try:
             async for chunk in response.aiter_bytes():
                 buffer += chunk.replace(b"\r\n", b"\n")
                 *events, buffer = buffer.split(b"\n\n")
                 for event in events:
-                    if event.strip():
-                        completed += b".completed" in event.split(b"\n", 1)[0]
-                        yield event + b"\n\n"
+                    if not event.strip():
+                        continue
+                    if b".completed" in event.split(b"\n", 1)[0]:
+                        completed += 1
+                        usage = _add_usage(usage, _completed_usage(event))
+                    yield event + b"\n\n"
         except httpx.HTTPError as exc:
             yield error_event(
                 UpstreamError(f"The upstream stream broke off: {type(exc).__name__}.")
@@ -121,16 +155,27 @@ async def relay(job: Job, response: httpx.Response, exits: AsyncExitStack) -> As
             return
         job.gw.metrics.images.labels(job.model, job.route.id).inc(completed)
     finally:
+        # Whatever was delivered was made, and paid for upstream: it is charged.
+        await settle(completed, usage)
         await exits.aclose()
 
 
-async def open_relay(job: Job) -> AsyncIterator[bytes]:
-    """Start the upstream stream now (so its errors are plain HTTP errors), relay it later."""
-    exits = AsyncExitStack()
-    try:
-        request = job.dialect.build(job.plan, job.plan.calls[0], job.edit)
-        response = await exits.enter_async_context(job.gw.upstream.open_stream(job.route, request))
-    except BaseException:
-        await exits.aclose()
-        raise
-    return relay(job, response, exits)
+async def open_relay(job: Job, settle: Settle) -> AsyncIterator[bytes]:
+    """Start the upstream stream now (so its errors are plain HTTP errors, and an unavailable
+    route can still hand the job to the model's next one), relay it later."""
+    while True:
+        exits = AsyncExitStack()
+        try:
+            request = job.dialect.build(job.plan, job.plan.calls[0], job.edit)
+            response = await exits.enter_async_context(
+                job.gw.upstream.open_stream(job.route, request)
+            )
+        except GatewayError as error:
+            await exits.aclose()
+            if await fall_back(job, error):
+                continue
+            raise
+        except BaseException:
+            await exits.aclose()
+            raise
+        return relay(job, response, exits, settle)

@@ -1,23 +1,33 @@
 """Sending requests upstream: the one place that touches the upstream's network and keys.
 
-Every transport failure and upstream error status becomes a `GatewayError` here (like httpx's
+Every call goes through `Upstream._send`: it picks a key from the group's pool (or uses the key
+a video job is bound to), applies the route's timeouts, retries what `app.retry` allows, benches
+keys the upstream refuses, and reports to the route's circuit breaker. Every transport failure
+and upstream error status becomes a `GatewayError` here (like httpx's
 `map_httpcore_exceptions`), with upstream keys scrubbed from whatever text is passed on.
+
+One convention ties this to the rest of the gateway: an error that carries
+`x-should-retry: false` in its own headers means the upstream may have done, and charged for,
+the work. Such a failure is never retried, never handed to a fallback route, and is kept as
+the final answer of an Idempotency-Key; every other upstream failure surely cost nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
-import itertools
 import json
+import logging
+import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
+from . import attempts
+from .breaker import Breakers, Permit
 from .catalog import Route
 from .dialects import UpstreamRequest
 from .errors import (
@@ -28,47 +38,31 @@ from .errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from .keypool import KeyRing, key_fingerprint
 from .metrics import Metrics
+from .retry import CONNECT, GARBAGE, TIMEOUT, Retry, decide, failure_kind, retry_after_s
+
+__all__ = ["KeyRing", "Upstream", "key_fingerprint", "map_status", "maybe_paid", "unserved"]
+
+log = logging.getLogger("mediagate")
 
 _MAX_QUOTED = 500
+_ERROR_BODY_BYTES = 64 * 1024  # of a streamed error answer, enough for its message
 
 
-class KeyRing:
-    """The upstream keys of each token group, handed out in turn."""
+def maybe_paid(error: GatewayError) -> GatewayError:
+    """Mark a failure after which the upstream may have done (and charged for) the work: the
+    client is told not to retry, since a retry could pay twice."""
+    error.headers["x-should-retry"] = "false"
+    return error
 
-    def __init__(self, keys: dict[str, list[str]]) -> None:
-        self._keys = {group: list(group_keys) for group, group_keys in keys.items() if group_keys}
-        self._cycles: dict[str, Iterator[str]] = {
-            group: itertools.cycle(group_keys) for group, group_keys in keys.items() if group_keys
-        }
 
-    def has(self, group: str) -> bool:
-        return group in self._cycles
-
-    def next(self, group: str) -> str:
-        try:
-            return next(self._cycles[group])
-        except KeyError:
-            raise UpstreamError(
-                f"No upstream key is configured for token group '{group}'.", code="no_upstream_key"
-            ) from None
-
-    def pick(self, group: str) -> tuple[str, str]:
-        """The next key of a group and its fingerprint, for a job that must keep using it."""
-        key = self.next(group)
-        return key, key_fingerprint(key)
-
-    def by_fingerprint(self, group: str, fingerprint: str) -> str:
-        """The key that created a job. Upstream jobs are visible only to their creator, so no
-        other key will do."""
-        for key in self._keys.get(group, ()):
-            if hmac.compare_digest(key_fingerprint(key), fingerprint):
-                return key
-        raise UpstreamError(
-            f"The upstream key of token group '{group}' that created this job is no longer "
-            "configured; the upstream shows a job only to the key that created it.",
-            code="upstream_key_unavailable",
-        )
+def unserved(error: GatewayError) -> bool:
+    """Whether an upstream failure surely cost nothing (no answer before any work, 429, 5xx,
+    refused key, open breaker), so another route or another try cannot pay twice."""
+    if error.headers.get("x-should-retry") == "false":
+        return False
+    return error.status == 429 or error.status >= 500
 
 
 def _upstream_message(response: httpx.Response) -> tuple[str, str | None, str | None]:
@@ -108,7 +102,8 @@ def map_status(response: httpx.Response, route: Route) -> GatewayError:
         )
         return RateLimited(f"The {where} is rate limiting: {message}", headers=headers)
     if status in (408, 504):
-        return UpstreamTimeout(f"The {where} timed out: {message}")
+        # The upstream (or a proxy in front of it) gave up waiting: the work may go on.
+        return maybe_paid(UpstreamTimeout(f"The {where} timed out: {message}"))
     if status in (400, 413, 422):
         return InvalidRequest(
             f"The {where} rejected the request: {message}",
@@ -118,9 +113,33 @@ def map_status(response: httpx.Response, route: Route) -> GatewayError:
     return UpstreamError(f"The {where} failed with HTTP {status}: {message}")
 
 
-def key_fingerprint(key: str) -> str:
-    """How a job remembers its upstream key: a SHA-256 digest, never the key itself."""
-    return hashlib.sha256(key.encode()).hexdigest()
+def _with_body(response: httpx.Response, body: bytes) -> httpx.Response:
+    """A read response as a complete one. The body is decoded already, so the headers that
+    describe its encoding go."""
+    headers = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(
+        response.status_code, headers=headers, content=body, request=response.request
+    )
+
+
+class _Failure(Exception):
+    """An attempt that got no usable answer: its kind (see app.retry) and the client's error."""
+
+    def __init__(self, kind: str, error: GatewayError) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.error = error
+
+
+@dataclass
+class _Answer:
+    response: httpx.Response
+    key: str  # the upstream key that got this answer
+    payload: Any = None  # the parsed JSON, when asked for
 
 
 class Upstream:
@@ -132,6 +151,11 @@ class Upstream:
         metrics: Metrics,
         scrub: Scrubber,
         timeout_s: float,
+        *,
+        connect_timeout_s: float = 10.0,
+        max_bytes: int = 256 * 1024 * 1024,
+        breakers: Breakers | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self._client = client
         self._base_url = base_url
@@ -139,75 +163,261 @@ class Upstream:
         self._metrics = metrics
         self._scrub = scrub
         self._timeout_s = timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._max_bytes = max_bytes
+        self.breakers = breakers or Breakers()
+        self._rng = rng or random.Random()  # jitter, not secrecy
 
-    def _build(self, route: Route, request: UpstreamRequest) -> httpx.Request:
-        headers = {"Authorization": f"Bearer {self.keys.next(route.group)}"}
+    def _build(self, route: Route, request: UpstreamRequest, key: str) -> httpx.Request:
+        headers = {"Authorization": f"Bearer {key}"}
         url = self._base_url + request.path
         if request.form is None:
             return self._client.build_request("POST", url, json=request.json, headers=headers)
-        # Each upstream request reads the uploads through readers of its own.
+        # Each attempt reads the uploads through readers of its own.
         files = [(name, (f.filename, f.open(), f.content_type)) for name, f in request.files]
         return self._client.build_request(
             "POST", url, data=request.form, files=files, headers=headers
         )
 
-    async def _exchange(
+    def _request(
+        self, method: str, path: str, key: str, headers: dict[str, str] | None, content: Any
+    ) -> httpx.Request:
+        return self._client.build_request(
+            method,
+            self._base_url + path,
+            headers={**(headers or {}), "Authorization": f"Bearer {key}"},
+            **content,
+        )
+
+    def _total_s(self, route: Route, paid: bool) -> float:
+        if paid:
+            return route.timeouts.total or self._timeout_s
+        return route.timeouts.status
+
+    async def _send(
         self,
         route: Route,
-        request: httpx.Request,
+        make: Callable[[str], httpx.Request],
         *,
+        paid: bool,
+        key: str | None = None,
         stream: bool = False,
+        parse: bool = False,
         not_found: GatewayError | None = None,
         passthrough: frozenset[int] = frozenset(),
-    ) -> httpx.Response:
-        """Send and wait for the status line (and, unless streaming, the body). An error status
-        becomes a mapped GatewayError unless it is in `passthrough`; a 404 becomes `not_found`
-        when given. A streamed response is the caller's to close."""
-        started = time.perf_counter()
-        status = "error"
+    ) -> _Answer:
+        """One call, tried as often as the route's policy allows. `key` binds the call to one
+        upstream key (a video job's); otherwise keys come from the group's pool. A successful
+        status (or one in `passthrough`) is returned; any other becomes a mapped GatewayError,
+        a 404 `not_found` when given. A streamed response is the caller's to close."""
+        permit: Permit | None = None
+        if paid:
+            permit = self.breakers.get(route.id, route.breaker).check()
+        tried: list[str] = []
+        attempt = 0
         try:
-            async with asyncio.timeout(self._timeout_s):
-                response = await self._client.send(request, stream=stream)
-            status = str(response.status_code)
-        except (TimeoutError, httpx.TimeoutException):
-            status = "timeout"
-            raise UpstreamTimeout(
-                f"The upstream route {route.id} did not answer within {self._timeout_s:g} s.",
-                # It may still be working, and charging: a client retry could pay twice.
-                headers={"x-should-retry": "false"},
-            ) from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                f"Could not reach the upstream for route {route.id}: {type(exc).__name__}.",
-                code="upstream_unreachable",
-            ) from None
+            while True:
+                attempt += 1
+                use = key or self.keys.next(route.group, avoid=tried)
+                tried.append(use)
+                try:
+                    answer = await self._attempt(route, make(use), use, paid, stream, parse)
+                except _Failure as failure:
+                    retry = decide(
+                        route.retry, attempt, paid=paid, failure=failure.kind, rng=self._rng
+                    )
+                    if retry is None:
+                        if permit is not None:
+                            permit.failure()
+                        raise failure.error from None
+                    await self._pause(route, retry)
+                    continue
+                status = answer.response.status_code
+                if status < 400 or status in passthrough:
+                    self.keys.succeeded(use)
+                    if permit is not None:
+                        permit.success()
+                    return answer
+                error = await self._error(route, answer.response, stream, not_found)
+                wait = retry_after_s(answer.response.headers)
+                self.keys.failed(route.group, use, status, wait)
+                retry = decide(
+                    route.retry,
+                    attempt,
+                    paid=paid,
+                    status=status,
+                    retry_after_s=wait,
+                    other_key=key is None and self.keys.available(route.group, avoid=tried),
+                    rng=self._rng,
+                )
+                if retry is None:
+                    if permit is not None and status >= 500:
+                        permit.failure()
+                    raise error
+                await self._pause(route, retry)
         finally:
-            self._metrics.upstream_call(route, status, time.perf_counter() - started)
-        if response.status_code < 400 or response.status_code in passthrough:
-            return response
-        if stream:
-            await response.aread()
+            if permit is not None:
+                permit.release()  # nothing to report (a client error, a cancelled call)
+
+    async def _pause(self, route: Route, retry: Retry) -> None:
+        self._metrics.upstream_retries.labels(route.id, route.group, retry.reason).inc()
+        attempts.note_retry()
+        log.info(
+            "retrying upstream call",
+            extra={"fields": {"route": route.id, "reason": retry.reason, "delay_s": retry.delay_s}},
+        )
+        await asyncio.sleep(retry.delay_s)
+
+    async def _attempt(
+        self, route: Route, request: httpx.Request, key: str, paid: bool, stream: bool, parse: bool
+    ) -> _Answer:
+        """Send once and wait for the status line (and, unless streaming, the whole body, at
+        most max_bytes of it)."""
+        total = self._total_s(route, paid)
+        connect = route.timeouts.connect or self._connect_timeout_s
+        # httpx's read timeout is per chunk; the whole call is bounded by `total` below.
+        request.extensions["timeout"] = httpx.Timeout(
+            max(total, self._total_s(route, True)), connect=connect, pool=connect
+        ).as_dict()
+        started = time.perf_counter()
+        label = "error"
+        try:
+            async with asyncio.timeout(total):
+                response = await self._client.send(request, stream=True)
+                label = str(response.status_code)
+                if not stream:
+                    response = await self._read(route, response, paid)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            kind = failure_kind(exc)
+            label = "timeout" if kind == TIMEOUT else "error"
+            raise self._transport_failure(route, kind, exc, paid, total) from None
+        except httpx.HTTPError as exc:
+            raise self._transport_failure(route, failure_kind(exc), exc, paid, total) from None
+        finally:
+            self._metrics.upstream_call(route, label, time.perf_counter() - started)
+        answer = _Answer(response, key)
+        if parse and response.status_code < 400:
+            answer.payload = self._json(route, response, paid)
+        return answer
+
+    def _transport_failure(
+        self, route: Route, kind: str, exc: BaseException, paid: bool, total: float
+    ) -> _Failure:
+        name = type(exc).__name__
+        if kind == CONNECT:
+            return _Failure(
+                kind,
+                UpstreamError(
+                    f"Could not reach the upstream for route {route.id}: {name}.",
+                    code="upstream_unreachable",
+                ),
+            )
+        if kind == TIMEOUT:
+            error: GatewayError = UpstreamTimeout(
+                f"The upstream route {route.id} did not answer within {total:g} s."
+            )
+        else:
+            error = UpstreamError(
+                f"The connection to the upstream route {route.id} broke after the request was "
+                f"sent ({name}).",
+                code="upstream_connection_lost",
+            )
+        # It may still be working, and charging: a client retry could pay twice.
+        return _Failure(kind, maybe_paid(error) if paid else error)
+
+    async def _read(self, route: Route, response: httpx.Response, paid: bool) -> httpx.Response:
+        """The whole body, refused beyond max_bytes so a huge answer cannot exhaust memory."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self._max_bytes:
+                raise self._too_large(route, paid)
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise self._too_large(route, paid)
+                chunks.append(chunk)
+        finally:
             await response.aclose()
+        return _with_body(response, b"".join(chunks))
+
+    def _too_large(self, route: Route, paid: bool) -> _Failure:
+        error = UpstreamError(
+            f"The upstream route {route.id} answered more than {self._max_bytes} bytes.",
+            code="upstream_response_too_large",
+        )
+        return _Failure(GARBAGE, maybe_paid(error) if paid else error)
+
+    def _json(self, route: Route, response: httpx.Response, paid: bool) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            kind = response.headers.get("content-type", "unknown content type")
+            error = UpstreamError(
+                f"The upstream route {route.id} answered with a body that is not JSON ({kind}).",
+                code="bad_upstream_response",
+            )
+            raise _Failure(GARBAGE, maybe_paid(error) if paid else error) from None
+
+    async def _error(
+        self,
+        route: Route,
+        response: httpx.Response,
+        stream: bool,
+        not_found: GatewayError | None,
+    ) -> GatewayError:
+        if stream:
+            try:
+                body = b""
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) >= _ERROR_BODY_BYTES:
+                        break
+            except httpx.HTTPError:
+                body = b""
+            finally:
+                await response.aclose()
+            response = _with_body(response, body[:_ERROR_BODY_BYTES])
         if response.status_code == 404 and not_found is not None:
-            raise not_found
+            return not_found
         error = map_status(response, route)
         error.message = self._scrub(error.message)
-        raise error
+        return error
 
     async def post(self, route: Route, request: UpstreamRequest) -> Any:
-        """Send with the route's group key; the parsed JSON answer or a GatewayError."""
-        return _json(await self._exchange(route, self._build(route, request)), route)
+        """Paid work with a key from the group's pool; the parsed JSON answer or a
+        GatewayError."""
+        answer = await self._send(
+            route, lambda key: self._build(route, request, key), paid=True, parse=True
+        )
+        return answer.payload
 
     @asynccontextmanager
     async def open_stream(
         self, route: Route, request: UpstreamRequest
     ) -> AsyncIterator[httpx.Response]:
         """A streaming answer whose status is a success (errors are raised before any byte)."""
-        response = await self._exchange(route, self._build(route, request), stream=True)
+        answer = await self._send(
+            route, lambda key: self._build(route, request, key), paid=True, stream=True
+        )
         try:
-            yield response
+            yield answer.response
         finally:
-            await response.aclose()
+            await answer.response.aclose()
+
+    async def create_json(
+        self, route: Route, method: str, path: str, **content: Any
+    ) -> tuple[Any, str]:
+        """New work (a video job) with a key from the group's pool: the JSON answer and the
+        fingerprint of the key that got it, which every later call about the job must use."""
+        answer = await self._send(
+            route,
+            lambda key: self._request(method, path, key, None, content),
+            paid=method == "POST",
+            parse=True,
+        )
+        return answer.payload, key_fingerprint(answer.key)
 
     async def call_with_key(
         self,
@@ -222,17 +432,19 @@ class Upstream:
         stream: bool = False,
         **content: Any,
     ) -> httpx.Response:
-        """One request with a given key (a video job is served by the key that created it):
-        JSON, form and files, or params in `content`."""
-        request = self._client.build_request(
-            method,
-            self._base_url + path,
-            headers={**(headers or {}), "Authorization": f"Bearer {key}"},
-            **content,
+        """One call with a given key (a video job is served by the key that created it):
+        JSON, form and files, or params in `content`. A POST is paid work; anything else is a
+        free call (status, list, download, delete), retried more freely."""
+        answer = await self._send(
+            route,
+            lambda k: self._request(method, path, k, headers, content),
+            paid=method == "POST",
+            key=key,
+            stream=stream,
+            not_found=not_found,
+            passthrough=passthrough,
         )
-        return await self._exchange(
-            route, request, stream=stream, not_found=not_found, passthrough=passthrough
-        )
+        return answer.response
 
     async def json_with_key(
         self,
@@ -245,18 +457,12 @@ class Upstream:
         **content: Any,
     ) -> Any:
         """`call_with_key`, and the answer's JSON."""
-        response = await self.call_with_key(
-            route, key, method, path, not_found=not_found, **content
+        answer = await self._send(
+            route,
+            lambda k: self._request(method, path, k, None, content),
+            paid=method == "POST",
+            key=key,
+            parse=True,
+            not_found=not_found,
         )
-        return _json(response, route)
-
-
-def _json(response: httpx.Response, route: Route) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        kind = response.headers.get("content-type", "unknown content type")
-        raise UpstreamError(
-            f"The upstream route {route.id} answered with a body that is not JSON ({kind}).",
-            code="bad_upstream_response",
-        ) from None
+        return answer.payload

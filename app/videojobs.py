@@ -33,6 +33,7 @@ from .dialects.videos import (
 )
 from .errors import GatewayError, InvalidRequest, NotFound, UpstreamError
 from .jobstore import TERMINAL, Job, Order, UnknownCursor
+from .ledger import Charge
 from .videospec import check_remix, plan_video, video_cost
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def _route(gw: Gateway, job: Job) -> Route:
     return route
 
 
-def _new_id() -> str:
+def new_video_id() -> str:
     return f"video_{secrets.token_hex(16)}"
 
 
@@ -96,9 +97,14 @@ def _scrubbed(gw: Gateway, video: UpstreamVideo) -> UpstreamVideo:
     return UpstreamVideo(**{**video.__dict__, "error": error})
 
 
-def _finished(gw: Gateway, job: Job) -> None:
-    """Runs once per job, in whichever process won the final compare-and-set."""
+async def _finished(gw: Gateway, job: Job) -> None:
+    """Runs once per job, in whichever process won the final compare-and-set: the job's cost
+    (0 if it failed) is booked against the reservation its create took, under the job's id."""
     gw.metrics.videos.labels(job.model, job.route, job.status).inc()
+    seconds = int(job.seconds) if job.status == "completed" and job.seconds.isdigit() else 0
+    charge = Charge(job.model, job.cost or 0.0, video_seconds=seconds)
+    if await gw.ledger.settle(job.owner, job.id, charge) and charge.cost:
+        gw.metrics.cost.labels(job.owner, job.model).inc(charge.cost)
     if job.status == "completed" and job.seconds.isdigit():
         gw.metrics.video_seconds.labels(job.model, job.route).inc(int(job.seconds))
     log.info(
@@ -135,7 +141,7 @@ async def record(gw: Gateway, job: Job, video: UpstreamVideo) -> Job:
         won = await gw.jobs.update(job.id, job.status, changes)
         if won is not None:
             if won.final:
-                _finished(gw, won)
+                await _finished(gw, won)
             return won
         latest = await gw.jobs.get(job.id)  # someone else moved it first: start from theirs
         if latest is None:
@@ -179,6 +185,7 @@ async def create_video(
     fields: dict[str, Any],
     given: ReferenceInput | None,
     fitting: bool,
+    job_id: str | None = None,
 ) -> Created:
     spec = plan_video(fields, route, model)
     headers = {"x-mediagate-route": route.id}
@@ -201,9 +208,10 @@ async def create_video(
         if note:
             headers["x-mediagate-mapped"] = note
 
-    key, fingerprint = gw.upstream.keys.pick(route.group)
     path, parts = build_create(route, spec, reference)
-    payload = await gw.upstream.json_with_key(route, key, "POST", path, files=parts)
+    # Any key of the group may create the job (a refused one is skipped); the job stays bound
+    # to the one that did.
+    payload, fingerprint = await gw.upstream.create_json(route, "POST", path, files=parts)
     video = _scrubbed(gw, parse_video(payload, route))
     now = time.time()
     described = None
@@ -211,7 +219,7 @@ async def create_video(
         described = f"{reference.content_type} {reference.width}x{reference.height}"
         described += " (fitted)" if note else ""
     job = Job(
-        id=_new_id(),
+        id=job_id or new_video_id(),
         upstream_id=video.id,
         owner=owner,
         model=model,
@@ -299,7 +307,9 @@ async def delete_video(gw: Gateway, owner: str, video_id: str) -> Job:
     raise UpstreamError("The video changed too often to delete; try again.", code="conflict")
 
 
-async def remix_video(gw: Gateway, owner: str, video_id: str, body: Any) -> Created:
+async def remix_video(
+    gw: Gateway, owner: str, video_id: str, body: Any, job_id: str | None = None
+) -> Created:
     source = await owned_job(gw, owner, video_id)
     route = _route(gw, source)
     prompt = check_remix(body, route)
@@ -311,7 +321,7 @@ async def remix_video(gw: Gateway, owner: str, video_id: str, body: Any) -> Crea
     video = _scrubbed(gw, parse_video(answer, route))
     now = time.time()
     job = Job(
-        id=_new_id(),
+        id=job_id or new_video_id(),
         upstream_id=video.id,
         owner=owner,
         model=source.model,

@@ -20,7 +20,10 @@ from .catalog import Route
 from .dialects.videos import openai_video
 from .errors import InvalidRequest
 from .gateway import Gateway
+from .idempotency import idempotent, json_digest, video_digest
 from .jobstore import Job, Order
+from .ledger import Charge
+from .metering import VIDEO_RESERVATION_TTL_S, Ticket, admit, settle_soon
 from .videojobs import (
     VARIANTS,
     Created,
@@ -28,11 +31,13 @@ from .videojobs import (
     create_video,
     delete_video,
     list_videos,
+    new_video_id,
     open_content,
     owned_job,
     refresh,
     remix_video,
 )
+from .videospec import plan_video, video_cost
 
 _FIT_HEADER = "x-mediagate-fit-reference"
 _FLAGS = {"true": True, "1": True, "yes": True, "on": True}
@@ -176,17 +181,61 @@ async def create(request: Request, owner: str = Depends(client)) -> Response:
     gw = gateway(request)
     fitting = _fitting(request)
     fields, given = await _create_input(request, gw.settings.video_reference_max_bytes)
+
+    # A repeated Idempotency-Key is answered before anything is metered or sent upstream.
+    async def digest() -> str:
+        data, url = (given.data, given.image_url) if given else (None, None)
+        return video_digest(fields, data, url)
+
+    return await idempotent(
+        request, digest, lambda: _create(request, owner, fields, given, fitting)
+    )
+
+
+async def _create(
+    request: Request,
+    owner: str,
+    fields: dict[str, Any],
+    given: ReferenceInput | None,
+    fitting: bool,
+) -> Response:
+    gw = gateway(request)
     model = fields.get("model") or gw.catalog.default_video_model
     if not isinstance(model, str):
         raise InvalidRequest("Invalid 'model': expected a string.", param="model")
     _, route = gw.catalog.route_for(model, "video")
     _mark(request, route, model)
     fields.pop("model", None)
-    created: Created = await create_video(gw, owner, route, model, fields, given, fitting)
+    # Validated first (nothing is reserved for a bad request), then metered: the reservation
+    # carries the job's id so whichever replica sees the job finish can settle it.
+    spec = plan_video(dict(fields), route, model)
+    job_id = new_video_id()
+    ticket = await _admit(request, model, video_cost(route, spec.size, spec.seconds), job_id)
+    try:
+        created: Created = await create_video(
+            gw, owner, route, model, fields, given, fitting, job_id=job_id
+        )
+    except BaseException:
+        settle_soon(ticket, Charge(model, 0.0))
+        raise
+    await ticket.release()
     request.state.normalized = {
         k: v for k, v in created.headers.items() if k != "x-mediagate-route"
     } or None
     return _video_response(gw, created.job, created.headers)
+
+
+async def _admit(request: Request, model: str, estimate: float | None, job_id: str) -> Ticket:
+    request.state.reserved = estimate or 0.0
+    return await admit(
+        gateway(request),
+        request.state.policy,
+        model,
+        images=0,
+        estimate=estimate or 0.0,
+        reservation=job_id,
+        reservation_ttl_s=VIDEO_RESERVATION_TTL_S,
+    )
 
 
 def _limit(value: str | None) -> int:
@@ -246,9 +295,27 @@ async def delete(video_id: str, request: Request, owner: str = Depends(client)) 
 
 @videos.post("/videos/{video_id}/remix", dependencies=[endpoint("videos.remix")])
 async def remix(video_id: str, request: Request, owner: str = Depends(client)) -> Response:
-    gw = gateway(request)
     body = await json_body(request)
-    created = await remix_video(gw, owner, video_id, body)
+
+    async def digest() -> str:  # the path names the source video
+        return json_digest(body)
+
+    return await idempotent(request, digest, lambda: _remix(request, owner, video_id, body))
+
+
+async def _remix(request: Request, owner: str, video_id: str, body: Any) -> Response:
+    gw = gateway(request)
+    source = await owned_job(gw, owner, video_id)
+    route = gw.catalog.routes.get(source.route)
+    estimate = video_cost(route, source.size, source.seconds) if route else None
+    job_id = new_video_id()
+    ticket = await _admit(request, source.model, estimate, job_id)
+    try:
+        created = await remix_video(gw, owner, video_id, body, job_id=job_id)
+    except BaseException:
+        settle_soon(ticket, Charge(source.model, 0.0))
+        raise
+    await ticket.release()
     _mark(request, created.job)
     return _video_response(gw, created.job, created.headers)
 

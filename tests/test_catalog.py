@@ -8,6 +8,7 @@ from pathlib import Path
 
 import openai
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.catalog import CatalogError, load_catalog
 from app.settings import Settings, group_env_name
@@ -40,14 +41,16 @@ def test_a_route_whose_group_has_no_key_is_not_offered(
     gateway = make_gateway(key_sora2official=None, key_gptimage2enterprise=None)
     client = gateway.sdk()
     assert {m.id for m in client.models.list().data} == DEFAULT_MODELS - {
-        "gpt-image-2",
         "gpt-image-2-enterprise",
         "sora-2",
         "sora-2-pro",
     }
     with pytest.raises(openai.NotFoundError):
-        client.images.generate(model="gpt-image-2", prompt="p")
+        client.images.generate(model="gpt-image-2-enterprise", prompt="p")
     assert sim.sent() == []
+    # gpt-image-2 keeps its last route, the default group's web route.
+    response = client.images.with_raw_response.generate(model="gpt-image-2", prompt="p")
+    assert response.headers["x-mediagate-route"] == "gpt-image-2.web"
 
 
 def test_a_yaml_override_adds_a_model_and_route_without_code(
@@ -127,6 +130,15 @@ def test_invalid_catalogs_are_refused_with_a_reason(
         load_catalog(override)
 
 
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one sample in Prometheus text, or None."""
+    for family in text_string_to_metric_families(text):
+        for item in family.samples:
+            if item.name == name and all(item.labels.get(k) == v for k, v in labels.items()):
+                return float(item.value)
+    return None
+
+
 def test_metrics_count_requests_upstream_calls_and_images(
     gateway: Gateway, client: openai.OpenAI
 ) -> None:
@@ -135,22 +147,20 @@ def test_metrics_count_requests_upstream_calls_and_images(
         client.images.generate(model="gpt-image-1", prompt="m", n=0)
     with gateway.http(api_key=None) as http:
         text = http.get("/metrics").text
-    assert (
-        'mediagate_requests_total{endpoint="images.generations",model="gpt-image-2-web",'
-        'route="gpt-image-2.web",status="200"} 1.0' in text
-    )
-    assert 'model="gpt-image-1",route="gpt-image-1",status="400"} 1.0' in text
-    assert (
-        'mediagate_upstream_requests_total{group="default",route="gpt-image-2.web",'
-        'status="200"} 2.0' in text
-    )
-    assert (
-        'mediagate_images_generated_total{model="gpt-image-2-web",route="gpt-image-2.web"} 2.0'
-        in text
+    ok = {"endpoint": "images.generations", "model": "gpt-image-2-web", "key": "team-a"}
+    assert sample(text, "mediagate_requests_total", route="gpt-image-2.web", status="200", **ok)
+    bad = {"model": "gpt-image-1", "route": "gpt-image-1", "status": "400", "key": "team-a"}
+    assert sample(text, "mediagate_requests_total", **bad) == 1.0
+    upstream = {"group": "default", "route": "gpt-image-2.web", "status": "200"}
+    assert sample(text, "mediagate_upstream_requests_total", **upstream) == 2.0
+    web = {"model": "gpt-image-2-web", "route": "gpt-image-2.web"}
+    assert sample(text, "mediagate_images_generated_total", **web) == 2.0
+    assert sample(text, "mediagate_cost_usd_total", key="team-a", model="gpt-image-2-web") == (
+        pytest.approx(0.06)
     )
     assert "mediagate_request_duration_seconds_bucket" in text
     assert "mediagate_upstream_request_duration_seconds_bucket" in text
-    for secret in [CLIENT_KEY, *GROUP_KEYS.values(), "team-a"]:
+    for secret in [CLIENT_KEY, *GROUP_KEYS.values()]:
         assert secret not in text
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 from PIL import Image
 
 from app.simulator import DEFAULT_SIM_KEYS
@@ -59,9 +60,12 @@ def running(args: list[str], env: dict[str, str], port: int, cwd: Path) -> Itera
         output.extend(err.splitlines())
 
 
-def test_serve_with_nothing_configured_runs_offline(tmp_path: Path) -> None:
+@pytest.mark.parametrize("log_prompts", [False, True])
+def test_serve_with_nothing_configured_runs_offline(tmp_path: Path, log_prompts: bool) -> None:
     port = free_port()
     env = clean_env(MEDIAGATE_DATA_DIR=str(tmp_path / "data"))
+    if log_prompts:
+        env["MEDIAGATE_LOG_PROMPTS"] = "true"
     args = [sys.executable, "-m", "app", "serve", "--port", str(port)]
     with running(args, env, port, tmp_path) as stderr:
         # The README's five lines: any api_key works because simulator mode has no client keys.
@@ -75,7 +79,11 @@ def test_serve_with_nothing_configured_runs_offline(tmp_path: Path) -> None:
     records = [json.loads(line) for line in stderr if line.startswith("{")]
     requests = [r for r in records if r.get("msg") == "request"]
     assert any(r["path"] == "/v1/images/generations" and r["status"] == 200 for r in requests)
-    assert all("a red panda" not in line for line in stderr), "prompts are not logged"
+    logged = [r for r in requests if r.get("prompt") == "a red panda"]
+    # Prompts are logged only when the operator turned that on.
+    assert len(logged) == (1 if log_prompts else 0)
+    if not log_prompts:
+        assert all("a red panda" not in line for line in stderr)
 
 
 def test_serve_refuses_an_unsafe_configuration(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from app.jobstore import Job, open_job_store
 from app.simulator.videos import content_chunks
 
 from .conftest import CLIENT_KEY, GROUP_KEYS, OTHER_CLIENT_KEY, Gateway, Sim
+from .test_catalog import sample
 
 # The SDK marks the Sora API deprecated; the warning says nothing about the gateway.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -325,8 +326,12 @@ def test_video_metrics_and_models(videos_gw: Gateway, sdk: openai.OpenAI) -> Non
         in text
     )
     assert 'mediagate_video_seconds_total{model="sora-2",route="sora-2"} 8.0' in text
-    assert 'endpoint="videos.create",model="sora-2",route="sora-2",status="200"' in text
-    assert 'endpoint="videos.retrieve",model="sora-2",route="sora-2",status="200"' in text
+    created = {"endpoint": "videos.create", "model": "sora-2", "route": "sora-2", "status": "200"}
+    assert sample(text, "mediagate_requests_total", **created) == 1.0
+    retrieved = {**created, "endpoint": "videos.retrieve"}
+    assert (sample(text, "mediagate_requests_total", **retrieved) or 0) >= 1
+    # The completed job's cost (8 s at $0.10) is booked to the key that created it.
+    assert sample(text, "mediagate_cost_usd_total", model="sora-2") == pytest.approx(0.8)
 
 
 def rss_bytes() -> int:

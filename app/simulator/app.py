@@ -31,6 +31,7 @@ from app.simulator.edits import (
     is_multipart,
     read_edit_form,
 )
+from app.simulator.faults import FaultInjector, FaultPlan
 from app.simulator.png import make_png
 from app.simulator.rules import (
     ChatJob,
@@ -94,6 +95,7 @@ class SimState:
     calls: list[Call] = field(default_factory=list)
     files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     videos: dict[str, Any] = field(default_factory=dict)  # upstream id -> simulator.videos.SimVideo
+    faults: FaultPlan = field(default_factory=FaultPlan)  # see simulator/faults.py
 
     def forget_files(self) -> None:
         # Real upstream links expire; tests use this to prove the gateway kept its own copy.
@@ -107,6 +109,7 @@ class SimState:
         self.calls.clear()
         self.files.clear()
         self.videos.clear()
+        self.faults.reset()
 
 
 class _SimulatorApp(FastAPI):
@@ -139,6 +142,13 @@ def create_simulator_app(config: SimConfig, state: SimState | None = None) -> Fa
     app.state.sim = sim
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+
+    def record_fault(method: str, path: str, token: str | None, raw: bytes, status: int) -> None:
+        body = _decode(raw)
+        model = body.get("model") if isinstance(body, dict) else None
+        sim.calls.append(Call(method, path, config.keys.get(token or ""), model, body, status))
+
+    app.add_middleware(FaultInjector, plan=sim.faults, record=record_fault, abort_key=_ABORT_KEY)
 
     @app.post("/v1/images/generations")
     async def images_generations(request: Request) -> Response:

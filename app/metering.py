@@ -1,0 +1,155 @@
+"""A client key's policy applied to one request: scope, rates, concurrency, budget, then cost.
+
+`admit` runs before anything goes upstream and refuses with the OpenAI error a client expects
+(403 for a model the key may not use, 429 `rate_limit_exceeded` or `insufficient_quota`).
+`Ticket.settle` books what the request actually cost, once, and frees what it held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .errors import GatewayError, RateLimited
+from .keys import KeyPolicy
+from .ledger import Charge, Spend
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+log = logging.getLogger("mediagate")
+
+# A slot or a reservation outlives its request only if the replica holding it died; then it
+# is freed after this long (longer than any request may take).
+LEASE_TTL_S = 900.0
+VIDEO_RESERVATION_TTL_S = 86_400.0  # a video job's reservation waits for the job to finish
+
+
+class QuotaExceeded(GatewayError):
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+def _no_retry() -> dict[str, str]:
+    # Waiting a few seconds does not make a budget or an over-large request fit: the SDK
+    # would only retry in vain.
+    return {"x-should-retry": "false"}
+
+
+@dataclass
+class Ticket:
+    gw: Gateway
+    policy: KeyPolicy
+    model: str
+    reservation: str
+    lease: str | None = None
+    settled: bool = field(default=False)
+
+    async def settle(self, charge: Charge) -> None:
+        """Book the actual charge (0 for a failure) and release the concurrency slot."""
+        if self.settled:
+            return
+        self.settled = True
+        try:
+            booked = await self.gw.ledger.settle(self.policy.name, self.reservation, charge)
+            if booked and charge.cost:
+                self.gw.metrics.cost.labels(self.policy.name, charge.model).inc(charge.cost)
+            await update_budget_gauge(self.gw, self.policy)
+        finally:
+            await self.release()
+
+    async def release(self) -> None:
+        """Free the concurrency slot (a video job's reservation stays until the job ends)."""
+        if self.lease is not None:
+            lease, self.lease = self.lease, None
+            await self.gw.ledger.release(self.policy.name, lease)
+
+
+_pending: set[asyncio.Task[None]] = set()
+
+
+def settle_soon(ticket: Ticket, charge: Charge) -> None:
+    """Settle from a task of its own: the request may be being cancelled (its client went
+    away), and a cancelled request must still free its slot and reservation."""
+    if ticket.settled:
+        return
+    task = asyncio.create_task(ticket.settle(charge))
+    _pending.add(task)  # the loop keeps only weak references to tasks
+    task.add_done_callback(_pending.discard)
+
+
+async def drain_settlements() -> None:
+    """Wait for settlements still running (at shutdown, before the ledger closes)."""
+    if _pending:
+        await asyncio.gather(*_pending, return_exceptions=True)
+
+
+async def update_budget_gauge(gw: Gateway, policy: KeyPolicy, spend: Spend | None = None) -> None:
+    limits = {"day": policy.budget_usd_per_day, "month": policy.budget_usd_per_month}
+    if all(limit is None for limit in limits.values()):
+        return
+    spend = spend or await gw.ledger.spend(policy.name)
+    spent = {"day": spend.day, "month": spend.month}
+    for period, limit in limits.items():
+        if limit is not None:
+            remaining = max(0.0, limit - spent[period] - spend.reserved)
+            gw.metrics.budget_remaining.labels(policy.name, period).set(remaining)
+
+
+async def admit(
+    gw: Gateway,
+    policy: KeyPolicy,
+    model: str,
+    *,
+    images: int,
+    estimate: float,
+    reservation: str | None = None,
+    reservation_ttl_s: float = LEASE_TTL_S,
+) -> Ticket:
+    policy.require(model)
+    ipm = policy.images_per_minute
+    if ipm is not None and images > ipm:
+        raise RateLimited(
+            f"This request asks for {images} images; the key '{policy.name}' may make at most "
+            f"{ipm} per minute.",
+            param="n",
+            headers=_no_retry(),
+        )
+    wait = await gw.ledger.take_rate(policy.name, policy.requests_per_minute, ipm, images)
+    if wait > 0:
+        raise RateLimited(
+            f"Rate limit reached for the key '{policy.name}': try again in {wait:.1f} s.",
+            headers={"retry-after": str(math.ceil(wait)), "retry-after-ms": str(int(wait * 1000))},
+        )
+    ticket = Ticket(gw, policy, model, reservation or f"req_{uuid.uuid4().hex}")
+    if policy.concurrent_requests is not None:
+        lease = uuid.uuid4().hex
+        if not await gw.ledger.acquire(policy.name, lease, policy.concurrent_requests, LEASE_TTL_S):
+            raise RateLimited(
+                f"The key '{policy.name}' already has {policy.concurrent_requests} requests "
+                "running; wait for one to finish.",
+                code="concurrency_limit_exceeded",
+                headers={"retry-after": "1"},
+            )
+        ticket.lease = lease
+    spend = await gw.ledger.reserve(
+        policy.name,
+        ticket.reservation,
+        estimate,
+        policy.budget_usd_per_day,
+        policy.budget_usd_per_month,
+        reservation_ttl_s,
+    )
+    if spend is None:
+        await ticket.release()
+        raise QuotaExceeded(
+            f"This request could cost up to ${estimate:.4f}, which would pass the budget of the "
+            f"key '{policy.name}'. See GET /v1/usage for what is spent and left.",
+            headers=_no_retry(),
+        )
+    return ticket

@@ -1,0 +1,219 @@
+"""Cost per route and per video, budgets with reservations, rate and concurrency limits,
+and the usage views, on the default (SQLite) store."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from .conftest import CLIENT_KEY, Gateway, Sim
+from .test_keys import entry, keys_file
+
+KEY = "sk-metered"
+
+
+@pytest.fixture
+def metered(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Callable[..., Gateway]:
+    """A gateway whose key `sk-metered` has the given policy."""
+
+    def make(**policy: Any) -> Gateway:
+        path = keys_file(tmp_path / "keys.yaml", [entry("metered", KEY, **policy)])
+        return make_gateway(keys_file=path, admin_key="sk-admin", video_poll_after_ms=20)
+
+    return make
+
+
+def race(gateway: Gateway, count: int, prompt: str) -> list[str]:
+    """`count` concurrent web generations with the metered key: "ok" or each refusal's code."""
+
+    def one(i: int) -> str:
+        try:
+            gateway.sdk(api_key=KEY).images.generate(
+                model="gpt-image-2-web", prompt=f"{prompt} {i}"
+            )
+            return "ok"
+        except openai.RateLimitError as exc:
+            return str(exc.code)
+
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+def cost_of(raw: Any) -> float:
+    return float(raw.headers["x-mediagate-cost-usd"])
+
+
+@pytest.mark.parametrize(
+    ("model", "n", "cost"),
+    [
+        ("gpt-image-2-web", 2, 0.06),  # $0.03 a call, one image a call
+        ("gpt-image-2-vip", 1, 0.03),
+        ("sora_image", 3, 0.03),  # $0.01 an image
+        ("gpt-4o-image", 1, 0.01),
+    ],
+)
+def test_cost_per_image_and_per_call(
+    client: openai.OpenAI, model: str, n: int, cost: float
+) -> None:
+    raw = client.images.with_raw_response.generate(model=model, prompt="c", n=n)
+    assert cost_of(raw) == pytest.approx(cost)
+
+
+@pytest.mark.parametrize("model", ["gpt-image-1", "gpt-image-2"])
+def test_token_priced_routes_bill_the_upstreams_usage(client: openai.OpenAI, model: str) -> None:
+    raw = client.images.with_raw_response.generate(model=model, prompt="tokens", quality="high")
+    usage = raw.parse().usage
+    assert usage is not None
+    expected = usage.input_tokens * 10 / 1e6 + usage.output_tokens * 40 / 1e6
+    assert cost_of(raw) == pytest.approx(expected, abs=1e-6)
+
+
+def test_failures_cost_nothing(client: openai.OpenAI, gateway: Gateway) -> None:
+    with pytest.raises(openai.InternalServerError) as caught:
+        client.images.generate(model="gpt-image-2-web", prompt="[sim:status=500]")
+    assert float(caught.value.response.headers["x-mediagate-cost-usd"]) == 0
+    with gateway.http() as http:
+        usage = http.get("/v1/usage").json()
+    assert usage["totals"] == {"requests": 1, "images": 0, "video_seconds": 0, "cost_usd": 0}
+
+
+def test_a_streamed_generation_is_charged_when_it_ends(
+    client: openai.OpenAI, gateway: Gateway
+) -> None:
+    assert len(list(client.images.generate(model="sora_image", prompt="s", n=2, stream=True))) == 2
+    with gateway.http() as http:
+        totals = http.get("/v1/usage").json()["totals"]
+    assert totals["images"] == 2 and totals["cost_usd"] == pytest.approx(0.02)
+
+
+def test_budget_refuses_what_would_pass_it(metered: Callable[..., Gateway], sim: Sim) -> None:
+    client = metered(budget_usd_per_day=0.05).sdk(api_key=KEY)
+    client.images.generate(model="gpt-image-2-web", prompt="first")
+    sim.state.reset()
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.images.generate(model="gpt-image-2-web", prompt="second")
+    assert caught.value.code == "insufficient_quota"
+    assert caught.value.body["type"] == "insufficient_quota"  # type: ignore[index]
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert sim.sent() == []
+
+
+def test_concurrent_requests_cannot_overspend_together(
+    metered: Callable[..., Gateway], sim: Sim
+) -> None:
+    gateway = metered(budget_usd_per_day=0.10)
+    outcomes = race(gateway, 10, "[sim:sleep=0.5]")
+    # $0.03 each: three fit in $0.10, a fourth would not, however they interleave.
+    assert outcomes.count("ok") == 3 and outcomes.count("insufficient_quota") == 7
+    assert len(sim.sent()) == 3
+    with gateway.http(api_key=KEY) as http:
+        budget = http.get("/v1/usage").json()["budget"]["day"]
+    assert budget["spent_usd"] == pytest.approx(0.09)
+    assert budget["remaining_usd"] == pytest.approx(0.01)
+    assert budget["reserved_usd"] == 0
+
+
+def test_requests_per_minute(metered: Callable[..., Gateway], sim: Sim) -> None:
+    client = metered(requests_per_minute=3).sdk(api_key=KEY)
+    for _ in range(3):
+        client.models.list()  # listing is not metered...
+        client.images.generate(model="gpt-image-2-web", prompt="r")  # ...generations are
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.images.generate(model="gpt-image-2-web", prompt="r")
+    assert caught.value.code == "rate_limit_exceeded"
+    assert 1 <= int(caught.value.response.headers["retry-after"]) <= 20
+    assert len(sim.sent()) == 3
+
+
+def test_images_per_minute_counts_n(metered: Callable[..., Gateway], sim: Sim) -> None:
+    client = metered(images_per_minute=4).sdk(api_key=KEY)
+    client.images.generate(model="sora_image", prompt="i", n=3)
+    with pytest.raises(openai.RateLimitError):
+        client.images.generate(model="sora_image", prompt="i", n=2)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.images.generate(model="sora_image", prompt="i", n=5)  # can never fit
+    assert caught.value.response.headers["x-should-retry"] == "false"
+    assert len(sim.sent()) == 3
+
+
+def test_concurrent_request_limit(metered: Callable[..., Gateway], sim: Sim) -> None:
+    gateway = metered(concurrent_requests=2)
+    outcomes = race(gateway, 3, "[sim:sleep=0.8]")
+    assert sorted(outcomes) == ["concurrency_limit_exceeded", "ok", "ok"]
+    assert race(gateway, 1, "again") == ["ok"]  # the slots were given back
+
+
+def test_video_cost_is_booked_when_the_job_completes(
+    metered: Callable[..., Gateway], sim: Sim
+) -> None:
+    gateway = metered()
+    client = gateway.sdk(api_key=KEY)
+    raw = client.videos.with_raw_response.create(model="sora-2-pro", prompt="v", size="1792x1024")
+    assert cost_of(raw) == 0  # nothing is charged until the video exists
+    video = client.videos.poll(raw.parse().id)
+    assert video.status == "completed"
+    with gateway.http(api_key=KEY) as http:
+        usage = http.get("/v1/usage").json()
+    (row,) = usage["data"]
+    # sora-2-pro at 1792x1024 is $0.50 a second, for the job's 4 seconds.
+    assert row["model"] == "sora-2-pro" and row["video_seconds"] == 4
+    assert row["cost_usd"] == pytest.approx(2.0)
+    client.videos.retrieve(video.id)  # seeing it finish again books nothing more
+    with gateway.http(api_key=KEY) as http:
+        assert http.get("/v1/usage").json()["totals"]["cost_usd"] == pytest.approx(2.0)
+
+
+def test_a_failed_video_costs_nothing_and_frees_its_reservation(
+    metered: Callable[..., Gateway], sim: Sim
+) -> None:
+    gateway = metered(budget_usd_per_day=1.0)
+    client = gateway.sdk(api_key=KEY)
+    video = client.videos.create_and_poll(model="sora-2", prompt="[sim:fail] v", seconds="8")
+    assert video.status == "failed"
+    with gateway.http(api_key=KEY) as http:
+        budget = http.get("/v1/usage").json()["budget"]["day"]
+    assert budget["spent_usd"] == 0 and budget["reserved_usd"] == 0
+    # 12 s of sora-2 is $1.20: more than the day's $1.00, so it is refused up front.
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.videos.create(model="sora-2", prompt="v", seconds="12")
+    assert caught.value.code == "insufficient_quota"
+
+
+def test_usage_and_the_admin_view(metered: Callable[..., Gateway]) -> None:
+    gateway = metered(budget_usd_per_day=1.0, budget_usd_per_month=10.0)
+    gateway.sdk(api_key=KEY).images.generate(model="gpt-image-2-web", prompt="u", n=2)
+    gateway.sdk().images.generate(model="sora_image", prompt="u")  # team-a, from the env keys
+    with gateway.http(api_key=KEY) as http:
+        own = http.get("/v1/usage", params={"days": 7}).json()
+    assert own["key"] == "metered"
+    assert [(r["model"], r["requests"], r["images"]) for r in own["data"]] == [
+        ("gpt-image-2-web", 1, 2)
+    ]
+    assert own["budget"]["day"]["remaining_usd"] == pytest.approx(0.94)
+    assert own["budget"]["month"]["spent_usd"] == pytest.approx(0.06)
+
+    admin = httpx.get(
+        f"{gateway.url}/v1/admin/usage", headers={"Authorization": "Bearer sk-admin"}
+    ).json()
+    spent = {report["key"]: report["totals"]["cost_usd"] for report in admin["data"]}
+    assert spent == {"team-a": pytest.approx(0.01), "team-b": 0, "metered": pytest.approx(0.06)}
+    for key in ("sk-wrong", CLIENT_KEY, KEY):
+        denied = httpx.get(
+            f"{gateway.url}/v1/admin/usage", headers={"Authorization": f"Bearer {key}"}
+        )
+        assert denied.status_code == 401
+    with gateway.http(api_key=None) as http:
+        text = http.get("/metrics").text
+    assert 'mediagate_budget_remaining_usd{key="metered",period="day"} 0.94' in text
+
+
+def test_readyz(gateway: Gateway) -> None:
+    response = httpx.get(f"{gateway.url}/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "checks": {"catalog": True, "store": True}}
