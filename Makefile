@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run simulate test lint format clean
+.PHONY: install run simulate test lint format clean validate-deploy deploy-sync
 
 install: $(STAMP)
 
@@ -24,16 +24,26 @@ simulate: install
 	$(BIN)/mediagate simulate --host $(HOST) --port 9000
 
 lint: install
-	$(BIN)/ruff check app tests
-	$(BIN)/ruff format --check app tests
+	$(BIN)/ruff check app tests deploy
+	$(BIN)/ruff format --check app tests deploy
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format app tests
-	$(BIN)/ruff check --fix app tests
+	$(BIN)/ruff format app tests deploy
+	$(BIN)/ruff check --fix app tests deploy
 
 test: lint
 	$(BIN)/pytest
+
+# The container, compose and Kubernetes material, checked offline (also part of `make test`).
+validate-deploy: install
+	$(BIN)/hadolint Dockerfile
+	kubectl kustomize deploy/kubernetes/overlays/production > /dev/null
+	$(BIN)/pytest -q tests/test_deploy.py
+
+# Rewrite the Kubernetes PrometheusRule from deploy/prometheus/alerts.yml.
+deploy-sync: install
+	$(BIN)/python deploy/render_prometheusrule.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
