@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,8 @@ from app.main import create_app
 from app.servethread import BackgroundServer
 from app.settings import Settings
 from app.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
+
+from .processes import free_port
 
 CLIENT_KEY = "sk-team-a-0123456789abcdef"
 OTHER_CLIENT_KEY = "sk-team-b-fedcba9876543210"
@@ -138,13 +139,6 @@ def _redis_answers(url: str) -> bool:
         client.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a reachable Redis server."""
@@ -157,7 +151,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    port = _free_port()
+    port = free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     proc = subprocess.Popen(
         args,

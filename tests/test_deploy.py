@@ -36,7 +36,7 @@ from app.gateway import ConfigError, check_config
 from app.settings import Settings, group_env_name
 
 from .conftest import GROUP_KEYS, Gateway
-from .test_cli import clean_env, free_port, running
+from .processes import clean_env, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -742,13 +742,11 @@ def test_compose_gateway_serves_the_simulator_on_redis(
         "MEDIAGATE_STORE_PREFIX": redis_store["store_prefix"],
         "MEDIAGATE_DATA_DIR": str(tmp_path / "data"),
     }
-    port = free_port()
-    args = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with running(args, clean_env(**environment), port, tmp_path) as stderr:
-        base = f"http://127.0.0.1:{port}"
+    with serving(["serve", "--host", "127.0.0.1"], clean_env(**environment), tmp_path) as gw:
+        base = gw.url
         assert httpx.get(f"{base}/readyz").json()["checks"] == {"catalog": True, "store": True}
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="anything", max_retries=0)
         assert client.images.generate(model="sora_image", prompt="a fox").data[0].b64_json
         video = client.videos.create_and_poll(model="sora-2", prompt="a fox", poll_interval_ms=50)
         assert video.status == "completed"
-    assert any("simulated upstream" in line for line in stderr)
+    assert any("simulated upstream" in line for line in gw.output())

@@ -18,7 +18,7 @@ from PIL import Image
 from app.storage import S3ImageStore
 
 from .conftest import Gateway, Sim
-from .test_cli import free_port
+from .processes import free_port
 
 
 def fetch_image(url: str) -> Image.Image:

@@ -12,8 +12,8 @@ import openai
 import pytest
 
 from .conftest import GROUP_KEYS, Sim
+from .processes import serving
 from .test_keys import entry, keys_file
-from .test_videos_restart import gateway_process
 
 KEY = "sk-shared"
 
@@ -38,7 +38,7 @@ def two_gateways(
         urls = []
         for i in range(2):
             env["MEDIAGATE_DATA_DIR"] = str(tmp_path / f"data-{i}")  # nothing shared but Redis
-            urls.append(stack.enter_context(gateway_process(dict(env), tmp_path))[1])
+            urls.append(stack.enter_context(serving(["serve"], dict(env), tmp_path)).url)
         yield urls
 
 

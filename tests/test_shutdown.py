@@ -21,18 +21,15 @@ import pytest
 
 from app.simulator import DEFAULT_SIM_KEYS
 
-from .test_cli import clean_env, free_port, running
+from .processes import clean_env, free_port, serving
 
 KEYS = {group: key for key, group in DEFAULT_SIM_KEYS.items()}
 
 
 @pytest.fixture
 def upstream(tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    with running(
-        [sys.executable, "-m", "app", "simulate", "--port", str(port)], clean_env(), port, tmp_path
-    ):
-        yield port
+    with serving(["simulate"], clean_env(), tmp_path) as simulator:
+        yield int(simulator.url.rsplit(":", 1)[1])
 
 
 def start(tmp_path: Path, port: int, upstream: int, **env: str) -> subprocess.Popen[str]:

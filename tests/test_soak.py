@@ -14,7 +14,6 @@ import asyncio
 import os
 import random
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -30,8 +29,8 @@ from app.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulato
 from app.simulator.faults import KINDS
 
 from .conftest import Sim
+from .processes import clean_env, serving
 from .resilience import catalog
-from .test_cli import clean_env, free_port
 from .test_edits import PNG_SMALL
 
 pytestmark = pytest.mark.timeout(240)
@@ -98,7 +97,6 @@ def soak_gateway(soak_sim: Sim, tmp_path: Path) -> Iterator[tuple[str, subproces
     }
     for rid in ("gpt-image-2.web", "sora_image", "sora-2"):
         routes[rid] = {"timeouts": {"total": 1.5}, "breaker": {"failures": 5, "cooldown_s": 1}}
-    port = free_port()
     env = clean_env(
         MEDIAGATE_UPSTREAM_URL=f"{soak_sim.url}/v1",
         MEDIAGATE_KEY_DEFAULT=KEYS["default"],
@@ -112,29 +110,8 @@ def soak_gateway(soak_sim: Sim, tmp_path: Path) -> Iterator[tuple[str, subproces
         MEDIAGATE_IDEMPOTENCY_WAIT_S="20",
         MEDIAGATE_LOG_LEVEL="warning",
     )
-    with (tmp_path / "gateway.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(port)],
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=log,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                assert proc.poll() is None, (tmp_path / "gateway.log").read_text()
-                try:
-                    httpx.get(f"{url}/healthz", timeout=1)
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline, "the gateway did not start"
-                    time.sleep(0.1)
-            yield url, proc
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with serving(["serve"], env, tmp_path) as gateway:
+        yield gateway.url, gateway.proc
 
 
 def _sdk_would_retry(response: httpx.Response) -> bool:

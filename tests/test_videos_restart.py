@@ -5,60 +5,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import openai
 import pytest
 
 from .conftest import CLIENT_KEY, GROUP_KEYS, OTHER_CLIENT_KEY, Sim
+from .processes import serving
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def gateway_process(
-    env: dict[str, str], cwd: Path
-) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    port = free_port()
-    log = (cwd / f"gateway-{port}.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port)],
-        env=env,
-        cwd=cwd,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, (cwd / f"gateway-{port}.log").read_text()
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "the gateway did not start listening"
-                time.sleep(0.05)
-        yield proc, url
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        log.close()
 
 
 def test_a_job_survives_kill_9_right_after_create(
@@ -75,15 +30,17 @@ def test_a_job_survives_kill_9_right_after_create(
     )
     env.update({f"MEDIAGATE_{name.upper()}": value for name, value in job_store.items()})
 
-    with gateway_process(env, tmp_path) as (first, url):
-        sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0)
+    with serving(["serve"], env, tmp_path) as gateway:
+        first = gateway.proc
+        sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
         video = sdk.videos.create(prompt="[sim:render=0.5] survive", seconds="8")
         os.kill(first.pid, signal.SIGKILL)  # no shutdown, no flush: the answer was the promise
         first.wait(timeout=10)
     assert first.returncode == -signal.SIGKILL
     assert video.status in ("queued", "in_progress")
 
-    with gateway_process(env, tmp_path) as (_, url):
+    with serving(["serve"], env, tmp_path) as gateway:
+        url = gateway.url
         sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0)
         done = sdk.videos.poll(video.id)
         assert done.status == "completed" and done.seconds == "8"

@@ -1,0 +1,80 @@
+"""Gateways and simulators as real processes, for tests that need a process boundary
+(kill -9, SIGTERM, RSS, two replicas, the CLI itself)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any MEDIAGATE_* setting, plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGATE_")}
+    env.update(extra)
+    return env
+
+
+def wait_until_serving(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        assert proc.poll() is None, log.read_text()
+        try:
+            httpx.get(f"{url}/healthz", timeout=1)
+            return
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, f"{url} did not start listening"
+            time.sleep(0.05)
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path  # the process's stdout and stderr
+
+    def output(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+
+@contextmanager
+def serving(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[Served]:
+    """Run `python -m app COMMAND --port P` until it answers, and stop it afterwards
+    (a test may have stopped it itself)."""
+    port = free_port()
+    log = cwd / f"{command[0]}-{port}.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app", *command, "--port", str(port)],
+            env=env,
+            cwd=cwd,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        served = Served(proc, f"http://127.0.0.1:{port}", log)
+        try:
+            wait_until_serving(proc, served.url, log)
+            yield served
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=10)
