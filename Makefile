@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run simulate test lint format clean validate-deploy deploy-sync
+.PHONY: install run simulate test lint format clean validate-deploy deploy-sync bench
 
 install: $(STAMP)
 
@@ -24,16 +24,22 @@ simulate: install
 	$(BIN)/mediagate simulate --host $(HOST) --port 9000
 
 lint: install
-	$(BIN)/ruff check app tests deploy
-	$(BIN)/ruff format --check app tests deploy
+	$(BIN)/ruff check app tests deploy bench
+	$(BIN)/ruff format --check app tests deploy bench
 	$(BIN)/mypy
 
 format: install
-	$(BIN)/ruff format app tests deploy
-	$(BIN)/ruff check --fix app tests deploy
+	$(BIN)/ruff format app tests deploy bench
+	$(BIN)/ruff check --fix app tests deploy bench
 
 test: lint
 	$(BIN)/pytest
+
+# What the gateway adds over calling the upstream directly (README "Performance"): about 3.5
+# minutes on 2 cores, BENCH_QUICK=1 for about 1.5. Not part of `make test` (a tiny run of it
+# is: tests/test_bench_smoke.py). Writes bench/results.json (or BENCH_OUT).
+bench: install
+	$(BIN)/python -m bench
 
 # The container, compose and Kubernetes material, checked offline (also part of `make test`).
 validate-deploy: install

@@ -18,6 +18,7 @@ from .errors import GatewayError, InvalidRequest, ModelNotFound, NotFound
 from .gateway import Gateway
 from .idempotency import form_digest, idempotent, json_digest
 from .images import Job, prepare_edit, prepare_generation, run
+from .jsonio import FastJSONResponse
 from .keys import ANONYMOUS
 from .ledger import Charge
 from .metering import admit, settle_soon
@@ -34,9 +35,10 @@ def gateway(request: Request) -> Gateway:
     return gw
 
 
-def client(request: Request) -> str:
+async def client(request: Request) -> str:
     """The calling client key's name (the dependency that enforces auth); its policy is left
-    in `request.state.policy`."""
+    in `request.state.policy`. Async, like every dependency here, so that FastAPI runs it on
+    the event loop instead of handing it to a worker thread (a thread hop per request)."""
     gw = gateway(request)
     policy = (
         gw.clients.identify(request.headers.get("authorization"))
@@ -49,7 +51,7 @@ def client(request: Request) -> str:
 
 
 def endpoint(name: str) -> Any:
-    def mark(request: Request) -> None:
+    async def mark(request: Request) -> None:
         request.state.endpoint = name
 
     return Depends(mark)
@@ -142,7 +144,8 @@ async def _answer(
             await cleanup()
         await settle(result.count, result.body.get("usage"))
         job.gw.metrics.images.labels(job.model, job.route.id).inc(result.count)
-        return JSONResponse(result.body, headers=result.headers)
+        # Megabytes of base64: rendered by orjson (see app.jsonio).
+        return FastJSONResponse(result.body, headers=result.headers)
     try:
         if job.route.stream == "passthrough":
             events = await open_relay(job, settle)

@@ -24,6 +24,9 @@ CREATE TABLE IF NOT EXISTS ledger_reservations (
     id TEXT PRIMARY KEY, owner TEXT, amount REAL, expires REAL);
 CREATE INDEX IF NOT EXISTS ledger_reservations_owner ON ledger_reservations (owner);
 CREATE TABLE IF NOT EXISTS ledger_settled (id TEXT PRIMARY KEY, at REAL);
+-- Every settle prunes ids older than _SETTLED_KEEP_S by `at`: without this index that prune
+-- scanned the whole table (three days of request ids) on every request.
+CREATE INDEX IF NOT EXISTS ledger_settled_at ON ledger_settled (at);
 CREATE TABLE IF NOT EXISTS ledger_spend (
     owner TEXT, period TEXT, amount REAL, PRIMARY KEY (owner, period));
 CREATE TABLE IF NOT EXISTS ledger_usage (

@@ -3,6 +3,11 @@
 `admit` runs before anything goes upstream and refuses with the OpenAI error a client expects
 (403 for a model the key may not use, 429 `rate_limit_exceeded` or `insufficient_quota`).
 `Ticket.settle` books what the request actually cost, once, and frees what it held.
+
+Only the checks a key has cost a store round trip: a key without rate limits takes no bucket,
+one without a concurrency limit holds no slot, and one without a budget reserves nothing (a
+budget added to a key by a keys-file reload therefore does not see that key's requests already
+running until they settle). Every request's cost and usage are booked all the same.
 """
 
 from __future__ import annotations
@@ -120,12 +125,18 @@ async def admit(
             param="n",
             headers=_no_retry(),
         )
-    wait = await gw.ledger.take_rate(policy.name, policy.requests_per_minute, ipm, images)
-    if wait > 0:
-        raise RateLimited(
-            f"Rate limit reached for the key '{policy.name}': try again in {wait:.1f} s.",
-            headers={"retry-after": str(math.ceil(wait)), "retry-after-ms": str(int(wait * 1000))},
-        )
+    # Each ledger call is a store round trip (a SQLite transaction on a worker thread, or a
+    # Redis script); a key without the limit it checks skips it.
+    if policy.requests_per_minute is not None or ipm is not None:
+        wait = await gw.ledger.take_rate(policy.name, policy.requests_per_minute, ipm, images)
+        if wait > 0:
+            raise RateLimited(
+                f"Rate limit reached for the key '{policy.name}': try again in {wait:.1f} s.",
+                headers={
+                    "retry-after": str(math.ceil(wait)),
+                    "retry-after-ms": str(int(wait * 1000)),
+                },
+            )
     ticket = Ticket(gw, policy, model, reservation or f"req_{uuid.uuid4().hex}")
     if policy.concurrent_requests is not None:
         lease = uuid.uuid4().hex
@@ -137,6 +148,10 @@ async def admit(
                 headers={"retry-after": "1"},
             )
         ticket.lease = lease
+    if policy.budget_usd_per_day is None and policy.budget_usd_per_month is None:
+        # Nothing to hold a reservation against: it would only be deleted again at settle.
+        # The settle still books the request's cost and usage (by the ticket's id, once).
+        return ticket
     spend = await gw.ledger.reserve(
         policy.name,
         ticket.reservation,

@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from . import attempts
+from . import attempts, jsonio
 from .breaker import Breakers, Permit
 from .catalog import Route
 from .dialects import UpstreamRequest
@@ -351,7 +351,8 @@ class Upstream:
 
     def _json(self, route: Route, response: httpx.Response, paid: bool) -> Any:
         try:
-            return response.json()
+            # orjson, from the bytes: an image answer is megabytes of base64 (see app.jsonio).
+            return jsonio.loads(response.content)
         except ValueError:
             kind = response.headers.get("content-type", "unknown content type")
             error = UpstreamError(

@@ -74,7 +74,7 @@ async def report(gw: Gateway, policy: KeyPolicy, days: list[str]) -> dict[str, A
     }
 
 
-def admin(request: Request) -> None:
+async def admin(request: Request) -> None:
     """The admin key, compared in constant time; no admin view when none is configured."""
     configured = gateway(request).settings.admin_key
     if configured is None:

@@ -1,0 +1,652 @@
+"""The benchmark itself: pairs of direct and through-the-gateway calls, memory, CPU, targets.
+
+`python -m bench` (what `make bench` runs). The results go to stdout as Markdown tables and to
+a JSON file, every round included. Environment:
+
+- `BENCH_QUICK=1`: fewer, shorter rounds and a 200 MB download instead of 500 MB;
+- `BENCH_OUT`: where the JSON goes (default `bench/results.json`);
+- `BENCH_APP_DIR`: a directory holding another `app` package (another checkout) to serve as
+  the gateway, to compare branches with the same driver and upstream;
+- `BENCH_IMAGE_KB`: the size of the pairs' images (default 1024);
+- `BENCH_REDIS_URL`: the Redis of the Redis-store variant (default redis://127.0.0.1:6379/0;
+  skipped when it does not answer);
+- `BENCH_LITELLM`: the `litellm` command of a virtualenv with `litellm[proxy]`, for the
+  reference pairs (found by itself when installed in this one); `BENCH_NO_LITELLM=1` skips it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .procs import (
+    Loader,
+    Proc,
+    cpus,
+    free_port,
+    peak_rss_during,
+    steady_env,
+    wait_http,
+    wait_port,
+)
+from .report import render
+
+CLIENT_KEY = "sk-bench-client-" + "0" * 24
+UPSTREAM_KEYS = {"default": "sk-bench-up-default", "official": "sk-bench-up-official"}
+LITELLM_KEY = "sk-bench-litellm"
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class Config:
+    rounds: int = 5  # alternating direct/through rounds per pair and concurrency
+    round_s: float = 1.0  # each side of a round runs this long
+    warmup_s: float = 0.3
+    concurrencies: tuple[int, ...] = (1, 16, 64)
+    image_kb: int = 1024  # the image of the latency pairs (its base64 is 4/3 of it)
+    video_kb: int = 1024  # the content download pair
+    huge_b64_mb: float = 12.0  # memory (a): this much base64 per response...
+    huge_concurrency: int = 20  # ...this many at once
+    huge_repeats: int = 3
+    big_video_mb: int = 500  # memory (b): one download of this size
+    variants: bool = True  # the pass-through pair again with Redis, and with warning logs
+    variant_concurrencies: tuple[int, ...] = (1, 16)
+    litellm: bool = True  # a LiteLLM proxy as a reference, when installed
+    pin: bool = True  # gateway on one core, upstream and load generator on the other
+
+
+FULL = Config()
+QUICK = Config(rounds=3, round_s=0.5, big_video_mb=200, huge_repeats=2)
+
+
+@dataclass
+class Side:
+    """One side of a pair: how to call it, and what it measured round by round."""
+
+    scenario: dict[str, Any]
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- the processes ---------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    config: Config
+    work: Path
+    upstream_port: int
+    loader: Loader
+    upstream: Proc
+    gateway_cpu: int | None
+    other_cpu: int | None
+
+    @property
+    def upstream_url(self) -> str:
+        return f"http://127.0.0.1:{self.upstream_port}"
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("MEDIAGATE_", "BENCH_"))}
+
+
+def gateway_env(stack: Stack, name: str, **extra: str) -> dict[str, str]:
+    data = stack.work / f"{name}-data"
+    data.mkdir(parents=True, exist_ok=True)
+    env = _clean_env()
+    env.update(
+        {
+            "MEDIAGATE_UPSTREAM_URL": f"{stack.upstream_url}/v1",
+            "MEDIAGATE_KEY_DEFAULT": UPSTREAM_KEYS["default"],
+            "MEDIAGATE_KEY_SORA2OFFICIAL": UPSTREAM_KEYS["official"],
+            "MEDIAGATE_API_KEYS": f"bench:{CLIENT_KEY}",
+            "MEDIAGATE_FETCH_ALLOW_HOSTS": f"127.0.0.1:{stack.upstream_port}",
+            "MEDIAGATE_DATA_DIR": str(data),
+            # Long enough for a 500 MB download through two hops on a slow machine.
+            "MEDIAGATE_UPSTREAM_TIMEOUT_S": "600",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def gateway(stack: Stack, name: str, **extra: str) -> Iterator[tuple[Proc, str]]:
+    port = free_port()
+    args = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    # BENCH_APP_DIR: another checkout's `app` (say, the main branch's) to compare with.
+    app_dir = os.environ.get("BENCH_APP_DIR")
+    proc = Proc(
+        name,
+        args,
+        stack.work,
+        gateway_env(stack, name, **extra),
+        stack.gateway_cpu,
+        cwd=Path(app_dir) if app_dir else None,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(proc, f"{url}/readyz")
+        yield proc, url
+    finally:
+        proc.stop()
+
+
+def _litellm_binary() -> str | None:
+    given = os.environ.get("BENCH_LITELLM")
+    if given:
+        return given if Path(given).exists() else None
+    local = Path(sys.executable).parent / "litellm"
+    if local.exists() and importlib.util.find_spec("litellm") is not None:
+        return str(local)
+    return None
+
+
+@contextlib.contextmanager
+def litellm_proxy(stack: Stack) -> Iterator[tuple[Proc, str] | str]:
+    """A LiteLLM proxy in front of the same upstream, or why there is none."""
+    binary = _litellm_binary()
+    if binary is None:
+        yield (
+            "not installed (pip install 'litellm[proxy]', or point BENCH_LITELLM at the litellm "
+            "command of another virtualenv, to add it as a reference)"
+        )
+        return
+    port = free_port()
+    config = stack.work / "litellm.yaml"
+    config.write_text(
+        json.dumps(  # JSON is YAML
+            {
+                "model_list": [
+                    {
+                        "model_name": "gpt-image-1",
+                        "litellm_params": {
+                            "model": "openai/gpt-image-1",
+                            "api_base": f"{stack.upstream_url}/v1",
+                            "api_key": UPSTREAM_KEYS["default"],
+                        },
+                    }
+                ],
+                "general_settings": {"master_key": LITELLM_KEY},
+                "litellm_settings": {"telemetry": False},
+            }
+        )
+    )
+    # Offline: its bundled model price map instead of fetching one; no telemetry.
+    env = _clean_env() | {
+        "LITELLM_LOG": "ERROR",
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "DISABLE_SCHEMA_UPDATE": "true",
+    }
+    args = [binary, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    proc = Proc("litellm", args, stack.work, env, stack.gateway_cpu)
+    try:
+        try:
+            wait_port(proc, port, timeout_s=120)
+        except RuntimeError as exc:
+            yield f"did not start: {str(exc)[-300:]}"
+            return
+        yield proc, f"http://127.0.0.1:{port}"
+    finally:
+        proc.stop()
+
+
+# -- the pairs -------------------------------------------------------------------------------
+
+
+def _http(method: str, url: str, key: str, body: Any = None) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {key}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    return {
+        "kind": "http",
+        "method": method,
+        "url": url,
+        "headers": headers,
+        "body": json.dumps(body) if body is not None else "",
+    }
+
+
+PROMPT = "a red panda reading a newspaper, watercolour"
+
+
+def image_body(model: str, prompt: str = PROMPT) -> dict[str, Any]:
+    return {"model": model, "prompt": prompt, "size": "1024x1024", "quality": "low"}
+
+
+def pass_through(up: str, gw: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """gpt-image-1: the body the gateway sends upstream, sent directly; and the client's."""
+    upstream_body = image_body("gpt-image-1") | {"response_format": "b64_json"}
+    direct = _http("POST", f"{up}/v1/images/generations", UPSTREAM_KEYS["default"], upstream_body)
+    through = _http("POST", f"{gw}/v1/images/generations", CLIENT_KEY, image_body("gpt-image-1"))
+    return direct, through
+
+
+def chat(up: str, gw: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """sora_image: the chat call plus the image download a raw-upstream client must do; through
+    the gateway, one Images API call that does both and answers base64."""
+    body = {"model": "sora_image", "messages": [{"role": "user", "content": f"{PROMPT}【1:1】"}]}
+    direct = _http("POST", f"{up}/v1/chat/completions", UPSTREAM_KEYS["default"], body)
+    direct["kind"] = "chat_direct"
+    through = _http("POST", f"{gw}/v1/images/generations", CLIENT_KEY, image_body("sora_image"))
+    return direct, through
+
+
+def make_video(up: str, gw: str, size: int) -> tuple[str, str]:
+    """A completed video of `size` bytes on each side: (upstream id, the gateway's id)."""
+    prompt = f"{PROMPT} [bench:bytes={size}]"
+    with httpx.Client(timeout=30) as http:
+        direct = http.post(
+            f"{up}/v1/videos",
+            headers={"Authorization": f"Bearer {UPSTREAM_KEYS['official']}"},
+            files={"model": (None, "sora-2"), "prompt": (None, prompt)},
+        )
+        direct.raise_for_status()
+        through = http.post(
+            f"{gw}/v1/videos",
+            headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+            json={"model": "sora-2", "prompt": prompt, "size": "720x1280", "seconds": "4"},
+        )
+        through.raise_for_status()
+    return direct.json()["id"], through.json()["id"]
+
+
+def video_pairs(up: str, gw: str, size: int) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    upstream_id, our_id = make_video(up, gw, size)
+    official = UPSTREAM_KEYS["official"]
+    return {
+        "video status": (
+            _http("GET", f"{up}/v1/videos/{upstream_id}", official),
+            _http("GET", f"{gw}/v1/videos/{our_id}", CLIENT_KEY),
+        ),
+        "video content": (
+            _http("GET", f"{up}/v1/videos/{upstream_id}/content", official),
+            _http("GET", f"{gw}/v1/videos/{our_id}/content", CLIENT_KEY),
+        ),
+    }
+
+
+def _percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def _summary(result: dict[str, Any], cpu_s: float | None) -> dict[str, Any]:
+    latencies = result["latencies_ms"]
+    count = len(latencies)
+    return {
+        "requests": count,
+        "errors": result["errors"],
+        "error_sample": result["error_sample"],
+        "elapsed_s": result["elapsed_s"],
+        "rps": count / result["elapsed_s"] if result["elapsed_s"] else 0.0,
+        "p50_ms": _percentile(latencies, 50),
+        "p99_ms": _percentile(latencies, 99),
+        "mb_per_s": result["bytes"] / MB / result["elapsed_s"] if result["elapsed_s"] else 0.0,
+        "gateway_cpu_s": cpu_s,
+    }
+
+
+def measure_pair(
+    stack: Stack,
+    name: str,
+    scenarios: tuple[dict[str, Any], dict[str, Any]],
+    concurrency: int,
+    gateway_proc: Proc | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Alternating rounds (direct first in even rounds, through first in odd ones); each
+    side's percentiles per round, and their medians across rounds."""
+    config = stack.config
+    sides = {"direct": Side(scenarios[0]), "through": Side(scenarios[1])}
+    for side in sides.values():  # warm connections, caches and the allocator
+        stack.loader.run(side.scenario, concurrency, config.warmup_s)
+    for index in range(config.rounds):
+        order = ("direct", "through") if index % 2 == 0 else ("through", "direct")
+        for which in order:
+            before = gateway_proc.cpu_s() if gateway_proc else None
+            result = stack.loader.run(sides[which].scenario, concurrency, config.round_s)
+            spent = gateway_proc.cpu_s() - before if gateway_proc and before is not None else None
+            sides[which].rounds.append(_summary(result, spent))
+    row = _aggregate(name, concurrency, sides)
+    log(
+        f"  {name:<28} c={concurrency:<3} added p50 {row['added_p50_ms']:7.2f} ms, "
+        f"p99 {row['added_p99_ms']:7.2f} ms; {row['through_rps']:7.0f} req/s through "
+        f"({row['direct_rps']:.0f} direct); gateway {row['gateway_cpu_us']:.0f} µs CPU/req"
+    )
+    return row
+
+
+def _aggregate(name: str, concurrency: int, sides: dict[str, Side]) -> dict[str, Any]:
+    direct, through = sides["direct"].rounds, sides["through"].rounds
+    med = statistics.median
+    added_p50 = [t["p50_ms"] - d["p50_ms"] for d, t in zip(direct, through, strict=True)]
+    added_p99 = [t["p99_ms"] - d["p99_ms"] for d, t in zip(direct, through, strict=True)]
+    requests = sum(t["requests"] for t in through)
+    cpu = [t["gateway_cpu_s"] for t in through if t["gateway_cpu_s"] is not None]
+    busy = sum(t["elapsed_s"] for t in through)
+    return {
+        "pair": name,
+        "concurrency": concurrency,
+        "rounds": len(direct),
+        "direct_p50_ms": med(d["p50_ms"] for d in direct),
+        "direct_p99_ms": med(d["p99_ms"] for d in direct),
+        "through_p50_ms": med(t["p50_ms"] for t in through),
+        "through_p99_ms": med(t["p99_ms"] for t in through),
+        "added_p50_ms": med(added_p50),
+        "added_p99_ms": med(added_p99),
+        "direct_rps": med(d["rps"] for d in direct),
+        "through_rps": med(t["rps"] for t in through),
+        "direct_mb_per_s": med(d["mb_per_s"] for d in direct),
+        "through_mb_per_s": med(t["mb_per_s"] for t in through),
+        "gateway_cpu_us": (sum(cpu) / requests * 1e6) if cpu and requests else float("nan"),
+        "gateway_cpu_util": (sum(cpu) / busy) if cpu and busy else float("nan"),
+        "errors": sum(s["errors"] for s in direct + through),
+        "error_sample": next((s["error_sample"] for s in direct + through if s["errors"]), []),
+        "direct_rounds": direct,
+        "through_rounds": through,
+    }
+
+
+# -- memory ----------------------------------------------------------------------------------
+
+
+def memory_b64(stack: Stack, gateway_proc: Proc, gw: str) -> dict[str, Any]:
+    """(a) `huge_concurrency` responses of `huge_b64_mb` MB of base64 at once."""
+    config = stack.config
+    prompt = f"{PROMPT} [bench:huge={config.huge_b64_mb:g}]"
+    scenario = _http(
+        "POST", f"{gw}/v1/images/generations", CLIENT_KEY, image_body("gpt-image-1", prompt)
+    )
+    in_flight = config.huge_concurrency * config.huge_b64_mb * MB
+    peaks, befores, errors, elapsed = [], [], 0, []
+    for _ in range(config.huge_repeats):
+        before, peak, result = peak_rss_during(
+            gateway_proc,
+            lambda: stack.loader.run(
+                scenario, config.huge_concurrency, 600, max_requests=config.huge_concurrency
+            ),
+        )
+        befores.append(before)
+        peaks.append(peak)
+        errors += result["errors"]
+        elapsed.append(result["elapsed_s"])
+    peak_mb = max(peaks) * 1024 / MB
+    return {
+        "case": f"{config.huge_concurrency} concurrent responses of {config.huge_b64_mb:g} MB b64",
+        "bytes_in_flight_mb": in_flight / MB,
+        "rss_before_mb": befores[0] * 1024 / MB,
+        "peak_rss_mb": peak_mb,
+        "peak_over_in_flight": peak_mb * MB / in_flight,
+        "peak_delta_mb": (max(peaks) - befores[0]) * 1024 / MB,
+        "seconds": statistics.median(elapsed),
+        "errors": errors,
+    }
+
+
+def memory_video(stack: Stack, gateway_proc: Proc, gw: str) -> dict[str, Any]:
+    """(b) one download of `big_video_mb` MB, through the gateway (and directly, for speed)."""
+    size = stack.config.big_video_mb * MB
+    upstream_id, our_id = make_video(stack.upstream_url, gw, size)
+    official = UPSTREAM_KEYS["official"]
+    direct = stack.loader.run(
+        _http("GET", f"{stack.upstream_url}/v1/videos/{upstream_id}/content", official),
+        1,
+        600,
+        max_requests=1,
+    )
+    through = _http("GET", f"{gw}/v1/videos/{our_id}/content", CLIENT_KEY)
+    before_cpu = gateway_proc.cpu_s()
+    before, peak, result = peak_rss_during(
+        gateway_proc, lambda: stack.loader.run(through, 1, 600, max_requests=1)
+    )
+    cpu = gateway_proc.cpu_s() - before_cpu
+    return {
+        "case": f"one {stack.config.big_video_mb} MB video download",
+        "bytes": result["bytes"],
+        "rss_before_mb": before * 1024 / MB,
+        "peak_rss_mb": peak * 1024 / MB,
+        "peak_delta_mb": (peak - before) * 1024 / MB,
+        "direct_mb_per_s": direct["bytes"] / MB / direct["elapsed_s"],
+        "through_mb_per_s": result["bytes"] / MB / result["elapsed_s"],
+        "gateway_cpu_s": cpu,
+        "errors": result["errors"] + direct["errors"],
+        "error_sample": result["error_sample"] + direct["error_sample"],
+    }
+
+
+# -- the run ---------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        for line in subprocess.run(
+            ["lscpu"], capture_output=True, text=True, check=False
+        ).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    memory_kb = 0
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gb": round(memory_kb / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "packages": _versions("uvicorn", "fastapi", "starlette", "httpx", "uvloop", "httptools"),
+    }
+
+
+def _versions(*names: str) -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _redis_url() -> str | None:
+    url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+        try:
+            return url if client.ping() else None
+        finally:
+            client.close()
+    except Exception:
+        return None
+
+
+def run(config: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
+    started = time.monotonic()
+    available = cpus()
+    pin = config.pin and len(available) >= 2
+    gateway_cpu, other_cpu = (available[-1], available[0]) if pin else (None, None)
+    results: dict[str, Any] = {
+        "config": asdict(config),
+        "machine": machine(),
+        "pinning": {"gateway": gateway_cpu, "upstream_and_load": other_cpu},
+        "upstream": "bench.standin (minimal raw-ASGI stand-in, zero service time)",
+        "load_generator": "bench.load (closed-loop asyncio HTTP/1.1, one connection per worker)",
+        "pairs": [],
+        "variants": [],
+        "memory": {},
+        "litellm": None,
+    }
+    with tempfile.TemporaryDirectory(prefix="mediagate-bench-") as tmp:
+        work = Path(tmp)
+        upstream_port = free_port()
+        upstream = Proc(
+            "upstream",
+            [
+                sys.executable,
+                "-m",
+                "bench.standin",
+                "--port",
+                str(upstream_port),
+                "--image-kb",
+                str(config.image_kb),
+                "--video-kb",
+                str(config.video_kb),
+            ],
+            work,
+            steady_env(),
+            cpu=other_cpu,
+        )
+        loader = Loader(work, other_cpu)
+        stack = Stack(config, work, upstream_port, loader, upstream, gateway_cpu, other_cpu)
+        try:
+            wait_port(upstream, upstream_port)
+            up = stack.upstream_url
+            log(f"pairs (upstream {up}, gateway on cpu {gateway_cpu}):")
+            with gateway(stack, "gateway") as (proc, gw):
+                pairs = {
+                    "gpt-image-1 (pass-through)": pass_through(up, gw),
+                    "sora_image (chat + download)": chat(up, gw),
+                    **video_pairs(up, gw, config.video_kb * 1024),
+                }
+                for name, scenarios in pairs.items():
+                    for concurrency in config.concurrencies:
+                        results["pairs"].append(
+                            measure_pair(stack, name, scenarios, concurrency, proc, log)
+                        )
+            if config.variants:
+                log("variants of the pass-through pair:")
+                results["variants"] = _variants(stack, log)
+            log("memory:")
+            with gateway(stack, "gateway-memory") as (proc, gw):
+                results["memory"]["idle_rss_mb"] = proc.rss_kb() * 1024 / MB
+                video = memory_video(stack, proc, gw)
+                log(f"  {video['case']}: RSS +{video['peak_delta_mb']:.1f} MB")
+                b64 = memory_b64(stack, proc, gw)
+                log(f"  {b64['case']}: peak RSS {b64['peak_rss_mb']:.0f} MB")
+                results["memory"].update(video=video, b64=b64)
+            if config.litellm:
+                results["litellm"] = _litellm(stack, log)
+        finally:
+            loader.stop()
+            upstream.stop()
+    results["targets"] = targets(results)
+    results["seconds"] = round(time.monotonic() - started, 1)
+    return results
+
+
+def _variants(stack: Stack, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    variants: list[tuple[str, dict[str, str]]] = [
+        ("logs at warning (no access log line)", {"MEDIAGATE_LOG_LEVEL": "warning"})
+    ]
+    redis_url = _redis_url()
+    if redis_url is not None:
+        prefix = f"mediagate-bench-{secrets.token_hex(4)}"
+        variants.insert(
+            0,
+            ("Redis store", {"MEDIAGATE_STORE_URL": redis_url, "MEDIAGATE_STORE_PREFIX": prefix}),
+        )
+    else:
+        log("  (no Redis at BENCH_REDIS_URL / 127.0.0.1:6379: the Redis variant is skipped)")
+    rows = []
+    up = stack.upstream_url
+    for label, env in variants:
+        with gateway(stack, "gateway-variant", **env) as (proc, gw):
+            for concurrency in stack.config.variant_concurrencies:
+                row = measure_pair(
+                    stack, f"gpt-image-1, {label}", pass_through(up, gw), concurrency, proc, log
+                )
+                rows.append(row | {"variant": label})
+    return rows
+
+
+def _litellm(stack: Stack, log: Callable[[str], None]) -> dict[str, Any]:
+    with litellm_proxy(stack) as found:
+        if isinstance(found, str):
+            log(f"LiteLLM: {found}")
+            return {"status": found, "pairs": []}
+        proc, url = found
+        direct, _ = pass_through(stack.upstream_url, url)
+        through = _http(
+            "POST", f"{url}/v1/images/generations", LITELLM_KEY, image_body("gpt-image-1")
+        )
+        check = stack.loader.run(through, 1, 30, max_requests=1)
+        if check["errors"]:
+            status = f"answered errors: {check['error_sample']}"
+            log(f"LiteLLM: {status}")
+            return {"status": status, "pairs": []}
+        log("LiteLLM proxy, same pass-through pair:")
+        rows = [
+            measure_pair(stack, "gpt-image-1 via LiteLLM", (direct, through), c, proc, log)
+            for c in stack.config.concurrencies
+        ]
+        return {"status": "measured", "version": _versions("litellm")["litellm"], "pairs": rows}
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each met or missed, never left out. The latency targets are set at
+    concurrency 16 (the closest measured when a run has no 16)."""
+    found: list[dict[str, Any]] = []
+    rows = [r for r in results["pairs"] if r["pair"].startswith("gpt-image-1")]
+    if rows:
+        row = min(rows, key=lambda r: abs(r["concurrency"] - 16))
+        where = f"pass-through, c={row['concurrency']}"
+        found.append(_target(f"added latency p50, {where}", row["added_p50_ms"], 2.0, "ms"))
+        found.append(_target(f"added latency p99, {where}", row["added_p99_ms"], 10.0, "ms"))
+    memory = results.get("memory") or {}
+    if "video" in memory:
+        found.append(
+            _target(
+                f"RSS growth, {memory['video']['case']}",
+                memory["video"]["peak_delta_mb"],
+                30.0,
+                "MB",
+            )
+        )
+    if "b64" in memory:
+        b64 = memory["b64"]
+        limit = 3 * b64["bytes_in_flight_mb"]
+        found.append(_target(f"peak RSS, {b64['case']}", b64["peak_rss_mb"], limit, "MB"))
+    return found
+
+
+def _target(name: str, value: float, limit: float, unit: str) -> dict[str, Any]:
+    return {"target": name, "value": value, "limit": limit, "unit": unit, "met": value <= limit}
+
+
+def main() -> int:
+    quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    config = QUICK if quick else FULL
+    if os.environ.get("BENCH_NO_LITELLM"):
+        config = replace(config, litellm=False)
+    if os.environ.get("BENCH_IMAGE_KB"):
+        config = replace(config, image_kb=int(os.environ["BENCH_IMAGE_KB"]))
+    out = Path(os.environ.get("BENCH_OUT") or Path(__file__).with_name("results.json"))
+    print(f"mediagate benchmark ({'quick' if quick else 'full'}); results to {out}", flush=True)
+    results = run(config, log=lambda line: print(line, flush=True))
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    print(render(results))
+    return 0

@@ -1,0 +1,62 @@
+"""The benchmark (`make bench`) in a tiny configuration, so it cannot rot: the same processes
+(stand-in upstream, gateway, load generator), every pair, the variants, both memory cases, the
+targets, the JSON and the tables, in a few seconds. The numbers themselves are not checked."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from bench.report import render
+from bench.runner import Config, run
+
+SMOKE = Config(
+    rounds=2,
+    round_s=0.05,
+    warmup_s=0.02,
+    concurrencies=(1, 4),
+    image_kb=16,
+    video_kb=64,
+    huge_b64_mb=0.5,
+    huge_concurrency=3,
+    huge_repeats=1,
+    big_video_mb=4,
+    variant_concurrencies=(2,),
+    litellm=False,
+    pin=False,
+)
+PAIRS = {
+    "gpt-image-1 (pass-through)",
+    "sora_image (chat + download)",
+    "video status",
+    "video content",
+}
+
+
+def test_the_benchmark_measures_every_pair_and_reports_every_target() -> None:
+    results = run(SMOKE, log=lambda line: None)
+
+    rows = results["pairs"]
+    assert {(r["pair"], r["concurrency"]) for r in rows} == {
+        (pair, c) for pair in PAIRS for c in SMOKE.concurrencies
+    }
+    for row in [*rows, *results["variants"]]:
+        assert row["errors"] == 0, (row["pair"], row["error_sample"])
+        assert row["rounds"] == SMOKE.rounds
+        for figure in ("direct_p50_ms", "through_p99_ms", "added_p50_ms", "through_rps"):
+            assert math.isfinite(row[figure]), (row["pair"], figure)
+        assert row["gateway_cpu_us"] >= 0  # /proc counts in 10 ms ticks: a tiny round may be 0
+    assert any(row["gateway_cpu_us"] > 0 for row in rows)
+    assert any("warning" in r["variant"] for r in results["variants"])
+
+    memory = results["memory"]
+    assert memory["video"]["bytes"] == SMOKE.big_video_mb * 1_000_000
+    assert memory["video"]["errors"] == 0 and memory["b64"]["errors"] == 0
+    assert memory["b64"]["peak_rss_mb"] >= memory["b64"]["rss_before_mb"] > 0
+    assert len(results["targets"]) == 4
+    assert all(isinstance(t["met"], bool) for t in results["targets"])
+
+    table = render(json.loads(json.dumps(results)))  # what `make bench` writes, read back
+    for pair in PAIRS:
+        assert pair in table
+    assert "MISSED" in table or "met" in table
