@@ -8,6 +8,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 from pydantic import SecretStr
@@ -32,6 +33,14 @@ log = logging.getLogger("mediagate")
 
 class ConfigError(RuntimeError):
     pass
+
+
+def no_cookies() -> CookieJar:
+    """A cookie jar that keeps nothing. The one upstream client serves every tenant: a cookie
+    the upstream (or an image host) sets while answering one client's request must never be
+    sent with another's. (A jar, not httpx.Cookies: the client would copy those into a new
+    jar with the default policy.)"""
+    return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 @dataclass
@@ -148,7 +157,7 @@ async def open_gateway(
         sweeper = asyncio.create_task(_sweep_forever(store, settings.image_sweep_interval_s))
         try:
             async with (
-                httpx.AsyncClient(timeout=timeout, limits=limits) as client,
+                httpx.AsyncClient(timeout=timeout, limits=limits, cookies=no_cookies()) as client,
                 open_job_store(settings.job_store_url(), settings.store_prefix) as jobs,
                 open_ledger(settings.job_store_url(), settings.store_prefix) as ledger,
                 open_idempotency_store(settings.job_store_url(), settings.store_prefix) as idem,

@@ -140,3 +140,22 @@ def test_gateway_refuses_a_private_link_that_is_not_allowed(
         gateway.sdk().images.generate(model="sora_image", prompt="p")
     assert caught.value.status_code == 502
     assert caught.value.code == "unsafe_image_url"
+
+
+def test_the_shared_upstream_client_keeps_no_cookies() -> None:
+    from app.gateway import no_cookies
+
+    seen: list[str | None] = []
+
+    def upstream(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("cookie"))
+        return httpx.Response(200, headers={"set-cookie": "session=tenant-a; Path=/"}, json={})
+
+    async def two_requests() -> None:
+        transport = httpx.MockTransport(upstream)
+        async with httpx.AsyncClient(transport=transport, cookies=no_cookies()) as client:
+            await client.get("https://upstream.example/v1/videos/a")  # tenant A's request
+            await client.get("https://upstream.example/v1/videos/b")  # tenant B's request
+
+    asyncio.run(two_requests())
+    assert seen == [None, None]  # A's cookie never rides along with B's request
