@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from .idempotency import Claim, Stored
 from .jobstore import StoreUnavailable
+from .redisdb import connect
 from .sqlitedb import SqliteDb
 
 T = TypeVar("T")
@@ -216,13 +217,7 @@ class RedisIdempotency:
     @classmethod
     async def open(cls, url: str, prefix: str) -> RedisIdempotency:
         # Bytes in and out: a stored answer's body is kept as it was sent.
-        client = aioredis.Redis.from_url(url, decode_responses=False)
-        try:
-            await client.ping()
-        except RedisError as exc:
-            await client.aclose()
-            raise StoreUnavailable(f"Cannot reach the Redis idempotency store: {exc}") from None
-        return cls(client, prefix)
+        return cls(await connect(url, "idempotency store", decode_responses=False), prefix)
 
     def _key(self, key: str) -> str:
         return f"{self._prefix}:idem:{key}"

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from .jobstore import StoreUnavailable
 from .ledger import Charge, Spend, UsageRow, day_of, month_of
+from .redisdb import connect
 
 _NOW = """
 local t = redis.call('TIME')
@@ -122,7 +123,7 @@ class RedisLedger:
 
     @classmethod
     async def open(cls, url: str, prefix: str) -> RedisLedger:
-        return cls(aioredis.Redis.from_url(url, socket_timeout=10), prefix)
+        return cls(await connect(url, "accounting store", decode_responses=False), prefix)
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
         try:

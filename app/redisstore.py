@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from .jobstore import FIELDS, Job, Order, StoreUnavailable, UnknownCursor, check_changes
+from .redisdb import connect
 
 # KEYS: job hash, owner index, sequence counter. ARGV: job id, then field/value pairs.
 _INSERT = """
@@ -63,13 +64,7 @@ class RedisJobStore:
 
     @classmethod
     async def open(cls, url: str, prefix: str) -> RedisJobStore:
-        client = aioredis.Redis.from_url(url, decode_responses=True)
-        try:
-            await client.ping()
-        except RedisError as exc:
-            await client.aclose()
-            raise StoreUnavailable(f"Cannot reach the Redis job store: {exc}") from None
-        return cls(client, prefix)
+        return cls(await connect(url, "job store", decode_responses=True), prefix)
 
     def _job_key(self, job_id: str) -> str:
         return f"{self._prefix}:video:{job_id}"
