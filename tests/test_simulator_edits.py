@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import itertools
 import json
 import time
@@ -13,12 +12,13 @@ from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 from starlette.testclient import TestClient
 
 from app.servethread import BackgroundServer
 from app.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app, make_png
 from app.simulator.rules import ConnectionCut
+
+from .test_simulator import decode_b64, png_size
 
 BASE = "http://127.0.0.1:9999"
 DEFAULT = "sk-sim-default"
@@ -70,18 +70,6 @@ def edit(
 ) -> Any:
     parts = [image_part()] if files is None else files
     return client.post(EDITS, data=fields, files=parts, headers=auth(token))
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    image = Image.open(io.BytesIO(data))
-    assert image.format == "PNG"
-    image.load()
-    return image.size
-
-
-def decode_b64(value: str) -> bytes:
-    value = value.removeprefix("data:image/png;base64,")
-    return base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
 
 
 def assert_error(response: Any, status: int, param: str | None, code: str | None = None) -> str:

@@ -76,9 +76,6 @@ class EditForm:
         values = [value for key, value in self.texts if key == name]
         return values[0] if len(values) == 1 else None
 
-    def has_text(self, name: str) -> bool:
-        return any(key == name for key, _ in self.texts)
-
 
 def is_multipart(request: Request) -> bool:
     content_type = request.headers.get("content-type", "")
