@@ -23,7 +23,7 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 # Then the package (no dependencies left to fetch). pip compiles everything to bytecode here,
 # so the runtime never needs to write any (its root filesystem may be read-only).
 COPY README.md ./
-COPY app ./app
+COPY mediagate ./mediagate
 RUN pip install --no-cache-dir --no-deps .
 
 FROM ${PYTHON_IMAGE}

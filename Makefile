@@ -1,21 +1,33 @@
-# The two commands of the quick start are `make run` and `make test`; both install first.
+# The two commands of the quick start are `make run` and `make test`; both install first, into
+# one virtualenv: `make run` only what serving needs (`pip install -e .`), `make test` the
+# development tools on top (`.[dev]`: the SDK the tests drive the gateway with, linters, the
+# deployment checks). A stamp per kind of install: each is redone only when pyproject.toml
+# changes, and the dev install also counts as the runtime one.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run simulate test lint format clean validate-deploy deploy-sync bench
+.PHONY: install install-dev run simulate test lint format clean validate-deploy deploy-sync bench
 
-install: $(STAMP)
+install: $(RUN_STAMP)
 
-# Reinstall only when the project's metadata changes.
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+install-dev: $(DEV_STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	touch $(DEV_STAMP) $(RUN_STAMP)
 
 run: install
 	$(BIN)/mediagate serve --host $(HOST) --port $(PORT)
@@ -23,14 +35,15 @@ run: install
 simulate: install
 	$(BIN)/mediagate simulate --host $(HOST) --port 9000
 
-lint: install
-	$(BIN)/ruff check app tests deploy bench
-	$(BIN)/ruff format --check app tests deploy bench
+lint: install-dev
+	$(BIN)/ruff check mediagate tests deploy bench
+	$(BIN)/ruff format --check mediagate tests deploy bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
-format: install
-	$(BIN)/ruff format app tests deploy bench
-	$(BIN)/ruff check --fix app tests deploy bench
+format: install-dev
+	$(BIN)/ruff format mediagate tests deploy bench
+	$(BIN)/ruff check --fix mediagate tests deploy bench
 
 test: lint
 	$(BIN)/pytest
@@ -42,7 +55,7 @@ bench: install
 	$(BIN)/python -m bench
 
 # The container, compose and Kubernetes material, checked offline (also part of `make test`).
-validate-deploy: install
+validate-deploy: install-dev
 	$(BIN)/hadolint Dockerfile
 	kubectl kustomize deploy/kubernetes/overlays/production > /dev/null
 	$(BIN)/pytest -q tests/test_deploy.py

@@ -127,7 +127,7 @@ def gateway_env(stack: Stack, name: str, **extra: str) -> dict[str, str]:
 @contextlib.contextmanager
 def gateway(stack: Stack, name: str, **extra: str) -> Iterator[tuple[Proc, str]]:
     port = free_port()
-    args = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    args = [sys.executable, "-m", "mediagate", "serve", "--host", "127.0.0.1", "--port", str(port)]
     # BENCH_APP_DIR: another checkout's `app` (say, the main branch's) to compare with.
     app_dir = os.environ.get("BENCH_APP_DIR")
     proc = Proc(

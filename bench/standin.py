@@ -1,6 +1,6 @@
 """A minimal, fast stand-in for the reseller upstream: zero service time, precomputed answers.
 
-The bundled simulator (`app.simulator`) is strict and records every call: it renders PNGs,
+The bundled simulator (`mediagate.simulator`) is strict and records every call: it renders PNGs,
 validates every field, buffers bodies for fault injection and keeps a list of calls that grows
 with each request. All of that is right for tests and wrong for a benchmark, where the upstream's
 own cost should be small, constant and the same for direct and gateway calls. So this serves

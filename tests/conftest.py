@@ -6,6 +6,9 @@ uvicorn -> the simulator served by uvicorn. Nothing of ours is mocked.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import io
 import os
 import secrets
 import shutil
@@ -14,17 +17,18 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import openai
 import pytest
 import redis
+from PIL import Image
 
-from app.main import create_app
-from app.servethread import BackgroundServer
-from app.settings import Settings
-from app.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
+from mediagate.app import create_app
+from mediagate.servethread import BackgroundServer
+from mediagate.settings import Settings
+from mediagate.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
 
 from .processes import free_port
 
@@ -58,6 +62,33 @@ class Gateway:
     def http(self, api_key: str | None = CLIENT_KEY) -> httpx.Client:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def generate(self, prompt: str, model: str = "gpt-image-2-web", **body: Any) -> httpx.Response:
+        """A plain HTTP image generation (the raw answer, errors included)."""
+        with self.http() as http:
+            payload = {"model": model, "prompt": prompt, **body}
+            return http.post("/v1/images/generations", json=payload)
+
+
+def decode_image(b64: str | None) -> Image.Image:
+    """A b64_json answer's image, checked to be valid base64 of an image."""
+    assert b64 is not None
+    return Image.open(io.BytesIO(base64.b64decode(b64, validate=True)))
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float = 5.0, interval_s: float = 0.05) -> None:
+    """Polls `check` until it holds; fails the test if it never does within the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(interval_s)
+
+
+def only_call(sim: Sim) -> Any:
+    """The one call the upstream received."""
+    calls = sim.sent()
+    assert len(calls) == 1, [c.path for c in calls]
+    return calls[0]
 
 
 @pytest.fixture(autouse=True)
@@ -101,9 +132,12 @@ def make_gateway(sim: Sim, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     """Start a gateway with the test's settings (overrides by field name)."""
     servers: list[BackgroundServer] = []
 
-    def make(**overrides: Any) -> Gateway:
+    def make(
+        upstream_transport: httpx.AsyncBaseTransport | None = None, **overrides: Any
+    ) -> Gateway:
         settings = gateway_settings(sim, tmp_path / "data", **overrides)
-        server = BackgroundServer(create_app(settings)).start()
+        app = create_app(settings, upstream_transport=upstream_transport)
+        server = BackgroundServer(app).start()
         servers.append(server)
         return Gateway(server.url, settings)
 
@@ -193,3 +227,56 @@ def job_store(request: pytest.FixtureRequest) -> dict[str, str]:
         store: dict[str, str] = request.getfixturevalue("redis_store")
         return store
     return {}
+
+
+# The stores themselves (mediagate.stores.open_stores), on each backend.
+
+
+@dataclass(frozen=True)
+class StoreUrl:
+    kind: Literal["sqlite", "redis"]
+    url: str  # a MEDIAGATE_STORE_URL
+    prefix: str  # the Redis key prefix (SQLite ignores it)
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> StoreUrl:
+    """Each store backend: a SQLite file of this test's own, and Redis under a key prefix of
+    this test's own (removed afterwards)."""
+    if request.param == "redis":
+        store: dict[str, str] = request.getfixturevalue("redis_store")
+        return StoreUrl("redis", store["store_url"], store["store_prefix"])
+    return StoreUrl("sqlite", f"sqlite:///{tmp_path / 'stores.sqlite3'}", "unused")
+
+
+class StoreClock:
+    """The clock a store test hands to open_stores, and moves instead of sleeping.
+
+    The SQLite backends read leases, expiry and days from it, so `advance` just moves it. Redis
+    reads its own clock (TIME in its scripts, PEXPIRE), which no test can move: there `advance`
+    is a real wait, so the TTLs those tests use are kept to a fraction of a second.
+    """
+
+    def __init__(self, kind: Literal["sqlite", "redis"]) -> None:
+        self.kind = kind
+        self._now = time.time()  # today, so the days a test books are the real ones
+
+    def __call__(self) -> float:
+        return self._now if self.kind == "sqlite" else time.time()
+
+    async def advance(self, seconds: float) -> None:
+        if self.kind == "sqlite":
+            self._now += seconds
+        else:
+            await asyncio.sleep(seconds)
+
+
+@pytest.fixture
+def store_clock(store_url: StoreUrl) -> StoreClock:
+    return StoreClock(store_url.kind)
+
+
+@pytest.fixture
+def videos_gw(make_gateway: Callable[..., Gateway], job_store: dict[str, str]) -> Gateway:
+    """A gateway on each job store whose video answers ask clients to poll quickly."""
+    return make_gateway(video_poll_after_ms=20, **job_store)

@@ -60,7 +60,7 @@ def serving(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[Serv
     log = cwd / f"{command[0]}-{port}.log"
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "app", *command, "--port", str(port)],
+            [sys.executable, "-m", "mediagate", *command, "--port", str(port)],
             env=env,
             cwd=cwd,
             stdout=sink,

@@ -11,9 +11,9 @@ import httpx
 import pytest
 import yaml
 
-from app.catalog import load_catalog
-from app.servethread import BackgroundServer
-from app.simulator import SimConfig, SimState, create_simulator_app
+from mediagate.catalog import load_catalog
+from mediagate.servethread import BackgroundServer
+from mediagate.simulator import SimConfig, SimState, create_simulator_app
 
 from .conftest import Sim
 

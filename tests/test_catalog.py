@@ -10,8 +10,8 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.catalog import CatalogError, load_catalog
-from app.settings import Settings, group_env_name
+from mediagate.catalog import CatalogError, load_catalog
+from mediagate.settings import Settings, group_env_name
 
 from .conftest import CLIENT_KEY, GROUP_KEYS, Gateway, Sim
 

@@ -14,7 +14,7 @@ import openai
 import pytest
 from PIL import Image
 
-from app.simulator import DEFAULT_SIM_KEYS
+from mediagate.simulator import DEFAULT_SIM_KEYS
 
 from .processes import clean_env, free_port, serving
 
@@ -47,7 +47,7 @@ def test_serve_with_nothing_configured_runs_offline(tmp_path: Path, log_prompts:
 def test_serve_refuses_an_unsafe_configuration(tmp_path: Path) -> None:
     env = clean_env(MEDIAGATE_UPSTREAM_URL="http://127.0.0.1:1/v1", MEDIAGATE_KEY_DEFAULT="sk-up")
     proc = subprocess.run(
-        [sys.executable, "-m", "app", "serve", "--port", str(free_port())],
+        [sys.executable, "-m", "mediagate", "serve", "--port", str(free_port())],
         env=env,
         cwd=tmp_path,
         capture_output=True,

@@ -1,6 +1,6 @@
 """The deployment material, validated offline: the Dockerfile, the compose stack with its
-Prometheus and Grafana provisioning, the dashboard and the alert rules, the Kubernetes base and
-production overlay.
+Prometheus, Grafana and Tempo provisioning, the dashboard and the alert rules, the Kubernetes
+base and production overlay.
 
 No Docker engine or cluster is needed: `kubectl kustomize` renders the manifests, the objects are
 validated against Kubernetes' schemas (kubernetes-validate, strict), the CRD objects and the
@@ -31,11 +31,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.catalog import load_catalog
-from app.gateway import ConfigError, check_config
-from app.settings import Settings, group_env_name
+from mediagate.catalog import load_catalog
+from mediagate.gateway import ConfigError, check_config
+from mediagate.settings import Settings, group_env_name
 
 from .conftest import GROUP_KEYS, Gateway
+from .otlp import OtlpReceiver
+from .otlp import otlp as otlp  # a fixture
 from .processes import clean_env, serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +47,8 @@ PRODUCTION = DEPLOY / "kubernetes" / "overlays" / "production"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "mediagate.json"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 PROMETHEUS_CONFIG = DEPLOY / "prometheus" / "prometheus.yml"
+TEMPO_CONFIG = DEPLOY / "tempo" / "tempo.yaml"
+TEMPO_DATASOURCE = DEPLOY / "grafana" / "provisioning" / "datasources" / "tempo.yml"
 
 # The oldest Kubernetes the manifests support, and the newest schemas the validator bundles.
 KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.latest_version())
@@ -52,6 +56,8 @@ KUBERNETES_VERSIONS = ("1.29", kubernetes_validate.latest_version())
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 # Series Prometheus records itself for every scrape target; the app cannot export them.
 SCRAPE_SERIES = {"up"}
+# Labels Prometheus gives every series it scrapes.
+SCRAPE_LABELS = {"job", "instance"}
 
 
 def _tool(name: str) -> str:
@@ -294,6 +300,27 @@ def test_the_gateway_deployment(directory: Path) -> None:
     assert pdb["spec"]["maxUnavailable"] < hpa["spec"]["minReplicas"]
 
 
+@pytest.mark.parametrize("directory", [BASE, PRODUCTION], ids=["base", "production"])
+def test_tracing_is_ready_to_point_at_the_clusters_collector(directory: Path) -> None:
+    objects = rendered(directory)
+    [container] = one(objects, "Deployment", "mediagate")["spec"]["template"]["spec"]["containers"]
+    config = next(
+        o["data"]
+        for o in objects
+        if o["kind"] == "ConfigMap" and "MEDIAGATE_STORE_URL" in o["data"]
+    )
+    # Off until the operator names their collector (tracing starts with the endpoint).
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in config
+    assert config["OTEL_SERVICE_NAME"] == "mediagate"
+    # Each span says which pod it came from: the variables it refers to are defined before it.
+    env = container["env"]
+    names = [e["name"] for e in env]
+    attributes = next(e["value"] for e in env if e["name"] == "OTEL_RESOURCE_ATTRIBUTES")
+    for reference in re.findall(r"\$\((\w+)\)", attributes):
+        assert reference in names[: names.index("OTEL_RESOURCE_ATTRIBUTES")], reference
+    assert "k8s.pod.name=$(POD_NAME)" in attributes
+
+
 def test_production_overlay() -> None:
     objects = rendered(PRODUCTION)
     for obj in objects:
@@ -399,7 +426,7 @@ def test_dockerfile_conventions() -> None:
     build = steps[: len(steps) - len(final)]
     copies = [a for k, a in build if k == "COPY"]
     assert copies[0].startswith("pyproject.toml")
-    assert any(a.startswith("app") for a in copies[1:])
+    assert any(a.startswith("mediagate") for a in copies[1:])
     # Non-root, by number (Kubernetes checks runAsNonRoot against it).
     [user] = [a for k, a in final if k == "USER"]
     assert int(user.split(":")[0]) != 0
@@ -423,7 +450,7 @@ def test_dockerignore_keeps_secrets_and_clutter_out() -> None:
     lines = (ROOT / ".dockerignore").read_text().split()
     assert lines[lines.index("*")] == "*"  # an allowlist
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "app"}
+    assert allowed == {"pyproject.toml", "README.md", "mediagate"}
 
 
 # --- Compose, Prometheus, Grafana -------------------------------------------------------------
@@ -444,7 +471,7 @@ def seconds(duration: str) -> float:
 def test_compose_stack() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"mediagate", "redis", "prometheus", "grafana"}
+    assert set(services) == {"mediagate", "redis", "prometheus", "grafana", "tempo", "tempo-init"}
     gateway = services["mediagate"]
     assert gateway["build"] == "."
 
@@ -509,6 +536,40 @@ def test_compose_stack() -> None:
     variable = next(v for v in dashboard["templating"]["list"] if v["type"] == "datasource")
     assert variable["current"]["value"] == datasource["uid"]
 
+    # Tempo: the gateway exports its traces to it (OTLP/HTTP), Grafana reads them from it, the
+    # dashboard's traces panel names that datasource.
+    tempo = services["tempo"]
+    config_flag = next(a for a in tempo["command"] if a.startswith("-config.file="))
+    tempo_mounts = dict(v.split(":")[:2] for v in tempo["volumes"] if v.startswith("."))
+    assert tempo_mounts["./deploy/tempo/tempo.yaml"] == config_flag.split("=", 1)[1]
+    tempo_config = yaml.safe_load(TEMPO_CONFIG.read_text())
+    otlp_http = tempo_config["distributor"]["receivers"]["otlp"]["protocols"]["http"]
+    exporter = httpx.URL(environment["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    assert (exporter.scheme, exporter.host) == ("http", "tempo")
+    assert otlp_http["endpoint"] == f"0.0.0.0:{exporter.port}"  # every interface of the container
+    assert gateway["depends_on"]["tempo"]["condition"] == "service_started"
+    # Traces stay on the volume the one-shot gave to Tempo's user.
+    [data_volume] = [v for v in tempo["volumes"] if not v.startswith(".")]
+    volume_name, data_path = data_volume.split(":")[:2]
+    storage = tempo_config["storage"]["trace"]
+    for where in (storage["wal"]["path"], storage["local"]["path"]):
+        assert where.startswith(data_path + "/")
+    init = services["tempo-init"]
+    assert init["image"] == tempo["image"] and init["entrypoint"][-1] == data_path
+    assert f"{volume_name}:{data_path}" in init["volumes"]
+    assert tempo["depends_on"]["tempo-init"]["condition"] == "service_completed_successfully"
+    [tempo_source] = yaml.safe_load(TEMPO_DATASOURCE.read_text())["datasources"]
+    assert tempo_source["type"] == "tempo"
+    assert tempo_source["url"] == f"http://tempo:{tempo_config['server']['http_listen_port']}"
+    assert "tempo" in grafana["depends_on"]
+    traced = [
+        t["datasource"]
+        for p in panels(dashboard)
+        for t in p.get("targets", [])
+        if t["datasource"]["type"] == "tempo"
+    ]
+    assert traced and all(d["uid"] == tempo_source["uid"] for d in traced)
+
 
 def panels(dashboard: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for panel in dashboard["panels"]:
@@ -529,10 +590,14 @@ def test_dashboard_is_well_formed() -> None:
             continue
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
+            if target["datasource"]["type"] == "tempo":  # the traces panel: a TraceQL search
+                assert target["queryType"] == "traceql"
+                assert 'resource.service.name="mediagate"' in target["query"]
+                continue
             assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
             promql_parser.parse(grafana_to_promql(target["expr"]))
     # What the issue asks the dashboard to show.
-    exprs = " ".join(t["expr"] for p in everything for t in p.get("targets", []))
+    exprs = " ".join(t.get("expr", "") for p in everything for t in p.get("targets", []))
     for needed in (
         "sum by (model, route) (rate(mediagate_requests_total",  # requests by model and route
         'mediagate_requests_total{status=~"[45]..',  # errors
@@ -542,8 +607,12 @@ def test_dashboard_is_well_formed() -> None:
         "sum by (key, model) (rate(mediagate_cost_usd_total",
         "mediagate_budget_remaining_usd",
         "sum by (status) (increase(mediagate_videos_finished_total",
+        'process_resident_memory_bytes{job="mediagate"}',  # the process itself
+        'rate(process_cpu_seconds_total{job="mediagate"}',
+        "python_gc_collections_total",
     ):
         assert needed in exprs, needed
+    assert [p for p in everything if p["type"] == "table" and "traces" in p["title"].lower()]
 
 
 # --- The metrics the dashboard and the alerts query exist ---------------------------------------
@@ -564,6 +633,7 @@ def queries() -> list[tuple[str, str]]:
         (f"dashboard panel {p['title']!r}", grafana_to_promql(t["expr"]))
         for p in panels(dashboard)
         for t in p.get("targets", [])
+        if t["datasource"]["type"] == "prometheus"
     ]
     for group in yaml.safe_load(ALERTS.read_text())["groups"]:
         found += [(f"alert {r['alert']}", r["expr"]) for r in group["rules"]]
@@ -594,7 +664,7 @@ def query_parts(expr: str) -> tuple[list[tuple[str, list[tuple[str, str, str]]]]
 
 def exported_endpoints() -> set[str]:
     """The `endpoint` label values the app can give requests."""
-    source = " ".join(p.read_text() for p in (ROOT / "app").glob("*.py"))
+    source = " ".join(p.read_text() for p in (ROOT / "mediagate").rglob("*.py"))
     return set(re.findall(r"endpoint\(\"([a-z.]+)\"\)", source))
 
 
@@ -640,7 +710,9 @@ def exposition(make_gateway: Callable[..., Gateway], tmp_path: Path) -> dict[str
         for suffix in suffixes:  # exported, even before a first sample
             samples.setdefault(family.name + suffix, set())
         for sample in family.samples:
-            samples.setdefault(sample.name, set()).update(sample.labels)
+            # Every series has its name as a label (`__name__`): a metric with a sample is never
+            # without labels here, even one with no labels of its own (process_cpu_seconds).
+            samples.setdefault(sample.name, set()).update({"__name__", *sample.labels})
     return samples
 
 
@@ -665,6 +737,7 @@ def query_problems(
             labels = exposition[name]
             if not labels:
                 problems.append(f"{where}: {name} has no sample here to check its labels on")
+            labels = labels | SCRAPE_LABELS
             labels_in_query |= labels
             for label, op, value in matchers:
                 if label not in labels:
@@ -697,6 +770,9 @@ def test_dashboard_and_alerts_query_only_exported_metrics(
 
     used = {name for _, expr in found for name, _ in query_parts(expr)[0]}
     assert used >= {
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "python_gc_collections_total",
         "mediagate_requests_total",
         "mediagate_request_duration_seconds_bucket",
         "mediagate_upstream_requests_total",
@@ -729,7 +805,7 @@ def test_the_metric_check_catches_mistakes() -> None:
 
 
 def test_compose_gateway_serves_the_simulator_on_redis(
-    tmp_path: Path, redis_store: dict[str, str]
+    tmp_path: Path, redis_store: dict[str, str], otlp: OtlpReceiver
 ) -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     environment = {
@@ -741,6 +817,8 @@ def test_compose_gateway_serves_the_simulator_on_redis(
         "MEDIAGATE_STORE_URL": redis_store["store_url"],
         "MEDIAGATE_STORE_PREFIX": redis_store["store_prefix"],
         "MEDIAGATE_DATA_DIR": str(tmp_path / "data"),
+        # A receiver on loopback stands in for the stack's Tempo.
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url,
     }
     with serving(["serve", "--host", "127.0.0.1"], clean_env(**environment), tmp_path) as gw:
         base = gw.url
@@ -749,4 +827,10 @@ def test_compose_gateway_serves_the_simulator_on_redis(
         assert client.images.generate(model="sora_image", prompt="a fox").data[0].b64_json
         video = client.videos.create_and_poll(model="sora-2", prompt="a fox", poll_interval_ms=50)
         assert video.status == "completed"
+        gw.proc.terminate()  # the spans still queued are flushed at shutdown
+        assert gw.proc.wait(timeout=30) == 0
     assert any("simulated upstream" in line for line in gw.output())
+    # Tracing is on in the stack: each request's server span, with its upstream attempts.
+    names = {s.name for s in otlp.spans}
+    assert {"POST /v1/images/generations", "POST /v1/videos", "upstream POST"} <= names
+    assert {s.resource["service.name"] for s in otlp.spans} == {"mediagate"}

@@ -12,9 +12,9 @@ import openai
 import pytest
 from PIL import Image
 
-from app.simulator import make_png
+from mediagate.simulator import make_png
 
-from .conftest import Gateway, Sim
+from .conftest import Gateway, Sim, decode_image, only_call
 
 PNG_SMALL = make_png(64, 64, "input")
 PNG_OTHER = make_png(96, 64, "second")
@@ -33,16 +33,6 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def decode(b64: str | None) -> Image.Image:
-    assert b64 is not None
-    return Image.open(io.BytesIO(base64.b64decode(b64, validate=True)))
-
-
-def only_call(sim: Sim) -> Any:
-    (call,) = sim.sent()
-    return call
-
-
 def test_official_edit_forwards_the_exact_file(client: openai.OpenAI, sim: Sim) -> None:
     result = client.images.edit(
         model="gpt-image-1",
@@ -52,7 +42,7 @@ def test_official_edit_forwards_the_exact_file(client: openai.OpenAI, sim: Sim) 
         quality="low",
         input_fidelity="high",
     )
-    assert decode(result.data[0].b64_json).size == (1024, 1536)
+    assert decode_image(result.data[0].b64_json).size == (1024, 1536)
     call = only_call(sim)
     assert call.path == "/v1/images/edits" and call.model == "gpt-image-1"
     assert [(f["field"], f["sha256"]) for f in call.body["files"]] == [("image", sha(PNG_SMALL))]
@@ -138,7 +128,7 @@ def test_vip_edit_maps_size(client: openai.OpenAI, sim: Sim) -> None:
         size="1920x1080",
         quality="high",
     )
-    assert decode(result.data[0].b64_json).size == (2048, 1152)
+    assert decode_image(result.data[0].b64_json).size == (2048, 1152)
     body = only_call(sim).body
     assert body["size"] == "2048x1152" and "quality" not in body
 
@@ -150,7 +140,7 @@ def test_chat_edit_sends_the_images_as_message_parts(client: openai.OpenAI, sim:
         prompt="make it night",
         size="1024x1536",
     )
-    assert decode(result.data[0].b64_json).size == (1024, 1536)
+    assert decode_image(result.data[0].b64_json).size == (1024, 1536)
     call = only_call(sim)
     assert call.path == "/v1/chat/completions"
     (message,) = call.body["messages"]

@@ -9,9 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import httpx
 import openai
 import pytest
 
@@ -20,11 +18,6 @@ from .resilience import catalog, metric
 from .test_edits import PNG_SMALL
 
 OFFICIAL, ENTERPRISE = GROUP_KEYS["Sora2Official"], GROUP_KEYS["GPTImage2 Enterprise"]
-
-
-def generate(gateway: Gateway, **body: Any) -> httpx.Response:
-    with gateway.http() as http:
-        return http.post("/v1/images/generations", json={"model": "gpt-image-2", **body})
 
 
 def groups(sim: Sim) -> list[tuple[str | None, int]]:
@@ -38,7 +31,7 @@ def fast(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Gateway:
 
 def test_a_failing_route_hands_over_to_the_next(fast: Gateway, sim: Sim) -> None:
     sim.state.faults.set(by_key={OFFICIAL: "503"})
-    response = generate(fast, prompt="a harbour", size="1024x1536", quality="low")
+    response = fast.generate("a harbour", model="gpt-image-2", size="1024x1536", quality="low")
     assert response.status_code == 200
     assert response.json()["data"][0]["b64_json"]
     assert response.headers["x-mediagate-route"] == "gpt-image-2.enterprise"
@@ -55,7 +48,7 @@ def test_a_failing_route_hands_over_to_the_next(fast: Gateway, sim: Sim) -> None
 
 def test_the_last_route_may_drop_parameters_and_says_so(fast: Gateway, sim: Sim) -> None:
     sim.state.faults.set(by_key={OFFICIAL: "502", ENTERPRISE: "429"}, retry_after_s=0.01)
-    response = generate(fast, prompt="a harbour", size="1024x1536", quality="low")
+    response = fast.generate("a harbour", model="gpt-image-2", size="1024x1536", quality="low")
     assert response.status_code == 200
     assert response.headers["x-mediagate-route"] == "gpt-image-2.web"
     assert response.headers["x-mediagate-dropped"] == "quality,size"
@@ -67,7 +60,7 @@ def test_the_last_route_may_drop_parameters_and_says_so(fast: Gateway, sim: Sim)
 
 
 def test_when_every_route_fails_the_client_hears_the_last_failure(fast: Gateway, sim: Sim) -> None:
-    response = generate(fast, prompt="[sim:status=503] a harbour")
+    response = fast.generate("[sim:status=503] a harbour", model="gpt-image-2")
     assert response.status_code == 502
     assert response.headers["x-mediagate-fallback"] == (
         "gpt-image-2.official=upstream_error,gpt-image-2.enterprise=upstream_error"
@@ -85,12 +78,12 @@ def test_an_operator_can_forbid_fallbacks_that_drop_parameters(
         config = catalog(tmp_path, **{"gpt-image-2": {"fallback_may_drop": False}})
         gateway = make_gateway(config=config)
     sim.state.faults.set(by_key={OFFICIAL: "503", ENTERPRISE: "503"})
-    refused = generate(gateway, prompt="a harbour", size="1024x1536")
+    refused = gateway.generate("a harbour", model="gpt-image-2", size="1024x1536")
     assert refused.status_code == 502
     assert refused.headers["x-mediagate-fallback"].endswith("gpt-image-2.web=would_drop")
     assert not [c for c in sim.sent() if c.group == "default"]
     # Nothing the client sent would be lost: the web route may serve.
-    allowed = generate(gateway, prompt="a harbour")
+    allowed = gateway.generate("a harbour", model="gpt-image-2")
     assert allowed.status_code == 200
     assert allowed.headers["x-mediagate-route"] == "gpt-image-2.web"
 
@@ -101,24 +94,23 @@ def test_no_fallback_after_a_timeout(
     override = catalog(tmp_path, {"gpt-image-2.official": {"timeouts": {"total": 0.3}}})
     gateway = make_gateway(config=override)
     sim.state.faults.set(by_key={OFFICIAL: "timeout"}, timeout_s=1)
-    response = generate(gateway, prompt="a harbour")
+    response = gateway.generate("a harbour", model="gpt-image-2")
     assert response.status_code == 504
     assert response.headers["x-should-retry"] == "false"
     assert "x-mediagate-fallback" not in response.headers
     assert {s.key for s in sim.state.faults.seen} == {OFFICIAL}  # the upstream may be at work
-    time.sleep(0.8)  # the simulator finishes that answer before the next test
 
 
 def test_no_fallback_after_a_connection_lost_mid_call(fast: Gateway, sim: Sim) -> None:
     sim.state.faults.set(by_key={OFFICIAL: "resetbody"})
-    response = generate(fast, prompt="a harbour")
+    response = fast.generate("a harbour", model="gpt-image-2")
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_connection_lost"
     assert {s.key for s in sim.state.faults.seen} == {OFFICIAL}
 
 
 def test_no_fallback_for_a_request_the_first_route_refuses(fast: Gateway, sim: Sim) -> None:
-    response = generate(fast, prompt="a harbour", size="1000x1000")
+    response = fast.generate("a harbour", model="gpt-image-2", size="1000x1000")
     assert response.status_code == 400
     assert sim.sent() == []
 
@@ -162,18 +154,18 @@ def test_a_failing_route_is_skipped_until_its_breaker_probes_it(
     assert metric(gateway.url, "mediagate_circuit_state", **state) == 0
     sim.state.faults.set(by_key={OFFICIAL: "503"})
     for _ in range(2):
-        assert generate(gateway, prompt="p").headers["x-mediagate-route"] == (
+        assert gateway.generate("p", model="gpt-image-2").headers["x-mediagate-route"] == (
             "gpt-image-2.enterprise"
         )
     assert metric(gateway.url, "mediagate_circuit_state", **state) == 2  # open
     official_calls = len([c for c in sim.sent() if c.group == "Sora2Official"])
-    skipped = generate(gateway, prompt="p")
+    skipped = gateway.generate("p", model="gpt-image-2")
     assert skipped.headers["x-mediagate-fallback"] == "gpt-image-2.official=route_unavailable"
     assert len([c for c in sim.sent() if c.group == "Sora2Official"]) == official_calls
     # After the cool-down one request probes the route; it works again, the breaker closes.
     sim.state.faults.clear()
     time.sleep(0.6)
-    probe = generate(gateway, prompt="p")
+    probe = gateway.generate("p", model="gpt-image-2")
     assert probe.headers["x-mediagate-route"] == "gpt-image-2.official"
     assert "x-mediagate-fallback" not in probe.headers
     assert metric(gateway.url, "mediagate_circuit_state", **state) == 0

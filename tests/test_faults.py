@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.simulator.faults import KINDS
+from mediagate.simulator.faults import KINDS
 
 from .conftest import GROUP_KEYS, Gateway, Sim
 from .resilience import catalog, metric
@@ -160,8 +160,6 @@ def test_every_fault_ends_in_success_or_a_correct_openai_error(
         assert response.headers["x-should-retry"] == "false"
         assert "x-mediagate-retries" not in response.headers
         assert len(sim.state.faults.seen) == 1
-    if "slow" in directive:
-        time.sleep(0.5)  # the simulator finishes its answer before the next test
 
 
 def test_the_gateway_stays_healthy_under_faults_by_rate(

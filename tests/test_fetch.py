@@ -9,9 +9,9 @@ import httpx
 import openai
 import pytest
 
-from app.errors import GatewayError
-from app.fetch import FetchRefused, SafeFetcher
-from app.simulator import make_png
+from mediagate.errors import FetchRefused, GatewayError
+from mediagate.simulator import make_png
+from mediagate.upstream.fetcher import SafeFetcher
 
 from .conftest import Gateway, Sim
 
@@ -143,7 +143,7 @@ def test_gateway_refuses_a_private_link_that_is_not_allowed(
 
 
 def test_the_shared_upstream_client_keeps_no_cookies() -> None:
-    from app.gateway import no_cookies
+    from mediagate.gateway import no_cookies
 
     seen: list[str | None] = []
 

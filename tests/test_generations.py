@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import io
 from collections.abc import Callable
 from typing import Any
@@ -12,20 +11,9 @@ import openai
 import pytest
 from PIL import Image
 
-from app.simulator import make_png
+from mediagate.simulator import make_png
 
-from .conftest import Gateway, Sim
-
-
-def decode(b64: str | None) -> Image.Image:
-    assert b64 is not None
-    return Image.open(io.BytesIO(base64.b64decode(b64, validate=True)))
-
-
-def only_call(sim: Sim) -> Any:
-    calls = sim.sent()
-    assert len(calls) == 1, [c.path for c in calls]
-    return calls[0]
+from .conftest import Gateway, Sim, decode_image, only_call
 
 
 def test_gpt_image_1_passes_official_parameters(client: openai.OpenAI, sim: Sim) -> None:
@@ -40,7 +28,7 @@ def test_gpt_image_1_passes_official_parameters(client: openai.OpenAI, sim: Sim)
         moderation="low",
     )
     result = raw.parse()
-    assert decode(result.data[0].b64_json).size == (1536, 1024)
+    assert decode_image(result.data[0].b64_json).size == (1536, 1024)
     assert result.usage is not None and result.usage.total_tokens > 0
     assert raw.headers["x-mediagate-route"] == "gpt-image-1"
     assert "x-mediagate-dropped" not in raw.headers
@@ -61,7 +49,7 @@ def test_gpt_image_1_passes_official_parameters(client: openai.OpenAI, sim: Sim)
 
 def test_default_model_and_b64_default(client: openai.OpenAI, sim: Sim) -> None:
     result = client.images.generate(prompt="a plain request")
-    assert decode(result.data[0].b64_json).size == (1024, 1024)
+    assert decode_image(result.data[0].b64_json).size == (1024, 1024)
     assert only_call(sim).model == "gpt-image-1"
 
 
@@ -70,7 +58,7 @@ def test_nulls_from_the_sdk_are_treated_as_absent(client: openai.OpenAI, sim: Si
     result = client.images.generate(
         model="gpt-image-2-web", prompt="nulls", size=None, quality=None, n=None
     )
-    assert decode(result.data[0].b64_json).size == (1024, 1024)
+    assert decode_image(result.data[0].b64_json).size == (1024, 1024)
     assert only_call(sim).body == {
         "model": "gpt-image-2",
         "prompt": "nulls",
@@ -82,7 +70,7 @@ def test_official_route_uses_the_sora2official_group(client: openai.OpenAI, sim:
     result = client.images.generate(
         model="gpt-image-2", prompt="a harbour", size="2048x1152", quality="low", n=2
     )
-    assert [decode(d.b64_json).size for d in result.data or []] == [(2048, 1152)] * 2
+    assert [decode_image(d.b64_json).size for d in result.data or []] == [(2048, 1152)] * 2
     assert result.usage is not None and result.usage.output_tokens > 0
     assert result.size == "2048x1152" and result.quality == "low"
     call = only_call(sim)
@@ -103,7 +91,8 @@ def test_web_route_drops_size_and_quality_and_repairs_b64(client: openai.OpenAI,
     b64 = result.data[0].b64_json
     assert b64 is not None and not b64.startswith("data:") and len(b64) % 4 == 0
     assert (
-        decode(b64).tobytes() == Image.open(io.BytesIO(make_png(1024, 1024, "a meadow"))).tobytes()
+        decode_image(b64).tobytes()
+        == Image.open(io.BytesIO(make_png(1024, 1024, "a meadow"))).tobytes()
     )
     assert raw.headers["x-mediagate-dropped"] == "quality,size"
     call = only_call(sim)
@@ -137,7 +126,7 @@ def test_vip_route_maps_size_to_the_table(
         model="gpt-image-2-vip", prompt="a city", size=asked, quality="high"
     )
     width, height = (int(v) for v in sent.split("x"))
-    assert decode(raw.parse().data[0].b64_json).size == (width, height)
+    assert decode_image(raw.parse().data[0].b64_json).size == (width, height)
     assert raw.headers["x-mediagate-dropped"] == "quality"
     if asked != sent:
         assert raw.headers["x-mediagate-mapped"] == f"size={asked or 'default'}>{sent}"
@@ -160,7 +149,7 @@ def test_chat_route_turns_size_into_a_ratio_marker(
     client: openai.OpenAI, sim: Sim, model: str, size: str, marker: str, pixels: tuple[int, int]
 ) -> None:
     result = client.images.generate(model=model, prompt="a fox in snow ", size=size)
-    assert decode(result.data[0].b64_json).size == pixels
+    assert decode_image(result.data[0].b64_json).size == pixels
     call = only_call(sim)
     assert call.path == "/v1/chat/completions" and call.model == model
     assert call.body["messages"] == [{"role": "user", "content": f"a fox in snow{marker}"}]
@@ -170,7 +159,7 @@ def test_chat_route_keeps_the_users_own_marker(client: openai.OpenAI, sim: Sim) 
     raw = client.images.with_raw_response.generate(
         model="sora_image", prompt="tall tower【2:3】", size="1536x1024"
     )
-    assert decode(raw.parse().data[0].b64_json).size == (1024, 1536)
+    assert decode_image(raw.parse().data[0].b64_json).size == (1024, 1536)
     assert raw.headers["x-mediagate-dropped"] == "size"
     assert only_call(sim).body["messages"][0]["content"] == "tall tower【2:3】"
 
@@ -206,7 +195,7 @@ def test_url_from_an_images_route(client: openai.OpenAI, sim: Sim) -> None:
 def test_b64_wanted_but_upstream_gave_a_url(client: openai.OpenAI, sim: Sim) -> None:
     # Some routes answer a link even when asked for base64: the gateway downloads it.
     result = client.images.generate(model="gpt-image-1", prompt="[sim:b64url] please")
-    assert decode(result.data[0].b64_json).size == (1024, 1024)
+    assert decode_image(result.data[0].b64_json).size == (1024, 1024)
 
 
 def test_url_wanted_but_upstream_gave_b64_is_hosted_by_the_gateway(

@@ -8,7 +8,7 @@ import asyncio
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,10 @@ import httpx
 import openai
 import pytest
 
-from app.idempotency import Stored, open_idempotency_store
+from mediagate.stores import open_stores
+from mediagate.stores.idempotency import Stored
 
-from .conftest import OTHER_CLIENT_KEY, Gateway, Sim
+from .conftest import OTHER_CLIENT_KEY, Gateway, Sim, StoreClock, StoreUrl
 from .resilience import catalog, metric
 from .test_edits import PNG_OTHER, PNG_SMALL
 
@@ -270,27 +271,22 @@ def test_a_bad_key_is_a_400(gw: Gateway, sim: Sim) -> None:
     assert sim.sent() == []
 
 
-# The store itself, on both backends.
+# The store itself, on both backends. Time moves by `store_clock.advance`: on SQLite a fake
+# clock, on Redis (TIME for leases, PEXPIRE for expiry) a real wait, so the TTLs are short.
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'jobs.sqlite3'}", "unused"
-    else:
-        store: dict[str, str] = request.getfixturevalue("redis_store")
-        yield store["store_url"], store["store_prefix"]
-
-
-def test_a_crashed_owners_claim_expires_and_is_taken_over(store_url: tuple[str, str]) -> None:
+def test_a_crashed_owners_claim_expires_and_is_taken_over(
+    store_url: StoreUrl, store_clock: StoreClock
+) -> None:
     async def scenario() -> None:
-        async with open_idempotency_store(*store_url) as store:
+        async with open_stores(store_url.url, store_url.prefix, clock=store_clock) as stores:
+            store = stores.idempotency
             first = await store.claim("r", "fp", lease_s=0.2, ttl_s=60)
             assert first.state == "owner" and first.token
             assert (await store.claim("r", "fp", 0.2, 60)).state == "running"
             assert (await store.claim("r", "other", 0.2, 60)).state == "mismatch"
             assert await store.renew("r", first.token, 0.2)
-            await asyncio.sleep(0.3)  # the owner stopped renewing
+            await store_clock.advance(0.3)  # the owner stopped renewing
             second = await store.claim("r", "fp", 0.2, 60)
             assert second.state == "owner" and second.token != first.token
             assert not await store.renew("r", first.token, 0.2)
@@ -306,14 +302,17 @@ def test_a_crashed_owners_claim_expires_and_is_taken_over(store_url: tuple[str, 
     asyncio.run(scenario())
 
 
-def test_records_expire_and_released_claims_free_the_key(store_url: tuple[str, str]) -> None:
+def test_records_expire_and_released_claims_free_the_key(
+    store_url: StoreUrl, store_clock: StoreClock
+) -> None:
     async def scenario() -> None:
-        async with open_idempotency_store(*store_url) as store:
+        async with open_stores(store_url.url, store_url.prefix, clock=store_clock) as stores:
+            store = stores.idempotency
             claim = await store.claim("t", "fp", lease_s=5, ttl_s=0.3)
             assert claim.token is not None
             await store.finish("t", claim.token, Stored(200, [], b"x"), ttl_s=0.3)
             assert (await store.claim("t", "fp", 5, 0.3)).state == "done"
-            await asyncio.sleep(0.4)
+            await store_clock.advance(0.4)
             assert (await store.claim("t", "other", 5, 60)).state == "owner"
             claim = await store.claim("u", "fp", 5, 60)
             assert claim.token is not None

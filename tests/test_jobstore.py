@@ -10,41 +10,32 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import redis.asyncio as aioredis
+from pydantic import SecretStr
 
-from app.gateway import ConfigError, check_config
-from app.jobstore import (
-    Job,
-    JobStore,
-    JobStoreConfigError,
-    StoreUnavailable,
-    UnknownCursor,
-    check_store_url,
-    open_job_store,
-)
-from app.settings import Settings
+from mediagate.errors import StoreUnavailable
+from mediagate.gateway import ConfigError, check_config
+from mediagate.settings import Settings
+from mediagate.stores import StoreConfigError, check_store_url, open_stores
+from mediagate.stores.jobs import JobStore, UnknownCursor, VideoJob
+from mediagate.stores.redis.db import RedisDb
+from mediagate.stores.redis.jobs import RedisJobStore
+from mediagate.stores.sqlite.jobs import SqliteJobStore
+
+from .conftest import StoreUrl
 
 T = TypeVar("T")
 
 
-def store_url(job_store: dict[str, str], tmp_path: Path) -> tuple[str, str]:
-    if job_store:
-        return job_store["store_url"], job_store["store_prefix"]
-    return f"sqlite:///{tmp_path / 'jobs.sqlite3'}", "unused"
-
-
-def with_store(
-    job_store: dict[str, str], tmp_path: Path, work: Callable[[JobStore], Awaitable[T]]
-) -> T:
-    url, prefix = store_url(job_store, tmp_path)
-
+def with_store(store_url: StoreUrl, work: Callable[[JobStore], Awaitable[T]]) -> T:
     async def run() -> T:
-        async with open_job_store(url, prefix) as store:
-            return await work(store)
+        async with open_stores(store_url.url, store_url.prefix) as stores:
+            return await work(stores.jobs)
 
     return asyncio.run(run())
 
 
-def make_job(job_id: str, owner: str = "team-a", **changes: Any) -> Job:
+def make_job(job_id: str, owner: str = "team-a", **changes: Any) -> VideoJob:
     values: dict[str, Any] = {
         "id": job_id,
         "upstream_id": f"up-{job_id}",
@@ -61,10 +52,10 @@ def make_job(job_id: str, owner: str = "team-a", **changes: Any) -> Job:
         "updated_at": 1_700_000_000.5,
     }
     values.update(changes)
-    return Job(**values)
+    return VideoJob(**values)
 
 
-def test_a_job_round_trips_with_every_field(job_store: dict[str, str], tmp_path: Path) -> None:
+def test_a_job_round_trips_with_every_field(store_url: StoreUrl) -> None:
     job = make_job(
         "video_1",
         status="failed",
@@ -75,23 +66,22 @@ def test_a_job_round_trips_with_every_field(job_store: dict[str, str], tmp_path:
         expires_at=None,
     )
 
-    async def work(store: JobStore) -> tuple[Job | None, Job | None]:
+    async def work(store: JobStore) -> tuple[VideoJob | None, VideoJob | None]:
         await store.insert(job)
         return await store.get("video_1"), await store.get("video_missing")
 
-    found, missing = with_store(job_store, tmp_path, work)
+    found, missing = with_store(store_url, work)
     assert found == job
     assert missing is None
 
 
-def test_compare_and_set_lets_exactly_one_writer_win(
-    job_store: dict[str, str], tmp_path: Path
-) -> None:
-    url, prefix = store_url(job_store, tmp_path)
+def test_compare_and_set_lets_exactly_one_writer_win(store_url: StoreUrl) -> None:
+    url, prefix = store_url.url, store_url.prefix
 
-    async def run() -> tuple[list[Job | None], Job | None]:
+    async def run() -> tuple[list[VideoJob | None], VideoJob | None]:
         # Two stores on one database stand for two replicas; each races 20 writers.
-        async with open_job_store(url, prefix) as one, open_job_store(url, prefix) as two:
+        async with open_stores(url, prefix) as first, open_stores(url, prefix) as second:
+            one, two = first.jobs, second.jobs
             await one.insert(make_job("video_race", status="in_progress"))
             attempts = [
                 (one if i % 2 else two).update(
@@ -109,20 +99,20 @@ def test_compare_and_set_lets_exactly_one_writer_win(
     assert final.cost == winners[0].cost  # the one recorded cost is the winner's
 
 
-def test_an_update_against_a_stale_status_loses(job_store: dict[str, str], tmp_path: Path) -> None:
-    async def work(store: JobStore) -> tuple[Job | None, Job | None, Job | None]:
+def test_an_update_against_a_stale_status_loses(store_url: StoreUrl) -> None:
+    async def work(store: JobStore) -> tuple[VideoJob | None, VideoJob | None, VideoJob | None]:
         await store.insert(make_job("video_2"))
         moved = await store.update("video_2", "queued", {"status": "in_progress", "progress": 5})
         stale = await store.update("video_2", "queued", {"status": "failed"})
         gone = await store.update("video_nope", "queued", {"status": "failed"})
         return moved, stale, gone
 
-    moved, stale, gone = with_store(job_store, tmp_path, work)
+    moved, stale, gone = with_store(store_url, work)
     assert moved is not None and (moved.status, moved.progress) == ("in_progress", 5)
     assert stale is None and gone is None
 
 
-def test_who_owns_a_job_can_never_change(job_store: dict[str, str], tmp_path: Path) -> None:
+def test_who_owns_a_job_can_never_change(store_url: StoreUrl) -> None:
     async def work(store: JobStore) -> None:
         await store.insert(make_job("video_3"))
         with pytest.raises(ValueError, match="owner"):
@@ -130,10 +120,10 @@ def test_who_owns_a_job_can_never_change(job_store: dict[str, str], tmp_path: Pa
         with pytest.raises(ValueError, match="status"):
             await store.update("video_3", "queued", {"status": "exploded"})
 
-    with_store(job_store, tmp_path, work)
+    with_store(store_url, work)
 
 
-def test_listing_pages_through_one_owners_jobs(job_store: dict[str, str], tmp_path: Path) -> None:
+def test_listing_pages_through_one_owners_jobs(store_url: StoreUrl) -> None:
     async def work(store: JobStore) -> None:
         for i in range(5):
             await store.insert(make_job(f"video_a{i}"))
@@ -156,12 +146,12 @@ def test_listing_pages_through_one_owners_jobs(job_store: dict[str, str], tmp_pa
         nobody, more = await store.list("team-c", after=None, limit=2, order="asc")
         assert nobody == [] and not more
 
-    with_store(job_store, tmp_path, work)
+    with_store(store_url, work)
 
 
-def test_a_job_outlives_the_store_that_wrote_it(job_store: dict[str, str], tmp_path: Path) -> None:
-    with_store(job_store, tmp_path, lambda store: store.insert(make_job("video_4")))
-    found = with_store(job_store, tmp_path, lambda store: store.get("video_4"))
+def test_a_job_outlives_the_store_that_wrote_it(store_url: StoreUrl) -> None:
+    with_store(store_url, lambda store: store.insert(make_job("video_4")))
+    found = with_store(store_url, lambda store: store.get("video_4"))
     assert found == make_job("video_4")
 
 
@@ -180,15 +170,15 @@ def test_store_urls_that_work(url: str, kind: str) -> None:
 
 @pytest.mark.parametrize("url", ["postgres://db/mediagate", "sqlite://", "jobs.sqlite3"])
 def test_store_urls_that_do_not(url: str) -> None:
-    with pytest.raises(JobStoreConfigError, match="MEDIAGATE_STORE_URL"):
+    with pytest.raises(StoreConfigError, match="MEDIAGATE_STORE_URL"):
         check_store_url(url)
 
 
 def test_the_gateway_refuses_to_start_on_a_store_url_it_cannot_use(tmp_path: Path) -> None:
     settings = Settings(
         upstream_url="http://127.0.0.1:1/v1",
-        key_default="sk-up",
-        api_keys="team-a:sk-a",
+        key_default=SecretStr("sk-up"),
+        api_keys=SecretStr("team-a:sk-a"),
         data_dir=tmp_path,
         store_url="mysql://db/jobs",
     )
@@ -200,8 +190,34 @@ def test_the_gateway_refuses_to_start_on_a_store_url_it_cannot_use(tmp_path: Pat
 
 def test_an_unreachable_redis_is_a_clear_error() -> None:
     async def run() -> None:
-        async with open_job_store("redis://127.0.0.1:1/0", "x"):
+        async with open_stores("redis://127.0.0.1:1/0", "x"):
             pass
 
     with pytest.raises(StoreUnavailable, match="Redis"):
         asyncio.run(run())
+
+
+def test_a_redis_failure_after_the_start_is_a_store_error() -> None:
+    # Built without open's check, so every call fails: commands and scripts alike are mapped.
+    client = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
+    store = RedisJobStore(RedisDb(client, "job store"), "x")
+
+    async def run() -> None:
+        with pytest.raises(StoreUnavailable, match=r"^The Redis job store failed: \w+\.$"):
+            await store.get("video_1")
+        with pytest.raises(StoreUnavailable, match="Redis job store"):
+            await store.insert(make_job("video_1"))
+        await store.close()
+
+    asyncio.run(run())
+
+
+def test_a_sqlite_failure_after_the_start_is_a_store_error(tmp_path: Path) -> None:
+    async def run() -> None:
+        store = await SqliteJobStore.open(str(tmp_path / "jobs.sqlite3"))
+        await store._sql.run(lambda db: db.execute("DROP TABLE video_jobs"))
+        with pytest.raises(StoreUnavailable, match="The job store failed"):
+            await store.get("video_1")
+        await store.close()
+
+    asyncio.run(run())

@@ -1,9 +1,14 @@
-"""Client keys from a keys file: scopes, hot reload, and `mediagate keys create`."""
+"""Client keys from a keys file: scopes, hot reload, and their lifecycle from the CLI
+(`mediagate keys list | create | revoke | rotate`) against a running gateway."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,10 +16,11 @@ import openai
 import pytest
 import yaml
 
-from app.cli import main as cli
-from app.keys import digest
+from mediagate.accounting.clients import digest, read_keys_file
+from mediagate.cli import main as cli
 
-from .conftest import Gateway, Sim
+from .conftest import CLIENT_KEY, Gateway, Sim, wait_until
+from .processes import clean_env
 
 
 def keys_file(path: Path, entries: list[dict[str, Any]]) -> Path:
@@ -24,13 +30,6 @@ def keys_file(path: Path, entries: list[dict[str, Any]]) -> Path:
 
 def entry(name: str, key: str, **policy: Any) -> dict[str, Any]:
     return {"name": name, "sha256": digest(key), **policy}
-
-
-def wait_for(check: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "the condition never held"
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -98,7 +97,7 @@ def test_keys_file_changes_take_effect_without_a_restart(
             return False
 
     keys_file(path, [entry("new", "sk-new")])
-    wait_for(lambda: works("sk-new") and not works("sk-old"))
+    wait_until(lambda: works("sk-new") and not works("sk-old"))
 
     # A broken edit keeps the keys that worked, rather than locking every team out.
     path.write_text("keys: [{name: broken")
@@ -124,6 +123,7 @@ def test_keys_create_prints_the_key_once_and_an_entry_with_its_hash(
     entries = yaml.safe_load(
         "\n".join(line for line in out.splitlines() if not line.startswith("#"))
     )
+    created = entries[0].pop("created")
     assert entries == [
         {
             "name": "team-x",
@@ -132,6 +132,124 @@ def test_keys_create_prints_the_key_once_and_an_entry_with_its_hash(
             "budget_usd_per_day": 5.0,
         }
     ]
+    assert abs(datetime.fromisoformat(created) - datetime.now(UTC)) < timedelta(minutes=1)
+    entries[0]["created"] = created
     assert key not in yaml.safe_dump(entries)
     gateway = make_gateway(keys_file=keys_file(tmp_path / "k.yaml", entries))
     assert {m.id for m in gateway.sdk(api_key=key).models.list().data} == {"sora_image"}
+
+
+# --- `mediagate keys list | create | revoke | rotate`, as an operator runs them ---------------
+
+
+def keys_cli(*args: str, keys_path: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m mediagate keys ARGS` as its own process (MEDIAGATE_KEYS_FILE=keys_path)."""
+    env = clean_env(**({"MEDIAGATE_KEYS_FILE": str(keys_path)} if keys_path else {}))
+    return subprocess.run(
+        [sys.executable, "-m", "mediagate", "keys", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def accepted(gateway: Gateway, key: str) -> bool:
+    try:
+        gateway.sdk(api_key=key).models.list()
+        return True
+    except openai.AuthenticationError:
+        return False
+
+
+def test_the_key_lifecycle_from_the_cli_on_a_running_gateway(
+    make_gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    path = tmp_path / "keys.yaml"
+    made = keys_cli(
+        "create",
+        "design",
+        "--models",
+        "sora_image,gpt-image-2-*",
+        "--rpm",
+        "30",
+        "--budget-day",
+        "5",
+        "--file",
+        str(path),
+    )
+    assert made.returncode == 0, made.stderr
+    design = made.stdout.strip()  # the key alone on stdout, shown once
+    assert design.startswith("mg-") and "\n" not in design
+    assert "shown once" in made.stderr and design not in made.stderr
+    gateway = make_gateway(keys_file=path, api_keys=f"ops:{CLIENT_KEY}")
+    assert {m.id for m in gateway.sdk(api_key=design).models.list().data} >= {"sora_image"}
+
+    # A second key while the gateway runs (MEDIAGATE_KEYS_FILE this time): it works at once.
+    made = keys_cli("create", "video-team", "--models", "sora-2*", keys_path=path)
+    assert made.returncode == 0, made.stderr
+    video = made.stdout.strip()
+    wait_until(lambda: accepted(gateway, video))
+
+    # The file holds digests only, and reads back as the gateway reads it.
+    text = path.read_text()
+    assert design not in text and video not in text and digest(design) in text
+    assert text.startswith("# mediagate client keys")
+    assert [p.name for p in read_keys_file(path)] == ["design", "video-team"]
+
+    # list: names, scopes, limits and dates; never a secret or a digest.
+    listed = keys_cli("list", keys_path=path)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert set(rows) == {"design", "video-team"}
+    assert "sora_image,gpt-image-2-*" in rows["design"] and "rpm=30" in rows["design"]
+    assert "usd/day=5.0" in rows["design"]
+    assert datetime.now(UTC).strftime("%Y-%m-%d") in rows["design"]
+    as_json = json.loads(keys_cli("list", "--json", keys_path=path).stdout)
+    assert [r["name"] for r in as_json] == ["design", "video-team"]
+    assert as_json[0]["requests_per_minute"] == 30 and as_json[0]["created"]
+    for output in (listed.stdout, json.dumps(as_json)):
+        for secret in (design, video, digest(design), digest(video), "sha256"):
+            assert secret not in output
+
+    # rotate: a new secret, same scopes; the old one is refused as soon as the file is re-read.
+    rotated = keys_cli("rotate", "design", keys_path=path)
+    assert rotated.returncode == 0, rotated.stderr
+    new_design = rotated.stdout.strip()
+    assert new_design.startswith("mg-") and new_design != design
+    wait_until(lambda: accepted(gateway, new_design) and not accepted(gateway, design))
+    assert {m.id for m in gateway.sdk(api_key=new_design).models.list().data} >= {"sora_image"}
+    policy = next(p for p in read_keys_file(path) if p.name == "design")
+    assert policy.requests_per_minute == 30 and policy.models == ["sora_image", "gpt-image-2-*"]
+
+    # revoke: refused from the next look at the file on; the other keys are untouched.
+    revoked = keys_cli("revoke", "video-team", keys_path=path)
+    assert revoked.returncode == 0, revoked.stderr
+    assert revoked.stdout == ""
+    wait_until(lambda: not accepted(gateway, video))
+    assert accepted(gateway, new_design) and accepted(gateway, CLIENT_KEY)
+
+    # Mistakes are said plainly and change nothing; no temporary file is left behind.
+    before = path.read_text()
+    for args, message in [
+        (("revoke", "nobody"), "no key named 'nobody'"),
+        (("rotate", "nobody"), "no key named 'nobody'"),
+        (("create", "design"), "a key named 'design' exists already"),
+        (("create", "bad name!"), "invalid key entry"),
+    ]:
+        failed = keys_cli(*args, keys_path=path)
+        assert failed.returncode == 1 and message in failed.stderr, failed.stderr
+        assert failed.stdout == ""
+    assert path.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_keys_commands_need_a_keys_file(tmp_path: Path) -> None:
+    for args in (("revoke", "x"), ("rotate", "x")):
+        failed = keys_cli(*args)
+        assert failed.returncode == 2 and "MEDIAGATE_KEYS_FILE" in failed.stderr
+    # create without a keys file prints the entry for the operator to add, as it always did.
+    made = keys_cli("create", "team-x")
+    assert made.returncode == 0 and "# Add this entry" in made.stdout
+    # list without one shows what there is: nothing.
+    assert keys_cli("list").stdout.splitlines()[0].split()[0] == "NAME"

@@ -1,32 +1,30 @@
-"""The ledger's atomic steps, on both backends (SQLite on disk, Redis for real)."""
+"""The ledger's atomic steps, on both backends (SQLite on disk, Redis for real).
+
+Time moves by `store_clock.advance`: on SQLite a fake clock, on Redis (which reads its own
+clock in its scripts) a real wait, so the TTLs here are a fraction of a second."""
 
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
-from app.ledger import Charge, Ledger, day_of, open_ledger
+from mediagate.stores import open_stores
+from mediagate.stores.ledger import Charge, Ledger, day_of
+
+from .conftest import StoreClock, StoreUrl
 
 Scenario = Callable[[Ledger], Awaitable[None]]
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def run(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[Scenario], None]:
-    if request.param == "redis":
-        store = request.getfixturevalue("redis_store")
-        url, prefix = store["store_url"], store["store_prefix"]
-    else:
-        url, prefix = f"sqlite:///{tmp_path}/ledger.sqlite3", "unused"
-
+@pytest.fixture
+def run(store_url: StoreUrl, store_clock: StoreClock) -> Callable[[Scenario], None]:
     def go(scenario: Scenario) -> None:
         async def main() -> None:
-            async with open_ledger(url, prefix) as ledger:
-                await scenario(ledger)
+            async with open_stores(store_url.url, store_url.prefix, clock=store_clock) as stores:
+                await scenario(stores.ledger)
 
         asyncio.run(main())
 
@@ -34,18 +32,18 @@ def run(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[Scenario], 
 
 
 def test_settle_books_once_even_after_the_reservation_expired(
-    run: Callable[[Scenario], None],
+    run: Callable[[Scenario], None], store_clock: StoreClock
 ) -> None:
     async def scenario(ledger: Ledger) -> None:
         assert await ledger.reserve("k", "r1", 0.5, 1.0, None, ttl_s=0.2) is not None
         assert (await ledger.spend("k")).reserved == pytest.approx(0.5)
-        await asyncio.sleep(0.3)
+        await store_clock.advance(0.3)
         assert (await ledger.spend("k")).reserved == 0  # expired: no longer held
         assert await ledger.settle("k", "r1", Charge("m", 0.4, images=1))
         assert not await ledger.settle("k", "r1", Charge("m", 0.4, images=1))  # once only
         spend = await ledger.spend("k")
-        assert (spend.day, spend.month) == (pytest.approx(0.4), pytest.approx(0.4))
-        (row,) = await ledger.usage("k", [day_of(time.time())])
+        assert (spend.day, spend.month) == pytest.approx((0.4, 0.4))
+        (row,) = await ledger.usage("k", [day_of(store_clock())])
         assert (row.model, row.requests, row.images) == ("m", 1, 1)
         assert row.cost == pytest.approx(0.4)
 
@@ -74,27 +72,31 @@ def test_concurrent_reservations_never_overspend(run: Callable[[Scenario], None]
     run(scenario)
 
 
-def test_token_buckets_take_both_or_neither_and_refill(run: Callable[[Scenario], None]) -> None:
+def test_token_buckets_take_both_or_neither_and_refill(
+    run: Callable[[Scenario], None], store_clock: StoreClock
+) -> None:
     async def scenario(ledger: Ledger) -> None:
         assert await ledger.take_rate("k", 120, 3, images=2) == 0
         wait = await ledger.take_rate("k", 120, 3, images=2)  # 1 image left: refused...
         assert 0 < wait <= 20
         assert await ledger.take_rate("k", 120, 3, images=1) == 0  # ...and nothing was taken
         assert await ledger.take_rate("k", None, None, images=50) == 0  # no limits, no wait
-        await asyncio.sleep(0.55)  # 120 per minute: one request back every 0.5 s
+        await store_clock.advance(0.55)  # 120 per minute: one request back every 0.5 s
         assert await ledger.take_rate("k", 120, None, images=0) == 0
 
     run(scenario)
 
 
-def test_leases_are_limited_released_and_expire(run: Callable[[Scenario], None]) -> None:
+def test_leases_are_limited_released_and_expire(
+    run: Callable[[Scenario], None], store_clock: StoreClock
+) -> None:
     async def scenario(ledger: Ledger) -> None:
         assert await ledger.acquire("k", "a", 2, ttl_s=60)
         assert await ledger.acquire("k", "b", 2, ttl_s=0.2)
         assert not await ledger.acquire("k", "c", 2, ttl_s=60)
         await ledger.release("k", "a")
         assert await ledger.acquire("k", "c", 2, ttl_s=60)
-        await asyncio.sleep(0.3)  # "b"'s holder died: its slot comes back
+        await store_clock.advance(0.3)  # "b"'s holder died: its slot comes back
         assert await ledger.acquire("k", "d", 2, ttl_s=60)
 
     run(scenario)

@@ -15,7 +15,7 @@ import openai
 import pytest
 from PIL import Image
 
-from app.storage import S3ImageStore
+from mediagate.stores.hosted import S3HostedImages
 
 from .conftest import Gateway, Sim
 from .processes import free_port
@@ -162,7 +162,7 @@ def test_s3_sweep_removes_only_expired_objects(s3_endpoint: str) -> None:
     png = b"\x89PNG\r\n\x1a\n" + b"\0" * 32
 
     async def scenario() -> tuple[int, int, bool]:
-        store = S3ImageStore("s3://sweep/p", retention_s=3600, endpoint_url=s3_endpoint)
+        store = S3HostedImages("s3://sweep/p", retention_s=3600, endpoint_url=s3_endpoint)
         name = await store.put(png, "image/png")
         kept = await store.sweep()
         store.retention_s = 0  # everything is now past its retention

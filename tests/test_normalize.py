@@ -6,14 +6,14 @@ import base64
 
 import pytest
 
-from app.catalog import load_catalog
-from app.dialects import get_dialect
-from app.dialects.chat import extract_links, with_marker
-from app.errors import UpstreamError
-from app.imagedata import repair_b64, sniff_image_type
-from app.images import _sum_usage
-from app.normalize import map_to_table, plan_images, split_n
-from app.schemas import parse_generation
+from mediagate.catalog import load_catalog
+from mediagate.errors import UpstreamError
+from mediagate.imagedata import repair_b64, sniff_image_type
+from mediagate.images.plan import map_to_table, plan_images, split_n
+from mediagate.images.service import _sum_usage
+from mediagate.images.spec import parse_generation
+from mediagate.upstream.dialects import get_dialect
+from mediagate.upstream.dialects.chat import extract_links, with_marker
 
 CATALOG = load_catalog()
 VIP = CATALOG.routes["gpt-image-2.vip"]

@@ -4,7 +4,6 @@ the SDK told not to retry on top, per-route timeouts; and key pools with cool-do
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,11 +12,11 @@ import httpx
 import openai
 import pytest
 
-from app.catalog import load_catalog
-from app.errors import Scrubber, UpstreamError
-from app.keypool import key_fingerprint
-from app.metrics import Metrics
-from app.upstream import KeyRing, Upstream
+from mediagate.catalog import load_catalog
+from mediagate.errors import Scrubber, UpstreamError
+from mediagate.observability.metrics import Metrics
+from mediagate.upstream.keyring import key_fingerprint
+from mediagate.upstream.sender import KeyRing, Upstream
 
 from .conftest import CLIENT_KEY, GROUP_KEYS, Gateway, Sim
 from .resilience import catalog, metric, pool_settings, statuses
@@ -27,18 +26,13 @@ from .test_videos import stored
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK's Sora warning
 
 
-def generate(gateway: Gateway, prompt: str, model: str = "gpt-image-2-web", **body: Any) -> Any:
-    with gateway.http() as http:
-        return http.post("/v1/images/generations", json={"model": model, "prompt": prompt, **body})
-
-
 @pytest.fixture
 def fast(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Gateway:
     return make_gateway(config=catalog(tmp_path))
 
 
 def test_a_429_burst_is_retried_after_its_retry_after(fast: Gateway, sim: Sim) -> None:
-    response = generate(fast, "[sim:burst429=2] [sim:retryafter=0.05] a fox")
+    response = fast.generate("[sim:burst429=2] [sim:retryafter=0.05] a fox")
     assert response.status_code == 200
     assert statuses(sim) == [429, 429, 200]
     assert response.headers["x-mediagate-retries"] == "2"
@@ -49,21 +43,21 @@ def test_a_429_burst_is_retried_after_its_retry_after(fast: Gateway, sim: Sim) -
 
 
 def test_a_503_burst_is_retried_with_backoff(fast: Gateway, sim: Sim) -> None:
-    response = generate(fast, "[sim:burst503=2] a fox")
+    response = fast.generate("[sim:burst503=2] a fox")
     assert response.status_code == 200
     assert statuses(sim) == [503, 503, 200]
     assert response.headers["x-mediagate-retries"] == "2"
 
 
 def test_a_first_answer_carries_no_retry_headers(fast: Gateway, sim: Sim) -> None:
-    response = generate(fast, "a fox")
+    response = fast.generate("a fox")
     assert response.status_code == 200
     assert "x-mediagate-retries" not in response.headers
     assert "x-should-retry" not in response.headers
 
 
 def test_attempts_are_bounded(fast: Gateway, sim: Sim) -> None:
-    response = generate(fast, "[sim:status=503] a fox")
+    response = fast.generate("[sim:status=503] a fox")
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
     assert statuses(sim) == [503, 503, 503]
@@ -75,18 +69,18 @@ def test_a_500_is_not_retried_on_a_paid_call_unless_the_route_says_so(
     make_gateway: Callable[..., Gateway], sim: Sim, tmp_path: Path
 ) -> None:
     plain = make_gateway(config=catalog(tmp_path))
-    assert generate(plain, "[sim:burst500=1:a] x").status_code == 502
+    assert plain.generate("[sim:burst500=1:a] x").status_code == 502
     assert statuses(sim) == [500]
     sim.state.reset()
     override = catalog(tmp_path, {"gpt-image-2.web": {"retry": {"on_status": [500]}}})
     lenient = make_gateway(config=override)
-    response = generate(lenient, "[sim:burst500=1:b] x")
+    response = lenient.generate("[sim:burst500=1:b] x")
     assert response.status_code == 200
     assert statuses(sim) == [500, 200]
 
 
 def test_a_retry_after_too_long_to_wait_goes_to_the_client(fast: Gateway, sim: Sim) -> None:
-    response = generate(fast, "[sim:burst429=5] [sim:retryafter=60] x")
+    response = fast.generate("[sim:burst429=5] [sim:retryafter=60] x")
     assert response.status_code == 429
     assert response.headers["retry-after"] == "60"
     assert statuses(sim) == [429]
@@ -106,20 +100,20 @@ def test_a_timeout_is_never_retried_and_says_so(
 ) -> None:
     override = catalog(tmp_path, {"gpt-image-2.web": {"timeouts": {"total": 0.3}}})
     gateway = make_gateway(config=override)
-    response = generate(gateway, "[sim:sleep=1] x")
+    response = gateway.generate("[sim:sleep=1] x")
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
     assert response.headers["x-should-retry"] == "false"
     assert "x-mediagate-retries" not in response.headers
     assert len(sim.sent()) == 1
     # The timeout is the route's: another route keeps the default.
-    assert generate(gateway, "[sim:sleep=0.5] y", model="gpt-4o-image").status_code == 200
+    assert gateway.generate("[sim:sleep=0.5] y", model="gpt-4o-image").status_code == 200
 
 
 def test_a_connection_lost_after_sending_a_generation_is_not_retried(
     fast: Gateway, sim: Sim
 ) -> None:
-    response = generate(fast, "[sim:reset] x")
+    response = fast.generate("[sim:reset] x")
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_connection_lost"
     assert response.headers["x-should-retry"] == "false"
@@ -130,7 +124,7 @@ def test_an_unreachable_upstream_is_retried_then_502(
     make_gateway: Callable[..., Gateway], tmp_path: Path
 ) -> None:
     gateway = make_gateway(upstream_url="http://127.0.0.1:9/v1", config=catalog(tmp_path))
-    response = generate(gateway, "x")
+    response = gateway.generate("x")
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_unreachable"
     assert response.headers["x-mediagate-retries"] == "2"
@@ -160,7 +154,7 @@ class FlakyConnect(httpx.AsyncBaseTransport):
 def test_a_refused_connection_is_retried_even_for_a_paid_call(sim: Sim) -> None:
     route = load_catalog().routes["gpt-image-2.web"]
     route = route.model_copy(update={"retry": route.retry.model_copy(update={"backoff_s": 0.01})})
-    from app.dialects import UpstreamRequest
+    from mediagate.upstream.dialects import UpstreamRequest
 
     async def call() -> tuple[Any, int]:
         transport = FlakyConnect(refusals=2)
@@ -170,7 +164,8 @@ def test_a_refused_connection_is_retried_even_for_a_paid_call(sim: Sim) -> None:
             request = UpstreamRequest(
                 "/images/generations", {"model": "gpt-image-2", "prompt": "p"}
             )
-            return await upstream.post(route, request), transport.sent
+            answer = await upstream.send(route, request, paid=True, parse=True)
+            return answer.payload, transport.sent
 
     payload, sent = asyncio.run(call())
     assert payload["data"] and sent == 3
@@ -183,7 +178,7 @@ def test_a_refused_connection_is_retried_even_for_a_paid_call(sim: Sim) -> None:
             request = UpstreamRequest(
                 "/images/generations", {"model": "gpt-image-2", "prompt": "p"}
             )
-            await upstream.post(route, request)
+            await upstream.send(route, request, paid=True)
 
     with pytest.raises(UpstreamError) as caught:
         asyncio.run(refused_always())
@@ -205,7 +200,6 @@ def test_status_polls_are_retried_on_any_transient_failure(videos: Gateway, sim:
         raw = sdk.videos.with_raw_response.retrieve(video.id)
         assert raw.status_code == 200, kind
         assert raw.headers["x-mediagate-retries"] == "1"
-    time.sleep(0.8)  # the slow poll's answer lands before the next test
     gets = [s for s in sim.state.faults.seen if s.method == "GET"]
     assert [s.fault for s in gets] == [
         "reset",
@@ -235,7 +229,7 @@ def test_requests_spread_over_a_groups_keys(
 ) -> None:
     gateway = make_gateway(**pool_settings(pool_sim, default="sk-d1,sk-d2"))
     for index in range(4):
-        assert generate(gateway, f"p{index}").status_code == 200
+        assert gateway.generate(f"p{index}").status_code == 200
     assert [s.key for s in pool_sim.state.faults.seen] == ["sk-d1", "sk-d2", "sk-d1", "sk-d2"]
 
 
@@ -243,11 +237,11 @@ def test_a_refused_key_cools_down_and_the_next_key_serves(
     make_gateway: Callable[..., Gateway], pool_sim: Sim
 ) -> None:
     gateway = make_gateway(**pool_settings(pool_sim, default="sk-revoked,sk-d1,sk-d2"))
-    first = generate(gateway, "p")
+    first = gateway.generate("p")
     assert first.status_code == 200
     assert first.headers["x-mediagate-retries"] == "1"
     for index in range(4):
-        assert generate(gateway, f"p{index}").status_code == 200
+        assert gateway.generate(f"p{index}").status_code == 200
     keys = [s.key for s in pool_sim.state.faults.seen]
     assert keys[0] == "sk-revoked" and "sk-revoked" not in keys[1:]
     assert metric(gateway.url, "mediagate_upstream_key_cooldowns_total", reason="auth") == 1
@@ -259,7 +253,7 @@ def test_a_key_rate_limited_twice_in_a_row_cools_down(
     pool_sim.state.faults.set(by_key={"sk-d1": "429"}, retry_after_s=5)
     gateway = make_gateway(**pool_settings(pool_sim, default="sk-d1,sk-d2"))
     for index in range(5):
-        response = generate(gateway, f"p{index}")
+        response = gateway.generate(f"p{index}")
         assert response.status_code == 200
     keys = [(s.key, s.status) for s in pool_sim.state.faults.seen]
     # d1 is tried twice (a 429 each time; the other key serves at once, no 5 s wait), then
@@ -272,7 +266,7 @@ def test_every_key_refused_is_a_clear_502(
     make_gateway: Callable[..., Gateway], pool_sim: Sim
 ) -> None:
     gateway = make_gateway(**pool_settings(pool_sim, default="sk-bad1,sk-bad2"))
-    response = generate(gateway, "p")
+    response = gateway.generate("p")
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_auth_failed"
     assert [s.key for s in pool_sim.state.faults.seen] == ["sk-bad1", "sk-bad2"]

@@ -11,10 +11,17 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from app.breaker import CLOSED, HALF_OPEN, OPEN, BreakerPolicy, CircuitBreaker, RouteUnavailable
-from app.catalog import CatalogError, load_catalog
-from app.keypool import KeyRing, key_fingerprint
-from app.retry import (
+from mediagate.catalog import CatalogError, load_catalog
+from mediagate.upstream.breaker import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerPolicy,
+    CircuitBreaker,
+    UpstreamUnavailable,
+)
+from mediagate.upstream.keyring import KeyRing, key_fingerprint
+from mediagate.upstream.retry import (
     CONNECT,
     GARBAGE,
     RESET,
@@ -188,13 +195,13 @@ def test_breaker_opens_after_consecutive_failures_and_probes_after_cooldown() ->
     for _ in range(3):
         cb.check().failure()
     assert cb.state == OPEN
-    with pytest.raises(RouteUnavailable) as caught:
+    with pytest.raises(UpstreamUnavailable) as caught:
         cb.check()
     assert caught.value.status == 503 and caught.value.headers["retry-after"] == "10"
     clock.now += 10
     probe = cb.check()
     assert cb.state == HALF_OPEN
-    with pytest.raises(RouteUnavailable):
+    with pytest.raises(UpstreamUnavailable):
         cb.check()  # one probe at a time
     probe.failure()
     assert cb.state == OPEN

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.simulator import DEFAULT_SIM_KEYS
+from mediagate.simulator import DEFAULT_SIM_KEYS
 
 from .processes import clean_env, free_port, serving
 
@@ -41,7 +41,7 @@ def start(tmp_path: Path, port: int, upstream: int, **env: str) -> subprocess.Po
         **env,
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        [sys.executable, "-m", "mediagate", "serve", "--port", str(port)],
         env=environment,
         cwd=tmp_path,
         stdout=subprocess.PIPE,

@@ -5,14 +5,24 @@ from __future__ import annotations
 import base64
 import io
 import re
+import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from app.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app, make_png
+from mediagate.servethread import BackgroundServer
+from mediagate.simulator import (
+    DEFAULT_SIM_KEYS,
+    SimConfig,
+    SimState,
+    create_simulator_app,
+    make_png,
+)
 
 BASE = "http://127.0.0.1:9999"
 DEFAULT = "sk-sim-default"
@@ -613,3 +623,62 @@ def test_app_exposes_state_and_request_id() -> None:
     assert response.status_code == 200
     assert response.headers["x-request-id"]
     assert [c.status for c in app.state.sim.calls] == [200]
+
+
+# --- reset waits for work still in flight --------------------------------------------------
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[str, SimState]]:
+    """A real server: requests in flight while the test thread resets, as between gateway tests."""
+    state = SimState()
+    app = create_simulator_app(SimConfig(keys=dict(DEFAULT_SIM_KEYS)), state)
+    with BackgroundServer(app) as running:
+        yield running.url, state
+
+
+def leave_early(url: str, state: SimState, prompt: str) -> threading.Thread:
+    """Sends a request whose client gives up at once (as a gateway that timed out does), and
+    returns once the simulator has it."""
+
+    def send() -> None:
+        body = {"model": "gpt-image-2", "prompt": prompt}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(
+                f"{url}{IMAGES}",
+                json=body,
+                headers={"Authorization": f"Bearer {DEFAULT}"},
+                timeout=0.1,
+            )
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not state.headers:
+        assert time.monotonic() < deadline, "the request never arrived"
+        time.sleep(0.01)
+    return thread
+
+
+def test_reset_waits_for_an_abandoned_request_to_finish(served: tuple[str, SimState]) -> None:
+    url, state = served
+    # A slow start records its call only once the wait is over: after the reset, had the reset
+    # not waited, so the next test would find a call it never made.
+    thread = leave_early(url, state, "[sim:slowstart=0.5] x")
+    started = time.monotonic()
+    state.reset()
+    assert time.monotonic() - started >= 0.3
+    thread.join()
+    assert state.calls == [] and state.faults.seen == [] and state.headers == []
+
+
+def test_a_reset_that_waits_too_long_says_what_is_in_flight(
+    served: tuple[str, SimState],
+) -> None:
+    url, state = served
+    thread = leave_early(url, state, "[sim:sleep=0.5] x")
+    with pytest.raises(TimeoutError, match=f"POST {IMAGES}"):
+        state.reset(timeout_s=0.05)
+    thread.join()
+    state.reset()
+    assert state.calls == []

@@ -14,9 +14,15 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from app.servethread import BackgroundServer
-from app.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app, make_png
-from app.simulator.rules import ConnectionCut
+from mediagate.servethread import BackgroundServer
+from mediagate.simulator import (
+    DEFAULT_SIM_KEYS,
+    SimConfig,
+    SimState,
+    create_simulator_app,
+    make_png,
+)
+from mediagate.simulator.rules import ConnectionCut
 
 from .test_simulator import decode_b64, png_size
 

@@ -24,9 +24,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.servethread import BackgroundServer
-from app.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
-from app.simulator.faults import KINDS
+from mediagate.servethread import BackgroundServer
+from mediagate.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
+from mediagate.simulator.faults import KINDS
 
 from .conftest import Sim
 from .processes import clean_env, serving

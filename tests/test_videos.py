@@ -15,8 +15,9 @@ import openai
 import pytest
 from PIL import Image
 
-from app.jobstore import Job, open_job_store
-from app.simulator.videos import content_chunks
+from mediagate.simulator.videos import content_chunks
+from mediagate.stores import open_stores
+from mediagate.stores.jobs import VideoJob
 
 from .conftest import CLIENT_KEY, GROUP_KEYS, OTHER_CLIENT_KEY, Gateway, Sim
 from .test_catalog import sample
@@ -27,22 +28,17 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture
-def videos_gw(make_gateway: Callable[..., Gateway], job_store: dict[str, str]) -> Gateway:
-    return make_gateway(video_poll_after_ms=50, **job_store)
-
-
-@pytest.fixture
 def sdk(videos_gw: Gateway) -> openai.OpenAI:
     return videos_gw.sdk()
 
 
-def stored(gateway: Gateway, video_id: str) -> Job:
+def stored(gateway: Gateway, video_id: str) -> VideoJob:
     """Our record of a job, read from the store the way another replica would."""
     settings = gateway.settings
 
-    async def read() -> Job | None:
-        async with open_job_store(settings.job_store_url(), settings.store_prefix) as store:
-            return await store.get(video_id)
+    async def read() -> VideoJob | None:
+        async with open_stores(settings.job_store_url(), settings.store_prefix) as stores:
+            return await stores.jobs.get(video_id)
 
     job = asyncio.run(read())
     assert job is not None

@@ -13,8 +13,8 @@ import openai
 import pytest
 from PIL import Image
 
-from app import reference
-from app.simulator import make_png
+from mediagate.simulator import make_png
+from mediagate.videos import reference
 
 from .conftest import Gateway, Sim
 
@@ -25,11 +25,6 @@ def picture(width: int, height: int, kind: str = "PNG", mode: str = "RGB") -> by
     out = io.BytesIO()
     Image.new(mode, (width, height), "orange").save(out, format=kind)
     return out.getvalue()
-
-
-@pytest.fixture
-def videos_gw(make_gateway: Callable[..., Gateway], job_store: dict[str, str]) -> Gateway:
-    return make_gateway(video_poll_after_ms=20, **job_store)
 
 
 def sent_reference(sim: Sim) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,9 +10,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from app.simulator.videos import content_chunks
+from mediagate.simulator.videos import content_chunks
 
-from .conftest import GROUP_KEYS, Sim
+from .conftest import GROUP_KEYS, Sim, wait_until
 
 
 @pytest.fixture
@@ -41,12 +40,15 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
 
 
 def wait_for(client: httpx.Client, video_id: str, status: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 5
-    while True:
-        body: dict[str, Any] = client.get(f"/videos/{video_id}").json()
-        if body["status"] == status or time.monotonic() > deadline:
-            return body
-        time.sleep(0.02)
+    """The job once it reached `status`."""
+    seen: dict[str, Any] = {}
+
+    def reached() -> bool:
+        seen.update(client.get(f"/videos/{video_id}").json())
+        return seen["status"] == status
+
+    wait_until(reached, interval_s=0.02)
+    return seen
 
 
 def test_a_job_moves_through_its_states(official: httpx.Client) -> None:

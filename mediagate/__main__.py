@@ -1,0 +1,5 @@
+import sys
+
+from mediagate.cli import main
+
+sys.exit(main())

@@ -1,0 +1,161 @@
+"""A client key's policy applied to one request: scope, rates, concurrency, budget, then cost.
+
+`admit` runs before anything goes upstream and refuses with the OpenAI error a client expects
+(403 for a model the key may not use, 429 `rate_limit_exceeded` or `insufficient_quota`).
+`Ticket.settle` books what the request actually cost, once, and frees what it held.
+
+Only the checks a key has cost a store round trip: a key without rate limits takes no bucket,
+one without a concurrency limit holds no slot, and one without a budget reserves nothing (a
+budget added to a key by a keys-file reload therefore does not see that key's requests already
+running until they settle). Every request's cost and usage are booked all the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import uuid
+from dataclasses import dataclass, field
+
+from mediagate.accounting.clients import KeyPolicy
+from mediagate.errors import QuotaExceeded, RateLimited
+from mediagate.observability.metrics import Metrics
+from mediagate.stores.ledger import Charge, Ledger, Spend
+
+log = logging.getLogger("mediagate")
+
+# A slot or a reservation outlives its request only if the replica holding it died; then it
+# is freed after this long (longer than any request may take).
+LEASE_TTL_S = 900.0
+VIDEO_RESERVATION_TTL_S = 86_400.0  # a video job's reservation waits for the job to finish
+
+
+@dataclass
+class Ticket:
+    """What one admitted request holds: its reservation id, and a concurrency slot if any."""
+
+    metering: Metering
+    policy: KeyPolicy
+    model: str
+    reservation: str
+    lease: str | None = None
+    settled: bool = field(default=False)
+
+    async def settle(self, charge: Charge) -> None:
+        """Book the actual charge (0 for a failure) and release the concurrency slot."""
+        if self.settled:
+            return
+        self.settled = True
+        metering = self.metering
+        try:
+            booked = await metering.ledger.settle(self.policy.name, self.reservation, charge)
+            if booked and charge.cost:
+                metering.metrics.cost.labels(self.policy.name, charge.model).inc(charge.cost)
+            await metering.update_budget_gauge(self.policy)
+        finally:
+            await self.release()
+
+    async def release(self) -> None:
+        """Free the concurrency slot (a video job's reservation stays until the job ends)."""
+        if self.lease is not None:
+            lease, self.lease = self.lease, None
+            await self.metering.ledger.release(self.policy.name, lease)
+
+    def settle_soon(self, charge: Charge) -> None:
+        """Settle from a task of its own: the request may be being cancelled (its client went
+        away), and a cancelled request must still free its slot and reservation."""
+        if self.settled:
+            return
+        task = asyncio.create_task(self.settle(charge))
+        pending = self.metering.pending
+        pending.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(pending.discard)
+
+
+class Metering:
+    def __init__(self, ledger: Ledger, metrics: Metrics) -> None:
+        self.ledger = ledger
+        self.metrics = metrics
+        self.pending: set[asyncio.Task[None]] = set()
+
+    async def drain(self) -> None:
+        """Wait for settlements still running (at shutdown, before the ledger closes)."""
+        if self.pending:
+            await asyncio.gather(*self.pending, return_exceptions=True)
+
+    async def update_budget_gauge(self, policy: KeyPolicy, spend: Spend | None = None) -> None:
+        limits = {"day": policy.budget_usd_per_day, "month": policy.budget_usd_per_month}
+        if all(limit is None for limit in limits.values()):
+            return
+        spend = spend or await self.ledger.spend(policy.name)
+        spent = {"day": spend.day, "month": spend.month}
+        for period, limit in limits.items():
+            if limit is not None:
+                remaining = max(0.0, limit - spent[period] - spend.reserved)
+                self.metrics.budget_remaining.labels(policy.name, period).set(remaining)
+
+    async def admit(
+        self,
+        policy: KeyPolicy,
+        model: str,
+        *,
+        images: int,
+        estimate: float,
+        reservation: str | None = None,
+        reservation_ttl_s: float = LEASE_TTL_S,
+    ) -> Ticket:
+        policy.require(model)
+        ledger = self.ledger
+        ipm = policy.images_per_minute
+        if ipm is not None and images > ipm:
+            raise RateLimited(
+                f"This request asks for {images} images; the key '{policy.name}' may make at "
+                f"most {ipm} per minute.",
+                param="n",
+                retryable=False,  # waiting does not make an over-large request fit
+            )
+        # Each ledger call is a store round trip (a SQLite transaction on a worker thread, or
+        # a Redis script); a key without the limit it checks skips it.
+        if policy.requests_per_minute is not None or ipm is not None:
+            wait = await ledger.take_rate(policy.name, policy.requests_per_minute, ipm, images)
+            if wait > 0:
+                raise RateLimited(
+                    f"Rate limit reached for the key '{policy.name}': try again in {wait:.1f} s.",
+                    headers={
+                        "retry-after": str(math.ceil(wait)),
+                        "retry-after-ms": str(int(wait * 1000)),
+                    },
+                )
+        ticket = Ticket(self, policy, model, reservation or f"req_{uuid.uuid4().hex}")
+        if policy.concurrent_requests is not None:
+            lease = uuid.uuid4().hex
+            if not await ledger.acquire(
+                policy.name, lease, policy.concurrent_requests, LEASE_TTL_S
+            ):
+                raise RateLimited(
+                    f"The key '{policy.name}' already has {policy.concurrent_requests} requests "
+                    "running; wait for one to finish.",
+                    code="concurrency_limit_exceeded",
+                    headers={"retry-after": "1"},
+                )
+            ticket.lease = lease
+        if policy.budget_usd_per_day is None and policy.budget_usd_per_month is None:
+            # Nothing to hold a reservation against: it would only be deleted again at settle.
+            # The settle still books the request's cost and usage (by the ticket's id, once).
+            return ticket
+        spend = await ledger.reserve(
+            policy.name,
+            ticket.reservation,
+            estimate,
+            policy.budget_usd_per_day,
+            policy.budget_usd_per_month,
+            reservation_ttl_s,
+        )
+        if spend is None:
+            await ticket.release()
+            raise QuotaExceeded(
+                f"This request could cost up to ${estimate:.4f}, which would pass the budget of "
+                f"the key '{policy.name}'. See GET /v1/usage for what is spent and left."
+            )
+        return ticket

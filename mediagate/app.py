@@ -1,0 +1,64 @@
+"""The application factory: `create_app(settings)`.
+
+Cheap and pure: the app's middleware, error boundary and routes are wired here; the network,
+the stores and the files are touched only when its lifespan starts (mediagate.gateway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from mediagate.errors import Scrubber
+from mediagate.gateway import open_gateway
+from mediagate.http.errors import install_handlers
+from mediagate.http.files import files
+from mediagate.http.health import health
+from mediagate.http.images import images
+from mediagate.http.middleware import RequestBookkeeping
+from mediagate.http.models import models
+from mediagate.http.usage import usage
+from mediagate.http.videos import videos
+from mediagate.observability.metrics import Metrics
+from mediagate.observability.tracing import Tracing, TracingMiddleware
+from mediagate.settings import Settings
+
+
+def create_app(
+    settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
+    """A gateway app for these settings, with a metrics registry of its own. Tests may hand
+    the upstream client a transport of their own (a mock, or a recording one)."""
+    metrics = Metrics()
+    scrub = Scrubber(settings.all_upstream_keys())
+
+    tracing = Tracing(bool(settings.otel))  # exports only while the lifespan runs
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with (
+            tracing.running(),
+            open_gateway(settings, metrics, scrub, upstream_transport, tracer=tracing.tracer) as gw,
+        ):
+            app.state.gateway = gw
+            yield
+
+    app = FastAPI(
+        title="mediagate",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    install_handlers(app, scrub)
+    # Outermost: every answer, errors included, carries its request id and what was tried.
+    app.add_middleware(RequestBookkeeping, metrics=metrics, scrub=scrub)
+    # Around that, the request's trace span (a pass-through when tracing is off), so the
+    # bookkeeping's log lines and attributes belong to it.
+    app.add_middleware(TracingMiddleware, tracing=tracing)
+    for router in (images, models, videos, usage, files, health):
+        app.include_router(router)
+    return app

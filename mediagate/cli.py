@@ -1,0 +1,301 @@
+"""`mediagate serve`, `mediagate simulate`, and `mediagate keys list | create | revoke | rotate`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from mediagate.observability.logs import configure_logging
+from mediagate.settings import Settings
+
+log = logging.getLogger("mediagate")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = Settings()
+    # JSON lines for the gateway's loggers and uvicorn's, never showing a configured key.
+    configure_logging(settings.log_level, _secrets(settings))
+    has_keys = any(settings.group_keys(g) for g in ("default", "Sora2Official"))
+    if not settings.upstream_url and not has_keys and not settings.extra_group_keys:
+        # A newcomer with nothing configured gets a working gateway, offline.
+        settings = settings.model_copy(update={"simulator": True})
+    from mediagate.app import create_app
+    from mediagate.gateway import ConfigError, check_config
+
+    try:
+        check_config(settings)
+    except ConfigError as exc:
+        print(f"mediagate: {exc}", file=sys.stderr)
+        return 2
+    if settings.simulator:
+        print(
+            "mediagate: no upstream configured; serving the built-in simulated upstream "
+            "(offline, fake images). Set MEDIAGATE_UPSTREAM_URL and MEDIAGATE_KEY_* for the "
+            "real one.",
+            file=sys.stderr,
+        )
+    # On SIGTERM uvicorn stops accepting, lets requests in flight finish (for at most
+    # MEDIAGATE_SHUTDOWN_TIMEOUT_S), then raises the signal again for whatever handler was
+    # there before; with the default one the process would die by the signal (status 143)
+    # instead of exiting 0 after a clean shutdown.
+    signal.signal(signal.SIGTERM, _after_shutdown)
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=settings.log_level,
+        # None: keep the logging configured above (uvicorn's default would put its own text
+        # handlers on its loggers).
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+    )
+    return 0
+
+
+def _secrets(settings: Settings) -> list[str]:
+    """What no log line may show: the upstream keys, the client keys, the admin key."""
+    found = settings.all_upstream_keys()
+    with contextlib.suppress(ValueError):  # a malformed MEDIAGATE_API_KEYS: check_config says so
+        found += list(settings.client_keys().values())
+    if settings.admin_key is not None:
+        found.append(settings.admin_key.get_secret_value())
+    return found
+
+
+def _after_shutdown(signum: int, frame: FrameType | None) -> None:
+    log.info("shut down on SIGTERM")
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from .simulator import DEFAULT_SIM_KEYS, SimConfig, create_simulator_app
+
+    configure_logging("warning")
+    print(f"simulated upstream on http://{args.host}:{args.port}/v1", file=sys.stderr)
+    for key, group in DEFAULT_SIM_KEYS.items():
+        print(f"  token group {group!r}: key {key}", file=sys.stderr)
+    app = create_simulator_app(SimConfig(keys=dict(DEFAULT_SIM_KEYS), latency_s=args.latency))
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", log_config=None)
+    return 0
+
+
+# --- keys -------------------------------------------------------------------------------------
+
+
+def _keys_file(args: argparse.Namespace, settings: Settings) -> Path | None:
+    path: Path | None = args.file or settings.keys_file
+    return path
+
+
+def _need_keys_file(args: argparse.Namespace, settings: Settings) -> Path:
+    path = _keys_file(args, settings)
+    if path is None:
+        raise _Refused("no keys file: set MEDIAGATE_KEYS_FILE or pass --file PATH", status=2)
+    return path
+
+
+class _Refused(Exception):
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _limits(args: argparse.Namespace) -> dict[str, Any]:
+    limits = {
+        "models": args.models.split(",") if args.models else None,
+        "requests_per_minute": args.rpm,
+        "images_per_minute": args.ipm,
+        "concurrent_requests": args.concurrency,
+        "budget_usd_per_day": args.budget_day,
+        "budget_usd_per_month": args.budget_month,
+    }
+    return {k: v for k, v in limits.items() if v is not None}
+
+
+def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    from mediagate.accounting.clients import KeysFile, create_key
+
+    path = None if args.print else _keys_file(args, settings)
+    if path is None:
+        # No keys file to edit: the entry is printed for the operator to add.
+        key, entry = create_key(args.name, **_limits(args))
+        print(f"# The key for '{args.name}' (shown once; give it to the team, keep no copy):")
+        print(f"# {key}")
+        print("# Add this entry under `keys:` in MEDIAGATE_KEYS_FILE (it holds only the SHA-256):")
+        print(entry, end="")
+        return 0
+    key = KeysFile(path).create(args.name, **_limits(args))
+    _show_once(args.name, key, f"added to {path}")
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from mediagate.accounting.clients import KeysFile
+
+    path = _need_keys_file(args, settings)
+    _not_from_environment(args.name, settings)
+    key = KeysFile(path).rotate(args.name)
+    _show_once(args.name, key, f"rotated in {path}; the old key is refused from now on")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from mediagate.accounting.clients import KeysFile
+
+    path = _need_keys_file(args, settings)
+    _not_from_environment(args.name, settings)
+    KeysFile(path).revoke(args.name)
+    print(f"mediagate: revoked '{args.name}' in {path}", file=sys.stderr)
+    return 0
+
+
+def _not_from_environment(name: str, settings: Settings) -> None:
+    if name in settings.client_keys():
+        raise _Refused(
+            f"'{name}' is set in MEDIAGATE_API_KEYS, not in the keys file: change it there"
+        )
+
+
+def _show_once(name: str, key: str, what: str) -> None:
+    """The new key alone on stdout (for a script to capture), the rest on stderr."""
+    print(f"mediagate: key '{name}' {what}.", file=sys.stderr)
+    print(
+        "mediagate: the key is shown once, below; give it to its team and keep no copy.",
+        file=sys.stderr,
+    )
+    print(key)
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    from mediagate.accounting.clients import KeysFile
+
+    rows: list[dict[str, Any]] = [
+        {"name": name, "source": "MEDIAGATE_API_KEYS", "models": ["*"]}
+        for name in settings.client_keys()
+    ]
+    path = _keys_file(args, settings)
+    if path is not None and not path.exists():
+        print(f"mediagate: no keys file at {path} yet (`keys create` makes it)", file=sys.stderr)
+    elif path is not None:
+        for policy in KeysFile(path).policies():
+            # Everything but the digest: a name, its scopes, limits and date.
+            fields = policy.model_dump(mode="json", exclude_none=True, exclude={"sha256"})
+            rows.append({"name": policy.name, "source": str(path), **fields})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = [("NAME", "MODELS", "LIMITS", "CREATED", "SOURCE")]
+    for row in rows:
+        limits = " ".join(
+            f"{label}={row[field]}"
+            for field, label in (
+                ("requests_per_minute", "rpm"),
+                ("images_per_minute", "ipm"),
+                ("concurrent_requests", "concurrent"),
+                ("budget_usd_per_day", "usd/day"),
+                ("budget_usd_per_month", "usd/month"),
+            )
+            if field in row
+        )
+        created = str(row.get("created", "-"))[:10]  # the date is enough here
+        table.append((row["name"], ",".join(row["models"]), limits or "-", created, row["source"]))
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    return 0
+
+
+def _run_keys(command: Any) -> Any:
+    """A keys subcommand with its errors said plainly (exit 1, or 2 for a missing setting)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from mediagate.accounting.clients import KeysFileError
+
+        try:
+            result: int = command(args, Settings())
+            return result
+        except _Refused as exc:
+            print(f"mediagate: {exc}", file=sys.stderr)
+            return exc.status
+        except (KeysFileError, ValueError, OSError) as exc:
+            print(f"mediagate: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+def _add_keys_commands(commands: Any) -> None:
+    keys = commands.add_parser(
+        "keys",
+        help="manage client keys",
+        description="Client keys in MEDIAGATE_KEYS_FILE (or --file): each edit is atomic and a "
+        "running gateway picks it up within seconds. A new key is printed once; the file "
+        "keeps only its SHA-256.",
+    ).add_subparsers(dest="keys_command", required=True)
+
+    def with_file(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument(
+            "--file", type=Path, help="the keys file (default: MEDIAGATE_KEYS_FILE)"
+        )
+        return parser
+
+    listing = with_file(keys.add_parser("list", help="names, scopes, limits, dates; no secret"))
+    listing.add_argument("--json", action="store_true", help="as JSON")
+    listing.set_defaults(run=_run_keys(_keys_list))
+
+    create = with_file(keys.add_parser("create", help="make a new client key"))
+    create.add_argument("name", help="the team or application the key is for")
+    create.add_argument("--models", help="comma-separated model names or globs (default: all)")
+    create.add_argument("--rpm", type=int, help="requests per minute")
+    create.add_argument("--ipm", type=int, help="images per minute")
+    create.add_argument("--concurrency", type=int, help="requests running at once")
+    create.add_argument("--budget-day", type=float, help="USD per day (UTC)")
+    create.add_argument("--budget-month", type=float, help="USD per month (UTC)")
+    create.add_argument(
+        "--print",
+        action="store_true",
+        help="print the key and its entry instead of adding it to the keys file "
+        "(the default when there is no keys file)",
+    )
+    create.set_defaults(run=_run_keys(_keys_create))
+
+    revoke = with_file(keys.add_parser("revoke", help="remove a key: it is refused from then on"))
+    revoke.add_argument("name")
+    revoke.set_defaults(run=_run_keys(_keys_revoke))
+
+    rotate = with_file(
+        keys.add_parser("rotate", help="a new secret for a key, same scopes and limits")
+    )
+    rotate.add_argument("name")
+    rotate.set_defaults(run=_run_keys(_keys_rotate))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mediagate", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=_serve)
+    simulate = commands.add_parser("simulate", help="run the simulated upstream alone")
+    simulate.add_argument("--host", default="127.0.0.1")
+    simulate.add_argument("--port", type=int, default=9000)
+    simulate.add_argument("--latency", type=float, default=0.0, help="seconds per generation")
+    simulate.set_defaults(run=_simulate)
+    _add_keys_commands(commands)
+    args = parser.parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,207 @@
+"""Every error the gateway answers with, and the one rule about money that errors carry.
+
+Everything the gateway refuses or fails at raises a `GatewayError` subclass defined here;
+`mediagate.http.errors` is the only place that turns exceptions into HTTP responses, so a client
+never sees a traceback, FastAPI's 422 or an upstream key.
+
+The paid rule. An upstream failure is either *unserved* (it surely cost nothing: no answer
+before any work, a 429, a 5xx, a refused key, an open breaker) or *maybe paid* (the upstream may
+have done, and charged for, the work: a timeout or a broken connection after sending, an
+unusable answer to a paid call). `maybe_paid` marks the second kind and `unserved` tells them
+apart; nothing else decides it. A maybe-paid failure is never retried, never handed to a
+fallback route, is kept as the final answer of an Idempotency-Key, and tells the client's SDK not
+to retry (`x-should-retry: false`, written by `no_retry_headers` and nowhere else).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+SHOULD_RETRY = "x-should-retry"
+
+
+def no_retry_headers() -> dict[str, str]:
+    """Tells the OpenAI SDKs not to retry: the only place the header is written."""
+    return {SHOULD_RETRY: "false"}
+
+
+class GatewayError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+    # False: a retry cannot help (a budget, a refused prompt), so the SDK is told not to.
+    retryable = True
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        retryable: bool | None = None,
+        paid: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        if status is not None:
+            self.status = status
+        if retryable is not None:
+            self.retryable = retryable
+        self.headers = headers or {}
+        # The upstream may have done (and charged for) the work: see the paid rule above.
+        self.paid = paid
+
+    @property
+    def final(self) -> bool:
+        """A retry cannot help, or could pay twice: the SDK is told not to retry, and an
+        Idempotency-Key keeps this answer for its repeats."""
+        return self.paid or not self.retryable
+
+    def response_headers(self) -> dict[str, str]:
+        headers = dict(self.headers)
+        if self.final:
+            headers.update(no_retry_headers())
+        return headers
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+class InvalidRequest(GatewayError):
+    """The client's request is wrong; nothing was sent upstream."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationFailed(GatewayError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(GatewayError):
+    status = 403
+    type = "invalid_request_error"
+    code = "permission_denied"
+
+
+class NotFound(GatewayError):
+    status = 404
+    type = "invalid_request_error"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class UpstreamError(GatewayError):
+    """The upstream failed or answered something unusable."""
+
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class Scrubber:
+    """Removes upstream keys from text that may reach a client or a log line.
+
+    Some resellers echo the token in their error messages; ours must never pass one on.
+    """
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._secrets: list[str] = []
+        self.add(secrets)
+
+    def add(self, secrets: Iterable[str]) -> None:
+        known = set(self._secrets) | {s for s in secrets if s}
+        self._secrets = sorted(known, key=len, reverse=True)  # longest first: no partial leaks
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
+
+class QuotaExceeded(GatewayError):
+    """A client key's budget would be passed. Waiting does not make it fit: no SDK retry."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+    retryable = False
+
+
+class UpstreamUnavailable(UpstreamError):
+    """A route's circuit breaker is open: nothing was sent."""
+
+    status = 503
+    code = "route_unavailable"
+
+
+class FetchRefused(UpstreamError):
+    """A link (written by an upstream model or a client) the gateway will not fetch."""
+
+    code = "unsafe_image_url"
+
+
+class StoreUnavailable(GatewayError):
+    status = 503
+    type = "server_error"
+    code = "job_store_unavailable"
+
+
+class IdempotencyKeyReused(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "idempotency_key_reused"
+
+
+class IdempotencyKeyInUse(GatewayError):
+    status = 409
+    type = "invalid_request_error"
+    code = "idempotency_key_in_use"
+
+
+class ClientGone(GatewayError):
+    """Never seen by anyone: there is no client left to read it. 499, as nginx logs it."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_disconnected"
+
+
+def maybe_paid(error: GatewayError) -> GatewayError:
+    """Mark a failure after which the upstream may have done (and charged for) the work."""
+    error.paid = True
+    return error
+
+
+def unserved(error: GatewayError) -> bool:
+    """Whether an upstream failure surely cost nothing, so another route or another try cannot
+    pay twice."""
+    return not error.paid and (error.status == 429 or error.status >= 500)

@@ -1,0 +1,81 @@
+"""What every endpoint shares: the gateway's parts, the calling client, the request's label, a
+bounded JSON body, and the gateway's own base URL as the client sees it.
+
+All async, so FastAPI runs them on the event loop instead of handing them to a worker thread
+(a thread hop per request).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from mediagate import context
+from mediagate.accounting.clients import ANONYMOUS, KeyPolicy
+from mediagate.errors import InvalidRequest
+from mediagate.gateway import Gateway
+
+_FORWARDED_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
+_FORWARDED_PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
+
+
+def gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+async def client(request: Request) -> KeyPolicy:
+    """The calling client key's policy (the dependency that enforces auth)."""
+    gw = gateway(request)
+    policy = (
+        gw.clients.identify(request.headers.get("authorization"))
+        if gw.clients.enabled
+        else ANONYMOUS
+    )
+    context.current().key_name = policy.name
+    return policy
+
+
+# The calling client key's policy, as a handler parameter: `policy: Client`.
+Client = Annotated[KeyPolicy, Depends(client)]
+
+
+def endpoint(name: str) -> Any:
+    """Labels the request for the metrics and the log line (a fixed set of names)."""
+
+    async def mark() -> None:
+        context.current().endpoint = name
+
+    return Depends(mark)
+
+
+async def json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. Send a JSON object.",
+            code="invalid_json",
+        ) from None
+
+
+def public_base(request: Request) -> str:
+    """The gateway's own base URL as the client reaches it, for the links it hands out."""
+    configured = gateway(request).settings.public_url
+    if configured:
+        return configured.rstrip("/")
+    # Behind a proxy the Host the gateway sees is not the one clients use; the usual
+    # X-Forwarded-* headers say which is. Values that are not plainly a host are ignored.
+    proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip()
+    host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
+    prefix = request.headers.get("x-forwarded-prefix", "").split(",")[0].strip().rstrip("/")
+    base = str(request.base_url).rstrip("/")
+    scheme, _, netloc = base.partition("://")
+    scheme = proto if proto in ("http", "https") else scheme
+    netloc = host if _FORWARDED_HOST.match(host) else netloc
+    prefix = prefix if _FORWARDED_PREFIX.match(prefix) else ""
+    return f"{scheme}://{netloc}{prefix}"

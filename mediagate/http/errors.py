@@ -1,0 +1,103 @@
+"""The one boundary where exceptions become HTTP answers: the OpenAI error body, always.
+
+What mediagate does not offer is said plainly, in that body too: a path it does not serve (an
+OpenAI endpoint such as `POST /v1/images/variations`, or any other) is a 404 with the code
+`unsupported_endpoint`, a path it serves asked with another method a 405 with the code
+`method_not_allowed` and an `Allow` header; both messages name the method and the path.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mediagate import context
+from mediagate.errors import GatewayError, InvalidRequest, NotFound, Scrubber
+from mediagate.observability.logs import format_traceback, mark_logged
+
+log = logging.getLogger("mediagate")
+
+
+def error_response(exc: GatewayError, request_id: str | None = None) -> JSONResponse:
+    headers = exc.response_headers()
+    if request_id:
+        headers["x-request-id"] = request_id
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+
+_MAX_PATH_QUOTED = 200
+
+
+def _unsupported(request: Request, status: int, headers: dict[str, str]) -> GatewayError:
+    """The answer to a request no route serves: 404, or 405 when only the method is wrong."""
+    where = f"{request.method} {request.url.path[:_MAX_PATH_QUOTED]}"
+    if status == 405:
+        allowed = headers.get("allow") or headers.get("Allow") or ""
+        message = f"mediagate does not serve {where}"
+        message += f"; this path takes {allowed}." if allowed else "."
+        return InvalidRequest(message, code="method_not_allowed", status=405, headers=headers)
+    return NotFound(
+        f"mediagate does not offer {where}: it serves image generations and edits, videos "
+        "and models of the OpenAI API.",
+        code="unsupported_endpoint",
+        headers=headers,
+    )
+
+
+def _first_error_param(exc: RequestValidationError) -> str | None:
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
+        if loc:
+            return ".".join(loc)
+    return None
+
+
+def install_handlers(app: FastAPI, scrub: Scrubber) -> None:
+    async def on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, GatewayError)
+        exc.message = scrub(exc.message)
+        ctx = context.current()
+        ctx.error = exc
+        return error_response(exc, ctx.request_id)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        # FastAPI would answer 422; the OpenAI API and its SDKs expect 400 for bad input.
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        param = _first_error_param(exc)
+        message = str(first.get("msg", "Invalid request"))
+        if param:
+            message = f"Invalid value for '{param}': {message}"
+        return await on_gateway_error(request, InvalidRequest(message, param=param))
+
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code in (404, 405):
+            # The router's: no route has this path (or takes this method).
+            return await on_gateway_error(
+                request, _unsupported(request, exc.status_code, dict(exc.headers or {}))
+            )
+        kind: type[GatewayError] = GatewayError
+        if exc.status_code == 404:
+            kind = NotFound
+        elif exc.status_code < 500:
+            kind = InvalidRequest
+        err = kind(str(exc.detail), status=exc.status_code, headers=dict(exc.headers or {}))
+        return await on_gateway_error(request, err)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Only what escapes the request bookkeeping (which logs its own) reaches here.
+        fields = {"error": scrub(repr(exc)), "traceback": format_traceback(exc, scrub)}
+        log.error("unhandled error", extra={"fields": fields})
+        mark_logged(exc)
+        err = GatewayError("The gateway hit an internal error.", code="internal_error")
+        return await on_gateway_error(request, err)
+
+    app.add_exception_handler(GatewayError, on_gateway_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected)

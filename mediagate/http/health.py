@@ -1,0 +1,45 @@
+"""Probes and metrics: /healthz (alive), /readyz (ready for traffic), /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mediagate.errors import GatewayError
+from mediagate.gateway import Gateway
+from mediagate.http.deps import endpoint, gateway
+
+health = APIRouter()
+
+
+@health.get("/healthz", dependencies=[endpoint("health")])
+async def healthz() -> dict[str, str]:
+    """Alive: the process answers. Nothing else is checked, so a store outage does not get
+    every replica restarted."""
+    return {"status": "ok"}
+
+
+@health.get("/readyz", dependencies=[endpoint("health")])
+async def readyz(request: Request) -> Response:
+    """Ready for traffic: the catalog is loaded and the store answers."""
+    gw: Gateway | None = getattr(request.app.state, "gateway", None)
+    checks = {"catalog": bool(gw and gw.catalog.models), "store": False}
+    if gw is not None:
+        try:
+            async with asyncio.timeout(2):
+                await gw.ledger.ping()
+            checks["store"] = True
+        except (TimeoutError, GatewayError):
+            pass
+    ready = all(checks.values())
+    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@health.get("/metrics", dependencies=[endpoint("health")])
+async def metrics(request: Request) -> Response:
+    registry = gateway(request).metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

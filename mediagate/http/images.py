@@ -1,0 +1,69 @@
+"""POST /v1/images/generations and /v1/images/edits: requests in, answers out.
+
+Translation only: the body (JSON, or the multipart form of an edit) goes to the image service
+(mediagate.images.service), which admits, runs and settles it; its answer goes back as the
+OpenAI ImagesResponse or as server-sent events. A client that goes away cancels the work.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import StreamingResponse
+
+from mediagate.errors import InvalidRequest
+from mediagate.http.deps import Client, client, endpoint, gateway, json_body, public_base
+from mediagate.http.disconnect import cancelled_on_disconnect
+from mediagate.http.idempotency import form_digest, idempotency, json_digest
+from mediagate.images.service import ImagesAnswer
+from mediagate.images.uploads import MAX_IMAGES
+from mediagate.jsonio import FastJSONResponse
+
+images = APIRouter(prefix="/v1/images", dependencies=[Depends(client)])
+
+
+def render(answer: ImagesAnswer) -> Response:
+    if answer.events is not None:
+        return StreamingResponse(
+            answer.events, media_type="text/event-stream", headers=answer.headers
+        )
+    # Megabytes of base64: rendered by orjson (see mediagate.jsonio).
+    return FastJSONResponse(answer.body, headers=answer.headers)
+
+
+@images.post("/generations", dependencies=[endpoint("images.generations")])
+async def generations(request: Request, policy: Client) -> Response:
+    body = await json_body(request)
+    service = gateway(request).images
+
+    async def digest() -> str:
+        return json_digest(body)
+
+    # A repeated Idempotency-Key is answered before anything is metered or sent upstream.
+    async with idempotency(request, digest) as slot:
+        if slot.replay is not None:
+            return slot.replay
+        job = service.plan_generation(body, public_base(request))
+        # A client that goes away cancels the upstream calls instead of paying for them.
+        async with cancelled_on_disconnect(request):
+            answer = await service.answer(policy, job)
+        return slot.keep(render(answer))
+
+
+@images.post("/edits", dependencies=[endpoint("images.edits")])
+async def edits(request: Request, policy: Client) -> Response:
+    service = gateway(request).images
+    limit = service.settings.edit_max_total_bytes + 1024 * 1024  # files plus the text fields
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise InvalidRequest(
+            f"The request is larger than {limit} bytes.", param="image", code="file_too_large"
+        )
+    # The uploads are spooled to temporary files by the parser: the only copy the gateway
+    # keeps, closed by the service once the answer (or the stream) is done.
+    form = await request.form(max_files=MAX_IMAGES + 4, max_fields=64)
+    async with idempotency(request, lambda: form_digest(form), skipped=form.close) as slot:
+        if slot.replay is not None:
+            return slot.replay
+        job = await service.plan_edit(form, public_base(request))
+        async with cancelled_on_disconnect(request):
+            answer = await service.answer(policy, job, cleanup=form.close)
+        return slot.keep(render(answer))

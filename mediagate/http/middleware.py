@@ -1,0 +1,169 @@
+"""Per-request bookkeeping: the request's record, its metrics, one JSON log line, the headers
+every answer carries, the attributes of its trace span, and a last-resort 500.
+
+A plain ASGI middleware rather than BaseHTTPMiddleware, so response bodies stream through
+untouched. It opens the request's `RequestContext` (mediagate.context) before anything else
+runs and reads it back when the request is done. The request id is the client's (or its load
+balancer's) `X-Request-ID` when that is a sane one (at most 128 characters of letters, digits and
+`._:+=@/-`), otherwise a new one; either way the answer echoes it, and every log line written
+while the request runs carries it (mediagate.observability.logs).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from mediagate import context
+from mediagate.context import RequestContext
+from mediagate.errors import GatewayError, Scrubber
+from mediagate.http.errors import error_response
+from mediagate.observability import tracing
+from mediagate.observability.logs import format_traceback, mark_logged
+from mediagate.observability.metrics import Metrics
+
+log = logging.getLogger("mediagate.access")
+
+
+_AREAS = ("images", "videos", "models", "usage", "files", "admin")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=@/-]{1,128}")
+
+
+def _inbound_request_id(scope: Scope) -> str | None:
+    """The client's X-Request-ID, if it is one a log line and a header can carry safely."""
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            text = value.decode("latin-1").strip()
+            return text if _REQUEST_ID.fullmatch(text) else None
+    return None
+
+
+def _area(path: str) -> str:
+    """A bounded label for the path: never a value the client chose."""
+    parts = path.split("/")
+    area = parts[2] if len(parts) > 2 and parts[1] == "v1" else ""
+    return area if area in _AREAS else "other"
+
+
+def _headers(ctx: RequestContext, path: str, headers: list[tuple[bytes, bytes]]) -> list[Any]:
+    """The answer's headers plus the request id, what it cost, and what was tried for it."""
+    if not any(name.lower() == b"x-request-id" for name, _ in headers):
+        headers.append((b"x-request-id", ctx.request_id.encode()))
+    if path.startswith("/v1/") and not ctx.streaming:
+        # What this request charged; a stream's cost is known only at its end.
+        headers.append((b"x-mediagate-cost-usd", f"{ctx.cost or 0.0:.6f}".encode()))
+    tried = ctx.attempt_headers()
+    if tried:
+        names = {name.encode() for name in tried}
+        headers = [(k, v) for k, v in headers if k.lower() not in names]
+        headers += [(k.encode(), v.encode()) for k, v in tried.items()]
+    return headers
+
+
+class RequestBookkeeping:
+    def __init__(self, app: ASGIApp, metrics: Metrics, scrub: Scrubber) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.scrub = scrub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        inbound = _inbound_request_id(scope)
+        ctx = RequestContext(request_id=inbound) if inbound else RequestContext()
+        token = context.begin(ctx)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+        path = scope["path"]
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = _headers(ctx, path, list(message.get("headers", [])))
+                message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # The tracing middleware ends the span with the answer's last bytes.
+                _annotate_span(scope, ctx)
+            await send(message)
+
+        in_flight = self.metrics.in_flight.labels(_area(path))
+        in_flight.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception as exc:
+            # The one log line of it, with its scrubbed traceback (and, from the formatter, the
+            # request id and trace id); the server does not log it again (mark_logged).
+            fields = {
+                "error": self.scrub(repr(exc)),
+                "traceback": format_traceback(exc, self.scrub),
+            }
+            log.error("unhandled error", extra={"fields": fields})
+            mark_logged(exc)
+            if response_started:
+                raise
+            error = GatewayError("The gateway hit an internal error.", code="internal_error")
+            await error_response(error, ctx.request_id)(scope, receive, send_wrapper)
+            status = 500
+        finally:
+            in_flight.dec()
+            context.end(token)
+            self._record(scope, ctx, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, ctx: RequestContext, status: int, seconds: float) -> None:
+        route_id = ctx.route.id if ctx.route is not None else "none"
+        model = (ctx.model if ctx.route is not None else None) or "none"
+        if ctx.endpoint != "other":
+            key = ctx.key_name or "none"
+            self.metrics.requests.labels(ctx.endpoint, model, route_id, str(status), key).inc()
+            self.metrics.request_seconds.labels(ctx.endpoint, model, route_id).observe(seconds)
+        fields: dict[str, Any] = {
+            "method": scope["method"],
+            "path": tracing.loggable_path(scope["path"]),
+            "status": status,
+            "latency_ms": round(seconds * 1000, 1),
+            **ctx.log_fields(),
+        }
+        if ctx.normalized:
+            fields["normalized"] = ctx.normalized
+        if ctx.prompt is not None:  # only when the operator set MEDIAGATE_LOG_PROMPTS
+            fields["prompt"] = ctx.prompt
+        if isinstance(ctx.error, GatewayError):
+            fields["error"] = {"code": ctx.error.code, "message": ctx.error.message}
+        if ctx.endpoint != "health":
+            log.info("request", extra={"fields": fields})
+        _annotate_span(scope, ctx)  # if the answer never completed, its span is still open
+
+
+def _annotate_span(scope: Scope, ctx: RequestContext) -> None:
+    """What the gateway knows about the request, on its server span (the ASGI instrumentation
+    records the method, path and status): never a key, never a prompt."""
+    span = tracing.current_span()
+    if not span.is_recording():
+        return
+    template = getattr(scope.get("route"), "path", None)
+    if isinstance(template, str):
+        # "GET /v1/videos/{video_id}" rather than one span name per video.
+        span.update_name(f"{scope['method']} {template}")
+        span.set_attribute("http.route", template)
+    route = ctx.route
+    attributes: dict[str, Any] = {
+        tracing.REQUEST_ID: ctx.request_id,
+        tracing.ENDPOINT: ctx.endpoint,
+        tracing.KEY: ctx.key_name,
+        tracing.MODEL: ctx.model,
+        tracing.ROUTE: route.id if route is not None else None,
+        tracing.GROUP: route.group if route is not None else None,
+        tracing.RETRIES: ctx.retries,
+        tracing.COST: ctx.cost,
+        "mediagate.fallbacks": ctx.fallbacks or None,
+        tracing.ERROR_CODE: ctx.error.code if isinstance(ctx.error, GatewayError) else None,
+    }
+    span.set_attributes({k: v for k, v in attributes.items() if v is not None})

@@ -1,0 +1,240 @@
+"""The Videos API's HTTP surface: what the official SDK's `client.videos.*` calls.
+
+Translation only: the request (multipart as the SDKs send it, or JSON; input_reference as an
+uploaded file, an image_url or a data: URL) becomes a typed input for the video service
+(`mediagate.videos.service.VideoService`), which validates, admits, runs, records and settles;
+its result goes back as the OpenAI video object, list or file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.datastructures import UploadFile
+from starlette.types import Receive, Scope, Send
+
+from mediagate.errors import InvalidRequest
+from mediagate.http.deps import Client, client, endpoint, gateway, json_body
+from mediagate.http.idempotency import idempotency, json_digest, video_digest
+from mediagate.stores.jobs import Order
+from mediagate.videos import reference as references
+from mediagate.videos.records import openai_video
+from mediagate.videos.service import Video
+from mediagate.videos.spec import ReferenceInput, VideoRequest
+
+_FIT_HEADER = "x-mediagate-fit-reference"
+_FLAGS = {"true": True, "1": True, "yes": True, "on": True}
+_FLAGS |= {"false": False, "0": False, "no": False, "off": False}
+# Headers of a file answer that a client (or a player seeking with Range) relies on.
+_RELAYED = (
+    "content-type",
+    "content-length",
+    "accept-ranges",
+    "content-range",
+    "etag",
+    "last-modified",
+    "content-disposition",
+)
+_CHUNK = 64 * 1024
+# The multipart envelope around a reference: text fields are capped separately by the parser.
+_MULTIPART_SLACK = 1024 * 1024
+
+videos = APIRouter(prefix="/v1", dependencies=[Depends(client)])
+
+
+class _Relay(StreamingResponse):
+    """A streamed upstream answer whose connection is released however the client leaves."""
+
+    def __init__(self, upstream: httpx.Response) -> None:
+        headers = {k: upstream.headers[k] for k in _RELAYED if k in upstream.headers}
+        headers["cache-control"] = "private, no-store"
+        super().__init__(
+            upstream.aiter_raw(_CHUNK), status_code=upstream.status_code, headers=headers
+        )
+        self._upstream = upstream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._upstream.aclose()
+
+
+def _video_response(video: Video) -> Response:
+    return JSONResponse(openai_video(video.job), headers=video.headers)
+
+
+def _fitting(request: Request) -> bool:
+    value = request.headers.get(_FIT_HEADER)
+    if value is None:
+        return True
+    flag = _FLAGS.get(value.strip().lower())
+    if flag is None:
+        raise InvalidRequest(f"{_FIT_HEADER} must be true or false.", param=_FIT_HEADER)
+    return flag
+
+
+def _reference_from_json(value: Any) -> ReferenceInput | None:
+    if value is None:
+        return None
+    url = value.get("image_url") if isinstance(value, dict) else None
+    if isinstance(url, str) and url and set(value) == {"image_url"}:
+        return ReferenceInput(image_url=url)
+    if isinstance(value, dict) and "file_id" in value:
+        raise InvalidRequest(
+            "input_reference.file_id is not supported here: upload the image as a file, or "
+            "give input_reference.image_url.",
+            param="input_reference",
+            code="unsupported_parameter",
+        )
+    raise InvalidRequest(
+        "Invalid 'input_reference': expected a file, or an object with an image_url.",
+        param="input_reference",
+    )
+
+
+async def _read_upload(upload: UploadFile, cap: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await upload.read(_CHUNK):
+        size += len(chunk)
+        if size > cap:
+            raise references.too_large(cap)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _create_input(request: Request, cap: int) -> tuple[dict[str, Any], ReferenceInput | None]:
+    """The create's fields and its input_reference, from multipart or JSON."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "multipart/form-data":
+        if kind not in ("application/json", ""):
+            raise InvalidRequest(
+                "POST /v1/videos takes multipart/form-data or application/json.",
+                code="invalid_content_type",
+            )
+        body = await json_body(request)
+        if not isinstance(body, dict):
+            raise InvalidRequest("The request body must be a JSON object.")
+        fields = {k: v for k, v in body.items() if v is not None}  # null is absent
+        return fields, _reference_from_json(fields.pop("input_reference", None))
+
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap + _MULTIPART_SLACK:
+        raise references.too_large(cap)  # refused before a byte is parsed
+    fields = {}
+    given: ReferenceInput | None = None
+    async with request.form(max_files=1, max_fields=16) as form:
+        for name, value in form.multi_items():
+            if name in fields or (name.startswith("input_reference") and given is not None):
+                raise InvalidRequest(f"Parameter '{name}' appears more than once.", param=name)
+            if isinstance(value, UploadFile):
+                if name != "input_reference":
+                    raise InvalidRequest(
+                        f"Unknown file parameter: '{name}'.", param=name, code="unknown_parameter"
+                    )
+                given = ReferenceInput(data=await _read_upload(value, cap))
+            elif name == "input_reference[image_url]":
+                given = _reference_from_json({"image_url": value})
+            elif name.startswith("input_reference"):
+                _reference_from_json({"file_id": value} if "file_id" in name else value)
+            else:
+                fields[name] = value
+    return fields, given
+
+
+@videos.post("/videos", dependencies=[endpoint("videos.create")])
+async def create(request: Request, policy: Client) -> Response:
+    service = gateway(request).videos
+    fitting = _fitting(request)
+    fields, given = await _create_input(request, service.settings.video_reference_max_bytes)
+
+    async def digest() -> str:
+        data, url = (given.data, given.image_url) if given else (None, None)
+        return video_digest(fields, data, url)
+
+    # A repeated Idempotency-Key is answered before anything is metered or sent upstream.
+    async with idempotency(request, digest) as slot:
+        if slot.replay is not None:
+            return slot.replay
+        video = await service.create(policy, VideoRequest(fields, given, fitting))
+        return slot.keep(_video_response(video))
+
+
+def _limit(value: str | None) -> int:
+    if value is None:
+        return 20
+    if not value.isdigit() or not 1 <= int(value) <= 100:
+        raise InvalidRequest("Invalid 'limit': expected an integer from 1 to 100.", param="limit")
+    return int(value)
+
+
+def _order(value: str | None) -> Order:
+    if value in (None, "desc"):
+        return "desc"
+    if value == "asc":
+        return "asc"
+    raise InvalidRequest("Invalid 'order': expected 'asc' or 'desc'.", param="order")
+
+
+@videos.get("/videos", dependencies=[endpoint("videos.list")])
+async def list_(request: Request, policy: Client) -> Response:
+    query = request.query_params
+    unknown = sorted(set(query) - {"after", "limit", "order"})
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown parameter: '{unknown[0]}'.", param=unknown[0], code="unknown_parameter"
+        )
+    after = query.get("after") or None
+    limit, order = _limit(query.get("limit")), _order(query.get("order"))
+    page = await gateway(request).videos.list(policy.name, after=after, limit=limit, order=order)
+    data = [openai_video(job) for job in page.jobs]
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": page.has_more,
+        }
+    )
+
+
+@videos.get("/videos/{video_id}", dependencies=[endpoint("videos.retrieve")])
+async def retrieve(video_id: str, request: Request, policy: Client) -> Response:
+    return _video_response(await gateway(request).videos.retrieve(policy.name, video_id))
+
+
+@videos.delete("/videos/{video_id}", dependencies=[endpoint("videos.delete")])
+async def delete(video_id: str, request: Request, policy: Client) -> Response:
+    job = await gateway(request).videos.delete(policy.name, video_id)
+    return JSONResponse({"id": job.id, "object": "video.deleted", "deleted": True})
+
+
+@videos.post("/videos/{video_id}/remix", dependencies=[endpoint("videos.remix")])
+async def remix(video_id: str, request: Request, policy: Client) -> Response:
+    body = await json_body(request)
+
+    async def digest() -> str:  # the path names the source video
+        return json_digest(body)
+
+    async with idempotency(request, digest) as slot:
+        if slot.replay is not None:
+            return slot.replay
+        video = await gateway(request).videos.remix(policy, video_id, body)
+        return slot.keep(_video_response(video))
+
+
+@videos.get("/videos/{video_id}/content", dependencies=[endpoint("videos.content")])
+async def content(video_id: str, request: Request, policy: Client) -> Response:
+    variant = request.query_params.get("variant") or "video"
+    # Range passes through so players can seek; identity so the length is the file's.
+    headers = {"accept-encoding": "identity"}
+    for name in ("range", "if-range"):
+        if name in request.headers:
+            headers[name] = request.headers[name]
+    service = gateway(request).videos
+    return _Relay(await service.content(policy.name, video_id, variant, headers))

@@ -1,0 +1,101 @@
+"""Image bytes and base64 as the upstream routes hand them over, made uniform; and the image
+files a client uploads, read without copies.
+
+Starlette spools each upload to a temporary file. That file is the only copy: every upstream
+call reads it through a reader of its own (`os.pread`, so concurrent calls for n > 1 do not
+fight over one file position), and nothing is read into memory unless a dialect needs the bytes
+inline (chat completions takes images as data URLs).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from starlette.datastructures import UploadFile
+
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+_DATA_URL = re.compile(r"^data:[\w/+.-]+;base64,", re.IGNORECASE)
+_WHITESPACE = re.compile(r"\s+")
+
+
+def repair_b64(value: str) -> str:
+    """Standard padded base64 from what some routes return: a `data:` prefix, missing padding,
+    or line breaks."""
+    value = _DATA_URL.sub("", value.strip(), count=1)
+    # Line breaks show at the start or the end; looked for there only, by regex (a generator
+    # over the characters cost more than the rest of the repair).
+    if _WHITESPACE.search(value, 0, 200) or _WHITESPACE.search(value, max(0, len(value) - 200)):
+        value = _WHITESPACE.sub("", value)
+    return value + "=" * (-len(value) % 4)
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    """The content type from the bytes themselves, never from a name or a header."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    return None
+
+
+class _PositionalReader(io.RawIOBase):
+    """A read-only view of a file descriptor with its own position."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd = fd
+        self._size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        data = os.pread(self._fd, min(len(buffer), max(0, self._size - self._pos)), self._pos)
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+@dataclass
+class InputImage:
+    field: str  # "image" or "mask"
+    content_type: str  # from the bytes, never from the name
+    size: int
+    upload: UploadFile
+
+    @property
+    def filename(self) -> str:
+        return f"{self.field}.{_EXTENSIONS[self.content_type]}"
+
+    def open(self) -> BinaryIO:
+        """A fresh reader over the upload (one per upstream request)."""
+        # fileno() moves a small in-memory upload to its temporary file, so every reader
+        # sees the same single copy.
+        reader = _PositionalReader(self.upload.file.fileno(), self.size)
+        return io.BufferedReader(reader, buffer_size=256 * 1024)
+
+    def data_url(self) -> str:
+        with self.open() as reader:
+            encoded = base64.b64encode(reader.read()).decode("ascii")
+        return f"data:{self.content_type};base64,{encoded}"

@@ -1,0 +1,210 @@
+"""Route policy: turn a validated OpenAI request into what one route will accept.
+
+Pure functions, no I/O. A `Plan` (the dialects' input, defined in mediagate.upstream.dialects)
+says what to send, how many upstream calls make the `n` images, and what was dropped or mapped on
+the way, so the response headers can tell the client. An `ImageJob` is one client request
+planned for its first route, with the routes it may fall back to.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from mediagate.catalog import Route, SizeRule
+from mediagate.errors import InvalidRequest
+from mediagate.images.spec import ImageEditRequest, ImageGenerationRequest
+from mediagate.upstream.dialects import Dialect, EditImages, Plan
+
+# Fields the gateway itself consumes rather than forwarding as-is.
+_HANDLED = frozenset({"model", "prompt", "n", "response_format", "stream", "partial_images"})
+
+# A ratio marker the user already wrote at the end of the prompt, e.g. "…【2:3】".
+MARKER_AT_END = re.compile(r"【\s*\d+\s*:\s*\d+\s*】\s*$")
+
+
+@dataclass
+class ImageJob:
+    """One client request, validated and planned for its route; nothing sent yet."""
+
+    model: str  # the public model name
+    plan: Plan
+    dialect: Dialect
+    request: ImageGenerationRequest | ImageEditRequest  # to plan again for a fallback route
+    base_url: str  # where the gateway's own image links point
+    edit: EditImages | None = None
+    fallbacks: list[Route] = field(default_factory=list)  # the model's routes left, in order
+    may_drop: bool = True  # whether a fallback route may drop what the client sent
+    first_dropped: frozenset[str] = frozenset()
+
+    @property
+    def route(self) -> Route:
+        return self.plan.route
+
+
+@dataclass
+class ImagesResult:
+    body: dict[str, Any]  # the OpenAI ImagesResponse
+    headers: dict[str, str]
+    count: int
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    width, _, height = size.partition("x")
+    return int(width), int(height)
+
+
+def _ratio_of(label: str) -> float:
+    width, _, height = label.partition(":")
+    return int(width) / int(height)
+
+
+def _nearest_ratio(width: int, height: int, labels: list[str]) -> str:
+    # Compare ratios on a log scale so 2:1 and 1:2 are equally far from 1:1.
+    target = math.log(width / height)
+    return min(labels, key=lambda label: abs(math.log(_ratio_of(label)) - target))
+
+
+def _size_error(size: str, route: Route, why: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Invalid value for 'size': '{size}' {why} (route {route.id}).",
+        param="size",
+        code="invalid_size",
+    )
+
+
+def _check_flexible(size: str, rule: SizeRule, route: Route) -> None:
+    if size == "auto":
+        return
+    width, height = parse_size(size)
+    if width % rule.multiple or height % rule.multiple:
+        raise _size_error(size, route, f"must have both sides divisible by {rule.multiple}")
+    if max(width, height) > rule.max_edge:
+        raise _size_error(size, route, f"must have no side longer than {rule.max_edge}")
+    if max(width, height) / min(width, height) > rule.max_ratio:
+        raise _size_error(size, route, f"must be no more elongated than {rule.max_ratio:g}:1")
+    if not rule.min_pixels <= width * height <= rule.max_pixels:
+        raise _size_error(
+            size, route, f"must have between {rule.min_pixels} and {rule.max_pixels} pixels"
+        )
+
+
+def map_to_table(size: str | None, rule: SizeRule) -> str:
+    """An exact table size, or the table size of the nearest ratio with the nearest area."""
+    assert rule.default is not None
+    if size is None or size == "auto":
+        return rule.default
+    if any(size in sizes for sizes in rule.table.values()):
+        return size
+    width, height = parse_size(size)
+    tiers = rule.table[_nearest_ratio(width, height, list(rule.table))]
+    area = math.log(width * height)
+    return min(tiers, key=lambda s: abs(math.log(math.prod(parse_size(s))) - area))
+
+
+def _apply_size(plan: Plan, size: str | None, rule: SizeRule | None) -> None:
+    route = plan.route
+    if rule is None or "size" not in route.accepts:
+        if size is not None:
+            plan.dropped.append("size")
+        return
+    if rule.rule == "enum":
+        if size is not None and size not in rule.values:
+            raise _size_error(size, route, f"is not supported; use one of {', '.join(rule.values)}")
+        if size is not None:
+            plan.params["size"] = size
+    elif rule.rule == "flexible":
+        if size is not None:
+            _check_flexible(size, rule, route)
+            plan.params["size"] = size
+    elif rule.rule == "table":
+        mapped = map_to_table(size, rule)
+        if mapped != size:
+            plan.mapped.append(f"size={size or 'default'}>{mapped}")
+        plan.params["size"] = mapped
+    elif rule.rule == "marker":
+        if MARKER_AT_END.search(plan.prompt):
+            # The user chose a ratio in the prompt already: keep theirs, do not add a second.
+            if size is not None:
+                plan.dropped.append("size")
+        elif size is not None and size != "auto":
+            plan.ratio = _nearest_ratio(*parse_size(size), rule.markers)
+            plan.mapped.append(f"size={size}>ratio {plan.ratio}")
+
+
+def _check_combinations(params: dict[str, Any]) -> None:
+    fmt = params.get("output_format", "png")
+    if "output_compression" in params and fmt not in ("jpeg", "webp"):
+        raise InvalidRequest(
+            "output_compression is only supported with output_format 'jpeg' or 'webp'.",
+            param="output_compression",
+        )
+    if params.get("background") == "transparent" and fmt not in ("png", "webp"):
+        raise InvalidRequest(
+            "background 'transparent' needs output_format 'png' or 'webp'.", param="background"
+        )
+
+
+def split_n(n: int, max_n: int) -> list[int]:
+    full, rest = divmod(n, max_n)
+    return [max_n] * full + ([rest] if rest else [])
+
+
+def _plan_stream(plan: Plan, fields: dict[str, Any]) -> None:
+    if not fields.get("stream"):
+        return
+    plan.stream = True
+    if plan.response_format != "b64_json":
+        plan.dropped.append("response_format")  # streamed images are always base64
+        plan.response_format = "b64_json"
+    if plan.route.stream == "passthrough":
+        plan.params["stream"] = True
+        if "partial_images" in fields:
+            plan.params["partial_images"] = fields["partial_images"]
+    elif "partial_images" in fields:
+        plan.dropped.append("partial_images")  # only the final image can be sent
+
+
+def plan_images(
+    request: ImageGenerationRequest | ImageEditRequest, route: Route, *, mask: bool = False
+) -> Plan:
+    """What to send to `route` for a generation, or for an edit (`ImageEditRequest`)."""
+    fields = request.fields()
+    if len(request.prompt) > route.max_prompt_chars:
+        raise InvalidRequest(
+            f"prompt is longer than {route.max_prompt_chars} characters.", param="prompt"
+        )
+    if mask and "mask" not in route.accepts:
+        raise InvalidRequest(
+            f"The model '{request.model}' (route {route.id}) does not support a mask.",
+            param="mask",
+        )
+    plan = Plan(
+        route=route,
+        prompt=request.prompt,
+        params={},
+        calls=split_n(request.n or 1, route.max_n),
+        response_format=fields.get("response_format", "b64_json"),
+        edit=isinstance(request, ImageEditRequest),
+    )
+    size = fields.pop("size", None)
+    for name, value in fields.items():
+        if name in _HANDLED:
+            continue
+        if name not in route.accepts:
+            plan.dropped.append(name)
+            continue
+        allowed = route.values.get(name)
+        if allowed is not None and value not in allowed:
+            raise InvalidRequest(
+                f"Invalid value for '{name}': '{value}' is not supported by route {route.id}; "
+                f"use one of {', '.join(allowed)}.",
+                param=name,
+            )
+        plan.params[name] = value
+    _apply_size(plan, size, route.size)
+    _check_combinations(plan.params)
+    _plan_stream(plan, fields)
+    return plan

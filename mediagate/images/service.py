@@ -1,0 +1,422 @@
+"""Image generations and edits: the one owner of an image request, from admission to its bill.
+
+`ImageService.plan_generation` and `.plan_edit` validate and plan a request for the model's first
+route; `.answer` admits it against the client key's limits and budget, runs it (streamed or not),
+settles what it cost, and hands the HTTP layer an `ImagesAnswer` to send.
+
+A model may list several routes (gpt-image-2: official, then enterprise, then web). When the
+current route is unavailable or failing in a way that surely cost nothing (the paid rule,
+`mediagate.errors.unserved`), the request is planned again for the next, and so on: one loop,
+`_on_routes`, for plain and streamed answers alike. A route that would drop parameters the
+client sent is skipped when the operator forbids that (MEDIAGATE_FALLBACK_MAY_DROP, or
+`fallback_may_drop` per model). The route that finally served is the request's, so the response
+headers and the bill follow it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+import httpx
+from starlette.datastructures import FormData
+
+from mediagate import context
+from mediagate.accounting.clients import KeyPolicy
+from mediagate.accounting.metering import Metering, Ticket
+from mediagate.accounting.pricing import actual_images, estimate_images
+from mediagate.catalog import Catalog, Route
+from mediagate.errors import GatewayError, InvalidRequest, UpstreamError, maybe_paid, unserved
+from mediagate.imagedata import repair_b64, sniff_image_type
+from mediagate.images.plan import ImageJob, ImagesResult, plan_images
+from mediagate.images.spec import (
+    ImageEditRequest,
+    ImageGenerationRequest,
+    parse_edit,
+    parse_generation,
+)
+from mediagate.images.streaming import emulate, relay
+from mediagate.images.uploads import split_form
+from mediagate.observability.metrics import Metrics
+from mediagate.settings import Settings
+from mediagate.stores.hosted import HostedImages
+from mediagate.stores.ledger import Charge
+from mediagate.upstream.dialects import (
+    Dialect,
+    EditImages,
+    Plan,
+    UpstreamImage,
+    UpstreamResult,
+    get_dialect,
+)
+from mediagate.upstream.fetcher import SafeFetcher
+from mediagate.upstream.sender import Upstream, UpstreamAnswer
+
+T = TypeVar("T")
+log = logging.getLogger("mediagate")
+_STREAM_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+@dataclass
+class ImagesAnswer:
+    """What the HTTP layer sends: an ImagesResponse body, or server-sent events."""
+
+    headers: dict[str, str]
+    body: dict[str, Any] | None = None
+    events: AsyncIterator[bytes] | None = None
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _sum_usage(usages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Usage of several upstream calls added up, field by field (nested details too)."""
+    if not usages:
+        return None
+    total: dict[str, Any] = {}
+    for usage in usages:
+        for key, value in usage.items():
+            if isinstance(value, int):
+                total[key] = total.get(key, 0) + value
+            elif isinstance(value, dict):
+                total[key] = _sum_usage([total.get(key, {}), value])
+    return total
+
+
+class ImageService:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        upstream: Upstream,
+        fetcher: SafeFetcher,
+        hosted: HostedImages,
+        metering: Metering,
+        metrics: Metrics,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.upstream = upstream
+        self.fetcher = fetcher
+        self.hosted = hosted
+        self.metering = metering
+        self.metrics = metrics
+
+    # --- The use case: plan, then answer ---------------------------------------------------
+
+    def plan_generation(self, body: Any, base_url: str) -> ImageJob:
+        """A generation request validated and planned for the model's first route."""
+        fallbacks = self._resolve(body.get("model") if isinstance(body, dict) else None)
+        request = parse_generation(body)
+        return self._job(request, plan_images(request, _first(fallbacks)), base_url, fallbacks)
+
+    async def plan_edit(self, form: FormData, base_url: str) -> ImageJob:
+        """An edit from its multipart form, validated and planned; the form is closed if it is
+        refused (and by `answer` once the answer, or its stream, is done)."""
+        try:
+            fallbacks = self._resolve(form.get("model"))
+            settings = self.settings
+            fields, inputs = split_form(
+                form, settings.edit_max_file_bytes, settings.edit_max_total_bytes
+            )
+            request = parse_edit(fields)
+            plan = plan_images(request, _first(fallbacks), mask=inputs.mask is not None)
+            edit = await _inline(EditImages(inputs.images, inputs.mask), plan.route.dialect)
+        except BaseException:
+            await form.close()
+            raise
+        return self._job(request, plan, base_url, fallbacks, edit)
+
+    # --- Planning ---------------------------------------------------------------------------
+
+    def _resolve(self, name: Any) -> tuple[list[Route], bool]:
+        """The model's image routes in order, and whether fallbacks may drop parameters. The
+        model is resolved before the rest is validated, so a bad request is still counted
+        against the model it was for."""
+        name = name or self.catalog.default_image_model
+        if not isinstance(name, str):
+            return [], True  # not a model name at all: the request's validation says so
+        model, route = self.catalog.route_for(name, "image")
+        context.current().served_by(name, route)
+        rest = [self.catalog.routes[rid] for rid in model.routes[1:]]
+        may_drop = self.settings.fallback_may_drop
+        if model.fallback_may_drop is not None:
+            may_drop = model.fallback_may_drop
+        return [route, *(r for r in rest if r.kind == "image")], may_drop
+
+    def _job(
+        self,
+        request: ImageGenerationRequest | ImageEditRequest,
+        plan: Plan,
+        base_url: str,
+        fallbacks: tuple[list[Route], bool],
+        edit: EditImages | None = None,
+    ) -> ImageJob:
+        routes, may_drop = fallbacks
+        return ImageJob(
+            model=context.current().model or "",
+            plan=plan,
+            dialect=get_dialect(plan.route.dialect),
+            request=request,
+            base_url=base_url,
+            edit=edit,
+            fallbacks=routes[1:],
+            may_drop=may_drop,
+            first_dropped=frozenset(plan.dropped),
+        )
+
+    # --- Admit, run, settle -----------------------------------------------------------------
+
+    async def answer(
+        self,
+        policy: KeyPolicy,
+        job: ImageJob,
+        cleanup: Callable[[], Awaitable[None]] = _nothing,
+    ) -> ImagesAnswer:
+        """The job admitted against the key's limits and budget, run, and settled."""
+        plan = job.plan
+        input_images = len(job.edit.files) if job.edit is not None else 0
+        estimate = estimate_images(
+            job.route.price, plan.calls, plan.params, plan.prompt, input_images
+        )
+        try:
+            ticket = await self.metering.admit(
+                policy, job.model, images=sum(plan.calls), estimate=estimate
+            )
+        except BaseException:
+            await cleanup()
+            raise
+        ctx = context.current()
+        ctx.normalized = {k: v for k, v in plan.headers().items() if k != "x-mediagate-route"}
+        if self.settings.log_prompts:
+            ctx.prompt = plan.prompt
+
+        async def settle(images: int, usage: dict[str, Any] | None) -> None:
+            # Billed on the route that served (a fallback may have changed it); failures cost 0.
+            route = job.route
+            cost = actual_images(route.price, route.max_n, images, usage, estimate)
+            ctx.cost = cost
+            await ticket.settle(Charge(job.model, cost, images=images))
+            if images:
+                self.metrics.images.labels(job.model, route.id).inc(images)
+
+        if not plan.stream:
+            try:
+                result = await self._on_routes(job, self._run_route)
+            except BaseException:
+                ticket.settle_soon(Charge(job.model, 0.0))
+                raise
+            finally:
+                await cleanup()
+            await settle(result.count, result.body.get("usage"))
+            return ImagesAnswer(result.headers, body=result.body)
+        try:
+            if job.route.stream == "passthrough":
+                response, exits = await self._on_routes(job, self._open_stream)
+                events = relay(response, exits, settle)
+            else:
+                work = self._on_routes(job, self._run_route)
+                events = emulate(job, work, self.settings.stream_keepalive_s, settle)
+        except BaseException:
+            ticket.settle_soon(Charge(job.model, 0.0))
+            await cleanup()
+            raise
+        ctx.streaming = True
+        # The route that serves, after any fallback.
+        headers = {**job.plan.headers(), **_STREAM_HEADERS}
+        return ImagesAnswer(headers, events=_finally(events, ticket, job.model, cleanup))
+
+    async def _on_routes(self, job: ImageJob, attempt: Callable[[ImageJob], Awaitable[T]]) -> T:
+        """`attempt` on the job's route, then on the model's next usable routes while a route
+        fails in a way that surely cost nothing. The one fallback loop."""
+        while True:
+            try:
+                return await attempt(job)
+            except GatewayError as error:
+                if not await self._fall_back(job, error):
+                    raise
+
+    async def _fall_back(self, job: ImageJob, error: GatewayError) -> bool:
+        """Plan the job for the model's next usable route after `error` on its current one.
+        False when no route is left (or `error` may have cost something). Every route left or
+        skipped is reported in x-mediagate-fallback."""
+        if not job.fallbacks or not unserved(error):
+            return False
+        self._left(job, job.route, error.code or "upstream_error")
+        while job.fallbacks:
+            route = job.fallbacks.pop(0)
+            plan = _plan_for(job, route)
+            if isinstance(plan, str):
+                self._left(job, route, plan)
+                continue
+            job.dialect = get_dialect(route.dialect)
+            if job.edit is not None:
+                job.edit = await _inline(job.edit, route.dialect)
+            job.plan = plan
+            context.current().route = route
+            return True
+        return False
+
+    def _left(self, job: ImageJob, route: Route, reason: str) -> None:
+        context.note_fallback(route.id, reason)
+        self.metrics.fallbacks.labels(job.model, route.id, reason).inc()
+
+    # --- One route --------------------------------------------------------------------------
+
+    async def _run_route(self, job: ImageJob) -> ImagesResult:
+        """All the job's upstream calls on its route, concurrently, merged into one
+        ImagesResponse: the calls first, then each answer's images (read, fetched, hosted)."""
+        route, plan = job.route, job.plan
+        sent = await asyncio.gather(
+            *(
+                self.upstream.send(
+                    route, job.dialect.build(plan, n, job.edit), paid=True, parse=True
+                )
+                for n in plan.calls
+            ),
+            return_exceptions=True,
+        )
+        outcomes = await asyncio.gather(
+            *(self._images(job, n, answer) for n, answer in zip(plan.calls, sent, strict=True)),
+            return_exceptions=True,
+        )
+        done = [o for o in outcomes if not isinstance(o, BaseException)]
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        for error in failed:
+            if not isinstance(error, Exception):
+                raise error  # cancellation and the like are not ours to swallow
+            if not isinstance(error, GatewayError):
+                # A fault of ours after a paid call: logged whole, answered without its text.
+                log.error("reading an upstream answer failed", exc_info=error)
+        if not done:
+            errors = [e if isinstance(e, GatewayError) else _internal() for e in failed]
+            # The route is left for another only if none of its calls may have cost anything.
+            raise next((e for e in errors if not unserved(e)), errors[0])
+
+        headers = job.plan.headers()
+        if failed:
+            # Images that were made (and paid for) are returned rather than thrown away.
+            headers["x-mediagate-partial"] = f"{len(done)}/{len(job.plan.calls)}"
+        data = [item for _, items in done for item in items]
+        body: dict[str, Any] = {"created": int(time.time()), "data": data}
+        if len(done) == 1:
+            body.update(done[0][0].extra)
+        usage = _sum_usage([result.usage for result, _ in done if result.usage])
+        if usage:
+            body["usage"] = usage
+        return ImagesResult(body, headers, len(data))
+
+    async def _images(
+        self, job: ImageJob, n: int, answer: UpstreamAnswer | BaseException
+    ) -> tuple[UpstreamResult, list[dict[str, Any]]]:
+        """One call's images, in the form the client asked for."""
+        if isinstance(answer, BaseException):
+            raise answer
+        try:
+            result = job.dialect.parse(answer.payload)
+            items = await asyncio.gather(*(self._item(job, image) for image in result.images[:n]))
+        except GatewayError as error:
+            # The upstream made (and charged for) this: no other route, and no retry, for it.
+            raise maybe_paid(error) from None
+        return result, list(items)
+
+    async def _open_stream(self, job: ImageJob) -> tuple[httpx.Response, AsyncExitStack]:
+        """The upstream's event stream, open (so its errors are plain HTTP errors and an
+        unavailable route can still hand the job on); relayed later."""
+        exits = AsyncExitStack()
+        try:
+            request = job.dialect.build(job.plan, job.plan.calls[0], job.edit)
+            stream = self.upstream.stream(job.route, request, paid=True)
+            response = await exits.enter_async_context(stream)
+        except BaseException:
+            await exits.aclose()
+            raise
+        return response, exits
+
+    async def _image_bytes(self, image: UpstreamImage) -> bytes:
+        if image.b64 is not None:
+            try:
+                return base64.b64decode(repair_b64(image.b64), validate=True)
+            except ValueError:
+                raise UpstreamError("The upstream returned invalid base64 image data.") from None
+        assert image.url is not None
+        data, _ = await self.fetcher.fetch_image(image.url)
+        return data
+
+    async def _item(self, job: ImageJob, image: UpstreamImage) -> dict[str, Any]:
+        """One `data[]` item in the form the client asked for."""
+        item: dict[str, Any] = {}
+        if job.plan.response_format == "b64_json":
+            if image.b64 is not None:
+                item["b64_json"] = repair_b64(image.b64)
+            else:
+                data = await self._image_bytes(image)
+                item["b64_json"] = base64.b64encode(data).decode("ascii")
+        elif image.url is not None and self.settings.image_urls == "passthrough":
+            item["url"] = image.url
+        else:
+            # Upstream links die within a day; the gateway keeps its own copy for the retention.
+            data = await self._image_bytes(image)
+            name = await self.hosted.put(data, sniff_image_type(data) or "image/png")
+            item["url"] = f"{job.base_url}/v1/files/images/{name}"
+        if image.revised_prompt:
+            item["revised_prompt"] = image.revised_prompt
+        return item
+
+
+def _internal() -> GatewayError:
+    """An unexpected fault after a call that may have been paid."""
+    return maybe_paid(GatewayError("The gateway hit an internal error.", code="internal_error"))
+
+
+def _first(fallbacks: tuple[list[Route], bool]) -> Route:
+    if not fallbacks[0]:
+        raise InvalidRequest("Invalid value for 'model': expected a string.", param="model")
+    return fallbacks[0][0]
+
+
+def _plan_for(job: ImageJob, route: Route) -> Plan | str:
+    """The job's plan on another route, or why that route cannot take it."""
+    if job.plan.stream and route.stream != job.route.stream:
+        # A relayed stream cannot turn into an emulated one (or back) halfway.
+        return "stream_mode"
+    try:
+        mask = job.edit is not None and job.edit.mask is not None
+        plan = plan_images(job.request, route, mask=mask)
+    except InvalidRequest:
+        return "invalid"
+    if not job.may_drop and set(plan.dropped) - job.first_dropped:
+        return "would_drop"
+    return plan
+
+
+async def _inline(edit: EditImages, dialect_name: str) -> EditImages:
+    """The edit with its images as data URLs too, when the dialect sends them inline."""
+    dialect: Dialect = get_dialect(dialect_name)
+    if not dialect.inline_images or edit.data_urls:
+        return edit
+    data_urls = await asyncio.to_thread(lambda: [i.data_url() for i in edit.files])
+    return replace(edit, data_urls=data_urls)
+
+
+async def _finally(
+    events: AsyncIterator[bytes],
+    ticket: Ticket,
+    model: str,
+    cleanup: Callable[[], Awaitable[None]],
+) -> AsyncIterator[bytes]:
+    """The stream's events; when it ends however it ends, a stream that never settled (its
+    client left before its first byte) settles at 0 and the uploads are closed."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        ticket.settle_soon(Charge(model, 0.0))  # a no-op once the stream has settled
+        await cleanup()

@@ -1,0 +1,139 @@
+"""Prometheus metrics, in a registry of the app's own (prometheus-client's default registry is
+process-global, which would make two apps in one process, as in tests, share counters)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+from mediagate.catalog import Route
+from mediagate.context import note_upstream_seconds
+
+# Time spent waiting on the upstream during the current request, for its log line. The value is
+# a one-item list so calls made in child tasks (n > 1 fans out) add to the request's total.
+
+# Generations take from about a second to several minutes.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 180, 240, 300, 600)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        # The process' own families, as prometheus-client's default registry has them:
+        # process_* (CPU seconds, resident and virtual memory, open and max file descriptors,
+        # start time; Linux only), python_gc_* (collections, collected and uncollectable
+        # objects by generation) and python_info (the interpreter's version).
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.requests = Counter(
+            "mediagate_requests",
+            "Requests answered, by endpoint, public model, route, HTTP status and client key name.",
+            ["endpoint", "model", "route", "status", "key"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "mediagate_request_duration_seconds",
+            "Time to answer a request, by endpoint, public model and route.",
+            ["endpoint", "model", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.upstream_requests = Counter(
+            "mediagate_upstream_requests",
+            "Calls to the upstream, by route, token group and HTTP status (or timeout/error).",
+            ["route", "group", "status"],
+            registry=self.registry,
+        )
+        self.upstream_seconds = Histogram(
+            "mediagate_upstream_request_duration_seconds",
+            "Time the upstream took to answer, by route and token group.",
+            ["route", "group"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.images = Counter(
+            "mediagate_images_generated",
+            "Images returned to clients, by public model and route.",
+            ["model", "route"],
+            registry=self.registry,
+        )
+        # Resilience (app/upstream.py, app/breaker.py, app/keypool.py, app/idempotency.py).
+        self.upstream_retries = Counter(
+            "mediagate_upstream_retries",
+            "Upstream calls tried again, by route, token group and why (connect, rate_limited, "
+            "unavailable, auth, timeout, reset, garbage, server_error, policy).",
+            ["route", "group", "reason"],
+            registry=self.registry,
+        )
+        self.circuit_state = Gauge(
+            "mediagate_circuit_state",
+            "Circuit breaker of each route: 0 closed, 1 half-open (probing), 2 open (skipped).",
+            ["route"],
+            registry=self.registry,
+        )
+        self.key_cooldowns = Counter(
+            "mediagate_upstream_key_cooldowns",
+            "Upstream keys benched, by token group and reason (auth, rate_limited).",
+            ["group", "reason"],
+            registry=self.registry,
+        )
+        self.fallbacks = Counter(
+            "mediagate_fallbacks",
+            "Routes a request left for the model's next route, by public model, the route left "
+            "and why.",
+            ["model", "route", "reason"],
+            registry=self.registry,
+        )
+        self.idempotency = Counter(
+            "mediagate_idempotency",
+            "Requests with an Idempotency-Key, by outcome (first, replayed, waited, conflict).",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+        # Counted once per job by whichever replica recorded its final state, so the sum over
+        # replicas is exact.
+        self.videos = Counter(
+            "mediagate_videos_finished",
+            "Video jobs that reached a final state, by public model, route and status.",
+            ["model", "route", "status"],
+            registry=self.registry,
+        )
+        self.video_seconds = Counter(
+            "mediagate_video_seconds",
+            "Seconds of video completed, by public model and route.",
+            ["model", "route"],
+            registry=self.registry,
+        )
+
+        self.cost = Counter(
+            "mediagate_cost_usd",
+            "USD charged to clients, by client key name and public model.",
+            ["key", "model"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "mediagate_requests_in_flight",
+            "Requests being answered now, by endpoint.",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.budget_remaining = Gauge(
+            "mediagate_budget_remaining_usd",
+            "USD a client key may still spend in the period (day or month), as last seen.",
+            ["key", "period"],
+            registry=self.registry,
+        )
+
+    def upstream_call(self, route: Route, status: str, seconds: float) -> None:
+        note_upstream_seconds(seconds)
+        self.upstream_requests.labels(route.id, route.group, status).inc()
+        self.upstream_seconds.labels(route.id, route.group).observe(seconds)

@@ -1,0 +1,196 @@
+"""Configuration from `MEDIAGATE_*` environment variables.
+
+Settings are built once by the CLI (or by a test) and passed into `create_app`; nothing in the
+package reads the environment behind their back.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KEY_PREFIX = "MEDIAGATE_KEY_"
+
+
+def group_env_name(group: str) -> str:
+    """The env var of a group's keys: "GPTImage2 Enterprise" -> MEDIAGATE_KEY_GPTIMAGE2ENTERPRISE.
+
+    Deriving the name from the group means a group added in the catalog YAML needs no code.
+    """
+    return KEY_PREFIX + re.sub(r"[^A-Za-z0-9]", "", group).upper()
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MEDIAGATE_", extra="ignore")
+
+    upstream_url: str | None = None
+    key_default: SecretStr | None = None
+    key_sora2official: SecretStr | None = None
+    key_gptimage2enterprise: SecretStr | None = None
+    # Keys of groups that only a catalog override knows about, keyed by env var name. Filled
+    # from the environment by `_collect_group_keys`, or passed directly by tests.
+    extra_group_keys: dict[str, SecretStr] = Field(default_factory=dict)
+
+    api_keys: SecretStr | None = None
+    # Per-team keys with scopes, limits and budgets (see app/keys.py); re-read when it changes.
+    keys_file: Path | None = None
+    # The key of the admin usage view (GET /v1/admin/usage); no admin view without one.
+    admin_key: SecretStr | None = None
+    fetch_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    data_dir: Path = Path("./data")
+    config: Path | None = None
+
+    # Downloads of images an upstream model linked to.
+    fetch_max_bytes: int = 50 * 1024 * 1024
+    fetch_timeout_s: float = 60.0
+    # Upstream timeouts: connecting should be quick, a generation may take minutes.
+    upstream_connect_timeout_s: float = 10.0
+    upstream_timeout_s: float = 360.0
+    max_connections: int = 200
+    # Resilience. The largest upstream answer read into memory (a 200 with more is a 502).
+    upstream_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # Key pools: how long a refused (401/403) or repeatedly rate-limited key rests.
+    upstream_key_auth_cooldown_s: float = Field(default=600.0, ge=0)
+    upstream_key_rate_cooldown_s: float = Field(default=30.0, ge=0)
+    # Whether a fallback route may drop parameters the client sent (per model in the catalog).
+    fallback_may_drop: bool = True
+    # Idempotency-Key: how long a result is kept, the lease of a request in progress (renewed
+    # while it runs, so a crashed replica's claim expires), how long a repeat waits for it,
+    # and the largest answer kept for replay.
+    idempotency_ttl_s: float = Field(default=24 * 3600.0, gt=0)
+    idempotency_lease_s: float = Field(default=30.0, gt=0)
+    idempotency_wait_s: float = Field(default=420.0, ge=0)
+    idempotency_max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    # SIGTERM: stop accepting, let requests in flight finish for at most this long, exit 0.
+    shutdown_timeout_s: int = Field(default=30, ge=0)
+    log_level: str = "info"
+    log_prompts: bool = False
+    # OpenTelemetry traces over OTLP/HTTP (mediagate.observability.tracing). Unset: on when the
+    # standard OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (see
+    # `_otel_from_standard_variables`); true or false decides. Where spans go, with which
+    # headers, and the service name come from the standard OTEL_* variables the SDK reads.
+    otel: bool | None = None
+
+    # Video jobs. The store is sqlite:///path (default: a file under data_dir) or
+    # redis://host:port/db when several replicas share it; the prefix namespaces Redis keys.
+    store_url: str | None = None
+    store_prefix: str = "mediagate"
+    # The upstream refuses a reference image whose pixels differ from `size`; fitting resizes
+    # and centre-crops it instead. Off: a mismatch is a 400 naming both sizes.
+    video_fit_reference: bool = True
+    video_reference_max_bytes: int = 20 * 1024 * 1024
+    # Decoded pixels, so a small file that inflates to gigabytes is refused before fitting.
+    video_reference_max_pixels: int = 40_000_000
+    # openai-poll-after-ms on unfinished jobs: create_and_poll sleeps this long between polls.
+    video_poll_after_ms: int = Field(default=10_000, ge=0)
+
+    # Image edits: caps on what a client may upload, checked before anything goes upstream.
+    edit_max_file_bytes: int = 50 * 1024 * 1024
+    edit_max_total_bytes: int = 100 * 1024 * 1024
+    # Streaming on routes that do not stream: an SSE comment this often while the route works.
+    stream_keepalive_s: float = 15.0
+    # Links the gateway hands out for response_format=url.
+    #   rehost: always a copy the gateway serves for image_retention_s (upstream links die in
+    #   about a day); passthrough: the upstream's own link when it gave one.
+    image_urls: Literal["rehost", "passthrough"] = "rehost"
+    image_retention_s: float = 7 * 24 * 3600
+    image_sweep_interval_s: float = 3600.0
+    # Where hosted images live: a directory under data_dir by default, or s3://bucket/prefix
+    # (with s3_endpoint_url for S3-compatible services) when several replicas serve the links.
+    image_store_url: str | None = None
+    s3_endpoint_url: str | None = None
+    # The gateway's public base URL for the links it hands out; otherwise taken from
+    # X-Forwarded-Proto/-Host/-Prefix, or the request itself.
+    public_url: str | None = None
+
+    # Filled in by the CLI when it starts the embedded simulator (offline mode).
+    simulator: bool = False
+
+    @field_validator("fetch_allow_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _collect_group_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "extra_group_keys" not in data:
+            declared = {
+                group_env_name(g) for g in ("default", "sora2official", "gptimage2enterprise")
+            }
+            extra = {
+                name: value
+                for name, value in os.environ.items()
+                if name.startswith(KEY_PREFIX) and name not in declared and value
+            }
+            if extra:
+                data = {**data, "extra_group_keys": extra}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _otel_from_standard_variables(cls, data: Any) -> Any:
+        # The OpenTelemetry convention: configuring an OTLP endpoint turns exporting on.
+        if isinstance(data, dict) and data.get("otel") is None:
+            endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
+                "OTEL_EXPORTER_OTLP_ENDPOINT"
+            )
+            disabled = os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+            if endpoint and not disabled:
+                data = {**data, "otel": True}
+        return data
+
+    def group_keys(self, group: str) -> list[str]:
+        """The upstream keys of a token group (comma-separated in the env var), possibly none."""
+        name = group_env_name(group)
+        field = name.removeprefix("MEDIAGATE_").lower()
+        secret = getattr(self, field, None) if field in type(self).model_fields else None
+        if secret is None:
+            secret = self.extra_group_keys.get(name)
+        if not isinstance(secret, SecretStr):
+            return []
+        return _split(secret.get_secret_value()) or []
+
+    def job_store_url(self) -> str:
+        """Where video jobs are kept: MEDIAGATE_STORE_URL, else a SQLite file in data_dir."""
+        if self.store_url:
+            return self.store_url
+        return f"sqlite:///{(self.data_dir / 'jobs.sqlite3').resolve()}"
+
+    def all_upstream_keys(self) -> list[str]:
+        """Every configured upstream key, so error text can be scrubbed of them."""
+        secrets = [self.key_default, self.key_sora2official, self.key_gptimage2enterprise]
+        secrets += self.extra_group_keys.values()
+        keys: list[str] = []
+        for secret in secrets:
+            if secret is not None:
+                keys += _split(secret.get_secret_value()) or []
+        return keys
+
+    def client_keys(self) -> dict[str, str]:
+        """`name:key` pairs from MEDIAGATE_API_KEYS, as {name: key}."""
+        if self.api_keys is None:
+            return {}
+        pairs: dict[str, str] = {}
+        for item in _split(self.api_keys.get_secret_value()) or []:
+            name, sep, key = item.partition(":")
+            if not sep or not name or not key:
+                raise ValueError("MEDIAGATE_API_KEYS entries must look like name:key")
+            pairs[name.strip()] = key.strip()
+        return pairs

@@ -1,0 +1,599 @@
+"""What each reseller route accepts, kept apart from the HTTP plumbing in app.py.
+
+The rules are deliberately stricter than "whatever works": the point of the simulator is
+that a gateway normalisation bug (a field left in, a null instead of a removal, a size a
+route cannot do) fails a test here instead of passing silently and failing in production.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+Route = Literal["gpt-image-1", "official", "web", "vip", "chat"]
+Endpoint = Literal["images", "chat"]
+
+MAX_PROMPT_CHARS = 32000
+MAX_N = 10
+MAX_PARTIAL_IMAGES = 3
+
+# (token group, model) -> route. The same model name means different routes per group,
+# which is the trap the gateway's routing has to get right.
+_ROUTES: dict[tuple[str, str], Route] = {
+    ("default", "gpt-image-1"): "gpt-image-1",
+    ("default", "gpt-image-2"): "web",
+    ("default", "gpt-image-2-vip"): "vip",
+    ("default", "sora_image"): "chat",
+    ("default", "gpt-4o-image"): "chat",
+    ("Sora2Official", "gpt-image-2"): "official",
+    ("GPTImage2 Enterprise", "gpt-image-2"): "official",
+}
+
+_OFFICIAL_FIELDS = frozenset(
+    {
+        "model",
+        "prompt",
+        "n",
+        "size",
+        "quality",
+        "output_format",
+        "output_compression",
+        "background",
+        "moderation",
+        "response_format",
+        "user",
+        # Streaming is an official-API feature; the reverse routes answer in one piece.
+        "stream",
+        "partial_images",
+    }
+)
+_ALLOWED_FIELDS: dict[Route, frozenset[str]] = {
+    "gpt-image-1": _OFFICIAL_FIELDS,
+    "official": _OFFICIAL_FIELDS,
+    "web": frozenset({"model", "prompt", "n", "response_format", "user"}),
+    "vip": frozenset({"model", "prompt", "n", "size", "response_format", "user"}),
+}
+# Only the edits endpoint takes input_fidelity, and only on the routes that speak the official API.
+_EDIT_ONLY_FIELDS: dict[Route, frozenset[str]] = {
+    "gpt-image-1": frozenset({"input_fidelity"}),
+    "official": frozenset({"input_fidelity"}),
+}
+# Fields a route knows about but refuses, with a clearer message than "unknown parameter":
+# field -> the hint that follows "This route does not support '<field>'; ".
+_STREAM_HINT = "it does not stream; use gpt-image-1 or the Sora2Official group for streaming"
+_REFUSED_FIELDS: dict[Route, dict[str, str]] = {
+    "web": {
+        "size": "use gpt-image-2-vip for size or the Sora2Official group for quality",
+        "quality": "use gpt-image-2-vip for size or the Sora2Official group for quality",
+        "stream": _STREAM_HINT,
+        "partial_images": _STREAM_HINT,
+    },
+    "vip": {
+        "quality": "use gpt-image-2 in the Sora2Official group for quality",
+        "stream": _STREAM_HINT,
+        "partial_images": _STREAM_HINT,
+    },
+}
+
+_GPT_IMAGE_1_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
+# The 30 explicit sizes of the Codex route (gpt-image-2-routes.txt), 1K/2K/4K per ratio.
+VIP_SIZES = (
+    *("1280x1280", "2048x2048", "2880x2880"),  # 1:1
+    *("848x1280", "1360x2048", "2336x3520"),  # 2:3
+    *("1280x848", "2048x1360", "3520x2336"),  # 3:2
+    *("960x1280", "1536x2048", "2480x3312"),  # 3:4
+    *("1280x960", "2048x1536", "3312x2480"),  # 4:3
+    *("1024x1280", "1632x2048", "2560x3216"),  # 4:5
+    *("1280x1024", "2048x1632", "3216x2560"),  # 5:4
+    *("720x1280", "1152x2048", "2160x3840"),  # 9:16
+    *("1280x720", "2048x1152", "3840x2160"),  # 16:9
+    *("1280x544", "2048x864", "3840x1632"),  # 21:9
+)
+_QUALITIES = ("low", "medium", "high", "auto")
+_OUTPUT_FORMATS = ("png", "jpeg", "webp")
+_BACKGROUNDS = ("transparent", "opaque", "auto")
+_MODERATIONS = ("low", "auto")
+_RESPONSE_FORMATS = ("url", "b64_json")
+_INPUT_FIDELITIES = ("high", "low")
+
+_OFFICIAL_MAX_EDGE = 3840
+_OFFICIAL_MAX_RATIO = 3
+_OFFICIAL_MIN_PIXELS = 655_360
+_OFFICIAL_MAX_PIXELS = 8_294_400
+_SIZE_RE = re.compile(r"(\d{1,5})x(\d{1,5})")
+
+# Per-megapixel output tokens, from the official per-size token table (1024x1024 row).
+_OUTPUT_TOKENS_PER_MP = {"low": 272, "medium": 1056, "high": 4160}
+# Input tokens billed per image sent to /v1/images/edits: a flat stand-in for the official
+# size-dependent count, so a gateway that recomputes usage instead of relaying it shows up.
+EDIT_IMAGE_TOKENS = 256
+
+_CHAT_FIELDS = frozenset({"model", "messages", "stream", "user", "temperature"})
+_CHAT_ROLES = ("system", "developer", "user", "assistant")
+_MARKER_SIZES = {"2:3": (1024, 1536), "3:2": (1536, 1024), "1:1": (1024, 1024)}
+_MARKER_RE = re.compile(r"【([^【】]*)】")
+_MARKER_MESSAGE = (
+    "ratio marker must appear once at the end of the prompt as 【2:3】, 【3:2】 or 【1:1】"
+)
+_IMAGE_PART_TOKENS = 85
+
+_DIRECTIVE_STATUS_RE = re.compile(r"\[sim:status=(\d{3})\]")
+_DIRECTIVE_SLEEP_RE = re.compile(r"\[sim:sleep=(\d+(?:\.\d+)?)\]")
+
+
+class ConnectionCut(Exception):
+    """Raised to make the server drop the connection (the `[sim:cut]` directive)."""
+
+
+class SimError(Exception):
+    """An upstream error answer: HTTP status plus the OpenAI-shaped error object."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type_: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        # The OpenAI error body, as the gateway's errors.py also writes it: repeated on purpose,
+        # the simulator imports nothing of the gateway.
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def invalid(message: str, param: str | None, code: str = "invalid_value") -> SimError:
+    return SimError(400, message, param=param, code=code)
+
+
+def resolve_route(group: str, model: str, endpoint: Endpoint) -> Route:
+    route = _ROUTES.get((group, model))
+    # The chat route only exists at /v1/chat/completions and the images routes only at the
+    # Images API; the reseller answers a mismatch as "no channel", not as a bad request.
+    if route is None or (route == "chat") != (endpoint == "chat"):
+        raise SimError(
+            503,
+            f"No available channel for model {model} under group {group}",
+            type_="upstream_error",
+            code="model_not_found",
+        )
+    return route
+
+
+@dataclass(frozen=True)
+class Directives:
+    """Fault injections a test plants in the prompt so it can reach them through the gateway."""
+
+    refuse: bool = False
+    status: int | None = None
+    garbage: bool = False
+    sleep_s: float = 0.0
+    b64url: bool = False
+    b64only: bool = False  # answer base64 even when url was asked (some routes ignore it)
+    # Drop the connection: mid-body after the first event when streaming, else before any
+    # response at all (a connection reset, as a crashed or restarted upstream gives).
+    cut: bool = False
+
+
+def parse_directives(prompt: str | None) -> Directives:
+    if not prompt or "[sim:" not in prompt:
+        return Directives()
+    status_match = _DIRECTIVE_STATUS_RE.search(prompt)
+    status = int(status_match.group(1)) if status_match else None
+    sleep_match = _DIRECTIVE_SLEEP_RE.search(prompt)
+    return Directives(
+        refuse="[sim:refuse]" in prompt,
+        # Only error statuses make sense; anything else would be a test typo, so ignore it.
+        status=status if status is not None and 400 <= status <= 599 else None,
+        garbage="[sim:garbage]" in prompt,
+        sleep_s=float(sleep_match.group(1)) if sleep_match else 0.0,
+        b64url="[sim:b64url]" in prompt,
+        b64only="[sim:b64only]" in prompt,
+        cut="[sim:cut]" in prompt,
+    )
+
+
+@dataclass(frozen=True)
+class ImageJob:
+    """A validated Images API request, with every default and `auto` resolved."""
+
+    route: Route
+    prompt: str
+    n: int
+    width: int
+    height: int
+    response_format: str
+    quality: str
+    output_format: str
+    background: str
+    stream: bool = False
+    partial_images: int = 0  # validated and kept even without stream, where it does nothing
+    edit: bool = False  # from /v1/images/edits
+    input_images: int = 0  # images uploaded to an edit (the mask not counted)
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+    def seed(self, index: int) -> str:
+        """The render seed of output image `index`.
+
+        The first image of a generation uses the bare prompt (so tests can predict it); an
+        edit appends NUL + "edit" so an edit never passes for a generation; later images differ
+        so a gateway that duplicates or drops images is caught.
+        """
+        base = f"{self.prompt}\x00edit" if self.edit else self.prompt
+        return base if index == 0 else f"{base}\x00{index}"
+
+
+def validate_images(route: Route, body: dict[str, Any], *, edit: bool = False) -> ImageJob:
+    """Validate a generation body, or an edit's text fields once coerced to JSON types."""
+    for name, hint in _REFUSED_FIELDS.get(route, {}).items():
+        # Present-with-null counts: the gateway must remove fields, not null them.
+        if name in body:
+            raise invalid(
+                f"This route does not support '{name}'; {hint}.", name, "unsupported_parameter"
+            )
+    allowed = _ALLOWED_FIELDS[route]
+    if edit:
+        allowed = allowed | _EDIT_ONLY_FIELDS.get(route, frozenset())
+    for name in body:
+        if name not in allowed:
+            raise invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+
+    prompt = _string(body, "prompt")
+    if prompt is None:
+        raise invalid(
+            "Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter"
+        )
+    if not prompt.strip():
+        raise invalid("Invalid 'prompt': empty string.", "prompt", "empty_string")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise invalid(
+            f"Invalid 'prompt': string too long. Expected a string with maximum length "
+            f"{MAX_PROMPT_CHARS}, but got a string with length {len(prompt)} instead.",
+            "prompt",
+            "string_above_max_length",
+        )
+    n = _integer(body, "n", 1, MAX_N)
+    if n is None:
+        n = 1
+    if route in ("web", "vip") and n != 1:
+        raise invalid("Invalid 'n': this route generates one image per request.", "n")
+    # The gpt-image-1 route answers with links unless asked otherwise (its doc says so);
+    # the gpt-image-2 routes answer with base64 like the official API.
+    default_format = "url" if route == "gpt-image-1" else "b64_json"
+    response_format = _choice(body, "response_format", _RESPONSE_FORMATS) or default_format
+    _string(body, "user")
+    # Only the official routes get this far with these fields; the others refuse them above.
+    stream = _boolean(body, "stream")
+    if stream is False:
+        # Strict like null: a non-streaming request omits the field instead of sending false.
+        raise invalid(
+            "Invalid 'stream': omit it for a non-streaming request; only true is accepted.",
+            "stream",
+        )
+    partial_images = _integer(body, "partial_images", 0, MAX_PARTIAL_IMAGES) or 0
+    _choice(body, "input_fidelity", _INPUT_FIDELITIES)
+    job = _route_job(route, prompt, n, response_format, body)
+    return replace(job, stream=bool(stream), partial_images=partial_images, edit=edit)
+
+
+def _route_job(
+    route: Route, prompt: str, n: int, response_format: str, body: dict[str, Any]
+) -> ImageJob:
+    if route == "web":
+        return ImageJob(route, prompt, n, 1024, 1024, response_format, "auto", "png", "auto")
+    if route == "vip":
+        size = _string(body, "size")
+        if size is None:
+            size = "2048x2048"
+        elif size not in VIP_SIZES:
+            raise invalid(
+                f"Invalid 'size': '{size}'. This route needs an explicit table size, one of: "
+                + ", ".join(VIP_SIZES)
+                + ".",
+                "size",
+            )
+        width, height = _parse_size(size)
+        return ImageJob(route, prompt, n, width, height, response_format, "auto", "png", "auto")
+    return _validate_official_options(route, prompt, n, response_format, body)
+
+
+def _validate_official_options(
+    route: Route, prompt: str, n: int, response_format: str, body: dict[str, Any]
+) -> ImageJob:
+    if route == "gpt-image-1":
+        size = _choice(body, "size", _GPT_IMAGE_1_SIZES) or "auto"
+    else:
+        asked = _string(body, "size")
+        # Not `or "auto"`: an empty string is a bad size, not an absent one.
+        size = "auto" if asked is None else asked
+        if size != "auto":
+            _check_official_size(size)
+    width, height = (1024, 1024) if size == "auto" else _parse_size(size)
+    quality = _choice(body, "quality", _QUALITIES) or "auto"
+    output_format = _choice(body, "output_format", _OUTPUT_FORMATS) or "png"
+    if _integer(body, "output_compression", 0, 100) is not None and output_format == "png":
+        raise invalid(
+            "Invalid 'output_compression': only supported with output_format 'jpeg' or 'webp'.",
+            "output_compression",
+        )
+    background = _choice(body, "background", _BACKGROUNDS) or "auto"
+    if background == "transparent" and output_format == "jpeg":
+        raise invalid(
+            "Invalid 'background': 'transparent' needs output_format 'png' or 'webp'.",
+            "background",
+        )
+    _choice(body, "moderation", _MODERATIONS)
+    return ImageJob(
+        route,
+        prompt,
+        n,
+        width,
+        height,
+        response_format,
+        # The official API reports what it actually did, never "auto".
+        "medium" if quality == "auto" else quality,
+        output_format,
+        "opaque" if background == "auto" else background,
+    )
+
+
+def _check_official_size(size: str) -> None:
+    match = _SIZE_RE.fullmatch(size)
+    if match is None:
+        raise invalid(f"Invalid 'size': '{size}'. Expected 'auto' or WIDTHxHEIGHT.", "size")
+    width, height = int(match.group(1)), int(match.group(2))
+    long_side, short_side = max(width, height), min(width, height)
+    problem = None
+    if width % 16 or height % 16:
+        problem = "both sides must be multiples of 16"
+    elif long_side > _OFFICIAL_MAX_EDGE:
+        problem = f"the longest side must be at most {_OFFICIAL_MAX_EDGE}"
+    elif long_side > _OFFICIAL_MAX_RATIO * short_side:
+        problem = f"the long side must be at most {_OFFICIAL_MAX_RATIO}x the short side"
+    elif not _OFFICIAL_MIN_PIXELS <= width * height <= _OFFICIAL_MAX_PIXELS:
+        problem = (
+            f"the total pixel count must be between {_OFFICIAL_MIN_PIXELS} "
+            f"and {_OFFICIAL_MAX_PIXELS}"
+        )
+    if problem:
+        raise invalid(f"Invalid 'size': '{size}'; {problem}.", "size")
+
+
+def _parse_size(size: str) -> tuple[int, int]:
+    width, _, height = size.partition("x")
+    return int(width), int(height)
+
+
+def image_usage(job: ImageJob, images: int | None = None) -> dict[str, Any]:
+    """Usage for `images` output images (default: all n of them)."""
+    count = job.n if images is None else images
+    text_tokens = len(job.prompt) // 4 + 1
+    image_tokens = EDIT_IMAGE_TOKENS * job.input_images
+    per_mp = _OUTPUT_TOKENS_PER_MP.get(job.quality, _OUTPUT_TOKENS_PER_MP["medium"])
+    output_tokens = round(per_mp * job.width * job.height / (1024 * 1024)) * count
+    input_tokens = text_tokens + image_tokens
+    return {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"image_tokens": image_tokens, "text_tokens": text_tokens},
+        "output_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+    }
+
+
+@dataclass(frozen=True)
+class ChatJob:
+    prompt: str
+    width: int
+    height: int
+    image_parts: int
+
+
+def chat_prompt(body: dict[str, Any]) -> str | None:
+    """Best-effort prompt for directive scanning, before the body has been validated."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return None
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "\n".join(
+                    part["text"]
+                    for part in content
+                    if isinstance(part, dict) and isinstance(part.get("text"), str)
+                )
+            return None
+    return None
+
+
+def validate_chat(body: dict[str, Any]) -> ChatJob:
+    for name in body:
+        if name not in _CHAT_FIELDS:
+            raise invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+    if _boolean(body, "stream"):
+        raise invalid("streaming not supported by simulator yet", "stream", "unsupported_value")
+    _string(body, "user")
+    if "temperature" in body:
+        temperature = body["temperature"]
+        if not _is_number(temperature):
+            raise _type_error("temperature", "a number", temperature)
+        if not 0 <= temperature <= 2:
+            raise invalid("Invalid 'temperature': must be between 0 and 2.", "temperature")
+
+    messages = body.get("messages")
+    if "messages" not in body:
+        raise invalid(
+            "Missing required parameter: 'messages'.", "messages", "missing_required_parameter"
+        )
+    if not isinstance(messages, list):
+        raise _type_error("messages", "an array", messages)
+    if not messages:
+        raise invalid("Invalid 'messages': empty array.", "messages", "empty_array")
+    last_user: tuple[str, int] | None = None
+    for index, message in enumerate(messages):
+        text, images = _check_message(index, message)
+        if message["role"] == "user":
+            last_user = (text, images)
+    if last_user is None:
+        raise invalid("Invalid 'messages': no message with role 'user'.", "messages")
+    prompt, image_parts = last_user
+    if not prompt.strip():
+        raise invalid("Invalid 'messages': the last user message has no text.", "messages")
+    width, height = _marker_size(prompt)
+    return ChatJob(prompt, width, height, image_parts)
+
+
+def _check_message(index: int, message: Any) -> tuple[str, int]:
+    """Validate one chat message and return (its text, how many image parts it carries)."""
+    param = f"messages[{index}]"
+    if not isinstance(message, dict):
+        raise _type_error(param, "an object", message)
+    role = message.get("role")
+    if role not in _CHAT_ROLES:
+        raise invalid(f"Invalid '{param}.role': {role!r}.", f"{param}.role")
+    content = message.get("content")
+    if isinstance(content, str):
+        return content, 0
+    if not isinstance(content, list):
+        raise _type_error(f"{param}.content", "a string or an array", content)
+    texts: list[str] = []
+    images = 0
+    for part_index, part in enumerate(content):
+        part_param = f"{param}.content[{part_index}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url" and _image_url_ok(part.get("image_url")):
+            # Accepted and counted, never fetched: the simulator must stay offline.
+            images += 1
+        else:
+            raise invalid(
+                f"Invalid '{part_param}': not a valid text or image_url part.", part_param
+            )
+    return "\n".join(texts), images
+
+
+def _image_url_ok(value: Any) -> bool:
+    if not isinstance(value, dict) or not isinstance(value.get("url"), str):
+        return False
+    url: str = value["url"]
+    return url.startswith(("http://", "https://", "data:image/"))
+
+
+def _marker_size(prompt: str) -> tuple[int, int]:
+    stripped = prompt.rstrip()
+    markers = list(_MARKER_RE.finditer(stripped))
+    # A lone bracket counts as a broken marker: the upstream doc's own sample code drops the
+    # opening 【, and a gateway that copied it should fail here rather than get 1:1 silently.
+    brackets = stripped.count("【") + stripped.count("】")
+    if not markers and not brackets:
+        return 1024, 1024
+    if (
+        len(markers) == 1
+        and brackets == 2
+        and markers[0].end() == len(stripped)
+        and markers[0].group(1) in _MARKER_SIZES
+    ):
+        return _MARKER_SIZES[markers[0].group(1)]
+    raise invalid(_MARKER_MESSAGE, "messages")
+
+
+def chat_usage(job: ChatJob, content: str) -> dict[str, int]:
+    prompt_tokens = len(job.prompt) // 4 + 1 + _IMAGE_PART_TOKENS * job.image_parts
+    completion_tokens = len(content) // 4 + 1
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _type_error(param: str, expected: str, value: Any) -> SimError:
+    return invalid(
+        f"Invalid type for '{param}': expected {expected}, but got {_json_type(value)} instead.",
+        param,
+        "invalid_type",
+    )
+
+
+def _is_number(value: Any) -> bool:
+    # bool is an int subclass in Python, but JSON true is not a number.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# The helpers below return None only when the field is absent: an explicit JSON null is a
+# type error, because the gateway is supposed to drop unset fields rather than send null.
+
+
+def _string(body: dict[str, Any], name: str) -> str | None:
+    if name not in body:
+        return None
+    value = body[name]
+    if not isinstance(value, str):
+        raise _type_error(name, "a string", value)
+    return value
+
+
+def _boolean(body: dict[str, Any], name: str) -> bool | None:
+    if name not in body:
+        return None
+    value = body[name]
+    if not isinstance(value, bool):
+        raise _type_error(name, "a boolean", value)
+    return value
+
+
+def _integer(body: dict[str, Any], name: str, low: int, high: int) -> int | None:
+    if name not in body:
+        return None
+    value = body[name]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _type_error(name, "an integer", value)
+    if not low <= value <= high:
+        raise invalid(f"Invalid '{name}': must be between {low} and {high}, got {value}.", name)
+    return value
+
+
+def _choice(body: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str | None:
+    value = _string(body, name)
+    if value is not None and value not in allowed:
+        supported = ", ".join(f"'{item}'" for item in allowed)
+        raise invalid(f"Invalid value: '{value}'. Supported values are: {supported}.", name)
+    return value

@@ -1,0 +1,351 @@
+"""The upstream's Videos API, simulated: async jobs that only the creating token group can see.
+
+Strict like the rest of the simulator: multipart only, the model's own sizes, 4/8/12 seconds,
+and a reference image whose pixels equal `size` exactly, so a gateway that forgets to fit one
+fails here. Jobs move queued -> in_progress -> completed on the clock (no background tasks:
+the state is computed when asked). Content is generated on the fly in chunks, so a 500 MB
+video costs no memory. Prompt directives: `[sim:fail]` or `[sim:fail=CODE]` (the job fails),
+`[sim:bytes=N]` (content size), `[sim:render=S]` (seconds in progress), `[sim:status=NNN]`
+(the create itself fails).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from PIL import Image
+from starlette.datastructures import UploadFile
+
+from mediagate.simulator.rules import MAX_PROMPT_CHARS, SimError, invalid
+from mediagate.simulator.state import Call, SimConfig, SimState
+from mediagate.simulator.videofiles import content_chunks, file_response
+
+__all__ = ["SimVideo", "content_chunks", "register_video_routes"]
+
+VIDEO_GROUPS = frozenset({"Sora2Official", "GPTImage2 Enterprise"})
+VIDEO_SIZES = {
+    "sora-2": ("720x1280", "1280x720"),
+    "sora-2-pro": ("720x1280", "1280x720", "1024x1792", "1792x1024"),
+}
+VIDEO_SECONDS = ("4", "8", "12")
+_FIELDS = frozenset({"model", "prompt", "size", "seconds", "input_reference"})
+_REFERENCE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+_EXPIRES_S = 3600
+
+_FAIL_RE = re.compile(r"\[sim:fail(?:=([a-z_]+))?\]")
+_BYTES_RE = re.compile(r"\[sim:bytes=(\d+)\]")
+_RENDER_RE = re.compile(r"\[sim:render=(\d+(?:\.\d+)?)\]")
+_STATUS_RE = re.compile(r"\[sim:status=(\d{3})\]")
+
+
+@dataclass
+class SimVideo:
+    id: str
+    group: str
+    model: str
+    prompt: str
+    size: str
+    seconds: str
+    created_at: int
+    started: float  # monotonic clock at creation
+    queued_s: float
+    render_s: float
+    content_bytes: int
+    fail_code: str | None = None
+    remixed_from: str | None = None
+
+    def status(self) -> tuple[str, int]:
+        elapsed = time.monotonic() - self.started
+        if elapsed < self.queued_s:
+            return "queued", 0
+        if elapsed < self.queued_s + self.render_s:
+            return "in_progress", min(99, int(100 * (elapsed - self.queued_s) / self.render_s))
+        return ("failed", 0) if self.fail_code else ("completed", 100)
+
+    def body(self) -> dict[str, Any]:
+        status, progress = self.status()
+        done = self.created_at + round(self.queued_s + self.render_s)
+        final = status in ("completed", "failed")
+        error = None
+        if status == "failed":
+            error = {"code": self.fail_code, "message": "Video generation failed (simulated)."}
+        return {
+            "id": self.id,
+            "object": "video",
+            "model": self.model,
+            "status": status,
+            "progress": progress,
+            "created_at": self.created_at,
+            "completed_at": done if final else None,
+            "expires_at": done + _EXPIRES_S if status == "completed" else None,
+            "prompt": self.prompt,
+            "size": self.size,
+            "seconds": self.seconds,
+            "remixed_from_video_id": self.remixed_from,
+            "error": error,
+        }
+
+
+def _bearer(request: Request) -> str | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _error(error: SimError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def _not_found() -> SimError:
+    return SimError(404, "Video not found.", code="not_found")
+
+
+def register_video_routes(app: FastAPI, config: SimConfig, sim: SimState) -> None:
+    def group_of(request: Request, call: Call) -> str:
+        group = config.keys.get(_bearer(request) or "")
+        if group is None:
+            raise SimError(401, "Invalid token.", code="invalid_api_key")
+        call.group = group
+        return group
+
+    def find(video_id: str, group: str) -> SimVideo:
+        video = sim.videos.get(video_id)
+        # Another group's job looks exactly like one that does not exist.
+        if not isinstance(video, SimVideo) or video.group != group:
+            raise _not_found()
+        return video
+
+    async def served(request: Request, body: Any, handler: Any) -> Response:
+        call = Call(request.method, request.url.path, None, None, body, 0)
+        sim.calls.append(call)
+        try:
+            response: Response = await handler(call, group_of(request, call))
+        except SimError as error:
+            response = _error(error)
+        call.status = response.status_code
+        return response
+
+    def new_video(group: str, model: str, prompt: str, size: str, seconds: str) -> SimVideo:
+        fail = _FAIL_RE.search(prompt)
+        size_match, render = _BYTES_RE.search(prompt), _RENDER_RE.search(prompt)
+        video = SimVideo(
+            id=f"video_{secrets.token_hex(16)}",
+            group=group,
+            model=model,
+            prompt=prompt,
+            size=size,
+            seconds=seconds,
+            created_at=int(time.time()),
+            started=time.monotonic(),
+            queued_s=config.video_queued_s,
+            render_s=float(render.group(1)) if render else config.video_render_s,
+            content_bytes=int(size_match.group(1)) if size_match else config.video_bytes,
+            fail_code=(fail.group(1) or "video_generation_failed") if fail else None,
+        )
+        sim.videos[video.id] = video
+        return video
+
+    @app.post("/v1/videos")
+    async def create(request: Request) -> Response:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "multipart/form-data":
+            call = Call(
+                "POST",
+                request.url.path,
+                None,
+                None,
+                (await request.body()).decode(errors="replace"),
+                0,
+            )
+            sim.calls.append(call)
+            response = _error(
+                invalid("Content-Type must be multipart/form-data.", None, "invalid_content_type")
+            )
+            call.status = response.status_code
+            return response
+        async with request.form() as form:
+            fields: dict[str, Any] = {}
+            recorded: dict[str, Any] = {}
+            for name, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    data = await value.read()
+                    fields[name] = data
+                    recorded[name] = _describe(data, value.content_type)
+                else:
+                    fields[name] = recorded[name] = value
+
+        async def handle(call: Call, group: str) -> Response:
+            call.model = fields.get("model") if isinstance(fields.get("model"), str) else None
+            model, prompt, size, seconds = _check_create(fields, group)
+            status = _STATUS_RE.search(prompt)
+            if status:
+                raise SimError(
+                    int(status.group(1)), "simulated upstream error", type_="upstream_error"
+                )
+            video = new_video(group, model, prompt, size, seconds)
+            return JSONResponse(video.body())
+
+        return await served(request, recorded, handle)
+
+    @app.get("/v1/videos")
+    async def list_videos(request: Request) -> Response:
+        async def handle(call: Call, group: str) -> Response:
+            videos = [
+                v for v in sim.videos.values() if isinstance(v, SimVideo) and v.group == group
+            ]
+            if request.query_params.get("order", "desc") == "desc":
+                videos.reverse()
+            after = request.query_params.get("after")
+            if after:
+                ids = [v.id for v in videos]
+                videos = videos[ids.index(after) + 1 :] if after in ids else []
+            limit = int(request.query_params.get("limit") or 20)
+            page = [v.body() for v in videos[:limit]]
+            return JSONResponse(
+                {
+                    "object": "list",
+                    "data": page,
+                    "first_id": page[0]["id"] if page else None,
+                    "last_id": page[-1]["id"] if page else None,
+                    "has_more": len(videos) > limit,
+                }
+            )
+
+        return await served(request, None, handle)
+
+    @app.get("/v1/videos/{video_id}")
+    async def retrieve(video_id: str, request: Request) -> Response:
+        async def handle(call: Call, group: str) -> Response:
+            return JSONResponse(find(video_id, group).body())
+
+        return await served(request, None, handle)
+
+    @app.delete("/v1/videos/{video_id}")
+    async def delete(video_id: str, request: Request) -> Response:
+        async def handle(call: Call, group: str) -> Response:
+            video = find(video_id, group)
+            if video.status()[0] not in ("completed", "failed"):
+                raise invalid("Only a completed or failed video can be deleted.", None)
+            del sim.videos[video_id]
+            return JSONResponse({"id": video_id, "object": "video.deleted", "deleted": True})
+
+        return await served(request, None, handle)
+
+    @app.post("/v1/videos/{video_id}/remix")
+    async def remix(video_id: str, request: Request) -> Response:
+        raw = await request.body()
+        try:
+            body: Any = json.loads(raw)
+        except ValueError:
+            body = raw.decode(errors="replace")
+
+        async def handle(call: Call, group: str) -> Response:
+            source = find(video_id, group)
+            call.model = source.model
+            if not isinstance(body, dict) or set(body) != {"prompt"}:
+                raise invalid("The body must be a JSON object with only 'prompt'.", None)
+            prompt = body["prompt"]
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise invalid("Invalid 'prompt': expected a non-empty string.", "prompt")
+            if source.status()[0] != "completed":
+                raise invalid("Only a completed video can be remixed.", None, "video_not_ready")
+            video = new_video(group, source.model, prompt, source.size, source.seconds)
+            video.remixed_from = source.id
+            return JSONResponse(video.body())
+
+        return await served(request, body, handle)
+
+    @app.get("/v1/videos/{video_id}/content")
+    async def content(video_id: str, request: Request) -> Response:
+        async def handle(call: Call, group: str) -> Response:
+            video = find(video_id, group)
+            variant = request.query_params.get("variant", "video")
+            if variant not in ("video", "thumbnail", "spritesheet"):
+                raise invalid(f"Invalid variant '{variant}'.", "variant")
+            if video.status()[0] != "completed":
+                raise invalid("The video is not ready yet.", None, "video_not_ready")
+            return file_response(request, video.id, video.size, video.content_bytes, variant)
+
+        return await served(request, dict(request.query_params), handle)
+
+
+def _describe(data: bytes, declared: str | None) -> dict[str, Any]:
+    """How an uploaded reference is recorded: enough for tests, not the bytes themselves."""
+    info: dict[str, Any] = {
+        "bytes": len(data),
+        "declared_type": declared,
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            info.update(format=image.format, width=image.width, height=image.height)
+    except (OSError, SyntaxError, ValueError):
+        info["format"] = None
+    return info
+
+
+def _check_create(fields: dict[str, Any], group: str) -> tuple[str, str, str, str]:
+    for name in fields:
+        if name not in _FIELDS:
+            raise invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+    for name in ("model", "prompt", "size", "seconds"):
+        if name in fields and not isinstance(fields[name], str):
+            raise invalid(f"Invalid '{name}': expected a text field.", name)
+    model = fields.get("model")
+    if not model:
+        raise invalid("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+    if model not in VIDEO_SIZES or group not in VIDEO_GROUPS:
+        raise SimError(
+            503,
+            f"No available channel for model {model} under group {group}",
+            type_="upstream_error",
+            code="model_not_found",
+        )
+    prompt = fields.get("prompt")
+    if not prompt or not prompt.strip():
+        raise invalid(
+            "Missing required parameter: 'prompt'.", "prompt", "missing_required_parameter"
+        )
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise invalid("Invalid 'prompt': too long.", "prompt", "string_above_max_length")
+    size = fields.get("size", "720x1280")
+    if size not in VIDEO_SIZES[model]:
+        raise invalid(f"Invalid 'size': {size} is not supported by {model}.", "size")
+    seconds = fields.get("seconds", "4")
+    if seconds not in VIDEO_SECONDS:
+        raise invalid(f"Invalid 'seconds': {seconds}; supported: 4, 8, 12.", "seconds")
+    reference = fields.get("input_reference")
+    if reference is not None:
+        if not isinstance(reference, bytes):
+            raise invalid("input_reference must be a file.", "input_reference")
+        _check_reference(reference, size)
+    return model, prompt, size, seconds
+
+
+def _check_reference(data: bytes, size: str) -> None:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            kind, width, height = image.format, image.width, image.height
+    except (OSError, SyntaxError, ValueError):
+        kind, width, height = None, 0, 0
+    if kind not in _REFERENCE_TYPES:
+        raise invalid(
+            "input_reference must be a JPEG, PNG or WebP image.",
+            "input_reference",
+            "invalid_image_format",
+        )
+    if f"{width}x{height}" != size:
+        raise invalid(
+            f"Input reference image dimensions ({width}x{height}) must match the requested "
+            f"video size ({size}).",
+            "input_reference",
+            "invalid_image_size",
+        )

@@ -1,0 +1,101 @@
+"""The video job store's interface and its record: one durable `VideoJob` per job, shared by
+every replica.
+
+The upstream only knows a job by its own id and only answers the token group (and, to be safe,
+the very key) that created it; the store is what ties our id to those, to the client that owns
+the job, and to what the job cost. Two backends implement `JobStore`:
+`mediagate.stores.sqlite.jobs` (one host) and `mediagate.stores.redis.jobs` (several replicas);
+`mediagate.stores.open_stores` opens the configured one. Status changes are compare-and-set, so
+a job's final state and cost are written exactly once however many replicas or pollers see it
+finish.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+STATUSES = ("queued", "in_progress", "completed", "failed")
+TERMINAL = frozenset({"completed", "failed"})
+Order = Literal["asc", "desc"]
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    id: str  # ours (video_<hex>); the upstream's id is never shown to clients
+    upstream_id: str
+    owner: str  # the client key's name, so rotating a team's key keeps its jobs
+    model: str  # the public model name
+    route: str
+    group: str
+    key_fp: str  # SHA-256 of the upstream key that created the job, never the key
+    prompt: str
+    size: str
+    seconds: str
+    status: str
+    created_at: int
+    updated_at: float
+    progress: int = 0
+    completed_at: int | None = None
+    expires_at: int | None = None
+    error: dict[str, Any] | None = None
+    cost: float | None = None  # USD, once the job is final (0 when it failed)
+    remixed_from: str | None = None  # our id of the source video
+    reference: str | None = None  # what input_reference was sent, e.g. "image/png 1280x720"
+    deleted_at: int | None = None  # deleted jobs stay on record (they were paid for)
+
+    @property
+    def final(self) -> bool:
+        return self.status in TERMINAL
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(VideoJob))
+# What a compare-and-set may change; who owns a job and where it lives never change.
+MUTABLE = frozenset(
+    {
+        "status",
+        "progress",
+        "updated_at",
+        "completed_at",
+        "expires_at",
+        "error",
+        "cost",
+        "deleted_at",
+    }
+)
+
+
+class UnknownCursor(LookupError):
+    """A list cursor (`after`) that is not one of the owner's jobs."""
+
+
+class JobStore(Protocol):
+    async def insert(self, job: VideoJob) -> None:
+        """Record a new job durably before the client hears of it."""
+
+    async def get(self, job_id: str) -> VideoJob | None: ...
+
+    async def update(
+        self, job_id: str, expected_status: str, changes: Mapping[str, Any]
+    ) -> VideoJob | None:
+        """Apply changes only if the job's status is still expected_status: the updated job if
+        this call won, None if another writer changed the status first (or the job is gone)."""
+
+    async def list(
+        self, owner: str, *, after: str | None, limit: int, order: Order
+    ) -> tuple[list[VideoJob], bool]:
+        """The owner's jobs that are not deleted, in creation order, after the cursor; and
+        whether more follow."""
+
+    async def close(self) -> None: ...
+
+
+def check_changes(changes: Mapping[str, Any]) -> None:
+    immutable = set(changes) - MUTABLE
+    if immutable:
+        raise ValueError(f"a job's {sorted(immutable)} cannot change")
+    status = changes.get("status")
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"unknown job status {status!r}")

@@ -1,0 +1,96 @@
+"""Upstream dialects: pure translations between the OpenAI shape and each upstream's shape.
+
+A dialect builds the upstream request for one call of a `Plan` and reads the upstream's answer
+back into `UpstreamImage`s. No I/O happens here: sending, timing and retrying live in
+`mediagate.upstream.sender`, downloading in `mediagate.upstream.fetcher`, so each dialect is
+testable without a network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mediagate.catalog import Route
+from mediagate.imagedata import InputImage
+
+
+@dataclass
+class Plan:
+    route: Route
+    prompt: str
+    params: dict[str, Any]  # upstream fields besides model, prompt and n
+    calls: list[int]  # images per upstream call; len(calls) calls run concurrently
+    response_format: str  # what the client wants back: "b64_json" or "url"
+    ratio: str | None = None  # chat dialect: the ratio marker to append, e.g. "2:3"
+    edit: bool = False  # /images/edits rather than /images/generations
+    stream: bool = False  # the client wants server-sent events
+    dropped: list[str] = field(default_factory=list)
+    mapped: list[str] = field(default_factory=list)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"x-mediagate-route": self.route.id}
+        if self.dropped:
+            headers["x-mediagate-dropped"] = ",".join(sorted(self.dropped))
+        if self.mapped:
+            headers["x-mediagate-mapped"] = ",".join(self.mapped)
+        if len(self.calls) > 1:
+            headers["x-mediagate-upstream-calls"] = str(len(self.calls))
+        return headers
+
+
+@dataclass(frozen=True)
+class EditImages:
+    """An edit's input images. `data_urls` is filled by the caller only for dialects that take
+    images inline (`Dialect.inline_images`), so the translation itself reads no files."""
+
+    files: list[InputImage]
+    mask: InputImage | None = None
+    data_urls: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class UpstreamRequest:
+    """One upstream call, fully described, with no key: the sender adds the key, the timeouts
+    and the retries."""
+
+    path: str  # relative to the upstream base URL, e.g. "/images/generations"
+    json: dict[str, Any] | None = None
+    # multipart instead of JSON: text fields, and (field name, upload) pairs opened at send time
+    form: dict[str, str] | None = None
+    files: list[tuple[str, InputImage]] = field(default_factory=list)
+    method: str = "POST"
+    # multipart parts given whole, as httpx takes them: (name, (filename or None, bytes, type))
+    parts: list[tuple[str, Any]] | None = None
+    params: dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class UpstreamImage:
+    b64: str | None = None
+    url: str | None = None
+    revised_prompt: str | None = None
+
+
+@dataclass
+class UpstreamResult:
+    images: list[UpstreamImage]
+    usage: dict[str, Any] | None = None
+    # Official response keys worth passing on (size, quality, output_format, background).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Dialect(Protocol):
+    inline_images: bool
+
+    def build(self, plan: Plan, n: int, edit: EditImages | None = None) -> UpstreamRequest: ...
+
+    def parse(self, payload: Any) -> UpstreamResult: ...
+
+
+def get_dialect(name: str) -> Dialect:
+    from mediagate.upstream.dialects import chat, images
+
+    dialects: dict[str, Dialect] = {"images": images.DIALECT, "chat": chat.DIALECT}
+    return dialects[name]

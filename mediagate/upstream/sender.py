@@ -1,0 +1,405 @@
+"""Sending requests upstream: the one place that touches the upstream's network and keys.
+
+Every call goes through `Upstream._send`: it picks a key from the group's pool (or uses the key
+a video job is bound to), applies the route's timeouts, retries what `app.retry` allows, benches
+keys the upstream refuses, and reports to the route's circuit breaker. Every transport failure
+and upstream error status becomes a `GatewayError` here (like httpx's
+`map_httpcore_exceptions`), with upstream keys scrubbed from whatever text is passed on.
+
+Whether a call is paid work is the caller's word (`paid=`), never inferred from the method:
+paid calls are gated by the breaker, retried only where no work can have been done, and a
+failure after sending is marked with `mediagate.errors.maybe_paid` (the paid rule, defined there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from mediagate import context, jsonio
+from mediagate.catalog import Route
+from mediagate.errors import (
+    GatewayError,
+    InvalidRequest,
+    RateLimited,
+    Scrubber,
+    UpstreamError,
+    UpstreamTimeout,
+    maybe_paid,
+)
+from mediagate.observability import tracing
+from mediagate.observability.metrics import Metrics
+from mediagate.upstream.breaker import Breakers, Permit
+from mediagate.upstream.dialects import UpstreamRequest
+from mediagate.upstream.keyring import KeyRing, key_fingerprint
+from mediagate.upstream.retry import (
+    CONNECT,
+    GARBAGE,
+    TIMEOUT,
+    Retry,
+    decide,
+    failure_kind,
+    retry_after_s,
+)
+
+__all__ = ["KeyRing", "Upstream", "key_fingerprint", "map_status"]
+
+log = logging.getLogger("mediagate")
+
+_MAX_QUOTED = 500
+_ERROR_BODY_BYTES = 64 * 1024  # of a streamed error answer, enough for its message
+
+
+def _upstream_message(response: httpx.Response) -> tuple[str, str | None, str | None]:
+    """(message, code, param) from an upstream error body, whatever shape it has."""
+    text = response.text
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return " ".join(text.split())[:_MAX_QUOTED] or response.reason_phrase, None, None
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict):
+        message = error.get("message") or error.get("detail") or json.dumps(error)[:_MAX_QUOTED]
+        code, param = error.get("code"), error.get("param")
+        return (
+            str(message)[:_MAX_QUOTED],
+            str(code) if code else None,
+            str(param) if isinstance(param, str) else None,
+        )
+    return str(error)[:_MAX_QUOTED], None, None
+
+
+def map_status(response: httpx.Response, route: Route) -> GatewayError:
+    status = response.status_code
+    message, code, param = _upstream_message(response)
+    where = f"upstream route {route.id}"
+    if status in (401, 403):
+        # Our key, not the client's: the client cannot fix it, the operator can.
+        return UpstreamError(
+            f"The {where} rejected the gateway's credentials for token group '{route.group}'.",
+            code="upstream_auth_failed",
+        )
+    if status == 429:
+        headers = (
+            {"retry-after": response.headers["retry-after"]}
+            if ("retry-after" in response.headers)
+            else {}
+        )
+        return RateLimited(f"The {where} is rate limiting: {message}", headers=headers)
+    if status in (408, 504):
+        # The upstream (or a proxy in front of it) gave up waiting: the work may go on.
+        return maybe_paid(UpstreamTimeout(f"The {where} timed out: {message}"))
+    if status in (400, 413, 422):
+        return InvalidRequest(
+            f"The {where} rejected the request: {message}",
+            code=code or "upstream_rejected",
+            param=param,
+        )
+    return UpstreamError(f"The {where} failed with HTTP {status}: {message}")
+
+
+def _with_body(response: httpx.Response, body: bytes) -> httpx.Response:
+    """A read response as a complete one. The body is decoded already, so the headers that
+    describe its encoding go."""
+    headers = [
+        (name, value)
+        for name, value in response.headers.multi_items()
+        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
+    ]
+    return httpx.Response(
+        response.status_code, headers=headers, content=body, request=response.request
+    )
+
+
+class _Failure(Exception):
+    """An attempt that got no usable answer: its kind (see app.retry) and the client's error."""
+
+    def __init__(self, kind: str, error: GatewayError) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.error = error
+
+
+@dataclass
+class UpstreamAnswer:
+    response: httpx.Response
+    key: str  # the upstream key that got this answer
+    payload: Any = None  # the parsed JSON, when asked for
+
+    @property
+    def key_fingerprint(self) -> str:
+        """Names the key without being it: what a video job stores to stay bound to it."""
+        return key_fingerprint(self.key)
+
+
+class Upstream:
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        keys: KeyRing,
+        metrics: Metrics,
+        scrub: Scrubber,
+        timeout_s: float,
+        *,
+        connect_timeout_s: float = 10.0,
+        max_bytes: int = 256 * 1024 * 1024,
+        breakers: Breakers | None = None,
+        rng: random.Random | None = None,
+        tracer: tracing.Tracer | None = None,
+    ) -> None:
+        self._client = client
+        self._base_url = base_url
+        self.keys = keys
+        self._metrics = metrics
+        self._scrub = scrub
+        self._timeout_s = timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._max_bytes = max_bytes
+        self.breakers = breakers or Breakers()
+        self._rng = rng or random.Random()  # jitter, not secrecy
+        self._tracer = tracer or tracing.NoOpTracer()  # a span per attempt
+
+    def _build(self, request: UpstreamRequest, key: str) -> httpx.Request:
+        headers = {**(request.headers or {}), "Authorization": f"Bearer {key}"}
+        url = self._base_url + request.path
+        content: dict[str, Any] = {"params": request.params}
+        if request.parts is not None:
+            content["files"] = request.parts
+        elif request.form is not None:
+            # Each attempt reads the uploads through readers of its own.
+            files = [(n, (f.filename, f.open(), f.content_type)) for n, f in request.files]
+            content.update(data=request.form, files=files)
+        elif request.json is not None:
+            content["json"] = request.json
+        return self._client.build_request(request.method, url, headers=headers, **content)
+
+    def _total_s(self, route: Route, paid: bool) -> float:
+        if paid:
+            return route.timeouts.total or self._timeout_s
+        return route.timeouts.status
+
+    async def send(
+        self,
+        route: Route,
+        request: UpstreamRequest,
+        *,
+        paid: bool,
+        key: str | None = None,
+        stream: bool = False,
+        parse: bool = False,
+        not_found: GatewayError | None = None,
+        passthrough: frozenset[int] = frozenset(),
+    ) -> UpstreamAnswer:
+        """One call, tried as often as the route's policy allows: the sender's one interface.
+
+        `paid`: new work the upstream charges for (a generation, a video create or remix),
+        gated by the breaker and retried only where no work can have been done; a free call
+        (a status poll, a list, a download, a delete) is retried more freely. `key` binds the
+        call to one upstream key (a video job's); otherwise keys come from the group's pool.
+        `parse`: the answer's JSON is in `payload`. A successful status (or one in
+        `passthrough`) is returned; any other becomes a mapped GatewayError, a 404 `not_found`
+        when given. A streamed response (`stream`) is the caller's to close."""
+        permit: Permit | None = None
+        if paid:
+            permit = self.breakers.get(route.id, route.breaker).check()
+        tried: list[str] = []
+        attempt = 0
+        try:
+            while True:
+                attempt += 1
+                use = key or self.keys.next(route.group, avoid=tried)
+                tried.append(use)
+                try:
+                    with tracing.upstream_attempt(
+                        self._tracer, route.id, route.group, attempt, request.method, request.path
+                    ) as span:
+                        answer = await self._attempt(
+                            route, self._build(request, use), use, paid, stream, parse
+                        )
+                        span.answered(answer.response.status_code)
+                except _Failure as failure:
+                    retry = decide(
+                        route.retry, attempt, paid=paid, failure=failure.kind, rng=self._rng
+                    )
+                    if retry is None:
+                        if permit is not None:
+                            permit.failure()
+                        raise failure.error from None
+                    await self._pause(route, retry)
+                    continue
+                status = answer.response.status_code
+                if status < 400 or status in passthrough:
+                    self.keys.succeeded(use)
+                    if permit is not None:
+                        permit.success()
+                    return answer
+                error = await self._error(route, answer.response, stream, not_found)
+                wait = retry_after_s(answer.response.headers)
+                self.keys.failed(route.group, use, status, wait)
+                retry = decide(
+                    route.retry,
+                    attempt,
+                    paid=paid,
+                    status=status,
+                    retry_after_s=wait,
+                    other_key=key is None and self.keys.available(route.group, avoid=tried),
+                    rng=self._rng,
+                )
+                if retry is None:
+                    if permit is not None and status >= 500:
+                        permit.failure()
+                    raise error
+                await self._pause(route, retry)
+        finally:
+            if permit is not None:
+                permit.release()  # nothing to report (a client error, a cancelled call)
+
+    async def _pause(self, route: Route, retry: Retry) -> None:
+        self._metrics.upstream_retries.labels(route.id, route.group, retry.reason).inc()
+        context.note_retry()
+        tracing.event("retry", route=route.id, reason=retry.reason, delay_s=retry.delay_s)
+        log.info(
+            "retrying upstream call",
+            extra={"fields": {"route": route.id, "reason": retry.reason, "delay_s": retry.delay_s}},
+        )
+        await asyncio.sleep(retry.delay_s)
+
+    async def _attempt(
+        self, route: Route, request: httpx.Request, key: str, paid: bool, stream: bool, parse: bool
+    ) -> UpstreamAnswer:
+        """Send once and wait for the status line (and, unless streaming, the whole body, at
+        most max_bytes of it)."""
+        total = self._total_s(route, paid)
+        connect = route.timeouts.connect or self._connect_timeout_s
+        # httpx's read timeout is per chunk; the whole call is bounded by `total` below.
+        request.extensions["timeout"] = httpx.Timeout(
+            max(total, self._total_s(route, True)), connect=connect, pool=connect
+        ).as_dict()
+        started = time.perf_counter()
+        label = "error"
+        try:
+            async with asyncio.timeout(total):
+                response = await self._client.send(request, stream=True)
+                label = str(response.status_code)
+                if not stream:
+                    response = await self._read(route, response, paid)
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            kind = failure_kind(exc)
+            label = "timeout" if kind == TIMEOUT else "error"
+            raise self._transport_failure(route, kind, exc, paid, total) from None
+        except httpx.HTTPError as exc:
+            raise self._transport_failure(route, failure_kind(exc), exc, paid, total) from None
+        finally:
+            self._metrics.upstream_call(route, label, time.perf_counter() - started)
+        answer = UpstreamAnswer(response, key)
+        if parse and response.status_code < 400:
+            answer.payload = self._json(route, response, paid)
+        return answer
+
+    def _transport_failure(
+        self, route: Route, kind: str, exc: BaseException, paid: bool, total: float
+    ) -> _Failure:
+        name = type(exc).__name__
+        if kind == CONNECT:
+            return _Failure(
+                kind,
+                UpstreamError(
+                    f"Could not reach the upstream for route {route.id}: {name}.",
+                    code="upstream_unreachable",
+                ),
+            )
+        if kind == TIMEOUT:
+            error: GatewayError = UpstreamTimeout(
+                f"The upstream route {route.id} did not answer within {total:g} s."
+            )
+        else:
+            error = UpstreamError(
+                f"The connection to the upstream route {route.id} broke after the request was "
+                f"sent ({name}).",
+                code="upstream_connection_lost",
+            )
+        # It may still be working, and charging: a client retry could pay twice.
+        return _Failure(kind, maybe_paid(error) if paid else error)
+
+    async def _read(self, route: Route, response: httpx.Response, paid: bool) -> httpx.Response:
+        """The whole body, refused beyond max_bytes so a huge answer cannot exhaust memory."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self._max_bytes:
+                raise self._too_large(route, paid)
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self._max_bytes:
+                    raise self._too_large(route, paid)
+                chunks.append(chunk)
+        finally:
+            await response.aclose()
+        return _with_body(response, b"".join(chunks))
+
+    def _too_large(self, route: Route, paid: bool) -> _Failure:
+        error = UpstreamError(
+            f"The upstream route {route.id} answered more than {self._max_bytes} bytes.",
+            code="upstream_response_too_large",
+        )
+        return _Failure(GARBAGE, maybe_paid(error) if paid else error)
+
+    def _json(self, route: Route, response: httpx.Response, paid: bool) -> Any:
+        try:
+            # orjson, from the bytes: an image answer is megabytes of base64 (see app.jsonio).
+            return jsonio.loads(response.content)
+        except ValueError:
+            kind = response.headers.get("content-type", "unknown content type")
+            error = UpstreamError(
+                f"The upstream route {route.id} answered with a body that is not JSON ({kind}).",
+                code="bad_upstream_response",
+            )
+            raise _Failure(GARBAGE, maybe_paid(error) if paid else error) from None
+
+    async def _error(
+        self,
+        route: Route,
+        response: httpx.Response,
+        stream: bool,
+        not_found: GatewayError | None,
+    ) -> GatewayError:
+        if stream:
+            try:
+                body = b""
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) >= _ERROR_BODY_BYTES:
+                        break
+            except httpx.HTTPError:
+                body = b""
+            finally:
+                await response.aclose()
+            response = _with_body(response, body[:_ERROR_BODY_BYTES])
+        if response.status_code == 404 and not_found is not None:
+            return not_found
+        error = map_status(response, route)
+        error.message = self._scrub(error.message)
+        return error
+
+    @asynccontextmanager
+    async def stream(
+        self, route: Route, request: UpstreamRequest, *, paid: bool
+    ) -> AsyncIterator[httpx.Response]:
+        """A streaming answer whose status is a success (errors are raised before any byte),
+        closed when the block ends."""
+        answer = await self.send(route, request, paid=paid, stream=True)
+        try:
+            yield answer.response
+        finally:
+            await answer.response.aclose()

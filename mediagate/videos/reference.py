@@ -1,0 +1,119 @@
+"""input_reference: the image a video starts from, checked and fitted to the video's size.
+
+The upstream refuses a reference whose pixels differ from `size`. Rather than pass that refusal
+on, the gateway fits the image: scale to cover, centre-crop to exactly `size`, same format.
+CPU-bound; callers run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import warnings
+
+from PIL import Image, ImageOps
+
+from mediagate.errors import InvalidRequest
+from mediagate.imagedata import sniff_image_type
+from mediagate.upstream.dialects.videos import Reference
+
+_PIL_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
+_SAVE_OPTIONS: dict[str, dict[str, int]] = {"JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+_DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
+
+
+def _invalid(message: str, code: str = "invalid_image") -> InvalidRequest:
+    return InvalidRequest(message, param="input_reference", code=code)
+
+
+def too_large(max_bytes: int) -> InvalidRequest:
+    return _invalid(
+        f"input_reference is larger than the {max_bytes // (1024 * 1024)} MiB the gateway accepts.",
+        "file_too_large",
+    )
+
+
+def decode_data_url(url: str, max_bytes: int) -> bytes | None:
+    """The bytes of a base64 `data:image/...` URL, or None when url is not one."""
+    match = _DATA_URL.match(url)
+    if match is None:
+        return None
+    encoded = url[match.end() :]
+    if len(encoded) * 3 // 4 > max_bytes:
+        raise too_large(max_bytes)
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise _invalid("input_reference.image_url is not valid base64 data.") from None
+
+
+def inspect(data: bytes, max_pixels: int) -> Reference:
+    """The reference's format (from its bytes) and pixel size, or a 400 saying what is wrong."""
+    content_type = sniff_image_type(data)
+    if content_type not in _PIL_FORMATS:
+        raise _invalid(
+            "input_reference must be a JPEG, PNG or WebP image"
+            + (f", not {content_type}." if content_type else "."),
+            "invalid_image_format",
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:  # reads the header only
+                width, height = image.size
+    except (
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,
+    ):
+        raise _invalid("input_reference is not a readable image.") from None
+    if width * height > max_pixels:
+        raise _invalid(
+            f"input_reference is {width}x{height}, more than the {max_pixels} pixels the "
+            "gateway accepts.",
+            "image_too_large",
+        )
+    return Reference(data, content_type, width, height)
+
+
+def fit(reference: Reference, width: int, height: int) -> Reference:
+    """The image scaled to cover width x height and centre-cropped to it, in its own format."""
+    pil_format = _PIL_FORMATS[reference.content_type]
+    try:
+        with Image.open(io.BytesIO(reference.data)) as opened:
+            opened.seek(0)  # an animated image starts the video with its first frame
+            image = ImageOps.exif_transpose(opened)  # as people see it, not as it is stored
+            alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+            if image.mode not in ("RGB", "RGBA", "L"):
+                image = image.convert("RGBA" if alpha else "RGB")
+            fitted = ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+    except (OSError, SyntaxError, ValueError):
+        raise _invalid("input_reference is not a readable image.") from None
+    if pil_format == "JPEG" and fitted.mode != "RGB" and fitted.mode != "L":
+        fitted = fitted.convert("RGB")  # JPEG has no alpha
+    out = io.BytesIO()
+    fitted.save(out, format=pil_format, **_SAVE_OPTIONS.get(pil_format, {}))
+    return Reference(out.getvalue(), reference.content_type, width, height)
+
+
+def prepare(
+    data: bytes, size: str, *, fitting: bool, max_pixels: int
+) -> tuple[Reference, str | None]:
+    """The reference to send for a video of `size`, and a note when it was fitted."""
+    reference = inspect(data, max_pixels)
+    width, _, height = size.partition("x")
+    target = (int(width), int(height))
+    if (reference.width, reference.height) == target:
+        return reference, None
+    have = f"{reference.width}x{reference.height}"
+    if not fitting:
+        raise _invalid(
+            f"input_reference is {have} but the video's size is {size}; the upstream needs "
+            "them equal. Send an image of exactly that size, or allow the gateway to fit it.",
+            "invalid_image_size",
+        )
+    return fit(reference, *target), f"input_reference={have}>{size}"

@@ -1,0 +1,475 @@
+"""Video jobs: the one owner of each Videos API use case, over the upstream's async jobs and our
+job store.
+
+`VideoService.create` validates a request once (`mediagate.videos.spec`), admits it against the
+client key's limits and budget (a reservation under the new job's id, held until the job ends),
+starts the job upstream, records it and answers; `.remix` does the same from a source job it
+reads once. `.retrieve`, `.list`, `.delete` and `.content` act on jobs the caller owns. Each
+hands the HTTP layer a result (`Video`, `VideoPage`, the deleted `VideoJob`, a streaming
+upstream answer); the HTTP layer only translates requests and results.
+
+The upstream shows a job only to the key that created it and knows it by its own id. So a job
+is recorded (our id, upstream id, route, group, key fingerprint, owner, parameters) before the
+client hears of it, and every later call finds the key through the record. Status changes are
+compare-and-set: whichever replica or poller sees a job finish first records its final state
+and cost, and settles the create's reservation with it, once; everyone else reads that record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import httpx
+
+from mediagate import context
+from mediagate.accounting.clients import KeyPolicy
+from mediagate.accounting.metering import VIDEO_RESERVATION_TTL_S, Metering, Ticket
+from mediagate.accounting.pricing import video_cost
+from mediagate.catalog import Catalog, Route
+from mediagate.errors import GatewayError, InvalidRequest, NotFound, Scrubber, UpstreamError
+from mediagate.observability.metrics import Metrics
+from mediagate.settings import Settings
+from mediagate.stores.jobs import TERMINAL, JobStore, Order, UnknownCursor, VideoJob
+from mediagate.stores.ledger import Charge
+from mediagate.upstream.dialects.videos import (
+    Reference,
+    UpstreamVideo,
+    VideoSpec,
+    build_content,
+    build_create,
+    build_delete,
+    build_remix,
+    build_status,
+    parse_video,
+)
+from mediagate.upstream.fetcher import SafeFetcher
+from mediagate.upstream.sender import Upstream
+from mediagate.videos import reference as references
+from mediagate.videos.records import is_video_id, job_changes, new_video_id
+from mediagate.videos.spec import ReferenceInput, VideoRequest, check_remix, plan_video
+
+log = logging.getLogger("mediagate")
+
+_CAS_ATTEMPTS = 8
+_LIST_REFRESH_CONCURRENCY = 8
+VARIANTS = ("video", "thumbnail", "spritesheet")
+
+
+@dataclass(frozen=True)
+class Video:
+    """A use case's answer: the job as recorded now, and the headers its response carries."""
+
+    job: VideoJob
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class VideoPage:
+    """One page of the caller's jobs, each as fresh as the upstream could say."""
+
+    jobs: list[VideoJob]
+    has_more: bool
+
+
+def video_not_found(video_id: str) -> NotFound:
+    return NotFound(
+        f"No video found with id '{video_id}'. It may have been deleted or have expired.",
+        code="video_not_found",
+    )
+
+
+def _price_per_second(route: Route) -> dict[str, float]:
+    assert route.video is not None, "the catalog gives every video route a policy"
+    return route.video.price_per_second
+
+
+class VideoService:
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        upstream: Upstream,
+        fetcher: SafeFetcher,
+        jobs: JobStore,
+        metering: Metering,
+        metrics: Metrics,
+        scrub: Scrubber,
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.upstream = upstream
+        self.fetcher = fetcher
+        self.jobs = jobs
+        self.metering = metering
+        self.metrics = metrics
+        self.scrub = scrub
+
+    # --- The use cases ----------------------------------------------------------------------
+
+    async def create(self, policy: KeyPolicy, request: VideoRequest) -> Video:
+        """A new job: validated, admitted, started upstream, recorded, answered."""
+        model = request.fields.get("model") or self.catalog.default_video_model
+        if not isinstance(model, str):
+            raise InvalidRequest("Invalid 'model': expected a string.", param="model")
+        _, route = self.catalog.route_for(model, "video")
+        ctx = context.current()
+        ctx.served_by(model, route)
+        # Validated once and first (nothing is reserved for a bad request), then metered.
+        spec = plan_video(request.fields, route, model, reference=request.reference is not None)
+        job_id = new_video_id()
+        ticket = await self._admit(policy, model, route, spec.size, spec.seconds, job_id)
+        try:
+            video = await self._start(policy.name, model, route, spec, request, job_id)
+        except BaseException:
+            ticket.settle_soon(Charge(model, 0.0))
+            raise
+        await ticket.release()  # the reservation stays until the job ends
+        ctx.normalized = {k: v for k, v in video.headers.items() if k != "x-mediagate-route"}
+        return self._answer(video.job, video.headers)
+
+    async def remix(self, policy: KeyPolicy, video_id: str, body: Any) -> Video:
+        """A new job from one of the caller's videos, under the key that made the source."""
+        source = await self._owned(policy.name, video_id)
+        route = self._route(source)
+        prompt = check_remix(body, route)
+        job_id = new_video_id()
+        ticket = await self._admit(policy, source.model, route, source.size, source.seconds, job_id)
+        try:
+            job = await self._start_remix(source, route, prompt, job_id)
+        except BaseException:
+            ticket.settle_soon(Charge(source.model, 0.0))
+            raise
+        await ticket.release()
+        return self._answer(job, {"x-mediagate-route": route.id})
+
+    async def retrieve(self, owner: str, video_id: str) -> Video:
+        """One of the caller's jobs as the upstream sees it now, recorded."""
+        job = await self._owned(owner, video_id)
+        return self._answer(await self._refresh(job), {})
+
+    async def list(self, owner: str, *, after: str | None, limit: int, order: Order) -> VideoPage:
+        """The caller's jobs, in creation order after the cursor, unfinished ones refreshed."""
+        try:
+            jobs, has_more = await self.jobs.list(owner, after=after, limit=limit, order=order)
+        except UnknownCursor:
+            raise InvalidRequest(
+                f"Invalid 'after': '{after}' is not one of your videos.", param="after"
+            ) from None
+        gate = asyncio.Semaphore(_LIST_REFRESH_CONCURRENCY)
+
+        async def fresh(job: VideoJob) -> VideoJob:
+            # A listing shows unfinished jobs as they are now; one that cannot be asked keeps
+            # its last known state rather than failing the whole page.
+            if job.status in TERMINAL:
+                return job
+            async with gate:
+                try:
+                    return await self._refresh(job)
+                except GatewayError:
+                    return job
+
+        return VideoPage(list(await asyncio.gather(*(fresh(job) for job in jobs))), has_more)
+
+    async def delete(self, owner: str, video_id: str) -> VideoJob:
+        """The job deleted upstream and hidden from its owner; the record stays (it was paid
+        for)."""
+        job = await self._owned(owner, video_id)
+        route = self._route(job)
+        key = self.upstream.keys.by_fingerprint(job.group, job.key_fp)
+        with contextlib.suppress(NotFound):  # the upstream already forgot it: intent met
+            await self.upstream.send(
+                route,
+                build_delete(job.upstream_id),
+                paid=False,
+                key=key,
+                not_found=video_not_found(job.id),
+            )
+        for _ in range(_CAS_ATTEMPTS):
+            now = time.time()
+            changes = {"deleted_at": int(now), "updated_at": now}
+            done = await self.jobs.update(job.id, job.status, changes)
+            if done is not None:
+                return done
+            latest = await self.jobs.get(job.id)
+            if latest is None or latest.deleted_at is not None:
+                raise video_not_found(video_id)
+            job = latest
+        raise UpstreamError("The video changed too often to delete; try again.", code="conflict")
+
+    async def content(
+        self, owner: str, video_id: str, variant: str, headers: dict[str, str]
+    ) -> httpx.Response:
+        """The upstream's streaming answer for a job's file (200, 206 or 416), with `headers`
+        (Range and the like) passed on; the caller closes it."""
+        if variant not in VARIANTS:
+            raise InvalidRequest(
+                f"Invalid 'variant': '{variant}'. Expected one of {', '.join(VARIANTS)}.",
+                param="variant",
+            )
+        job = await self._owned(owner, video_id)
+        route = self._route(job)
+        key = self.upstream.keys.by_fingerprint(job.group, job.key_fp)
+        answer = await self.upstream.send(
+            route,
+            build_content(job.upstream_id, variant, headers),
+            paid=False,
+            key=key,
+            not_found=video_not_found(job.id),
+            passthrough=frozenset({416}),
+            stream=True,
+        )
+        return answer.response
+
+    # --- Jobs and routes --------------------------------------------------------------------
+
+    async def _owned(self, owner: str, video_id: str) -> VideoJob:
+        """The caller's job, or a 404: another client's job does not exist as far as they know.
+        The request is labelled with the job's model and route."""
+        job = await self.jobs.get(video_id) if is_video_id(video_id) else None
+        if job is None or job.owner != owner or job.deleted_at is not None:
+            raise video_not_found(video_id)
+        route = self.catalog.routes.get(job.route)
+        if route is not None:
+            context.current().served_by(job.model, route)
+        return job
+
+    def _route(self, job: VideoJob) -> Route:
+        route = self.catalog.routes.get(job.route)
+        if route is None:
+            raise UpstreamError(
+                f"The route {job.route} that made this video is no longer configured.",
+                code="route_unavailable",
+            )
+        return route
+
+    def _answer(self, job: VideoJob, headers: dict[str, str]) -> Video:
+        headers = dict(headers)
+        if not job.final:
+            # create_and_poll sleeps this long between polls instead of its default second.
+            headers["openai-poll-after-ms"] = str(self.settings.video_poll_after_ms)
+        return Video(job, headers)
+
+    # --- Admission and settlement -----------------------------------------------------------
+
+    async def _admit(
+        self, policy: KeyPolicy, model: str, route: Route, size: str, seconds: str, job_id: str
+    ) -> Ticket:
+        """The key's limits checked and the video's price reserved under the job's id, so
+        whichever replica sees the job finish can settle it."""
+        estimate = video_cost(_price_per_second(route), size, seconds) or 0.0
+        return await self.metering.admit(
+            policy,
+            model,
+            images=0,
+            estimate=estimate,
+            reservation=job_id,
+            reservation_ttl_s=VIDEO_RESERVATION_TTL_S,
+        )
+
+    async def _finished(self, job: VideoJob) -> None:
+        """Runs once per job, in whichever process won the final compare-and-set: the job's
+        cost (0 if it failed) is booked against the reservation its create took, under the
+        job's id."""
+        metrics = self.metrics
+        metrics.videos.labels(job.model, job.route, job.status).inc()
+        seconds = int(job.seconds) if job.status == "completed" and job.seconds.isdigit() else 0
+        charge = Charge(job.model, job.cost or 0.0, video_seconds=seconds)
+        if await self.metering.ledger.settle(job.owner, job.id, charge) and charge.cost:
+            metrics.cost.labels(job.owner, job.model).inc(charge.cost)
+        if seconds:
+            metrics.video_seconds.labels(job.model, job.route).inc(seconds)
+        log.info(
+            "video finished",
+            extra={
+                "fields": {
+                    "video_id": job.id,
+                    "key": job.owner,
+                    "model": job.model,
+                    "route": job.route,
+                    "status": job.status,
+                    "seconds": job.seconds,
+                    "size": job.size,
+                    "cost_usd": job.cost,
+                }
+            },
+        )
+
+    # --- Upstream calls and the record ------------------------------------------------------
+
+    async def _start(
+        self,
+        owner: str,
+        model: str,
+        route: Route,
+        spec: VideoSpec,
+        request: VideoRequest,
+        job_id: str,
+    ) -> Video:
+        """The job created upstream (with its reference, fitted) and recorded."""
+        headers = {"x-mediagate-route": route.id}
+        reference: Reference | None = None
+        note = None
+        if request.reference is not None:
+            data = await self._reference_bytes(request.reference)
+            reference, note = await asyncio.to_thread(
+                references.prepare,
+                data,
+                spec.size,
+                fitting=request.fit_reference and self.settings.video_fit_reference,
+                max_pixels=self.settings.video_reference_max_pixels,
+            )
+            if note:
+                headers["x-mediagate-mapped"] = note
+
+        # Any key of the group may create the job (a refused one is skipped); the job stays
+        # bound to the one that did.
+        created = await self.upstream.send(
+            route, build_create(route, spec, reference), paid=True, parse=True
+        )
+        fingerprint = created.key_fingerprint
+        video = parse_video(created.payload, route)
+        now = time.time()
+        described = None
+        if reference is not None:
+            described = f"{reference.content_type} {reference.width}x{reference.height}"
+            described += " (fitted)" if note else ""
+        job = VideoJob(
+            id=job_id,
+            upstream_id=video.id,
+            owner=owner,
+            model=model,
+            route=route.id,
+            group=route.group,
+            key_fp=fingerprint,
+            prompt=spec.prompt,
+            size=spec.size,
+            seconds=spec.seconds,
+            status="queued",
+            created_at=int(now),
+            updated_at=now,
+            reference=described,
+        )
+        await self._insert(job)
+        return Video(await self._record(job, video), headers)
+
+    async def _start_remix(
+        self, source: VideoJob, route: Route, prompt: str, job_id: str
+    ) -> VideoJob:
+        """The remix created upstream, under the source's key, and recorded."""
+        key = self.upstream.keys.by_fingerprint(source.group, source.key_fp)
+        answer = await self.upstream.send(
+            route,
+            build_remix(source.upstream_id, prompt),
+            paid=True,
+            key=key,
+            parse=True,
+            not_found=video_not_found(source.id),
+        )
+        video = parse_video(answer.payload, route)
+        now = time.time()
+        job = VideoJob(
+            id=job_id,
+            upstream_id=video.id,
+            owner=source.owner,
+            model=source.model,
+            route=source.route,
+            group=source.group,
+            key_fp=source.key_fp,  # the remix lives under the source's key too
+            prompt=prompt,
+            size=video.size or source.size,
+            seconds=video.seconds or source.seconds,
+            status="queued",
+            created_at=int(now),
+            updated_at=now,
+            remixed_from=source.id,
+        )
+        await self._insert(job)
+        return await self._record(job, video)
+
+    async def _reference_bytes(self, given: ReferenceInput) -> bytes:
+        cap = self.settings.video_reference_max_bytes
+        if given.data is not None:
+            return given.data
+        url = given.image_url or ""
+        inline = references.decode_data_url(url, cap)
+        if inline is not None:
+            return inline
+        if not url.startswith(("http://", "https://")):
+            raise InvalidRequest(
+                "input_reference.image_url must be an http(s) URL or a data:image/...;base64 URL.",
+                param="input_reference",
+            )
+        try:
+            # The same rules as upstream image links: public addresses only, capped, images only.
+            data, _ = await self.fetcher.fetch_image(url)
+        except GatewayError as exc:
+            raise InvalidRequest(
+                f"Could not use input_reference.image_url: {exc.message}",
+                param="input_reference",
+                code=exc.code or "invalid_image_url",
+            ) from None
+        if len(data) > cap:
+            raise references.too_large(cap)
+        return data
+
+    async def _insert(self, job: VideoJob) -> None:
+        """Record a job the upstream accepted, before the client hears of it."""
+        try:
+            await self.jobs.insert(job)
+        except GatewayError:
+            # The upstream is making (and charging for) a video nobody can reach: say which.
+            log.error(
+                "video job not recorded",
+                extra={"fields": {"upstream_id": job.upstream_id, "route": job.route}},
+            )
+            raise
+
+    async def _refresh(self, job: VideoJob) -> VideoJob:
+        """The job as the upstream sees it now, recorded."""
+        route = self._route(job)
+        key = self.upstream.keys.by_fingerprint(job.group, job.key_fp)
+        answer = await self.upstream.send(
+            route,
+            build_status(job.upstream_id),
+            paid=False,
+            key=key,
+            parse=True,
+            not_found=video_not_found(job.id),
+        )
+        return await self._record(job, parse_video(answer.payload, route))
+
+    async def _record(self, job: VideoJob, video: UpstreamVideo) -> VideoJob:
+        """Our record after the upstream's latest answer, changed by compare-and-set; the
+        winner of the final change settles the job."""
+        route = self._route(job)
+        video = self._scrubbed(video)
+        for _ in range(_CAS_ATTEMPTS):
+            if job.final:
+                return job  # the final state was recorded once; nothing overrides it
+            changes = job_changes(job, video, time.time())
+            if not changes:
+                return job
+            if changes.get("status") == "completed":
+                changes["cost"] = video_cost(_price_per_second(route), job.size, job.seconds)
+            elif changes.get("status") == "failed":
+                changes["cost"] = 0.0
+            won = await self.jobs.update(job.id, job.status, changes)
+            if won is not None:
+                if won.final:
+                    await self._finished(won)
+                return won
+            latest = await self.jobs.get(job.id)  # someone else moved it first: start from theirs
+            if latest is None:
+                raise video_not_found(job.id)
+            job = latest
+        return job
+
+    def _scrubbed(self, video: UpstreamVideo) -> UpstreamVideo:
+        if video.error is None:
+            return video
+        return replace(video, error={**video.error, "message": self.scrub(video.error["message"])})
