@@ -31,6 +31,9 @@ class Claim:
 
 
 class IdempotencyStore(Protocol):
+    """Implemented by the SQLite and the Redis backend (stores/sqlite/, stores/redis/), which
+    repeat these signatures on purpose: a duplicates report pairing them is expected."""
+
     async def claim(self, key: str, fingerprint: str, lease_s: float, ttl_s: float) -> Claim:
         """Atomically: create the record (or take over one whose lease expired) and own it,
         or report it running, done (with its answer) or claimed by another fingerprint."""

@@ -72,6 +72,9 @@ class UnknownCursor(LookupError):
 
 
 class JobStore(Protocol):
+    """Implemented by the SQLite and the Redis backend (stores/sqlite/, stores/redis/), which
+    repeat these signatures on purpose: a duplicates report pairing them is expected."""
+
     async def insert(self, job: VideoJob) -> None:
         """Record a new job durably before the client hears of it."""
 

@@ -57,6 +57,9 @@ class UsageRow:
 
 
 class Ledger(Protocol):
+    """Implemented by the SQLite and the Redis backend (stores/sqlite/, stores/redis/), which
+    repeat these signatures on purpose: a duplicates report pairing them is expected."""
+
     async def take_rate(self, key: str, rpm: int | None, ipm: int | None, images: int) -> float:
         """Take one request and `images` images from the key's per-minute buckets, both or
         neither; 0 if taken, else the seconds until they would be."""

@@ -88,26 +88,18 @@ def _price_per_second(route: Route) -> dict[str, float]:
     return route.video.price_per_second
 
 
+@dataclass
 class VideoService:
-    def __init__(
-        self,
-        settings: Settings,
-        catalog: Catalog,
-        upstream: Upstream,
-        fetcher: SafeFetcher,
-        jobs: JobStore,
-        metering: Metering,
-        metrics: Metrics,
-        scrub: Scrubber,
-    ) -> None:
-        self.settings = settings
-        self.catalog = catalog
-        self.upstream = upstream
-        self.fetcher = fetcher
-        self.jobs = jobs
-        self.metering = metering
-        self.metrics = metrics
-        self.scrub = scrub
+    """The Videos API's use cases, built once in the lifespan from the parts they use."""
+
+    settings: Settings
+    catalog: Catalog
+    upstream: Upstream
+    fetcher: SafeFetcher
+    jobs: JobStore
+    metering: Metering
+    metrics: Metrics
+    scrub: Scrubber
 
     # --- The use cases ----------------------------------------------------------------------
 
