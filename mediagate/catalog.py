@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from mediagate.errors import ModelNotFound
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mediagate.errors import ModelNotFound
 
 # The resilience policies a route carries (applied by mediagate.upstream.retry and .breaker).
 
