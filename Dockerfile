@@ -1,4 +1,4 @@
-# mediagate's container image: `docker build -t mediagate .`, then see README "Deployment".
+# mediagate's container image: `docker build -t mediagate .`, then see docs/operations.md "Deploy".
 #
 # Two stages. `build` installs the dependencies into a virtualenv (their own layer, rebuilt only
 # when pyproject.toml changes), then the package itself. The runtime stage copies only that
@@ -36,7 +36,7 @@ RUN groupadd --system --gid 10001 mediagate \
  && mkdir -p /data \
  && chown 10001:10001 /data
 COPY --from=build /opt/mediagate /opt/mediagate
-# Configuration comes only from MEDIAGATE_* environment variables (see README); nothing secret
+# Configuration comes only from MEDIAGATE_* environment variables (see docs/configuration.md); nothing secret
 # is baked in. Without an upstream configured the gateway serves its built-in simulator.
 ENV PATH=/opt/mediagate/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -48,7 +48,7 @@ format: install-dev
 test: lint
 	$(BIN)/pytest
 
-# What the gateway adds over calling the upstream directly (README "Performance"): about 3.5
+# What the gateway adds over calling the upstream directly (docs/performance.md): about 3.5
 # minutes on 2 cores, BENCH_QUICK=1 for about 1.5. Not part of `make test` (a tiny run of it
 # is: tests/test_bench_smoke.py). Writes bench/results.json (or BENCH_OUT).
 bench: install

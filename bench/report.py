@@ -1,4 +1,4 @@
-"""The benchmark's results as Markdown tables (what the README quotes)."""
+"""The benchmark's results as Markdown tables (what docs/performance.md quotes)."""
 
 from __future__ import annotations
 
