@@ -279,4 +279,4 @@ def store_clock(store_url: StoreUrl) -> StoreClock:
 @pytest.fixture
 def videos_gw(make_gateway: Callable[..., Gateway], job_store: dict[str, str]) -> Gateway:
     """A gateway on each job store whose video answers ask clients to poll quickly."""
-    return make_gateway(video_poll_after_ms=20, **job_store)
+    return make_gateway(video_poll_after_ms=50, **job_store)
