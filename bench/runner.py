@@ -112,7 +112,7 @@ def gateway_env(stack: Stack, name: str, **extra: str) -> dict[str, str]:
         {
             "MEDIAGATE_UPSTREAM_URL": f"{stack.upstream_url}/v1",
             "MEDIAGATE_KEY_DEFAULT": UPSTREAM_KEYS["default"],
-            "MEDIAGATE_KEY_SORA2OFFICIAL": UPSTREAM_KEYS["official"],
+            "MEDIAGATE_KEY_OPENAIOFFICIAL": UPSTREAM_KEYS["official"],
             "MEDIAGATE_API_KEYS": f"bench:{CLIENT_KEY}",
             "MEDIAGATE_FETCH_ALLOW_HOSTS": f"127.0.0.1:{stack.upstream_port}",
             "MEDIAGATE_DATA_DIR": str(data),

@@ -1,4 +1,5 @@
-"""The model catalog: public model names, the upstream routes behind them, and their policies.
+"""The model catalog: public model names, the upstream routes behind them and their policies and
+prices, the token groups (former names, price multiplier), and the aliases of retired names.
 
 The catalog is data (`catalog.yaml`, optionally merged with the operator's `MEDIAGATE_CONFIG`);
 this module only validates it and answers "which route serves this model".
@@ -6,9 +7,11 @@ this module only validates it and answers "which route serves this model".
 
 from __future__ import annotations
 
+import calendar
 import importlib.resources
 import re
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,15 +123,74 @@ class VideoPolicy(BaseModel):
         return self
 
 
+class TokenPrices(BaseModel):
+    """USD per million tokens, by the token classes of the upstream's `usage`
+    (`input_tokens_details`, its cached tokens, `output_tokens_details`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    text_input: float = Field(ge=0)
+    cached_text_input: float = Field(ge=0)
+    image_input: float = Field(ge=0)
+    cached_image_input: float = Field(ge=0)
+    image_output: float = Field(ge=0)
+    # Where a model reports text output tokens; without a price they bill as image output.
+    text_output: float | None = Field(default=None, ge=0)
+
+
+class TokenEstimate(BaseModel):
+    """What bounds a token-priced request's cost before it is sent (the budget reservation, see
+    mediagate/accounting/pricing.py); billed only for an answer that reports no usage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Output tokens of one image of one megapixel (1024x1024), by quality; other sizes scale
+    # with their pixels. A quality not listed (or `auto`, or none) counts as the largest.
+    output_tokens_per_mp: dict[str, int] = Field(min_length=1)
+    input_tokens_per_image: int = Field(default=6000, ge=0)  # an edit's input image
+
+
+_LEGACY_TOKEN_FIELDS = ("per_million_input_tokens", "per_million_output_tokens")
+
+
 class Price(BaseModel):
-    """USD prices of an image route; see app/pricing.py for how they are applied."""
+    """USD prices of an image route; mediagate/accounting/pricing.py applies them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     per_image: float | None = Field(default=None, ge=0)
     per_call: float | None = Field(default=None, ge=0)
-    per_million_input_tokens: float | None = Field(default=None, ge=0)
-    per_million_output_tokens: float | None = Field(default=None, ge=0)
+    tokens: TokenPrices | None = None  # per million tokens, by token class
+    estimate: TokenEstimate | None = None  # required with `tokens`
+    as_of: date | None = None  # the date the source gave the price
+    source: str | None = None  # where the price was published
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_token_fields(cls, data: Any) -> Any:
+        """The earlier form, one rate for all input and one for all output tokens
+        (`per_million_input_tokens`, `per_million_output_tokens`), as operators' overrides may
+        still give it: it replaces the token classes."""
+        if not isinstance(data, dict) or not any(k in data for k in _LEGACY_TOKEN_FIELDS):
+            return data
+        data = dict(data)
+        rate_in = data.pop("per_million_input_tokens", None) or 0
+        rate_out = data.pop("per_million_output_tokens", None) or 0
+        data["tokens"] = {
+            "text_input": rate_in,
+            "cached_text_input": rate_in,
+            "image_input": rate_in,
+            "cached_image_input": rate_in,
+            "image_output": rate_out,
+            "text_output": rate_out,
+        }
+        return data
+
+    @model_validator(mode="after")
+    def _estimable(self) -> Price:
+        if self.tokens is not None and self.estimate is None:
+            raise ValueError("a token price needs an `estimate` (output_tokens_per_mp)")
+        return self
 
 
 class Route(BaseModel):
@@ -167,6 +229,57 @@ class Model(BaseModel):
     fallback_may_drop: bool | None = None
     owned_by: str = "mediagate"
     created: int = 1_735_689_600  # 2025-01-01; the OpenAI shape requires a timestamp
+    # Kept for existing integrations only: the upstream calls the route legacy, and new work
+    # should use another model. Shown in /v1/models.
+    legacy: bool = False
+
+
+class Group(BaseModel):
+    """An upstream token group, as far as it is more than a name on routes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Earlier names of the group: their key variables (MEDIAGATE_KEY_<OLD NAME>) still work,
+    # with a warning at start naming the new one.
+    formerly: list[str] = Field(default_factory=list)
+    # What the group bills over its routes' prices (the enterprise group: the official price
+    # x 1.2). Applies to every route of the group.
+    multiplier: float = Field(default=1.0, gt=0)
+    source: str | None = None
+
+
+class Alias(BaseModel):
+    """A retired public model name that its successor serves: the request is answered by
+    `to` (with its routes and fallbacks) and says so in x-mediagate-alias and in a Deprecation
+    header (RFC 9745) dated `retired_on`. With `retired` set, the name is a 404 instead, whose
+    message names the successor. Image and video models alike."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    to: str  # the successor: a model of the catalog
+    retired_on: date  # the upstream's retirement date, sent as Deprecation: @<unix seconds>
+    link: str | None = None  # where the retirement is documented: Link rel="deprecation"
+    retired: str | None = None  # the operator's message: the name is no longer served
+    source: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        """What an answer served through the alias carries."""
+        seconds = calendar.timegm(self.retired_on.timetuple())
+        headers = {"x-mediagate-alias": f"{self.name}>{self.to}", "deprecation": f"@{seconds}"}
+        if self.link:
+            headers["link"] = f'<{self.link}>; rel="deprecation"; type="text/html"'
+        return headers
+
+    def not_served(self, reason: str | None = None) -> ModelNotFound:
+        """The 404 of a name that is no longer served, naming the successor."""
+        message = reason or self.retired or ""
+        if self.to not in message:
+            message = f"{message} Use '{self.to}' instead.".strip()
+        return ModelNotFound(
+            f"The model '{self.name}' was retired on {self.retired_on.isoformat()}: {message}",
+            param="model",
+        )
 
 
 DIALECTS = frozenset({"images", "chat", "videos"})
@@ -177,7 +290,7 @@ class CatalogError(ValueError):
 
 
 class Catalog:
-    """Models and routes, limited to the routes whose token group has a key."""
+    """Models, routes, token groups and aliases, limited to the routes whose group has a key."""
 
     def __init__(
         self,
@@ -185,22 +298,34 @@ class Catalog:
         models: dict[str, Model],
         default_image_model: str,
         default_video_model: str = "sora-2",
+        groups: dict[str, Group] | None = None,
+        aliases: dict[str, Alias] | None = None,
     ) -> None:
         self.routes = routes
         self.models = models
         self.default_image_model = default_image_model
         self.default_video_model = default_video_model
+        self.group_info = groups or {}
+        self.aliases = aliases or {}
 
     def offered(self, has_key: Callable[[str], bool]) -> Catalog:
         """The catalog as this deployment can serve it: routes whose group has no key are gone,
-        and so are models left with no route."""
+        and so are models left with no route. An alias stays: a request for it whose successor
+        is gone is a 404 naming the successor."""
         routes = {rid: r for rid, r in self.routes.items() if has_key(r.group)}
         models: dict[str, Model] = {}
         for mid, model in self.models.items():
             usable = [rid for rid in model.routes if rid in routes]
             if usable:
                 models[mid] = model.model_copy(update={"routes": usable})
-        return Catalog(routes, models, self.default_image_model, self.default_video_model)
+        return Catalog(
+            routes,
+            models,
+            self.default_image_model,
+            self.default_video_model,
+            self.group_info,
+            self.aliases,
+        )
 
     def model(self, name: str) -> Model:
         model = self.models.get(name)
@@ -211,18 +336,61 @@ class Catalog:
             )
         return model
 
-    def route_for(self, name: str, kind: str) -> tuple[Model, Route]:
-        model = self.model(name)
+    def resolve(self, name: str) -> tuple[str, Alias | None]:
+        """The model that serves `name`: itself, or an alias's successor (with the alias). A
+        retired alias, or one whose successor this deployment does not offer, is a 404 naming
+        the successor."""
+        alias = self.aliases.get(name)
+        if alias is None:
+            return name, None
+        if alias.retired is not None:
+            raise alias.not_served()
+        if alias.to not in self.models:
+            raise alias.not_served(f"its successor '{alias.to}' is not offered by this deployment.")
+        return alias.to, alias
+
+    def lookup(self, name: str, kind: str) -> tuple[Model, Route, Alias | None]:
+        """The model that serves `name` (after any alias), its first route, and the alias."""
+        target, alias = self.resolve(name)
+        model = self.model(target)
         route = self.routes[model.routes[0]]
         if route.kind != kind:
             article = "an" if kind[0] in "aeiou" else "a"
             raise ModelNotFound(
                 f"The model '{name}' is not {article} {kind} model.", param="model", status=400
             )
+        return model, route, alias
+
+    def route_for(self, name: str, kind: str) -> tuple[Model, Route]:
+        model, route, _ = self.lookup(name, kind)
         return model, route
 
     def groups(self) -> set[str]:
         return {r.group for r in self.routes.values()}
+
+    def multiplier(self, route: Route) -> float:
+        """What the route's token group bills over the route's prices."""
+        group = self.group_info.get(route.group)
+        return group.multiplier if group is not None else 1.0
+
+    def upstream_keys(
+        self, keys_of: Callable[[str], list[str]]
+    ) -> tuple[dict[str, list[str]], list[tuple[str, str, bool]]]:
+        """Every group's upstream keys, from `keys_of(group)`, else from an earlier name of the
+        group; and each earlier name whose keys were found, as (old, new, used): used when
+        they serve, not when the new name has keys of its own."""
+        keys: dict[str, list[str]] = {}
+        renamed: list[tuple[str, str, bool]] = []
+        for group in sorted(self.groups()):
+            found = keys_of(group)
+            info = self.group_info.get(group)
+            for old in info.formerly if info is not None else []:
+                old_keys = keys_of(old)
+                if old_keys:
+                    renamed.append((old, group, not found))
+                    found = found or old_keys
+            keys[group] = found
+        return keys, renamed
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -247,17 +415,33 @@ def _read_yaml(text: str, origin: str) -> dict[str, Any]:
     return data
 
 
+_SECTIONS = {
+    "routes",
+    "models",
+    "groups",
+    "aliases",
+    "default_image_model",
+    "default_video_model",
+}
+
+
 def _build(data: dict[str, Any]) -> Catalog:
-    unknown = set(data) - {"routes", "models", "default_image_model", "default_video_model"}
+    unknown = set(data) - _SECTIONS
     if unknown:
         raise CatalogError(f"unknown catalog sections: {sorted(unknown)}")
     routes: dict[str, Route] = {}
     models: dict[str, Model] = {}
+    groups: dict[str, Group] = {}
+    aliases: dict[str, Alias] = {}
     try:
         for rid, spec in (data.get("routes") or {}).items():
             routes[rid] = Route(id=rid, **spec)
         for mid, spec in (data.get("models") or {}).items():
             models[mid] = Model(id=mid, **spec)
+        for name, spec in (data.get("groups") or {}).items():
+            groups[name] = Group(**spec)
+        for name, spec in (data.get("aliases") or {}).items():
+            aliases[name] = Alias(name=name, **spec)
     except (ValidationError, TypeError) as exc:
         raise CatalogError(f"invalid catalog: {exc}") from exc
     for route in routes.values():
@@ -274,9 +458,16 @@ def _build(data: dict[str, Any]) -> Catalog:
         missing = [rid for rid in model.routes if rid not in routes]
         if missing:
             raise CatalogError(f"model {model.id}: unknown routes {missing}")
+    for alias in aliases.values():
+        if alias.name in models:
+            raise CatalogError(f"alias {alias.name}: a model has that name too")
+        if alias.to not in models:
+            raise CatalogError(f"alias {alias.name}: its successor {alias.to!r} is not a model")
     default = str(data.get("default_image_model") or "")
+    if default and default not in models:
+        raise CatalogError(f"default_image_model {default!r} is not a model")
     default_video = str(data.get("default_video_model") or "sora-2")
-    return Catalog(routes, models, default, default_video)
+    return Catalog(routes, models, default, default_video, groups, aliases)
 
 
 def load_catalog(override: Path | None = None) -> Catalog:

@@ -24,7 +24,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings()
     # JSON lines for the gateway's loggers and uvicorn's, never showing a configured key.
     configure_logging(settings.log_level, _secrets(settings))
-    has_keys = any(settings.group_keys(g) for g in ("default", "Sora2Official"))
+    has_keys = any(settings.all_upstream_keys())
     if not settings.upstream_url and not has_keys and not settings.extra_group_keys:
         # A newcomer with nothing configured gets a working gateway, offline.
         settings = settings.model_copy(update={"simulator": True})

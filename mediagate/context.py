@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from mediagate.errors import GatewayError, no_retry_headers
 
 if TYPE_CHECKING:
-    from mediagate.catalog import Route
+    from mediagate.catalog import Alias, Route
 
 
 @dataclass
@@ -29,7 +29,8 @@ class RequestContext:
     request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
     endpoint: str = "other"  # a bounded label: "images.generations", "videos", "health", ...
     key_name: str | None = None  # the client key's name (never the key)
-    model: str | None = None  # the public model name asked for
+    model: str | None = None  # the public model name asked for (an alias's successor)
+    alias: Alias | None = None  # the retired name asked for, when its successor served
     route: Route | None = None  # the route that served (after any fallback)
     cost: float | None = None  # USD booked for this request
     normalized: dict[str, str] = field(default_factory=dict)  # what was dropped or mapped
@@ -41,9 +42,11 @@ class RequestContext:
     fallbacks: list[str] = field(default_factory=list)  # "route=reason", in order
 
     def attempt_headers(self) -> dict[str, str]:
+        # An answer through an alias says so: x-mediagate-alias, Deprecation (RFC 9745), Link.
+        aliased = self.alias.headers() if self.alias is not None else {}
         if not self.retries and not self.fallbacks:
-            return {}
-        headers = no_retry_headers()
+            return aliased
+        headers = {**aliased, **no_retry_headers()}
         if self.retries:
             headers["x-mediagate-retries"] = str(self.retries)
         if self.fallbacks:
@@ -63,6 +66,8 @@ class RequestContext:
             "group": route.group if route is not None else None,
             "upstream_ms": round(self.upstream_seconds * 1000, 1),
             "cost_usd": self.cost,
+            # The retired name asked for, when an alias's successor (`model`) served it.
+            **({"alias": self.alias.name} if self.alias is not None else {}),
         }
 
 

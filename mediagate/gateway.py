@@ -106,6 +106,8 @@ def _start_simulator(settings: Settings) -> tuple[Settings, BackgroundServer]:
         "fetch_allow_hosts": [*settings.fetch_allow_hosts, f"{server.host}:{server.port}"],
         # The simulator's keys replace any configured ones; group_keys() reads these too.
         "key_default": None,
+        "key_openaiofficial": None,
+        "key_openaiofficialenterprise": None,
         "key_sora2official": None,
         "key_gptimage2enterprise": None,
         "extra_group_keys": {group_env_name(g): SecretStr(k) for g, k in keys.items()},
@@ -147,8 +149,20 @@ async def open_gateway(
         if upstream_url is None:  # check_config's rule, restated for the type checker
             raise ConfigError("MEDIAGATE_UPSTREAM_URL is required")
         full = load_catalog(settings.config)
+        group_keys, renamed = full.upstream_keys(settings.group_keys)
+        for old, new, used in renamed:
+            # A token group renamed upstream: the old variable still works, said once, here.
+            log.warning(
+                "%s is deprecated: the token group '%s' is now '%s'; %s",
+                group_env_name(old),
+                old,
+                new,
+                f"set {group_env_name(new)} instead"
+                if used
+                else f"it is ignored, {group_env_name(new)} is set",
+            )
         keys = KeyRing(
-            {group: settings.group_keys(group) for group in full.groups()},
+            group_keys,
             auth_cooldown_s=settings.upstream_key_auth_cooldown_s,
             rate_cooldown_s=settings.upstream_key_rate_cooldown_s,
             on_bench=lambda group, reason: metrics.key_cooldowns.labels(group, reason).inc(),

@@ -18,7 +18,7 @@ KEY_PREFIX = "MEDIAGATE_KEY_"
 
 
 def group_env_name(group: str) -> str:
-    """The env var of a group's keys: "GPTImage2 Enterprise" -> MEDIAGATE_KEY_GPTIMAGE2ENTERPRISE.
+    """The env var of a group's keys: "OpenAI Official" -> MEDIAGATE_KEY_OPENAIOFFICIAL.
 
     Deriving the name from the group means a group added in the catalog YAML needs no code.
     """
@@ -36,6 +36,11 @@ class Settings(BaseSettings):
 
     upstream_url: str | None = None
     key_default: SecretStr | None = None
+    key_openaiofficial: SecretStr | None = None
+    key_openaiofficialenterprise: SecretStr | None = None
+    # The same groups' keys under their earlier names (Sora2Official, GPTImage2 Enterprise):
+    # still read, with a warning at start naming the new variable (the catalog's `groups`
+    # says which group a name was).
     key_sora2official: SecretStr | None = None
     key_gptimage2enterprise: SecretStr | None = None
     # Keys of groups that only a catalog override knows about, keyed by env var name. Filled
@@ -132,7 +137,9 @@ class Settings(BaseSettings):
     def _collect_group_keys(cls, data: Any) -> Any:
         if isinstance(data, dict) and "extra_group_keys" not in data:
             declared = {
-                group_env_name(g) for g in ("default", "sora2official", "gptimage2enterprise")
+                KEY_PREFIX + name.removeprefix("key_").upper()
+                for name in cls.model_fields
+                if name.startswith("key_")
             }
             extra = {
                 name: value
@@ -175,7 +182,11 @@ class Settings(BaseSettings):
 
     def all_upstream_keys(self) -> list[str]:
         """Every configured upstream key, so error text can be scrubbed of them."""
-        secrets = [self.key_default, self.key_sora2official, self.key_gptimage2enterprise]
+        secrets = [
+            value
+            for name in type(self).model_fields
+            if name.startswith("key_") and isinstance(value := getattr(self, name), SecretStr)
+        ]
         secrets += self.extra_group_keys.values()
         keys: list[str] = []
         for secret in secrets:

@@ -117,8 +117,8 @@ def gateway_settings(sim: Sim, data_dir: Path, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "upstream_url": f"{sim.url}/v1",
         "key_default": GROUP_KEYS["default"],
-        "key_sora2official": GROUP_KEYS["Sora2Official"],
-        "key_gptimage2enterprise": GROUP_KEYS["GPTImage2 Enterprise"],
+        "key_openaiofficial": GROUP_KEYS["OpenAI Official"],
+        "key_openaiofficialenterprise": GROUP_KEYS["OpenAI Official Enterprise"],
         "api_keys": f"team-a:{CLIENT_KEY},team-b:{OTHER_CLIENT_KEY}",
         "fetch_allow_hosts": [f"127.0.0.1:{sim.port}"],
         "data_dir": data_dir,

@@ -24,9 +24,9 @@ FAST = {"backoff_s": 0.01, "max_backoff_s": 0.05}
 POOL_KEYS = {
     "sk-d1": "default",
     "sk-d2": "default",
-    "sk-o1": "Sora2Official",
-    "sk-o2": "Sora2Official",
-    "sk-e1": "GPTImage2 Enterprise",
+    "sk-o1": "OpenAI Official",
+    "sk-o2": "OpenAI Official",
+    "sk-e1": "OpenAI Official Enterprise",
 }
 
 
@@ -63,8 +63,8 @@ def pool_settings(sim: Sim, **keys: str) -> dict[str, Any]:
         "upstream_url": f"{sim.url}/v1",
         "fetch_allow_hosts": [f"127.0.0.1:{sim.port}"],
         "key_default": keys.get("default", "sk-d1"),
-        "key_sora2official": keys.get("official", "sk-o1"),
-        "key_gptimage2enterprise": keys.get("enterprise", "sk-e1"),
+        "key_openaiofficial": keys.get("official", "sk-o1"),
+        "key_openaiofficialenterprise": keys.get("enterprise", "sk-e1"),
     }
 
 

@@ -12,6 +12,8 @@ import httpx
 import openai
 import pytest
 
+from mediagate.simulator import make_png
+
 from .conftest import CLIENT_KEY, Gateway, Sim
 from .test_keys import entry, keys_file
 
@@ -54,6 +56,9 @@ def cost_of(raw: Any) -> float:
     [
         ("gpt-image-2-web", 2, 0.06),  # $0.03 a call, one image a call
         ("gpt-image-2-vip", 1, 0.03),
+        ("gpt-image-2.5-flare-vip", 2, 0.06),
+        ("gpt-image-2.5-sunburst-vip", 1, 0.03),
+        ("gpt-image-2.5-web", 3, 0.09),
         ("sora_image", 3, 0.03),  # $0.01 an image
         ("gpt-4o-image", 1, 0.01),
     ],
@@ -65,13 +70,80 @@ def test_cost_per_image_and_per_call(
     assert cost_of(raw) == pytest.approx(cost)
 
 
-@pytest.mark.parametrize("model", ["gpt-image-1", "gpt-image-2"])
-def test_token_priced_routes_bill_the_upstreams_usage(client: openai.OpenAI, model: str) -> None:
-    raw = client.images.with_raw_response.generate(model=model, prompt="tokens", quality="high")
+# The simulator's usage is known: a prompt of c characters is c // 4 + 1 text tokens, an edit's
+# image 256 image tokens, a 1024x1024 image 272 (low) or 4160 (high) output tokens on gpt-image-2
+# and 2.5, 1088 (low) on 2.6; `[sim:cached=T:I]` has T text and I image tokens served from the
+# cache. The official rates per million: text 5, cached text 1.25, image 8, cached image 2,
+# image out 30; the enterprise group x 1.2.
+
+
+@pytest.mark.parametrize(
+    ("model", "prompt", "cost"),
+    [
+        # 2 text tokens, 4160 out: 2 x 5 + 4160 x 30 = 124,810 per million.
+        ("gpt-image-2", "tokens", "0.124810"),
+        ("gpt-image-2-enterprise", "tokens", "0.149772"),  # x 1.2
+        # 6 text tokens, 4 of them cached: 2 x 5 + 4 x 1.25 + 124,800.
+        ("gpt-image-2", "tokens [sim:cached=4:0]", "0.124815"),
+        ("gpt-image-2.5-flare", "tokens", "0.124810"),
+        ("gpt-image-2.6-sunburst", "tokens", "0.124810"),
+    ],
+)
+def test_token_priced_routes_bill_the_upstreams_usage_exactly(
+    client: openai.OpenAI, model: str, prompt: str, cost: str
+) -> None:
+    raw = client.images.with_raw_response.generate(model=model, prompt=prompt, quality="high")
+    assert raw.headers["x-mediagate-cost-usd"] == cost
+
+
+def test_fan_out_calls_are_billed_their_summed_usage(client: openai.OpenAI, sim: Sim) -> None:
+    # GPT Image 2.5 makes one image a call: n=3 is three calls of 2 + 272 tokens each.
+    raw = client.images.with_raw_response.generate(
+        model="gpt-image-2.5-sunburst", prompt="three", n=3, quality="low", size="1024x1024"
+    )
+    assert raw.headers["x-mediagate-upstream-calls"] == "3"
     usage = raw.parse().usage
-    assert usage is not None
-    expected = usage.input_tokens * 10 / 1e6 + usage.output_tokens * 40 / 1e6
-    assert cost_of(raw) == pytest.approx(expected, abs=1e-6)
+    assert usage is not None and (usage.input_tokens, usage.output_tokens) == (6, 816)
+    # 3 x (2 x 5 + 272 x 30) = 24,510 per million.
+    assert raw.headers["x-mediagate-cost-usd"] == "0.024510"
+    assert len(sim.sent("/v1/images/generations")) == 3
+
+
+def test_an_enterprise_edit_with_cached_input_is_billed_by_token_class(
+    make_gateway: Callable[..., Gateway], sim: Sim
+) -> None:
+    # Only the enterprise key: gpt-image-1's successor is served by its enterprise route.
+    client = make_gateway(key_openaiofficial=None).sdk()
+    png = make_png(64, 64, "edit me")
+    raw = client.images.with_raw_response.edit(
+        model="gpt-image-1",
+        image=[("a.png", png, "image/png"), ("b.png", png, "image/png")],
+        prompt="again [sim:cached=2:300]",
+        quality="low",
+    )
+    assert raw.headers["x-mediagate-route"] == "gpt-image-2.6-sunburst.enterprise"
+    # 7 text tokens (2 cached), 512 image tokens (300 cached), 1088 out:
+    # (5 x 5 + 2 x 1.25 + 212 x 8 + 300 x 2 + 1088 x 30) x 1.2 = 41,956.2 per million.
+    assert raw.headers["x-mediagate-cost-usd"] == "0.041956"
+
+
+def test_a_relayed_stream_is_billed_its_events_usage(
+    client: openai.OpenAI, gateway: Gateway
+) -> None:
+    events = client.images.generate(
+        model="gpt-image-2",
+        prompt="s",
+        n=2,
+        quality="low",
+        size="1024x1024",
+        stream=True,
+        partial_images=1,
+    )
+    assert [e.type for e in events].count("image_generation.completed") == 2
+    with gateway.http() as http:
+        totals = http.get("/v1/usage").json()["totals"]
+    # Each completed event bills its image and the 1-token prompt: 2 x (1 x 5 + 272 x 30).
+    assert totals["images"] == 2 and totals["cost_usd"] == pytest.approx(0.01633, abs=1e-9)
 
 
 def test_failures_cost_nothing(client: openai.OpenAI, gateway: Gateway) -> None:
@@ -217,3 +289,19 @@ def test_readyz(gateway: Gateway) -> None:
     response = httpx.get(f"{gateway.url}/readyz")
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "checks": {"catalog": True, "store": True}}
+
+
+def test_the_reservation_covers_the_dearest_route_a_request_may_fall_back_to(
+    metered: Callable[..., Gateway], sim: Sim
+) -> None:
+    # gpt-image-2 may end on its enterprise route (x 1.2): a 1-character prompt (8 at the image
+    # rate) and an `auto` image (6240 tokens at $30) is $0.187208 on the official route,
+    # $0.224650 (rounded up) on the enterprise one; the reservation is the latter.
+    client = metered(budget_usd_per_day=0.2).sdk(api_key=KEY)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.images.generate(model="gpt-image-2", prompt="p")
+    assert caught.value.code == "insufficient_quota"
+    assert "up to $0.224" in caught.value.message  # not the official $0.187
+    assert sim.sent() == []
+    # Without the enterprise fallback the official estimate fits.
+    assert client.images.generate(model="gpt-image-2.6-sunburst", prompt="p", quality="low").data

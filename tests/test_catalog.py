@@ -16,13 +16,29 @@ from mediagate.settings import Settings, group_env_name
 from .conftest import CLIENT_KEY, GROUP_KEYS, Gateway, Sim
 
 DEFAULT_MODELS = {
-    "gpt-image-1",
+    "gpt-image-1",  # retired: an alias of gpt-image-2.6-sunburst
     "gpt-image-2",
     "gpt-image-2-enterprise",
     "gpt-image-2-web",
     "gpt-image-2-vip",
+    "gpt-image-2.5-flare",
+    "gpt-image-2.5-sunburst",
+    "gpt-image-2.5-flare-vip",
+    "gpt-image-2.5-sunburst-vip",
+    "gpt-image-2.5-web",
+    "gpt-image-2.6-flare",
+    "gpt-image-2.6-sunburst",
     "sora_image",
     "gpt-4o-image",
+    "sora-2",
+    "sora-2-pro",
+}
+# Served only in the official groups.
+OFFICIAL_ONLY = {
+    "gpt-image-1",
+    "gpt-image-2-enterprise",
+    "gpt-image-2.6-flare",
+    "gpt-image-2.6-sunburst",
     "sora-2",
     "sora-2-pro",
 }
@@ -35,22 +51,103 @@ def test_models_list_and_retrieve_in_the_openai_shape(client: openai.OpenAI) -> 
     assert client.models.retrieve("gpt-image-2-vip").id == "gpt-image-2-vip"
 
 
+def test_models_say_what_is_legacy_retired_and_default(client: openai.OpenAI) -> None:
+    about = {m.id: (m.model_extra or {})["mediagate"] for m in client.models.list().data}
+    assert about["sora_image"] == {"kind": "image", "legacy": True, "default": False}
+    assert about["gpt-4o-image"]["legacy"] is True
+    assert about["gpt-image-2.5-sunburst"] == {"kind": "image", "legacy": False, "default": True}
+    assert about["sora-2"] == {"kind": "video", "legacy": False, "default": True}
+    assert about["gpt-image-1"] == {
+        "kind": "image",
+        "legacy": False,
+        "default": False,
+        "alias_for": "gpt-image-2.6-sunburst",
+        "deprecated": "2026-11-16",
+    }
+    retrieved = client.models.retrieve("gpt-image-1")
+    assert retrieved.id == "gpt-image-1" and retrieved.object == "model"
+    assert [m for m, a in about.items() if a["legacy"]] == ["gpt-4o-image", "sora_image"]
+
+
+def test_the_catalog_is_the_upstream_today() -> None:
+    """Every GPT Image route of the upstream's current route matrix, in its group, with a dated,
+    sourced price (upstream-2026/image-models.md)."""
+    catalog = load_catalog()
+    routes = {(r.upstream_model, r.group) for r in catalog.routes.values() if r.kind == "image"}
+    official = ("OpenAI Official", "OpenAI Official Enterprise")
+    expected = {
+        ("gpt-image-2", "default"),
+        ("gpt-image-2-vip", "default"),
+        ("gpt-image-2.5-flare-vip", "default"),
+        ("gpt-image-2.5-sunburst-vip", "default"),
+        ("gpt-image-2.5-web", "default"),
+        ("sora_image", "default"),
+        ("gpt-4o-image", "default"),
+        *(
+            (model, group)
+            for group in official
+            for model in (
+                "gpt-image-2",
+                "gpt-image-2.5-flare",
+                "gpt-image-2.5-sunburst",
+                "gpt-image-2.6-flare",
+                "gpt-image-2.6-sunburst",
+            )
+        ),
+    }
+    assert routes == expected
+    for route in catalog.routes.values():
+        if route.kind != "image":
+            continue
+        assert route.price is not None and route.price.source, route.id
+        # The legacy chat routes' only price is the spring page's, which gave no date.
+        assert route.price.as_of is not None or route.dialect == "chat", route.id
+        if route.group in official:
+            assert route.price.tokens is not None and "mask" in route.accepts, route.id
+        else:
+            assert route.price.tokens is None and "mask" not in route.accepts, route.id
+    assert catalog.group_info["OpenAI Official Enterprise"].multiplier == 1.2
+    assert catalog.default_image_model in catalog.models
+    assert "gpt-image-1" not in catalog.models and "gpt-image-1" in catalog.aliases
+
+
+BUNDLED = load_catalog()
+IMAGE_MODELS = sorted(
+    name
+    for name, model in BUNDLED.models.items()
+    if BUNDLED.routes[model.routes[0]].kind == "image"
+)
+
+
+@pytest.mark.parametrize("model", [*IMAGE_MODELS, "gpt-image-1"])
+def test_every_image_model_generates_through_the_sdk(
+    client: openai.OpenAI, sim: Sim, model: str
+) -> None:
+    target, _ = BUNDLED.resolve(model)
+    raw = client.images.with_raw_response.generate(model=model, prompt="a heron", size="1024x1536")
+    assert raw.headers["x-mediagate-route"] == BUNDLED.models[target].routes[0]
+    assert base64.b64decode((raw.parse().data or [])[0].b64_json or "", validate=True)
+    assert [c.status for c in sim.sent()] == [200]
+
+
 def test_a_route_whose_group_has_no_key_is_not_offered(
     make_gateway: Callable[..., Gateway], sim: Sim
 ) -> None:
-    gateway = make_gateway(key_sora2official=None, key_gptimage2enterprise=None)
+    gateway = make_gateway(key_openaiofficial=None, key_openaiofficialenterprise=None)
     client = gateway.sdk()
-    assert {m.id for m in client.models.list().data} == DEFAULT_MODELS - {
-        "gpt-image-2-enterprise",
-        "sora-2",
-        "sora-2-pro",
-    }
+    assert {m.id for m in client.models.list().data} == DEFAULT_MODELS - OFFICIAL_ONLY
     with pytest.raises(openai.NotFoundError):
         client.images.generate(model="gpt-image-2-enterprise", prompt="p")
+    # A retired name whose successor is not offered here: 404, naming the successor.
+    with pytest.raises(openai.NotFoundError, match=r"gpt-image-2\.6-sunburst"):
+        client.images.generate(model="gpt-image-1", prompt="p")
     assert sim.sent() == []
     # gpt-image-2 keeps its last route, the default group's web route.
     response = client.images.with_raw_response.generate(model="gpt-image-2", prompt="p")
     assert response.headers["x-mediagate-route"] == "gpt-image-2.web"
+    # The 2.5 models keep their per-call VIP route.
+    response = client.images.with_raw_response.generate(model="gpt-image-2.5-flare", prompt="p")
+    assert response.headers["x-mediagate-route"] == "gpt-image-2.5-flare.vip"
 
 
 def test_a_yaml_override_adds_a_model_and_route_without_code(
@@ -87,14 +184,16 @@ models:
 def test_a_new_group_takes_its_key_from_a_derived_env_var(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    assert group_env_name("GPTImage2 Enterprise") == "MEDIAGATE_KEY_GPTIMAGE2ENTERPRISE"
+    assert group_env_name("OpenAI Official Enterprise") == "MEDIAGATE_KEY_OPENAIOFFICIALENTERPRISE"
     monkeypatch.setenv("MEDIAGATE_KEY_NIGHTLYBETA", "k1, k2")
     monkeypatch.setenv("MEDIAGATE_KEY_DEFAULT", "kd")
+    monkeypatch.setenv("MEDIAGATE_KEY_OPENAIOFFICIAL", "ko")
     settings = Settings()
     assert settings.group_keys("Nightly Beta") == ["k1", "k2"]
     assert settings.group_keys("default") == ["kd"]
-    assert settings.group_keys("Sora2Official") == []
-    assert set(settings.all_upstream_keys()) == {"k1", "k2", "kd"}
+    assert settings.group_keys("OpenAI Official") == ["ko"]
+    assert settings.group_keys("OpenAI Official Enterprise") == []
+    assert set(settings.all_upstream_keys()) == {"k1", "k2", "kd", "ko"}
 
 
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,12 +243,17 @@ def test_metrics_count_requests_upstream_calls_and_images(
 ) -> None:
     client.images.generate(model="gpt-image-2-web", prompt="m", n=2)
     with pytest.raises(openai.BadRequestError):
-        client.images.generate(model="gpt-image-1", prompt="m", n=0)
+        client.images.generate(model="gpt-image-2", prompt="m", n=0)
     with gateway.http(api_key=None) as http:
         text = http.get("/metrics").text
     ok = {"endpoint": "images.generations", "model": "gpt-image-2-web", "key": "team-a"}
     assert sample(text, "mediagate_requests_total", route="gpt-image-2.web", status="200", **ok)
-    bad = {"model": "gpt-image-1", "route": "gpt-image-1", "status": "400", "key": "team-a"}
+    bad = {
+        "model": "gpt-image-2",
+        "route": "gpt-image-2.official",
+        "status": "400",
+        "key": "team-a",
+    }
     assert sample(text, "mediagate_requests_total", **bad) == 1.0
     upstream = {"group": "default", "route": "gpt-image-2.web", "status": "200"}
     assert sample(text, "mediagate_upstream_requests_total", **upstream) == 2.0

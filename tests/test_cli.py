@@ -30,7 +30,8 @@ def test_serve_with_nothing_configured_runs_offline(tmp_path: Path, log_prompts:
         result = client.images.generate(model="sora_image", prompt="a red panda", size="1024x1536")
         image = Image.open(io.BytesIO(base64.b64decode(result.data[0].b64_json or "")))
         assert image.size == (1024, 1536)
-        assert {m.id for m in client.models.list().data} >= {"gpt-image-1", "gpt-image-2"}
+        offered = {m.id for m in client.models.list().data}
+        assert offered >= {"gpt-image-2", "gpt-image-2.5-sunburst", "gpt-image-2.6-sunburst"}
     stderr = gateway.output()
     text = "\n".join(stderr)
     assert "simulated upstream" in text and "authentication is OFF" in text
@@ -66,7 +67,7 @@ def test_serve_against_a_separate_simulator_with_keys(tmp_path: Path) -> None:
         env = clean_env(
             MEDIAGATE_UPSTREAM_URL=f"http://127.0.0.1:{sim_port}/v1",
             MEDIAGATE_KEY_DEFAULT=group_keys["default"],
-            MEDIAGATE_KEY_SORA2OFFICIAL=group_keys["Sora2Official"],
+            MEDIAGATE_KEY_OPENAIOFFICIAL=group_keys["OpenAI Official"],
             MEDIAGATE_API_KEYS="team-a:sk-client-a",
             MEDIAGATE_FETCH_ALLOW_HOSTS=f"127.0.0.1:{sim_port}",
             MEDIAGATE_DATA_DIR=str(tmp_path / "data"),

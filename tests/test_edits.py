@@ -35,7 +35,7 @@ def sha(data: bytes) -> str:
 
 def test_official_edit_forwards_the_exact_file(client: openai.OpenAI, sim: Sim) -> None:
     result = client.images.edit(
-        model="gpt-image-1",
+        model="gpt-image-2",
         image=("photo.png", PNG_SMALL, "image/png"),
         prompt="add a hat",
         size="1024x1536",
@@ -44,7 +44,7 @@ def test_official_edit_forwards_the_exact_file(client: openai.OpenAI, sim: Sim) 
     )
     assert decode_image(result.data[0].b64_json).size == (1024, 1536)
     call = only_call(sim)
-    assert call.path == "/v1/images/edits" and call.model == "gpt-image-1"
+    assert call.path == "/v1/images/edits" and call.model == "gpt-image-2"
     assert [(f["field"], f["sha256"]) for f in call.body["files"]] == [("image", sha(PNG_SMALL))]
     assert call.body["size"] == "1024x1536" and call.body["input_fidelity"] == "high"
     assert call.body["response_format"] == "b64_json"
@@ -70,7 +70,7 @@ def test_repeated_image_parts_are_accepted(gateway: Gateway, sim: Sim) -> None:
     ]
     with gateway.http() as http:
         response = http.post(
-            "/v1/images/edits", data={"model": "gpt-image-1", "prompt": "two"}, files=files
+            "/v1/images/edits", data={"model": "gpt-image-2", "prompt": "two"}, files=files
         )
     assert response.status_code == 200, response.text
     assert [f["sha256"] for f in only_call(sim).body["files"]] == [sha(PNG_SMALL), sha(PNG_OTHER)]
@@ -79,7 +79,7 @@ def test_repeated_image_parts_are_accepted(gateway: Gateway, sim: Sim) -> None:
 def test_mask_is_forwarded_where_the_route_supports_it(client: openai.OpenAI, sim: Sim) -> None:
     mask = make_png(64, 64, "mask")
     client.images.edit(
-        model="gpt-image-1",
+        model="gpt-image-2",
         image=("a.png", PNG_SMALL, "image/png"),
         mask=("m.png", mask, "image/png"),
         prompt="fill",
@@ -163,7 +163,7 @@ def test_n_edits_on_a_one_image_route_reuse_the_upload(client: openai.OpenAI, si
 
 def test_edit_url_is_hosted(client: openai.OpenAI, sim: Sim, gateway: Gateway) -> None:
     result = client.images.edit(
-        model="gpt-image-1",
+        model="gpt-image-2",
         image=("a.png", PNG_SMALL, "image/png"),
         prompt="u",
         response_format="url",
@@ -234,7 +234,7 @@ def test_bad_edits_are_400s_and_nothing_goes_upstream(
     with gateway.http() as http:
         response = http.post(
             "/v1/images/edits",
-            data={"model": "gpt-image-1", **data},
+            data={"model": "gpt-image-2", **data},
             files=files or None,
             headers={} if files else {"content-type": "multipart/form-data; boundary=x"},
             content=None if files else b"--x--\r\n",
@@ -253,14 +253,14 @@ def test_size_caps_are_configurable(make_gateway: Callable[..., Gateway], sim: S
     ).sdk()
     with pytest.raises(openai.BadRequestError) as caught:
         client.images.edit(
-            model="gpt-image-1",
+            model="gpt-image-2",
             image=("big.png", PNG_OTHER + b"\0" * 4000, "image/png"),
             prompt="p",
         )
     assert caught.value.code == "file_too_large"
     with pytest.raises(openai.BadRequestError) as caught:
         client.images.edit(
-            model="gpt-image-1", image=[("a.png", PNG_SMALL, "image/png")] * 2, prompt="p"
+            model="gpt-image-2", image=[("a.png", PNG_SMALL, "image/png")] * 2, prompt="p"
         )
     assert caught.value.code == "file_too_large"
     assert sim.sent() == []

@@ -28,28 +28,28 @@ def assert_openai_error(body: Any, code: str | None = None) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("kwargs", "param"),
     [
-        ({"model": "gpt-image-1", "n": 0}, "n"),
-        ({"model": "gpt-image-1", "n": 11}, "n"),
-        ({"model": "gpt-image-1", "size": "256x256"}, "size"),
-        ({"model": "gpt-image-1", "size": "big"}, "size"),
-        ({"model": "gpt-image-1", "quality": "hd"}, "quality"),
-        ({"model": "gpt-image-1", "quality": "ultra"}, "quality"),
-        ({"model": "gpt-image-1", "output_compression": 50}, "output_compression"),
+        ({"model": "gpt-image-2", "n": 0}, "n"),
+        ({"model": "gpt-image-2", "n": 11}, "n"),
+        ({"model": "gpt-image-2", "size": "256x256"}, "size"),
+        ({"model": "gpt-image-2", "size": "big"}, "size"),
+        ({"model": "gpt-image-2", "quality": "hd"}, "quality"),
+        ({"model": "gpt-image-2", "quality": "ultra"}, "quality"),
+        ({"model": "gpt-image-2", "output_compression": 50}, "output_compression"),
         (
-            {"model": "gpt-image-1", "output_compression": 101, "output_format": "jpeg"},
+            {"model": "gpt-image-2", "output_compression": 101, "output_format": "jpeg"},
             "output_compression",
         ),
         (
-            {"model": "gpt-image-1", "background": "transparent", "output_format": "jpeg"},
+            {"model": "gpt-image-2", "background": "transparent", "output_format": "jpeg"},
             "background",
         ),
-        ({"model": "gpt-image-1", "output_format": "gif"}, "output_format"),
+        ({"model": "gpt-image-2", "output_format": "gif"}, "output_format"),
         ({"model": "gpt-image-2", "size": "1000x1000"}, "size"),  # not divisible by 16
         ({"model": "gpt-image-2", "size": "3840x1024"}, "size"),  # more than 3:1
         ({"model": "gpt-image-2", "size": "512x512"}, "size"),  # too few pixels
         ({"model": "gpt-image-2", "size": "4096x2304"}, "size"),  # too large
         ({"model": "gpt-image-2", "quality": "xhigh"}, "quality"),
-        ({"model": "gpt-image-1", "response_format": "png"}, "response_format"),
+        ({"model": "gpt-image-2", "response_format": "png"}, "response_format"),
     ],
 )
 def test_bad_input_is_a_400_and_nothing_goes_upstream(
@@ -66,12 +66,12 @@ def test_bad_input_is_a_400_and_nothing_goes_upstream(
 @pytest.mark.parametrize(
     ("body", "param", "code"),
     [
-        ({"model": "gpt-image-1"}, "prompt", "missing_required_parameter"),
-        ({"model": "gpt-image-1", "prompt": ""}, "prompt", "invalid_value"),
-        ({"model": "gpt-image-1", "prompt": 42}, "prompt", "invalid_value"),
-        ({"model": "gpt-image-1", "prompt": "p", "colour": "red"}, "colour", "unknown_parameter"),
-        ({"model": "gpt-image-1", "prompt": "p", "n": "three"}, "n", "invalid_value"),
-        ({"model": "gpt-image-1", "prompt": "p", "stream": "yes"}, "stream", "invalid_value"),
+        ({"model": "gpt-image-2"}, "prompt", "missing_required_parameter"),
+        ({"model": "gpt-image-2", "prompt": ""}, "prompt", "invalid_value"),
+        ({"model": "gpt-image-2", "prompt": 42}, "prompt", "invalid_value"),
+        ({"model": "gpt-image-2", "prompt": "p", "colour": "red"}, "colour", "unknown_parameter"),
+        ({"model": "gpt-image-2", "prompt": "p", "n": "three"}, "n", "invalid_value"),
+        ({"model": "gpt-image-2", "prompt": "p", "stream": "yes"}, "stream", "invalid_value"),
         ({"model": "gpt-4o-image", "prompt": "x" * 32001}, "prompt", None),
     ],
 )
@@ -143,7 +143,7 @@ def test_upstream_faults_become_clear_errors(
     client: openai.OpenAI, prompt: str, error: type[openai.APIStatusError], status: int, code: str
 ) -> None:
     with pytest.raises(error) as caught:
-        client.images.generate(model="gpt-image-1", prompt=prompt)
+        client.images.generate(model="gpt-image-2-enterprise", prompt=prompt)
     assert caught.value.status_code == status
     body = assert_openai_error({"error": caught.value.body}, code)
     assert body["message"]
@@ -193,15 +193,15 @@ def test_wrong_upstream_key_is_a_gateway_fault_not_the_clients(
 def test_a_route_in_the_wrong_group_fails_clearly(
     make_gateway: Callable[..., Gateway], sim: Sim
 ) -> None:
-    # An operator who put the Sora2Official key where the default group's belongs: the upstream
+    # An operator who put the OpenAI Official key where the default group's belongs: the upstream
     # has no sora_image channel in that group, and the client gets a 502, not a confusing 4xx.
     # (The reverse mistake cannot be caught: gpt-image-2 exists in both groups.)
-    gateway = make_gateway(key_default=GROUP_KEYS["Sora2Official"])
+    gateway = make_gateway(key_default=GROUP_KEYS["OpenAI Official"])
     with pytest.raises(openai.InternalServerError) as caught:
         gateway.sdk().images.generate(model="sora_image", prompt="p")
     assert caught.value.status_code == 502
     assert "No available channel" in caught.value.message
-    assert GROUP_KEYS["Sora2Official"] not in caught.value.response.text
+    assert GROUP_KEYS["OpenAI Official"] not in caught.value.response.text
 
 
 def test_unknown_path_is_an_openai_404(gateway: Gateway) -> None:

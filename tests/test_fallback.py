@@ -17,7 +17,7 @@ from .conftest import GROUP_KEYS, Gateway, Sim
 from .resilience import catalog, metric
 from .test_edits import PNG_SMALL
 
-OFFICIAL, ENTERPRISE = GROUP_KEYS["Sora2Official"], GROUP_KEYS["GPTImage2 Enterprise"]
+OFFICIAL, ENTERPRISE = GROUP_KEYS["OpenAI Official"], GROUP_KEYS["OpenAI Official Enterprise"]
 
 
 def groups(sim: Sim) -> list[tuple[str | None, int]]:
@@ -38,7 +38,7 @@ def test_a_failing_route_hands_over_to_the_next(fast: Gateway, sim: Sim) -> None
     assert response.headers["x-mediagate-fallback"] == "gpt-image-2.official=upstream_error"
     assert response.headers["x-should-retry"] == "false"
     assert "x-mediagate-dropped" not in response.headers
-    assert groups(sim) == [("Sora2Official", 503)] * 3 + [("GPTImage2 Enterprise", 200)]
+    assert groups(sim) == [("OpenAI Official", 503)] * 3 + [("OpenAI Official Enterprise", 200)]
     # The request is counted (and billed) on the route that served it.
     served = {"endpoint": "images.generations", "route": "gpt-image-2.enterprise"}
     assert metric(fast.url, "mediagate_requests_total", **served) == 1
@@ -123,7 +123,7 @@ def test_an_edit_falls_back_too(fast: Gateway, sim: Sim) -> None:
     assert response.headers["x-mediagate-route"] == "gpt-image-2.enterprise"
     assert response.parse().data
     (served,) = [c for c in sim.sent("/v1/images/edits") if c.status == 200]
-    assert served.group == "GPTImage2 Enterprise"
+    assert served.group == "OpenAI Official Enterprise"
 
 
 def test_a_relayed_stream_falls_back_to_a_route_that_relays(fast: Gateway, sim: Sim) -> None:
@@ -158,10 +158,10 @@ def test_a_failing_route_is_skipped_until_its_breaker_probes_it(
             "gpt-image-2.enterprise"
         )
     assert metric(gateway.url, "mediagate_circuit_state", **state) == 2  # open
-    official_calls = len([c for c in sim.sent() if c.group == "Sora2Official"])
+    official_calls = len([c for c in sim.sent() if c.group == "OpenAI Official"])
     skipped = gateway.generate("p", model="gpt-image-2")
     assert skipped.headers["x-mediagate-fallback"] == "gpt-image-2.official=route_unavailable"
-    assert len([c for c in sim.sent() if c.group == "Sora2Official"]) == official_calls
+    assert len([c for c in sim.sent() if c.group == "OpenAI Official"]) == official_calls
     # After the cool-down one request probes the route; it works again, the breaker closes.
     sim.state.faults.clear()
     time.sleep(0.6)

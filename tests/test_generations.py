@@ -16,9 +16,9 @@ from mediagate.simulator import make_png
 from .conftest import Gateway, Sim, decode_image, only_call
 
 
-def test_gpt_image_1_passes_official_parameters(client: openai.OpenAI, sim: Sim) -> None:
+def test_official_parameters_pass_through(client: openai.OpenAI, sim: Sim) -> None:
     raw = client.images.with_raw_response.generate(
-        model="gpt-image-1",
+        model="gpt-image-2.6-sunburst",
         prompt="a lighthouse",
         size="1536x1024",
         quality="high",
@@ -26,15 +26,16 @@ def test_gpt_image_1_passes_official_parameters(client: openai.OpenAI, sim: Sim)
         output_compression=80,
         background="opaque",
         moderation="low",
+        complexity="high",
     )
     result = raw.parse()
     assert decode_image(result.data[0].b64_json).size == (1536, 1024)
     assert result.usage is not None and result.usage.total_tokens > 0
-    assert raw.headers["x-mediagate-route"] == "gpt-image-1"
+    assert raw.headers["x-mediagate-route"] == "gpt-image-2.6-sunburst.official"
     assert "x-mediagate-dropped" not in raw.headers
     body = only_call(sim).body
     assert body == {
-        "model": "gpt-image-1",
+        "model": "gpt-image-2.6-sunburst",
         "prompt": "a lighthouse",
         "size": "1536x1024",
         "quality": "high",
@@ -42,7 +43,8 @@ def test_gpt_image_1_passes_official_parameters(client: openai.OpenAI, sim: Sim)
         "output_compression": 80,
         "background": "opaque",
         "moderation": "low",
-        # This route answers url by default: the gateway asks for what the client wants.
+        "complexity": "high",
+        # Always explicit: the gateway asks for what the client wants.
         "response_format": "b64_json",
     }
 
@@ -50,7 +52,7 @@ def test_gpt_image_1_passes_official_parameters(client: openai.OpenAI, sim: Sim)
 def test_default_model_and_b64_default(client: openai.OpenAI, sim: Sim) -> None:
     result = client.images.generate(prompt="a plain request")
     assert decode_image(result.data[0].b64_json).size == (1024, 1024)
-    assert only_call(sim).model == "gpt-image-1"
+    assert only_call(sim).model == "gpt-image-2.5-sunburst"  # the catalog's default
 
 
 def test_nulls_from_the_sdk_are_treated_as_absent(client: openai.OpenAI, sim: Sim) -> None:
@@ -66,7 +68,7 @@ def test_nulls_from_the_sdk_are_treated_as_absent(client: openai.OpenAI, sim: Si
     }
 
 
-def test_official_route_uses_the_sora2official_group(client: openai.OpenAI, sim: Sim) -> None:
+def test_official_route_uses_the_openai_official_group(client: openai.OpenAI, sim: Sim) -> None:
     result = client.images.generate(
         model="gpt-image-2", prompt="a harbour", size="2048x1152", quality="low", n=2
     )
@@ -74,13 +76,13 @@ def test_official_route_uses_the_sora2official_group(client: openai.OpenAI, sim:
     assert result.usage is not None and result.usage.output_tokens > 0
     assert result.size == "2048x1152" and result.quality == "low"
     call = only_call(sim)
-    assert (call.group, call.model) == ("Sora2Official", "gpt-image-2")
+    assert (call.group, call.model) == ("OpenAI Official", "gpt-image-2")
     assert call.body["n"] == 2 and call.body["quality"] == "low"
 
 
 def test_enterprise_route(client: openai.OpenAI, sim: Sim) -> None:
     client.images.generate(model="gpt-image-2-enterprise", prompt="x", size="1024x1024")
-    assert only_call(sim).group == "GPTImage2 Enterprise"
+    assert only_call(sim).group == "OpenAI Official Enterprise"
 
 
 def test_web_route_drops_size_and_quality_and_repairs_b64(client: openai.OpenAI, sim: Sim) -> None:
@@ -187,14 +189,14 @@ def test_url_passthrough_mode_hands_out_the_upstream_link(
 
 
 def test_url_from_an_images_route(client: openai.OpenAI, sim: Sim) -> None:
-    result = client.images.generate(model="gpt-image-1", prompt="u", response_format="url")
+    result = client.images.generate(model="gpt-image-2", prompt="u", response_format="url")
     assert result.data[0].url is not None
     assert only_call(sim).body["response_format"] == "url"
 
 
 def test_b64_wanted_but_upstream_gave_a_url(client: openai.OpenAI, sim: Sim) -> None:
     # Some routes answer a link even when asked for base64: the gateway downloads it.
-    result = client.images.generate(model="gpt-image-1", prompt="[sim:b64url] please")
+    result = client.images.generate(model="gpt-image-2", prompt="[sim:b64url] please")
     assert decode_image(result.data[0].b64_json).size == (1024, 1024)
 
 

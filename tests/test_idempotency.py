@@ -212,7 +212,7 @@ def test_a_stream_is_kept_as_the_events_it_sent(gw: Gateway, sim: Sim) -> None:
 
     def events() -> list[Any]:
         stream = client.images.generate(
-            model="gpt-image-1", prompt="p", stream=True, partial_images=1, extra_headers=headers
+            model="gpt-image-2", prompt="p", stream=True, partial_images=1, extra_headers=headers
         )
         return [(e.type, e.b64_json) for e in stream]
 

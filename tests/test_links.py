@@ -40,7 +40,7 @@ def test_url_links_outlive_the_upstreams(client: openai.OpenAI, sim: Sim, gatewa
 
 
 def test_b64_and_url_routes_are_both_rehosted(client: openai.OpenAI, sim: Sim) -> None:
-    for model in ("gpt-image-1", "gpt-image-2-web", "gpt-image-2-vip"):
+    for model in ("gpt-image-2", "gpt-image-2-web", "gpt-image-2-vip"):
         result = client.images.generate(model=model, prompt=model, response_format="url")
         url = result.data[0].url
         assert url is not None and "/v1/files/images/" in url

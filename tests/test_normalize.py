@@ -6,11 +6,11 @@ import base64
 
 import pytest
 
+from mediagate.accounting.pricing import sum_usage
 from mediagate.catalog import load_catalog
-from mediagate.errors import UpstreamError
+from mediagate.errors import InvalidRequest, UpstreamError
 from mediagate.imagedata import repair_b64, sniff_image_type
 from mediagate.images.plan import map_to_table, plan_images, split_n
-from mediagate.images.service import _sum_usage
 from mediagate.images.spec import parse_generation
 from mediagate.upstream.dialects import get_dialect
 from mediagate.upstream.dialects.chat import extract_links, with_marker
@@ -85,12 +85,12 @@ def test_split_n() -> None:
 
 def test_usage_of_several_calls_adds_up() -> None:
     one = {"input_tokens": 3, "output_tokens": 10, "input_tokens_details": {"text_tokens": 3}}
-    assert _sum_usage([one, one]) == {
+    assert sum_usage([one, one]) == {
         "input_tokens": 6,
         "output_tokens": 20,
         "input_tokens_details": {"text_tokens": 6},
     }
-    assert _sum_usage([]) is None
+    assert sum_usage([]) is None
 
 
 def test_plan_reports_drops_and_maps() -> None:
@@ -106,3 +106,26 @@ def test_plan_reports_drops_and_maps() -> None:
         "x-mediagate-mapped": "size=1024x1536>848x1280",
         "x-mediagate-upstream-calls": "2",
     }
+
+
+def test_plans_for_the_gpt_image_2_5_and_2_6_routes() -> None:
+    sunburst = CATALOG.routes["gpt-image-2.6-sunburst.official"]
+    request = parse_generation(
+        {"prompt": "p", "n": 3, "complexity": "low", "quality": "high", "size": "1536x864"}
+    )
+    plan = plan_images(request, sunburst)
+    assert plan.calls == [1, 1, 1]  # one image a request
+    assert plan.params == {"complexity": "low", "quality": "high", "size": "1536x864"}
+    # 2.5 has no complexity: dropped and reported; it takes xhigh, 2.6 does not.
+    flare = CATALOG.routes["gpt-image-2.5-flare.official"]
+    assert plan_images(request, flare).dropped == ["complexity"]
+    xhigh = parse_generation({"prompt": "p", "quality": "xhigh"})
+    assert plan_images(xhigh, flare).params == {"quality": "xhigh"}
+    with pytest.raises(InvalidRequest, match="quality"):
+        plan_images(xhigh, sunburst)
+    # The per-call VIP route: no `auto` quality, no mask.
+    vip = CATALOG.routes["gpt-image-2.5-flare.vip"]
+    with pytest.raises(InvalidRequest, match="quality"):
+        plan_images(parse_generation({"prompt": "p", "quality": "auto"}), vip)
+    with pytest.raises(InvalidRequest, match="mask"):
+        plan_images(parse_generation({"prompt": "p"}), vip, mask=True)

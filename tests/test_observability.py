@@ -34,7 +34,7 @@ def test_logs_are_json_lines_correlated_by_request_id(sim: Sim, tmp_path: Path) 
         httpx.Client(base_url=gateway.url, timeout=60) as http,
     ):
         auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
-        body = {"model": "gpt-image-1", "prompt": f"a fox {burst}"}
+        body = {"model": "gpt-image-2", "prompt": f"a fox {burst}"}
         # The load balancer's id is used and echoed...
         answer = http.post(
             "/v1/images/generations", json=body, headers={**auth, "X-Request-ID": "lb-42.a"}
@@ -53,7 +53,7 @@ def test_logs_are_json_lines_correlated_by_request_id(sim: Sim, tmp_path: Path) 
     # Every line written during the request carries its id: the retry's, not only the access line.
     mine = [r for r in records if r.get("request_id") == "lb-42.a"]
     assert [r["msg"] for r in mine] == ["retrying upstream call", "request"]
-    assert mine[0]["route"] == "gpt-image-1" and mine[1]["status"] == 200
+    assert mine[0]["route"] == "gpt-image-2.official" and mine[1]["status"] == 200
     # Lines outside a request carry none.
     startup = [r for r in records if r["logger"] == "uvicorn.error"]
     assert startup and not [r for r in startup if "request_id" in r]

@@ -173,9 +173,9 @@ def test_catalog_routes_carry_policies_and_reject_unknown_fields(tmp_path: Path)
     ]
     video = catalog.routes["sora-2"]
     assert video.timeouts.status <= 10 and video.timeouts.total == 60
-    assert catalog.routes["gpt-image-1"].retry.max_attempts == 3
+    assert catalog.routes["gpt-image-2.official"].retry.max_attempts == 3
     bad = tmp_path / "bad.yaml"
-    bad.write_text("routes:\n  gpt-image-1:\n    retry: {max_tries: 3}\n")
+    bad.write_text("routes:\n  gpt-image-2.official:\n    retry: {max_tries: 3}\n")
     with pytest.raises(CatalogError):
         load_catalog(bad)
 

@@ -120,7 +120,7 @@ def test_make_png_rejects_empty_size() -> None:
     [{}, {"Authorization": "Bearer sk-nope"}, {"Authorization": f"Basic {DEFAULT}"}],
 )
 def test_bad_token_is_401(client: TestClient, state: SimState, headers: dict[str, str]) -> None:
-    body = {"model": "gpt-image-1", "prompt": "cat"}
+    body = {"model": "gpt-image-2", "prompt": "cat"}
     response = client.post(IMAGES, json=body, headers=headers)
     message = assert_error(response, 401, None, "invalid_api_key")
     assert message.startswith("Invalid token (request id ")
@@ -132,12 +132,15 @@ def test_bad_token_is_401(client: TestClient, state: SimState, headers: dict[str
 @pytest.mark.parametrize(
     ("token", "path", "model", "group"),
     [
-        (OFFICIAL, IMAGES, "gpt-image-2-vip", "Sora2Official"),
-        (OFFICIAL, IMAGES, "gpt-image-1", "Sora2Official"),
-        (ENTERPRISE, CHAT, "sora_image", "GPTImage2 Enterprise"),
+        (OFFICIAL, IMAGES, "gpt-image-2-vip", "OpenAI Official"),
+        (OFFICIAL, IMAGES, "gpt-image-2.5-flare-vip", "OpenAI Official"),
+        (OFFICIAL, IMAGES, "gpt-image-2.5-web", "OpenAI Official"),
+        (ENTERPRISE, CHAT, "sora_image", "OpenAI Official Enterprise"),
         (DEFAULT, IMAGES, "sora_image", "default"),
         (DEFAULT, CHAT, "gpt-image-2", "default"),
-        (DEFAULT, IMAGES, "dall-e-3", "default"),
+        (DEFAULT, IMAGES, "gpt-image-2.5-sunburst", "default"),
+        (DEFAULT, IMAGES, "gpt-image-2.6-flare", "default"),
+        (DEFAULT, IMAGES, "gpt-image-1.5", "default"),
     ],
 )
 def test_wrong_group_or_endpoint_is_503(
@@ -159,7 +162,7 @@ def test_body_must_be_a_json_object(client: TestClient) -> None:
         IMAGES, content=b"{not json", headers=auth | {"Content-Type": "application/json"}
     )
     assert_error(bad_json, 400, None)
-    as_form = client.post(IMAGES, data={"model": "gpt-image-1", "prompt": "x"}, headers=auth)
+    as_form = client.post(IMAGES, data={"model": "gpt-image-2", "prompt": "x"}, headers=auth)
     assert_error(as_form, 400, None)
     assert_error(post(client, IMAGES, {"prompt": "x"}), 400, "model")
     assert_error(post(client, IMAGES, {"model": None, "prompt": "x"}), 400, "model")
@@ -176,28 +179,28 @@ def test_never_422(client: TestClient) -> None:
     assert_error(response, 404, None)
 
 
-# --- gpt-image-1 ------------------------------------------------------------------------
+# --- retired ids --------------------------------------------------------------------------
 
 
-def test_gpt_image_1_defaults_to_url(client: TestClient) -> None:
-    response = post(client, IMAGES, {"model": "gpt-image-1", "prompt": "a lighthouse"})
-    assert response.status_code == 200
-    body = response.json()
-    assert isinstance(body["created"], int)
-    assert set(body["data"][0]) == {"url"}
-    data = fetch(client, body["data"][0]["url"])
-    assert png_size(data) == (1024, 1024)
-    assert data == make_png(1024, 1024, "a lighthouse")
-    usage = body["usage"]
-    text_tokens = len("a lighthouse") // 4 + 1
-    assert usage["input_tokens_details"] == {"image_tokens": 0, "text_tokens": text_tokens}
-    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"]
-    assert "size" not in body
+@pytest.mark.parametrize("token", [DEFAULT, OFFICIAL, ENTERPRISE])
+@pytest.mark.parametrize("model", ["gpt-image-1", "dall-e-3"])
+def test_a_retired_id_is_404_naming_its_replacement(
+    client: TestClient, state: SimState, token: str, model: str
+) -> None:
+    response = post(client, IMAGES, {"model": model, "prompt": "a lighthouse"}, token)
+    message = assert_error(response, 404, None, "model_not_found")
+    assert model in message and "retired" in message
+    assert "gpt-image-2.6-sunburst" in message
+    assert "usage" not in response.json()  # not billed
+    assert not state.files
 
 
-def test_gpt_image_1_b64_and_n(client: TestClient) -> None:
+# --- what the official routes check (gpt-image-2) ------------------------------------------
+
+
+def test_official_b64_and_n(client: TestClient) -> None:
     body = {
-        "model": "gpt-image-1",
+        "model": "gpt-image-2",
         "prompt": "a lighthouse",
         "size": "1536x1024",
         "quality": "high",
@@ -209,12 +212,12 @@ def test_gpt_image_1_b64_and_n(client: TestClient) -> None:
         "moderation": "low",
         "user": "u1",
     }
-    response = post(client, IMAGES, body)
+    response = post(client, IMAGES, body, OFFICIAL)
     assert response.status_code == 200, response.text
     images = [base64.b64decode(item["b64_json"], validate=True) for item in response.json()["data"]]
     assert [png_size(image) for image in images] == [(1536, 1024)] * 2
     assert images[0] != images[1]  # n images are distinct, so dropped/duplicated ones show
-    single = post(client, IMAGES, body | {"n": 1}).json()["usage"]["output_tokens"]
+    single = post(client, IMAGES, body | {"n": 1}, OFFICIAL).json()["usage"]["output_tokens"]
     assert response.json()["usage"]["output_tokens"] == 2 * single
 
 
@@ -224,11 +227,14 @@ def test_gpt_image_1_b64_and_n(client: TestClient) -> None:
         ({"output_compression": 50}, "output_compression"),
         ({"output_format": "png", "output_compression": 50}, "output_compression"),
         ({"output_format": "jpeg", "background": "transparent"}, "background"),
-        ({"size": "2048x2048"}, "size"),
+        ({"output_format": "gif"}, "output_format"),
+        ({"size": "256x256"}, "size"),
         ({"size": None}, "size"),
         ({"quality": "hd"}, "quality"),
+        ({"quality": "xhigh"}, "quality"),
         ({"moderation": "strict"}, "moderation"),
         ({"response_format": "png"}, "response_format"),
+        ({"complexity": "low"}, "complexity"),
         ({"n": 0}, "n"),
         ({"n": 11}, "n"),
         ({"n": "2"}, "n"),
@@ -240,20 +246,20 @@ def test_gpt_image_1_b64_and_n(client: TestClient) -> None:
         ({"prompt": 5}, "prompt"),
     ],
 )
-def test_gpt_image_1_rejects(client: TestClient, extra: dict[str, Any], param: str) -> None:
-    response = post(client, IMAGES, {"model": "gpt-image-1", "prompt": "a cat"} | extra)
+def test_official_rejects(client: TestClient, extra: dict[str, Any], param: str) -> None:
+    response = post(client, IMAGES, {"model": "gpt-image-2", "prompt": "a cat"} | extra, OFFICIAL)
     assert_error(response, 400, param)
 
 
 def test_unknown_parameter_message(client: TestClient) -> None:
-    response = post(client, IMAGES, {"model": "gpt-image-1", "prompt": "a", "style": "x"})
-    assert assert_error(response, 400, "style", "unknown_parameter") == (
-        "Unknown parameter: 'style'."
-    )
+    body = {"model": "gpt-image-2", "prompt": "a", "style": "x"}
+    assert assert_error(
+        post(client, IMAGES, body, OFFICIAL), 400, "style", "unknown_parameter"
+    ) == ("Unknown parameter: 'style'.")
 
 
 def test_missing_prompt(client: TestClient) -> None:
-    assert_error(post(client, IMAGES, {"model": "gpt-image-1"}), 400, "prompt")
+    assert_error(post(client, IMAGES, {"model": "gpt-image-2"}, OFFICIAL), 400, "prompt")
 
 
 # --- gpt-image-2 official transit --------------------------------------------------------
@@ -270,11 +276,32 @@ def test_official_happy_path(client: TestClient, token: str) -> None:
     assert result["quality"] == "low"
     assert result["output_format"] == "png"
     assert result["background"] == "opaque"
-    assert set(result["usage"]) == {
-        "input_tokens",
-        "input_tokens_details",
-        "output_tokens",
-        "total_tokens",
+    text_tokens = len("a fox") // 4 + 1
+    output_tokens = round(272 * 2048 * 1152 / (1024 * 1024))
+    assert result["usage"] == {
+        "input_tokens": text_tokens,
+        "input_tokens_details": {
+            "text_tokens": text_tokens,
+            "image_tokens": 0,
+            "cached_tokens": 0,
+            "cached_tokens_details": {"text_tokens": 0, "image_tokens": 0},
+        },
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"image_tokens": output_tokens, "text_tokens": 0},
+        "total_tokens": text_tokens + output_tokens,
+    }
+
+
+def test_cached_directive_reports_cached_input_tokens(client: TestClient) -> None:
+    prompt = "a fox in the snow [sim:cached=3:500]"
+    body = {"model": "gpt-image-2", "prompt": prompt, "quality": "low"}
+    details = post(client, IMAGES, body, OFFICIAL).json()["usage"]["input_tokens_details"]
+    # At most what the request has: 9 text tokens, no image tokens.
+    assert details == {
+        "text_tokens": len(prompt) // 4 + 1,
+        "image_tokens": 0,
+        "cached_tokens": 3,
+        "cached_tokens_details": {"text_tokens": 3, "image_tokens": 0},
     }
 
 
@@ -324,6 +351,103 @@ def test_official_rejects_null_and_unknown(client: TestClient) -> None:
     assert_error(
         post(client, IMAGES, base | {"input_fidelity": "high"}, OFFICIAL), 400, "input_fidelity"
     )
+
+
+# --- GPT Image 2.5 and 2.6 ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [OFFICIAL, ENTERPRISE])
+@pytest.mark.parametrize(
+    "model",
+    [
+        "gpt-image-2.5-flare",
+        "gpt-image-2.5-sunburst",
+        "gpt-image-2.6-flare",
+        "gpt-image-2.6-sunburst",
+    ],
+)
+def test_new_official_models(client: TestClient, token: str, model: str) -> None:
+    body = {"model": model, "prompt": "a wren", "size": "1536x1024", "quality": "medium"}
+    if model.startswith("gpt-image-2.6"):
+        body["complexity"] = "high"
+    result = post(client, IMAGES, body, token).json()
+    assert png_size(base64.b64decode(result["data"][0]["b64_json"], validate=True)) == (1536, 1024)
+    assert result["usage"]["output_tokens"] > 0 and result["quality"] == "medium"
+
+
+def test_2_6_spends_more_tokens_than_2_5_at_low_and_medium(client: TestClient) -> None:
+    def output(model: str, quality: str) -> int:
+        body = {"model": model, "prompt": "p", "quality": quality}
+        tokens: int = post(client, IMAGES, body, OFFICIAL).json()["usage"]["output_tokens"]
+        return tokens
+
+    for quality in ("low", "medium"):
+        ratio = output("gpt-image-2.6-sunburst", quality) / output(
+            "gpt-image-2.5-sunburst", quality
+        )
+        assert 3 <= ratio <= 4
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "param"),
+    [
+        ("gpt-image-2.5-flare", {"n": 2}, "n"),
+        ("gpt-image-2.5-flare", {"complexity": "low"}, "complexity"),
+        ("gpt-image-2.5-flare", {"stream": True}, "stream"),
+        ("gpt-image-2.5-flare", {"quality": "ultra"}, "quality"),
+        ("gpt-image-2.5-sunburst", {"size": "4096x4096"}, "size"),
+        ("gpt-image-2.6-flare", {"quality": "xhigh"}, "quality"),
+        ("gpt-image-2.6-flare", {"complexity": "max"}, "complexity"),
+        ("gpt-image-2.6-sunburst", {"partial_images": 1}, "partial_images"),
+        ("gpt-image-2.6-sunburst", {"n": 3}, "n"),
+    ],
+)
+def test_new_official_models_reject(
+    client: TestClient, model: str, extra: dict[str, Any], param: str
+) -> None:
+    response = post(client, IMAGES, {"model": model, "prompt": "a cat"} | extra, OFFICIAL)
+    assert_error(response, 400, param)
+
+
+def test_2_5_takes_xhigh_and_max(client: TestClient) -> None:
+    for quality in ("xhigh", "max"):
+        body = {"model": "gpt-image-2.5-flare", "prompt": "p", "quality": quality}
+        assert post(client, IMAGES, body, OFFICIAL).json()["quality"] == quality
+
+
+@pytest.mark.parametrize("model", ["gpt-image-2.5-flare-vip", "gpt-image-2.5-sunburst-vip"])
+def test_2_5_vip_any_size_and_quality_per_call(client: TestClient, model: str) -> None:
+    body = {"model": model, "prompt": "a kite", "size": "3840x2160", "quality": "max"}
+    response = post(client, IMAGES, body)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert png_size(base64.b64decode(result["data"][0]["b64_json"], validate=True)) == (3840, 2160)
+    assert "usage" not in result  # per call: no tokens
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"quality": "auto"}, "quality"),
+        ({"n": 2}, "n"),
+        ({"output_format": "png"}, "output_format"),
+        ({"size": "1000x1000"}, "size"),
+        ({"stream": True}, "stream"),
+    ],
+)
+def test_2_5_vip_rejects(client: TestClient, extra: dict[str, Any], param: str) -> None:
+    response = post(client, IMAGES, {"model": "gpt-image-2.5-flare-vip", "prompt": "p"} | extra)
+    assert_error(response, 400, param)
+
+
+def test_2_5_web_takes_only_the_prompt(client: TestClient) -> None:
+    response = post(client, IMAGES, {"model": "gpt-image-2.5-web", "prompt": "a lamp"})
+    assert response.status_code == 200, response.text
+    data = base64.b64decode(response.json()["data"][0]["b64_json"], validate=True)
+    assert png_size(data) == (2048, 2048)  # "up to ~2K"
+    for extra in ({"size": "1024x1024"}, {"quality": "high"}, {"n": 2}):
+        body = {"model": "gpt-image-2.5-web", "prompt": "a lamp"} | extra
+        assert_error(post(client, IMAGES, body), 400, next(iter(extra)))
 
 
 # --- gpt-image-2 web (default group) -----------------------------------------------------
@@ -516,7 +640,7 @@ def test_chat_rejects(client: TestClient, body: dict[str, Any], param: str) -> N
 
 
 def test_refuse_on_images_route(client: TestClient, state: SimState) -> None:
-    response = post(client, IMAGES, {"model": "gpt-image-1", "prompt": "bad [sim:refuse]"})
+    response = post(client, IMAGES, {"model": "gpt-image-2", "prompt": "bad [sim:refuse]"})
     message = assert_error(response, 400, None, "moderation_blocked")
     assert message == "Your request was rejected by the safety system."
     assert not state.files
@@ -549,7 +673,7 @@ def test_status_directive_on_chat(client: TestClient) -> None:
 @pytest.mark.parametrize("path", [IMAGES, CHAT])
 def test_garbage_directive(client: TestClient, path: str) -> None:
     prompt = "x [sim:garbage]"
-    body = chat_body(prompt) if path == CHAT else {"model": "gpt-image-1", "prompt": prompt}
+    body = chat_body(prompt) if path == CHAT else {"model": "gpt-image-2", "prompt": prompt}
     response = post(client, path, body)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
@@ -588,7 +712,8 @@ def test_b64url_directive(client: TestClient, token: str, model: str) -> None:
 
 
 def test_forget_files_breaks_links(client: TestClient, state: SimState) -> None:
-    url = post(client, IMAGES, {"model": "gpt-image-1", "prompt": "x"}).json()["data"][0]["url"]
+    body = {"model": "gpt-image-2", "prompt": "x", "response_format": "url"}
+    url = post(client, IMAGES, body).json()["data"][0]["url"]
     fetch(client, url)
     state.forget_files()
     assert_error(client.get(url), 404, None)
@@ -608,7 +733,7 @@ def test_calls_record_what_was_sent(client: TestClient, state: SimState) -> None
     assert post(client, CHAT, chat).status_code == 200
     recorded = [(c.method, c.path, c.group, c.model, c.body, c.status) for c in state.calls]
     assert recorded == [
-        ("POST", IMAGES, "Sora2Official", "gpt-image-2", official, 200),
+        ("POST", IMAGES, "OpenAI Official", "gpt-image-2", official, 200),
         ("POST", IMAGES, "default", "gpt-image-2", web, 400),
         ("POST", CHAT, "default", "sora_image", chat, 200),
     ]

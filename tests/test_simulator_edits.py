@@ -110,8 +110,11 @@ def edit_seed(prompt: str, index: int = 0) -> str:
 # --- happy paths per route ---------------------------------------------------------------
 
 
-def test_gpt_image_1_edit_defaults_to_url(client: TestClient, state: SimState) -> None:
-    response = edit(client, {"model": "gpt-image-1", "prompt": "make it red"})
+def test_official_edit_as_a_link_counts_the_input_image(
+    client: TestClient, state: SimState
+) -> None:
+    fields = {"model": "gpt-image-2", "prompt": "make it red", "response_format": "url"}
+    response = edit(client, fields, token=OFFICIAL)
     assert response.status_code == 200, response.text
     body = response.json()
     url = body["data"][0]["url"]
@@ -123,7 +126,7 @@ def test_gpt_image_1_edit_defaults_to_url(client: TestClient, state: SimState) -
     assert details["image_tokens"] == 256
     assert body["usage"]["input_tokens"] == details["image_tokens"] + details["text_tokens"]
     assert state.calls[0].status == 200
-    assert state.calls[0].model == "gpt-image-1"
+    assert state.calls[0].model == "gpt-image-2"
 
 
 @pytest.mark.parametrize("token", [OFFICIAL, ENTERPRISE])
@@ -203,6 +206,22 @@ def test_reverse_routes_reject_on_edits(
         assert "does not support" in message
 
 
+@pytest.mark.parametrize("model", ["gpt-image-2.5-flare-vip", "gpt-image-2.5-sunburst-vip"])
+def test_2_5_vip_edits_take_reference_images(client: TestClient, model: str) -> None:
+    fields = {"model": model, "prompt": "p", "size": "2048x1152", "quality": "xhigh"}
+    response = edit(client, fields, [image_part(field="image[]")] * 3)
+    assert response.status_code == 200, response.text
+    assert png_size(base64.b64decode(response.json()["data"][0]["b64_json"])) == (2048, 1152)
+
+
+def test_cached_input_image_tokens_on_an_edit(client: TestClient) -> None:
+    fields = {"model": "gpt-image-2.6-sunburst", "prompt": "again [sim:cached=2:300]"}
+    response = edit(client, fields, [image_part(field="image[]")] * 2, OFFICIAL)
+    details = response.json()["usage"]["input_tokens_details"]
+    assert (details["image_tokens"], details["cached_tokens"]) == (512, 302)
+    assert details["cached_tokens_details"] == {"text_tokens": 2, "image_tokens": 300}
+
+
 # --- files -------------------------------------------------------------------------------
 
 
@@ -210,11 +229,11 @@ def test_several_image_array_parts_recorded_in_order(client: TestClient, state: 
     sources = [make_png(32, 32, f"src {i}") for i in range(3)]
     files = [image_part(data, f"s{i}.png", "image[]") for i, data in enumerate(sources)]
     files.append(("mask", ("mask.png", sources[0], "application/octet-stream")))
-    response = edit(client, {"model": "gpt-image-1", "prompt": "merge", "n": "1"}, files)
+    response = edit(client, {"model": "gpt-image-2", "prompt": "merge", "n": "1"}, files, OFFICIAL)
     assert response.status_code == 200, response.text
     assert response.json()["usage"]["input_tokens_details"]["image_tokens"] == 3 * 256
     body = state.calls[0].body
-    assert body["model"] == "gpt-image-1"
+    assert body["model"] == "gpt-image-2"
     assert body["prompt"] == "merge"
     assert body["n"] == "1"  # recorded as sent: a string
     assert body["files"] == [
@@ -261,17 +280,17 @@ def test_sixteen_images_ok_seventeen_rejected(client: TestClient) -> None:
     ids=["none", "mixed-fields", "mask-only"],
 )
 def test_image_count_and_field_rules(client: TestClient, files: Files) -> None:
-    fields = {"model": "gpt-image-1", "prompt": "p"}
+    fields = {"model": "gpt-image-2", "prompt": "p"}
     if not files:
         # httpx only sends multipart with at least one file part; force it like the SDK does.
         response = client.post(
             EDITS,
-            content=b"--b\r\nContent-Disposition: form-data; name=model\r\n\r\ngpt-image-1\r\n"
+            content=b"--b\r\nContent-Disposition: form-data; name=model\r\n\r\ngpt-image-2\r\n"
             b"--b\r\nContent-Disposition: form-data; name=prompt\r\n\r\np\r\n--b--\r\n",
-            headers=auth() | {"Content-Type": "multipart/form-data; boundary=b"},
+            headers=auth(OFFICIAL) | {"Content-Type": "multipart/form-data; boundary=b"},
         )
     else:
-        response = edit(client, fields, files)
+        response = edit(client, fields, files, OFFICIAL)
     assert_error(response, 400, "image")
 
 
@@ -282,21 +301,40 @@ def test_image_count_and_field_rules(client: TestClient, files: Files) -> None:
 )
 def test_non_image_rejected_by_content(client: TestClient, state: SimState, data: bytes) -> None:
     files = [image_part(SOURCE, "ok.png", "image[]"), image_part(data, "cat.png", "image[]")]
-    response = edit(client, {"model": "gpt-image-1", "prompt": "p"}, files)
+    response = edit(client, {"model": "gpt-image-2", "prompt": "p"}, files, OFFICIAL)
     message = assert_error(response, 400, "image", "invalid_image_format")
     assert "image[1]" in message
     assert not state.files
 
 
-@pytest.mark.parametrize(("token", "model"), [(DEFAULT, "gpt-image-1"), (OFFICIAL, "gpt-image-2")])
+@pytest.mark.parametrize(
+    ("token", "model"),
+    [
+        (OFFICIAL, "gpt-image-2"),
+        (ENTERPRISE, "gpt-image-2"),
+        (OFFICIAL, "gpt-image-2.5-sunburst"),
+        (ENTERPRISE, "gpt-image-2.5-flare"),
+        (OFFICIAL, "gpt-image-2.6-flare"),
+        (ENTERPRISE, "gpt-image-2.6-sunburst"),
+    ],
+)
 def test_mask_accepted(client: TestClient, token: str, model: str) -> None:
     files = [image_part(), ("mask", ("m.png", make_png(64, 64, "mask"), "image/png"))]
     response = edit(client, {"model": model, "prompt": "p"}, files, token)
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.parametrize("model", ["gpt-image-2", "gpt-image-2-vip"])
-def test_mask_refused_on_reverse_routes(client: TestClient, model: str) -> None:
+@pytest.mark.parametrize(
+    "model",
+    [
+        "gpt-image-2",
+        "gpt-image-2-vip",
+        "gpt-image-2.5-flare-vip",
+        "gpt-image-2.5-sunburst-vip",
+        "gpt-image-2.5-web",
+    ],
+)
+def test_mask_refused_on_per_call_routes(client: TestClient, model: str) -> None:
     files = [image_part(), ("mask", ("m.png", SOURCE, "image/png"))]
     assert_error(edit(client, {"model": model, "prompt": "p"}, files), 400, "mask")
 
@@ -312,7 +350,7 @@ def test_mask_refused_on_reverse_routes(client: TestClient, model: str) -> None:
 )
 def test_mask_rejected(client: TestClient, mask: bytes, code: str) -> None:
     files = [image_part(), ("mask", ("m.png", mask, "image/png"))]
-    response = edit(client, {"model": "gpt-image-1", "prompt": "p"}, files)
+    response = edit(client, {"model": "gpt-image-2", "prompt": "p"}, files, OFFICIAL)
     message = assert_error(response, 400, "mask", code)
     if code == "invalid_value":
         assert "64x32" in message and "64x64" in message
@@ -320,7 +358,7 @@ def test_mask_rejected(client: TestClient, mask: bytes, code: str) -> None:
 
 def test_mask_size_unchecked_when_first_image_is_not_png(client: TestClient) -> None:
     files = [image_part(JPEG, "a.jpg"), ("mask", ("m.png", make_png(7, 9, "m"), "image/png"))]
-    assert edit(client, {"model": "gpt-image-1", "prompt": "p"}, files).status_code == 200
+    assert edit(client, {"model": "gpt-image-2", "prompt": "p"}, files, OFFICIAL).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -332,12 +370,12 @@ def test_mask_size_unchecked_when_first_image_is_not_png(client: TestClient) -> 
     ],
 )
 def test_unexpected_file_parts(client: TestClient, files: Files, param: str) -> None:
-    assert_error(edit(client, {"model": "gpt-image-1", "prompt": "p"}, files), 400, param)
+    assert_error(edit(client, {"model": "gpt-image-2", "prompt": "p"}, files, OFFICIAL), 400, param)
 
 
 def test_file_field_sent_as_text(client: TestClient) -> None:
-    fields = {"model": "gpt-image-1", "prompt": "p", "image": "iVBORw0KGgo="}
-    response = edit(client, fields, [image_part(field="image[]")])
+    fields = {"model": "gpt-image-2", "prompt": "p", "image": "iVBORw0KGgo="}
+    response = edit(client, fields, [image_part(field="image[]")], OFFICIAL)
     assert_error(response, 400, "image", "invalid_type")
 
 
@@ -345,7 +383,7 @@ def test_file_field_sent_as_text(client: TestClient) -> None:
 
 
 def test_edits_must_be_multipart(client: TestClient, state: SimState) -> None:
-    body = {"model": "gpt-image-1", "prompt": "p"}
+    body = {"model": "gpt-image-2", "prompt": "p"}
     as_json = client.post(EDITS, json=body, headers=auth())
     assert_error(as_json, 400, None, "invalid_content_type")
     as_form = client.post(EDITS, data=body, headers=auth())  # urlencoded: no files
@@ -360,7 +398,7 @@ def test_edits_must_be_multipart(client: TestClient, state: SimState) -> None:
 
 
 def test_bad_token_is_401_and_recorded(client: TestClient, state: SimState) -> None:
-    response = edit(client, {"model": "gpt-image-1", "prompt": "p"}, token="sk-nope")
+    response = edit(client, {"model": "gpt-image-2", "prompt": "p"}, token="sk-nope")
     assert_error(response, 401, None, "invalid_api_key")
     call = state.calls[0]
     assert (call.path, call.group, call.status) == (EDITS, None, 401)
@@ -380,13 +418,15 @@ def test_wrong_route_is_503(client: TestClient, token: str, model: str) -> None:
 def test_model_and_prompt_required(client: TestClient) -> None:
     assert_error(edit(client, {"prompt": "p"}), 400, "model", "missing_required_parameter")
     assert_error(edit(client, {"model": "", "prompt": "p"}), 400, "model")
-    assert_error(edit(client, {"model": "gpt-image-1"}), 400, "prompt")
-    assert_error(edit(client, {"model": "gpt-image-1", "prompt": ""}), 400, "prompt")
+    assert_error(edit(client, {"model": "gpt-image-2"}, token=OFFICIAL), 400, "prompt")
+    assert_error(
+        edit(client, {"model": "gpt-image-2", "prompt": ""}, token=OFFICIAL), 400, "prompt"
+    )
 
 
 def test_duplicate_text_field(client: TestClient, state: SimState) -> None:
     parts = [("prompt", (None, b"one")), ("prompt", (None, b"two")), image_part()]
-    response = client.post(EDITS, data={"model": "gpt-image-1"}, files=parts, headers=auth())
+    response = client.post(EDITS, data={"model": "gpt-image-2"}, files=parts, headers=auth())
     assert_error(response, 400, "prompt")
     assert state.calls[0].body["prompt"] == ["one", "two"]
 
@@ -401,9 +441,9 @@ def test_status_directive_from_prompt(client: TestClient, status: int) -> None:
 
 
 def test_refuse_and_garbage_directives(client: TestClient, state: SimState) -> None:
-    refused = edit(client, {"model": "gpt-image-1", "prompt": "x [sim:refuse]"})
+    refused = edit(client, {"model": "gpt-image-2", "prompt": "x [sim:refuse]"}, token=OFFICIAL)
     assert_error(refused, 400, None, "moderation_blocked")
-    garbage = edit(client, {"model": "gpt-image-1", "prompt": "x [sim:garbage]"})
+    garbage = edit(client, {"model": "gpt-image-2", "prompt": "x [sim:garbage]"}, token=OFFICIAL)
     assert garbage.headers["content-type"].startswith("text/html")
     assert not state.files
 
@@ -411,7 +451,8 @@ def test_refuse_and_garbage_directives(client: TestClient, state: SimState) -> N
 def test_b64_directives_apply_to_edits(client: TestClient) -> None:
     as_url = edit(client, {"model": "gpt-image-2-vip", "prompt": "x [sim:b64url]"})
     assert set(as_url.json()["data"][0]) == {"url"}
-    as_b64 = edit(client, {"model": "gpt-image-1", "prompt": "x [sim:b64only]"})
+    fields = {"model": "gpt-image-2", "prompt": "x [sim:b64only]", "response_format": "url"}
+    as_b64 = edit(client, fields, token=OFFICIAL)
     assert set(as_b64.json()["data"][0]) == {"b64_json"}
 
 
@@ -449,7 +490,8 @@ def test_string_coercion_errors(
 
 
 def test_partial_images_without_stream_is_ignored(client: TestClient) -> None:
-    response = edit(client, {"model": "gpt-image-1", "prompt": "p", "partial_images": "2"})
+    fields = {"model": "gpt-image-2", "prompt": "p", "partial_images": "2"}
+    response = edit(client, fields, token=OFFICIAL)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
 
@@ -494,8 +536,8 @@ def test_generation_stream_events(client: TestClient, state: SimState) -> None:
 
 
 def test_generation_stream_without_partials(client: TestClient) -> None:
-    body = {"model": "gpt-image-1", "prompt": "a fox", "stream": True, "response_format": "url"}
-    events = parse_sse(client.post(IMAGES, json=body, headers=auth()).text)
+    body = {"model": "gpt-image-2", "prompt": "a fox", "stream": True, "response_format": "url"}
+    events = parse_sse(client.post(IMAGES, json=body, headers=auth(OFFICIAL)).text)
     assert [e["type"] for e in events] == ["image_generation.completed"]
     # Streams carry base64 whatever response_format says, standard padded base64 at that.
     assert base64.b64decode(events[0]["b64_json"], validate=True) == make_png(1024, 1024, "a fox")
@@ -503,8 +545,8 @@ def test_generation_stream_without_partials(client: TestClient) -> None:
 
 
 def test_edit_stream_events(client: TestClient) -> None:
-    fields = {"model": "gpt-image-1", "prompt": "redo", "stream": "true", "partial_images": "1"}
-    response = edit(client, fields, [image_part(field="image[]")])
+    fields = {"model": "gpt-image-2", "prompt": "redo", "stream": "true", "partial_images": "1"}
+    response = edit(client, fields, [image_part(field="image[]")], OFFICIAL)
     assert response.status_code == 200, response.text
     events = parse_sse(response.text)
     assert [e["type"] for e in events] == ["image_edit.partial_image", "image_edit.completed"]
@@ -513,17 +555,28 @@ def test_edit_stream_events(client: TestClient) -> None:
     assert events[1]["usage"]["input_tokens_details"]["image_tokens"] == 256
 
 
-@pytest.mark.parametrize("model", ["gpt-image-2", "gpt-image-2-vip"])
+@pytest.mark.parametrize(
+    ("token", "model"),
+    [
+        (DEFAULT, "gpt-image-2"),
+        (DEFAULT, "gpt-image-2-vip"),
+        (DEFAULT, "gpt-image-2.5-flare-vip"),
+        (DEFAULT, "gpt-image-2.5-web"),
+        (OFFICIAL, "gpt-image-2.5-sunburst"),
+        (ENTERPRISE, "gpt-image-2.6-flare"),
+    ],
+)
 @pytest.mark.parametrize("extra", [{"stream": True}, {"partial_images": 1}])
-def test_reverse_routes_do_not_stream(
-    client: TestClient, model: str, extra: dict[str, Any]
+def test_only_gpt_image_2_official_streams(
+    client: TestClient, token: str, model: str, extra: dict[str, Any]
 ) -> None:
     ((param, value),) = extra.items()
-    generation = client.post(IMAGES, json={"model": model, "prompt": "p"} | extra, headers=auth())
+    body = {"model": model, "prompt": "p"} | extra
+    generation = client.post(IMAGES, json=body, headers=auth(token))
     message = assert_error(generation, 400, param, "unsupported_parameter")
     assert "does not stream" in message
     form_value = "true" if value is True else str(value)
-    edited = edit(client, {"model": model, "prompt": "p", param: form_value})
+    edited = edit(client, {"model": model, "prompt": "p", param: form_value}, token=token)
     assert_error(edited, 400, param, "unsupported_parameter")
 
 
@@ -541,18 +594,18 @@ def test_generation_stream_options_strict(
     client: TestClient, extra: dict[str, Any], param: str
 ) -> None:
     response = client.post(
-        IMAGES, json={"model": "gpt-image-1", "prompt": "p"} | extra, headers=auth()
+        IMAGES, json={"model": "gpt-image-2", "prompt": "p"} | extra, headers=auth(OFFICIAL)
     )
     assert_error(response, 400, param)
 
 
 def test_stream_events_arrive_one_by_one(server: tuple[str, SimState]) -> None:
     url, _ = server
-    body = {"model": "gpt-image-1", "prompt": "timed", "stream": True, "partial_images": 3}
+    body = {"model": "gpt-image-2", "prompt": "timed", "stream": True, "partial_images": 3}
     arrivals: list[float] = []
     start = time.perf_counter()
     with (
-        httpx.Client(base_url=url, headers=auth(), timeout=10) as http,
+        httpx.Client(base_url=url, headers=auth(OFFICIAL), timeout=10) as http,
         http.stream("POST", IMAGES, json=body) as response,
     ):
         for line in response.iter_lines():
@@ -569,10 +622,10 @@ def test_stream_events_arrive_one_by_one(server: tuple[str, SimState]) -> None:
 def test_cut_mid_stream_over_a_real_socket(server: tuple[str, SimState]) -> None:
     url, state = server
     state.reset()
-    body = {"model": "gpt-image-1", "prompt": "x [sim:cut]", "stream": True, "partial_images": 2}
+    body = {"model": "gpt-image-2", "prompt": "x [sim:cut]", "stream": True, "partial_images": 2}
     lines: list[str] = []
     with (
-        httpx.Client(base_url=url, headers=auth(), timeout=10) as http,
+        httpx.Client(base_url=url, headers=auth(OFFICIAL), timeout=10) as http,
         http.stream("POST", IMAGES, json=body) as response,
     ):
         assert response.status_code == 200
@@ -586,10 +639,10 @@ def test_cut_mid_stream_over_a_real_socket(server: tuple[str, SimState]) -> None
 
 def test_cut_edit_stream_after_first_event(server: tuple[str, SimState]) -> None:
     url, _ = server
-    fields = {"model": "gpt-image-1", "prompt": "x [sim:cut]", "stream": "true"}
+    fields = {"model": "gpt-image-2", "prompt": "x [sim:cut]", "stream": "true"}
     lines: list[str] = []
     with (
-        httpx.Client(base_url=url, headers=auth(), timeout=10) as http,
+        httpx.Client(base_url=url, headers=auth(OFFICIAL), timeout=10) as http,
         http.stream("POST", EDITS, data=fields, files=[image_part()]) as response,
         pytest.raises(httpx.RemoteProtocolError),
     ):
@@ -617,4 +670,4 @@ def test_cut_without_stream_resets_the_connection(server: tuple[str, SimState], 
 def test_cut_in_process_raises(client: TestClient) -> None:
     # Without a socket to drop (the in-process TestClient), the fault surfaces as an exception.
     with pytest.raises(ConnectionCut):
-        client.post(IMAGES, json={"model": "gpt-image-1", "prompt": "[sim:cut]"}, headers=auth())
+        client.post(IMAGES, json={"model": "gpt-image-2", "prompt": "[sim:cut]"}, headers=auth())

@@ -59,7 +59,7 @@ KEPT_ERRORS = {
     "upstream_response_too_large",
     "upstream_timeout",
 }
-GENERATION_MODELS = ["gpt-image-2-web", "gpt-image-1", "sora_image", "gpt-image-2"]
+GENERATION_MODELS = ["gpt-image-2-web", "gpt-image-2.6-sunburst", "sora_image", "gpt-image-2"]
 
 
 @dataclass
@@ -93,15 +93,19 @@ def rss_mib(pid: int) -> float:
 def soak_gateway(soak_sim: Sim, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     routes = {
         rid: {"timeouts": {"total": 1.5}, "breaker": {"failures": 5, "cooldown_s": 1}}
-        for rid in ("gpt-image-1", "gpt-image-2.official", "gpt-image-2.enterprise")
+        for rid in (
+            "gpt-image-2.6-sunburst.official",
+            "gpt-image-2.official",
+            "gpt-image-2.enterprise",
+        )
     }
     for rid in ("gpt-image-2.web", "sora_image", "sora-2"):
         routes[rid] = {"timeouts": {"total": 1.5}, "breaker": {"failures": 5, "cooldown_s": 1}}
     env = clean_env(
         MEDIAGATE_UPSTREAM_URL=f"{soak_sim.url}/v1",
         MEDIAGATE_KEY_DEFAULT=KEYS["default"],
-        MEDIAGATE_KEY_SORA2OFFICIAL=KEYS["Sora2Official"],
-        MEDIAGATE_KEY_GPTIMAGE2ENTERPRISE=KEYS["GPTImage2 Enterprise"],
+        MEDIAGATE_KEY_OPENAIOFFICIAL=KEYS["OpenAI Official"],
+        MEDIAGATE_KEY_OPENAIOFFICIALENTERPRISE=KEYS["OpenAI Official Enterprise"],
         MEDIAGATE_API_KEYS=",".join(f"{n}:{k}" for n, k in CLIENTS.items()),
         MEDIAGATE_FETCH_ALLOW_HOSTS=f"127.0.0.1:{soak_sim.port}",
         MEDIAGATE_DATA_DIR=str(tmp_path / "data"),
@@ -128,7 +132,7 @@ async def _send(http: httpx.AsyncClient, kind: str, token: str, client: str) -> 
     if kind == "generation":
         model = GENERATION_MODELS[int(token[-2:], 16) % len(GENERATION_MODELS)]
         body: dict[str, Any] = {"model": model, "prompt": prompt}
-        if model == "gpt-image-1":
+        if model == "gpt-image-2.6-sunburst":
             body["response_format"] = "url"
         return await http.post("/v1/images/generations", json=body, headers=headers)
     if kind == "edit":

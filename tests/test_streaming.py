@@ -123,7 +123,7 @@ def test_streaming_route_relays_partial_images_as_they_arrive(
     arrivals: list[float] = []
     types: list[str] = []
     stream = client.images.generate(
-        model="gpt-image-1", prompt="relay", stream=True, partial_images=3, size="1024x1536"
+        model="gpt-image-2", prompt="relay", stream=True, partial_images=3, size="1024x1536"
     )
     for event in stream:
         arrivals.append(time.monotonic())
@@ -154,7 +154,7 @@ def test_official_edit_stream_is_relayed(client: openai.OpenAI, sim: Sim) -> Non
 
 def test_a_stream_cut_mid_way_becomes_an_error_event(client: openai.OpenAI) -> None:
     stream = client.images.generate(
-        model="gpt-image-1", prompt="[sim:cut]", stream=True, partial_images=2
+        model="gpt-image-2", prompt="[sim:cut]", stream=True, partial_images=2
     )
     with pytest.raises(openai.APIError, match=r"broke off|ended before"):
         list(stream)

@@ -37,8 +37,8 @@ def gateway_env(sim: Sim, tmp_path: Path, **extra: str) -> dict[str, str]:
     env.update(
         MEDIAGATE_UPSTREAM_URL=f"{sim.url}/v1",
         MEDIAGATE_KEY_DEFAULT=GROUP_KEYS["default"],
-        MEDIAGATE_KEY_SORA2OFFICIAL=GROUP_KEYS["Sora2Official"],
-        MEDIAGATE_KEY_GPTIMAGE2ENTERPRISE=GROUP_KEYS["GPTImage2 Enterprise"],
+        MEDIAGATE_KEY_OPENAIOFFICIAL=GROUP_KEYS["OpenAI Official"],
+        MEDIAGATE_KEY_OPENAIOFFICIALENTERPRISE=GROUP_KEYS["OpenAI Official Enterprise"],
         MEDIAGATE_API_KEYS=f"team-a:{CLIENT_KEY}",
         MEDIAGATE_FETCH_ALLOW_HOSTS=f"127.0.0.1:{sim.port}",
         MEDIAGATE_DATA_DIR=str(tmp_path / "data"),
@@ -170,9 +170,9 @@ def test_a_request_without_traceparent_starts_a_trace(
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
         with pytest.raises(openai.NotFoundError):
             client.images.generate(model="no-such-model", prompt="x")
-        assert client.images.generate(model="gpt-image-1", prompt="a wren").data
+        assert client.images.generate(model="gpt-image-2", prompt="a wren").data
         # A hosted image link is a capability: its name stays out of spans and logs.
-        link = client.images.generate(model="gpt-image-1", prompt="a wren", response_format="url")
+        link = client.images.generate(model="gpt-image-2", prompt="a wren", response_format="url")
         url = link.data[0].url or ""
         name = url.rsplit("/", 1)[1]
         assert "/v1/files/images/" in url and httpx.get(url).status_code == 200
@@ -203,7 +203,7 @@ def test_tracing_stays_off_unless_configured(sim: Sim, otlp: OtlpReceiver, tmp_p
     env = gateway_env(sim, tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=otlp.url, MEDIAGATE_OTEL="false")
     with serving(["serve"], env, tmp_path) as gateway:
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
-        assert client.images.generate(model="gpt-image-1", prompt="a wren").data
+        assert client.images.generate(model="gpt-image-2", prompt="a wren").data
         gateway.proc.terminate()
         assert gateway.proc.wait(timeout=30) == 0
     assert otlp.paths == []

@@ -67,7 +67,7 @@ def test_create_and_poll_then_download(sdk: openai.OpenAI, videos_gw: Gateway, s
     assert upstream.id not in str(video.to_dict())
 
     [create] = upstream_creates(sim)
-    assert create.group == "Sora2Official"
+    assert create.group == "OpenAI Official"
     assert create.body == {
         "model": "sora-2-pro",
         "prompt": "a lighthouse at dusk",
@@ -83,11 +83,11 @@ def test_create_and_poll_then_download(sdk: openai.OpenAI, videos_gw: Gateway, s
     assert (job.upstream_id, job.owner, job.group, job.route) == (
         upstream.id,
         "team-a",
-        "Sora2Official",
+        "OpenAI Official",
         "sora-2-pro",
     )
     assert job.status == "completed" and job.cost == pytest.approx(0.5 * 8)
-    assert GROUP_KEYS["Sora2Official"] not in repr(job)  # a fingerprint, never the key
+    assert GROUP_KEYS["OpenAI Official"] not in repr(job)  # a fingerprint, never the key
 
 
 def test_defaults_are_sent_explicitly_and_poll_pace_is_advised(
@@ -230,7 +230,7 @@ def test_remix(sdk: openai.OpenAI, sim: Sim) -> None:
     [call] = [c for c in sim.sent() if c.path.endswith("/remix")]
     source_upstream = next(v.id for v in sim.state.videos.values() if v.prompt == "a fox")
     assert call.path == f"/v1/videos/{source_upstream}/remix"
-    assert call.body == {"prompt": "the fox, in snow"} and call.group == "Sora2Official"
+    assert call.body == {"prompt": "the fox, in snow"} and call.group == "OpenAI Official"
     assert sdk.videos.download_content(done.id).content[4:8] == b"ftyp"
 
 
@@ -302,9 +302,9 @@ def test_a_job_keeps_using_the_key_that_created_it(
 ) -> None:
     # Two keys for the group, the second one unknown upstream: a gateway that took the next
     # key in turn for the polls would be refused every other call.
-    good = GROUP_KEYS["Sora2Official"]
+    good = GROUP_KEYS["OpenAI Official"]
     gateway = make_gateway(
-        key_sora2official=f"{good},sk-not-known-upstream", video_poll_after_ms=20
+        key_openaiofficial=f"{good},sk-not-known-upstream", video_poll_after_ms=20
     )
     sdk = gateway.sdk()
     video = sdk.videos.create_and_poll(prompt="pinned")

@@ -23,7 +23,7 @@ def test_a_job_survives_kill_9_right_after_create(
     env.update(
         MEDIAGATE_UPSTREAM_URL=f"{sim.url}/v1",
         MEDIAGATE_KEY_DEFAULT=GROUP_KEYS["default"],
-        MEDIAGATE_KEY_SORA2OFFICIAL=GROUP_KEYS["Sora2Official"],
+        MEDIAGATE_KEY_OPENAIOFFICIAL=GROUP_KEYS["OpenAI Official"],
         MEDIAGATE_API_KEYS=f"team-a:{CLIENT_KEY},team-b:{OTHER_CLIENT_KEY}",
         MEDIAGATE_DATA_DIR=str(tmp_path / "data"),
         MEDIAGATE_VIDEO_POLL_AFTER_MS="50",

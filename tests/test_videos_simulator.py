@@ -17,7 +17,7 @@ from .conftest import GROUP_KEYS, Sim, wait_until
 
 @pytest.fixture
 def official(sim: Sim) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {GROUP_KEYS['Sora2Official']}"}
+    headers = {"Authorization": f"Bearer {GROUP_KEYS['OpenAI Official']}"}
     with httpx.Client(base_url=f"{sim.url}/v1", headers=headers, timeout=10) as client:
         yield client
 
@@ -69,7 +69,7 @@ def test_a_job_moves_through_its_states(official: httpx.Client) -> None:
 
 def test_only_the_creating_group_sees_a_job(official: httpx.Client, sim: Sim) -> None:
     video = official.post("/videos", files=form(model="sora-2", prompt="mine")).json()
-    enterprise = {"Authorization": f"Bearer {GROUP_KEYS['GPTImage2 Enterprise']}"}
+    enterprise = {"Authorization": f"Bearer {GROUP_KEYS['OpenAI Official Enterprise']}"}
     for path in (f"/videos/{video['id']}", f"/videos/{video['id']}/content"):
         response = httpx.get(f"{sim.url}/v1{path}", headers=enterprise)
         assert response.status_code == 404

@@ -1,34 +1,105 @@
 """What a request costs, in USD: estimated before it goes upstream, actual once it is done.
 
 Prices are catalog data per route (`price:` in catalog.yaml; video routes keep theirs per second
-by size). The estimate is deliberately an upper bound, because it is what a budget reserves:
-concurrent requests must not be able to overspend together. A route without a price costs 0.
+by size), multiplied by the route's token group's `multiplier`. A route without a price costs 0.
+
+Token-priced routes bill the upstream's `usage` by token class, as the OpenAI image usage
+reports it (`ImagesUsage`, with the cached-token details the other OpenAI usages use):
+
+    input_tokens                  text and image tokens of the prompt and input images
+      input_tokens_details        text_tokens, image_tokens (each including its cached part),
+                                  cached_tokens, cached_tokens_details {text_tokens, image_tokens}
+    output_tokens                 image (and text) tokens made
+      output_tokens_details       image_tokens, text_tokens
+
+Whatever the usage leaves open is read so as never to bill less than was used: input tokens
+without a class are image input, cached tokens without a class are text first (the class whose
+cache saves least), output tokens without a class are image output, and text output without a
+price of its own bills as image output.
+
+The estimate is deliberately an upper bound, because it is what a budget reserves: concurrent
+requests must not be able to overspend together. How many tokens an image makes is catalog data
+too (`price.estimate`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from mediagate.catalog import Price
+from mediagate.catalog import Price, TokenEstimate, TokenPrices
 
-# Output tokens of one 1024x1024 image by quality, as the official GPT image models bill them;
-# other sizes scale with their pixel count. Unknown or "auto" quality is priced as "high".
-_OUTPUT_TOKENS_1MP = {"low": 272, "medium": 1056, "high": 4160}
-_DEFAULT_AREA = 1024 * 1536  # the largest standard size, for an absent or "auto" size
-_INPUT_TOKENS_PER_IMAGE = 6000  # an edit's input image, generously (high input fidelity)
+_AUTO_AREA = 1024 * 1536  # the largest standard size, for an absent or "auto" size
+_MEGAPIXEL = 1024 * 1024
+_MICRODOLLAR = Decimal("0.000001")
+
+
+def _usd(amount: Decimal) -> float:
+    """USD to the millionth of a dollar, rounded half up (what the ledger and headers keep)."""
+    return float(amount.quantize(_MICRODOLLAR, rounding=ROUND_HALF_UP))
 
 
 def _round(usd: float) -> float:
     return round(usd, 6)
 
 
-def _token_cost(price: Price, input_tokens: float, output_tokens: float) -> float:
-    return (
-        input_tokens * (price.per_million_input_tokens or 0)
-        + output_tokens * (price.per_million_output_tokens or 0)
-    ) / 1_000_000
+def _dec(value: float | None) -> Decimal:
+    return Decimal(str(value or 0))
+
+
+def _count(value: Any) -> int:
+    """A token count from the usage: a non-negative int, anything else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def _details(usage: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = usage.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def token_classes(usage: Mapping[str, Any]) -> dict[str, int]:
+    """The upstream's usage as tokens per price class (see the module's docstring)."""
+    inputs = _details(usage, "input_tokens_details")
+    text, image = _count(inputs.get("text_tokens")), _count(inputs.get("image_tokens"))
+    # Input tokens no detail accounts for are billed as image input, the dearer class.
+    image += max(0, _count(usage.get("input_tokens")) - text - image)
+
+    cached = _details(inputs, "cached_tokens_details")
+    cached_text = min(text, _count(cached.get("text_tokens")))
+    cached_image = min(image, _count(cached.get("image_tokens")))
+    # Cached tokens no detail accounts for: text first, whose cache saves the least.
+    unassigned = max(0, _count(inputs.get("cached_tokens")) - cached_text - cached_image)
+    more_text = min(unassigned, text - cached_text)
+    cached_text += more_text
+    cached_image += min(unassigned - more_text, image - cached_image)
+
+    outputs = _details(usage, "output_tokens_details")
+    text_out = _count(outputs.get("text_tokens"))
+    image_out = _count(outputs.get("image_tokens"))
+    image_out += max(0, _count(usage.get("output_tokens")) - text_out - image_out)
+    return {
+        "text_input": text - cached_text,
+        "cached_text_input": cached_text,
+        "image_input": image - cached_image,
+        "cached_image_input": cached_image,
+        "image_output": image_out,
+        "text_output": text_out,
+    }
+
+
+def token_cost(prices: TokenPrices, usage: Mapping[str, Any], multiplier: float = 1.0) -> float:
+    """USD for one usage at per-million `prices`, times the group's multiplier: exact to the
+    millionth of a dollar."""
+    rates = prices.model_dump()
+    if rates["text_output"] is None:
+        rates["text_output"] = rates["image_output"]
+    total = sum(
+        (Decimal(tokens) * _dec(rates[kind]) for kind, tokens in token_classes(usage).items()),
+        Decimal(0),
+    )
+    return _usd(total * _dec(multiplier) / Decimal(1_000_000))
 
 
 def _area(size: Any) -> int:
@@ -36,7 +107,15 @@ def _area(size: Any) -> int:
         width, _, height = size.partition("x")
         if width.isdigit() and height.isdigit():
             return int(width) * int(height)
-    return _DEFAULT_AREA
+    return _AUTO_AREA
+
+
+def _output_tokens_per_image(estimate: TokenEstimate, quality: Any, size: Any) -> float:
+    table = estimate.output_tokens_per_mp
+    per_mp = table.get(quality) if isinstance(quality, str) else None
+    if per_mp is None:  # auto, none, or a quality the table does not know: the largest
+        per_mp = max(table.values())
+    return per_mp * _area(size) / _MEGAPIXEL
 
 
 def estimate_images(
@@ -45,36 +124,64 @@ def estimate_images(
     params: dict[str, Any],
     prompt: str,
     input_images: int = 0,
+    multiplier: float = 1.0,
 ) -> float:
     """The most a request can cost: `calls` images per upstream call, the upstream fields
-    `params` (size, quality), the prompt, and an edit's input images."""
+    `params` (size, quality), the prompt, an edit's input images, the group's multiplier."""
     if price is None:
         return 0.0
     n = sum(calls)
     cost = (price.per_image or 0) * n + (price.per_call or 0) * len(calls)
-    per_image = _OUTPUT_TOKENS_1MP.get(str(params.get("quality")), 4160)
-    output_tokens = per_image * _area(params.get("size")) / (1024 * 1024) * n
-    # A token is at least one character of prompt, so the prompt's length bounds its tokens.
-    input_tokens = len(prompt) + _INPUT_TOKENS_PER_IMAGE * input_images
-    return _round(cost + _token_cost(price, input_tokens * len(calls), output_tokens))
+    tokens, estimate = price.tokens, price.estimate
+    if tokens is not None and estimate is not None:
+        # A token is at least one character of prompt, so the prompt's length bounds its
+        # tokens; every call sends the prompt and the input images again. Each input class is
+        # priced at the dearer input rate, each output class at the dearer output rate.
+        input_tokens = (len(prompt) + estimate.input_tokens_per_image * input_images) * len(calls)
+        quality, size = params.get("quality"), params.get("size")
+        output_tokens = _output_tokens_per_image(estimate, quality, size)
+        rate_in = max(tokens.text_input, tokens.image_input)
+        rate_out = max(tokens.image_output, tokens.text_output or 0)
+        cost += (input_tokens * rate_in + output_tokens * n * rate_out) / 1_000_000
+    # Rounded up, so the reservation is never below what the tokens could cost.
+    return math.ceil(cost * multiplier * 1_000_000 - 1e-6) / 1_000_000
 
 
 def actual_images(
-    price: Price | None, max_n: int, images: int, usage: dict[str, Any] | None, estimate: float
+    price: Price | None,
+    max_n: int,
+    images: int,
+    usage: dict[str, Any] | None,
+    estimate: float,
+    multiplier: float = 1.0,
 ) -> float:
-    """What the images delivered cost. Token-priced routes bill `usage`; without it, the
-    estimate stands (the upstream charged something, and it is not less than that)."""
+    """What the images delivered cost. Token-priced routes bill `usage` by token class; without
+    it, the estimate stands (the upstream charged something, and it is not less than that)."""
     if price is None or images == 0:
         return 0.0
     calls = math.ceil(images / max_n)
-    cost = (price.per_image or 0) * images + (price.per_call or 0) * calls
-    if price.per_million_input_tokens or price.per_million_output_tokens:
+    fixed = _dec(price.per_image) * images + _dec(price.per_call) * calls
+    cost = _usd(fixed * _dec(multiplier))
+    if price.tokens is not None:
         if not usage:
             return estimate
-        tokens_in = usage.get("input_tokens") or 0
-        tokens_out = usage.get("output_tokens") or 0
-        cost += _token_cost(price, float(tokens_in), float(tokens_out))
-    return _round(cost)
+        cost = _usd(Decimal(str(cost)) + Decimal(str(token_cost(price.tokens, usage, multiplier))))
+    return cost
+
+
+def sum_usage(usages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Usage of several upstream calls (or streamed images) added up, field by field, nested
+    details included."""
+    if not usages:
+        return None
+    total: dict[str, Any] = {}
+    for usage in usages:
+        for key, value in usage.items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                total[key] = total.get(key, 0) + value
+            elif isinstance(value, dict):
+                total[key] = sum_usage([total.get(key, {}), value])
+    return total
 
 
 def video_cost(price_per_second: Mapping[str, float], size: str, seconds: str) -> float | None:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from mediagate.catalog import Route, SizeRule
+from mediagate.catalog import Alias, Route, SizeRule
 from mediagate.errors import InvalidRequest
 from mediagate.images.spec import ImageEditRequest, ImageGenerationRequest
 from mediagate.upstream.dialects import Dialect, EditImages, Plan
@@ -29,7 +29,7 @@ MARKER_AT_END = re.compile(r"【\s*\d+\s*:\s*\d+\s*】\s*$")
 class ImageJob:
     """One client request, validated and planned for its route; nothing sent yet."""
 
-    model: str  # the public model name
+    model: str  # the public model name (an alias's successor, when asked by a retired name)
     plan: Plan
     dialect: Dialect
     request: ImageGenerationRequest | ImageEditRequest  # to plan again for a fallback route
@@ -38,6 +38,7 @@ class ImageJob:
     fallbacks: list[Route] = field(default_factory=list)  # the model's routes left, in order
     may_drop: bool = True  # whether a fallback route may drop what the client sent
     first_dropped: frozenset[str] = frozenset()
+    alias: Alias | None = None  # the retired name asked for, when its successor serves
 
     @property
     def route(self) -> Route:

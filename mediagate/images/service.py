@@ -30,8 +30,8 @@ from starlette.datastructures import FormData
 from mediagate import context
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.accounting.metering import Metering, Ticket
-from mediagate.accounting.pricing import actual_images, estimate_images
-from mediagate.catalog import Catalog, Route
+from mediagate.accounting.pricing import actual_images, estimate_images, sum_usage
+from mediagate.catalog import Alias, Catalog, Route
 from mediagate.errors import GatewayError, InvalidRequest, UpstreamError, maybe_paid, unserved
 from mediagate.imagedata import repair_b64, sniff_image_type
 from mediagate.images.plan import ImageJob, ImagesResult, plan_images
@@ -74,20 +74,6 @@ class ImagesAnswer:
 
 async def _nothing() -> None:
     return None
-
-
-def _sum_usage(usages: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Usage of several upstream calls added up, field by field (nested details too)."""
-    if not usages:
-        return None
-    total: dict[str, Any] = {}
-    for usage in usages:
-        for key, value in usage.items():
-            if isinstance(value, int):
-                total[key] = total.get(key, 0) + value
-            elif isinstance(value, dict):
-                total[key] = _sum_usage([total.get(key, {}), value])
-    return total
 
 
 class ImageService:
@@ -139,12 +125,15 @@ class ImageService:
     def _resolve(self, name: Any) -> tuple[list[Route], bool]:
         """The model's image routes in order, and whether fallbacks may drop parameters. The
         model is resolved before the rest is validated, so a bad request is still counted
-        against the model it was for."""
+        against the model it was for. A retired name with an alias is its successor's request
+        from here on; the request's record keeps the alias (for its headers and log line)."""
         name = name or self.catalog.default_image_model
         if not isinstance(name, str):
             return [], True  # not a model name at all: the request's validation says so
-        model, route = self.catalog.route_for(name, "image")
-        context.current().served_by(name, route)
+        model, route, alias = self.catalog.lookup(name, "image")
+        ctx = context.current()
+        ctx.served_by(model.id, route)
+        ctx.alias = alias
         rest = [self.catalog.routes[rid] for rid in model.routes[1:]]
         may_drop = self.settings.fallback_may_drop
         if model.fallback_may_drop is not None:
@@ -160,8 +149,10 @@ class ImageService:
         edit: EditImages | None = None,
     ) -> ImageJob:
         routes, may_drop = fallbacks
+        ctx = context.current()
         return ImageJob(
-            model=context.current().model or "",
+            model=ctx.model or "",
+            alias=ctx.alias,
             plan=plan,
             dialect=get_dialect(plan.route.dialect),
             request=request,
@@ -182,13 +173,13 @@ class ImageService:
     ) -> ImagesAnswer:
         """The job admitted against the key's limits and budget, run, and settled."""
         plan = job.plan
-        input_images = len(job.edit.files) if job.edit is not None else 0
-        estimate = estimate_images(
-            job.route.price, plan.calls, plan.params, plan.prompt, input_images
-        )
+        # Reserved: the most the job can cost on any route it may end up on.
+        estimates = self._estimates(job)
+        estimate = max(estimates.values(), default=0.0)
         try:
+            scope = _scope(policy, job.model, job.alias)
             ticket = await self.metering.admit(
-                policy, job.model, images=sum(plan.calls), estimate=estimate
+                policy, scope, images=sum(plan.calls), estimate=estimate
             )
         except BaseException:
             await cleanup()
@@ -201,7 +192,10 @@ class ImageService:
         async def settle(images: int, usage: dict[str, Any] | None) -> None:
             # Billed on the route that served (a fallback may have changed it); failures cost 0.
             route = job.route
-            cost = actual_images(route.price, route.max_n, images, usage, estimate)
+            multiplier = self.catalog.multiplier(route)
+            # Without a usage, a token-billed route is billed its own estimate.
+            fallback = estimates.get(route.id, estimate)
+            cost = actual_images(route.price, route.max_n, images, usage, fallback, multiplier)
             ctx.cost = cost
             await ticket.settle(Charge(job.model, cost, images=images))
             if images:
@@ -232,6 +226,21 @@ class ImageService:
         # The route that serves, after any fallback.
         headers = {**job.plan.headers(), **_STREAM_HEADERS}
         return ImagesAnswer(headers, events=_finally(events, ticket, job.model, cleanup))
+
+    def _estimates(self, job: ImageJob) -> dict[str, float]:
+        """The most the job can cost on each route it may end up on, by route id: a fallback
+        may bill more (the enterprise group's multiplier, a token price after a per-call one)."""
+        input_images = len(job.edit.files) if job.edit is not None else 0
+        estimates: dict[str, float] = {}
+        for route in [job.route, *job.fallbacks]:
+            plan = job.plan if route is job.route else _plan_for(job, route)
+            if isinstance(plan, str):
+                continue  # the job cannot end there
+            multiplier = self.catalog.multiplier(route)
+            estimates[route.id] = estimate_images(
+                route.price, plan.calls, plan.params, plan.prompt, input_images, multiplier
+            )
+        return estimates
 
     async def _on_routes(self, job: ImageJob, attempt: Callable[[ImageJob], Awaitable[T]]) -> T:
         """`attempt` on the job's route, then on the model's next usable routes while a route
@@ -308,7 +317,7 @@ class ImageService:
         body: dict[str, Any] = {"created": int(time.time()), "data": data}
         if len(done) == 1:
             body.update(done[0][0].extra)
-        usage = _sum_usage([result.usage for result, _ in done if result.usage])
+        usage = sum_usage([result.usage for result, _ in done if result.usage])
         if usage:
             body["usage"] = usage
         return ImagesResult(body, headers, len(data))
@@ -369,6 +378,14 @@ class ImageService:
         if image.revised_prompt:
             item["revised_prompt"] = image.revised_prompt
         return item
+
+
+def _scope(policy: KeyPolicy, model: str, alias: Alias | None) -> str:
+    """The model name a key's scope is checked against: the model that serves, or, through an
+    alias, the retired name the key may still list (and the name asked for, if neither)."""
+    if alias is not None and not policy.allows(model):
+        return alias.name
+    return model
 
 
 def _internal() -> GatewayError:

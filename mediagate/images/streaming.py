@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from mediagate.accounting.pricing import sum_usage
 from mediagate.errors import GatewayError, UpstreamError
 from mediagate.imagedata import sniff_image_type
 from mediagate.images.plan import ImageJob, ImagesResult
@@ -121,13 +122,11 @@ def _completed_usage(event: bytes) -> dict[str, Any] | None:
 
 
 def _add_usage(total: dict[str, Any] | None, usage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A relayed stream's usage so far, with the next completed event's added (details and
+    all: the bill reads them by token class)."""
     if usage is None:
         return total
-    total = dict(total or {})
-    for key in ("input_tokens", "output_tokens", "total_tokens"):
-        if isinstance(usage.get(key), int):
-            total[key] = total.get(key, 0) + usage[key]
-    return total
+    return sum_usage([total, usage] if total is not None else [usage])
 
 
 async def relay(

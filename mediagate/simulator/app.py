@@ -45,6 +45,7 @@ from mediagate.simulator.rules import (
     image_usage,
     invalid,
     parse_directives,
+    reports_usage,
     resolve_route,
     validate_chat,
     validate_images,
@@ -330,9 +331,8 @@ async def _images_body(
             item["revised_prompt"] = job.prompt
         data.append(item)
     result: dict[str, Any] = {"created": int(time.time()), "data": data}
-    if route in ("gpt-image-1", "official"):
+    if reports_usage(route):  # the official forward: usage, and what it actually made
         result["usage"] = image_usage(job)
-    if route == "official":
         result.update(
             size=job.size,
             quality=job.quality,

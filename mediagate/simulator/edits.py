@@ -25,7 +25,8 @@ MAX_MASK_BYTES = 4 * 1024 * 1024
 
 _IMAGE_FIELDS = ("image", "image[]")
 _FILE_FIELDS = (*_IMAGE_FIELDS, "mask")
-_MASK_ROUTES: tuple[Route, ...] = ("gpt-image-1", "official")
+# The official forward takes a mask; the per-call routes take reference images only.
+_MASK_ROUTES: tuple[Route, ...] = ("official", "official-2.5", "official-2.6")
 _INTEGER_FIELDS = frozenset({"n", "output_compression", "partial_images"})
 _BOOLEAN_FIELDS = frozenset({"stream"})
 # What str(int) gives: no sign, spaces, leading zeros, decimal point or exponent.
@@ -171,8 +172,7 @@ def check_files(route: Route, form: EditForm) -> int:
         return len(images)
     if route not in _MASK_ROUTES:
         raise invalid(
-            "This route does not support 'mask'; use gpt-image-1 or the Sora2Official group "
-            "for masked edits.",
+            "This route does not support 'mask'; use the OpenAI Official group for masked edits.",
             "mask",
             "unsupported_parameter",
         )

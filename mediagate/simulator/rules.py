@@ -11,23 +11,49 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-Route = Literal["gpt-image-1", "official", "web", "vip", "chat"]
+Route = Literal[
+    "official", "official-2.5", "official-2.6", "web", "web-2.5", "vip", "vip-2.5", "chat"
+]
 Endpoint = Literal["images", "chat"]
 
 MAX_PROMPT_CHARS = 32000
 MAX_N = 10
 MAX_PARTIAL_IMAGES = 3
 
+OFFICIAL_GROUPS = ("OpenAI Official", "OpenAI Official Enterprise")
+
 # (token group, model) -> route. The same model name means different routes per group,
-# which is the trap the gateway's routing has to get right.
+# which is the trap the gateway's routing has to get right (upstream-2026/image-models.md).
 _ROUTES: dict[tuple[str, str], Route] = {
-    ("default", "gpt-image-1"): "gpt-image-1",
     ("default", "gpt-image-2"): "web",
     ("default", "gpt-image-2-vip"): "vip",
+    ("default", "gpt-image-2.5-flare-vip"): "vip-2.5",
+    ("default", "gpt-image-2.5-sunburst-vip"): "vip-2.5",
+    ("default", "gpt-image-2.5-web"): "web-2.5",
+    # Legacy ("Sora Image Generation (Legacy Integration)"), still answered.
     ("default", "sora_image"): "chat",
     ("default", "gpt-4o-image"): "chat",
-    ("Sora2Official", "gpt-image-2"): "official",
-    ("GPTImage2 Enterprise", "gpt-image-2"): "official",
+    **{(group, "gpt-image-2"): "official" for group in OFFICIAL_GROUPS},
+    **{
+        (group, f"gpt-image-2.5-{line}"): "official-2.5"
+        for group in OFFICIAL_GROUPS
+        for line in ("flare", "sunburst")
+    },
+    **{
+        (group, f"gpt-image-2.6-{line}"): "official-2.6"
+        for group in OFFICIAL_GROUPS
+        for line in ("flare", "sunburst")
+    },
+}
+# Retired ids answer 404 naming their replacement, in every group, and are not billed
+# (docs.laozhang.ai/en/models/retired.md).
+_REPLACEMENT = (
+    "gpt-image-2.6-sunburst or gpt-image-2.6-flare (or gpt-image-2.5-sunburst / "
+    "gpt-image-2.5-flare)"
+)
+RETIRED: dict[str, tuple[str, str]] = {
+    "gpt-image-1": ("2026-11-16", _REPLACEMENT),
+    "dall-e-3": ("2026-11-16", _REPLACEMENT),
 }
 
 _OFFICIAL_FIELDS = frozenset(
@@ -48,35 +74,46 @@ _OFFICIAL_FIELDS = frozenset(
         "partial_images",
     }
 )
+# 2.5 and 2.6 through the official forward: the official fields (2.6 adds `complexity`);
+# whether they stream is not documented, so they refuse it.
+_NEW_OFFICIAL_FIELDS = _OFFICIAL_FIELDS - {"stream", "partial_images"}
 _ALLOWED_FIELDS: dict[Route, frozenset[str]] = {
-    "gpt-image-1": _OFFICIAL_FIELDS,
     "official": _OFFICIAL_FIELDS,
+    "official-2.5": _NEW_OFFICIAL_FIELDS,
+    "official-2.6": _NEW_OFFICIAL_FIELDS | {"complexity"},
     "web": frozenset({"model", "prompt", "n", "response_format", "user"}),
+    "web-2.5": frozenset({"model", "prompt", "n", "response_format", "user"}),
     "vip": frozenset({"model", "prompt", "n", "size", "response_format", "user"}),
+    "vip-2.5": frozenset({"model", "prompt", "n", "size", "quality", "response_format", "user"}),
 }
-# Only the edits endpoint takes input_fidelity, and only on the routes that speak the official API.
+# Only the edits endpoint takes input_fidelity, and only gpt-image-2 through the official API.
 _EDIT_ONLY_FIELDS: dict[Route, frozenset[str]] = {
-    "gpt-image-1": frozenset({"input_fidelity"}),
     "official": frozenset({"input_fidelity"}),
 }
 # Fields a route knows about but refuses, with a clearer message than "unknown parameter":
 # field -> the hint that follows "This route does not support '<field>'; ".
-_STREAM_HINT = "it does not stream; use gpt-image-1 or the Sora2Official group for streaming"
+_STREAM_HINT = "it does not stream; use gpt-image-2 in the OpenAI Official group for streaming"
+_NO_STREAM = {"stream": _STREAM_HINT, "partial_images": _STREAM_HINT}
 _REFUSED_FIELDS: dict[Route, dict[str, str]] = {
     "web": {
-        "size": "use gpt-image-2-vip for size or the Sora2Official group for quality",
-        "quality": "use gpt-image-2-vip for size or the Sora2Official group for quality",
-        "stream": _STREAM_HINT,
-        "partial_images": _STREAM_HINT,
+        "size": "use gpt-image-2-vip for size or the OpenAI Official group for quality",
+        "quality": "use gpt-image-2-vip for size or the OpenAI Official group for quality",
+        **_NO_STREAM,
+    },
+    "web-2.5": {
+        "size": "the web route picks its own size (up to ~2K); use a -vip model for size",
+        "quality": "use gpt-image-2.5-flare-vip or -sunburst-vip for quality",
+        **_NO_STREAM,
     },
     "vip": {
-        "quality": "use gpt-image-2 in the Sora2Official group for quality",
-        "stream": _STREAM_HINT,
-        "partial_images": _STREAM_HINT,
+        "quality": "use gpt-image-2 in the OpenAI Official group for quality",
+        **_NO_STREAM,
     },
+    "vip-2.5": _NO_STREAM,
+    "official-2.5": _NO_STREAM,
+    "official-2.6": _NO_STREAM,
 }
 
-_GPT_IMAGE_1_SIZES = ("1024x1024", "1536x1024", "1024x1536", "auto")
 # The 30 explicit sizes of the Codex route (gpt-image-2-routes.txt), 1K/2K/4K per ratio.
 VIP_SIZES = (
     *("1280x1280", "2048x2048", "2880x2880"),  # 1:1
@@ -90,12 +127,20 @@ VIP_SIZES = (
     *("1280x720", "2048x1152", "3840x2160"),  # 16:9
     *("1280x544", "2048x864", "3840x1632"),  # 21:9
 )
-_QUALITIES = ("low", "medium", "high", "auto")
+_QUALITIES: dict[Route, tuple[str, ...]] = {
+    "official": ("low", "medium", "high", "auto"),
+    "official-2.5": ("low", "medium", "high", "xhigh", "max", "auto"),
+    "official-2.6": ("low", "medium", "high", "auto"),
+    # "Any quality low...max", nothing said of auto.
+    "vip-2.5": ("low", "medium", "high", "xhigh", "max"),
+}
+_COMPLEXITIES = ("low", "medium", "high")
 _OUTPUT_FORMATS = ("png", "jpeg", "webp")
 _BACKGROUNDS = ("transparent", "opaque", "auto")
 _MODERATIONS = ("low", "auto")
 _RESPONSE_FORMATS = ("url", "b64_json")
 _INPUT_FIDELITIES = ("high", "low")
+WEB_25_SIZE = (2048, 2048)  # "native output up to ~2K"
 
 _OFFICIAL_MAX_EDGE = 3840
 _OFFICIAL_MAX_RATIO = 3
@@ -103,8 +148,14 @@ _OFFICIAL_MIN_PIXELS = 655_360
 _OFFICIAL_MAX_PIXELS = 8_294_400
 _SIZE_RE = re.compile(r"(\d{1,5})x(\d{1,5})")
 
-# Per-megapixel output tokens, from the official per-size token table (1024x1024 row).
-_OUTPUT_TOKENS_PER_MP = {"low": 272, "medium": 1056, "high": 4160}
+# Output tokens of a one-megapixel image by quality, the simulator's own figures: the official
+# per-size token table (1024x1024 row) for gpt-image-2; 2.5 adds xhigh and max; 2.6 spends 3-4x
+# 2.5's tokens at low and medium.
+_OUTPUT_TOKENS_PER_MP: dict[Route, dict[str, int]] = {
+    "official": {"low": 272, "medium": 1056, "high": 4160},
+    "official-2.5": {"low": 272, "medium": 1056, "high": 4160, "xhigh": 6240, "max": 8320},
+    "official-2.6": {"low": 1088, "medium": 3168, "high": 4160},
+}
 # Input tokens billed per image sent to /v1/images/edits: a flat stand-in for the official
 # size-dependent count, so a gateway that recomputes usage instead of relaying it shows up.
 EDIT_IMAGE_TOKENS = 256
@@ -119,6 +170,7 @@ _MARKER_MESSAGE = (
 _IMAGE_PART_TOKENS = 85
 
 _DIRECTIVE_STATUS_RE = re.compile(r"\[sim:status=(\d{3})\]")
+_DIRECTIVE_CACHED_RE = re.compile(r"\[sim:cached=(\d+):(\d+)\]")
 _DIRECTIVE_SLEEP_RE = re.compile(r"\[sim:sleep=(\d+(?:\.\d+)?)\]")
 
 
@@ -165,6 +217,14 @@ def invalid(message: str, param: str | None, code: str = "invalid_value") -> Sim
 
 
 def resolve_route(group: str, model: str, endpoint: Endpoint) -> Route:
+    retired = RETIRED.get(model)
+    if retired is not None:
+        day, replacement = retired
+        raise SimError(
+            404,
+            f"The model {model} has been retired (since {day}); use {replacement}.",
+            code="model_not_found",
+        )
     route = _ROUTES.get((group, model))
     # The chat route only exists at /v1/chat/completions and the images routes only at the
     # Images API; the reseller answers a mismatch as "no channel", not as a bad request.
@@ -191,6 +251,9 @@ class Directives:
     # Drop the connection: mid-body after the first event when streaming, else before any
     # response at all (a connection reset, as a crashed or restarted upstream gives).
     cut: bool = False
+    # Tokens of the input the upstream's prompt cache served: (text, image), each at most what
+    # the request has (official routes' usage only).
+    cached: tuple[int, int] = (0, 0)
 
 
 def parse_directives(prompt: str | None) -> Directives:
@@ -199,6 +262,7 @@ def parse_directives(prompt: str | None) -> Directives:
     status_match = _DIRECTIVE_STATUS_RE.search(prompt)
     status = int(status_match.group(1)) if status_match else None
     sleep_match = _DIRECTIVE_SLEEP_RE.search(prompt)
+    cached = _DIRECTIVE_CACHED_RE.search(prompt)
     return Directives(
         refuse="[sim:refuse]" in prompt,
         # Only error statuses make sense; anything else would be a test typo, so ignore it.
@@ -208,6 +272,7 @@ def parse_directives(prompt: str | None) -> Directives:
         b64url="[sim:b64url]" in prompt,
         b64only="[sim:b64only]" in prompt,
         cut="[sim:cut]" in prompt,
+        cached=(int(cached.group(1)), int(cached.group(2))) if cached else (0, 0),
     )
 
 
@@ -228,6 +293,7 @@ class ImageJob:
     partial_images: int = 0  # validated and kept even without stream, where it does nothing
     edit: bool = False  # from /v1/images/edits
     input_images: int = 0  # images uploaded to an edit (the mask not counted)
+    cached: tuple[int, int] = (0, 0)  # input tokens served from the prompt cache: text, image
 
     @property
     def size(self) -> str:
@@ -276,12 +342,11 @@ def validate_images(route: Route, body: dict[str, Any], *, edit: bool = False) -
     n = _integer(body, "n", 1, MAX_N)
     if n is None:
         n = 1
-    if route in ("web", "vip") and n != 1:
+    if route != "official" and n != 1:
+        # Every route but gpt-image-2's official forward makes one image per request.
         raise invalid("Invalid 'n': this route generates one image per request.", "n")
-    # The gpt-image-1 route answers with links unless asked otherwise (its doc says so);
-    # the gpt-image-2 routes answer with base64 like the official API.
-    default_format = "url" if route == "gpt-image-1" else "b64_json"
-    response_format = _choice(body, "response_format", _RESPONSE_FORMATS) or default_format
+    # Every GPT Image route answers base64 unless asked for links.
+    response_format = _choice(body, "response_format", _RESPONSE_FORMATS) or "b64_json"
     _string(body, "user")
     # Only the official routes get this far with these fields; the others refuse them above.
     stream = _boolean(body, "stream")
@@ -294,7 +359,10 @@ def validate_images(route: Route, body: dict[str, Any], *, edit: bool = False) -
     partial_images = _integer(body, "partial_images", 0, MAX_PARTIAL_IMAGES) or 0
     _choice(body, "input_fidelity", _INPUT_FIDELITIES)
     job = _route_job(route, prompt, n, response_format, body)
-    return replace(job, stream=bool(stream), partial_images=partial_images, edit=edit)
+    cached = parse_directives(prompt).cached
+    return replace(
+        job, stream=bool(stream), partial_images=partial_images, edit=edit, cached=cached
+    )
 
 
 def _route_job(
@@ -302,6 +370,13 @@ def _route_job(
 ) -> ImageJob:
     if route == "web":
         return ImageJob(route, prompt, n, 1024, 1024, response_format, "auto", "png", "auto")
+    if route == "web-2.5":
+        width, height = WEB_25_SIZE
+        return ImageJob(route, prompt, n, width, height, response_format, "auto", "png", "auto")
+    if route == "vip-2.5":
+        width, height = _flexible_size(body)
+        quality = _choice(body, "quality", _QUALITIES[route]) or "high"
+        return ImageJob(route, prompt, n, width, height, response_format, quality, "png", "auto")
     if route == "vip":
         size = _string(body, "size")
         if size is None:
@@ -321,16 +396,10 @@ def _route_job(
 def _validate_official_options(
     route: Route, prompt: str, n: int, response_format: str, body: dict[str, Any]
 ) -> ImageJob:
-    if route == "gpt-image-1":
-        size = _choice(body, "size", _GPT_IMAGE_1_SIZES) or "auto"
-    else:
-        asked = _string(body, "size")
-        # Not `or "auto"`: an empty string is a bad size, not an absent one.
-        size = "auto" if asked is None else asked
-        if size != "auto":
-            _check_official_size(size)
-    width, height = (1024, 1024) if size == "auto" else _parse_size(size)
-    quality = _choice(body, "quality", _QUALITIES) or "auto"
+    width, height = _flexible_size(body)
+    quality = _choice(body, "quality", _QUALITIES[route]) or "auto"
+    if route == "official-2.6":
+        _choice(body, "complexity", _COMPLEXITIES)
     output_format = _choice(body, "output_format", _OUTPUT_FORMATS) or "png"
     if _integer(body, "output_compression", 0, 100) is not None and output_format == "png":
         raise invalid(
@@ -356,6 +425,17 @@ def _validate_official_options(
         output_format,
         "opaque" if background == "auto" else background,
     )
+
+
+def _flexible_size(body: dict[str, Any]) -> tuple[int, int]:
+    """An official-style size: absent or auto is 1024x1024, else any WxH within the bounds."""
+    asked = _string(body, "size")
+    # Not `or "auto"`: an empty string is a bad size, not an absent one.
+    size = "auto" if asked is None else asked
+    if size == "auto":
+        return 1024, 1024
+    _check_official_size(size)
+    return _parse_size(size)
 
 
 def _check_official_size(size: str) -> None:
@@ -385,18 +465,34 @@ def _parse_size(size: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def reports_usage(route: Route) -> bool:
+    """Whether the route bills by token and says so in `usage` (the official forward)."""
+    return route in _OUTPUT_TOKENS_PER_MP
+
+
 def image_usage(job: ImageJob, images: int | None = None) -> dict[str, Any]:
-    """Usage for `images` output images (default: all n of them)."""
+    """Usage for `images` output images (default: all n of them), as OpenAI reports it: input
+    text and image tokens, the part of each its prompt cache served (`cached_tokens`, split in
+    `cached_tokens_details`), and the output image tokens."""
     count = job.n if images is None else images
     text_tokens = len(job.prompt) // 4 + 1
     image_tokens = EDIT_IMAGE_TOKENS * job.input_images
-    per_mp = _OUTPUT_TOKENS_PER_MP.get(job.quality, _OUTPUT_TOKENS_PER_MP["medium"])
+    cached_text = min(job.cached[0], text_tokens)
+    cached_image = min(job.cached[1], image_tokens)
+    table = _OUTPUT_TOKENS_PER_MP[job.route]
+    per_mp = table.get(job.quality, table["medium"])
     output_tokens = round(per_mp * job.width * job.height / (1024 * 1024)) * count
     input_tokens = text_tokens + image_tokens
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"image_tokens": image_tokens, "text_tokens": text_tokens},
+        "input_tokens_details": {
+            "image_tokens": image_tokens,
+            "text_tokens": text_tokens,
+            "cached_tokens": cached_text + cached_image,
+            "cached_tokens_details": {"text_tokens": cached_text, "image_tokens": cached_image},
+        },
         "output_tokens": output_tokens,
+        "output_tokens_details": {"image_tokens": output_tokens, "text_tokens": 0},
         "total_tokens": input_tokens + output_tokens,
     }
 

@@ -19,8 +19,8 @@ from mediagate.simulator.faults import FaultPlan
 
 DEFAULT_SIM_KEYS: dict[str, str] = {
     "sk-sim-default": "default",
-    "sk-sim-official": "Sora2Official",
-    "sk-sim-enterprise": "GPTImage2 Enterprise",
+    "sk-sim-official": "OpenAI Official",
+    "sk-sim-enterprise": "OpenAI Official Enterprise",
 }
 
 

@@ -31,7 +31,7 @@ from mediagate.simulator.videofiles import content_chunks, file_response
 
 __all__ = ["SimVideo", "content_chunks", "register_video_routes"]
 
-VIDEO_GROUPS = frozenset({"Sora2Official", "GPTImage2 Enterprise"})
+VIDEO_GROUPS = frozenset({"OpenAI Official", "OpenAI Official Enterprise"})
 VIDEO_SIZES = {
     "sora-2": ("720x1280", "1280x720"),
     "sora-2-pro": ("720x1280", "1280x720", "1024x1792", "1792x1024"),
