@@ -84,6 +84,18 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 5.0, interval_s: fl
         time.sleep(interval_s)
 
 
+def assert_error(response: Any, status: int, param: str | None, code: str | None = None) -> str:
+    """An OpenAI-shaped error answer with this status, param (and code); its message."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["param"] == param
+    if code is not None:
+        assert error["code"] == code
+    message: str = error["message"]
+    return message
+
+
 def only_call(sim: Sim) -> Any:
     """The one call the upstream received."""
     calls = sim.sent()

@@ -24,6 +24,8 @@ from mediagate.simulator import (
     make_png,
 )
 
+from .conftest import assert_error
+
 BASE = "http://127.0.0.1:9999"
 DEFAULT = "sk-sim-default"
 OFFICIAL = "sk-sim-official"
@@ -68,17 +70,6 @@ def fetch(client: TestClient, url: str) -> bytes:
     assert response.status_code == 200
     assert response.headers["content-type"] == "image/png"
     return response.content
-
-
-def assert_error(response: Any, status: int, param: str | None, code: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["param"] == param
-    if code is not None:
-        assert error["code"] == code
-    message: str = error["message"]
-    return message
 
 
 def chat_body(text: Any, **extra: Any) -> dict[str, Any]:

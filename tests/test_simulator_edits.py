@@ -24,6 +24,7 @@ from mediagate.simulator import (
 )
 from mediagate.simulator.rules import ConnectionCut
 
+from .conftest import assert_error
 from .test_simulator import decode_b64, png_size
 
 BASE = "http://127.0.0.1:9999"
@@ -76,17 +77,6 @@ def edit(
 ) -> Any:
     parts = [image_part()] if files is None else files
     return client.post(EDITS, data=fields, files=parts, headers=auth(token))
-
-
-def assert_error(response: Any, status: int, param: str | None, code: str | None = None) -> str:
-    assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert set(error) == {"message", "type", "param", "code"}
-    assert error["param"] == param
-    if code is not None:
-        assert error["code"] == code
-    message: str = error["message"]
-    return message
 
 
 def parse_sse(text: str) -> list[dict[str, Any]]:

@@ -76,24 +76,17 @@ async def _nothing() -> None:
     return None
 
 
+@dataclass
 class ImageService:
-    def __init__(
-        self,
-        settings: Settings,
-        catalog: Catalog,
-        upstream: Upstream,
-        fetcher: SafeFetcher,
-        hosted: HostedImages,
-        metering: Metering,
-        metrics: Metrics,
-    ) -> None:
-        self.settings = settings
-        self.catalog = catalog
-        self.upstream = upstream
-        self.fetcher = fetcher
-        self.hosted = hosted
-        self.metering = metering
-        self.metrics = metrics
+    """Image generations and edits, built once in the lifespan from the parts they use."""
+
+    settings: Settings
+    catalog: Catalog
+    upstream: Upstream
+    fetcher: SafeFetcher
+    hosted: HostedImages
+    metering: Metering
+    metrics: Metrics
 
     # --- The use case: plan, then answer ---------------------------------------------------
 
