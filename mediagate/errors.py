@@ -80,6 +80,10 @@ class GatewayError(Exception):
         }
 
 
+# The hierarchy: each class names only its status, type and code, so their shapes repeat on
+# purpose (a duplicates report pairs them).
+
+
 class InvalidRequest(GatewayError):
     """The client's request is wrong; nothing was sent upstream."""
 

@@ -16,9 +16,6 @@ from prometheus_client import (
 from mediagate.catalog import Route
 from mediagate.context import note_upstream_seconds
 
-# Time spent waiting on the upstream during the current request, for its log line. The value is
-# a one-item list so calls made in child tasks (n > 1 fans out) add to the request's total.
-
 # Generations take from about a second to several minutes.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 180, 240, 300, 600)
 
@@ -33,6 +30,7 @@ class Metrics:
         ProcessCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
+        # The gateway's own families: one declaration each, a shape repeated on purpose.
         self.requests = Counter(
             "mediagate_requests",
             "Requests answered, by endpoint, public model, route, HTTP status and client key name.",
