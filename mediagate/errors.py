@@ -87,6 +87,15 @@ class InvalidRequest(GatewayError):
     type = "invalid_request_error"
 
 
+class RequestTooLarge(GatewayError):
+    """The request's body passed a size limit; it was refused as the bytes arrived."""
+
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+    retryable = False
+
+
 class AuthenticationFailed(GatewayError):
     status = 401
     type = "invalid_request_error"

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # Image edits: caps on what a client may upload, checked before anything goes upstream.
     edit_max_file_bytes: int = 50 * 1024 * 1024
     edit_max_total_bytes: int = 100 * 1024 * 1024
+    # The largest JSON body (counted as it arrives, chunked or not): room for the largest
+    # legitimate one, a video input_reference of video_reference_max_bytes as a data: URL.
+    max_json_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     # Streaming on routes that do not stream: an SSE comment this often while the route works.
     stream_keepalive_s: float = 15.0
     # Links the gateway hands out for response_format=url.

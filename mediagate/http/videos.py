@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import Receive, Scope, Send
 
 from mediagate.errors import InvalidRequest
+from mediagate.http.bodies import bounded
 from mediagate.http.deps import Client, client, endpoint, gateway, json_body
 from mediagate.http.idempotency import idempotency, json_digest, video_digest
 from mediagate.stores.jobs import Order
@@ -122,12 +123,11 @@ async def _create_input(request: Request, cap: int) -> tuple[dict[str, Any], Ref
         fields = {k: v for k, v in body.items() if v is not None}  # null is absent
         return fields, _reference_from_json(fields.pop("input_reference", None))
 
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap + _MULTIPART_SLACK:
-        raise references.too_large(cap)  # refused before a byte is parsed
+    # Counted as it arrives (chunked or not): past the limit, a 413 before more is spooled.
+    form_request = bounded(request, cap + _MULTIPART_SLACK)
     fields = {}
     given: ReferenceInput | None = None
-    async with request.form(max_files=1, max_fields=16) as form:
+    async with form_request.form(max_files=1, max_fields=16) as form:
         for name, value in form.multi_items():
             if name in fields or (name.startswith("input_reference") and given is not None):
                 raise InvalidRequest(f"Parameter '{name}' appears more than once.", param=name)
