@@ -4,6 +4,7 @@ and the usage views, on the default (SQLite) store."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ import httpx
 import openai
 import pytest
 
-from .conftest import CLIENT_KEY, Gateway, Sim
+from .conftest import CLIENT_KEY, Gateway, Sim, wait_until
+from .resilience import metric
 from .test_keys import entry, keys_file
 
 KEY = "sk-metered"
@@ -217,3 +219,101 @@ def test_readyz(gateway: Gateway) -> None:
     response = httpx.get(f"{gateway.url}/readyz")
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "checks": {"catalog": True, "store": True}}
+
+
+def test_a_relayed_stream_received_then_hung_up_on_is_always_booked(
+    metered: Callable[..., Gateway],
+) -> None:
+    # Issue 14, item 1: read a relayed stream to its first completed event, then hang up. The
+    # settle ran in the cancelled request and was lost (8 of 10 never booked, their
+    # reservations left to expire, their concurrency slots held).
+    gateway = metered(budget_usd_per_day=100.0, concurrent_requests=2)
+    body = {"model": "gpt-image-1", "prompt": "hang up", "n": 2, "stream": True}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for _ in range(10):
+        with httpx.stream(
+            "POST", f"{gateway.url}/v1/images/generations", json=body, headers=headers, timeout=30
+        ) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("event: image_generation.completed"):
+                    break  # the first image is in hand: hang up
+
+    def settled() -> bool:
+        with gateway.http(api_key=KEY) as http:
+            usage = http.get("/v1/usage").json()
+        return bool(
+            usage["totals"]["requests"] == 10 and usage["budget"]["day"]["reserved_usd"] == 0
+        )
+
+    wait_until(settled, timeout_s=10)
+    with gateway.http(api_key=KEY) as http:
+        usage = http.get("/v1/usage").json()
+    assert usage["totals"]["images"] >= 10  # at least the image each client received
+    assert usage["totals"]["cost_usd"] > 0
+    # No concurrency slot leaked: two more requests run side by side.
+    assert race_streams(gateway, 2) == ["ok", "ok"]
+
+
+def race_streams(gateway: Gateway, count: int) -> list[str]:
+    def one(i: int) -> str:
+        try:
+            events = gateway.sdk(api_key=KEY).images.generate(
+                model="gpt-image-1", prompt=f"after {i}", stream=True
+            )
+            return "ok" if list(events) else "empty"
+        except openai.RateLimitError as exc:
+            return str(exc.code)
+
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+class BadUsage(httpx.AsyncBaseTransport):
+    """The real upstream (the simulator), with the `usage` of its image answers replaced."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.usage: Any = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if self.usage is None or not request.url.path.endswith("/images/generations"):
+            return response
+        body = json.loads(await response.aread())
+        body["usage"] = self.usage
+        headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+        return httpx.Response(response.status_code, headers=headers, json=body)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"input_tokens": -125_000_000, "output_tokens": 10, "total_tokens": 0},  # a refund
+        {"input_tokens": "12", "output_tokens": "4160", "total_tokens": "4172"},
+        {"input_tokens": 10, "output_tokens": 1_250_000_000, "total_tokens": 1_250_000_010},
+        {"input_tokens": 10.5, "output_tokens": True, "total_tokens": 11},
+    ],
+)
+def test_unusable_upstream_usage_books_the_estimate_and_returns_the_image(
+    make_gateway: Callable[..., Gateway], usage: dict[str, Any]
+) -> None:
+    # Issue 14, item 2: negative counts booked a negative cost (then a 500), strings a 500
+    # after the image was paid for (retried by the SDK: paid twice), huge counts $50,000.
+    transport = BadUsage()
+    gateway = make_gateway(upstream_transport=transport)
+    client = gateway.sdk()
+    plain = client.images.with_raw_response.generate(model="gpt-image-1", prompt="usage")
+    usual = cost_of(plain)
+    transport.usage = usage
+    raw = client.images.with_raw_response.generate(model="gpt-image-1", prompt="usage")
+    assert raw.status_code == 200
+    assert (raw.parse().data or [])[0].b64_json
+    cost = cost_of(raw)
+    # The estimate: an upper bound on what the route costs, never a refund nor a fortune.
+    assert usual <= cost < 1.0
+    with gateway.http() as http:
+        totals = http.get("/v1/usage").json()["totals"]
+    assert totals["requests"] == 2 and totals["cost_usd"] == pytest.approx(usual + cost)
+    counted = metric(gateway.url, "mediagate_upstream_usage_unusable_total", route="gpt-image-1")
+    assert counted == 1

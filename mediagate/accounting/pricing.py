@@ -63,7 +63,8 @@ def actual_images(
     price: Price | None, max_n: int, images: int, usage: dict[str, Any] | None, estimate: float
 ) -> float:
     """What the images delivered cost. Token-priced routes bill `usage`; without it, the
-    estimate stands (the upstream charged something, and it is not less than that)."""
+    estimate stands (the upstream charged something, and it is not less than that). Usage
+    that is not non-negative integers within MAX_TOKENS raises UnusableUsage."""
     if price is None or images == 0:
         return 0.0
     calls = math.ceil(images / max_n)
@@ -71,10 +72,29 @@ def actual_images(
     if price.per_million_input_tokens or price.per_million_output_tokens:
         if not usage:
             return estimate
-        tokens_in = usage.get("input_tokens") or 0
-        tokens_out = usage.get("output_tokens") or 0
-        cost += _token_cost(price, float(tokens_in), float(tokens_out))
+        tokens_in = _tokens(usage, "input_tokens")
+        tokens_out = _tokens(usage, "output_tokens")
+        cost += _token_cost(price, tokens_in, tokens_out)
     return _round(cost)
+
+
+class UnusableUsage(ValueError):
+    """The upstream's usage cannot be billed: the caller books the estimate instead."""
+
+
+# More tokens than any image request can use (an 8 MP image at high quality is ~33k output
+# tokens; a prompt is at most 32k characters): a count above this is an upstream fault.
+MAX_TOKENS = 10_000_000
+
+
+def _tokens(usage: dict[str, Any], name: str) -> int:
+    value = usage.get(name)
+    if value is None:
+        return 0
+    # bool is an int in Python, and "12" or 12.0 are not what the schema says: refused.
+    if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+        raise UnusableUsage(f"usage.{name} is {str(value)[:40]!r}")
+    return value
 
 
 def video_cost(price_per_second: Mapping[str, float], size: str, seconds: str) -> float | None:

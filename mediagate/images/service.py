@@ -30,7 +30,7 @@ from starlette.datastructures import FormData
 from mediagate import context
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.accounting.metering import Metering, Ticket
-from mediagate.accounting.pricing import actual_images, estimate_images
+from mediagate.accounting.pricing import UnusableUsage, actual_images, estimate_images
 from mediagate.catalog import Catalog, Route
 from mediagate.errors import GatewayError, InvalidRequest, UpstreamError, maybe_paid, unserved
 from mediagate.imagedata import repair_b64, sniff_image_type
@@ -83,10 +83,14 @@ def _sum_usage(usages: list[dict[str, Any]]) -> dict[str, Any] | None:
     total: dict[str, Any] = {}
     for usage in usages:
         for key, value in usage.items():
-            if isinstance(value, int):
-                total[key] = total.get(key, 0) + value
-            elif isinstance(value, dict):
+            if isinstance(value, dict):
                 total[key] = _sum_usage([total.get(key, {}), value])
+            elif type(value) is int and type(total.get(key, 0)) is int:
+                total[key] = total.get(key, 0) + value
+            else:
+                # Not a count (a string, a float, a bool): kept as it is, so the bill sees the
+                # usage is unusable instead of a quietly smaller sum.
+                total[key] = value
     return total
 
 
@@ -200,12 +204,15 @@ class ImageService:
 
         async def settle(images: int, usage: dict[str, Any] | None) -> None:
             # Billed on the route that served (a fallback may have changed it); failures cost 0.
+            # Everything up to the booking is synchronous, so a request being cancelled (its
+            # client hung up mid-stream) has decided its charge before its first await; the
+            # booking itself runs shielded (Ticket.settle).
             route = job.route
-            cost = actual_images(route.price, route.max_n, images, usage, estimate)
+            cost = self.cost(route, images, usage, estimate)
             ctx.cost = cost
-            await ticket.settle(Charge(job.model, cost, images=images))
-            if images:
+            if images and ticket.charge is None:
                 self.metrics.images.labels(job.model, route.id).inc(images)
+            await ticket.settle(Charge(job.model, cost, images=images))
 
         if not plan.stream:
             try:
@@ -232,6 +239,21 @@ class ImageService:
         # The route that serves, after any fallback.
         headers = {**job.plan.headers(), **_STREAM_HEADERS}
         return ImagesAnswer(headers, events=_finally(events, ticket, job.model, cleanup))
+
+    def cost(
+        self, route: Route, images: int, usage: dict[str, Any] | None, estimate: float
+    ) -> float:
+        """What the images delivered cost; an unusable upstream usage is billed at the
+        estimate (logged and counted, the images are still the client's)."""
+        try:
+            return actual_images(route.price, route.max_n, images, usage, estimate)
+        except UnusableUsage as exc:
+            log.warning(
+                "unusable upstream usage: booked the estimate",
+                extra={"fields": {"route": route.id, "reason": str(exc)}},
+            )
+            self.metrics.usage_unusable.labels(route.id).inc()
+            return actual_images(route.price, route.max_n, images, None, estimate)
 
     async def _on_routes(self, job: ImageJob, attempt: Callable[[ImageJob], Awaitable[T]]) -> T:
         """`attempt` on the job's route, then on the model's next usable routes while a route
@@ -418,5 +440,5 @@ async def _finally(
         async for event in events:
             yield event
     finally:
-        ticket.settle_soon(Charge(model, 0.0))  # a no-op once the stream has settled
+        ticket.settle_soon(Charge(model, 0.0))  # 0 only if the stream never decided its charge
         await cleanup()

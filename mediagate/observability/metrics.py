@@ -120,6 +120,18 @@ class Metrics:
             ["key", "model"],
             registry=self.registry,
         )
+        self.settle_failures = Counter(
+            "mediagate_settle_failures",
+            "Requests whose charge could not be booked in the ledger after retries.",
+            registry=self.registry,
+        )
+        self.usage_unusable = Counter(
+            "mediagate_upstream_usage_unusable",
+            "Upstream answers whose usage was unusable (negative, not integers, implausibly "
+            "large), so the route's estimate was booked instead, by route.",
+            ["route"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge(
             "mediagate_requests_in_flight",
             "Requests being answered now, by endpoint.",
