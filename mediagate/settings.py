@@ -93,7 +93,12 @@ class Settings(BaseSettings):
     # Decoded pixels, so a small file that inflates to gigabytes is refused before fitting.
     video_reference_max_pixels: int = 40_000_000
     # openai-poll-after-ms on unfinished jobs: create_and_poll sleeps this long between polls.
+    # It is also the least time between two upstream status calls for one job: a retrieve or
+    # a list sooner than that answers the job as last seen.
     video_poll_after_ms: int = Field(default=10_000, ge=0)
+    # Reads (video list, retrieve, content) per minute per client key, a budget apart from
+    # requests_per_minute; a key's `reads_per_minute` overrides it. 0: unlimited.
+    reads_per_minute: int = Field(default=600, ge=0)
 
     # Image edits: caps on what a client may upload, checked before anything goes upstream.
     edit_max_file_bytes: int = 50 * 1024 * 1024

@@ -317,3 +317,37 @@ def test_unusable_upstream_usage_books_the_estimate_and_returns_the_image(
     assert totals["requests"] == 2 and totals["cost_usd"] == pytest.approx(usual + cost)
     counted = metric(gateway.url, "mediagate_upstream_usage_unusable_total", route="gpt-image-1")
     assert counted == 1
+
+
+def test_reads_have_their_own_budget_and_ask_the_upstream_at_most_once_per_interval(
+    make_gateway: Callable[..., Gateway], tmp_path: Path, sim: Sim
+) -> None:
+    # Issue 14, item 6: a key limited to 10 requests a minute made 120 list and retrieve calls
+    # in 3.4 s, and they made 545 upstream status calls (a list refreshes every unfinished job
+    # on its page).
+    path = keys_file(
+        tmp_path / "keys.yaml",
+        [entry("metered", KEY, requests_per_minute=10, reads_per_minute=100)],
+    )
+    gateway = make_gateway(keys_file=path, video_poll_after_ms=60_000)
+    sdk = gateway.sdk(api_key=KEY)
+    videos = [sdk.videos.create(prompt=f"a slow sea {i} [sim:render=600]") for i in range(5)]
+    before = len(sim.sent())
+    answers = []
+    with gateway.http(api_key=KEY) as http:
+        for index in range(120):
+            if index % 2:
+                answers.append(http.get("/v1/videos", params={"limit": 20}))
+            else:
+                answers.append(http.get(f"/v1/videos/{videos[index % 5].id}"))
+    statuses = [a.status_code for a in answers]
+    # 100 at once, then the bucket refills at 100 a minute while the loop runs.
+    assert 100 <= statuses.count(200) <= 112 and statuses.count(429) == 120 - statuses.count(200)
+    refused = answers[-1].json()["error"]
+    assert refused["code"] == "read_rate_limit_exceeded"
+    assert int(answers[-1].headers["retry-after"]) >= 1
+    # Each unfinished job was asked of the upstream once in the interval, however often read.
+    status_calls = [c for c in sim.sent()[before:] if c.method == "GET"]
+    assert len(status_calls) == 5
+    # The read budget is not the request budget: new work is still admitted.
+    assert sdk.videos.create(prompt="one more [sim:render=600]").status == "queued"

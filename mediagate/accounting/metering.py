@@ -134,6 +134,26 @@ class Metering:
                 remaining = max(0.0, limit - spent[period] - spend.reserved)
                 self.metrics.budget_remaining.labels(policy.name, period).set(remaining)
 
+    async def admit_read(self, policy: KeyPolicy, default_rpm: int) -> None:
+        """Take one read (a video list, retrieve or download) from the key's read budget: its
+        `reads_per_minute`, else `default_rpm` (0: unlimited). Over it, a 429 with
+        Retry-After. Reads have their own bucket, so polling never eats the budget of new
+        work, nor new work that of polling."""
+        rpm = policy.reads_per_minute or default_rpm
+        if not rpm:
+            return
+        wait = await self.ledger.take_rate(f"{policy.name}:reads", rpm, None, 0)
+        if wait > 0:
+            raise RateLimited(
+                f"Read rate limit reached for the key '{policy.name}' ({rpm} per minute): "
+                f"try again in {wait:.1f} s.",
+                code="read_rate_limit_exceeded",
+                headers={
+                    "retry-after": str(math.ceil(wait)),
+                    "retry-after-ms": str(int(wait * 1000)),
+                },
+            )
+
     async def admit(
         self,
         policy: KeyPolicy,

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.types import Receive, Scope, Send
 
+from mediagate.accounting.clients import KeyPolicy
 from mediagate.errors import InvalidRequest
 from mediagate.http.bodies import bounded
 from mediagate.http.deps import Client, client, endpoint, gateway, json_body
@@ -164,6 +165,12 @@ async def create(request: Request, policy: Client) -> Response:
         return slot.keep(_video_response(video))
 
 
+async def _read(request: Request, policy: KeyPolicy) -> None:
+    """A read takes from the key's read budget (MEDIAGATE_READS_PER_MINUTE): a 429 past it."""
+    gw = gateway(request)
+    await gw.metering.admit_read(policy, gw.settings.reads_per_minute)
+
+
 def _limit(value: str | None) -> int:
     if value is None:
         return 20
@@ -190,6 +197,7 @@ async def list_(request: Request, policy: Client) -> Response:
         )
     after = query.get("after") or None
     limit, order = _limit(query.get("limit")), _order(query.get("order"))
+    await _read(request, policy)
     page = await gateway(request).videos.list(policy.name, after=after, limit=limit, order=order)
     data = [openai_video(job) for job in page.jobs]
     return JSONResponse(
@@ -205,6 +213,7 @@ async def list_(request: Request, policy: Client) -> Response:
 
 @videos.get("/videos/{video_id}", dependencies=[endpoint("videos.retrieve")])
 async def retrieve(video_id: str, request: Request, policy: Client) -> Response:
+    await _read(request, policy)
     return _video_response(await gateway(request).videos.retrieve(policy.name, video_id))
 
 
@@ -236,5 +245,6 @@ async def content(video_id: str, request: Request, policy: Client) -> Response:
     for name in ("range", "if-range"):
         if name in request.headers:
             headers[name] = request.headers[name]
+    await _read(request, policy)
     service = gateway(request).videos
     return _Relay(await service.content(policy.name, video_id, variant, headers))
