@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     video_reference_max_bytes: int = 20 * 1024 * 1024
     # Decoded pixels, so a small file that inflates to gigabytes is refused before fitting.
     video_reference_max_pixels: int = 40_000_000
+    # CPU-heavy image work (fitting a reference, encoding an edit's images inline) runs in a
+    # pool of its own: this many at once, this many more waiting, past that a 429.
+    image_workers: int = Field(default=2, ge=1)
+    image_work_queue: int = Field(default=16, ge=0)
     # openai-poll-after-ms on unfinished jobs: create_and_poll sleeps this long between polls.
     # It is also the least time between two upstream status calls for one job: a retrieve or
     # a list sooner than that answers the job as last seen.

@@ -33,7 +33,7 @@ from mediagate.accounting.metering import Metering, Ticket
 from mediagate.accounting.pricing import UnusableUsage, actual_images, estimate_images
 from mediagate.catalog import Catalog, Route
 from mediagate.errors import GatewayError, InvalidRequest, UpstreamError, maybe_paid, unserved
-from mediagate.imagedata import repair_b64, sniff_image_type
+from mediagate.imagedata import ImageWork, repair_b64, sniff_image_type
 from mediagate.images.plan import ImageJob, ImagesResult, plan_images
 from mediagate.images.spec import (
     ImageEditRequest,
@@ -104,6 +104,7 @@ class ImageService:
         hosted: HostedImages,
         metering: Metering,
         metrics: Metrics,
+        work: ImageWork | None = None,
     ) -> None:
         self.settings = settings
         self.catalog = catalog
@@ -112,6 +113,8 @@ class ImageService:
         self.hosted = hosted
         self.metering = metering
         self.metrics = metrics
+        # An edit's images encoded inline: a pool of its own, never the default executor.
+        self.work = work or ImageWork(2, 16)
 
     # --- The use case: plan, then answer ---------------------------------------------------
 
@@ -132,7 +135,9 @@ class ImageService:
             )
             request = parse_edit(fields)
             plan = plan_images(request, _first(fallbacks), mask=inputs.mask is not None)
-            edit = await _inline(EditImages(inputs.images, inputs.mask), plan.route.dialect)
+            edit = await _inline(
+                EditImages(inputs.images, inputs.mask), plan.route.dialect, self.work
+            )
         except BaseException:
             await form.close()
             raise
@@ -280,7 +285,7 @@ class ImageService:
                 continue
             job.dialect = get_dialect(route.dialect)
             if job.edit is not None:
-                job.edit = await _inline(job.edit, route.dialect)
+                job.edit = await _inline(job.edit, route.dialect, self.work)
             job.plan = plan
             context.current().route = route
             return True
@@ -419,12 +424,12 @@ def _plan_for(job: ImageJob, route: Route) -> Plan | str:
     return plan
 
 
-async def _inline(edit: EditImages, dialect_name: str) -> EditImages:
+async def _inline(edit: EditImages, dialect_name: str, work: ImageWork) -> EditImages:
     """The edit with its images as data URLs too, when the dialect sends them inline."""
     dialect: Dialect = get_dialect(dialect_name)
     if not dialect.inline_images or edit.data_urls:
         return edit
-    data_urls = await asyncio.to_thread(lambda: [i.data_url() for i in edit.files])
+    data_urls = await work.run(lambda: [i.data_url() for i in edit.files])
     return replace(edit, data_urls=data_urls)
 
 

@@ -33,6 +33,7 @@ from mediagate.accounting.metering import VIDEO_RESERVATION_TTL_S, Metering, Tic
 from mediagate.accounting.pricing import video_cost
 from mediagate.catalog import Catalog, Route
 from mediagate.errors import GatewayError, InvalidRequest, NotFound, Scrubber, UpstreamError
+from mediagate.imagedata import ImageWork
 from mediagate.observability.metrics import Metrics
 from mediagate.settings import Settings
 from mediagate.stores.jobs import TERMINAL, JobStore, Order, UnknownCursor, VideoJob
@@ -105,6 +106,8 @@ class VideoService:
     # When each job was last asked of the upstream (monotonic), and the asks in flight: a job
     # is asked at most once per video_poll_after_ms by this replica, however many retrieves
     # and lists come in (each asks, or shares an ask, or answers the job as last recorded).
+    # Decoding and fitting references: a small pool of its own, never the default executor.
+    work: ImageWork = field(default_factory=lambda: ImageWork(2, 16))
     clock: Callable[[], float] = time.monotonic
     _asked: dict[str, float] = field(default_factory=dict, repr=False)
     _asking: dict[str, asyncio.Task[VideoJob]] = field(default_factory=dict, repr=False)
@@ -316,12 +319,15 @@ class VideoService:
         note = None
         if request.reference is not None:
             data = await self._reference_bytes(request.reference)
-            reference, note = await asyncio.to_thread(
+            max_pixels = self.settings.video_reference_max_pixels
+            assert route.video is not None, "the catalog gives every video route a policy"
+            reference, note = await self.work.run(
                 references.prepare,
                 data,
                 spec.size,
                 fitting=request.fit_reference and self.settings.video_fit_reference,
-                max_pixels=self.settings.video_reference_max_pixels,
+                max_pixels=max_pixels,
+                cap=references.decode_cap(route.video.sizes, max_pixels),
             )
             if note:
                 headers["x-mediagate-mapped"] = note
