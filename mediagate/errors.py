@@ -196,6 +196,14 @@ class IdempotencyKeyInUse(GatewayError):
     code = "idempotency_key_in_use"
 
 
+class IdempotencyOutcomeUnknown(GatewayError):
+    """The key's first request may have been served (its replica stopped after sending it)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "idempotency_outcome_unknown"
+
+
 class ClientGone(GatewayError):
     """Never seen by anyone: there is no client left to read it. 499, as nginx logs it."""
 

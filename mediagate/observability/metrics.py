@@ -94,7 +94,8 @@ class Metrics:
         )
         self.idempotency = Counter(
             "mediagate_idempotency",
-            "Requests with an Idempotency-Key, by outcome (first, replayed, waited, conflict).",
+            "Requests with an Idempotency-Key, by outcome (first, replayed, waited, conflict, "
+            "unknown).",
             ["outcome"],
             registry=self.registry,
         )

@@ -212,6 +212,11 @@ class Upstream:
         permit: Permit | None = None
         if paid:
             permit = self.breakers.get(route.id, route.breaker).check()
+            try:
+                await context.paid_send()  # e.g. the Idempotency-Key records the call went out
+            except BaseException:
+                permit.release()
+                raise
         tried: list[str] = []
         attempt = 0
         # The most actionable refusal seen across this call's keys: a rate limit (wait and
