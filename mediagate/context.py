@@ -14,6 +14,7 @@ retried, so the SDK must not multiply that by its own retries).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -40,6 +41,9 @@ class RequestContext:
     upstream_seconds: float = 0.0
     retries: int = 0
     fallbacks: list[str] = field(default_factory=list)  # "route=reason", in order
+    # Awaited once before the request's first paid upstream call is sent (the Idempotency-Key
+    # records that the call went out, so a takeover after a crash cannot pay twice).
+    before_paid_send: Callable[[], Awaitable[None]] | None = None
 
     def attempt_headers(self) -> dict[str, str]:
         # An answer through an alias says so: x-mediagate-alias, Deprecation (RFC 9745), Link.
@@ -100,6 +104,15 @@ def note_retry() -> None:
 
 def note_fallback(route_id: str, reason: str) -> None:
     current().fallbacks.append(f"{route_id}={reason}")
+
+
+async def paid_send() -> None:
+    """Called by the sender before it sends a paid call: runs the request's hook, once."""
+    ctx = current()
+    hook = ctx.before_paid_send
+    if hook is not None:
+        await hook()
+        ctx.before_paid_send = None
 
 
 def note_upstream_seconds(seconds: float) -> None:

@@ -91,6 +91,15 @@ class InvalidRequest(GatewayError):
     type = "invalid_request_error"
 
 
+class RequestTooLarge(GatewayError):
+    """The request's body passed a size limit; it was refused as the bytes arrived."""
+
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+    retryable = False
+
+
 class AuthenticationFailed(GatewayError):
     status = 401
     type = "invalid_request_error"
@@ -189,6 +198,14 @@ class IdempotencyKeyInUse(GatewayError):
     status = 409
     type = "invalid_request_error"
     code = "idempotency_key_in_use"
+
+
+class IdempotencyOutcomeUnknown(GatewayError):
+    """The key's first request may have been served (its replica stopped after sending it)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "idempotency_outcome_unknown"
 
 
 class ClientGone(GatewayError):

@@ -22,6 +22,7 @@ from mediagate.accounting.clients import KeyRegistry, KeysFileError
 from mediagate.accounting.metering import Metering
 from mediagate.catalog import Catalog, CatalogError, load_catalog
 from mediagate.errors import Scrubber
+from mediagate.imagedata import ImageWork
 from mediagate.images.service import ImageService
 from mediagate.observability.metrics import Metrics
 from mediagate.observability.tracing import Tracer
@@ -218,6 +219,8 @@ async def open_gateway(
                     tracer=tracer,
                 )
                 metering = Metering(stores.ledger, metrics)
+                # Image decoding and encoding: one small pool of its own for both services.
+                work = ImageWork(settings.image_workers, settings.image_work_queue)
                 gateway = Gateway(
                     settings=settings,
                     catalog=catalog,
@@ -225,10 +228,18 @@ async def open_gateway(
                     metrics=metrics,
                     scrub=scrub,
                     images=ImageService(
-                        settings, catalog, upstream, fetcher, hosted, metering, metrics
+                        settings, catalog, upstream, fetcher, hosted, metering, metrics, work
                     ),
                     videos=VideoService(
-                        settings, catalog, upstream, fetcher, stores.jobs, metering, metrics, scrub
+                        settings,
+                        catalog,
+                        upstream,
+                        fetcher,
+                        stores.jobs,
+                        metering,
+                        metrics,
+                        scrub,
+                        work=work,
                     ),
                     hosted=hosted,
                     metering=metering,
@@ -244,6 +255,7 @@ async def open_gateway(
                     # Requests cut off by the shutdown still owe their settlement; the
                     # stores close only after it is booked.
                     await metering.drain()
+                    work.close()
         finally:
             sweeper.cancel()
     finally:

@@ -9,14 +9,22 @@ inline (chat completions takes images as data URLs).
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import io
 import os
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from starlette.datastructures import UploadFile
+
+from mediagate.errors import RateLimited
+
+T = TypeVar("T")
 
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
@@ -99,3 +107,33 @@ class InputImage:
         with self.open() as reader:
             encoded = base64.b64encode(reader.read()).decode("ascii")
         return f"data:{self.content_type};base64,{encoded}"
+
+
+class ImageWork:
+    """A small pool of its own for CPU- and memory-heavy image work (decoding and fitting a
+    video reference, encoding an edit's images as data URLs), never the event loop's default
+    executor, which the SQLite stores and file I/O use: a burst of large images cannot starve
+    other tenants' requests. At most `workers` run at once and `queue` more wait; past that a
+    request gets a 429 at once (retry shortly) rather than a growing backlog."""
+
+    def __init__(self, workers: int, queue: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mediagate-image")
+        self._limit = workers + queue
+        self._admitted = 0
+
+    async def run(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._admitted >= self._limit:
+            raise RateLimited(
+                "The gateway is busy processing other images; try again in a moment.",
+                code="image_work_busy",
+                headers={"retry-after": "1"},
+            )
+        self._admitted += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, functools.partial(work, *args, **kwargs))
+        finally:
+            self._admitted -= 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -97,12 +97,24 @@ class Settings(BaseSettings):
     video_reference_max_bytes: int = 20 * 1024 * 1024
     # Decoded pixels, so a small file that inflates to gigabytes is refused before fitting.
     video_reference_max_pixels: int = 40_000_000
+    # CPU-heavy image work (fitting a reference, encoding an edit's images inline) runs in a
+    # pool of its own: this many at once, this many more waiting, past that a 429.
+    image_workers: int = Field(default=2, ge=1)
+    image_work_queue: int = Field(default=16, ge=0)
     # openai-poll-after-ms on unfinished jobs: create_and_poll sleeps this long between polls.
+    # It is also the least time between two upstream status calls for one job: a retrieve or
+    # a list sooner than that answers the job as last seen.
     video_poll_after_ms: int = Field(default=10_000, ge=0)
+    # Reads (video list, retrieve, content) per minute per client key, a budget apart from
+    # requests_per_minute; a key's `reads_per_minute` overrides it. 0: unlimited.
+    reads_per_minute: int = Field(default=600, ge=0)
 
     # Image edits: caps on what a client may upload, checked before anything goes upstream.
     edit_max_file_bytes: int = 50 * 1024 * 1024
     edit_max_total_bytes: int = 100 * 1024 * 1024
+    # The largest JSON body (counted as it arrives, chunked or not): room for the largest
+    # legitimate one, a video input_reference of video_reference_max_bytes as a data: URL.
+    max_json_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     # Streaming on routes that do not stream: an SSE comment this often while the route works.
     stream_keepalive_s: float = 15.0
     # Links the gateway hands out for response_format=url.

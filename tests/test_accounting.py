@@ -4,6 +4,7 @@ and the usage views, on the default (SQLite) store."""
 from __future__ import annotations
 
 import concurrent.futures
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ import pytest
 
 from mediagate.simulator import make_png
 
-from .conftest import CLIENT_KEY, Gateway, Sim
+from .conftest import CLIENT_KEY, Gateway, Sim, wait_until
+from .resilience import metric
 from .test_keys import entry, keys_file
 
 KEY = "sk-metered"
@@ -305,3 +307,137 @@ def test_the_reservation_covers_the_dearest_route_a_request_may_fall_back_to(
     assert sim.sent() == []
     # Without the enterprise fallback the official estimate fits.
     assert client.images.generate(model="gpt-image-2.6-sunburst", prompt="p", quality="low").data
+
+
+def test_a_relayed_stream_received_then_hung_up_on_is_always_booked(
+    metered: Callable[..., Gateway],
+) -> None:
+    # Issue 14, item 1: read a relayed stream to its first completed event, then hang up. The
+    # settle ran in the cancelled request and was lost (8 of 10 never booked, their
+    # reservations left to expire, their concurrency slots held).
+    gateway = metered(budget_usd_per_day=100.0, concurrent_requests=2)
+    body = {"model": "gpt-image-2", "prompt": "hang up", "n": 2, "stream": True}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    for _ in range(10):
+        with httpx.stream(
+            "POST", f"{gateway.url}/v1/images/generations", json=body, headers=headers, timeout=30
+        ) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("event: image_generation.completed"):
+                    break  # the first image is in hand: hang up
+
+    def settled() -> bool:
+        with gateway.http(api_key=KEY) as http:
+            usage = http.get("/v1/usage").json()
+        return bool(
+            usage["totals"]["requests"] == 10 and usage["budget"]["day"]["reserved_usd"] == 0
+        )
+
+    wait_until(settled, timeout_s=10)
+    with gateway.http(api_key=KEY) as http:
+        usage = http.get("/v1/usage").json()
+    assert usage["totals"]["images"] >= 10  # at least the image each client received
+    assert usage["totals"]["cost_usd"] > 0
+    # No concurrency slot leaked: two more requests run side by side.
+    assert race_streams(gateway, 2) == ["ok", "ok"]
+
+
+def race_streams(gateway: Gateway, count: int) -> list[str]:
+    def one(i: int) -> str:
+        try:
+            events = gateway.sdk(api_key=KEY).images.generate(
+                model="gpt-image-2", prompt=f"after {i}", stream=True
+            )
+            return "ok" if list(events) else "empty"
+        except openai.RateLimitError as exc:
+            return str(exc.code)
+
+    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+        return list(pool.map(one, range(count)))
+
+
+class BadUsage(httpx.AsyncBaseTransport):
+    """The real upstream (the simulator), with the `usage` of its image answers replaced."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.AsyncHTTPTransport()
+        self.usage: Any = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if self.usage is None or not request.url.path.endswith("/images/generations"):
+            return response
+        body = json.loads(await response.aread())
+        body["usage"] = self.usage
+        headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+        return httpx.Response(response.status_code, headers=headers, json=body)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"input_tokens": -125_000_000, "output_tokens": 10, "total_tokens": 0},  # a refund
+        {"input_tokens": "12", "output_tokens": "4160", "total_tokens": "4172"},
+        {"input_tokens": 10, "output_tokens": 1_250_000_000, "total_tokens": 1_250_000_010},
+        {"input_tokens": 10.5, "output_tokens": True, "total_tokens": 11},
+    ],
+)
+def test_unusable_upstream_usage_books_the_estimate_and_returns_the_image(
+    make_gateway: Callable[..., Gateway], usage: dict[str, Any]
+) -> None:
+    # Issue 14, item 2: negative counts booked a negative cost (then a 500), strings a 500
+    # after the image was paid for (retried by the SDK: paid twice), huge counts $50,000.
+    transport = BadUsage()
+    gateway = make_gateway(upstream_transport=transport)
+    client = gateway.sdk()
+    plain = client.images.with_raw_response.generate(model="gpt-image-2", prompt="usage")
+    usual = cost_of(plain)
+    transport.usage = usage
+    raw = client.images.with_raw_response.generate(model="gpt-image-2", prompt="usage")
+    assert raw.status_code == 200
+    assert (raw.parse().data or [])[0].b64_json
+    cost = cost_of(raw)
+    # The estimate: an upper bound on what the route costs, never a refund nor a fortune.
+    assert usual <= cost < 1.0
+    with gateway.http() as http:
+        totals = http.get("/v1/usage").json()["totals"]
+    assert totals["requests"] == 2 and totals["cost_usd"] == pytest.approx(usual + cost)
+    counted = metric(
+        gateway.url, "mediagate_upstream_usage_unusable_total", route="gpt-image-2.official"
+    )
+    assert counted == 1
+
+
+def test_reads_have_their_own_budget_and_ask_the_upstream_at_most_once_per_interval(
+    make_gateway: Callable[..., Gateway], tmp_path: Path, sim: Sim
+) -> None:
+    # Issue 14, item 6: a key limited to 10 requests a minute made 120 list and retrieve calls
+    # in 3.4 s, and they made 545 upstream status calls (a list refreshes every unfinished job
+    # on its page).
+    path = keys_file(
+        tmp_path / "keys.yaml",
+        [entry("metered", KEY, requests_per_minute=10, reads_per_minute=100)],
+    )
+    gateway = make_gateway(keys_file=path, video_poll_after_ms=60_000)
+    sdk = gateway.sdk(api_key=KEY)
+    videos = [sdk.videos.create(prompt=f"a slow sea {i} [sim:render=600]") for i in range(5)]
+    before = len(sim.sent())
+    answers = []
+    with gateway.http(api_key=KEY) as http:
+        for index in range(120):
+            if index % 2:
+                answers.append(http.get("/v1/videos", params={"limit": 20}))
+            else:
+                answers.append(http.get(f"/v1/videos/{videos[index % 5].id}"))
+    statuses = [a.status_code for a in answers]
+    # 100 at once, then the bucket refills at 100 a minute while the loop runs.
+    assert 100 <= statuses.count(200) <= 112 and statuses.count(429) == 120 - statuses.count(200)
+    refused = answers[-1].json()["error"]
+    assert refused["code"] == "read_rate_limit_exceeded"
+    assert int(answers[-1].headers["retry-after"]) >= 1
+    # Each unfinished job was asked of the upstream once in the interval, however often read.
+    status_calls = [c for c in sim.sent()[before:] if c.method == "GET"]
+    assert len(status_calls) == 5
+    # The read budget is not the request budget: new work is still admitted.
+    assert sdk.videos.create(prompt="one more [sim:render=600]").status == "queued"

@@ -5,7 +5,10 @@ on both stores."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import secrets
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +22,8 @@ import pytest
 from mediagate.stores import open_stores
 from mediagate.stores.idempotency import Stored
 
-from .conftest import OTHER_CLIENT_KEY, Gateway, Sim, StoreClock, StoreUrl
+from .conftest import CLIENT_KEY, GROUP_KEYS, OTHER_CLIENT_KEY, Gateway, Sim, StoreClock, StoreUrl
+from .processes import clean_env, serving
 from .resilience import catalog, metric
 from .test_edits import PNG_OTHER, PNG_SMALL
 
@@ -320,3 +324,65 @@ def test_records_expire_and_released_claims_free_the_key(
             assert (await store.claim("u", "other", 5, 60)).state == "owner"
 
     asyncio.run(scenario())
+
+
+def test_a_takeover_after_the_paid_call_was_sent_is_refused(
+    store_url: StoreUrl, store_clock: StoreClock
+) -> None:
+    async def scenario() -> None:
+        async with open_stores(store_url.url, store_url.prefix, clock=store_clock) as stores:
+            store = stores.idempotency
+            first = await store.claim("s", "fp", lease_s=0.2, ttl_s=60)
+            assert first.token is not None
+            await store.mark_sent("s", first.token)
+            assert (await store.claim("s", "fp", 0.2, 60)).state == "running"
+            await store_clock.advance(0.3)  # the owner crashed after sending
+            assert (await store.claim("s", "fp", 0.2, 60)).state == "unknown"
+            assert (await store.claim("s", "fp", 0.2, 60)).state == "unknown"  # every repeat
+            assert (await store.claim("s", "other", 0.2, 60)).state == "mismatch"
+
+    asyncio.run(scenario())
+
+
+def test_a_repeat_after_the_owner_was_killed_mid_call_is_a_409_not_a_second_charge(
+    make_gateway: Callable[..., Gateway], sim: Sim, tmp_path: Path, job_store: dict[str, str]
+) -> None:
+    # Issue 14, item 3: the process holding the key's lease dies while its paid call is at the
+    # upstream. The repeat waited ~30 s, took over and paid again.
+    env = clean_env(
+        MEDIAGATE_UPSTREAM_URL=f"{sim.url}/v1",
+        MEDIAGATE_KEY_DEFAULT=GROUP_KEYS["default"],
+        MEDIAGATE_API_KEYS=f"team-a:{CLIENT_KEY}",
+        MEDIAGATE_DATA_DIR=str(tmp_path / "data"),
+        MEDIAGATE_IDEMPOTENCY_LEASE_S="1",
+    )
+    env.update({f"MEDIAGATE_{name.upper()}": value for name, value in job_store.items()})
+    body = {"model": "gpt-image-2-web", "prompt": "[sim:sleep=20] paid once"}
+    headers = {"Idempotency-Key": "crash-1", "Authorization": f"Bearer {CLIENT_KEY}"}
+    with serving(["serve"], env, tmp_path) as first:
+
+        def doomed() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(
+                    f"{first.url}/v1/images/generations", json=body, headers=headers, timeout=30
+                )
+
+        caller = threading.Thread(target=doomed)
+        caller.start()
+        deadline = time.monotonic() + 10
+        while not sim.sent("/v1/chat/completions") and not sim.sent("/v1/images/generations"):
+            assert time.monotonic() < deadline, "the paid call never reached the upstream"
+            time.sleep(0.05)
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait(timeout=10)
+        caller.join(timeout=30)
+    calls = len(sim.sent())
+    second = make_gateway(idempotency_lease_s=1, **job_store)
+    started = time.monotonic()
+    with second.http() as http:
+        repeat = http.post("/v1/images/generations", json=body, headers=headers)
+    assert repeat.status_code == 409, repeat.text
+    assert repeat.json()["error"]["code"] == "idempotency_outcome_unknown"
+    assert repeat.headers["x-should-retry"] == "false"
+    assert time.monotonic() - started < 5  # the lease (1 s), not a 30 s wait
+    assert len(sim.sent()) == calls  # nothing paid twice

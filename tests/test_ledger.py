@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from mediagate.stores import open_stores
-from mediagate.stores.ledger import Charge, Ledger, day_of
+from mediagate.stores.ledger import UNSETTLED, Charge, Ledger, day_of
 
 from .conftest import StoreClock, StoreUrl
 
@@ -31,21 +31,37 @@ def run(store_url: StoreUrl, store_clock: StoreClock) -> Callable[[Scenario], No
     return go
 
 
-def test_settle_books_once_even_after_the_reservation_expired(
-    run: Callable[[Scenario], None], store_clock: StoreClock
-) -> None:
+def test_settle_books_once(run: Callable[[Scenario], None], store_clock: StoreClock) -> None:
     async def scenario(ledger: Ledger) -> None:
-        assert await ledger.reserve("k", "r1", 0.5, 1.0, None, ttl_s=0.2) is not None
+        assert await ledger.reserve("k", "r1", 0.5, 1.0, None, ttl_s=60) is not None
         assert (await ledger.spend("k")).reserved == pytest.approx(0.5)
-        await store_clock.advance(0.3)
-        assert (await ledger.spend("k")).reserved == 0  # expired: no longer held
         assert await ledger.settle("k", "r1", Charge("m", 0.4, images=1))
         assert not await ledger.settle("k", "r1", Charge("m", 0.4, images=1))  # once only
         spend = await ledger.spend("k")
-        assert (spend.day, spend.month) == pytest.approx((0.4, 0.4))
+        assert (spend.day, spend.month, spend.reserved) == pytest.approx((0.4, 0.4, 0))
         (row,) = await ledger.usage("k", [day_of(store_clock())])
         assert (row.model, row.requests, row.images) == ("m", 1, 1)
         assert row.cost == pytest.approx(0.4)
+
+    run(scenario)
+
+
+def test_a_reservation_that_expires_unsettled_is_booked_not_dropped(
+    run: Callable[[Scenario], None], store_clock: StoreClock
+) -> None:
+    # Issue 14, item 1: a request whose settle never reached the ledger (its replica died,
+    # its booking failed) must not be free: its reservation, the request's upper bound, is
+    # booked when it expires, and a late settle cannot book it again.
+    async def scenario(ledger: Ledger) -> None:
+        assert await ledger.reserve("k", "r1", 0.5, 1.0, None, ttl_s=0.2) is not None
+        await store_clock.advance(0.3)
+        spend = await ledger.spend("k")
+        assert (spend.day, spend.month, spend.reserved) == pytest.approx((0.5, 0.5, 0))
+        assert not await ledger.settle("k", "r1", Charge("m", 0.4, images=1))
+        assert (await ledger.spend("k")).day == pytest.approx(0.5)
+        (row,) = await ledger.usage("k", [day_of(store_clock())])
+        assert (row.model, row.requests) == (UNSETTLED, 1)
+        assert row.cost == pytest.approx(0.5)
 
     run(scenario)
 

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from mediagate.accounting.pricing import (
+    MAX_TOKENS,
+    UnusableUsage,
     actual_images,
     estimate_images,
     sum_usage,
@@ -149,14 +151,30 @@ def test_fan_out_usage_adds_up_and_so_does_its_cost() -> None:
             },
             10 * 1.25 / 1e6,
         ),
-        # Nonsense counts count for nothing.
-        ({"input_tokens": "12", "output_tokens": -4, "input_tokens_details": []}, 0.0),
     ],
 )
 def test_what_the_usage_leaves_open_never_bills_less(usage: dict[str, Any], cost: float) -> None:
     tokens = CATALOG.routes["gpt-image-2.official"].price.tokens  # type: ignore[union-attr]
     assert tokens is not None
     assert token_cost(tokens, usage) == round(cost, 6)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"input_tokens": "12", "output_tokens": 4},
+        {"input_tokens": 12, "output_tokens": -4},
+        {"input_tokens": 12, "input_tokens_details": {"text_tokens": 2.5}},
+        {"input_tokens": True},
+        {"output_tokens": MAX_TOKENS + 1},
+    ],
+)
+def test_nonsense_counts_cannot_be_billed(usage: dict[str, Any]) -> None:
+    # The image service books the route's estimate instead (tests/test_accounting.py).
+    tokens = CATALOG.routes["gpt-image-2.official"].price.tokens  # type: ignore[union-attr]
+    assert tokens is not None
+    with pytest.raises(UnusableUsage):
+        token_cost(tokens, usage)
 
 
 def test_costs_round_half_up_to_the_millionth_of_a_dollar() -> None:

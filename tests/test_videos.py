@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -195,6 +196,7 @@ def test_a_refused_create_records_nothing(sdk: openai.OpenAI) -> None:
 def test_a_job_the_upstream_forgot_is_404(sdk: openai.OpenAI, sim: Sim) -> None:
     video = sdk.videos.create_and_poll(prompt="ephemeral")
     sim.state.forget_videos()
+    time.sleep(0.1)  # past the poll interval (50 ms): the next retrieve asks the upstream
     with pytest.raises(openai.NotFoundError) as caught:
         sdk.videos.retrieve(video.id)
     assert caught.value.code == "video_not_found"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import struct
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -188,3 +190,56 @@ def test_image_urls_follow_the_same_rules_as_image_links(
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "input_reference"
     assert sim.sent() == []
+
+
+def bomb_png(width: int, height: int) -> bytes:
+    """A PNG declaring width x height whose pixels are all zero: a few KB that decode to
+    width * height * 3 bytes."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    packer = zlib.compressobj(9)
+    row = b"\0" * (1 + 3 * width)  # filter byte, then RGB
+    idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunks = chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
+
+
+def test_a_reference_bomb_is_refused_before_it_is_decoded(videos_gw: Gateway, sim: Sim) -> None:
+    # Issue 14, item 5: a 5 KB PNG declaring 6300x6300 (under the 40 MP cap) cost ~240 MB to
+    # fit. What is decoded is capped by the route's largest size (sora-2: 1280x720, so 4.6 MP).
+    bomb = bomb_png(6300, 6300)
+    assert len(bomb) < 200_000
+    with pytest.raises(openai.BadRequestError) as caught:
+        videos_gw.sdk().videos.create(
+            prompt="x", size="1280x720", input_reference=("ref.png", bomb, "image/png")
+        )
+    assert caught.value.code == "image_too_large"
+    assert caught.value.param == "input_reference"
+    assert sim.sent() == []
+    # Within the route's cap, fitted as before.
+    raw = videos_gw.sdk().videos.with_raw_response.create(
+        prompt="x", size="1280x720", input_reference=("ref.png", bomb_png(2000, 2000), "image/png")
+    )
+    assert raw.headers["x-mediagate-mapped"] == "input_reference=2000x2000>1280x720"
+
+
+def test_a_large_jpeg_reference_is_decoded_reduced() -> None:
+    # A JPEG is decoded at 1/2, 1/4 or 1/8 scale (Pillow's draft mode), the smallest that still
+    # covers the target: 6400x4800 (30.7 MP, past a 4.6 MP decode cap) fits 1280x720.
+    data = picture(6400, 4800, "JPEG")
+    fitted, note = reference.prepare(
+        data, "1280x720", fitting=True, max_pixels=40_000_000, cap=4_608_000
+    )
+    assert note == "input_reference=6400x4800>1280x720"
+    assert (fitted.width, fitted.height) == (1280, 720)
+    with Image.open(io.BytesIO(fitted.data)) as image:
+        assert image.size == (1280, 720) and image.format == "JPEG"
+    # A PNG of the same size cannot be decoded reduced: refused.
+    with pytest.raises(Exception, match="more than the 4608000 pixels"):
+        reference.prepare(
+            bomb_png(6400, 4800), "1280x720", fitting=True, max_pixels=40_000_000, cap=4_608_000
+        )

@@ -50,6 +50,9 @@ class KeyPolicy(BaseModel):
     models: list[str] = Field(default_factory=lambda: ["*"])  # names or globs
     requests_per_minute: int | None = Field(default=None, ge=1)
     images_per_minute: int | None = Field(default=None, ge=1)
+    # Reads (video list, retrieve, content) have a budget of their own; unset: the gateway's
+    # MEDIAGATE_READS_PER_MINUTE.
+    reads_per_minute: int | None = Field(default=None, ge=1)
     concurrent_requests: int | None = Field(default=None, ge=1)
     budget_usd_per_day: float | None = Field(default=None, ge=0)
     budget_usd_per_month: float | None = Field(default=None, ge=0)

@@ -29,11 +29,19 @@ log = logging.getLogger("mediagate")
 # is freed after this long (longer than any request may take).
 LEASE_TTL_S = 900.0
 VIDEO_RESERVATION_TTL_S = 86_400.0  # a video job's reservation waits for the job to finish
+_BOOK_ATTEMPTS = 3  # a settle whose ledger write fails is tried this often before it gives up
 
 
 @dataclass
 class Ticket:
-    """What one admitted request holds: its reservation id, and a concurrency slot if any."""
+    """What one admitted request holds: its reservation id, and a concurrency slot if any.
+
+    The first charge a request decides on is the one booked (a stream that delivered images
+    and is then torn down settles what it delivered, not the 0 of its clean-up). Booking runs
+    in a task of its own, shielded from the request: a client that hangs up cancels the
+    request, never its bill. `settled` turns true only once the ledger has the charge; a
+    booking that failed is tried again by the next settle (and a few times on its own).
+    """
 
     metering: Metering
     policy: KeyPolicy
@@ -41,18 +49,59 @@ class Ticket:
     reservation: str
     lease: str | None = None
     settled: bool = field(default=False)
+    charge: Charge | None = field(default=None)
+    _booking: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def settle(self, charge: Charge) -> None:
-        """Book the actual charge (0 for a failure) and release the concurrency slot."""
+        """Book the actual charge (0 for a failure) and release the concurrency slot; a
+        cancelled caller stops waiting, but the booking goes on."""
+        task = self.settle_soon(charge)
+        if task is not None:
+            await asyncio.shield(task)
+
+    def settle_soon(self, charge: Charge) -> asyncio.Task[None] | None:
+        """Start booking `charge` (unless one was decided before) in a task of its own: the
+        request may be being cancelled (its client went away), and a cancelled request must
+        still be billed and free its slot and reservation."""
+        if self.charge is None:
+            self.charge = charge
         if self.settled:
-            return
-        self.settled = True
+            return None
+        if self._booking is None or self._booking.done():
+            task = asyncio.create_task(self._book())
+            pending = self.metering.pending
+            pending.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(pending.discard)
+            self._booking = task
+        return self._booking
+
+    async def _book(self) -> None:
+        charge = self.charge
+        assert charge is not None
         metering = self.metering
         try:
-            booked = await metering.ledger.settle(self.policy.name, self.reservation, charge)
+            for attempt in range(_BOOK_ATTEMPTS):
+                try:
+                    booked = await metering.ledger.settle(
+                        self.policy.name, self.reservation, charge
+                    )
+                    break
+                except Exception:
+                    if attempt == _BOOK_ATTEMPTS - 1:
+                        log.exception(
+                            "booking a request's charge failed",
+                            extra={"fields": {"reservation": self.reservation}},
+                        )
+                        metering.metrics.settle_failures.inc()
+                        return  # the reservation, if any, is booked when it expires
+                    await asyncio.sleep(0.2 * 2**attempt)
+            self.settled = True
             if booked and charge.cost:
                 metering.metrics.cost.labels(self.policy.name, charge.model).inc(charge.cost)
-            await metering.update_budget_gauge(self.policy)
+            try:
+                await metering.update_budget_gauge(self.policy)
+            except Exception:
+                log.warning("updating the budget gauge failed", exc_info=True)
         finally:
             await self.release()
 
@@ -61,16 +110,6 @@ class Ticket:
         if self.lease is not None:
             lease, self.lease = self.lease, None
             await self.metering.ledger.release(self.policy.name, lease)
-
-    def settle_soon(self, charge: Charge) -> None:
-        """Settle from a task of its own: the request may be being cancelled (its client went
-        away), and a cancelled request must still free its slot and reservation."""
-        if self.settled:
-            return
-        task = asyncio.create_task(self.settle(charge))
-        pending = self.metering.pending
-        pending.add(task)  # the loop keeps only weak references to tasks
-        task.add_done_callback(pending.discard)
 
 
 class Metering:
@@ -94,6 +133,26 @@ class Metering:
             if limit is not None:
                 remaining = max(0.0, limit - spent[period] - spend.reserved)
                 self.metrics.budget_remaining.labels(policy.name, period).set(remaining)
+
+    async def admit_read(self, policy: KeyPolicy, default_rpm: int) -> None:
+        """Take one read (a video list, retrieve or download) from the key's read budget: its
+        `reads_per_minute`, else `default_rpm` (0: unlimited). Over it, a 429 with
+        Retry-After. Reads have their own bucket, so polling never eats the budget of new
+        work, nor new work that of polling."""
+        rpm = policy.reads_per_minute or default_rpm
+        if not rpm:
+            return
+        wait = await self.ledger.take_rate(f"{policy.name}:reads", rpm, None, 0)
+        if wait > 0:
+            raise RateLimited(
+                f"Read rate limit reached for the key '{policy.name}' ({rpm} per minute): "
+                f"try again in {wait:.1f} s.",
+                code="read_rate_limit_exceeded",
+                headers={
+                    "retry-after": str(math.ceil(wait)),
+                    "retry-after-ms": str(int(wait * 1000)),
+                },
+            )
 
     async def admit(
         self,

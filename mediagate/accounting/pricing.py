@@ -49,9 +49,25 @@ def _dec(value: float | None) -> Decimal:
     return Decimal(str(value or 0))
 
 
+class UnusableUsage(ValueError):
+    """The upstream's usage cannot be billed: the caller books the estimate instead."""
+
+
+# More tokens than any image request can use (an 8 MP image at high quality is ~33k output
+# tokens; a prompt is at most 32k characters): a count above this is an upstream fault.
+MAX_TOKENS = 10_000_000
+
+
 def _count(value: Any) -> int:
-    """A token count from the usage: a non-negative int, anything else 0."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """A token count from the usage: absent is 0; anything but an integer from 0 to MAX_TOKENS
+    (a negative, a string, a float, a bool, an absurd count) is an upstream fault that cannot
+    be billed (UnusableUsage)."""
+    if value is None:
+        return 0
+    # bool is an int in Python, and "12" or 12.0 are not what the schema says: refused.
+    if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+        raise UnusableUsage(f"a token count is {str(value)[:40]!r}")
+    return value
 
 
 def _details(usage: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -156,7 +172,8 @@ def actual_images(
     multiplier: float = 1.0,
 ) -> float:
     """What the images delivered cost. Token-priced routes bill `usage` by token class; without
-    it, the estimate stands (the upstream charged something, and it is not less than that)."""
+    it, the estimate stands (the upstream charged something, and it is not less than that). Usage
+    that is not non-negative integers within MAX_TOKENS raises UnusableUsage."""
     if price is None or images == 0:
         return 0.0
     calls = math.ceil(images / max_n)
@@ -177,10 +194,14 @@ def sum_usage(usages: list[dict[str, Any]]) -> dict[str, Any] | None:
     total: dict[str, Any] = {}
     for usage in usages:
         for key, value in usage.items():
-            if isinstance(value, int) and not isinstance(value, bool):
-                total[key] = total.get(key, 0) + value
-            elif isinstance(value, dict):
+            if isinstance(value, dict):
                 total[key] = sum_usage([total.get(key, {}), value])
+            elif type(value) is int and type(total.get(key, 0)) is int:
+                total[key] = total.get(key, 0) + value
+            else:
+                # Not a count (a string, a float, a bool): kept as it is, so the bill sees the
+                # usage is unusable instead of a quietly smaller sum.
+                total[key] = value
     return total
 
 

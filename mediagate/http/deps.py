@@ -7,7 +7,6 @@ All async, so FastAPI runs them on the event loop instead of handing them to a w
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any
 
@@ -15,8 +14,8 @@ from fastapi import Depends, Request
 
 from mediagate import context
 from mediagate.accounting.clients import ANONYMOUS, KeyPolicy
-from mediagate.errors import InvalidRequest
 from mediagate.gateway import Gateway
+from mediagate.http.bodies import parse_json, read_body
 
 _FORWARDED_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 _FORWARDED_PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
@@ -53,14 +52,8 @@ def endpoint(name: str) -> Any:
 
 
 async def json_body(request: Request) -> Any:
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise InvalidRequest(
-            "We could not parse the JSON body of your request. Send a JSON object.",
-            code="invalid_json",
-        ) from None
+    """The request's JSON, read bounded (MEDIAGATE_MAX_JSON_BYTES) and parsed safely."""
+    return parse_json(await read_body(request, gateway(request).settings.max_json_bytes))
 
 
 def public_base(request: Request) -> str:

@@ -11,7 +11,11 @@ files). Then:
   upstream and nothing charged (`x-mediagate-idempotent-replay: true`);
 - one still running: the repeat waits for it (bounded by MEDIAGATE_IDEMPOTENCY_WAIT_S, then
   409 with Retry-After, which the SDK retries);
-- a different fingerprint: 409 `idempotency_key_reused`, never retried.
+- a different fingerprint: 409 `idempotency_key_reused`, never retried;
+- one whose owner stopped (its lease lapsed) after its paid upstream call was sent, which the
+  owner records just before sending: 409 `idempotency_outcome_unknown`, never retried and never
+  run again (the upstream may have done, and charged for, the work); a takeover happens only
+  when the owner stopped before sending.
 
 What is kept as the final answer: successes, and every failure after which the upstream may
 have done paid work (a timeout, a connection lost mid-call, an unusable answer: the paid rule of
@@ -46,6 +50,7 @@ from mediagate.errors import (
     GatewayError,
     IdempotencyKeyInUse,
     IdempotencyKeyReused,
+    IdempotencyOutcomeUnknown,
     InvalidRequest,
 )
 from mediagate.http.disconnect import cancel_on_disconnect
@@ -143,6 +148,16 @@ async def idempotency(
         if claim.state == "done" and claim.stored is not None:
             gw.metrics.idempotency.labels("waited" if waited else "replayed").inc()
             slot.replay = _replay(gw, claim.stored)
+        elif claim.state == "unknown":
+            gw.metrics.idempotency.labels("unknown").inc()
+            raise IdempotencyOutcomeUnknown(
+                "A request with this Idempotency-Key was being served by a gateway replica that "
+                "stopped after sending it upstream, so it may have been completed and charged. "
+                "The gateway will not run it again: check whether it was served (GET /v1/videos, "
+                "GET /v1/usage) and, if not, retry with a new Idempotency-Key.",
+                param="Idempotency-Key",
+                retryable=False,
+            )
         elif claim.state == "mismatch":
             gw.metrics.idempotency.labels("conflict").inc()
             raise IdempotencyKeyReused(
@@ -165,6 +180,11 @@ async def idempotency(
         return
     gw.metrics.idempotency.labels("first").inc()
     token = claim.token
+
+    async def sent() -> None:
+        await gw.idempotency.mark_sent(record, token)
+
+    context.current().before_paid_send = sent
     keeper = asyncio.create_task(_keep_lease(gw, record, token))
     handed_off = False
     kept = False

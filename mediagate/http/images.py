@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import StreamingResponse
 
-from mediagate.errors import InvalidRequest
+from mediagate.http.bodies import bounded
 from mediagate.http.deps import Client, client, endpoint, gateway, json_body, public_base
 from mediagate.http.disconnect import cancelled_on_disconnect
 from mediagate.http.idempotency import form_digest, idempotency, json_digest
@@ -53,13 +53,10 @@ async def generations(request: Request, policy: Client) -> Response:
 async def edits(request: Request, policy: Client) -> Response:
     service = gateway(request).images
     limit = service.settings.edit_max_total_bytes + 1024 * 1024  # files plus the text fields
-    if int(request.headers.get("content-length") or 0) > limit:
-        raise InvalidRequest(
-            f"The request is larger than {limit} bytes.", param="image", code="file_too_large"
-        )
     # The uploads are spooled to temporary files by the parser: the only copy the gateway
-    # keeps, closed by the service once the answer (or the stream) is done.
-    form = await request.form(max_files=MAX_IMAGES + 4, max_fields=64)
+    # keeps, closed by the service once the answer (or the stream) is done. Their bytes are
+    # counted as they arrive, so a chunked upload is cut off at the limit too (a 413).
+    form = await bounded(request, limit).form(max_files=MAX_IMAGES + 4, max_fields=64)
     async with idempotency(request, lambda: form_digest(form), skipped=form.close) as slot:
         if slot.replay is not None:
             return slot.replay

@@ -16,7 +16,9 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.types import Receive, Scope, Send
 
+from mediagate.accounting.clients import KeyPolicy
 from mediagate.errors import InvalidRequest
+from mediagate.http.bodies import bounded
 from mediagate.http.deps import Client, client, endpoint, gateway, json_body
 from mediagate.http.idempotency import idempotency, json_digest, video_digest
 from mediagate.stores.jobs import Order
@@ -122,12 +124,11 @@ async def _create_input(request: Request, cap: int) -> tuple[dict[str, Any], Ref
         fields = {k: v for k, v in body.items() if v is not None}  # null is absent
         return fields, _reference_from_json(fields.pop("input_reference", None))
 
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap + _MULTIPART_SLACK:
-        raise references.too_large(cap)  # refused before a byte is parsed
+    # Counted as it arrives (chunked or not): past the limit, a 413 before more is spooled.
+    form_request = bounded(request, cap + _MULTIPART_SLACK)
     fields = {}
     given: ReferenceInput | None = None
-    async with request.form(max_files=1, max_fields=16) as form:
+    async with form_request.form(max_files=1, max_fields=16) as form:
         for name, value in form.multi_items():
             if name in fields or (name.startswith("input_reference") and given is not None):
                 raise InvalidRequest(f"Parameter '{name}' appears more than once.", param=name)
@@ -164,6 +165,12 @@ async def create(request: Request, policy: Client) -> Response:
         return slot.keep(_video_response(video))
 
 
+async def _read(request: Request, policy: KeyPolicy) -> None:
+    """A read takes from the key's read budget (MEDIAGATE_READS_PER_MINUTE): a 429 past it."""
+    gw = gateway(request)
+    await gw.metering.admit_read(policy, gw.settings.reads_per_minute)
+
+
 def _limit(value: str | None) -> int:
     if value is None:
         return 20
@@ -190,6 +197,7 @@ async def list_(request: Request, policy: Client) -> Response:
         )
     after = query.get("after") or None
     limit, order = _limit(query.get("limit")), _order(query.get("order"))
+    await _read(request, policy)
     page = await gateway(request).videos.list(policy.name, after=after, limit=limit, order=order)
     data = [openai_video(job) for job in page.jobs]
     return JSONResponse(
@@ -205,6 +213,7 @@ async def list_(request: Request, policy: Client) -> Response:
 
 @videos.get("/videos/{video_id}", dependencies=[endpoint("videos.retrieve")])
 async def retrieve(video_id: str, request: Request, policy: Client) -> Response:
+    await _read(request, policy)
     return _video_response(await gateway(request).videos.retrieve(policy.name, video_id))
 
 
@@ -236,5 +245,6 @@ async def content(video_id: str, request: Request, policy: Client) -> Response:
     for name in ("range", "if-range"):
         if name in request.headers:
             headers[name] = request.headers[name]
+    await _read(request, policy)
     service = gateway(request).videos
     return _Relay(await service.content(policy.name, video_id, variant, headers))

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import httpx
@@ -30,10 +30,15 @@ from starlette.datastructures import FormData
 from mediagate import context
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.accounting.metering import Metering, Ticket
-from mediagate.accounting.pricing import actual_images, estimate_images, sum_usage
+from mediagate.accounting.pricing import (
+    UnusableUsage,
+    actual_images,
+    estimate_images,
+    sum_usage,
+)
 from mediagate.catalog import Alias, Catalog, Route
 from mediagate.errors import GatewayError, InvalidRequest, UpstreamError, maybe_paid, unserved
-from mediagate.imagedata import repair_b64, sniff_image_type
+from mediagate.imagedata import ImageWork, repair_b64, sniff_image_type
 from mediagate.images.plan import ImageJob, ImagesResult, plan_images
 from mediagate.images.spec import (
     ImageEditRequest,
@@ -87,6 +92,8 @@ class ImageService:
     hosted: HostedImages
     metering: Metering
     metrics: Metrics
+    # An edit's images encoded inline: a pool of its own, never the default executor.
+    work: ImageWork = field(default_factory=lambda: ImageWork(2, 16))
 
     # --- The use case: plan, then answer ---------------------------------------------------
 
@@ -107,7 +114,9 @@ class ImageService:
             )
             request = parse_edit(fields)
             plan = plan_images(request, _first(fallbacks), mask=inputs.mask is not None)
-            edit = await _inline(EditImages(inputs.images, inputs.mask), plan.route.dialect)
+            edit = await _inline(
+                EditImages(inputs.images, inputs.mask), plan.route.dialect, self.work
+            )
         except BaseException:
             await form.close()
             raise
@@ -184,15 +193,18 @@ class ImageService:
 
         async def settle(images: int, usage: dict[str, Any] | None) -> None:
             # Billed on the route that served (a fallback may have changed it); failures cost 0.
+            # Everything up to the booking is synchronous, so a request being cancelled (its
+            # client hung up mid-stream) has decided its charge before its first await; the
+            # booking itself runs shielded (Ticket.settle).
             route = job.route
             multiplier = self.catalog.multiplier(route)
             # Without a usage, a token-billed route is billed its own estimate.
             fallback = estimates.get(route.id, estimate)
-            cost = actual_images(route.price, route.max_n, images, usage, fallback, multiplier)
+            cost = self.cost(route, images, usage, fallback, multiplier)
             ctx.cost = cost
-            await ticket.settle(Charge(job.model, cost, images=images))
-            if images:
+            if images and ticket.charge is None:
                 self.metrics.images.labels(job.model, route.id).inc(images)
+            await ticket.settle(Charge(job.model, cost, images=images))
 
         if not plan.stream:
             try:
@@ -235,6 +247,26 @@ class ImageService:
             )
         return estimates
 
+    def cost(
+        self,
+        route: Route,
+        images: int,
+        usage: dict[str, Any] | None,
+        estimate: float,
+        multiplier: float = 1.0,
+    ) -> float:
+        """What the images delivered cost; an unusable upstream usage is billed at the
+        estimate (logged and counted, the images are still the client's)."""
+        try:
+            return actual_images(route.price, route.max_n, images, usage, estimate, multiplier)
+        except UnusableUsage as exc:
+            log.warning(
+                "unusable upstream usage: booked the estimate",
+                extra={"fields": {"route": route.id, "reason": str(exc)}},
+            )
+            self.metrics.usage_unusable.labels(route.id).inc()
+            return actual_images(route.price, route.max_n, images, None, estimate, multiplier)
+
     async def _on_routes(self, job: ImageJob, attempt: Callable[[ImageJob], Awaitable[T]]) -> T:
         """`attempt` on the job's route, then on the model's next usable routes while a route
         fails in a way that surely cost nothing. The one fallback loop."""
@@ -260,7 +292,7 @@ class ImageService:
                 continue
             job.dialect = get_dialect(route.dialect)
             if job.edit is not None:
-                job.edit = await _inline(job.edit, route.dialect)
+                job.edit = await _inline(job.edit, route.dialect, self.work)
             job.plan = plan
             context.current().route = route
             return True
@@ -407,12 +439,12 @@ def _plan_for(job: ImageJob, route: Route) -> Plan | str:
     return plan
 
 
-async def _inline(edit: EditImages, dialect_name: str) -> EditImages:
+async def _inline(edit: EditImages, dialect_name: str, work: ImageWork) -> EditImages:
     """The edit with its images as data URLs too, when the dialect sends them inline."""
     dialect: Dialect = get_dialect(dialect_name)
     if not dialect.inline_images or edit.data_urls:
         return edit
-    data_urls = await asyncio.to_thread(lambda: [i.data_url() for i in edit.files])
+    data_urls = await work.run(lambda: [i.data_url() for i in edit.files])
     return replace(edit, data_urls=data_urls)
 
 
@@ -428,5 +460,5 @@ async def _finally(
         async for event in events:
             yield event
     finally:
-        ticket.settle_soon(Charge(model, 0.0))  # a no-op once the stream has settled
+        ticket.settle_soon(Charge(model, 0.0))  # 0 only if the stream never decided its charge
         await cleanup()

@@ -157,6 +157,10 @@ async def relay(
             yield error_event(UpstreamError("The upstream stream ended before the image was done."))
             return
     finally:
-        # Whatever was delivered was made, and paid for upstream: it is charged.
-        await settle(completed, usage)
-        await exits.aclose()
+        # Whatever was delivered was made, and paid for upstream: it is charged. The charge is
+        # decided before the first await, so a cancelled stream (its client hung up) still
+        # books it; the upstream response is closed however the settle ends.
+        try:
+            await settle(completed, usage)
+        finally:
+            await exits.aclose()

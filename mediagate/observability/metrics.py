@@ -92,7 +92,8 @@ class Metrics:
         )
         self.idempotency = Counter(
             "mediagate_idempotency",
-            "Requests with an Idempotency-Key, by outcome (first, replayed, waited, conflict).",
+            "Requests with an Idempotency-Key, by outcome (first, replayed, waited, conflict, "
+            "unknown).",
             ["outcome"],
             registry=self.registry,
         )
@@ -116,6 +117,18 @@ class Metrics:
             "mediagate_cost_usd",
             "USD charged to clients, by client key name and public model.",
             ["key", "model"],
+            registry=self.registry,
+        )
+        self.settle_failures = Counter(
+            "mediagate_settle_failures",
+            "Requests whose charge could not be booked in the ledger after retries.",
+            registry=self.registry,
+        )
+        self.usage_unusable = Counter(
+            "mediagate_upstream_usage_unusable",
+            "Upstream answers whose usage was unusable (negative, not integers, implausibly "
+            "large), so the route's estimate was booked instead, by route.",
+            ["route"],
             registry=self.registry,
         )
         self.in_flight = Gauge(

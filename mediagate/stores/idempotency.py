@@ -25,7 +25,9 @@ class Stored:
 
 @dataclass(frozen=True)
 class Claim:
-    state: Literal["owner", "running", "done", "mismatch"]
+    # "unknown": the request's owner stopped (its lease lapsed) after its paid upstream call
+    # was sent, so it may have been served and charged: nobody may run it again.
+    state: Literal["owner", "running", "done", "mismatch", "unknown"]
     token: str | None = None  # the owner's, for renew/finish/release
     stored: Stored | None = None  # when done
 
@@ -35,10 +37,15 @@ class IdempotencyStore(Protocol):
     repeat these signatures on purpose: a duplicates report pairing them is expected."""
 
     async def claim(self, key: str, fingerprint: str, lease_s: float, ttl_s: float) -> Claim:
-        """Atomically: create the record (or take over one whose lease expired) and own it,
-        or report it running, done (with its answer) or claimed by another fingerprint."""
+        """Atomically: create the record (or take over one whose lease expired, unless its
+        paid call was sent) and own it, or report it running, done (with its answer), unknown
+        (its owner stopped after sending) or claimed by another fingerprint."""
 
     async def renew(self, key: str, token: str, lease_s: float) -> bool: ...
+
+    async def mark_sent(self, key: str, token: str) -> None:
+        """Record that the owner is sending its paid upstream call: a takeover after that is
+        refused ("unknown"), since the upstream may have done, and charged for, the work."""
 
     async def finish(self, key: str, token: str, stored: Stored, ttl_s: float) -> None: ...
 

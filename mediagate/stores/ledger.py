@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 DAY_S = 86_400
+# The model a reservation is booked under when it expired unsettled (at its reserved amount).
+UNSETTLED = "(unsettled)"
 
 
 def day_of(now: float) -> str:
@@ -84,7 +86,9 @@ class Ledger(Protocol):
 
     async def settle(self, key: str, reservation: str, charge: Charge) -> bool:
         """Drop the reservation and book the actual charge: once per reservation id (False if
-        it was settled before), even when the reservation itself has expired."""
+        it was booked before). A reservation that expires unsettled is booked at its amount,
+        under the model UNSETTLED, the next time the key's spend is read; a settle after that
+        is a no-op (the amount was the request's upper bound)."""
 
     async def spend(self, key: str) -> Spend: ...
 

@@ -48,6 +48,7 @@ class KeyRing:
         self._clock = clock
         self._benched: dict[str, float] = {}  # key -> monotonic time its cool-down ends
         self._strikes: dict[str, int] = {}
+        self._refused: set[str] = set()  # benched because the upstream refused them (401/403)
 
     def has(self, group: str) -> bool:
         return group in self._keys
@@ -76,7 +77,9 @@ class KeyRing:
                 self._turn[group] = index + 1
                 return key
         untried = [k for k in keys if k not in avoid] or keys
-        return min(untried, key=lambda k: self._benched.get(k, 0.0))
+        # Every key rests: a rate-limited key before a refused one (its answer is the more
+        # actionable: wait and retry), then the one whose cool-down ends first.
+        return min(untried, key=lambda k: (k in self._refused, self._benched.get(k, 0.0)))
 
     def pick(self, group: str) -> tuple[str, str]:
         """The next key of a group and its fingerprint, for a job that must keep using it."""
@@ -103,12 +106,15 @@ class KeyRing:
     def succeeded(self, key: str) -> None:
         self._strikes.pop(key, None)
         self._benched.pop(key, None)
+        self._refused.discard(key)
 
     def failed(self, group: str, key: str, status: int, retry_after_s: float | None) -> None:
         """Learn from an error status the upstream gave this key."""
         if status in (401, 403):
+            self._refused.add(key)
             self._bench(group, key, self._auth_cooldown_s, "auth")
         elif status == 429:
+            self._refused.discard(key)
             strikes = self._strikes.get(key, 0) + 1
             self._strikes[key] = strikes
             if strikes >= self._rate_strikes:

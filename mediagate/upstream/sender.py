@@ -212,8 +212,16 @@ class Upstream:
         permit: Permit | None = None
         if paid:
             permit = self.breakers.get(route.id, route.breaker).check()
+            try:
+                await context.paid_send()  # e.g. the Idempotency-Key records the call went out
+            except BaseException:
+                permit.release()
+                raise
         tried: list[str] = []
         attempt = 0
+        # The most actionable refusal seen across this call's keys: a rate limit (wait and
+        # retry) says more than a key the upstream refused (the operator's to fix).
+        throttled: GatewayError | None = None
         try:
             while True:
                 attempt += 1
@@ -255,9 +263,13 @@ class Upstream:
                     other_key=key is None and self.keys.available(route.group, avoid=tried),
                     rng=self._rng,
                 )
+                if status == 429:
+                    throttled = error
                 if retry is None:
                     if permit is not None and status >= 500:
                         permit.failure()
+                    if status in (401, 403) and throttled is not None:
+                        raise throttled
                     raise error
                 await self._pause(route, retry)
         finally:

@@ -21,7 +21,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
@@ -32,6 +33,7 @@ from mediagate.accounting.metering import VIDEO_RESERVATION_TTL_S, Metering, Tic
 from mediagate.accounting.pricing import video_cost
 from mediagate.catalog import Catalog, Route
 from mediagate.errors import GatewayError, InvalidRequest, NotFound, Scrubber, UpstreamError
+from mediagate.imagedata import ImageWork
 from mediagate.observability.metrics import Metrics
 from mediagate.settings import Settings
 from mediagate.stores.jobs import TERMINAL, JobStore, Order, UnknownCursor, VideoJob
@@ -57,6 +59,7 @@ log = logging.getLogger("mediagate")
 
 _CAS_ATTEMPTS = 8
 _LIST_REFRESH_CONCURRENCY = 8
+_ASKED_KEEP = 10_000  # jobs whose last ask is remembered before old entries are pruned
 VARIANTS = ("video", "thumbnail", "spritesheet")
 
 
@@ -100,6 +103,14 @@ class VideoService:
     metering: Metering
     metrics: Metrics
     scrub: Scrubber
+    # When each job was last asked of the upstream (monotonic), and the asks in flight: a job
+    # is asked at most once per video_poll_after_ms by this replica, however many retrieves
+    # and lists come in (each asks, or shares an ask, or answers the job as last recorded).
+    # Decoding and fitting references: a small pool of its own, never the default executor.
+    work: ImageWork = field(default_factory=lambda: ImageWork(2, 16))
+    clock: Callable[[], float] = time.monotonic
+    _asked: dict[str, float] = field(default_factory=dict, repr=False)
+    _asking: dict[str, asyncio.Task[VideoJob]] = field(default_factory=dict, repr=False)
 
     # --- The use cases ----------------------------------------------------------------------
 
@@ -308,12 +319,15 @@ class VideoService:
         note = None
         if request.reference is not None:
             data = await self._reference_bytes(request.reference)
-            reference, note = await asyncio.to_thread(
+            max_pixels = self.settings.video_reference_max_pixels
+            assert route.video is not None, "the catalog gives every video route a policy"
+            reference, note = await self.work.run(
                 references.prepare,
                 data,
                 spec.size,
                 fitting=request.fit_reference and self.settings.video_fit_reference,
-                max_pixels=self.settings.video_reference_max_pixels,
+                max_pixels=max_pixels,
+                cap=references.decode_cap(route.video.sizes, max_pixels),
             )
             if note:
                 headers["x-mediagate-mapped"] = note
@@ -422,7 +436,35 @@ class VideoService:
             raise
 
     async def _refresh(self, job: VideoJob) -> VideoJob:
-        """The job as the upstream sees it now, recorded."""
+        """The job as the upstream sees it now, recorded; as last recorded when it was asked
+        less than video_poll_after_ms ago (a retrieve or list storm is not an upstream one)."""
+        interval = self.settings.video_poll_after_ms / 1000
+        if interval <= 0:
+            return await self._ask(job)
+        asking = self._asking.get(job.id)
+        if asking is not None:
+            return await asyncio.shield(asking)
+        now = self.clock()
+        asked = self._asked.get(job.id)
+        if asked is not None and now - asked < interval:
+            return job
+        if len(self._asked) > _ASKED_KEEP:
+            self._asked = {k: t for k, t in self._asked.items() if now - t < interval}
+        self._asked[job.id] = now
+        task = asyncio.ensure_future(self._ask(job))
+        self._asking[job.id] = task
+        task.add_done_callback(self._asked_done(job.id))
+        return await asyncio.shield(task)
+
+    def _asked_done(self, job_id: str) -> Callable[[asyncio.Task[VideoJob]], None]:
+        def done(task: asyncio.Task[VideoJob]) -> None:
+            self._asking.pop(job_id, None)
+            if not task.cancelled():
+                task.exception()  # retrieved: every waiter may have gone away
+
+        return done
+
+    async def _ask(self, job: VideoJob) -> VideoJob:
         route = self._route(job)
         key = self.upstream.keys.by_fingerprint(job.group, job.key_fp)
         answer = await self.upstream.send(

@@ -33,10 +33,20 @@ if state == 'done' then
   return {'done', redis.call('HGET', KEYS[1], 'response'), redis.call('HGET', KEYS[1], 'body')}
 end
 if tonumber(redis.call('HGET', KEYS[1], 'lease')) <= now then
+  if redis.call('HGET', KEYS[1], 'sent') then return {'unknown'} end
   redis.call('HSET', KEYS[1], 'token', ARGV[2], 'lease', now + tonumber(ARGV[3]))
   return {'owner'}
 end
 return {'running'}
+"""
+
+# KEYS: the record. ARGV: token.
+_MARK_SENT = """
+if redis.call('HGET', KEYS[1], 'token') == ARGV[1]
+   and redis.call('HGET', KEYS[1], 'state') == 'running' then
+  redis.call('HSET', KEYS[1], 'sent', '1')
+end
+return 0
 """
 
 # KEYS: the record. ARGV: token, lease ms.
@@ -79,6 +89,7 @@ class RedisIdempotency:
         self._renew = db.script(_RENEW)
         self._finish = db.script(_FINISH)
         self._release = db.script(_RELEASE)
+        self._mark_sent = db.script(_MARK_SENT)
 
     @classmethod
     async def open(cls, url: str, prefix: str) -> RedisIdempotency:
@@ -101,6 +112,9 @@ class RedisIdempotency:
 
     async def renew(self, key: str, token: str, lease_s: float) -> bool:
         return bool(await self._renew(self._key(key), [token, int(lease_s * 1000)]))
+
+    async def mark_sent(self, key: str, token: str) -> None:
+        await self._mark_sent(self._key(key), [token])
 
     async def finish(self, key: str, token: str, stored: Stored, ttl_s: float) -> None:
         args = [token, encode_stored(stored), stored.body, int(ttl_s * 1000)]

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 
-from mediagate.stores.ledger import Charge, Spend, UsageRow, day_of, month_of
+from mediagate.stores.ledger import UNSETTLED, Charge, Spend, UsageRow, day_of, month_of
 from mediagate.stores.redis.db import RedisDb
 
 _NOW = """
@@ -60,16 +60,35 @@ return 1
 )
 
 # Current spend; expects KEYS[1] reservation expiries (zset), KEYS[2] amounts (hash),
-# KEYS[3] day total, KEYS[4] month total.
-_SPEND = """
+# KEYS[3] day total, KEYS[4] month total, KEYS[5] today's usage hash, KEYS[6] the prefix of
+# settled markers. A reservation that expired unsettled is booked at its amount (under the
+# model UNSETTLED), never dropped.
+_SPEND = (
+    """
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-for _, id in ipairs(expired) do redis.call('HDEL', KEYS[2], id) end
+for _, id in ipairs(expired) do
+  local held = redis.call('HGET', KEYS[2], id)
+  redis.call('HDEL', KEYS[2], id)
+  if held and redis.call('SET', KEYS[6] .. id, '1', 'NX', 'EX', 259200) then
+    redis.call('INCRBYFLOAT', KEYS[3], held)
+    redis.call('EXPIRE', KEYS[3], 3 * 86400)
+    redis.call('INCRBYFLOAT', KEYS[4], held)
+    redis.call('EXPIRE', KEYS[4], 40 * 86400)
+    local model = '"""
+    + UNSETTLED
+    + """'
+    redis.call('HINCRBY', KEYS[5], model .. '|requests', 1)
+    redis.call('HINCRBYFLOAT', KEYS[5], model .. '|cost', held)
+    redis.call('EXPIRE', KEYS[5], 400 * 86400)
+  end
+end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local reserved = 0
 for _, amount in ipairs(redis.call('HVALS', KEYS[2])) do reserved = reserved + tonumber(amount) end
 local day = tonumber(redis.call('GET', KEYS[3]) or '0')
 local month = tonumber(redis.call('GET', KEYS[4]) or '0')
 """
+)
 
 _GET_SPEND = _NOW + _SPEND + "return {tostring(day), tostring(month), tostring(reserved)}"
 
@@ -132,6 +151,8 @@ class RedisLedger:
             f"{self._p}:resvamt:{key}",
             f"{self._p}:spend:{key}:{day_of(now)}",
             f"{self._p}:spend:{key}:{month_of(now)}",
+            f"{self._p}:usage:{key}:{day_of(now)}",
+            f"{self._p}:settled:",
         ]
 
     async def take_rate(self, key: str, rpm: int | None, ipm: int | None, images: int) -> float:
@@ -169,8 +190,7 @@ class RedisLedger:
 
     async def settle(self, key: str, reservation: str, charge: Charge) -> bool:
         spend = self._spend_keys(key)
-        day = spend[2].rsplit(":", 1)[1]
-        keys = [f"{self._p}:settled:{reservation}", *spend, f"{self._p}:usage:{key}:{day}"]
+        keys = [f"{self._p}:settled:{reservation}", *spend[:5]]
         args = [reservation, repr(charge.cost), charge.model, charge.images, charge.video_seconds]
         return bool(await self._settle(keys, args))
 

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS idempotency (
     lease_until REAL NOT NULL,
     expires_at REAL NOT NULL,
     response TEXT,
-    body BLOB
+    body BLOB,
+    sent INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS idempotency_expiry ON idempotency (expires_at);
 """
@@ -40,7 +41,9 @@ class SqliteIdempotency:
 
     @classmethod
     async def open(cls, path: str, clock: Callable[[], float] = time.time) -> SqliteIdempotency:
-        return cls(await SqliteDb.open(path, _SCHEMA, "idempotency store"), clock)
+        store = cls(await SqliteDb.open(path, _SCHEMA, "idempotency store"), clock)
+        await store._sql.run(_add_sent_column)
+        return store
 
     async def claim(self, key: str, fingerprint: str, lease_s: float, ttl_s: float) -> Claim:
         def claim(db: sqlite3.Connection) -> Claim:
@@ -62,6 +65,8 @@ class SqliteIdempotency:
                 return Claim("mismatch")
             if row["state"] == "done":
                 return Claim("done", stored=decode_stored(row["response"], row["body"]))
+            if row["lease_until"] <= now and row["sent"]:
+                return Claim("unknown")  # it stopped after sending: it may have been paid
             if row["lease_until"] <= now:
                 # The replica that claimed it stopped renewing (it crashed): take over.
                 db.execute(
@@ -84,6 +89,14 @@ class SqliteIdempotency:
 
         return await self._sql.run(renew)
 
+    async def mark_sent(self, key: str, token: str) -> None:
+        await self._sql.run(
+            lambda db: db.execute(
+                "UPDATE idempotency SET sent = 1 WHERE key = ? AND token = ? AND state = 'running'",
+                (key, token),
+            )
+        )
+
     async def finish(self, key: str, token: str, stored: Stored, ttl_s: float) -> None:
         await self._sql.run(
             lambda db: db.execute(
@@ -103,3 +116,10 @@ class SqliteIdempotency:
 
     async def close(self) -> None:
         await self._sql.close()
+
+
+def _add_sent_column(db: sqlite3.Connection) -> None:
+    """A file made before `sent` existed gets the column (its records were never sent)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(idempotency)")}
+    if "sent" not in columns:
+        db.execute("ALTER TABLE idempotency ADD COLUMN sent INTEGER NOT NULL DEFAULT 0")

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from mediagate.stores.ledger import Charge, Spend, UsageRow, day_of, month_of
+from mediagate.stores.ledger import UNSETTLED, Charge, Spend, UsageRow, day_of, month_of
 from mediagate.stores.sqlite.db import SqliteDb
 
 T = TypeVar("T")
@@ -94,7 +94,14 @@ class SqliteLedger:
         await self._tx(lambda db, _: db.execute("DELETE FROM ledger_leases WHERE id = ?", (lease,)))
 
     def _spend(self, db: sqlite3.Connection, key: str, now: float) -> Spend:
-        db.execute("DELETE FROM ledger_reservations WHERE owner = ? AND expires < ?", (key, now))
+        # A reservation that outlived its request was never settled (its replica died, or its
+        # booking failed): it is booked at its amount, the request's upper bound, never dropped.
+        expired = db.execute(
+            "SELECT id, amount FROM ledger_reservations WHERE owner = ? AND expires < ?",
+            (key, now),
+        ).fetchall()
+        for reservation, amount in expired:
+            self._book(db, key, reservation, Charge(UNSETTLED, amount), now)
         (reserved,) = db.execute(
             "SELECT COALESCE(SUM(amount), 0) FROM ledger_reservations WHERE owner = ?", (key,)
         ).fetchone()
@@ -135,29 +142,36 @@ class SqliteLedger:
     async def settle(self, key: str, reservation: str, charge: Charge) -> bool:
         def work(db: sqlite3.Connection, now: float) -> bool:
             db.execute("DELETE FROM ledger_settled WHERE at < ?", (now - _SETTLED_KEEP_S,))
-            inserted = db.execute(
-                "INSERT OR IGNORE INTO ledger_settled VALUES (?, ?)", (reservation, now)
-            ).rowcount
-            if not inserted:
-                return False
-            db.execute("DELETE FROM ledger_reservations WHERE id = ?", (reservation,))
-            for period in (day_of(now), month_of(now)):
-                db.execute(
-                    "INSERT INTO ledger_spend VALUES (?, ?, ?) ON CONFLICT (owner, period) "
-                    "DO UPDATE SET amount = amount + excluded.amount",
-                    (key, period, charge.cost),
-                )
-            db.execute(
-                "INSERT INTO ledger_usage VALUES (?, ?, ?, 1, ?, ?, ?) "
-                "ON CONFLICT (owner, day, model) DO UPDATE SET requests = requests + 1, "
-                "images = images + excluded.images, "
-                "video_seconds = video_seconds + excluded.video_seconds, "
-                "cost = cost + excluded.cost",
-                (key, day_of(now), charge.model, charge.images, charge.video_seconds, charge.cost),
-            )
-            return True
+            return self._book(db, key, reservation, charge, now)
 
         return await self._tx(work)
+
+    @staticmethod
+    def _book(
+        db: sqlite3.Connection, key: str, reservation: str, charge: Charge, now: float
+    ) -> bool:
+        """Drop the reservation and book `charge`, once per reservation id."""
+        db.execute("DELETE FROM ledger_reservations WHERE id = ?", (reservation,))
+        inserted = db.execute(
+            "INSERT OR IGNORE INTO ledger_settled VALUES (?, ?)", (reservation, now)
+        ).rowcount
+        if not inserted:
+            return False
+        for period in (day_of(now), month_of(now)):
+            db.execute(
+                "INSERT INTO ledger_spend VALUES (?, ?, ?) ON CONFLICT (owner, period) "
+                "DO UPDATE SET amount = amount + excluded.amount",
+                (key, period, charge.cost),
+            )
+        db.execute(
+            "INSERT INTO ledger_usage VALUES (?, ?, ?, 1, ?, ?, ?) "
+            "ON CONFLICT (owner, day, model) DO UPDATE SET requests = requests + 1, "
+            "images = images + excluded.images, "
+            "video_seconds = video_seconds + excluded.video_seconds, "
+            "cost = cost + excluded.cost",
+            (key, day_of(now), charge.model, charge.images, charge.video_seconds, charge.cost),
+        )
+        return True
 
     async def spend(self, key: str) -> Spend:
         return await self._tx(lambda db, now: self._spend(db, key, now))
