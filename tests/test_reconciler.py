@@ -126,12 +126,13 @@ def test_a_job_the_upstream_forgot_fails_at_no_cost(
 def test_a_job_past_the_deadline_fails_at_no_cost(
     make_gateway: Callable[..., Gateway], job_store: dict[str, str], sim: Sim
 ) -> None:
-    gateway = make_gateway(reconcile_interval_s=0.1, video_job_deadline_s=1, **job_store)
+    # created_at is whole seconds, so a job may look up to a second older than it is.
+    gateway = make_gateway(reconcile_interval_s=0.1, video_job_deadline_s=2, **job_store)
     video = gateway.sdk().videos.create(prompt="[sim:render=60] never done")
     time.sleep(0.3)
     assert state(gateway, video.id)[0].status in ("queued", "in_progress")
 
-    wait_until(lambda: bool(state(gateway, video.id)[1]), timeout_s=4)
+    wait_until(lambda: bool(state(gateway, video.id)[1]), timeout_s=5)
     job, [row], spend = state(gateway, video.id)
     assert job is not None and job.status == "failed" and job.cost == 0
     assert job.error is not None and job.error["code"] == "video_deadline_exceeded"

@@ -49,6 +49,10 @@ class Reconciler:
 
         async def one(job: VideoJob) -> None:
             async with gate:
+                # Renewed before each job, so a long round keeps its lease (one poller) and a
+                # replica that lost it mid-round stops.
+                if not await self.jobs.lease(LEASE, self.holder, 3 * self.interval_s):
+                    return
                 try:
                     await self.videos.reconcile(job)
                 except GatewayError as exc:  # the upstream is down: the next round asks again

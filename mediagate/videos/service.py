@@ -6,13 +6,16 @@ client key's limits and budget (a reservation under the new job's id, held until
 starts the job upstream, records it and answers; `.remix` does the same from a source job it
 reads once. `.retrieve`, `.list`, `.delete` and `.content` act on jobs the caller owns. Each
 hands the HTTP layer a result (`Video`, `VideoPage`, the deleted `VideoJob`, a streaming
-upstream answer); the HTTP layer only translates requests and results.
+upstream answer); the HTTP layer only translates requests and results. `.reconcile` is the
+reconciler's poll of an unfinished job (`mediagate.videos.reconciler`), which may also end it.
 
 The upstream shows a job only to the key that created it and knows it by its own id. So a job
 is recorded (our id, upstream id, route, group, key fingerprint, owner, parameters) before the
 client hears of it, and every later call finds the key through the record. Status changes are
 compare-and-set: whichever replica or poller sees a job finish first records its final state
 and cost, and settles the create's reservation with it, once; everyone else reads that record.
+The same compare-and-set writes the job's webhook event to the store's outbox
+(`mediagate.videos.webhooks`) when the job has a webhook target.
 """
 
 from __future__ import annotations
@@ -472,7 +475,6 @@ class VideoService:
     async def _record(self, job: VideoJob, video: UpstreamVideo) -> VideoJob:
         """Our record after the upstream's latest answer, changed by compare-and-set; the
         winner of the final change settles the job."""
-        route = self._route(job)
         video = self._scrubbed(video)
         for _ in range(_CAS_ATTEMPTS):
             if job.final:
@@ -481,7 +483,9 @@ class VideoService:
             if not changes:
                 return job
             if changes.get("status") == "completed":
-                changes["cost"] = video_cost(_price_per_second(route), job.size, job.seconds)
+                # (A failure needs no route: a job whose route is gone can still be ended.)
+                price = _price_per_second(self._route(job))
+                changes["cost"] = video_cost(price, job.size, job.seconds)
             elif changes.get("status") == "failed":
                 changes["cost"] = 0.0
             event = None

@@ -219,7 +219,8 @@ class RedisJobStore:
             return counts, oldest
 
         counts, oldest = await self._db.run(read)
-        by_status = {status: int(counts.get(status, 0)) for status in STATUSES}
+        # (A job recorded before the counts existed would drive its old status below 0.)
+        by_status = {status: max(0, int(counts.get(status, 0))) for status in STATUSES}
         return Census(by_status, oldest[0][1] if oldest else None)
 
     async def lease(self, name: str, holder: str, ttl_s: float) -> bool:
