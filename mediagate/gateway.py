@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -36,9 +36,14 @@ from mediagate.stores.ledger import Ledger
 from mediagate.upstream.breaker import Breakers
 from mediagate.upstream.fetcher import SafeFetcher
 from mediagate.upstream.sender import KeyRing, Upstream
+from mediagate.videos.reconciler import Reconciler
 from mediagate.videos.service import VideoService
+from mediagate.videos.webhooks import WebhookSender, check_secret
 
 log = logging.getLogger("mediagate")
+
+
+WEBHOOK_TIMEOUT_S = 10.0  # a receiver should answer at once and work afterwards
 
 
 class ConfigError(RuntimeError):
@@ -71,6 +76,8 @@ class Gateway:
     upstream: Upstream
     fetcher: SafeFetcher
     jobs: JobStore  # video jobs
+    reconciler: Reconciler  # refreshes unfinished jobs, so each ends and is billed
+    webhooks: WebhookSender | None  # delivers the outbox's events (None: no secret set)
 
 
 def check_config(settings: Settings) -> KeyRegistry:
@@ -91,7 +98,29 @@ def check_config(settings: Settings) -> KeyRegistry:
         check_store_url(settings.job_store_url())
     except (CatalogError, StoreConfigError) as exc:
         raise ConfigError(str(exc)) from None
+    if settings.webhook_secret is not None:
+        try:
+            check_secret(settings.webhook_secret.get_secret_value())
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    elif settings.webhook_url or any(p.webhook_url for p in clients.policies()):
+        raise ConfigError("a webhook URL is set: MEDIAGATE_WEBHOOK_SECRET (whsec_...) is required")
+    if settings.webhook_url and not settings.webhook_url.startswith(("http://", "https://")):
+        raise ConfigError("MEDIAGATE_WEBHOOK_URL must be an http(s) URL")
     return clients
+
+
+def webhook_targets(settings: Settings, clients: KeyRegistry) -> Callable[[str], str | None]:
+    """Where a client key's video events go: its own `webhook_url`, else the gateway's; none
+    without a signing secret."""
+
+    def target(owner: str) -> str | None:
+        if settings.webhook_secret is None:
+            return None
+        policy = clients.policy(owner)
+        return (policy.webhook_url if policy else None) or settings.webhook_url
+
+    return target
 
 
 def _start_simulator(settings: Settings) -> tuple[Settings, BackgroundServer]:
@@ -221,6 +250,36 @@ async def open_gateway(
                 metering = Metering(stores.ledger, metrics)
                 # Image decoding and encoding: one small pool of its own for both services.
                 work = ImageWork(settings.image_workers, settings.image_work_queue)
+                videos = VideoService(
+                    settings,
+                    catalog,
+                    upstream,
+                    fetcher,
+                    stores.jobs,
+                    metering,
+                    metrics,
+                    scrub,
+                    webhook_targets(settings, clients),
+                    work=work,
+                )
+                reconciler = Reconciler(videos, stores.jobs, metrics, settings.reconcile_every_s())
+                webhooks = None
+                if settings.webhook_secret is not None:
+                    poster = SafeFetcher(
+                        client,
+                        [*settings.fetch_allow_hosts, *settings.webhook_allow_hosts],
+                        settings.fetch_max_bytes,
+                        WEBHOOK_TIMEOUT_S,
+                        tracer=tracer,
+                    )
+                    webhooks = WebhookSender(
+                        stores.jobs,
+                        poster,
+                        settings.webhook_secret.get_secret_value(),
+                        settings.webhook_retry_base_s,
+                        metrics,
+                        hold_s=WEBHOOK_TIMEOUT_S + 5,
+                    )
                 gateway = Gateway(
                     settings=settings,
                     catalog=catalog,
@@ -230,17 +289,7 @@ async def open_gateway(
                     images=ImageService(
                         settings, catalog, upstream, fetcher, hosted, metering, metrics, work
                     ),
-                    videos=VideoService(
-                        settings,
-                        catalog,
-                        upstream,
-                        fetcher,
-                        stores.jobs,
-                        metering,
-                        metrics,
-                        scrub,
-                        work=work,
-                    ),
+                    videos=videos,
                     hosted=hosted,
                     metering=metering,
                     ledger=stores.ledger,
@@ -248,10 +297,19 @@ async def open_gateway(
                     upstream=upstream,
                     fetcher=fetcher,
                     jobs=stores.jobs,
+                    reconciler=reconciler,
+                    webhooks=webhooks,
                 )
+                workers = [asyncio.create_task(reconciler.run_forever())]
+                if webhooks is not None:
+                    every_s = min(1.0, settings.webhook_retry_base_s)
+                    workers.append(asyncio.create_task(webhooks.run_forever(every_s)))
                 try:
                     yield gateway
                 finally:
+                    for worker in workers:
+                        worker.cancel()
+                    await asyncio.gather(*workers, return_exceptions=True)
                     # Requests cut off by the shutdown still owe their settlement; the
                     # stores close only after it is booked.
                     await metering.drain()

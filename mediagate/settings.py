@@ -108,6 +108,20 @@ class Settings(BaseSettings):
     # Reads (video list, retrieve, content) per minute per client key, a budget apart from
     # requests_per_minute; a key's `reads_per_minute` overrides it. 0: unlimited.
     reads_per_minute: int = Field(default=600, ge=0)
+    # The reconciler refreshes every unfinished job this often (unset: the video polling
+    # interval above, at least a second), so a job nobody polls still ends and is billed.
+    reconcile_interval_s: float | None = Field(default=None, gt=0)
+    # A job the upstream has not finished this long after its create ends as failed (cost 0).
+    video_job_deadline_s: float = Field(default=3 * 3600.0, gt=0)
+
+    # Webhooks (video.completed, video.failed), signed per Standard Webhooks with the secret
+    # (whsec_<base64>). The URL is the whole gateway's; a key's `webhook_url` in the keys file
+    # wins for its jobs. Private addresses only if allowed here (host:port) or in
+    # fetch_allow_hosts. A failed delivery is retried after retry_base_s, doubling, for 24 h.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_retry_base_s: float = Field(default=5.0, gt=0)
 
     # Image edits: caps on what a client may upload, checked before anything goes upstream.
     edit_max_file_bytes: int = 50 * 1024 * 1024
@@ -134,7 +148,7 @@ class Settings(BaseSettings):
     # Filled in by the CLI when it starts the embedded simulator (offline mode).
     simulator: bool = False
 
-    @field_validator("fetch_allow_hosts", mode="before")
+    @field_validator("fetch_allow_hosts", "webhook_allow_hosts", mode="before")
     @classmethod
     def _split_hosts(cls, value: Any) -> Any:
         return _split(value)
@@ -185,6 +199,12 @@ class Settings(BaseSettings):
         if not isinstance(secret, SecretStr):
             return []
         return _split(secret.get_secret_value()) or []
+
+    def reconcile_every_s(self) -> float:
+        """How often the reconciler refreshes unfinished jobs."""
+        if self.reconcile_interval_s is not None:
+            return self.reconcile_interval_s
+        return max(1.0, self.video_poll_after_ms / 1000)
 
     def job_store_url(self) -> str:
         """Where video jobs are kept: MEDIAGATE_STORE_URL, else a SQLite file in data_dir."""

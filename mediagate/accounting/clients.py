@@ -58,6 +58,8 @@ class KeyPolicy(BaseModel):
     budget_usd_per_month: float | None = Field(default=None, ge=0)
     # When the key (its current secret) was made: `mediagate keys create` and `rotate` set it.
     created: datetime | None = None
+    # Where this key's video.completed / video.failed events go (else MEDIAGATE_WEBHOOK_URL).
+    webhook_url: str | None = Field(default=None, pattern=r"^https?://")
 
     @field_validator("sha256", mode="before")
     @classmethod

@@ -112,6 +112,40 @@ class Metrics:
             ["model", "route"],
             registry=self.registry,
         )
+        # Read from the job store by every replica's reconciler (mediagate.videos.reconciler), so
+        # each replica reports the same, exact value: aggregate with max(), not sum().
+        self.video_jobs = Gauge(
+            "mediagate_video_jobs",
+            "Video jobs in the job store, by status (queued, in_progress, completed, failed).",
+            ["status"],
+            registry=self.registry,
+        )
+        for status in ("queued", "in_progress", "completed", "failed"):
+            self.video_jobs.labels(status)  # exported at 0 before the first reading
+        self.video_oldest_unfinished = Gauge(
+            "mediagate_video_job_oldest_unfinished_seconds",
+            "Age of the oldest video job not yet completed or failed (0 when there is none).",
+            registry=self.registry,
+        )
+        self.webhook_deliveries = Counter(
+            "mediagate_webhook_deliveries",
+            "Webhook delivery attempts, by outcome (delivered, failed: retried later, expired: "
+            "given up after 24 h, refused: the URL is not allowed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("delivered", "failed", "refused", "expired"):
+            self.webhook_deliveries.labels(outcome)
+        self.webhook_queue = Gauge(
+            "mediagate_webhook_queue_depth",
+            "Webhook events in the store's outbox, not yet delivered.",
+            registry=self.registry,
+        )
+        self.webhook_oldest = Gauge(
+            "mediagate_webhook_oldest_undelivered_seconds",
+            "Age of the oldest webhook event not yet delivered (0 when there is none).",
+            registry=self.registry,
+        )
 
         self.cost = Counter(
             "mediagate_cost_usd",

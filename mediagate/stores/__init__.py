@@ -88,7 +88,7 @@ async def open_stores(
         idempotency: IdempotencyStore
         if kind == "sqlite":
             path = url.removeprefix("sqlite:///")
-            jobs = await held(SqliteJobStore.open(path))
+            jobs = await held(SqliteJobStore.open(path, clock))
             ledger = await held(SqliteLedger.open(path, clock))
             idempotency = await held(SqliteIdempotency.open(path, clock))
         else:

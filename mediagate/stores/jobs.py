@@ -67,6 +67,27 @@ MUTABLE = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A webhook event in the outbox: written in the same atomic step as the job's final state,
+    removed when its receiver answers 2xx (or its retries run out)."""
+
+    id: str  # evt_<hex>: the event's id and its webhook-id header, the same on every try
+    url: str  # where it goes (decided when the job ended)
+    body: str  # the event's JSON, signed and sent as is
+    created_at: float
+    attempts: int = 0  # tries so far
+
+
+@dataclass(frozen=True)
+class Census:
+    """The job store's counts, for the gauges: jobs by status, and the creation time of the
+    oldest job not yet final (None when every job is)."""
+
+    by_status: dict[str, int]
+    oldest_unfinished: float | None
+
+
 class UnknownCursor(LookupError):
     """A list cursor (`after`) that is not one of the owner's jobs."""
 
@@ -81,10 +102,39 @@ class JobStore(Protocol):
     async def get(self, job_id: str) -> VideoJob | None: ...
 
     async def update(
-        self, job_id: str, expected_status: str, changes: Mapping[str, Any]
+        self,
+        job_id: str,
+        expected_status: str,
+        changes: Mapping[str, Any],
+        *,
+        event: Delivery | None = None,
     ) -> VideoJob | None:
         """Apply changes only if the job's status is still expected_status: the updated job if
-        this call won, None if another writer changed the status first (or the job is gone)."""
+        this call won, None if another writer changed the status first (or the job is gone).
+        `event` joins the outbox in the same atomic step, only if this call won."""
+
+    async def unfinished(self, limit: int) -> list[VideoJob]:
+        """Up to `limit` jobs not yet final (deleted ones included: they still owe their
+        bill), oldest first."""
+
+    async def census(self) -> Census: ...
+
+    async def lease(self, name: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew the lease `name` for `holder` for `ttl_s` seconds: True if `holder`
+        holds it now (it was free, expired, or already `holder`'s)."""
+
+    async def claim_deliveries(self, hold_s: float, limit: int) -> list[Delivery]:
+        """Up to `limit` outbox events due now, each held back from other claimers for
+        `hold_s` seconds (a crashed claimer's events come due again after that)."""
+
+    async def delivered(self, delivery_id: str) -> None:
+        """The event is done with (delivered, or given up): out of the outbox."""
+
+    async def retry_later(self, delivery_id: str, attempts: int, delay_s: float) -> None:
+        """The event failed its try number `attempts`; due again in `delay_s` seconds."""
+
+    async def outbox(self) -> tuple[int, float | None]:
+        """Events waiting to be delivered, and the creation time of the oldest."""
 
     async def list(
         self, owner: str, *, after: str | None, limit: int, order: Order

@@ -117,6 +117,30 @@ class SafeFetcher:
                 await response.aclose()
         raise FetchRefused("The generated image's link redirected too many times.")
 
+    async def post(self, link: str, body: bytes, headers: dict[str, str]) -> int:
+        """POST `body` to `link` under the same address rules (redirects are not followed, a
+        webhook receiver answers where it was told to): the answer's HTTP status."""
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                target, pinned, extensions = await self._target(httpx.URL(link))
+                response = await self._client.post(
+                    target,
+                    content=body,
+                    headers={**headers, **pinned},
+                    extensions=extensions,
+                    follow_redirects=False,
+                )
+                return response.status_code
+        except TimeoutError:
+            raise UpstreamTimeout(f"POST to '{httpx.URL(link).host}' timed out.") from None
+        except httpx.InvalidURL:
+            raise FetchRefused("Refused to POST to an invalid URL.") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"Could not POST to '{httpx.URL(link).host}': {type(exc).__name__}.",
+                code="post_failed",
+            ) from None
+
     async def _read_image(self, response: httpx.Response) -> tuple[bytes, str]:
         declared = int(response.headers.get("content-length") or 0)
         if declared > self._max_bytes:

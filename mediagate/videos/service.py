@@ -6,13 +6,16 @@ client key's limits and budget (a reservation under the new job's id, held until
 starts the job upstream, records it and answers; `.remix` does the same from a source job it
 reads once. `.retrieve`, `.list`, `.delete` and `.content` act on jobs the caller owns. Each
 hands the HTTP layer a result (`Video`, `VideoPage`, the deleted `VideoJob`, a streaming
-upstream answer); the HTTP layer only translates requests and results.
+upstream answer); the HTTP layer only translates requests and results. `.reconcile` is the
+reconciler's poll of an unfinished job (`mediagate.videos.reconciler`), which may also end it.
 
 The upstream shows a job only to the key that created it and knows it by its own id. So a job
 is recorded (our id, upstream id, route, group, key fingerprint, owner, parameters) before the
 client hears of it, and every later call finds the key through the record. Status changes are
 compare-and-set: whichever replica or poller sees a job finish first records its final state
 and cost, and settles the create's reservation with it, once; everyone else reads that record.
+The same compare-and-set writes the job's webhook event to the store's outbox
+(`mediagate.videos.webhooks`) when the job has a webhook target.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from mediagate.upstream.sender import Upstream
 from mediagate.videos import reference as references
 from mediagate.videos.records import is_video_id, job_changes, new_video_id
 from mediagate.videos.spec import ReferenceInput, VideoRequest, check_remix, plan_video
+from mediagate.videos.webhooks import video_event
 
 log = logging.getLogger("mediagate")
 
@@ -103,6 +107,8 @@ class VideoService:
     metering: Metering
     metrics: Metrics
     scrub: Scrubber
+    # Where a client key's video events go (None: no webhook for its jobs).
+    webhook_for: Callable[[str], str | None] = field(default=lambda owner: None)
     # When each job was last asked of the upstream (monotonic), and the asks in flight: a job
     # is asked at most once per video_poll_after_ms by this replica, however many retrieves
     # and lists come in (each asks, or shares an ask, or answers the job as last recorded).
@@ -153,7 +159,14 @@ class VideoService:
     async def retrieve(self, owner: str, video_id: str) -> Video:
         """One of the caller's jobs as the upstream sees it now, recorded."""
         job = await self._owned(owner, video_id)
-        return self._answer(await self._refresh(job), {})
+        try:
+            return self._answer(await self._refresh(job), {})
+        except NotFound:
+            if job.status != "failed":
+                raise
+            # A failed job stays on record (with why) after the upstream forgot it, e.g. one
+            # the reconciler ended because the upstream had lost it.
+            return self._answer(job, {})
 
     async def list(self, owner: str, *, after: str | None, limit: int, order: Order) -> VideoPage:
         """The caller's jobs, in creation order after the cursor, unfinished ones refreshed."""
@@ -227,6 +240,21 @@ class VideoService:
             stream=True,
         )
         return answer.response
+
+    async def reconcile(self, job: VideoJob) -> VideoJob:
+        """An unfinished job brought up to date for the reconciler: refreshed from its upstream
+        like a client's poll, or ended as failed (cost 0) if the upstream no longer knows it or
+        it is past its deadline."""
+        deadline_s = self.settings.video_job_deadline_s
+        if time.time() - job.created_at > deadline_s:
+            message = f"The upstream did not finish the video within {deadline_s:.0f} s."
+            return await self._give_up(job, "video_deadline_exceeded", message)
+        try:
+            return await self._refresh(job)
+        except NotFound:
+            return await self._give_up(
+                job, "video_upstream_lost", "The upstream no longer knows this video."
+            )
 
     # --- Jobs and routes --------------------------------------------------------------------
 
@@ -477,10 +505,17 @@ class VideoService:
         )
         return await self._record(job, parse_video(answer.payload, route))
 
+    async def _give_up(self, job: VideoJob, code: str, message: str) -> VideoJob:
+        log.warning(
+            "video ended by the reconciler", extra={"fields": {"video_id": job.id, "code": code}}
+        )
+        error = {"code": code, "message": message}
+        failed = UpstreamVideo(job.upstream_id, "failed", job.progress, error=error)
+        return await self._record(job, failed)
+
     async def _record(self, job: VideoJob, video: UpstreamVideo) -> VideoJob:
         """Our record after the upstream's latest answer, changed by compare-and-set; the
         winner of the final change settles the job."""
-        route = self._route(job)
         video = self._scrubbed(video)
         for _ in range(_CAS_ATTEMPTS):
             if job.final:
@@ -489,13 +524,25 @@ class VideoService:
             if not changes:
                 return job
             if changes.get("status") == "completed":
-                changes["cost"] = video_cost(_price_per_second(route), job.size, job.seconds)
+                # (A failure needs no route: a job whose route is gone can still be ended.)
+                price = _price_per_second(self._route(job))
+                changes["cost"] = video_cost(price, job.size, job.seconds)
             elif changes.get("status") == "failed":
                 changes["cost"] = 0.0
-            won = await self.jobs.update(job.id, job.status, changes)
+            event = None
+            if changes.get("status") in TERMINAL:
+                url = self.webhook_for(job.owner)
+                if url:
+                    event = video_event(job.id, changes["status"], url, changes["updated_at"])
+            won = await self.jobs.update(job.id, job.status, changes, event=event)
             if won is not None:
                 if won.final:
-                    await self._finished(won)
+                    # A task of its own, awaited shielded and drained at shutdown: a poll or
+                    # a reconciler round cancelled now must not leave the bill unbooked.
+                    settling = asyncio.create_task(self._finished(won))
+                    self.metering.pending.add(settling)
+                    settling.add_done_callback(self.metering.pending.discard)
+                    await asyncio.shield(settling)
                 return won
             latest = await self.jobs.get(job.id)  # someone else moved it first: start from theirs
             if latest is None:
