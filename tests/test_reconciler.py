@@ -173,7 +173,7 @@ def _env(sim: Sim, tmp_path: Path, store: dict[str, str], **extra: str) -> dict[
     env.update(
         MEDIAGATE_UPSTREAM_URL=f"{sim.url}/v1",
         MEDIAGATE_KEY_DEFAULT=GROUP_KEYS["default"],
-        MEDIAGATE_KEY_SORA2OFFICIAL=GROUP_KEYS["Sora2Official"],
+        MEDIAGATE_KEY_OPENAIOFFICIAL=GROUP_KEYS["OpenAI Official"],
         MEDIAGATE_API_KEYS=f"team-a:{CLIENT_KEY}",
         MEDIAGATE_DATA_DIR=str(tmp_path / "data"),
         MEDIAGATE_RECONCILE_INTERVAL_S=str(INTERVAL_S),

@@ -185,7 +185,7 @@ def test_kill_9_between_the_jobs_end_and_delivery_still_delivers(
     env.update(
         MEDIAGATE_UPSTREAM_URL=f"{sim.url}/v1",
         MEDIAGATE_KEY_DEFAULT=GROUP_KEYS["default"],
-        MEDIAGATE_KEY_SORA2OFFICIAL=GROUP_KEYS["Sora2Official"],
+        MEDIAGATE_KEY_OPENAIOFFICIAL=GROUP_KEYS["OpenAI Official"],
         MEDIAGATE_API_KEYS=f"team-a:{CLIENT_KEY}",
         MEDIAGATE_DATA_DIR=str(tmp_path / "data"),
         MEDIAGATE_RECONCILE_INTERVAL_S="0.2",

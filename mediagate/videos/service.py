@@ -250,7 +250,8 @@ class VideoService:
             message = f"The upstream did not finish the video within {deadline_s:.0f} s."
             return await self._give_up(job, "video_deadline_exceeded", message)
         try:
-            return await self._refresh(job)
+            # The reconciler keeps its own pace (its interval), not the clients' poll pace.
+            return await self._refresh(job, interval_s=0)
         except NotFound:
             return await self._give_up(
                 job, "video_upstream_lost", "The upstream no longer knows this video."
@@ -463,12 +464,11 @@ class VideoService:
             )
             raise
 
-    async def _refresh(self, job: VideoJob) -> VideoJob:
+    async def _refresh(self, job: VideoJob, interval_s: float | None = None) -> VideoJob:
         """The job as the upstream sees it now, recorded; as last recorded when it was asked
-        less than video_poll_after_ms ago (a retrieve or list storm is not an upstream one)."""
-        interval = self.settings.video_poll_after_ms / 1000
-        if interval <= 0:
-            return await self._ask(job)
+        less than `interval_s` ago (default video_poll_after_ms: a retrieve or list storm is not
+        an upstream one). An ask already in flight is shared."""
+        interval = self.settings.video_poll_after_ms / 1000 if interval_s is None else interval_s
         asking = self._asking.get(job.id)
         if asking is not None:
             return await asyncio.shield(asking)
