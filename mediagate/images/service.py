@@ -41,7 +41,7 @@ from mediagate.images.spec import (
     parse_edit,
     parse_generation,
 )
-from mediagate.images.streaming import emulate, relay
+from mediagate.images.streaming import emulate, is_event_stream, read_json, relay
 from mediagate.images.uploads import split_form
 from mediagate.observability.metrics import Metrics
 from mediagate.settings import Settings
@@ -205,12 +205,18 @@ class ImageService:
             await settle(result.count, result.body.get("usage"))
             return ImagesAnswer(result.headers, body=result.body)
         try:
+            keepalive_s = self.settings.stream_keepalive_s
             if job.route.stream == "passthrough":
                 response, exits = await self._on_routes(job, self._open_stream)
-                events = relay(response, exits, settle)
+                if is_event_stream(response):
+                    events = relay(response, exits, settle)
+                else:
+                    # The upstream ignored `stream` and answered JSON: its events, emulated.
+                    work = self._from_json(job, response, exits)
+                    events = emulate(job, work, keepalive_s, settle)
             else:
                 work = self._on_routes(job, self._run_route)
-                events = emulate(job, work, self.settings.stream_keepalive_s, settle)
+                events = emulate(job, work, keepalive_s, settle)
         except BaseException:
             ticket.settle_soon(Charge(job.model, 0.0))
             await cleanup()
@@ -289,6 +295,14 @@ class ImageService:
             *(self._images(job, n, answer) for n, answer in zip(plan.calls, sent, strict=True)),
             return_exceptions=True,
         )
+        return self._merged(job, outcomes)
+
+    def _merged(
+        self,
+        job: ImageJob,
+        outcomes: list[tuple[UpstreamResult, list[dict[str, Any]]] | BaseException],
+    ) -> ImagesResult:
+        """The calls' outcomes as one ImagesResponse (or the error that stands for them)."""
         done = [o for o in outcomes if not isinstance(o, BaseException)]
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         for error in failed:
@@ -321,8 +335,13 @@ class ImageService:
         """One call's images, in the form the client asked for."""
         if isinstance(answer, BaseException):
             raise answer
+        return await self._parsed(job, n, answer.payload)
+
+    async def _parsed(
+        self, job: ImageJob, n: int, payload: Any
+    ) -> tuple[UpstreamResult, list[dict[str, Any]]]:
         try:
-            result = job.dialect.parse(answer.payload)
+            result = job.dialect.parse(payload)
             items = await asyncio.gather(*(self._item(job, image) for image in result.images[:n]))
         except GatewayError as error:
             # The upstream made (and charged for) this: no other route, and no retry, for it.
@@ -341,6 +360,19 @@ class ImageService:
             await exits.aclose()
             raise
         return response, exits
+
+    async def _from_json(
+        self, job: ImageJob, response: httpx.Response, exits: AsyncExitStack
+    ) -> ImagesResult:
+        """The result of a streaming call the upstream answered with plain JSON."""
+        try:
+            payload = await read_json(response, self.settings.upstream_max_bytes)
+        finally:
+            await exits.aclose()
+        outcome = await asyncio.gather(
+            self._parsed(job, job.plan.calls[0], payload), return_exceptions=True
+        )
+        return self._merged(job, list(outcome))
 
     async def _image_bytes(self, image: UpstreamImage) -> bytes:
         if image.b64 is not None:

@@ -301,12 +301,12 @@ def _images_faults(directives: Directives, *, wants_stream: bool) -> None:
 async def _answer_images(
     request: Request, config: SimConfig, sim: SimState, job: ImageJob, directives: Directives
 ) -> Response:
-    if job.stream:
+    if job.stream and not directives.nostream:
         # Streams always carry base64 (response_format and the b64 directives do not apply),
         # and the service time is spread over the events instead of paid up front.
         gap_s = max(config.latency_s, config.stream_gap_s)
         return StreamingResponse(
-            image_events(job, gap_s=gap_s, cut=directives.cut),
+            image_events(job, gap_s=gap_s, cut=directives.cut, line_end=directives.line_end),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
