@@ -73,10 +73,23 @@ def completed_events(job: ImageJob, result: ImagesResult) -> list[bytes]:
             or job.plan.params.get("background", "auto"),
             "output_format": _FORMATS.get(sniff_image_type(head) or "", "png"),
         }
-        if index == len(items) - 1 and "usage" in result.body:
-            event["usage"] = result.body["usage"]  # the usage of the whole request, once
+        # The official events always carry usage (ImageGenCompletedEvent requires it): the
+        # whole request's on the last event, zero on the others, so the events sum to it. A
+        # route billed per call reports none upstream: zero tokens, truthfully.
+        last = index == len(items) - 1
+        usage = result.body.get("usage") if last else None
+        event["usage"] = usage if isinstance(usage, dict) else _zero_usage()
         events.append(sse(kind, event))
     return events
+
+
+def _zero_usage() -> dict[str, Any]:
+    return {
+        "total_tokens": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "input_tokens_details": {"text_tokens": 0, "image_tokens": 0},
+    }
 
 
 async def emulate(
