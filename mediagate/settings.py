@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     idempotency_max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     # SIGTERM: stop accepting, let requests in flight finish for at most this long, exit 0.
     shutdown_timeout_s: int = Field(default=30, ge=0)
+    # A request's headers are due within this many seconds of the connection opening (or of
+    # the previous response on it); a slower client is cut off (slowloris).
+    header_timeout_s: float = Field(default=10.0, gt=0)
     log_level: str = "info"
     log_prompts: bool = False
     # OpenTelemetry traces over OTLP/HTTP (mediagate.observability.tracing). Unset: on when the
