@@ -72,6 +72,8 @@ def _secrets(settings: Settings) -> list[str]:
         found += list(settings.client_keys().values())
     if settings.admin_key is not None:
         found.append(settings.admin_key.get_secret_value())
+    if settings.metrics_token is not None:
+        found.append(settings.metrics_token.get_secret_value())
     return found
 
 

@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     keys_file: Path | None = None
     # The key of the admin usage view (GET /v1/admin/usage); no admin view without one.
     admin_key: SecretStr | None = None
+    # When set, GET /metrics needs `Authorization: Bearer <token>` (it shows tenant names,
+    # spend and budgets); unset, /metrics is open (keep it off the public Ingress then).
+    metrics_token: SecretStr | None = None
     fetch_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     data_dir: Path = Path("./data")
     config: Path | None = None

@@ -68,3 +68,20 @@ def test_a_client_slow_to_send_its_headers_is_cut_off(make_gateway: Any) -> None
     # A prompt client on a fresh connection is served as usual.
     with httpx.Client(base_url=gateway.url) as http:
         assert http.get("/healthz").status_code == 200
+
+
+def test_metrics_need_the_metrics_token_when_one_is_set(make_gateway: Any) -> None:
+    gateway = make_gateway(metrics_token="m-token-0123456789")
+    with httpx.Client(base_url=gateway.url) as http:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "m-token"}):
+            response = http.get("/metrics", headers=headers)
+            assert_error(response, 401, None, "invalid_api_key")
+            assert "team-a" not in response.text
+        # Not a client key either: a tenant may not read the others' spend.
+        assert (
+            http.get("/metrics", headers={"Authorization": f"Bearer {CLIENT_KEY}"}).status_code
+            == 401
+        )
+        allowed = http.get("/metrics", headers={"Authorization": "Bearer m-token-0123456789"})
+        assert allowed.status_code == 200 and "mediagate_" in allowed.text
+        assert http.get("/healthz").status_code == 200  # the probes stay open
