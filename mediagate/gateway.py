@@ -225,7 +225,7 @@ async def open_gateway(
                     metrics=metrics,
                     scrub=scrub,
                     images=ImageService(
-                        settings, catalog, upstream, fetcher, hosted, metering, metrics
+                        settings, catalog, upstream, fetcher, hosted, metering, metrics, scrub
                     ),
                     videos=VideoService(
                         settings, catalog, upstream, fetcher, stores.jobs, metering, metrics, scrub

@@ -32,7 +32,14 @@ from mediagate.accounting.clients import KeyPolicy
 from mediagate.accounting.metering import Metering, Ticket
 from mediagate.accounting.pricing import actual_images, estimate_images, sum_usage
 from mediagate.catalog import Alias, Catalog, Route
-from mediagate.errors import GatewayError, InvalidRequest, UpstreamError, maybe_paid, unserved
+from mediagate.errors import (
+    GatewayError,
+    InvalidRequest,
+    Scrubber,
+    UpstreamError,
+    maybe_paid,
+    unserved,
+)
 from mediagate.imagedata import repair_b64, sniff_image_type
 from mediagate.images.plan import ImageJob, ImagesResult, plan_images
 from mediagate.images.spec import (
@@ -87,6 +94,9 @@ class ImageService:
     hosted: HostedImages
     metering: Metering
     metrics: Metrics
+    # Upstream keys out of every upstream-written string the client gets (an upstream may echo
+    # its key into a revised prompt or a size).
+    scrub: Scrubber
 
     # --- The use case: plan, then answer ---------------------------------------------------
 
@@ -323,7 +333,9 @@ class ImageService:
         data = [item for _, items in done for item in items]
         body: dict[str, Any] = {"created": int(time.time()), "data": data}
         if len(done) == 1:
-            body.update(done[0][0].extra)
+            # Only the ImagesResponse fields the OpenAI schema has, and never an upstream key.
+            extra = done[0][0].extra
+            body.update({k: v for k, v in extra.items() if v == self.scrub(v)})
         usage = sum_usage([result.usage for result, _ in done if result.usage])
         if usage:
             body["usage"] = usage
@@ -394,14 +406,14 @@ class ImageService:
                 data = await self._image_bytes(image)
                 item["b64_json"] = base64.b64encode(data).decode("ascii")
         elif image.url is not None and self.settings.image_urls == "passthrough":
-            item["url"] = image.url
+            item["url"] = self.scrub(image.url)
         else:
             # Upstream links die within a day; the gateway keeps its own copy for the retention.
             data = await self._image_bytes(image)
             name = await self.hosted.put(data, sniff_image_type(data) or "image/png")
             item["url"] = f"{job.base_url}/v1/files/images/{name}"
         if image.revised_prompt:
-            item["revised_prompt"] = image.revised_prompt
+            item["revised_prompt"] = self.scrub(image.revised_prompt)
         return item
 
 

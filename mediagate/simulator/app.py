@@ -52,7 +52,7 @@ from mediagate.simulator.rules import (
 )
 from mediagate.simulator.state import Call, SimConfig, SimState
 from mediagate.simulator.streaming import QUIET_CUTS, image_events
-from mediagate.simulator.videos import register_video_routes
+from mediagate.simulator.videos import bearer_of, register_video_routes
 
 REFUSAL_TEXT = "I can't create that image because it may violate our content policy."
 _PNG = "image/png"
@@ -312,7 +312,14 @@ async def _answer_images(
         )
     await _service_time(config)
     form = "url" if directives.b64url else "b64_json" if directives.b64only else job.response_format
-    return JSONResponse(await _images_body(request, sim, job.route, job, form))
+    body = await _images_body(request, sim, job.route, job, form)
+    if directives.echokey:
+        # A leaky upstream: its key in every string it may write, and a field of its own.
+        key = bearer_of(request)
+        for item in body["data"]:
+            item["revised_prompt"] = f"{job.prompt} ({key})"
+        body.update(size=f"{job.size} {key}", upstream_debug={"key": key}, quality=key)
+    return JSONResponse(body)
 
 
 async def _images_body(
