@@ -33,7 +33,7 @@ from mediagate.stores.idempotency import IdempotencyStore
 from mediagate.stores.jobs import JobStore
 from mediagate.stores.ledger import Ledger
 from mediagate.upstream.breaker import Breakers
-from mediagate.upstream.fetcher import SafeFetcher
+from mediagate.upstream.fetcher import SafeFetcher, public_transport
 from mediagate.upstream.sender import KeyRing, Upstream
 from mediagate.videos.service import VideoService
 
@@ -193,6 +193,13 @@ async def open_gateway(
                 httpx.AsyncClient(
                     timeout=timeout, limits=limits, cookies=no_cookies(), transport=transport
                 ) as client,
+                # Image links an upstream wrote (and video references a client gave) go through
+                # a client of their own, which connects to public addresses only.
+                httpx.AsyncClient(
+                    timeout=httpx.Timeout(settings.fetch_timeout_s),
+                    cookies=no_cookies(),
+                    transport=public_transport(settings.fetch_allow_hosts, limits),
+                ) as fetch_client,
                 open_stores(settings.job_store_url(), settings.store_prefix) as stores,
             ):
                 upstream = Upstream(
@@ -211,7 +218,7 @@ async def open_gateway(
                     tracer=tracer,
                 )
                 fetcher = SafeFetcher(
-                    client,
+                    fetch_client,
                     settings.fetch_allow_hosts,
                     settings.fetch_max_bytes,
                     settings.fetch_timeout_s,
