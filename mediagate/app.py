@@ -52,6 +52,9 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        # A trailing-slash redirect would build its Location from the client's Host header (an
+        # open redirect through a cache or a careless proxy): such a path is a plain 404.
+        redirect_slashes=False,
     )
     install_handlers(app, scrub)
     # Outermost: every answer, errors included, carries its request id and what was tried.

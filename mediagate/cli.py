@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 
 from mediagate.observability.logs import configure_logging
+from mediagate.servethread import header_deadline_protocol
 from mediagate.settings import Settings
 
 log = logging.getLogger("mediagate")
@@ -58,6 +59,8 @@ def _serve(args: argparse.Namespace) -> int:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        # A slowloris client cannot hold a connection: its headers are due within this.
+        http=header_deadline_protocol(settings.header_timeout_s),
     )
     return 0
 
@@ -69,6 +72,8 @@ def _secrets(settings: Settings) -> list[str]:
         found += list(settings.client_keys().values())
     if settings.admin_key is not None:
         found.append(settings.admin_key.get_secret_value())
+    if settings.metrics_token is not None:
+        found.append(settings.metrics_token.get_secret_value())
     return found
 
 

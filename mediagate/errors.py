@@ -29,7 +29,8 @@ def no_retry_headers() -> dict[str, str]:
 class GatewayError(Exception):
     status = 500
     type = "server_error"
-    code: str | None = None
+    # Every error has a stable code (docs/api.md lists them): each class has a default.
+    code: str = "internal_error"
     # False: a retry cannot help (a budget, a refused prompt), so the SDK is told not to.
     retryable = True
 
@@ -47,7 +48,7 @@ class GatewayError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
-        if code is not None:
+        if code:
             self.code = code
         if status is not None:
             self.status = status
@@ -89,6 +90,7 @@ class InvalidRequest(GatewayError):
 
     status = 400
     type = "invalid_request_error"
+    code = "invalid_value"
 
 
 class RequestTooLarge(GatewayError):
@@ -115,6 +117,7 @@ class PermissionDenied(GatewayError):
 class NotFound(GatewayError):
     status = 404
     type = "invalid_request_error"
+    code = "not_found"
 
 
 class ModelNotFound(NotFound):

@@ -34,7 +34,7 @@ from mediagate.stores.idempotency import IdempotencyStore
 from mediagate.stores.jobs import JobStore
 from mediagate.stores.ledger import Ledger
 from mediagate.upstream.breaker import Breakers
-from mediagate.upstream.fetcher import SafeFetcher
+from mediagate.upstream.fetcher import SafeFetcher, public_transport
 from mediagate.upstream.sender import KeyRing, Upstream
 from mediagate.videos.reconciler import Reconciler
 from mediagate.videos.service import VideoService
@@ -217,12 +217,24 @@ async def open_gateway(
             )
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        webhook_hosts = [*settings.fetch_allow_hosts, *settings.webhook_allow_hosts]
         sweeper = asyncio.create_task(_sweep_forever(hosted, settings.image_sweep_interval_s))
         try:
             async with (
                 httpx.AsyncClient(
                     timeout=timeout, limits=limits, cookies=no_cookies(), transport=transport
                 ) as client,
+                # Image links an upstream wrote (and video references a client gave) go through
+                # a client of their own, which connects to public addresses only.
+                httpx.AsyncClient(
+                    timeout=httpx.Timeout(settings.fetch_timeout_s),
+                    cookies=no_cookies(),
+                    transport=public_transport(settings.fetch_allow_hosts, limits),
+                ) as fetch_client,
+                # Webhook receivers: the same address rules, with the webhook allow-list too.
+                httpx.AsyncClient(
+                    cookies=no_cookies(), transport=public_transport(webhook_hosts, limits)
+                ) as webhook_client,
                 open_stores(settings.job_store_url(), settings.store_prefix) as stores,
             ):
                 upstream = Upstream(
@@ -241,7 +253,7 @@ async def open_gateway(
                     tracer=tracer,
                 )
                 fetcher = SafeFetcher(
-                    client,
+                    fetch_client,
                     settings.fetch_allow_hosts,
                     settings.fetch_max_bytes,
                     settings.fetch_timeout_s,
@@ -266,8 +278,8 @@ async def open_gateway(
                 webhooks = None
                 if settings.webhook_secret is not None:
                     poster = SafeFetcher(
-                        client,
-                        [*settings.fetch_allow_hosts, *settings.webhook_allow_hosts],
+                        webhook_client,
+                        webhook_hosts,
                         settings.fetch_max_bytes,
                         WEBHOOK_TIMEOUT_S,
                         tracer=tracer,
@@ -287,7 +299,7 @@ async def open_gateway(
                     metrics=metrics,
                     scrub=scrub,
                     images=ImageService(
-                        settings, catalog, upstream, fetcher, hosted, metering, metrics, work
+                        settings, catalog, upstream, fetcher, hosted, metering, metrics, scrub, work
                     ),
                     videos=videos,
                     hosted=hosted,

@@ -1,11 +1,19 @@
-"""Serving an ASGI app from a background thread on a loopback port.
+"""Serving an ASGI app: uvicorn's HTTP protocol with a deadline for a request's headers, and
+a background thread on a loopback port.
 
-Used for the embedded simulator and by the tests. A thread of its own (rather than a task in
-the caller's loop) keeps uvicorn from installing signal handlers that fight the main server's.
+The deadline is the gateway's own server's (`mediagate serve`) and every BackgroundServer's:
+uvicorn bounds the idle time between requests (its keep-alive timeout) but not the time a
+client takes to send a request's headers, and any byte it sends cancels even the keep-alive
+timer, so a slowloris client (a header byte every few seconds) holds a connection forever.
+
+The thread is used for the embedded simulator and by the tests. A thread of its own (rather
+than a task in the caller's loop) keeps uvicorn from installing signal handlers that fight the
+main server's.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import socket
@@ -13,7 +21,57 @@ import threading
 import time
 from typing import Any
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+
+
+class _HeaderDeadline(H11Protocol):
+    """H11Protocol that closes a connection whose next request's headers are not all in within
+    `header_timeout_s` of the connection opening (or of the previous response ending)."""
+
+    header_timeout_s = DEFAULT_HEADER_TIMEOUT_S
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        super().connection_made(transport)
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm()  # the request's headers are in: the app's own limits apply now
+
+    def on_response_complete(self) -> None:
+        # Armed before the next cycle starts: a pipelined request's headers disarm it at once.
+        self._arm()
+        super().on_response_complete()
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.header_timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
+
+
+def header_deadline_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's `http=` protocol class, with this deadline for a request's headers."""
+    return type("HeaderDeadline", (_HeaderDeadline,), {"header_timeout_s": header_timeout_s})
 
 
 class _OnlyWarningsFrom(logging.Filter):
@@ -29,7 +87,13 @@ class _OnlyWarningsFrom(logging.Filter):
 
 
 class BackgroundServer:
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+    ) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._sock.bind((host, port))
@@ -39,7 +103,12 @@ class BackgroundServer:
         # turn the main server's own info lines off. This server's lines below warnings are
         # left out by a filter on its thread instead.
         config = uvicorn.Config(
-            app, log_level=None, access_log=False, lifespan="on", log_config=None
+            app,
+            log_level=None,
+            access_log=False,
+            lifespan="on",
+            log_config=None,
+            http=header_deadline_protocol(header_timeout_s),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)

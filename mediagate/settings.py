@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     keys_file: Path | None = None
     # The key of the admin usage view (GET /v1/admin/usage); no admin view without one.
     admin_key: SecretStr | None = None
+    # When set, GET /metrics needs `Authorization: Bearer <token>` (it shows tenant names,
+    # spend and budgets); unset, /metrics is open (keep it off the public Ingress then).
+    metrics_token: SecretStr | None = None
     fetch_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     data_dir: Path = Path("./data")
     config: Path | None = None
@@ -79,6 +82,9 @@ class Settings(BaseSettings):
     idempotency_max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     # SIGTERM: stop accepting, let requests in flight finish for at most this long, exit 0.
     shutdown_timeout_s: int = Field(default=30, ge=0)
+    # A request's headers are due within this many seconds of the connection opening (or of
+    # the previous response on it); a slower client is cut off (slowloris).
+    header_timeout_s: float = Field(default=10.0, gt=0)
     log_level: str = "info"
     log_prompts: bool = False
     # OpenTelemetry traces over OTLP/HTTP (mediagate.observability.tracing). Unset: on when the

@@ -169,6 +169,38 @@ def test_service_monitor_scrapes_the_gateway_service() -> None:
         assert endpoint["path"] == "/metrics"
     # The alert rules say up{job="mediagate"}: the job label comes from the Service's label.
     assert service["metadata"]["labels"][spec["jobLabel"]] == "mediagate"
+    # /metrics needs MEDIAGATE_METRICS_TOKEN: the monitor sends the token the gateway reads.
+    [container] = one(objects, "Deployment")["spec"]["template"]["spec"]["containers"]
+    [token_env] = [e for e in container["env"] if e["name"] == "MEDIAGATE_METRICS_TOKEN"]
+    reference = token_env["valueFrom"]["secretKeyRef"]
+    for endpoint in spec["endpoints"]:
+        sent = endpoint["bearerTokenSecret"]
+        assert (sent["name"], sent["key"]) == (reference["name"], reference["key"])
+    assert reference["name"] != "mediagate-keys"  # Prometheus is never given the keys
+
+
+def test_the_ingress_does_not_expose_metrics() -> None:
+    ingress = one(rendered(PRODUCTION), "Ingress")
+    for rule in ingress["spec"]["rules"]:
+        for path in rule["http"]["paths"]:
+            exposed = path["path"].rstrip("/") or "/"
+            # A Prefix path exposes everything under it: only the OpenAI API's /v1.
+            assert path["pathType"] in ("Prefix", "Exact")
+            assert not "/metrics".startswith(exposed), path
+            assert exposed == "/v1" or exposed.startswith("/v1/"), path
+
+
+def test_the_compose_prometheus_sends_the_gateways_metrics_token() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    token = services["mediagate"]["environment"]["MEDIAGATE_METRICS_TOKEN"]
+    assert compose["configs"]["metrics-token"]["content"] == token
+    [mounted] = services["prometheus"]["configs"]
+    assert mounted["source"] == "metrics-token"
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    [job] = [j for j in scrape["scrape_configs"] if j["job_name"] == "mediagate"]
+    assert job["authorization"]["type"] == "Bearer"
+    assert job["authorization"]["credentials_file"] == mounted["target"]
 
 
 def test_prometheus_rule_is_the_alert_file() -> None:
@@ -257,7 +289,7 @@ def test_the_gateway_deployment(directory: Path) -> None:
     [config_ref] = [e["configMapRef"]["name"] for e in container["envFrom"] if "configMapRef" in e]
     [secret_ref] = [e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e]
     config = config_maps[config_ref]["data"]
-    assert secret_ref == one(rendered(BASE), "Secret")["metadata"]["name"]
+    assert secret_ref == one(rendered(BASE), "Secret", "mediagate-keys")["metadata"]["name"]
     assert config["MEDIAGATE_DATA_DIR"] == "/data"
     catalog_mount = Path(config["MEDIAGATE_CONFIG"]).parent
     catalog_volume = volumes[mounts[str(catalog_mount)]["name"]]
@@ -343,7 +375,7 @@ def test_production_overlay() -> None:
 
 def test_settings_are_ones_the_gateway_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     known = setting_names()
-    secret = one(rendered(BASE), "Secret")
+    secret = one(rendered(BASE), "Secret", "mediagate-keys")
     # Every MEDIAGATE_* name the deployment files mention, comments included.
     files = [ROOT / "Dockerfile", ROOT / "docker-compose.yml"]
     files += [p for p in DEPLOY.rglob("*") if p.suffix in {".yaml", ".yml", ".env", ".json"}]
@@ -376,9 +408,11 @@ def test_settings_are_ones_the_gateway_reads(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_example_secret_holds_no_real_value() -> None:
-    secret = one(rendered(BASE), "Secret")
-    assert "data" not in secret
-    assert set(secret["stringData"].values()) == {"REPLACE_ME"}
+    secrets = [o for o in rendered(BASE) if o["kind"] == "Secret"]
+    assert {s["metadata"]["name"] for s in secrets} == {"mediagate-keys", "mediagate-metrics"}
+    for secret in secrets:
+        assert "data" not in secret
+        assert set(secret["stringData"].values()) == {"REPLACE_ME"}
     assert not [o for o in rendered(PRODUCTION) if o["kind"] == "Secret"]
 
 

@@ -13,7 +13,7 @@ from mediagate.errors import FetchRefused, GatewayError
 from mediagate.simulator import make_png
 from mediagate.upstream.fetcher import SafeFetcher
 
-from .conftest import Gateway, Sim
+from .conftest import Gateway, Sim, assert_error
 
 PNG = make_png(16, 16, "tiny")
 
@@ -57,6 +57,16 @@ class Recorder:
         "http://[::ffff:127.0.0.1]/a.png",
         "http://[fd00::1]/a.png",
         "http://224.0.0.1/a.png",
+        # IPv6 forms that carry a private IPv4 address (issue 14, item 11):
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",  # NAT64 of 169.254.169.254
+        "http://[64:ff9b::7f00:1]/a.png",  # NAT64 of 127.0.0.1
+        "http://[64:ff9b:1::a00:1]/a.png",  # local-use NAT64
+        "http://[2002:a9fe:a9fe::1]/a.png",  # 6to4 of 169.254.169.254
+        "http://[2002:7f00:1::]/a.png",  # 6to4 of 127.0.0.1
+        "http://[::a9fe:a9fe]/a.png",  # IPv4-compatible 169.254.169.254
+        "http://[::7f00:1]/a.png",  # IPv4-compatible 127.0.0.1
+        "http://[::ffff:0:a9fe:a9fe]/a.png",  # SIIT 169.254.169.254
+        "http://[::ffff:0:a00:1]/a.png",  # SIIT 10.0.0.1
         "file:///etc/passwd",
         "ftp://93.184.216.34/a.png",
         "gopher://93.184.216.34/",
@@ -69,12 +79,57 @@ def test_private_and_non_http_links_are_refused_without_connecting(url: str) -> 
     assert recorder.requests == []
 
 
-def test_public_address_is_fetched_at_the_checked_address() -> None:
+def test_public_address_is_fetched_under_its_own_name() -> None:
     recorder = Recorder()
     data, kind = fetch("http://93.184.216.34:8080/img.png?sig=1", recorder)
     assert (data, kind) == (PNG, "image/png")
     (request,) = recorder.requests
     assert request.url.host == "93.184.216.34" and request.url.params["sig"] == "1"
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["64:ff9b::808:808", "2002:808:808::1", "::ffff:8.8.8.8", "2606:4700::1111", "8.8.8.8"],
+)
+def test_ipv6_forms_of_public_addresses_are_public(address: str) -> None:
+    import ipaddress
+
+    from mediagate.upstream.fetcher import is_public
+
+    assert is_public(ipaddress.ip_address(address))
+
+
+def test_the_fetching_transport_checks_addresses_where_it_connects(sim: Sim) -> None:
+    """The fetch client's own check, with no SafeFetcher in front: a name that resolves to a
+    private address (localhost, as a rebinding name would at connect time) is refused when
+    the connection is made; an allow-listed host:port is reached, by its name."""
+    from mediagate.upstream.fetcher import public_transport
+
+    async def get(url: str, allow: list[str]) -> httpx.Response:
+        async with httpx.AsyncClient(transport=public_transport(allow)) as client:
+            return await client.get(url)
+
+    for url in (f"http://localhost:{sim.port}/healthz", f"http://[::ffff:127.0.0.1]:{sim.port}/"):
+        with pytest.raises(FetchRefused):
+            asyncio.run(get(url, []))
+    # The URL is not rewritten to the IP: the request still names its host.
+    response = asyncio.run(get(f"http://localhost:{sim.port}/nothing", [f"localhost:{sim.port}"]))
+    assert response.request.url.host == "localhost"
+    assert response.status_code in (401, 404)  # the simulator's answer, reached
+
+
+def test_https_keeps_the_hosts_name_for_sni_and_certificates(sim: Sim) -> None:
+    """TLS names the host, not the address: a plain-HTTP server on the allowed port fails the
+    handshake (it is reached, by name), and the pool is keyed by that name."""
+    from mediagate.upstream.fetcher import public_transport
+
+    async def get() -> None:
+        transport = public_transport([f"localhost:{sim.port}"])
+        async with httpx.AsyncClient(transport=transport) as client:
+            await client.get(f"https://localhost:{sim.port}/")
+
+    with pytest.raises(httpx.ConnectError):
+        asyncio.run(get())
 
 
 def test_redirect_to_a_private_address_is_refused() -> None:
@@ -159,3 +214,19 @@ def test_the_shared_upstream_client_keeps_no_cookies() -> None:
 
     asyncio.run(two_requests())
     assert seen == [None, None]  # A's cookie never rides along with B's request
+
+
+@pytest.mark.parametrize(
+    "link",
+    ["http://[64:ff9b::a9fe:a9fe]/latest/meta-data/", "http://[::ffff:0:7f00:1]/a.png"],
+)
+def test_gateway_refuses_a_reference_link_to_a_private_ipv4_in_ipv6_form(
+    videos_gw: Gateway, sim: Sim, link: str
+) -> None:
+    with videos_gw.http() as http:
+        response = http.post(
+            "/v1/videos",
+            json={"model": "sora-2", "prompt": "p", "input_reference": {"image_url": link}},
+        )
+    assert_error(response, 400, "input_reference", "unsafe_image_url")
+    assert sim.sent("/v1/videos") == []

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -253,3 +254,21 @@ def test_keys_commands_need_a_keys_file(tmp_path: Path) -> None:
     assert made.returncode == 0 and "# Add this entry" in made.stdout
     # list without one shows what there is: nothing.
     assert keys_cli("list").stdout.splitlines()[0].split()[0] == "NAME"
+
+
+def test_a_keys_file_name_that_is_also_an_env_key_name_stops_the_start(
+    make_gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    # team-a is in MEDIAGATE_API_KEYS too (the test gateway's default): two tenants, one name.
+    path = keys_file(tmp_path / "keys.yaml", [entry("team-a", "sk-other-team-a")])
+    with pytest.raises(RuntimeError):
+        make_gateway(keys_file=path)
+    # Changed later while running: refused, the previous keys kept.
+    path = keys_file(tmp_path / "ok.yaml", [entry("design", "sk-design")])
+    gateway = make_gateway(keys_file=path)
+    keys_file(path, [entry("design", "sk-design"), entry("team-a", "sk-other-team-a")])
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    with gateway.http(api_key="sk-other-team-a") as http:
+        wait_until(lambda: http.get("/v1/models").status_code == 401)
+        time.sleep(1.2)
+        assert http.get("/v1/models").status_code == 401

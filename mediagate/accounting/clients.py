@@ -116,8 +116,20 @@ class KeyRegistry:
         self._mtime: float | None = None
         self._checked = 0.0
         if keys_file is not None:
-            self._file_policies = read_keys_file(keys_file)  # a bad file stops the start
+            self._file_policies = self._read(keys_file)  # a bad file stops the start
             self._mtime = os.stat(keys_file).st_mtime
+
+    def _read(self, path: Path) -> list[KeyPolicy]:
+        """The keys file's policies; a name MEDIAGATE_API_KEYS has too is refused, since the two
+        tenants would share one name's budgets, limits and usage."""
+        policies = read_keys_file(path)
+        clash = sorted({p.name for p in policies} & {p.name for p in self._env})
+        if clash:
+            raise KeysFileError(
+                f"{path}: the key name '{clash[0]}' is also in MEDIAGATE_API_KEYS; "
+                "names must be unique across both"
+            )
+        return policies
 
     def _maybe_reload(self) -> None:
         now = time.monotonic()
@@ -128,7 +140,7 @@ class KeyRegistry:
             mtime = os.stat(self._file).st_mtime
             if mtime == self._mtime:
                 return
-            self._file_policies = read_keys_file(self._file)
+            self._file_policies = self._read(self._file)
             self._mtime = mtime
             log.info("reloaded the keys file: %d keys", len(self._file_policies))
         except (OSError, KeysFileError) as exc:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mediagate.errors import GatewayError
+from mediagate.errors import AuthenticationFailed, GatewayError
 from mediagate.gateway import Gateway
 from mediagate.http.deps import endpoint, gateway
 
@@ -41,5 +42,17 @@ async def readyz(request: Request) -> Response:
 
 @health.get("/metrics", dependencies=[endpoint("health")])
 async def metrics(request: Request) -> Response:
-    registry = gateway(request).metrics.registry
+    """Prometheus metrics; with MEDIAGATE_METRICS_TOKEN set, only for `Bearer <token>` (they
+    name the tenants and show their spend and remaining budgets)."""
+    gw = gateway(request)
+    token = gw.settings.metrics_token
+    if token is not None and token.get_secret_value():
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        expected = token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            raise AuthenticationFailed(
+                "GET /metrics needs 'Authorization: Bearer <MEDIAGATE_METRICS_TOKEN>'.",
+                headers={"www-authenticate": "Bearer"},
+            )
+    registry = gw.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -17,7 +17,7 @@ from starlette.datastructures import UploadFile
 from starlette.types import Receive, Scope, Send
 
 from mediagate.accounting.clients import KeyPolicy
-from mediagate.errors import InvalidRequest
+from mediagate.errors import InvalidRequest, Scrubber
 from mediagate.http.bodies import bounded
 from mediagate.http.deps import Client, client, endpoint, gateway, json_body
 from mediagate.http.idempotency import idempotency, json_digest, video_digest
@@ -50,8 +50,14 @@ videos = APIRouter(prefix="/v1", dependencies=[Depends(client)])
 class _Relay(StreamingResponse):
     """A streamed upstream answer whose connection is released however the client leaves."""
 
-    def __init__(self, upstream: httpx.Response) -> None:
-        headers = {k: upstream.headers[k] for k in _RELAYED if k in upstream.headers}
+    def __init__(self, upstream: httpx.Response, scrub: Scrubber) -> None:
+        # A header that holds an upstream key (a leaky ETag or file name) is dropped, not
+        # passed on altered: the client is better off without it.
+        headers = {
+            k: upstream.headers[k]
+            for k in _RELAYED
+            if k in upstream.headers and scrub(upstream.headers[k]) == upstream.headers[k]
+        }
         headers["cache-control"] = "private, no-store"
         super().__init__(
             upstream.aiter_raw(_CHUNK), status_code=upstream.status_code, headers=headers
@@ -246,5 +252,5 @@ async def content(video_id: str, request: Request, policy: Client) -> Response:
         if name in request.headers:
             headers[name] = request.headers[name]
     await _read(request, policy)
-    service = gateway(request).videos
-    return _Relay(await service.content(policy.name, video_id, variant, headers))
+    gw = gateway(request)
+    return _Relay(await gw.videos.content(policy.name, video_id, variant, headers), gw.scrub)

@@ -181,6 +181,7 @@ def plan_images(
         raise InvalidRequest(
             f"The model '{request.model}' (route {route.id}) does not support a mask.",
             param="mask",
+            code="unsupported_parameter",
         )
     plan = Plan(
         route=route,

@@ -37,7 +37,14 @@ from mediagate.accounting.pricing import (
     sum_usage,
 )
 from mediagate.catalog import Alias, Catalog, Route
-from mediagate.errors import GatewayError, InvalidRequest, UpstreamError, maybe_paid, unserved
+from mediagate.errors import (
+    GatewayError,
+    InvalidRequest,
+    Scrubber,
+    UpstreamError,
+    maybe_paid,
+    unserved,
+)
 from mediagate.imagedata import ImageWork, repair_b64, sniff_image_type
 from mediagate.images.plan import ImageJob, ImagesResult, plan_images
 from mediagate.images.spec import (
@@ -46,7 +53,7 @@ from mediagate.images.spec import (
     parse_edit,
     parse_generation,
 )
-from mediagate.images.streaming import emulate, relay
+from mediagate.images.streaming import emulate, is_event_stream, read_json, relay
 from mediagate.images.uploads import split_form
 from mediagate.observability.metrics import Metrics
 from mediagate.settings import Settings
@@ -92,6 +99,9 @@ class ImageService:
     hosted: HostedImages
     metering: Metering
     metrics: Metrics
+    # Upstream keys out of every upstream-written string the client gets (an upstream may echo
+    # its key into a revised prompt or a size).
+    scrub: Scrubber
     # An edit's images encoded inline: a pool of its own, never the default executor.
     work: ImageWork = field(default_factory=lambda: ImageWork(2, 16))
 
@@ -217,12 +227,18 @@ class ImageService:
             await settle(result.count, result.body.get("usage"))
             return ImagesAnswer(result.headers, body=result.body)
         try:
+            keepalive_s = self.settings.stream_keepalive_s
             if job.route.stream == "passthrough":
                 response, exits = await self._on_routes(job, self._open_stream)
-                events = relay(response, exits, settle)
+                if is_event_stream(response):
+                    events = relay(response, exits, settle)
+                else:
+                    # The upstream ignored `stream` and answered JSON: its events, emulated.
+                    work = self._from_json(job, response, exits)
+                    events = emulate(job, work, keepalive_s, settle)
             else:
                 work = self._on_routes(job, self._run_route)
-                events = emulate(job, work, self.settings.stream_keepalive_s, settle)
+                events = emulate(job, work, keepalive_s, settle)
         except BaseException:
             ticket.settle_soon(Charge(job.model, 0.0))
             await cleanup()
@@ -321,6 +337,14 @@ class ImageService:
             *(self._images(job, n, answer) for n, answer in zip(plan.calls, sent, strict=True)),
             return_exceptions=True,
         )
+        return self._merged(job, outcomes)
+
+    def _merged(
+        self,
+        job: ImageJob,
+        outcomes: list[tuple[UpstreamResult, list[dict[str, Any]]] | BaseException],
+    ) -> ImagesResult:
+        """The calls' outcomes as one ImagesResponse (or the error that stands for them)."""
         done = [o for o in outcomes if not isinstance(o, BaseException)]
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         for error in failed:
@@ -341,7 +365,9 @@ class ImageService:
         data = [item for _, items in done for item in items]
         body: dict[str, Any] = {"created": int(time.time()), "data": data}
         if len(done) == 1:
-            body.update(done[0][0].extra)
+            # Only the ImagesResponse fields the OpenAI schema has, and never an upstream key.
+            extra = done[0][0].extra
+            body.update({k: v for k, v in extra.items() if v == self.scrub(v)})
         usage = sum_usage([result.usage for result, _ in done if result.usage])
         if usage:
             body["usage"] = usage
@@ -353,8 +379,13 @@ class ImageService:
         """One call's images, in the form the client asked for."""
         if isinstance(answer, BaseException):
             raise answer
+        return await self._parsed(job, n, answer.payload)
+
+    async def _parsed(
+        self, job: ImageJob, n: int, payload: Any
+    ) -> tuple[UpstreamResult, list[dict[str, Any]]]:
         try:
-            result = job.dialect.parse(answer.payload)
+            result = job.dialect.parse(payload)
             items = await asyncio.gather(*(self._item(job, image) for image in result.images[:n]))
         except GatewayError as error:
             # The upstream made (and charged for) this: no other route, and no retry, for it.
@@ -373,6 +404,19 @@ class ImageService:
             await exits.aclose()
             raise
         return response, exits
+
+    async def _from_json(
+        self, job: ImageJob, response: httpx.Response, exits: AsyncExitStack
+    ) -> ImagesResult:
+        """The result of a streaming call the upstream answered with plain JSON."""
+        try:
+            payload = await read_json(response, self.settings.upstream_max_bytes)
+        finally:
+            await exits.aclose()
+        outcome = await asyncio.gather(
+            self._parsed(job, job.plan.calls[0], payload), return_exceptions=True
+        )
+        return self._merged(job, list(outcome))
 
     async def _image_bytes(self, image: UpstreamImage) -> bytes:
         if image.b64 is not None:
@@ -394,14 +438,14 @@ class ImageService:
                 data = await self._image_bytes(image)
                 item["b64_json"] = base64.b64encode(data).decode("ascii")
         elif image.url is not None and self.settings.image_urls == "passthrough":
-            item["url"] = image.url
+            item["url"] = self.scrub(image.url)
         else:
             # Upstream links die within a day; the gateway keeps its own copy for the retention.
             data = await self._image_bytes(image)
             name = await self.hosted.put(data, sniff_image_type(data) or "image/png")
             item["url"] = f"{job.base_url}/v1/files/images/{name}"
         if image.revised_prompt:
-            item["revised_prompt"] = image.revised_prompt
+            item["revised_prompt"] = self.scrub(image.revised_prompt)
         return item
 
 

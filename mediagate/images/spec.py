@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
 
 from mediagate.errors import InvalidRequest
 
@@ -16,23 +16,25 @@ from mediagate.errors import InvalidRequest
 class _ImageRequest(BaseModel):
     # extra="forbid" turns an unknown field into a clear 400, as the OpenAI API does.
     model_config = ConfigDict(extra="forbid")
+    # Integers are strict (the OpenAI schema says integer): true, "2", 2.0 and non-ASCII
+    # digits are a 400, never a number. An edit's multipart text is read as ASCII digits first.
 
     prompt: str = Field(min_length=1)
     model: str | None = None
-    n: int | None = Field(default=None, ge=1, le=10)
+    n: StrictInt | None = Field(default=None, ge=1, le=10)
     size: str | None = Field(default=None, pattern=r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")
     quality: Literal["low", "medium", "high", "xhigh", "max", "auto", "standard", "hd"] | None = (
         None
     )
     response_format: Literal["url", "b64_json"] | None = None
     output_format: Literal["png", "webp", "jpeg", "gif", "svg"] | None = None
-    output_compression: int | None = Field(default=None, ge=0, le=100)
+    output_compression: StrictInt | None = Field(default=None, ge=0, le=100)
     background: Literal["transparent", "opaque", "auto"] | None = None
     moderation: Literal["low", "auto"] | None = None
     complexity: Literal["low", "medium", "high"] | None = None
-    frame_count: int | None = Field(default=None, ge=1)
-    frame_duration_ms: int | None = Field(default=None, ge=1)
-    partial_images: int | None = Field(default=None, ge=0, le=3)
+    frame_count: StrictInt | None = Field(default=None, ge=1)
+    frame_duration_ms: StrictInt | None = Field(default=None, ge=1)
+    partial_images: StrictInt | None = Field(default=None, ge=0, le=3)
     user: str | None = None
     safety_identifier: str | None = None
 
@@ -49,8 +51,8 @@ class ImageGenerationRequest(_ImageRequest):
 
 
 class ImageEditRequest(_ImageRequest):
-    """An edit's text fields. They arrive as multipart strings ("2", "true"), which pydantic's
-    lax mode turns into numbers and booleans."""
+    """An edit's text fields. They arrive as multipart strings ("2", "true"): plain ASCII
+    digits become integers (`parse_edit`), pydantic's lax mode turns "true" into a boolean."""
 
     input_fidelity: Literal["high", "low"] | None = None
     stream: bool | None = None
@@ -77,8 +79,23 @@ def parse_generation(body: Any) -> ImageGenerationRequest:
     return _validate(ImageGenerationRequest, body)
 
 
+_INTEGERS = frozenset(
+    name
+    for name, field in _ImageRequest.model_fields.items()
+    if field.annotation == (StrictInt | None)
+)
+
+
 def parse_edit(fields: dict[str, Any]) -> ImageEditRequest:
-    return _validate(ImageEditRequest, fields)
+    # Only ASCII digits are a number: "2", not a full-width or Arabic-Indic 2, "2.0" or "+2"
+    # (int() would take them all).
+    typed = {
+        name: int(value)
+        if name in _INTEGERS and isinstance(value, str) and value.isascii() and value.isdigit()
+        else value
+        for name, value in fields.items()
+    }
+    return _validate(ImageEditRequest, typed)
 
 
 def _validate(kind: type[R], body: dict[str, Any]) -> R:

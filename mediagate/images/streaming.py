@@ -15,6 +15,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +25,7 @@ from typing import Any
 import httpx
 
 from mediagate.accounting.pricing import sum_usage
-from mediagate.errors import GatewayError, UpstreamError
+from mediagate.errors import GatewayError, UpstreamError, maybe_paid
 from mediagate.imagedata import sniff_image_type
 from mediagate.images.plan import ImageJob, ImagesResult
 
@@ -72,10 +73,23 @@ def completed_events(job: ImageJob, result: ImagesResult) -> list[bytes]:
             or job.plan.params.get("background", "auto"),
             "output_format": _FORMATS.get(sniff_image_type(head) or "", "png"),
         }
-        if index == len(items) - 1 and "usage" in result.body:
-            event["usage"] = result.body["usage"]  # the usage of the whole request, once
+        # The official events always carry usage (ImageGenCompletedEvent requires it): the
+        # whole request's on the last event, zero on the others, so the events sum to it. A
+        # route billed per call reports none upstream: zero tokens, truthfully.
+        last = index == len(items) - 1
+        usage = result.body.get("usage") if last else None
+        event["usage"] = usage if isinstance(usage, dict) else _zero_usage()
         events.append(sse(kind, event))
     return events
+
+
+def _zero_usage() -> dict[str, Any]:
+    return {
+        "total_tokens": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "input_tokens_details": {"text_tokens": 0, "image_tokens": 0},
+    }
 
 
 async def emulate(
@@ -109,16 +123,88 @@ async def emulate(
         task.cancel()
 
 
-def _completed_usage(event: bytes) -> dict[str, Any] | None:
-    """The usage of a relayed completed event (its data line is JSON), if it has one."""
+class EventParser:
+    """Splits a byte stream into whole server-sent events, incrementally.
+
+    Lines end in CRLF, LF or a bare CR (the SSE spec's rule), wherever the stream's chunks
+    happen to split them: a CR that ends one chunk and an LF that starts the next are one line
+    end, not two. Each byte is scanned once (an offset remembers how far a partial line was
+    searched), so a multi-megabyte event costs linear time. An event comes out with its lines
+    joined by LF and ending in a blank line: what any SSE client reads the same way.
+    """
+
+    _EOL = re.compile(rb"[\r\n]")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._scanned = 0  # bytes of the buffer known to hold no line end
+        self._lines: list[bytes] = []  # the current event's lines so far
+        self._after_cr = False  # the last line ended in a CR: an LF next belongs to it
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The events completed by `chunk`."""
+        if not chunk:
+            return []
+        if self._after_cr and chunk[:1] == b"\n":
+            chunk = chunk[1:]
+        self._after_cr = False
+        buffer = self._buffer
+        buffer += chunk
+        events: list[bytes] = []
+        start = 0
+        while True:
+            match = self._EOL.search(buffer, max(start, self._scanned))
+            if match is None:
+                break
+            end = match.start()
+            line = bytes(buffer[start:end])
+            start = end + 1
+            if buffer[end] == 0x0D:  # CR: an LF right after it is part of the same line end
+                if start < len(buffer):
+                    if buffer[start] == 0x0A:
+                        start += 1
+                else:
+                    self._after_cr = True
+            if line:
+                self._lines.append(line)
+            elif self._lines:
+                events.append(b"\n".join(self._lines) + b"\n\n")
+                self._lines = []
+        del buffer[:start]
+        self._scanned = len(buffer)
+        return events
+
+    @property
+    def pending(self) -> bool:
+        """Bytes of an event that has not ended yet."""
+        return bool(self._buffer or self._lines)
+
+
+def _event_type(event: bytes) -> str:
+    """An event's name: its `event:` field, else its data's `type`."""
     for line in event.split(b"\n"):
-        if line.startswith(b"data:"):
-            try:
-                usage = json.loads(line[5:]).get("usage")
-            except (ValueError, AttributeError):
-                return None
-            return usage if isinstance(usage, dict) else None
-    return None
+        if line.startswith(b"event:"):
+            return line[6:].strip().decode("utf-8", "replace")
+    data = _event_data(event)
+    kind = data.get("type") if data is not None else None
+    return kind if isinstance(kind, str) else ""
+
+
+def _event_data(event: bytes) -> dict[str, Any] | None:
+    """An event's data (its data lines joined, as JSON), if it is a JSON object."""
+    lines = [line[5:] for line in event.split(b"\n") if line.startswith(b"data:")]
+    try:
+        data = json.loads(b"\n".join(lines))
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _completed_usage(event: bytes) -> dict[str, Any] | None:
+    """The usage of a relayed completed event (its data is JSON), if it has one."""
+    data = _event_data(event)
+    usage = data.get("usage") if data is not None else None
+    return usage if isinstance(usage, dict) else None
 
 
 def _add_usage(total: dict[str, Any] | None, usage: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -129,31 +215,63 @@ def _add_usage(total: dict[str, Any] | None, usage: dict[str, Any] | None) -> di
     return sum_usage([total, usage] if total is not None else [usage])
 
 
+def is_event_stream(response: httpx.Response) -> bool:
+    """Whether an answer to a streaming request is a stream (some upstreams answer JSON)."""
+    kind: str = response.headers.get("content-type", "")
+    return kind.split(";", 1)[0].strip().lower() == "text/event-stream"
+
+
+async def read_json(response: httpx.Response, max_bytes: int) -> Any:
+    """A JSON answer to a streaming request, read whole (at most `max_bytes`): the upstream
+    made, and charged for, what it describes, so an unusable one may have been paid."""
+    body = bytearray()
+    try:
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > max_bytes:
+                raise maybe_paid(
+                    UpstreamError(
+                        f"The upstream answered more than {max_bytes} bytes.",
+                        code="upstream_response_too_large",
+                    )
+                )
+        return json.loads(body)
+    except httpx.HTTPError as exc:
+        error = UpstreamError(
+            f"The upstream answer broke off: {type(exc).__name__}.",
+            code="upstream_connection_lost",
+        )
+        raise maybe_paid(error) from None
+    except ValueError:
+        kind = response.headers.get("content-type", "unknown content type")
+        error = UpstreamError(
+            f"The upstream answered a stream with a body that is not JSON ({kind}).",
+            code="bad_upstream_response",
+        )
+        raise maybe_paid(error) from None
+
+
 async def relay(
     response: httpx.Response, exits: AsyncExitStack, settle: Settle
 ) -> AsyncIterator[bytes]:
     """The upstream's events, whole, as they arrive."""
-    buffer = b""
+    parser = EventParser()
     completed = 0
     usage: dict[str, Any] | None = None
     try:
         try:
             async for chunk in response.aiter_bytes():
-                buffer += chunk.replace(b"\r\n", b"\n")
-                *events, buffer = buffer.split(b"\n\n")
-                for event in events:
-                    if not event.strip():
-                        continue
-                    if b".completed" in event.split(b"\n", 1)[0]:
+                for event in parser.feed(chunk):
+                    if _event_type(event).endswith(".completed"):
                         completed += 1
                         usage = _add_usage(usage, _completed_usage(event))
-                    yield event + b"\n\n"
+                    yield event
         except httpx.HTTPError as exc:
             yield error_event(
                 UpstreamError(f"The upstream stream broke off: {type(exc).__name__}.")
             )
             return
-        if buffer.strip() or not completed:
+        if parser.pending or not completed:
             yield error_event(UpstreamError("The upstream stream ended before the image was done."))
             return
     finally:

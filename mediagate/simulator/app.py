@@ -52,7 +52,7 @@ from mediagate.simulator.rules import (
 )
 from mediagate.simulator.state import Call, SimConfig, SimState
 from mediagate.simulator.streaming import QUIET_CUTS, image_events
-from mediagate.simulator.videos import register_video_routes
+from mediagate.simulator.videos import bearer_of, register_video_routes
 
 REFUSAL_TEXT = "I can't create that image because it may violate our content policy."
 _PNG = "image/png"
@@ -301,18 +301,25 @@ def _images_faults(directives: Directives, *, wants_stream: bool) -> None:
 async def _answer_images(
     request: Request, config: SimConfig, sim: SimState, job: ImageJob, directives: Directives
 ) -> Response:
-    if job.stream:
+    if job.stream and not directives.nostream:
         # Streams always carry base64 (response_format and the b64 directives do not apply),
         # and the service time is spread over the events instead of paid up front.
         gap_s = max(config.latency_s, config.stream_gap_s)
         return StreamingResponse(
-            image_events(job, gap_s=gap_s, cut=directives.cut),
+            image_events(job, gap_s=gap_s, cut=directives.cut, line_end=directives.line_end),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
     await _service_time(config)
     form = "url" if directives.b64url else "b64_json" if directives.b64only else job.response_format
-    return JSONResponse(await _images_body(request, sim, job.route, job, form))
+    body = await _images_body(request, sim, job.route, job, form)
+    if directives.echokey:
+        # A leaky upstream: its key in every string it may write, and a field of its own.
+        key = bearer_of(request)
+        for item in body["data"]:
+            item["revised_prompt"] = f"{job.prompt} ({key})"
+        body.update(size=f"{job.size} {key}", upstream_debug={"key": key}, quality=key)
+    return JSONResponse(body)
 
 
 async def _images_body(

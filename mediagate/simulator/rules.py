@@ -254,6 +254,13 @@ class Directives:
     # Tokens of the input the upstream's prompt cache served: (text, image), each at most what
     # the request has (official routes' usage only).
     cached: tuple[int, int] = (0, 0)
+    # Streamed events' line endings: "lf", or "crlf" (each CR and LF sent in separate chunks,
+    # as the SSE spec allows) or "cr" (bare CRs, also allowed).
+    line_end: str = "lf"
+    nostream: bool = False  # answer plain JSON even to `stream: true` (some upstreams do)
+    # A leaky upstream: its key echoed into every string it may (revised_prompt, size, an extra
+    # field, and a video's ETag and Content-Disposition).
+    echokey: bool = False
 
 
 def parse_directives(prompt: str | None) -> Directives:
@@ -273,6 +280,9 @@ def parse_directives(prompt: str | None) -> Directives:
         b64only="[sim:b64only]" in prompt,
         cut="[sim:cut]" in prompt,
         cached=(int(cached.group(1)), int(cached.group(2))) if cached else (0, 0),
+        line_end="crlf" if "[sim:crlf]" in prompt else "cr" if "[sim:cr]" in prompt else "lf",
+        nostream="[sim:nostream]" in prompt,
+        echokey="[sim:echokey]" in prompt,
     )
 
 

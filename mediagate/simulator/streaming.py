@@ -34,8 +34,12 @@ def event_prefix(job: ImageJob) -> str:
     return "image_edit" if job.edit else "image_generation"
 
 
-async def image_events(job: ImageJob, *, gap_s: float, cut: bool = False) -> AsyncIterator[bytes]:
-    """The SSE body; with `cut`, raises ConnectionCut after the first event.
+async def image_events(
+    job: ImageJob, *, gap_s: float, cut: bool = False, line_end: str = "lf"
+) -> AsyncIterator[bytes]:
+    """The SSE body; with `cut`, raises ConnectionCut after the first event. `line_end` "crlf"
+    ends lines in CRLF with every CR at the end of one chunk and its LF starting the next;
+    "cr" ends them in bare CRs.
 
     Raising inside a StreamingResponse body makes the server drop the connection without the
     terminating chunk, so the client sees a truncated stream rather than a clean end.
@@ -52,7 +56,8 @@ async def image_events(job: ImageJob, *, gap_s: float, cut: bool = False) -> Asy
             width, height = max(1, job.width >> shift), max(1, job.height >> shift)
             png = await asyncio.to_thread(make_png, width, height, seed)
             fields = _common_fields(job, png) | {"partial_image_index": partial}
-            yield _event(f"{prefix}.partial_image", fields)
+            async for piece in _framed(_event(f"{prefix}.partial_image", fields), line_end):
+                yield piece
             if cut:
                 await _cut(pause)
         await asyncio.sleep(pause)
@@ -60,9 +65,25 @@ async def image_events(job: ImageJob, *, gap_s: float, cut: bool = False) -> Asy
         # Each completed event bills its own image, so the events sum to the whole request's
         # output tokens (the prompt and input images are counted in every event).
         fields = _common_fields(job, png) | {"usage": image_usage(job, images=1)}
-        yield _event(f"{prefix}.completed", fields)
+        async for piece in _framed(_event(f"{prefix}.completed", fields), line_end):
+            yield piece
         if cut:
             await _cut(pause)
+
+
+async def _framed(event: bytes, line_end: str) -> AsyncIterator[bytes]:
+    if line_end == "cr":
+        yield event.replace(b"\n", b"\r")
+        return
+    if line_end != "crlf":
+        yield event
+        return
+    lines = event.split(b"\n")
+    for index, line in enumerate(lines[:-1]):
+        # "...\r" | "\n..." : a short pause so the two halves leave in separate chunks.
+        yield (b"\n" if index else b"") + line + b"\r"
+        await asyncio.sleep(0.005)
+    yield b"\n"
 
 
 async def _cut(pause: float) -> None:

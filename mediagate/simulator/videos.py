@@ -5,7 +5,8 @@ and a reference image whose pixels equal `size` exactly, so a gateway that forge
 fails here. Jobs move queued -> in_progress -> completed on the clock (no background tasks:
 the state is computed when asked). Content is generated on the fly in chunks, so a 500 MB
 video costs no memory. Prompt directives: `[sim:fail]` or `[sim:fail=CODE]` (the job fails),
-`[sim:bytes=N]` (content size), `[sim:render=S]` (seconds in progress), `[sim:status=NNN]`
+`[sim:bytes=N]` (content size), `[sim:render=S]` (seconds in progress), `[sim:echokey]` (the
+upstream key echoed in the content's ETag and Content-Disposition), `[sim:status=NNN]`
 (the create itself fails).
 """
 
@@ -272,9 +273,20 @@ def register_video_routes(app: FastAPI, config: SimConfig, sim: SimState) -> Non
                 raise invalid(f"Invalid variant '{variant}'.", "variant")
             if video.status()[0] != "completed":
                 raise invalid("The video is not ready yet.", None, "video_not_ready")
-            return file_response(request, video.id, video.size, video.content_bytes, variant)
+            response = file_response(request, video.id, video.size, video.content_bytes, variant)
+            if "[sim:echokey]" in video.prompt:
+                # A leaky upstream: its key in the file's ETag and Content-Disposition.
+                key = bearer_of(request)
+                response.headers["etag"] = f'"{video.id}-{key}"'
+                response.headers["content-disposition"] = f'attachment; filename="{key}.mp4"'
+            return response
 
         return await served(request, dict(request.query_params), handle)
+
+
+def bearer_of(request: Request) -> str:
+    """The key a request was made with (what a leaky upstream echoes)."""
+    return request.headers.get("authorization", "").removeprefix("Bearer ").strip()
 
 
 def _describe(data: bytes, declared: str | None) -> dict[str, Any]:

@@ -2,9 +2,21 @@
 
 A model can write any URL into its answer, including ones that point at the gateway's own
 network. So: http(s) only, every address the host resolves to must be public (unless the
-operator allowed that host:port), the connection goes to the address that was checked (no DNS
-rebinding between check and connect), redirects are checked hop by hop, the body is capped, and
+operator allowed that host:port), redirects are checked hop by hop, the body is capped, and
 only image bytes are accepted.
+
+"Public" sees through the IPv6 forms that carry an IPv4 address: IPv4-mapped (::ffff:a.b.c.d),
+SIIT (::ffff:0:a.b.c.d), IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96; the local-use
+64:ff9b:1::/48 is never public), 6to4 (2002::/16) and Teredo: the embedded IPv4 must be public
+too, or `http://[64:ff9b::a9fe:a9fe]/` would reach 169.254.169.254 wherever NAT64 exists.
+
+Fetching has its own client (`public_transport`, built in mediagate.gateway), whose network
+backend makes the check where connections are made: it resolves the host, refuses unless every
+address is public, and connects to a checked address, so DNS rebinding between a check and the
+connection cannot happen. The URL keeps its host name, so the connection pool is keyed by host
+and TLS sends that host's SNI and checks its certificate (a connection opened for one host is
+never reused for another on the same IP). `SafeFetcher` also checks each hop's host before
+sending, to refuse early with a clear message.
 """
 
 from __future__ import annotations
@@ -12,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+from collections.abc import Iterable
 
+import httpcore
 import httpx
 
 from mediagate.errors import FetchRefused, UpstreamError, UpstreamTimeout
@@ -22,10 +36,46 @@ from mediagate.observability import tracing
 _MAX_REDIRECTS = 3
 
 
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # RFC 8215: a local network's own
+_SIIT = ipaddress.IPv6Network("::ffff:0:0:0/96")
+_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (and would reach through a translator)."""
+    found: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)  # the server's and the client's
+    if ip in _NAT64 or ip in _SIIT or ip in _COMPATIBLE:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
 def is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
+    if ip.is_multicast:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in _NAT64_LOCAL:
+            return False
+        embedded = embedded_ipv4(ip)
+        if embedded:
+            # The wrapper says nothing: where it leads does (mapped and SIIT forms are not
+            # "global" themselves, 6to4 and NAT64 ones are, whatever they carry).
+            return all(is_public(v4) for v4 in embedded)
+    return ip.is_global
+
+
+def _checked(host: str, addresses: list[str]) -> list[str]:
+    """`addresses` if every one is public, else FetchRefused."""
+    parsed = [ipaddress.ip_address(a.split("%")[0]) for a in addresses]
+    if not parsed or not all(is_public(ip) for ip in parsed):
+        raise FetchRefused(f"Refused to fetch an image from '{host}': it is not a public address.")
+    return addresses
 
 
 async def _resolve(host: str, port: int) -> list[str]:
@@ -34,6 +84,77 @@ async def _resolve(host: str, port: int) -> list[str]:
     except OSError:
         raise FetchRefused(f"Could not resolve the image host '{host}'.") from None
     return [str(info[4][0]) for info in infos]
+
+
+class _PublicOnly(httpcore.AsyncNetworkBackend):
+    """Connects only to public addresses (or to an allow-listed host:port): the check is made
+    here, at connect time, on the addresses the connection then uses."""
+
+    def __init__(self, allow_hosts: list[str]) -> None:
+        self._allow = {h.lower() for h in allow_hosts}
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        if _allowed(self._allow, host, port):
+            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+        addresses = _checked(host, await _resolve(host, port))
+        error: OSError | httpcore.ConnectError | None = None
+        for address in dict.fromkeys(addresses):
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except (OSError, httpcore.ConnectError) as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise FetchRefused("Refused to fetch an image over a Unix socket.")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def _allowed(allow: set[str], host: str, port: int) -> bool:
+    """Whether the operator allowed host:port (an IPv6 host with or without brackets)."""
+    host = host.lower()
+    return f"{host}:{port}" in allow or f"[{host}]:{port}" in allow
+
+
+class _PublicTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport on a connection pool whose network backend is `_PublicOnly`."""
+
+    def __init__(self, allow_hosts: list[str], limits: httpx.Limits) -> None:
+        super().__init__(limits=limits)
+        # httpx builds its pool with the default backend and offers no parameter for another:
+        # the same pool (TLS context, limits), on ours.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_PublicOnly(allow_hosts),
+        )
+
+
+def public_transport(
+    allow_hosts: list[str], limits: httpx.Limits | None = None
+) -> httpx.AsyncBaseTransport:
+    """The transport of the fetching client: connections to public addresses only."""
+    return _PublicTransport(allow_hosts, limits or httpx.Limits())
 
 
 class SafeFetcher:
@@ -51,24 +172,15 @@ class SafeFetcher:
         self._max_bytes = max_bytes
         self._timeout_s = timeout_s
 
-    async def _target(self, url: httpx.URL) -> tuple[httpx.URL, dict[str, str], dict[str, str]]:
-        """The URL to connect to (host replaced by a checked address), headers and extensions."""
+    async def _check(self, url: httpx.URL) -> None:
+        """Refuses a link that is not http(s) or whose host is not public, before sending (the
+        transport checks again where it connects)."""
         if url.scheme not in ("http", "https") or not url.host:
             raise FetchRefused("Refused to fetch an image link that is not http(s).")
         port = url.port or (443 if url.scheme == "https" else 80)
-        if f"{url.host}:{port}".lower() in self._allow:
-            return url, {}, {}
-        addresses = await _resolve(url.host, port)
-        parsed = [ipaddress.ip_address(a.split("%")[0]) for a in addresses]
-        if not parsed or not all(is_public(ip) for ip in parsed):
-            raise FetchRefused(
-                f"Refused to fetch an image from '{url.host}': it is not a public address."
-            )
-        host = url.host
-        pinned = url.copy_with(host=str(parsed[0]))
-        extensions = {"sni_hostname": host} if url.scheme == "https" else {}
-        default_port = port == (443 if url.scheme == "https" else 80)
-        return pinned, {"Host": host if default_port else f"{host}:{port}"}, extensions
+        if _allowed(self._allow, url.host, port):
+            return
+        _checked(url.host, await _resolve(url.host, port))
 
     async def fetch_image(self, link: str) -> tuple[bytes, str]:
         """The image's bytes and content type, or a GatewayError saying why not."""
@@ -98,10 +210,8 @@ class SafeFetcher:
 
     async def _fetch(self, url: httpx.URL) -> tuple[bytes, str]:
         for _ in range(_MAX_REDIRECTS + 1):
-            target, headers, extensions = await self._target(url)
-            request = self._client.build_request(
-                "GET", target, headers=headers, extensions=extensions
-            )
+            await self._check(url)
+            request = self._client.build_request("GET", url)
             response = await self._client.send(request, stream=True, follow_redirects=False)
             try:
                 if response.is_redirect and "location" in response.headers:
@@ -122,13 +232,10 @@ class SafeFetcher:
         webhook receiver answers where it was told to): the answer's HTTP status."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                target, pinned, extensions = await self._target(httpx.URL(link))
+                url = httpx.URL(link)
+                await self._check(url)
                 response = await self._client.post(
-                    target,
-                    content=body,
-                    headers={**headers, **pinned},
-                    extensions=extensions,
-                    follow_redirects=False,
+                    url, content=body, headers=headers, follow_redirects=False
                 )
                 return response.status_code
         except TimeoutError:

@@ -1,0 +1,64 @@
+"""Every error answer carries a stable, documented code (issue 14, item 15)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+
+from .conftest import Gateway
+from .test_edits import PNG_SMALL
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "api.md"
+
+
+def _documented_codes() -> set[str]:
+    table = DOCS.read_text().split("### Error codes", 1)[1]
+    return set(re.findall(r"^\| `([a-z_]+)`", table, re.M)) | set(
+        re.findall(
+            r"`([a-z_]+)`", "".join(re.findall(r"^\| `[a-z_]+`(?:, `[a-z_]+`)+", table, re.M))
+        )
+    )
+
+
+def _cases(http: httpx.Client) -> dict[str, httpx.Response]:
+    return {
+        "bad json": http.post(
+            "/v1/images/generations",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        ),
+        "mask on a maskless route": http.post(
+            "/v1/images/edits",
+            data={"model": "gpt-image-2-web", "prompt": "e"},
+            files=[
+                ("image", ("a.png", PNG_SMALL, "image/png")),
+                ("mask", ("m.png", PNG_SMALL, "image/png")),
+            ],
+        ),
+        "bad list limit": http.get("/v1/videos", params={"limit": "0"}),
+        "bad list order": http.get("/v1/videos", params={"order": "sideways"}),
+        "bad content variant": http.get(
+            "/v1/videos/video_123/content", params={"variant": "poster"}
+        ),
+        "unknown route": http.get("/v1/nothing-here"),
+        "wrong method": http.delete("/v1/images/generations"),
+        "not an object": http.post("/v1/images/generations", json=[1]),
+        "bad days": http.get("/v1/usage", params={"days": "0"}),
+        "compression without jpeg": http.post(
+            "/v1/images/generations",
+            json={"model": "gpt-image-2", "prompt": "p", "output_compression": 50},
+        ),
+    }
+
+
+def test_every_error_has_a_stable_documented_code(gateway: Gateway) -> None:
+    documented = _documented_codes()
+    with gateway.http() as http:
+        answers = _cases(http)
+    for case, response in answers.items():
+        assert 400 <= response.status_code < 500, (case, response.status_code, response.text)
+        error = response.json()["error"]
+        assert error["code"], (case, error)
+        assert error["code"] in documented, (case, error["code"])

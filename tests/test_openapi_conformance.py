@@ -1,0 +1,113 @@
+"""The gateway's answers checked against the official OpenAI OpenAPI document's schemas
+(issue 14, item 15): images, image stream events (relayed and emulated), videos, models and
+errors. Skipped when the document is not there (../shared/openai-openapi/openapi.yaml, or
+MEDIAGATE_OPENAPI_YAML)."""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from openapi_schema_validator import OAS31Validator
+
+from .conftest import CLIENT_KEY, Gateway
+
+_ROOT = Path(__file__).resolve().parent.parent
+_CANDIDATES = [
+    Path(os.environ.get("MEDIAGATE_OPENAPI_YAML", "/nonexistent")),
+    _ROOT.parent / "shared" / "openai-openapi" / "openapi.yaml",
+    Path("/work/shared/openai-openapi/openapi.yaml"),
+]
+_DOCUMENT = next((p for p in _CANDIDATES if p.is_file()), None)
+pytestmark = pytest.mark.skipif(_DOCUMENT is None, reason="the OpenAI OpenAPI document is absent")
+
+
+@cache
+def _components() -> dict[str, Any]:
+    assert _DOCUMENT is not None
+    with _DOCUMENT.open() as handle:
+        document = yaml.load(handle, Loader=yaml.CSafeLoader)
+    return {"schemas": document["components"]["schemas"]}
+
+
+def conforms(instance: Any, schema: str) -> None:
+    validator = OAS31Validator(
+        {"$ref": f"#/components/schemas/{schema}", "components": _components()}
+    )
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(instance)]
+    assert not errors, (schema, errors)
+
+
+def events(response: httpx.Response) -> list[dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    return [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
+
+
+@pytest.mark.parametrize(
+    ("model", "body"),
+    [
+        ("gpt-image-2", {"size": "1024x1024", "quality": "low"}),
+        ("gpt-image-2-web", {}),
+        ("sora_image", {"size": "1024x1536"}),
+    ],
+)
+def test_image_answers_and_their_stream_events_conform(
+    gateway: Gateway, model: str, body: dict[str, Any]
+) -> None:
+    plain = gateway.generate("a fox", model=model, response_format="b64_json", **body)
+    assert plain.status_code == 200, plain.text
+    conforms(plain.json(), "ImagesResponse")
+    streamed = gateway.generate("a fox", model=model, stream=True, **body)
+    kinds = []
+    for event in events(streamed):
+        kinds.append(event["type"])
+        conforms(event, "ImageGenStreamEvent")
+    assert kinds[-1] == "image_generation.completed"
+
+
+def test_image_edit_stream_events_conform(gateway: Gateway) -> None:
+    from .test_edits import PNG_SMALL
+
+    with gateway.http() as http:
+        for model in ("gpt-image-2", "gpt-image-2-web"):
+            response = http.post(
+                "/v1/images/edits",
+                data={"model": model, "prompt": "e", "stream": "true"},
+                files=[("image", ("a.png", PNG_SMALL, "image/png"))],
+            )
+            for event in events(response):
+                conforms(event, "ImageEditStreamEvent")
+
+
+def test_models_and_errors_conform(gateway: Gateway) -> None:
+    with gateway.http() as http:
+        models = http.get("/v1/models").json()
+        conforms(models, "ListModelsResponse")
+        conforms(http.get(f"/v1/models/{models['data'][0]['id']}").json(), "Model")
+        errors = [
+            http.post("/v1/images/generations", json={"prompt": "p", "n": 0}),
+            http.get("/v1/nothing-here"),
+            http.delete("/v1/images/generations"),
+            http.get("/v1/videos/video_nope"),
+        ]
+    with httpx.Client(base_url=gateway.url) as anonymous:
+        errors.append(anonymous.get("/v1/models"))
+    for response in errors:
+        assert response.status_code >= 400
+        conforms(response.json(), "ErrorResponse")
+        assert response.json()["error"]["code"]
+
+
+def test_video_answers_conform(videos_gw: Gateway) -> None:
+    sdk = videos_gw.sdk(CLIENT_KEY)
+    video = sdk.videos.create_and_poll(model="sora-2", prompt="waves", size="1280x720", seconds="4")
+    with videos_gw.http() as http:
+        conforms(http.get(f"/v1/videos/{video.id}").json(), "VideoResource")
+        conforms(http.get("/v1/videos").json(), "VideoListResource")
+        conforms(http.delete(f"/v1/videos/{video.id}").json(), "DeletedVideoResource")
