@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 
 import httpcore
 import httpx
@@ -194,19 +195,25 @@ class SafeFetcher:
             span.outcome("ok")
             return data, kind
 
-    async def _fetch_image(self, link: str) -> tuple[bytes, str]:
+    @asynccontextmanager
+    async def _bounded(self, doing: str, invalid: str, code: str) -> AsyncIterator[None]:
+        """The block under the fetch timeout, its transport failures as the gateway's errors:
+        `doing` names the exchange in their messages ("download the generated image")."""
         try:
             async with asyncio.timeout(self._timeout_s):
-                return await self._fetch(httpx.URL(link))
+                yield
         except TimeoutError:
-            raise UpstreamTimeout("Downloading the generated image timed out.") from None
+            raise UpstreamTimeout(f"Could not {doing} in {self._timeout_s:g} s.") from None
         except httpx.InvalidURL:
-            raise FetchRefused("The upstream wrote an invalid image link.") from None
+            raise FetchRefused(invalid) from None
         except httpx.HTTPError as exc:
-            raise UpstreamError(
-                f"Could not download the generated image: {type(exc).__name__}.",
-                code="image_download_failed",
-            ) from None
+            raise UpstreamError(f"Could not {doing}: {type(exc).__name__}.", code=code) from None
+
+    async def _fetch_image(self, link: str) -> tuple[bytes, str]:
+        invalid = "The upstream wrote an invalid image link."
+        async with self._bounded("download the generated image", invalid, "image_download_failed"):
+            image = await self._fetch(httpx.URL(link))
+        return image
 
     async def _fetch(self, url: httpx.URL) -> tuple[bytes, str]:
         for _ in range(_MAX_REDIRECTS + 1):
@@ -230,23 +237,17 @@ class SafeFetcher:
     async def post(self, link: str, body: bytes, headers: dict[str, str]) -> int:
         """POST `body` to `link` under the same address rules (redirects are not followed, a
         webhook receiver answers where it was told to): the answer's HTTP status."""
+        invalid = "Refused to POST to an invalid URL."
         try:
-            async with asyncio.timeout(self._timeout_s):
-                url = httpx.URL(link)
-                await self._check(url)
-                response = await self._client.post(
-                    url, content=body, headers=headers, follow_redirects=False
-                )
-                return response.status_code
-        except TimeoutError:
-            raise UpstreamTimeout(f"POST to '{httpx.URL(link).host}' timed out.") from None
+            url = httpx.URL(link)
         except httpx.InvalidURL:
-            raise FetchRefused("Refused to POST to an invalid URL.") from None
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                f"Could not POST to '{httpx.URL(link).host}': {type(exc).__name__}.",
-                code="post_failed",
-            ) from None
+            raise FetchRefused(invalid) from None
+        async with self._bounded(f"POST to '{url.host}'", invalid, "post_failed"):
+            await self._check(url)
+            response = await self._client.post(
+                url, content=body, headers=headers, follow_redirects=False
+            )
+        return response.status_code
 
     async def _read_image(self, response: httpx.Response) -> tuple[bytes, str]:
         declared = int(response.headers.get("content-length") or 0)
