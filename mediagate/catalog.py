@@ -93,20 +93,99 @@ class SizeRule(BaseModel):
 _WXH = re.compile(r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$")
 
 
-class VideoPolicy(BaseModel):
-    """What a video route makes: its sizes and durations, the defaults the gateway sends
-    explicitly (so cost never depends on an upstream default), and the price per second."""
+class VideoSize(BaseModel):
+    """One size a video route makes: its aspect ratio and resolution tier in the upstream's
+    terms (None where the contract takes the size itself)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    sizes: list[str] = Field(min_length=1)
+    ratio: str | None = None
+    resolution: str | None = None
+
+
+class VideoOption(BaseModel):
+    """A route-specific request field a client may send as an extra body field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["bool", "int", "string", "url"]
+    values: list[str] | None = None  # allowed values (string options)
+    min: int | None = None  # int options
+    max: int | None = None
+
+
+class VideoTokenRate(BaseModel):
+    """USD per million output tokens at one resolution, with and without an input video."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    without_video: float = Field(ge=0)
+    with_video: float = Field(ge=0)
+
+
+class VideoPrice(BaseModel):
+    """How a video route bills, one of: `per_video` (flat, charged at create, refunded on
+    failure), `per_second` by resolution tier (settled on the seconds actually made),
+    `per_million_output_tokens` by resolution tier (settled from the upstream's usage), with
+    `tokens_per_second` by tier: the estimate a budget reserves before the upstream reports."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_video: float | None = Field(default=None, ge=0)
+    per_second: dict[str, float] | None = None
+    per_million_output_tokens: dict[str, VideoTokenRate] | None = None
+    tokens_per_second: dict[str, int] | None = None
+    as_of: date | None = None
+    source: str | None = None
+
+    @model_validator(mode="after")
+    def _one_model(self) -> VideoPrice:
+        given = [
+            name
+            for name in ("per_video", "per_second", "per_million_output_tokens")
+            if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(f"a video price needs exactly one price model, got {given}")
+        if self.per_million_output_tokens is not None:
+            missing = set(self.per_million_output_tokens) - set(self.tokens_per_second or {})
+            if missing:
+                raise ValueError(f"tokens_per_second lacks the tiers {sorted(missing)}")
+        return self
+
+
+class VideoPolicy(BaseModel):
+    """What a video route makes and takes: its sizes (each with the ratio and resolution it
+    means upstream) and durations, the defaults the gateway sends explicitly (so cost never
+    depends on an upstream default), the extra fields it takes, and how it polls and bills."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sizes: dict[str, VideoSize] = Field(min_length=1)
     seconds: list[int] = Field(min_length=1)
+    # The requested durations that map to the nearest of `seconds` (default: from the least to
+    # the most of them); outside it is a 400.
+    accept_seconds: tuple[int, int] | None = None
     default_size: str
     default_seconds: int
     reference: bool = True  # takes an input_reference image
-    # USD per second of video, by size; issue 5's billing reads it. A size without a price is
-    # recorded with an unknown cost.
-    price_per_second: dict[str, float] = Field(default_factory=dict)
+    # How the reference is sent where the contract distinguishes: the first frame, or a
+    # reference image (Wan r2v).
+    reference_role: Literal["first_frame", "reference_image"] = "first_frame"
+    options: dict[str, VideoOption] = Field(default_factory=dict)
+    remix: bool = False  # can continue or edit a finished clip of this route
+    variants: list[str] = Field(default_factory=lambda: ["video"])  # content variants
+    poll_interval_s: float | None = Field(default=None, ge=0)  # None: MEDIAGATE_VIDEO_POLL_AFTER_MS
+    link_ttl_s: int | None = Field(default=None, ge=0)  # how long a finished result link lasts
+    price: VideoPrice | None = None
+
+    @field_validator("sizes", mode="before")
+    @classmethod
+    def _size_list(cls, value: Any) -> Any:
+        """A plain list of WxH sizes: sizes with no ratio or tier of their own."""
+        if isinstance(value, list):
+            return {str(size): {} for size in value}
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> VideoPolicy:
@@ -117,10 +196,17 @@ class VideoPolicy(BaseModel):
             raise ValueError(f"default_size {self.default_size} is not one of the sizes")
         if self.default_seconds not in self.seconds:
             raise ValueError(f"default_seconds {self.default_seconds} is not one of the seconds")
-        unknown = set(self.price_per_second) - set(self.sizes)
-        if unknown:
-            raise ValueError(f"price_per_second names sizes the route lacks: {sorted(unknown)}")
+        if self.price is not None:
+            tiers = {self.tier(size) for size in self.sizes}
+            for name in ("per_second", "per_million_output_tokens"):
+                rates = getattr(self.price, name)
+                if rates is not None and not tiers <= set(rates):
+                    raise ValueError(f"price {name} lacks the tiers {sorted(tiers - set(rates))}")
         return self
+
+    def tier(self, size: str) -> str:
+        """The price tier of a size: its resolution, else the size itself."""
+        return self.sizes[size].resolution or size
 
 
 class TokenPrices(BaseModel):
@@ -261,12 +347,18 @@ class Alias(BaseModel):
     retired_on: date  # the upstream's retirement date, sent as Deprecation: @<unix seconds>
     link: str | None = None  # where the retirement is documented: Link rel="deprecation"
     retired: str | None = None  # the operator's message: the name is no longer served
+    # Successors tried after `to` when this deployment does not offer it (no key for its group).
+    fallbacks: list[str] = Field(default_factory=list)
+    # Request fields the alias sets for a successor unless the client sent them, by successor
+    # (e.g. sora-2-pro asks Seedance for 1080p).
+    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     source: str | None = None
 
-    def headers(self) -> dict[str, str]:
-        """What an answer served through the alias carries."""
+    def headers(self, served: str | None = None) -> dict[str, str]:
+        """What an answer served through the alias (by `served`, default `to`) carries."""
         seconds = calendar.timegm(self.retired_on.timetuple())
-        headers = {"x-mediagate-alias": f"{self.name}>{self.to}", "deprecation": f"@{seconds}"}
+        target = served or self.to
+        headers = {"x-mediagate-alias": f"{self.name}>{target}", "deprecation": f"@{seconds}"}
         if self.link:
             headers["link"] = f'<{self.link}>; rel="deprecation"; type="text/html"'
         return headers
@@ -282,7 +374,8 @@ class Alias(BaseModel):
         )
 
 
-DIALECTS = frozenset({"images", "chat", "videos"})
+DIALECTS = frozenset({"images", "chat", "muse", "ark", "dashscope"})
+VIDEO_DIALECTS = frozenset({"muse", "ark", "dashscope"})
 
 
 class CatalogError(ValueError):
@@ -297,7 +390,7 @@ class Catalog:
         routes: dict[str, Route],
         models: dict[str, Model],
         default_image_model: str,
-        default_video_model: str = "sora-2",
+        default_video_model: str = "muse-video",
         groups: dict[str, Group] | None = None,
         aliases: dict[str, Alias] | None = None,
     ) -> None:
@@ -345,9 +438,10 @@ class Catalog:
             return name, None
         if alias.retired is not None:
             raise alias.not_served()
-        if alias.to not in self.models:
-            raise alias.not_served(f"its successor '{alias.to}' is not offered by this deployment.")
-        return alias.to, alias
+        for successor in (alias.to, *alias.fallbacks):
+            if successor in self.models:
+                return successor, alias
+        raise alias.not_served(f"its successor '{alias.to}' is not offered by this deployment.")
 
     def lookup(self, name: str, kind: str) -> tuple[Model, Route, Alias | None]:
         """The model that serves `name` (after any alias), its first route, and the alias."""
@@ -447,12 +541,13 @@ def _build(data: dict[str, Any]) -> Catalog:
     for route in routes.values():
         if route.dialect not in DIALECTS:
             raise CatalogError(f"route {route.id}: unknown dialect {route.dialect!r}")
-        # A video route is the videos dialect with a video policy; nothing else has either.
+        # A video route is a video dialect with a video policy; nothing else has either.
         video = route.kind == "video"
-        if video != (route.dialect == "videos") or video != (route.video is not None):
+        if video != (route.dialect in VIDEO_DIALECTS) or video != (route.video is not None):
             raise CatalogError(
-                f"route {route.id}: a video route needs dialect 'videos' and a video policy, "
-                "and only a video route may have them"
+                f"route {route.id}: a video route needs a video dialect "
+                f"({', '.join(sorted(VIDEO_DIALECTS))}) and a video policy, and only a video "
+                "route may have them"
             )
     for model in models.values():
         missing = [rid for rid in model.routes if rid not in routes]
@@ -461,12 +556,17 @@ def _build(data: dict[str, Any]) -> Catalog:
     for alias in aliases.values():
         if alias.name in models:
             raise CatalogError(f"alias {alias.name}: a model has that name too")
-        if alias.to not in models:
-            raise CatalogError(f"alias {alias.name}: its successor {alias.to!r} is not a model")
+        for successor in (alias.to, *alias.fallbacks):
+            if successor not in models:
+                raise CatalogError(
+                    f"alias {alias.name}: its successor {successor!r} is not a model"
+                )
     default = str(data.get("default_image_model") or "")
     if default and default not in models:
         raise CatalogError(f"default_image_model {default!r} is not a model")
-    default_video = str(data.get("default_video_model") or "sora-2")
+    default_video = str(data.get("default_video_model") or "muse-video")
+    if default_video not in models and default_video not in aliases:
+        raise CatalogError(f"default_video_model {default_video!r} is not a model")
     return Catalog(routes, models, default, default_video, groups, aliases)
 
 

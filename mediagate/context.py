@@ -47,7 +47,7 @@ class RequestContext:
 
     def attempt_headers(self) -> dict[str, str]:
         # An answer through an alias says so: x-mediagate-alias, Deprecation (RFC 9745), Link.
-        aliased = self.alias.headers() if self.alias is not None else {}
+        aliased = self.alias.headers(self.model) if self.alias is not None else {}
         if not self.retries and not self.fallbacks:
             return aliased
         headers = {**aliased, **no_retry_headers()}

@@ -1,7 +1,8 @@
 """What a request costs, in USD: estimated before it goes upstream, actual once it is done.
 
-Prices are catalog data per route (`price:` in catalog.yaml; video routes keep theirs per second
-by size), multiplied by the route's token group's `multiplier`. A route without a price costs 0.
+Prices are catalog data per route (`price:` in catalog.yaml; video routes keep theirs in
+`video.price`: per video, per second or per million output tokens, by resolution tier),
+multiplied by the route's token group's `multiplier`. A route without a price costs 0.
 
 Token-priced routes bill the upstream's `usage` by token class, as the OpenAI image usage
 reports it (`ImagesUsage`, with the cached-token details the other OpenAI usages use):
@@ -29,7 +30,7 @@ from collections.abc import Mapping
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from mediagate.catalog import Price, TokenEstimate, TokenPrices
+from mediagate.catalog import Price, TokenEstimate, TokenPrices, VideoPrice
 
 _AUTO_AREA = 1024 * 1536  # the largest standard size, for an absent or "auto" size
 _MEGAPIXEL = 1024 * 1024
@@ -205,10 +206,52 @@ def sum_usage(usages: list[dict[str, Any]]) -> dict[str, Any] | None:
     return total
 
 
-def video_cost(price_per_second: Mapping[str, float], size: str, seconds: str) -> float | None:
-    """USD for a video of `size` lasting `seconds`, from a route's price per second by size; None
-    when the route has no price for that size. A create reserves it; a completed job books it."""
-    price = price_per_second.get(size)
-    if price is None or not seconds.isdigit():
+def video_estimate(
+    price: VideoPrice | None, tier: str, seconds: int, *, input_video: bool = False
+) -> float | None:
+    """The most a video of `seconds` at price tier `tier` costs, before the upstream says: what
+    a create reserves. None when the route has no price for that tier."""
+    if price is None:
         return None
-    return _round(price * int(seconds))
+    if price.per_video is not None:
+        return _round(price.per_video)
+    if price.per_second is not None:
+        rate = price.per_second.get(tier)
+        return None if rate is None else _round(rate * seconds)
+    rates = price.per_million_output_tokens or {}
+    token_rate = rates.get(tier)
+    per_second = (price.tokens_per_second or {}).get(tier)
+    if token_rate is None or per_second is None:
+        return None
+    # An input video's tokens bill at the lower with-video rate; the output is the bound.
+    rate_out = max(token_rate.without_video, token_rate.with_video)
+    return _round(rate_out * per_second * seconds / 1_000_000)
+
+
+def video_cost(
+    price: VideoPrice | None,
+    tier: str,
+    seconds: int,
+    *,
+    output_tokens: int | None = None,
+    actual_seconds: float | None = None,
+    input_video: bool = False,
+) -> float | None:
+    """USD for a finished video, from what the upstream reported: flat per video; per second on
+    the seconds actually made (the asked-for seconds when it does not say); per million output
+    tokens from its usage (the estimate when it reports none). None: no price for that tier."""
+    if price is None:
+        return None
+    if price.per_video is not None:
+        return _round(price.per_video)
+    if price.per_second is not None:
+        rate = price.per_second.get(tier)
+        made = actual_seconds if actual_seconds is not None else float(seconds)
+        return None if rate is None else _round(rate * math.ceil(made))
+    token_rate = (price.per_million_output_tokens or {}).get(tier)
+    if token_rate is None:
+        return None
+    if output_tokens is None:
+        return video_estimate(price, tier, seconds, input_video=input_video)
+    rate = token_rate.with_video if input_video else token_rate.without_video
+    return _round(rate * output_tokens / 1_000_000)

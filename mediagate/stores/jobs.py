@@ -45,6 +45,9 @@ class VideoJob:
     remixed_from: str | None = None  # our id of the source video
     reference: str | None = None  # what input_reference was sent, e.g. "image/png 1280x720"
     deleted_at: int | None = None  # deleted jobs stay on record (they were paid for)
+    # The finished video's signed link, where the upstream gives one: what a route without a
+    # content endpoint is downloaded from (without the key), and what a remix continues.
+    result_url: str | None = None
 
     @property
     def final(self) -> bool:
@@ -63,6 +66,7 @@ MUTABLE = frozenset(
         "error",
         "cost",
         "deleted_at",
+        "result_url",
     }
 )
 

@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager
 import httpcore
 import httpx
 
-from mediagate.errors import FetchRefused, UpstreamError, UpstreamTimeout
+from mediagate.errors import FetchRefused, NotFound, UpstreamError, UpstreamTimeout
 from mediagate.imagedata import sniff_image_type
 from mediagate.observability import tracing
 
@@ -233,6 +233,38 @@ class SafeFetcher:
             finally:
                 await response.aclose()
         raise FetchRefused("The generated image's link redirected too many times.")
+
+    async def open_stream(self, link: str, headers: dict[str, str]) -> httpx.Response:
+        """A signed result link (a finished video) opened for streaming under the same address
+        rules, with the client's Range and validators and WITHOUT any upstream key: the answer
+        (200, 206, 304 or 416) with its body unread, for the caller to relay and close."""
+        invalid = "The upstream wrote an invalid video link."
+        try:
+            url = httpx.URL(link)
+        except httpx.InvalidURL:
+            raise FetchRefused(invalid) from None
+        async with self._bounded("open the video's link", invalid, "video_download_failed"):
+            for _ in range(_MAX_REDIRECTS + 1):
+                await self._check(url)
+                request = self._client.build_request("GET", url, headers=headers)
+                response = await self._client.send(request, stream=True, follow_redirects=False)
+                if response.is_redirect and "location" in response.headers:
+                    await response.aclose()
+                    url = url.join(response.headers["location"])
+                    continue
+                if response.status_code not in (200, 206, 304, 416):
+                    status = response.status_code
+                    await response.aclose()
+                    if status in (403, 404, 410):
+                        raise NotFound(
+                            "The video's file is no longer available upstream (its link expired).",
+                            code="video_content_expired",
+                        )
+                    raise UpstreamError(
+                        f"The video's link answered HTTP {status}.", code="video_download_failed"
+                    )
+                return response
+        raise FetchRefused("The video's link redirected too many times.")
 
     async def post(self, link: str, body: bytes, headers: dict[str, str]) -> int:
         """POST `body` to `link` under the same address rules (redirects are not followed, a

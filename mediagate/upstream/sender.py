@@ -171,7 +171,10 @@ class Upstream:
 
     def _build(self, request: UpstreamRequest, key: str) -> httpx.Request:
         headers = {**(request.headers or {}), "Authorization": f"Bearer {key}"}
-        url = self._base_url + request.path
+        base = self._base_url
+        if request.root:
+            base = base.rstrip("/").removesuffix("/v1")
+        url = base + request.path
         content: dict[str, Any] = {"params": request.params}
         if request.parts is not None:
             content["files"] = request.parts

@@ -13,6 +13,7 @@ from typing import Any
 
 from mediagate.stores.jobs import TERMINAL, VideoJob
 from mediagate.upstream.dialects.videos import UpstreamVideo
+from mediagate.videos.spec import openai_size
 
 _ID = re.compile(r"^video_[0-9a-f]{32}$")
 # Where a status sits in a job's life, so an older answer (two pollers, two replicas) never
@@ -38,6 +39,8 @@ def job_changes(job: VideoJob, video: UpstreamVideo, now: float) -> dict[str, An
         changes["progress"] = video.progress
     if video.expires_at is not None and video.expires_at != job.expires_at:
         changes["expires_at"] = video.expires_at
+    if video.result_url is not None and video.result_url != job.result_url:
+        changes["result_url"] = video.result_url
     if changes.get("status") in TERMINAL:
         changes["completed_at"] = video.completed_at or int(now)
         changes["error"] = video.error
@@ -58,7 +61,7 @@ def openai_video(job: VideoJob) -> dict[str, Any]:
         "completed_at": job.completed_at,
         "expires_at": job.expires_at,
         "prompt": job.prompt,
-        "size": job.size,
+        "size": openai_size(job.size),
         "seconds": job.seconds,
         "remixed_from_video_id": job.remixed_from,
         "error": job.error,

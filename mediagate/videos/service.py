@@ -33,30 +33,32 @@ import httpx
 from mediagate import context
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.accounting.metering import VIDEO_RESERVATION_TTL_S, Metering, Ticket
-from mediagate.accounting.pricing import video_cost
-from mediagate.catalog import Catalog, Route
+from mediagate.accounting.pricing import video_cost, video_estimate
+from mediagate.catalog import Catalog, Route, VideoPolicy
 from mediagate.errors import GatewayError, InvalidRequest, NotFound, Scrubber, UpstreamError
 from mediagate.imagedata import ImageWork
 from mediagate.observability.metrics import Metrics
 from mediagate.settings import Settings
 from mediagate.stores.jobs import TERMINAL, JobStore, Order, UnknownCursor, VideoJob
 from mediagate.stores.ledger import Charge
+from mediagate.upstream.dialects import video_dialect
 from mediagate.upstream.dialects.videos import (
     Reference,
     UpstreamVideo,
+    VideoDialect,
     VideoSpec,
-    build_content,
-    build_create,
-    build_delete,
-    build_remix,
-    build_status,
-    parse_video,
 )
 from mediagate.upstream.fetcher import SafeFetcher
 from mediagate.upstream.sender import Upstream
 from mediagate.videos import reference as references
 from mediagate.videos.records import is_video_id, job_changes, new_video_id
-from mediagate.videos.spec import ReferenceInput, VideoRequest, check_remix, plan_video
+from mediagate.videos.spec import (
+    ReferenceInput,
+    VideoPlan,
+    VideoRequest,
+    check_remix,
+    plan_video,
+)
 from mediagate.videos.webhooks import video_event
 
 log = logging.getLogger("mediagate")
@@ -90,9 +92,13 @@ def video_not_found(video_id: str) -> NotFound:
     )
 
 
-def _price_per_second(route: Route) -> dict[str, float]:
+def _policy(route: Route) -> VideoPolicy:
     assert route.video is not None, "the catalog gives every video route a policy"
-    return route.video.price_per_second
+    return route.video
+
+
+def _dialect(route: Route) -> VideoDialect:
+    return video_dialect(route.dialect)
 
 
 @dataclass
@@ -122,18 +128,31 @@ class VideoService:
 
     async def create(self, policy: KeyPolicy, request: VideoRequest) -> Video:
         """A new job: validated, admitted, started upstream, recorded, answered."""
-        model = request.fields.get("model") or self.catalog.default_video_model
-        if not isinstance(model, str):
+        name = request.fields.get("model") or self.catalog.default_video_model
+        if not isinstance(name, str):
             raise InvalidRequest("Invalid 'model': expected a string.", param="model")
-        _, route = self.catalog.route_for(model, "video")
+        # A retired name (sora-2, sora-2-pro) is its successor's request from here on; the
+        # request's record keeps the alias for its headers (x-mediagate-alias, Deprecation).
+        served, route, alias = self.catalog.lookup(name, "video")
+        model = served.id
         ctx = context.current()
         ctx.served_by(model, route)
-        # Validated once and first (nothing is reserved for a bad request), then metered.
-        spec = plan_video(request.fields, route, model, reference=request.reference is not None)
+        ctx.alias = alias
+        defaults = alias.params.get(model) if alias is not None else None
+        # Validated and mapped once and first (nothing is reserved for a bad request), then
+        # metered.
+        plan = plan_video(
+            request.fields,
+            route,
+            model,
+            reference=request.reference is not None,
+            defaults=defaults,
+        )
+        spec = plan.spec
         job_id = new_video_id()
-        ticket = await self._admit(policy, model, route, spec.size, spec.seconds, job_id)
+        ticket = await self._admit(policy, model, route, spec, job_id)
         try:
-            video = await self._start(policy.name, model, route, spec, request, job_id)
+            video = await self._start(policy.name, model, route, plan, request, job_id)
         except BaseException:
             ticket.settle_soon(Charge(model, 0.0))
             raise
@@ -145,11 +164,27 @@ class VideoService:
         """A new job from one of the caller's videos, under the key that made the source."""
         source = await self._owned(policy.name, video_id)
         route = self._route(source)
-        prompt = check_remix(body, route)
+        prompt = check_remix(body, route, source.model)
+        if source.status != "completed" or source.result_url is None:
+            raise InvalidRequest(
+                f"Video '{video_id}' cannot be remixed until it has completed"
+                + (" (its upstream gave no link to continue from)." if source.final else "."),
+                code="video_not_ready",
+            )
+        info = _policy(route).sizes.get(source.size)
+        spec = VideoSpec(
+            prompt=prompt,
+            size=source.size,
+            seconds=source.seconds,
+            ratio=info.ratio if info else None,
+            resolution=info.resolution if info else None,
+            duration=int(source.seconds) if source.seconds.isdigit() else None,
+            source_url=source.result_url,
+        )
         job_id = new_video_id()
-        ticket = await self._admit(policy, source.model, route, source.size, source.seconds, job_id)
+        ticket = await self._admit(policy, source.model, route, spec, job_id, input_video=True)
         try:
-            job = await self._start_remix(source, route, prompt, job_id)
+            job = await self._start_remix(source, route, spec, job_id)
         except BaseException:
             ticket.settle_soon(Charge(source.model, 0.0))
             raise
@@ -196,15 +231,13 @@ class VideoService:
         for)."""
         job = await self._owned(owner, video_id)
         route = self._route(job)
-        key = self.upstream.keys.by_fingerprint(job.group, job.key_fp)
-        with contextlib.suppress(NotFound):  # the upstream already forgot it: intent met
-            await self.upstream.send(
-                route,
-                build_delete(job.upstream_id),
-                paid=False,
-                key=key,
-                not_found=video_not_found(job.id),
-            )
+        request = _dialect(route).build_delete(route, job.upstream_id)
+        if request is not None:  # else the upstream has no delete: the job is hidden here
+            key = self.upstream.keys.by_fingerprint(job.group, job.key_fp)
+            with contextlib.suppress(NotFound):  # the upstream already forgot it: intent met
+                await self.upstream.send(
+                    route, request, paid=False, key=key, not_found=video_not_found(job.id)
+                )
         for _ in range(_CAS_ATTEMPTS):
             now = time.time()
             changes = {"deleted_at": int(now), "updated_at": now}
@@ -229,10 +262,27 @@ class VideoService:
             )
         job = await self._owned(owner, video_id)
         route = self._route(job)
+        if variant not in _policy(route).variants:
+            raise NotFound(
+                f"{job.model} makes no {variant} for its videos; only "
+                f"{', '.join(_policy(route).variants)}.",
+                param="variant",
+                code="variant_not_available",
+            )
+        request = _dialect(route).build_content(route, job.upstream_id, variant, headers)
+        if request is None:
+            # The route's result is a signed link: fetched under the SSRF rules, without any
+            # upstream key (the object store refuses one).
+            if job.result_url is None:
+                raise InvalidRequest(
+                    f"Video '{video_id}' has no content yet (status {job.status}).",
+                    code="video_not_ready",
+                )
+            return await self.fetcher.open_stream(job.result_url, headers)
         key = self.upstream.keys.by_fingerprint(job.group, job.key_fp)
         answer = await self.upstream.send(
             route,
-            build_content(job.upstream_id, variant, headers),
+            request,
             paid=False,
             key=key,
             not_found=video_not_found(job.id),
@@ -279,21 +329,39 @@ class VideoService:
             )
         return route
 
+    def _poll_interval_s(self, job: VideoJob) -> float:
+        """The least time between two status asks of a job: its route's (catalog), else the
+        operator's MEDIAGATE_VIDEO_POLL_AFTER_MS."""
+        route = self.catalog.routes.get(job.route)
+        given = route.video.poll_interval_s if route is not None and route.video else None
+        return self.settings.video_poll_after_ms / 1000 if given is None else given
+
     def _answer(self, job: VideoJob, headers: dict[str, str]) -> Video:
         headers = dict(headers)
         if not job.final:
             # create_and_poll sleeps this long between polls instead of its default second.
-            headers["openai-poll-after-ms"] = str(self.settings.video_poll_after_ms)
+            headers["openai-poll-after-ms"] = str(round(self._poll_interval_s(job) * 1000))
         return Video(job, headers)
 
     # --- Admission and settlement -----------------------------------------------------------
 
     async def _admit(
-        self, policy: KeyPolicy, model: str, route: Route, size: str, seconds: str, job_id: str
+        self,
+        policy: KeyPolicy,
+        model: str,
+        route: Route,
+        spec: VideoSpec,
+        job_id: str,
+        *,
+        input_video: bool = False,
     ) -> Ticket:
-        """The key's limits checked and the video's price reserved under the job's id, so
-        whichever replica sees the job finish can settle it."""
-        estimate = video_cost(_price_per_second(route), size, seconds) or 0.0
+        """The key's limits checked and the most the video can cost reserved under the job's
+        id, so whichever replica sees the job finish can settle it."""
+        video = _policy(route)
+        tier = video.tier(spec.size) if spec.size in video.sizes else spec.size
+        seconds = int(spec.seconds) if spec.seconds.isdigit() else max(video.seconds)
+        bound = video_estimate(video.price, tier, seconds, input_video=input_video)
+        estimate = (bound or 0.0) * self.catalog.multiplier(route)
         return await self.metering.admit(
             policy,
             model,
@@ -338,12 +406,13 @@ class VideoService:
         owner: str,
         model: str,
         route: Route,
-        spec: VideoSpec,
+        plan: VideoPlan,
         request: VideoRequest,
         job_id: str,
     ) -> Video:
         """The job created upstream (with its reference, fitted) and recorded."""
-        headers = {"x-mediagate-route": route.id}
+        spec = plan.spec
+        headers = {"x-mediagate-route": route.id, **plan.headers()}
         reference: Reference | None = None
         note = None
         if request.reference is not None:
@@ -356,18 +425,20 @@ class VideoService:
                 spec.size,
                 fitting=request.fit_reference and self.settings.video_fit_reference,
                 max_pixels=max_pixels,
-                cap=references.decode_cap(route.video.sizes, max_pixels),
+                cap=references.decode_cap(list(route.video.sizes), max_pixels),
             )
             if note:
-                headers["x-mediagate-mapped"] = note
+                mapped = headers.get("x-mediagate-mapped")
+                headers["x-mediagate-mapped"] = f"{mapped},{note}" if mapped else note
 
         # Any key of the group may create the job (a refused one is skipped); the job stays
         # bound to the one that did.
+        dialect = _dialect(route)
         created = await self.upstream.send(
-            route, build_create(route, spec, reference), paid=True, parse=True
+            route, dialect.build_create(route, spec, reference), paid=True, parse=True
         )
         fingerprint = created.key_fingerprint
-        video = parse_video(created.payload, route)
+        video = dialect.parse(created.payload, route, time.time())
         now = time.time()
         described = None
         if reference is not None:
@@ -393,19 +464,24 @@ class VideoService:
         return Video(await self._record(job, video), headers)
 
     async def _start_remix(
-        self, source: VideoJob, route: Route, prompt: str, job_id: str
+        self, source: VideoJob, route: Route, spec: VideoSpec, job_id: str
     ) -> VideoJob:
-        """The remix created upstream, under the source's key, and recorded."""
+        """The remix (a continuation or an edit of the source clip) created upstream, under the
+        source's key, and recorded."""
+        dialect = _dialect(route)
+        request = dialect.build_remix(route, source.upstream_id, spec)
+        if request is None:
+            raise InvalidRequest(f"{source.model} cannot remix a video.", code="remix_unsupported")
         key = self.upstream.keys.by_fingerprint(source.group, source.key_fp)
         answer = await self.upstream.send(
             route,
-            build_remix(source.upstream_id, prompt),
+            request,
             paid=True,
             key=key,
             parse=True,
             not_found=video_not_found(source.id),
         )
-        video = parse_video(answer.payload, route)
+        video = dialect.parse(answer.payload, route, time.time())
         now = time.time()
         job = VideoJob(
             id=job_id,
@@ -415,9 +491,9 @@ class VideoService:
             route=source.route,
             group=source.group,
             key_fp=source.key_fp,  # the remix lives under the source's key too
-            prompt=prompt,
-            size=video.size or source.size,
-            seconds=video.seconds or source.seconds,
+            prompt=spec.prompt,
+            size=source.size,
+            seconds=source.seconds,
             status="queued",
             created_at=int(now),
             updated_at=now,
@@ -466,9 +542,10 @@ class VideoService:
 
     async def _refresh(self, job: VideoJob, interval_s: float | None = None) -> VideoJob:
         """The job as the upstream sees it now, recorded; as last recorded when it was asked
-        less than `interval_s` ago (default video_poll_after_ms: a retrieve or list storm is not
-        an upstream one). An ask already in flight is shared."""
-        interval = self.settings.video_poll_after_ms / 1000 if interval_s is None else interval_s
+        less than `interval_s` ago (default: the route's poll interval, else
+        video_poll_after_ms: a retrieve or list storm is not an upstream one). An ask already
+        in flight is shared."""
+        interval = self._poll_interval_s(job) if interval_s is None else interval_s
         asking = self._asking.get(job.id)
         if asking is not None:
             return await asyncio.shield(asking)
@@ -495,15 +572,16 @@ class VideoService:
     async def _ask(self, job: VideoJob) -> VideoJob:
         route = self._route(job)
         key = self.upstream.keys.by_fingerprint(job.group, job.key_fp)
+        dialect = _dialect(route)
         answer = await self.upstream.send(
             route,
-            build_status(job.upstream_id),
+            dialect.build_status(route, job.upstream_id),
             paid=False,
             key=key,
             parse=True,
             not_found=video_not_found(job.id),
         )
-        return await self._record(job, parse_video(answer.payload, route))
+        return await self._record(job, dialect.parse(answer.payload, route, time.time()))
 
     async def _give_up(self, job: VideoJob, code: str, message: str) -> VideoJob:
         log.warning(
@@ -525,8 +603,7 @@ class VideoService:
                 return job
             if changes.get("status") == "completed":
                 # (A failure needs no route: a job whose route is gone can still be ended.)
-                price = _price_per_second(self._route(job))
-                changes["cost"] = video_cost(price, job.size, job.seconds)
+                changes["cost"] = self._cost(job, video)
             elif changes.get("status") == "failed":
                 changes["cost"] = 0.0
             event = None
@@ -549,6 +626,23 @@ class VideoService:
                 raise video_not_found(job.id)
             job = latest
         return job
+
+    def _cost(self, job: VideoJob, video: UpstreamVideo) -> float | None:
+        """What a completed job costs, from its route's price and what the upstream reported
+        (its usage tokens, the seconds it made)."""
+        route = self._route(job)
+        policy = _policy(route)
+        tier = policy.tier(job.size) if job.size in policy.sizes else job.size
+        seconds = int(job.seconds) if job.seconds.isdigit() else 0
+        cost = video_cost(
+            policy.price,
+            tier,
+            seconds,
+            output_tokens=video.output_tokens,
+            actual_seconds=video.actual_seconds,
+            input_video=job.remixed_from is not None,
+        )
+        return None if cost is None else round(cost * self.catalog.multiplier(route), 6)
 
     def _scrubbed(self, video: UpstreamVideo) -> UpstreamVideo:
         if video.error is None:

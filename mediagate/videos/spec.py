@@ -1,24 +1,38 @@
-"""What a client asks of the Videos API, and that request checked against its route's policy
-before anything is metered or goes upstream. Pure.
+"""What a client asks of the Videos API, and that request checked and mapped onto its route's
+policy before anything is metered or goes upstream. Pure.
 
 `VideoRequest` is a create as the HTTP layer hands it over (the fields, and input_reference as
-uploaded bytes or a link); `plan_video` is its one validation, giving the `VideoSpec` the
-upstream is sent. Sizes, durations and prompt lengths are catalog data (`video:` in
-catalog.yaml), so a new video model with its own sizes is a YAML change; this module only
-applies them.
+uploaded bytes or a link); `plan_video` is its one validation, giving the `VideoPlan`: the
+`VideoSpec` the upstream is sent, and what was mapped or dropped on the way (reported in
+x-mediagate-mapped / x-mediagate-dropped). Sizes, durations, options and prompt lengths are
+catalog data (`video:` in catalog.yaml), so a new video model is a YAML change; this module only
+applies them:
+
+- `size` WxH: a size of the route's table passes; another maps to the nearest ratio, then the
+  nearest resolution tier (or the tier the `resolution` option names).
+- `seconds`: one the route makes passes; another inside the route's accepted range maps to the
+  nearest it makes; outside it is a 400.
+- extra body fields: the route's `options`, validated; any other is dropped and reported.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from mediagate.catalog import Route, VideoPolicy
+from mediagate.catalog import Route, VideoOption, VideoPolicy
 from mediagate.errors import InvalidRequest
 from mediagate.upstream.dialects.videos import VideoSpec
 
-# What POST /v1/videos takes (input_reference is read separately, it is a file or a link).
+# The OpenAI fields of POST /v1/videos (input_reference is read separately, it is a file or a
+# link). Anything else is a route option or dropped.
 CREATE_FIELDS = frozenset({"prompt", "model", "seconds", "size", "input_reference"})
+# The sizes OpenAI's Video object may carry (VideoSize); a video of another size is shown as
+# the nearest of these (its real size is in x-mediagate-mapped at create).
+OPENAI_SIZES = ("720x1280", "1280x720", "1024x1792", "1792x1024")
+_WXH = re.compile(r"^\s*(\d{1,5})\s*[xX*]\s*(\d{1,5})\s*$")
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,21 @@ class VideoRequest:
     fields: dict[str, Any] = field(default_factory=dict)
     reference: ReferenceInput | None = None
     fit_reference: bool = True
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    spec: VideoSpec
+    mapped: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+
+    def headers(self) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if self.mapped:
+            headers["x-mediagate-mapped"] = ",".join(self.mapped)
+        if self.dropped:
+            headers["x-mediagate-dropped"] = ",".join(sorted(self.dropped))
+        return headers
 
 
 def _policy(route: Route) -> VideoPolicy:
@@ -68,58 +97,178 @@ def _listing(values: list[str]) -> str:
     return ", ".join(f"'{v}'" for v in values)
 
 
-def plan_video(
-    fields: dict[str, Any], route: Route, model: str, *, reference: bool = False
-) -> VideoSpec:
-    """The create's fields (JSON values or multipart strings; null means absent; the model
-    already resolved) as the route will take them, defaults filled in from the catalog.
-    `reference`: the request has an input_reference, which the route must take."""
-    unknown = sorted(set(fields) - CREATE_FIELDS)
-    if unknown:
-        raise InvalidRequest(
-            f"Unknown parameter: '{unknown[0]}'.", param=unknown[0], code="unknown_parameter"
-        )
-    policy = _policy(route)
-    prompt = check_prompt(fields.get("prompt"), route)
+def _pixels(size: str) -> tuple[int, int]:
+    w, _, h = size.partition("x")
+    return int(w), int(h)
 
-    seconds_value = fields.get("seconds")
-    allowed_seconds = [str(s) for s in policy.seconds]
-    if seconds_value is None:
-        seconds = str(policy.default_seconds)
-    elif isinstance(seconds_value, int) and not isinstance(seconds_value, bool):
-        seconds = str(seconds_value)
-    elif isinstance(seconds_value, str):
-        seconds = seconds_value.strip()
+
+def openai_size(size: str) -> str:
+    """The size a Video object shows: the video's own if OpenAI's schema has it, else the
+    nearest there (ratio first, then area)."""
+    if size in OPENAI_SIZES:
+        return size
+    return _nearest(size, list(OPENAI_SIZES))
+
+
+def _nearest(size: str, choices: list[str]) -> str:
+    w, h = _pixels(size)
+    ratio, area = math.log(w / h), w * h
+
+    def distance(choice: str) -> tuple[float, float]:
+        cw, ch = _pixels(choice)
+        return (round(abs(math.log(cw / ch) - ratio), 3), abs(math.log(cw * ch / area)))
+
+    return min(choices, key=distance)
+
+
+def _seconds(value: Any, policy: VideoPolicy, model: str) -> tuple[str, str | None]:
+    """The seconds the route makes for the asked value, and a mapping note if it changed."""
+    if value is None:
+        return str(policy.default_seconds), None
+    if isinstance(value, int) and not isinstance(value, bool):
+        asked = value
+    elif isinstance(value, str) and value.strip().isdigit():
+        asked = int(value.strip())
     else:
-        raise InvalidRequest("Invalid 'seconds': expected a string such as '4'.", param="seconds")
-    if seconds not in allowed_seconds:
+        raise InvalidRequest("Invalid 'seconds': expected a string such as '8'.", param="seconds")
+    least, most = policy.accept_seconds or (min(policy.seconds), max(policy.seconds))
+    if not least <= asked <= most:
+        made = _listing([str(s) for s in policy.seconds])
         raise InvalidRequest(
-            f"Invalid value for 'seconds': '{seconds}'. {model} makes "
-            f"{_listing(allowed_seconds)} seconds.",
+            f"Invalid value for 'seconds': '{asked}'. {model} makes {made} seconds "
+            f"(asked values from {least} to {most} map to the nearest).",
             param="seconds",
             code="invalid_value",
         )
+    # The nearest it makes; a tie goes to the longer clip (the client asked for at least that).
+    made_seconds = min(policy.seconds, key=lambda s: (abs(s - asked), -s))
+    note = None if made_seconds == asked else f"seconds={asked}>{made_seconds}"
+    return str(made_seconds), note
 
-    size = fields.get("size")
-    if size is None:
+
+def _size(value: Any, policy: VideoPolicy, model: str, tier: str | None) -> tuple[str, str | None]:
+    if value is None:
         size = policy.default_size
-    if not isinstance(size, str) or size not in policy.sizes:
-        shown = size if isinstance(size, str) else type(size).__name__
+        if tier is None or policy.sizes[size].resolution == tier:
+            return size, None
+        value = size
+    if not isinstance(value, str) or not _WXH.match(value):
+        shown = value if isinstance(value, str) else type(value).__name__
         raise InvalidRequest(
-            f"Invalid value for 'size': '{shown}'. Supported sizes for {model} are "
-            f"{_listing(policy.sizes)}.",
+            f"Invalid value for 'size': '{shown}'. Give WxH, e.g. '1280x720'; {model} makes "
+            f"{_listing(list(policy.sizes))}.",
             param="size",
             code="invalid_size",
         )
+    match = _WXH.match(value)
+    assert match is not None
+    asked = f"{int(match.group(1))}x{int(match.group(2))}"
+    if 0 in _pixels(asked):
+        raise InvalidRequest(f"Invalid value for 'size': '{value}'.", param="size")
+    choices = [s for s, info in policy.sizes.items() if tier is None or info.resolution == tier]
+    if asked in choices:
+        return asked, None
+    if not choices:
+        raise InvalidRequest(
+            f"Invalid value for 'resolution': '{tier}'. {model} makes no video at that tier.",
+            param="resolution",
+        )
+    # Nearest ratio first, then the tier with the nearest area (the asked tier, if one was).
+    size = _nearest(asked, choices)
+    return size, f"size={asked}>{size}"
+
+
+def _option(name: str, value: Any, rule: VideoOption) -> Any:
+    def bad(expected: str) -> InvalidRequest:
+        return InvalidRequest(
+            f"Invalid value for '{name}': expected {expected}.", param=name, code="invalid_value"
+        )
+
+    if rule.type == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise bad("true or false")
+    if rule.type == "int":
+        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+            value = int(value.strip())
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise bad("an integer")
+        if (rule.min is not None and value < rule.min) or (
+            rule.max is not None and value > rule.max
+        ):
+            raise bad(f"an integer from {rule.min} to {rule.max}")
+        return value
+    if not isinstance(value, str) or not value.strip():
+        raise bad("a non-empty string")
+    if rule.type == "url" and not value.startswith(("http://", "https://", "data:image/")):
+        raise bad("an http(s) URL or a data:image/...;base64 URL")
+    if rule.values is not None and value not in rule.values:
+        raise bad(f"one of {_listing(rule.values)}")
+    return value
+
+
+def plan_video(
+    fields: dict[str, Any],
+    route: Route,
+    model: str,
+    *,
+    reference: bool = False,
+    defaults: dict[str, Any] | None = None,
+) -> VideoPlan:
+    """The create's fields (JSON values or multipart strings; null means absent; the model
+    already resolved) as the route will take them. `reference`: the request has an
+    input_reference, which the route must take. `defaults`: fields an alias sets unless the
+    client sent them."""
+    policy = _policy(route)
+    given = {**(defaults or {}), **fields}
+    prompt = check_prompt(given.get("prompt"), route)
     if reference and not policy.reference:
-        raise InvalidRequest(f"{model} does not take an input_reference.", param="input_reference")
-    return VideoSpec(prompt=prompt, size=size, seconds=seconds)
+        raise InvalidRequest(
+            f"{model} does not take an input_reference (it makes video from text only).",
+            param="input_reference",
+        )
+    options: dict[str, Any] = {}
+    dropped: list[str] = []
+    for name in sorted(set(given) - CREATE_FIELDS):
+        rule = policy.options.get(name)
+        if rule is None:
+            if name in fields:  # an alias's default for another successor is not reported
+                dropped.append(name)
+            continue
+        options[name] = _option(name, given[name], rule)
+    tier = options.pop("resolution", None)
+    mapped: list[str] = []
+    seconds, note = _seconds(given.get("seconds"), policy, model)
+    if note:
+        mapped.append(note)
+    size, note = _size(given.get("size"), policy, model, tier)
+    if note:
+        mapped.append(note)
+    info = policy.sizes[size]
+    spec = VideoSpec(
+        prompt=prompt,
+        size=size,
+        seconds=seconds,
+        ratio=info.ratio,
+        resolution=info.resolution,
+        duration=int(seconds),
+        options=options,
+    )
+    return VideoPlan(spec, mapped, dropped)
 
 
-def check_remix(body: Any, route: Route) -> str:
-    """The prompt of a remix request."""
+def check_remix(body: Any, route: Route, model: str) -> str:
+    """The prompt of a remix request, for a route that can continue or edit a clip."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    if not _policy(route).remix:
+        raise InvalidRequest(
+            f"{model} cannot remix a video: its upstream neither continues nor edits clips. "
+            "Create a new video instead.",
+            code="remix_unsupported",
+        )
     unknown = sorted(set(body) - {"prompt"})
     if unknown:
         raise InvalidRequest(

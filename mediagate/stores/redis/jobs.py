@@ -131,7 +131,8 @@ def _event(event: Delivery) -> str:
 def _decode(raw: Mapping[str, str] | list[str]) -> VideoJob:
     if isinstance(raw, list):  # HGETALL from a script is a flat field/value list
         raw = dict(zip(raw[::2], raw[1::2], strict=True))
-    return VideoJob(**{name: json.loads(raw[name]) for name in FIELDS})
+    # A record written before a field existed lacks it: the field's default (None).
+    return VideoJob(**{name: json.loads(raw[name]) for name in FIELDS if name in raw})
 
 
 class RedisJobStore:

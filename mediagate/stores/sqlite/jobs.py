@@ -70,6 +70,14 @@ def _decode(row: sqlite3.Row) -> VideoJob:
     return VideoJob(**values)
 
 
+def _add_columns(db: sqlite3.Connection) -> None:
+    """A file made before a field of VideoJob existed gets its column (null in old rows)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(video_jobs)")}
+    for name in FIELDS:
+        if name not in columns:
+            db.execute(f'ALTER TABLE video_jobs ADD COLUMN "{name}"')
+
+
 class SqliteJobStore:
     def __init__(self, db: SqliteDb, clock: Callable[[], float] = time.time) -> None:
         self._sql = db
@@ -77,7 +85,9 @@ class SqliteJobStore:
 
     @classmethod
     async def open(cls, path: str, clock: Callable[[], float] = time.time) -> SqliteJobStore:
-        return cls(await SqliteDb.open(path, _SCHEMA, "job store"), clock)
+        store = cls(await SqliteDb.open(path, _SCHEMA, "job store"), clock)
+        await store._sql.run(_add_columns)
+        return store
 
     async def insert(self, job: VideoJob) -> None:
         values = [_encode(name, getattr(job, name)) for name in FIELDS]

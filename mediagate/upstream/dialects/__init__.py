@@ -9,10 +9,13 @@ testable without a network.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mediagate.catalog import Route
 from mediagate.imagedata import InputImage
+
+if TYPE_CHECKING:
+    from mediagate.upstream.dialects.videos import VideoDialect
 
 
 @dataclass
@@ -64,6 +67,9 @@ class UpstreamRequest:
     parts: list[tuple[str, Any]] | None = None
     params: dict[str, Any] | None = None
     headers: dict[str, str] | None = None
+    # `path` is relative to the upstream host rather than its API base URL (the base URL without
+    # its trailing /v1): contracts mounted beside the OpenAI API, e.g. /seedance/api/v3/...
+    root: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,4 +99,16 @@ def get_dialect(name: str) -> Dialect:
     from mediagate.upstream.dialects import chat, images
 
     dialects: dict[str, Dialect] = {"images": images.DIALECT, "chat": chat.DIALECT}
+    return dialects[name]
+
+
+def video_dialect(name: str) -> VideoDialect:
+    """The video contract a catalog route names (`dialect:` muse, ark or dashscope)."""
+    from mediagate.upstream.dialects import ark, dashscope, muse
+
+    dialects: dict[str, VideoDialect] = {
+        "muse": muse.DIALECT,
+        "ark": ark.DIALECT,
+        "dashscope": dashscope.DIALECT,
+    }
     return dialects[name]
