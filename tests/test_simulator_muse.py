@@ -86,9 +86,7 @@ def test_statuses_advance_over_time(muse: httpx.Client) -> None:
     assert wait_for(muse, video_id, "completed")["progress"] == 100
 
 
-def test_multipart_takes_input_reference_and_last_frame_files(
-    muse: httpx.Client, sim: Sim
-) -> None:
+def test_multipart_takes_input_reference_and_last_frame_files(muse: httpx.Client, sim: Sim) -> None:
     files = {
         "model": (None, "muse-video"),
         "prompt": (None, "x"),
@@ -140,7 +138,7 @@ def test_other_groups_have_no_channel_and_nothing_is_charged(sim: Sim, group: st
         ({"model": "muse-video", "prompt": "x", "quality": "high"}, "quality", "unknown_parameter"),
         ({"model": "muse-video", "prompt": "x", "input_reference": "x"}, "input_reference", None),
         ({"model": "muse-video", "prompt": "x", "image": "ftp://a/b.png"}, "image", None),
-        ({"model": "muse-video", "prompt": "x", "image": "data:image/png;base64,@@"}, "image", None),
+        ({"model": "muse-video", "prompt": "x", "image": "data:image/png;base64,@"}, "image", None),
         (
             {"model": "muse-video", "prompt": "x", "image": data_url(b"GIF89a", "image/gif")},
             "image",
