@@ -23,6 +23,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingRes
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
+from mediagate.simulator.ark import register_ark_routes
+from mediagate.simulator.dashscope import register_dashscope_routes
 from mediagate.simulator.edits import (
     EditForm,
     check_files,
@@ -32,6 +34,7 @@ from mediagate.simulator.edits import (
     read_edit_form,
 )
 from mediagate.simulator.faults import FaultInjector
+from mediagate.simulator.muse import register_muse_routes
 from mediagate.simulator.png import make_png
 from mediagate.simulator.rules import (
     ChatJob,
@@ -131,6 +134,9 @@ def create_simulator_app(config: SimConfig, state: SimState | None = None) -> Fa
         return Response(content=content, media_type=content_type)
 
     register_video_routes(app, config, sim)
+    register_muse_routes(app, config, sim)
+    register_ark_routes(app, config, sim)
+    register_dashscope_routes(app, config, sim)
 
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def unknown_v1(request: Request) -> Response:

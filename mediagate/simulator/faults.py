@@ -56,6 +56,8 @@ _DIRECTIVE = re.compile(
     rb"\[sim:(reset|resetbody|truncated|nonjson|slowstart=[0-9.]+|slowbody=[0-9.]+|"
     rb"huge=[0-9.]+|burst[45][0-9]{2}=[0-9]+(?::[A-Za-z0-9_-]+)?)\]"
 )
+# The upstream's API prefixes: OpenAI-style, Seedance (Ark) and Wan (DashScope).
+_FAULT_PATHS = ("/v1/", "/seedance/", "/wan/")
 _RETRY_AFTER = re.compile(rb"\[sim:retryafter=([0-9.]+)\]")
 
 # Records a request answered by a fault: (method, path, bearer token, raw body, status).
@@ -211,7 +213,7 @@ class FaultInjector:
         self.abort_key = abort_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if scope["type"] != "http" or not scope["path"].startswith(_FAULT_PATHS):
             await self.app(scope, receive, send)
             return
         chunks: list[bytes] = []

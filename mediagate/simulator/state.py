@@ -9,6 +9,7 @@ theirs.
 from __future__ import annotations
 
 import itertools
+import secrets
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,12 @@ DEFAULT_SIM_KEYS: dict[str, str] = {
     "sk-sim-default": "default",
     "sk-sim-official": "OpenAI Official",
     "sk-sim-enterprise": "OpenAI Official Enterprise",
+    # Video families after Sora (upstream-2026/): Muse in default/vip/svip, Seedance in
+    # SeeDance2, Wan in Wan.
+    "sk-sim-vip": "vip",
+    "sk-sim-svip": "svip",
+    "sk-sim-seedance2": "SeeDance2",
+    "sk-sim-wan": "Wan",
 }
 
 
@@ -35,6 +42,12 @@ class SimConfig:
     video_queued_s: float = 0.03
     video_render_s: float = 0.15
     video_bytes: int = 1024 * 1024
+    # sora2-shutdown.md: `sora-2`/`sora-2-pro` are no longer processed. False keeps the old
+    # Sora route answering for the tests written before the shutdown.
+    sora_closed: bool = False
+    # Lifetime of the signed result links (Seedance `content.video_url`, Wan `result_url`):
+    # about 24 h upstream; tests shorten it to see an expired link refused.
+    signed_link_ttl_s: float = 24 * 3600
 
 
 @dataclass
@@ -47,6 +60,10 @@ class Call:
     model: str | None
     body: Any
     status: int  # 0 while the request is still being answered
+    # The request's headers (lower-case names) with the Authorization value masked as
+    # "Bearer <group>" (or "<invalid>"): tests assert on what the gateway sent, key-free.
+    # Filled by the video families' routes (Muse, Seedance, Wan, signed links).
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,6 +76,8 @@ class SimState:
     # what a test checks the gateway never sends upstream (trace context, client headers).
     headers: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     # Requests still being answered: id -> ("METHOD path", the thread serving it).
+    # Signs the simulator's object-store links (Seedance and Wan results), see jobs.py.
+    link_secret: bytes = field(default_factory=lambda: secrets.token_bytes(16), repr=False)
     _in_flight: dict[int, tuple[str, int]] = field(default_factory=dict, repr=False)
     _idle: threading.Condition = field(default_factory=threading.Condition, repr=False)
     _ids: Iterator[int] = field(default_factory=itertools.count, repr=False)

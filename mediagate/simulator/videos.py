@@ -16,9 +16,7 @@ import hashlib
 import io
 import json
 import re
-import secrets
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -26,11 +24,12 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
 
+from mediagate.simulator.jobs import SimVideo, masked_headers, new_video_id
 from mediagate.simulator.rules import MAX_PROMPT_CHARS, SimError, invalid
 from mediagate.simulator.state import Call, SimConfig, SimState
 from mediagate.simulator.videofiles import content_chunks, file_response
 
-__all__ = ["SimVideo", "content_chunks", "register_video_routes"]
+__all__ = ["SimVideo", "content_chunks", "new_video_id", "register_video_routes"]
 
 VIDEO_GROUPS = frozenset({"OpenAI Official", "OpenAI Official Enterprise"})
 VIDEO_SIZES = {
@@ -40,60 +39,11 @@ VIDEO_SIZES = {
 VIDEO_SECONDS = ("4", "8", "12")
 _FIELDS = frozenset({"model", "prompt", "size", "seconds", "input_reference"})
 _REFERENCE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-_EXPIRES_S = 3600
 
 _FAIL_RE = re.compile(r"\[sim:fail(?:=([a-z_]+))?\]")
 _BYTES_RE = re.compile(r"\[sim:bytes=(\d+)\]")
 _RENDER_RE = re.compile(r"\[sim:render=(\d+(?:\.\d+)?)\]")
 _STATUS_RE = re.compile(r"\[sim:status=(\d{3})\]")
-
-
-@dataclass
-class SimVideo:
-    id: str
-    group: str
-    model: str
-    prompt: str
-    size: str
-    seconds: str
-    created_at: int
-    started: float  # monotonic clock at creation
-    queued_s: float
-    render_s: float
-    content_bytes: int
-    fail_code: str | None = None
-    remixed_from: str | None = None
-
-    def status(self) -> tuple[str, int]:
-        elapsed = time.monotonic() - self.started
-        if elapsed < self.queued_s:
-            return "queued", 0
-        if elapsed < self.queued_s + self.render_s:
-            return "in_progress", min(99, int(100 * (elapsed - self.queued_s) / self.render_s))
-        return ("failed", 0) if self.fail_code else ("completed", 100)
-
-    def body(self) -> dict[str, Any]:
-        status, progress = self.status()
-        done = self.created_at + round(self.queued_s + self.render_s)
-        final = status in ("completed", "failed")
-        error = None
-        if status == "failed":
-            error = {"code": self.fail_code, "message": "Video generation failed (simulated)."}
-        return {
-            "id": self.id,
-            "object": "video",
-            "model": self.model,
-            "status": status,
-            "progress": progress,
-            "created_at": self.created_at,
-            "completed_at": done if final else None,
-            "expires_at": done + _EXPIRES_S if status == "completed" else None,
-            "prompt": self.prompt,
-            "size": self.size,
-            "seconds": self.seconds,
-            "remixed_from_video_id": self.remixed_from,
-            "error": error,
-        }
 
 
 def _bearer(request: Request) -> str | None:
@@ -103,6 +53,11 @@ def _bearer(request: Request) -> str | None:
 
 def _error(error: SimError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+
+
+def invalid_url(request: Request) -> SimError:
+    """What the upstream answers for a path it does not have (as app.py's catch-all)."""
+    return SimError(404, f"Invalid URL ({request.method} {request.url.path})")
 
 
 def _not_found() -> SimError:
@@ -117,8 +72,14 @@ def register_video_routes(app: FastAPI, config: SimConfig, sim: SimState) -> Non
         call.group = group
         return group
 
-    def find(video_id: str, group: str) -> SimVideo:
+    def find(video_id: str, group: str, request: Request | None = None) -> SimVideo:
+        """The group's job; with `request`, a Sora job only (Muse documents create, get and
+        content; its other paths answer like any path the upstream lacks)."""
+        from mediagate.simulator.muse import MuseVideo
+
         video = sim.videos.get(video_id)
+        if request is not None and isinstance(video, MuseVideo) and video.group == group:
+            raise invalid_url(request)
         # Another group's job looks exactly like one that does not exist.
         if not isinstance(video, SimVideo) or video.group != group:
             raise _not_found()
@@ -126,6 +87,7 @@ def register_video_routes(app: FastAPI, config: SimConfig, sim: SimState) -> Non
 
     async def served(request: Request, body: Any, handler: Any) -> Response:
         call = Call(request.method, request.url.path, None, None, body, 0)
+        call.headers = masked_headers(request, config)
         sim.calls.append(call)
         try:
             response: Response = await handler(call, group_of(request, call))
@@ -138,7 +100,7 @@ def register_video_routes(app: FastAPI, config: SimConfig, sim: SimState) -> Non
         fail = _FAIL_RE.search(prompt)
         size_match, render = _BYTES_RE.search(prompt), _RENDER_RE.search(prompt)
         video = SimVideo(
-            id=f"video_{secrets.token_hex(16)}",
+            id=new_video_id(),
             group=group,
             model=model,
             prompt=prompt,
@@ -156,35 +118,52 @@ def register_video_routes(app: FastAPI, config: SimConfig, sim: SimState) -> Non
 
     @app.post("/v1/videos")
     async def create(request: Request) -> Response:
+        from mediagate.simulator.muse import create_muse, is_muse
+
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind != "multipart/form-data":
-            call = Call(
-                "POST",
-                request.url.path,
-                None,
-                None,
-                (await request.body()).decode(errors="replace"),
-                0,
-            )
-            sim.calls.append(call)
-            response = _error(
-                invalid("Content-Type must be multipart/form-data.", None, "invalid_content_type")
-            )
-            call.status = response.status_code
-            return response
-        async with request.form() as form:
-            fields: dict[str, Any] = {}
-            recorded: dict[str, Any] = {}
-            for name, value in form.multi_items():
-                if isinstance(value, UploadFile):
-                    data = await value.read()
-                    fields[name] = data
-                    recorded[name] = _describe(data, value.content_type)
-                else:
-                    fields[name] = recorded[name] = value
+        fields: dict[str, Any] = {}
+        recorded: Any = {}
+        if kind == "multipart/form-data":
+            async with request.form() as form:
+                for name, value in form.multi_items():
+                    if isinstance(value, UploadFile):
+                        data = await value.read()
+                        fields[name] = data
+                        recorded[name] = _describe(data, value.content_type)
+                    else:
+                        fields[name] = recorded[name] = value
+        else:
+            raw = (await request.body()).decode(errors="replace")
+            try:
+                parsed = json.loads(raw) if kind == "application/json" else None
+            except ValueError:
+                parsed = None
+            # Only Muse takes JSON; the Sora route took multipart only.
+            if not (isinstance(parsed, dict) and is_muse(parsed.get("model"))):
+                call = Call("POST", request.url.path, None, None, raw, 0)
+                sim.calls.append(call)
+                response = _error(
+                    invalid(
+                        "Content-Type must be multipart/form-data.", None, "invalid_content_type"
+                    )
+                )
+                call.status = response.status_code
+                return response
+            fields = recorded = parsed
 
         async def handle(call: Call, group: str) -> Response:
             call.model = fields.get("model") if isinstance(fields.get("model"), str) else None
+            if is_muse(call.model):
+                multipart = kind == "multipart/form-data"
+                muse = create_muse(request, call, config, sim, fields, multipart, group)
+                return JSONResponse(muse.body())
+            if config.sora_closed and call.model in VIDEO_SIZES:
+                raise SimError(
+                    404,
+                    f"The model {call.model} has been retired (since 2026-07-01); use "
+                    "muse-video, Seedance 2.0 or Wan 2.7.",
+                    code="model_not_found",
+                )
             model, prompt, size, seconds = _check_create(fields, group)
             status = _STATUS_RE.search(prompt)
             if status:
@@ -198,9 +177,15 @@ def register_video_routes(app: FastAPI, config: SimConfig, sim: SimState) -> Non
 
     @app.get("/v1/videos")
     async def list_videos(request: Request) -> Response:
+        from mediagate.simulator.muse import MuseVideo
+
         async def handle(call: Call, group: str) -> Response:
+            if group not in VIDEO_GROUPS:
+                raise invalid_url(request)  # Muse documents no list
             videos = [
-                v for v in sim.videos.values() if isinstance(v, SimVideo) and v.group == group
+                v
+                for v in sim.videos.values()
+                if isinstance(v, SimVideo) and not isinstance(v, MuseVideo) and v.group == group
             ]
             if request.query_params.get("order", "desc") == "desc":
                 videos.reverse()
@@ -232,7 +217,7 @@ def register_video_routes(app: FastAPI, config: SimConfig, sim: SimState) -> Non
     @app.delete("/v1/videos/{video_id}")
     async def delete(video_id: str, request: Request) -> Response:
         async def handle(call: Call, group: str) -> Response:
-            video = find(video_id, group)
+            video = find(video_id, group, request)
             if video.status()[0] not in ("completed", "failed"):
                 raise invalid("Only a completed or failed video can be deleted.", None)
             del sim.videos[video_id]
@@ -249,7 +234,7 @@ def register_video_routes(app: FastAPI, config: SimConfig, sim: SimState) -> Non
             body = raw.decode(errors="replace")
 
         async def handle(call: Call, group: str) -> Response:
-            source = find(video_id, group)
+            source = find(video_id, group, request)
             call.model = source.model
             if not isinstance(body, dict) or set(body) != {"prompt"}:
                 raise invalid("The body must be a JSON object with only 'prompt'.", None)
@@ -266,11 +251,20 @@ def register_video_routes(app: FastAPI, config: SimConfig, sim: SimState) -> Non
 
     @app.get("/v1/videos/{video_id}/content")
     async def content(video_id: str, request: Request) -> Response:
+        from mediagate.simulator.ark import ArkTask
+        from mediagate.simulator.muse import MuseVideo
+
         async def handle(call: Call, group: str) -> Response:
+            task = sim.videos.get(video_id)
+            if isinstance(task, ArkTask):
+                # Seedance's "compatibility" download on the main host (seedance-2.md).
+                return task.content(request, group)
             video = find(video_id, group)
             variant = request.query_params.get("variant", "video")
             if variant not in ("video", "thumbnail", "spritesheet"):
                 raise invalid(f"Invalid variant '{variant}'.", "variant")
+            if isinstance(video, MuseVideo) and variant != "video":
+                raise SimError(404, f"Muse has no {variant}.", code="not_found")
             if video.status()[0] != "completed":
                 raise invalid("The video is not ready yet.", None, "video_not_ready")
             response = file_response(request, video.id, video.size, video.content_bytes, variant)
