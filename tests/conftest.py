@@ -24,8 +24,10 @@ import openai
 import pytest
 import redis
 from PIL import Image
+import yaml
 
 from mediagate.app import create_app
+from mediagate.catalog import load_catalog
 from mediagate.servethread import BackgroundServer
 from mediagate.settings import Settings
 from mediagate.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
@@ -131,6 +133,8 @@ def gateway_settings(sim: Sim, data_dir: Path, **overrides: Any) -> Settings:
         "key_default": GROUP_KEYS["default"],
         "key_openaiofficial": GROUP_KEYS["OpenAI Official"],
         "key_openaiofficialenterprise": GROUP_KEYS["OpenAI Official Enterprise"],
+        "key_seedance2": GROUP_KEYS["SeeDance2"],
+        "key_wan": GROUP_KEYS["Wan"],
         "api_keys": f"team-a:{CLIENT_KEY},team-b:{OTHER_CLIENT_KEY}",
         "fetch_allow_hosts": [f"127.0.0.1:{sim.port}"],
         "data_dir": data_dir,
@@ -288,7 +292,22 @@ def store_clock(store_url: StoreUrl) -> StoreClock:
     return StoreClock(store_url.kind)
 
 
+def fast_video_polls(path: Path, interval_s: float = 0.05) -> Path:
+    """A catalog overlay (MEDIAGATE_CONFIG) giving every video route a short poll interval:
+    the bundled ones follow the upstreams (Muse asks for 15 s), which no test waits out."""
+    routes = {
+        rid: {"video": {"poll_interval_s": interval_s}}
+        for rid, route in load_catalog().routes.items()
+        if route.kind == "video"
+    }
+    path.write_text(yaml.safe_dump({"routes": routes}))
+    return path
+
+
 @pytest.fixture
-def videos_gw(make_gateway: Callable[..., Gateway], job_store: dict[str, str]) -> Gateway:
+def videos_gw(
+    make_gateway: Callable[..., Gateway], job_store: dict[str, str], tmp_path: Path
+) -> Gateway:
     """A gateway on each job store whose video answers ask clients to poll quickly."""
-    return make_gateway(video_poll_after_ms=50, **job_store)
+    overlay = fast_video_polls(tmp_path / "fast-polls.yaml")
+    return make_gateway(video_poll_after_ms=50, config=overlay, **job_store)

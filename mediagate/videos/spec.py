@@ -116,7 +116,7 @@ def _nearest(size: str, choices: list[str]) -> str:
 
     def distance(choice: str) -> tuple[float, float]:
         cw, ch = _pixels(choice)
-        return (round(abs(math.log(cw / ch) - ratio), 3), abs(math.log(cw * ch / area)))
+        return (round(abs(math.log(cw / ch) - ratio), 1), abs(math.log(cw * ch / area)))
 
     return min(choices, key=distance)
 

@@ -101,7 +101,8 @@ class DashScopeDialect:
         url = payload.get("result_url") or output.get("video_url")
         usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
         assert isinstance(usage, dict)
-        made = usage.get("video_duration", usage.get("duration"))
+        # `duration`: the seconds billed (input video + output); else the seconds made.
+        made = usage.get("duration", usage.get("output_video_duration", usage.get("video_duration")))
         actual = (
             float(made) if isinstance(made, int | float) and not isinstance(made, bool) else None
         )
