@@ -173,7 +173,10 @@ class VideoPolicy(BaseModel):
     # reference image (Wan r2v).
     reference_role: Literal["first_frame", "reference_image"] = "first_frame"
     options: dict[str, VideoOption] = Field(default_factory=dict)
-    remix: bool = False  # can continue or edit a finished clip of this route
+    # What a remix is on this route: `continue` (a longer clip from the source, which the
+    # route's longest duration must exceed), `edit` (a new clip of the source's length from
+    # it), or `none` (a 400).
+    remix: Literal["none", "continue", "edit"] = "none"
     variants: list[str] = Field(default_factory=lambda: ["video"])  # content variants
     poll_interval_s: float | None = Field(default=None, ge=0)  # None: MEDIAGATE_VIDEO_POLL_AFTER_MS
     link_ttl_s: int | None = Field(default=None, ge=0)  # how long a finished result link lasts

@@ -23,8 +23,8 @@ import httpx
 import openai
 import pytest
 import redis
-from PIL import Image
 import yaml
+from PIL import Image
 
 from mediagate.app import create_app
 from mediagate.catalog import load_catalog

@@ -15,7 +15,7 @@ import pytest
 
 from mediagate.simulator import make_png
 
-from .conftest import CLIENT_KEY, Gateway, Sim, wait_until
+from .conftest import CLIENT_KEY, Gateway, Sim, fast_video_polls, wait_until
 from .resilience import metric
 from .test_keys import entry, keys_file
 
@@ -28,7 +28,8 @@ def metered(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Callable[..
 
     def make(**policy: Any) -> Gateway:
         path = keys_file(tmp_path / "keys.yaml", [entry("metered", KEY, **policy)])
-        return make_gateway(keys_file=path, admin_key="sk-admin", video_poll_after_ms=20)
+        polls = fast_video_polls(tmp_path / "polls.yaml", 0.02)
+        return make_gateway(keys_file=path, admin_key="sk-admin", config=polls)
 
     return make
 
@@ -228,19 +229,23 @@ def test_video_cost_is_booked_when_the_job_completes(
 ) -> None:
     gateway = metered()
     client = gateway.sdk(api_key=KEY)
-    raw = client.videos.with_raw_response.create(model="sora-2-pro", prompt="v", size="1792x1024")
+    raw = client.videos.with_raw_response.create(
+        model="seedance-2.0", prompt="v", size="1280x720", seconds="5"
+    )
     assert cost_of(raw) == 0  # nothing is charged until the video exists
     video = client.videos.poll(raw.parse().id)
     assert video.status == "completed"
     with gateway.http(api_key=KEY) as http:
         usage = http.get("/v1/usage").json()
     (row,) = usage["data"]
-    # sora-2-pro at 1792x1024 is $0.50 a second, for the job's 4 seconds.
-    assert row["model"] == "sora-2-pro" and row["video_seconds"] == 4
-    assert row["cost_usd"] == pytest.approx(2.0)
+    # Seedance 2.0 at 720p bills $7.88 per million output tokens, from the upstream's usage:
+    # 121 frames of 1280x720 are 108,900 completion tokens (seedance-2.md's own figure).
+    assert row["model"] == "seedance-2.0" and row["video_seconds"] == 5
+    assert row["cost_usd"] == pytest.approx(108_900 * 7.88 / 1e6)
     client.videos.retrieve(video.id)  # seeing it finish again books nothing more
     with gateway.http(api_key=KEY) as http:
-        assert http.get("/v1/usage").json()["totals"]["cost_usd"] == pytest.approx(2.0)
+        total = http.get("/v1/usage").json()["totals"]["cost_usd"]
+    assert total == pytest.approx(108_900 * 7.88 / 1e6)
 
 
 def test_a_failed_video_costs_nothing_and_frees_its_reservation(
@@ -248,14 +253,14 @@ def test_a_failed_video_costs_nothing_and_frees_its_reservation(
 ) -> None:
     gateway = metered(budget_usd_per_day=1.0)
     client = gateway.sdk(api_key=KEY)
-    video = client.videos.create_and_poll(model="sora-2", prompt="[sim:fail] v", seconds="8")
-    assert video.status == "failed"
+    video = client.videos.create_and_poll(model="muse-video", prompt="[sim:fail] v", seconds="8")
+    assert video.status == "failed"  # Muse charges at create and refunds a failure in full
     with gateway.http(api_key=KEY) as http:
         budget = http.get("/v1/usage").json()["budget"]["day"]
     assert budget["spent_usd"] == 0 and budget["reserved_usd"] == 0
-    # 12 s of sora-2 is $1.20: more than the day's $1.00, so it is refused up front.
+    # muse-video-60s is $1.55 a video: more than the day's $1.00, so it is refused up front.
     with pytest.raises(openai.RateLimitError) as caught:
-        client.videos.create(model="sora-2", prompt="v", seconds="12")
+        client.videos.create(model="muse-video-60s", prompt="v")
     assert caught.value.code == "insufficient_quota"
 
 

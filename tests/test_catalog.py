@@ -30,8 +30,23 @@ DEFAULT_MODELS = {
     "gpt-image-2.6-sunburst",
     "sora_image",
     "gpt-4o-image",
+    # Aliases of the retired Sora models (listed, like gpt-image-1).
     "sora-2",
     "sora-2-pro",
+    *(f"muse-video{suffix}" for suffix in ("", "-20s", "-30s", "-40s", "-50s", "-60s")),
+    "seedance-2.5",
+    "seedance-2.0",
+    "seedance-2.0-fast",
+    "seedance-2.0-mini",
+    "doubao-seedance-2-5-260628",
+    "doubao-seedance-2-0-260128",
+    "doubao-seedance-2-0-fast-260128",
+    "doubao-seedance-2-0-mini-260615",
+    "wan2.7-t2v",
+    "wan2.7-i2v",
+    "wan2.7-r2v",
+    "wan3.0-video",
+    "wan3.0-video-prime",
 }
 # Served only in the official groups.
 OFFICIAL_ONLY = {
@@ -39,8 +54,6 @@ OFFICIAL_ONLY = {
     "gpt-image-2-enterprise",
     "gpt-image-2.6-flare",
     "gpt-image-2.6-sunburst",
-    "sora-2",
-    "sora-2-pro",
 }
 
 
@@ -56,7 +69,14 @@ def test_models_say_what_is_legacy_retired_and_default(client: openai.OpenAI) ->
     assert about["sora_image"] == {"kind": "image", "legacy": True, "default": False}
     assert about["gpt-4o-image"]["legacy"] is True
     assert about["gpt-image-2.5-sunburst"] == {"kind": "image", "legacy": False, "default": True}
-    assert about["sora-2"] == {"kind": "video", "legacy": False, "default": True}
+    assert about["muse-video"] == {"kind": "video", "legacy": False, "default": True}
+    assert about["sora-2"] == {
+        "kind": "video",
+        "legacy": False,
+        "default": False,
+        "alias_for": "muse-video",
+        "deprecated": "2026-09-24",
+    }
     assert about["gpt-image-1"] == {
         "kind": "image",
         "legacy": False,

@@ -4,23 +4,22 @@ stores: create_and_poll, download_content, list, delete, remix, ownership and fa
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from PIL import Image
 
 from mediagate.simulator.videos import content_chunks
 from mediagate.stores import open_stores
 from mediagate.stores.jobs import VideoJob
 
-from .conftest import CLIENT_KEY, GROUP_KEYS, OTHER_CLIENT_KEY, Gateway, Sim
+from .conftest import CLIENT_KEY, GROUP_KEYS, OTHER_CLIENT_KEY, Gateway, Sim, fast_video_polls
 from .test_catalog import sample
 
 # The SDK marks the Sora API deprecated; the warning says nothing about the gateway.
@@ -58,21 +57,23 @@ def only_upstream_video(sim: Sim) -> Any:
 
 def test_create_and_poll_then_download(sdk: openai.OpenAI, videos_gw: Gateway, sim: Sim) -> None:
     video = sdk.videos.create_and_poll(
-        model="sora-2-pro", prompt="a lighthouse at dusk", size="1792x1024", seconds="8"
+        model="muse-video", prompt="a lighthouse at dusk", size="1280x720", seconds="8"
     )
     assert video.status == "completed" and video.progress == 100
-    assert (video.model, video.size, video.seconds) == ("sora-2-pro", "1792x1024", "8")
+    assert (video.model, video.size, video.seconds) == ("muse-video", "1280x720", "8")
     assert video.completed_at and video.expires_at and video.error is None
+    # Muse keeps its links 7 days: the video's assets expire then.
+    assert video.expires_at - video.completed_at == 7 * 86400
     upstream = only_upstream_video(sim)
     assert video.id.startswith("video_") and video.id != upstream.id  # ours, not theirs
     assert upstream.id not in str(video.to_dict())
 
     [create] = upstream_creates(sim)
-    assert create.group == "OpenAI Official"
+    assert create.group == "default"
     assert create.body == {
-        "model": "sora-2-pro",
+        "model": "muse-video",
         "prompt": "a lighthouse at dusk",
-        "size": "1792x1024",
+        "size": "1280x720",
         "seconds": "8",
     }
     content = sdk.videos.download_content(video.id)
@@ -84,11 +85,11 @@ def test_create_and_poll_then_download(sdk: openai.OpenAI, videos_gw: Gateway, s
     assert (job.upstream_id, job.owner, job.group, job.route) == (
         upstream.id,
         "team-a",
-        "OpenAI Official",
-        "sora-2-pro",
+        "default",
+        "muse-video",
     )
-    assert job.status == "completed" and job.cost == pytest.approx(0.5 * 8)
-    assert GROUP_KEYS["OpenAI Official"] not in repr(job)  # a fingerprint, never the key
+    assert job.status == "completed" and job.cost == pytest.approx(0.30)  # per video, flat
+    assert GROUP_KEYS["default"] not in repr(job)  # a fingerprint, never the key
 
 
 def test_defaults_are_sent_explicitly_and_poll_pace_is_advised(
@@ -97,15 +98,15 @@ def test_defaults_are_sent_explicitly_and_poll_pace_is_advised(
     raw = sdk.videos.with_raw_response.create(prompt="[sim:render=5] a slow one")
     video = raw.parse()
     assert video.status in ("queued", "in_progress")
-    assert raw.headers["openai-poll-after-ms"] == "50"
-    assert raw.headers["x-mediagate-route"] == "sora-2"
-    assert (video.model, video.size, video.seconds) == ("sora-2", "720x1280", "4")
+    assert raw.headers["openai-poll-after-ms"] == "50"  # the route's interval (overlaid)
+    assert raw.headers["x-mediagate-route"] == "muse-video"
+    assert (video.model, video.size, video.seconds) == ("muse-video", "1280x720", "10")
     [create] = upstream_creates(sim)
     assert create.body == {
-        "model": "sora-2",
+        "model": "muse-video",
         "prompt": "[sim:render=5] a slow one",
-        "size": "720x1280",
-        "seconds": "4",
+        "size": "1280x720",
+        "seconds": "10",
     }
     polled = sdk.videos.with_raw_response.retrieve(video.id)
     assert polled.headers["openai-poll-after-ms"] == "50"
@@ -120,11 +121,11 @@ def test_a_finished_job_carries_no_poll_advice(sdk: openai.OpenAI) -> None:
 
 def test_json_create_is_sent_upstream_as_multipart(videos_gw: Gateway, sim: Sim) -> None:
     with videos_gw.http() as http:
-        response = http.post("/v1/videos", json={"prompt": "json", "seconds": 12, "size": None})
+        response = http.post("/v1/videos", json={"prompt": "json", "seconds": 8, "size": None})
     assert response.status_code == 200, response.text
-    assert response.json()["seconds"] == "12"
+    assert response.json()["seconds"] == "8"
     [create] = upstream_creates(sim)
-    assert create.body["seconds"] == "12" and create.body["size"] == "720x1280"
+    assert create.body["seconds"] == "8" and create.body["size"] == "1280x720"
 
 
 def test_another_clients_key_sees_nothing(videos_gw: Gateway, sdk: openai.OpenAI, sim: Sim) -> None:
@@ -206,43 +207,54 @@ def test_a_job_the_upstream_forgot_is_404(sdk: openai.OpenAI, sim: Sim) -> None:
 
 
 def test_delete(sdk: openai.OpenAI, sim: Sim) -> None:
+    # Muse documents no delete: the job is hidden here (its record stays, it was paid for),
+    # and the upstream is not asked.
     busy = sdk.videos.create(prompt="[sim:render=5] still working")
-    with pytest.raises(openai.BadRequestError):  # the upstream's own rule, passed on
-        sdk.videos.delete(busy.id)
-    assert sdk.videos.retrieve(busy.id).id == busy.id
-
     video = sdk.videos.create_and_poll(prompt="short-lived")
-    upstream_id = next(v.id for v in sim.state.videos.values() if v.prompt == "short-lived")
     deleted = sdk.videos.delete(video.id)
     assert (deleted.id, deleted.object, deleted.deleted) == (video.id, "video.deleted", True)
-    deletes = [(c.path, c.status) for c in sim.sent() if c.method == "DELETE"]
-    assert deletes[-1] == (f"/v1/videos/{upstream_id}", 200)  # after the busy one's 400
+    assert [c for c in sim.sent() if c.method == "DELETE"] == []
     with pytest.raises(openai.NotFoundError):
         sdk.videos.retrieve(video.id)
     assert [v.id for v in sdk.videos.list()] == [busy.id]
 
 
 def test_remix(sdk: openai.OpenAI, sim: Sim) -> None:
-    source = sdk.videos.create_and_poll(prompt="a fox", model="sora-2", size="1280x720")
+    # Muse continues a clip: a new create with the source's link as `video_url`, the model
+    # naming the total length, which must exceed the source's.
+    source = sdk.videos.create_and_poll(prompt="a fox", model="muse-video", seconds="8")
     remix = sdk.videos.remix(source.id, prompt="the fox, in snow")
     assert remix.remixed_from_video_id == source.id
-    assert (remix.size, remix.seconds, remix.model) == ("1280x720", "4", "sora-2")
+    assert (remix.size, remix.seconds, remix.model) == ("1280x720", "10", "muse-video")
     done = sdk.videos.poll(remix.id)
     assert done.status == "completed" and done.prompt == "the fox, in snow"
-    [call] = [c for c in sim.sent() if c.path.endswith("/remix")]
-    source_upstream = next(v.id for v in sim.state.videos.values() if v.prompt == "a fox")
-    assert call.path == f"/v1/videos/{source_upstream}/remix"
-    assert call.body == {"prompt": "the fox, in snow"} and call.group == "OpenAI Official"
+    call = upstream_creates(sim)[-1]
+    source_upstream = next(v for v in sim.state.videos.values() if v.prompt == "a fox")
+    assert call.body == {
+        "model": "muse-video",
+        "prompt": "the fox, in snow",
+        "video_url": source_upstream.link(),
+        "size": "1280x720",
+        "seconds": "10",
+    }
+    assert call.group == "default"
     assert sdk.videos.download_content(done.id).content[4:8] == b"ftyp"
+    # A 10 s clip cannot be continued by muse-video (10 s at most): a 400 before any call.
+    calls = len(sim.sent())
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.videos.remix(done.id, prompt="longer still")
+    assert caught.value.code == "remix_unsupported" and "muse-video-20s" in caught.value.message
+    assert len(sim.sent()) == calls
 
 
-def test_thumbnail_spritesheet_and_ranges(videos_gw: Gateway, sdk: openai.OpenAI) -> None:
+def test_thumbnail_spritesheet_and_ranges(videos_gw: Gateway, sdk: openai.OpenAI, sim: Sim) -> None:
     video = sdk.videos.create_and_poll(prompt="stills", size="1280x720")
-    thumbnail = sdk.videos.download_content(video.id, variant="thumbnail")
-    assert thumbnail.response.headers["content-type"] == "image/webp"
-    assert Image.open(io.BytesIO(thumbnail.content)).format == "WEBP"
-    sheet = sdk.videos.download_content(video.id, variant="spritesheet")
-    assert Image.open(io.BytesIO(sheet.content)).format == "JPEG"
+    calls = len(sim.sent())
+    for variant in ("thumbnail", "spritesheet"):  # Muse makes neither: a clear 404
+        with pytest.raises(openai.NotFoundError) as caught:
+            sdk.videos.download_content(video.id, variant=variant)  # type: ignore[arg-type]
+        assert caught.value.code == "variant_not_available"
+    assert len(sim.sent()) == calls
 
     full = sdk.videos.download_content(video.id).content
     with videos_gw.http() as http:
@@ -268,9 +280,10 @@ def test_content_before_completion_is_the_upstreams_400(sdk: openai.OpenAI) -> N
 
 
 def test_final_state_and_cost_are_recorded_once_across_replicas(
-    make_gateway: Callable[..., Gateway], job_store: dict[str, str]
+    make_gateway: Callable[..., Gateway], job_store: dict[str, str], tmp_path: Path
 ) -> None:
-    replicas = [make_gateway(video_poll_after_ms=10, **job_store) for _ in range(2)]
+    overlay = fast_video_polls(tmp_path / "polls.yaml", 0.01)
+    replicas = [make_gateway(video_poll_after_ms=10, config=overlay, **job_store) for _ in range(2)]
     first = replicas[0].sdk()
     video = first.videos.create(prompt="[sim:render=0.3] contested", seconds="12")
     errors: list[BaseException] = []
@@ -296,18 +309,17 @@ def test_final_state_and_cost_are_recorded_once_across_replicas(
                 finished += float(line.rsplit(" ", 1)[1])
     assert finished == 1
     job = stored(replicas[1], video.id)
-    assert job.status == "completed" and job.cost == pytest.approx(0.1 * 12)
+    assert job.status == "completed" and job.cost == pytest.approx(0.30)
 
 
 def test_a_job_keeps_using_the_key_that_created_it(
-    make_gateway: Callable[..., Gateway], sim: Sim
+    make_gateway: Callable[..., Gateway], sim: Sim, tmp_path: Path
 ) -> None:
     # Two keys for the group, the second one unknown upstream: a gateway that took the next
     # key in turn for the polls would be refused every other call.
-    good = GROUP_KEYS["OpenAI Official"]
-    gateway = make_gateway(
-        key_openaiofficial=f"{good},sk-not-known-upstream", video_poll_after_ms=20
-    )
+    good = GROUP_KEYS["default"]
+    overlay = fast_video_polls(tmp_path / "polls.yaml", 0.02)
+    gateway = make_gateway(key_default=f"{good},sk-not-known-upstream", config=overlay)
     sdk = gateway.sdk()
     video = sdk.videos.create_and_poll(prompt="pinned")
     assert video.status == "completed"
@@ -317,19 +329,23 @@ def test_a_job_keeps_using_the_key_that_created_it(
 
 def test_video_metrics_and_models(videos_gw: Gateway, sdk: openai.OpenAI) -> None:
     sdk.videos.create_and_poll(prompt="counted", seconds="8")
-    assert {"sora-2", "sora-2-pro"} <= {m.id for m in sdk.models.list().data}
+    offered = {m.id for m in sdk.models.list().data}
+    assert {"muse-video", "muse-video-60s", "seedance-2.0", "wan2.7-i2v"} <= offered
     text = httpx.get(f"{videos_gw.url}/metrics").text
-    assert (
-        'mediagate_videos_finished_total{model="sora-2",route="sora-2",status="completed"} 1.0'
-        in text
-    )
-    assert 'mediagate_video_seconds_total{model="sora-2",route="sora-2"} 8.0' in text
-    created = {"endpoint": "videos.create", "model": "sora-2", "route": "sora-2", "status": "200"}
+    finished = 'mediagate_videos_finished_total{model="muse-video",route="muse-video",'
+    assert finished + 'status="completed"} 1.0' in text
+    assert 'mediagate_video_seconds_total{model="muse-video",route="muse-video"} 8.0' in text
+    created = {
+        "endpoint": "videos.create",
+        "model": "muse-video",
+        "route": "muse-video",
+        "status": "200",
+    }
     assert sample(text, "mediagate_requests_total", **created) == 1.0
     retrieved = {**created, "endpoint": "videos.retrieve"}
     assert (sample(text, "mediagate_requests_total", **retrieved) or 0) >= 1
-    # The completed job's cost (8 s at $0.10) is booked to the key that created it.
-    assert sample(text, "mediagate_cost_usd_total", model="sora-2") == pytest.approx(0.8)
+    # The completed job's cost (Muse: $0.30 a video) is booked to the key that created it.
+    assert sample(text, "mediagate_cost_usd_total", model="muse-video") == pytest.approx(0.30)
 
 
 def rss_bytes() -> int:
@@ -338,8 +354,8 @@ def rss_bytes() -> int:
 
 
 @pytest.fixture
-def sqlite_gw(make_gateway: Callable[..., Gateway]) -> Gateway:
-    return make_gateway(video_poll_after_ms=20)
+def sqlite_gw(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Gateway:
+    return make_gateway(config=fast_video_polls(tmp_path / "polls.yaml", 0.02))
 
 
 def test_a_large_download_streams_with_flat_memory(sqlite_gw: Gateway) -> None:
@@ -371,11 +387,12 @@ def test_a_large_download_streams_with_flat_memory(sqlite_gw: Gateway) -> None:
 
 
 def test_a_client_leaving_mid_download_frees_the_upstream_connection(
-    make_gateway: Callable[..., Gateway],
+    make_gateway: Callable[..., Gateway], tmp_path: Path
 ) -> None:
     # Two upstream connections in all: if an abandoned download kept its own, the third
     # download would wait for a free connection forever.
-    gateway = make_gateway(video_poll_after_ms=20, max_connections=2)
+    overlay = fast_video_polls(tmp_path / "polls.yaml", 0.02)
+    gateway = make_gateway(config=overlay, max_connections=2)
     video = gateway.sdk().videos.create_and_poll(prompt=f"[sim:bytes={64 * MIB}] long")
     with httpx.Client(
         base_url=gateway.url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=10
@@ -401,12 +418,20 @@ def test_bad_requests_are_400s_that_never_reach_the_upstream(
     cases: list[tuple[dict[str, Any], type[openai.APIStatusError], str | None]] = [
         ({"model": "sora-3"}, openai.NotFoundError, "model"),
         ({"model": "gpt-image-1"}, openai.BadRequestError, "model"),
-        ({"seconds": "5"}, openai.BadRequestError, "seconds"),
-        ({"size": "1792x1024"}, openai.BadRequestError, "size"),  # sora-2-pro only
-        ({"size": "1024x1024", "model": "sora-2-pro"}, openai.BadRequestError, "size"),
+        ({"seconds": "3"}, openai.BadRequestError, "seconds"),  # muse-video: 4-12 map
+        ({"seconds": "13"}, openai.BadRequestError, "seconds"),
+        ({"seconds": "10", "model": "muse-video-20s"}, openai.BadRequestError, "seconds"),
+        ({"size": "big"}, openai.BadRequestError, "size"),
         ({"prompt": "x" * 32001}, openai.BadRequestError, "prompt"),
         ({"prompt": "   "}, openai.BadRequestError, "prompt"),
-        ({"extra_body": {"fps": "30"}}, openai.BadRequestError, "fps"),
+        ({"model": "wan2.7-t2v", "prompt": "x" * 801}, openai.BadRequestError, "prompt"),
+        ({"model": "seedance-2.0", "extra_body": {"seed": "x"}}, openai.BadRequestError, "seed"),
+        (
+            {"model": "seedance-2.0-mini", "extra_body": {"resolution": "1080p"}},
+            openai.BadRequestError,
+            "resolution",
+        ),
+        ({"extra_body": {"last_frame": "ftp://x"}}, openai.BadRequestError, "last_frame"),
     ]
     for overrides, error, param in cases:
         arguments: dict[str, Any] = {"prompt": "fine", **overrides}

@@ -56,7 +56,7 @@ def test_a_reference_of_another_size_is_fitted_in_its_own_format(
 
 
 def test_a_reference_of_the_right_size_is_sent_untouched(videos_gw: Gateway, sim: Sim) -> None:
-    data = picture(720, 1280, "JPEG")
+    data = picture(1280, 720, "JPEG")  # muse-video's default size
     raw = videos_gw.sdk().videos.with_raw_response.create(
         prompt="exact", input_reference=("ref.jpg", data, "image/jpeg")
     )
@@ -97,9 +97,9 @@ def test_the_operator_can_turn_fitting_off(make_gateway: Callable[..., Gateway],
             prompt="strict",
             input_reference=(
                 "ref.png",
-                picture(1280, 720),
+                picture(720, 1280),
                 "image/png",
-            ),  # landscape, default portrait
+            ),  # portrait, default landscape
             extra_headers={"x-mediagate-fit-reference": "true"},  # cannot override the operator
         )
     assert "1280x720" in caught.value.message and "720x1280" in caught.value.message

@@ -172,13 +172,14 @@ class VideoService:
                 code="video_not_ready",
             )
         info = _policy(route).sizes.get(source.size)
+        seconds = self._remix_seconds(source, route)
         spec = VideoSpec(
             prompt=prompt,
             size=source.size,
-            seconds=source.seconds,
+            seconds=seconds,
             ratio=info.ratio if info else None,
             resolution=info.resolution if info else None,
-            duration=int(source.seconds) if source.seconds.isdigit() else None,
+            duration=int(seconds) if seconds.isdigit() else None,
             source_url=source.result_url,
         )
         job_id = new_video_id()
@@ -190,6 +191,31 @@ class VideoService:
             raise
         await ticket.release()
         return self._answer(job, {"x-mediagate-route": route.id})
+
+    def _remix_seconds(self, source: VideoJob, route: Route) -> str:
+        """A remix's length: the source's for an edit; for a continuation the shortest total
+        the route makes beyond the source (a 400 naming a longer model when it makes none)."""
+        policy = _policy(route)
+        if policy.remix != "continue" or not source.seconds.isdigit():
+            return source.seconds
+        longer = [s for s in policy.seconds if s > int(source.seconds)]
+        if longer:
+            return str(min(longer))
+        others = sorted(
+            (max(other.video.seconds), model.id)
+            for model in self.catalog.models.values()
+            for other in [self.catalog.routes[model.routes[0]]]
+            if other.video is not None
+            and other.dialect == route.dialect
+            and other.group == route.group
+            and max(other.video.seconds) > int(source.seconds)
+        )
+        hint = f" (continue it with {others[0][1]}: create with that model)" if others else ""
+        raise InvalidRequest(
+            f"{source.model} makes at most {max(policy.seconds)} s, so it cannot continue a "
+            f"{source.seconds} s clip{hint}.",
+            code="remix_unsupported",
+        )
 
     async def retrieve(self, owner: str, video_id: str) -> Video:
         """One of the caller's jobs as the upstream sees it now, recorded."""
@@ -493,7 +519,7 @@ class VideoService:
             key_fp=source.key_fp,  # the remix lives under the source's key too
             prompt=spec.prompt,
             size=source.size,
-            seconds=source.seconds,
+            seconds=spec.seconds,
             status="queued",
             created_at=int(now),
             updated_at=now,

@@ -263,7 +263,7 @@ def check_remix(body: Any, route: Route, model: str) -> str:
     """The prompt of a remix request, for a route that can continue or edit a clip."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    if not _policy(route).remix:
+    if _policy(route).remix == "none":
         raise InvalidRequest(
             f"{model} cannot remix a video: its upstream neither continues nor edits clips. "
             "Create a new video instead.",

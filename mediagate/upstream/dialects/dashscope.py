@@ -102,7 +102,9 @@ class DashScopeDialect:
         usage = payload.get("usage") if isinstance(payload.get("usage"), dict) else {}
         assert isinstance(usage, dict)
         # `duration`: the seconds billed (input video + output); else the seconds made.
-        made = usage.get("duration", usage.get("output_video_duration", usage.get("video_duration")))
+        made = usage.get("duration")
+        if made is None:
+            made = usage.get("output_video_duration", usage.get("video_duration"))
         actual = (
             float(made) if isinstance(made, int | float) and not isinstance(made, bool) else None
         )
