@@ -1,4 +1,6 @@
-"""The simulated upstream's Videos API is as strict as the real one, so gateway bugs fail here."""
+"""The simulated upstream's Sora Videos API is as strict as the real one was, so gateway bugs fail
+here. The upstream closed that route (sora2-shutdown.md) and the simulator answers it closed by
+default; these tests run a simulator that keeps it open (`SimConfig.sora_closed=False`)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,35 @@ import httpx
 import pytest
 from PIL import Image
 
+from mediagate.servethread import BackgroundServer
+from mediagate.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
 from mediagate.simulator.videos import content_chunks
 
 from .conftest import GROUP_KEYS, Sim, wait_until
+
+
+@pytest.fixture(scope="module")
+def _sora_open() -> Iterator[Sim]:
+    state = SimState()
+    config = SimConfig(keys=dict(DEFAULT_SIM_KEYS), sora_closed=False)
+    with BackgroundServer(create_simulator_app(config, state)) as server:
+        yield Sim(server.url, server.port, state)
+
+
+@pytest.fixture
+def sim(_sora_open: Sim) -> Sim:
+    _sora_open.state.reset()
+    return _sora_open
+
+
+def test_the_closed_route_answers_404_naming_the_successors(_simulator: Sim) -> None:
+    headers = {"Authorization": f"Bearer {GROUP_KEYS['OpenAI Official']}"}
+    response = httpx.post(
+        f"{_simulator.url}/v1/videos",
+        files={"model": (None, "sora-2"), "prompt": (None, "x")},
+        headers=headers,
+    )
+    assert response.status_code == 404 and "muse-video" in response.text
 
 
 @pytest.fixture

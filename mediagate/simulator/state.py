@@ -42,9 +42,9 @@ class SimConfig:
     video_queued_s: float = 0.03
     video_render_s: float = 0.15
     video_bytes: int = 1024 * 1024
-    # sora2-shutdown.md: `sora-2`/`sora-2-pro` are no longer processed. False keeps the old
-    # Sora route answering for the tests written before the shutdown.
-    sora_closed: bool = False
+    # sora2-shutdown.md: `sora-2`/`sora-2-pro` are no longer processed (a 404 naming the
+    # successors). False keeps the old Sora route answering, for tests of that route itself.
+    sora_closed: bool = True
     # Lifetime of the signed result links (Seedance `content.video_url`, Wan `result_url`):
     # about 24 h upstream; tests shorten it to see an expired link refused.
     signed_link_ttl_s: float = 24 * 3600

@@ -1,0 +1,281 @@
+"""The Videos API over each upstream family (Muse, Seedance on Ark, Wan on DashScope) and the
+retired Sora names, through the real OpenAI SDK against the simulated upstreams: what the
+gateway sends each upstream for the same OpenAI request, what it books, how it maps and refuses,
+and how often it asks."""
+
+from __future__ import annotations
+
+import calendar
+import io
+import json
+import re
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from PIL import Image
+
+from .conftest import GROUP_KEYS, Gateway, Sim, fast_video_polls, wait_until
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+ARK_TASKS = "/seedance/api/v3/contents/generations/tasks"
+WAN_CREATE = "/wan/api/v1/services/aigc/video-generation/video-synthesis"
+DEPRECATION = f"@{calendar.timegm(date(2026, 9, 24).timetuple())}"
+
+
+def picture(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (30, 90, 160)).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def gw(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Gateway:
+    return make_gateway(config=fast_video_polls(tmp_path / "polls.yaml"))
+
+
+def posts(sim: Sim, path: str) -> list[Any]:
+    return [c for c in sim.sent(path) if c.method == "POST"]
+
+
+def cost(gateway: Gateway, video_id: str) -> float:
+    with gateway.http() as http:
+        rows = http.get("/v1/usage").json()
+    assert rows is not None
+    from .test_videos import stored  # one reader of the job store for the video tests
+
+    job = stored(gateway, video_id)
+    assert job.cost is not None
+    return job.cost
+
+
+def show(label: str, call: Any) -> None:
+    """The upstream request as the simulator recorded it, for the report (pytest -s)."""
+    body = re.sub(r'"data:([a-z/]+);base64,[^"]+"', r'"data:\1;base64,..."', json.dumps(call.body))
+    headers = {k: v for k, v in call.headers.items() if k in ("authorization", "x-dashscope-async")}
+    print(f"\n[{label}] {call.method} {call.path} group={call.group} headers={headers}")
+    print(f"[{label}] body={body}")
+
+
+def test_muse_create_poll_download_with_a_reference(gw: Gateway, sim: Sim) -> None:
+    sdk = gw.sdk()
+    video = sdk.videos.create_and_poll(
+        model="muse-video",
+        prompt="a heron takes off",
+        size="1280x720",
+        seconds="8",
+        input_reference=("ref.png", picture(1280, 720), "image/png"),
+    )
+    assert (video.status, video.model, video.size, video.seconds) == (
+        "completed",
+        "muse-video",
+        "1280x720",
+        "8",
+    )
+    [create] = posts(sim, "/v1/videos")
+    show("muse", create)
+    assert create.group == "default"
+    assert {k: v for k, v in create.body.items() if k != "input_reference"} == {
+        "model": "muse-video",
+        "prompt": "a heron takes off",
+        "size": "1280x720",
+        "seconds": "8",
+    }
+    assert create.body["input_reference"]["format"] == "PNG"
+    content = sdk.videos.download_content(video.id)
+    assert content.content[4:8] == b"ftyp"
+    downloads = [c for c in sim.sent() if c.path.endswith("/content")]
+    assert downloads[-1].headers["authorization"] == "Bearer <default>"  # the job's own key
+    assert cost(gw, video.id) == pytest.approx(0.30)
+
+
+def test_seedance_create_poll_download_with_a_reference(gw: Gateway, sim: Sim) -> None:
+    sdk = gw.sdk()
+    raw = sdk.videos.with_raw_response.create(
+        model="seedance-2.0",
+        prompt="a heron takes off",
+        size="1280x720",
+        seconds="8",
+        input_reference=("ref.png", picture(1280, 720), "image/png"),
+        extra_body={"generate_audio": "false", "seed": "7", "negative_prompt": "fog"},
+    )
+    assert raw.headers["x-mediagate-dropped"] == "negative_prompt"  # a Wan option, not Ark's
+    video = sdk.videos.poll(raw.parse().id)
+    assert (video.status, video.model, video.size, video.seconds) == (
+        "completed",
+        "seedance-2.0",
+        "1280x720",
+        "8",
+    )
+    [create] = posts(sim, ARK_TASKS)
+    show("seedance", create)
+    assert create.group == "SeeDance2"
+    body = create.body
+    text, image = body["content"]
+    assert text == {"type": "text", "text": "a heron takes off"}
+    assert image["role"] == "first_frame" and image["type"] == "image_url"
+    rest = {k: v for k, v in body.items() if k != "content"}
+    assert rest == {
+        "model": "doubao-seedance-2-0-260128",
+        "ratio": "16:9",
+        "resolution": "720p",
+        "duration": 8,
+        "generate_audio": False,
+        "seed": 7,
+    }
+    assert sdk.videos.download_content(video.id).content[4:8] == b"ftyp"
+    # 193 frames (24 x 8 + 1) of 1280x720 are 173,700 completion tokens at $7.88 a million.
+    assert cost(gw, video.id) == pytest.approx(173_700 * 7.88 / 1e6)
+
+
+def test_wan_create_poll_download_without_the_key(gw: Gateway, sim: Sim) -> None:
+    sdk = gw.sdk()
+    video = sdk.videos.create_and_poll(
+        model="wan2.7-i2v",
+        prompt="a heron takes off",
+        size="1280x720",
+        seconds="8",
+        input_reference=("ref.png", picture(1280, 720), "image/png"),
+    )
+    assert (video.status, video.model, video.size, video.seconds) == (
+        "completed",
+        "wan2.7-i2v",
+        "1280x720",
+        "8",
+    )
+    [create] = posts(sim, WAN_CREATE)
+    show("wan", create)
+    assert create.group == "Wan" and create.headers["x-dashscope-async"] == "enable"
+    assert create.body["model"] == "wan2.7-i2v"
+    assert create.body["parameters"] == {"resolution": "720P", "duration": 8}
+    [media] = create.body["input"]["media"]
+    assert media["type"] == "first_frame"
+    assert create.body["input"]["prompt"] == "a heron takes off"
+    content = sdk.videos.download_content(video.id)
+    assert content.content[4:8] == b"ftyp"
+    link = [c for c in sim.sent() if c.method == "GET" and c.path.startswith("/oss/")]
+    link = link or [c for c in sim.sent() if c.method == "GET" and "result" in c.path]
+    assert link and "authorization" not in link[-1].headers  # the signed link, keyless
+    assert cost(gw, video.id) == pytest.approx(8 * 0.1028)
+
+
+def test_sora_2_is_muse_with_the_mapping_and_deprecation(gw: Gateway, sim: Sim) -> None:
+    sdk = gw.sdk()
+    raw = sdk.videos.with_raw_response.create(
+        model="sora-2",
+        prompt="a heron takes off",
+        size="1280x720",
+        seconds="4",
+        input_reference=("ref.png", picture(1280, 720), "image/png"),
+    )
+    assert raw.headers["x-mediagate-alias"] == "sora-2>muse-video"
+    assert raw.headers["deprecation"] == DEPRECATION
+    assert raw.headers["x-mediagate-mapped"] == "seconds=4>5"
+    video = sdk.videos.poll(raw.parse().id)
+    assert (video.status, video.model, video.seconds) == ("completed", "muse-video", "5")
+    [create] = posts(sim, "/v1/videos")
+    assert create.body["model"] == "muse-video" and create.body["seconds"] == "5"
+    assert sdk.videos.download_content(video.id).content[4:8] == b"ftyp"
+    assert sdk.videos.list().data[0].id == video.id
+
+
+def test_sora_2_pro_is_seedance_at_1080p(gw: Gateway, sim: Sim) -> None:
+    raw = gw.sdk().videos.with_raw_response.create(
+        model="sora-2-pro", prompt="p", size="1792x1024", seconds="8"
+    )
+    assert raw.headers["x-mediagate-alias"] == "sora-2-pro>seedance-2.0"
+    assert raw.headers["x-mediagate-mapped"] == "size=1792x1024>1920x1080"
+    assert raw.parse().size == "1792x1024"  # the nearest size OpenAI's Video object has
+    [create] = posts(sim, ARK_TASKS)
+    assert (create.body["ratio"], create.body["resolution"]) == ("16:9", "1080p")
+
+
+def test_sora_2_pro_falls_back_to_muse_without_a_seedance_key(
+    make_gateway: Callable[..., Gateway], sim: Sim, tmp_path: Path
+) -> None:
+    gateway = make_gateway(key_seedance2=None, config=fast_video_polls(tmp_path / "p.yaml"))
+    assert "seedance-2.0" not in {m.id for m in gateway.sdk().models.list().data}
+    raw = gateway.sdk().videos.with_raw_response.create(
+        model="sora-2-pro", prompt="p", size="1792x1024", seconds="12"
+    )
+    assert raw.headers["x-mediagate-alias"] == "sora-2-pro>muse-video"
+    assert raw.headers["x-mediagate-mapped"] == "seconds=12>10,size=1792x1024>1280x720"
+    [create] = posts(sim, "/v1/videos")
+    assert create.body["model"] == "muse-video" and create.group == "default"
+    assert "resolution" not in create.body  # the Seedance default is not sent to Muse
+    assert "x-mediagate-dropped" not in raw.headers
+
+
+def test_bad_requests_are_400s_before_any_upstream_call(gw: Gateway, sim: Sim) -> None:
+    sdk = gw.sdk()
+    reference = ("ref.png", picture(64, 64), "image/png")
+    cases: list[dict[str, Any]] = [
+        {"model": "wan2.7-t2v", "input_reference": reference},  # text only
+        {"model": "seedance-2.0", "seconds": "40"},  # 4-15 s
+        {"model": "wan2.7-t2v", "seconds": "1"},
+        {"model": "seedance-2.0-fast", "extra_body": {"resolution": "1080p"}},
+        {"model": "seedance-2.0", "extra_body": {"watermark": "maybe"}},
+    ]
+    for case in cases:
+        with pytest.raises(openai.BadRequestError):
+            sdk.videos.create(prompt="p", **case)
+    assert sim.sent() == []
+
+
+def test_a_route_without_remix_says_so(gw: Gateway, sim: Sim) -> None:
+    sdk = gw.sdk()
+    video = sdk.videos.create_and_poll(model="wan2.7-t2v", prompt="p", size="1280x720")
+    calls = len(sim.sent())
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.videos.remix(video.id, prompt="again")
+    assert caught.value.code == "remix_unsupported"
+    assert len(sim.sent()) == calls
+
+
+def test_seedance_remix_is_an_edit_of_the_clip(gw: Gateway, sim: Sim) -> None:
+    sdk = gw.sdk()
+    source = sdk.videos.create_and_poll(model="seedance-2.0-mini", prompt="a", seconds="5")
+    remix = sdk.videos.poll(sdk.videos.remix(source.id, prompt="b").id)
+    assert remix.status == "completed" and remix.remixed_from_video_id == source.id
+    edit = posts(sim, ARK_TASKS)[-1]
+    _, clip = edit.body["content"]
+    assert clip["type"] == "video_url" and clip["role"] == "reference_video"
+    assert edit.body["duration"] == 5
+
+
+def test_failures_are_refunded_per_family(gw: Gateway) -> None:
+    sdk = gw.sdk()
+    for model in ("muse-video", "seedance-2.0", "wan2.7-t2v"):
+        video = sdk.videos.create_and_poll(model=model, prompt="[sim:fail] p")
+        assert video.status == "failed" and video.error is not None, model
+        assert cost(gw, video.id) == 0.0
+    with gw.http() as http:
+        budget = http.get("/v1/usage").json()
+    assert budget["totals"]["cost_usd"] == 0
+
+
+def test_an_expired_seedance_task_fails_with_a_clear_code(gw: Gateway) -> None:
+    video = gw.sdk().videos.create_and_poll(model="seedance-2.0", prompt="[sim:expire] p")
+    assert video.status == "failed" and video.error is not None
+    assert video.error.code == "video_expired"
+
+
+def test_polls_respect_the_route_interval(
+    make_gateway: Callable[..., Gateway], sim: Sim, tmp_path: Path
+) -> None:
+    gateway = make_gateway(config=fast_video_polls(tmp_path / "slow.yaml", 30))
+    sdk = gateway.sdk()
+    raw = sdk.videos.with_raw_response.create(model="muse-video", prompt="[sim:render=5] p")
+    assert raw.headers["openai-poll-after-ms"] == "30000"
+    video = raw.parse()
+    for _ in range(5):
+        assert sdk.videos.retrieve(video.id).status in ("queued", "in_progress")
+        sdk.videos.list()
+    upstream = next(iter(sim.state.videos))
+    asks = [c for c in sim.sent(f"/v1/videos/{upstream}") if c.method == "GET"]
+    assert len(asks) == 1  # once, then the stored state until 30 s have passed
+    wait_until(lambda: True)
+    assert GROUP_KEYS["default"] not in raw.text
