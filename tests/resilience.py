@@ -31,9 +31,12 @@ POOL_KEYS = {
 
 
 def catalog(tmp_path: Path, routes: dict[str, dict[str, Any]] | None = None, **models: Any) -> Path:
-    """A MEDIAGATE_CONFIG file: every route retries fast, plus these route and model changes."""
+    """A MEDIAGATE_CONFIG file: every route retries (and every video route polls) fast, plus
+    these route and model changes."""
+    # Video routes also poll fast: the bundled intervals follow the upstreams (Muse: 15 s).
     merged: dict[str, dict[str, Any]] = {
-        rid: {"retry": dict(FAST)} for rid in load_catalog().routes
+        rid: {"retry": dict(FAST), **({"video": {"poll_interval_s": 0.02}} if r.video else {})}
+        for rid, r in load_catalog().routes.items()
     }
     for rid, change in (routes or {}).items():
         for key, value in change.items():

@@ -187,7 +187,7 @@ def test_a_refused_connection_is_retried_even_for_a_paid_call(sim: Sim) -> None:
 
 @pytest.fixture
 def videos(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Gateway:
-    override = catalog(tmp_path, {"sora-2": {"timeouts": {"status": 0.3}}})
+    override = catalog(tmp_path, {"muse-video": {"timeouts": {"status": 0.3}}})
     return make_gateway(config=override, video_poll_after_ms=20)
 
 
@@ -289,16 +289,16 @@ def test_a_throttled_pool_with_a_dead_key_answers_429_not_502(
 
 
 def test_a_video_job_stays_bound_to_the_key_that_created_it(
-    make_gateway: Callable[..., Gateway], pool_sim: Sim
+    make_gateway: Callable[..., Gateway], pool_sim: Sim, tmp_path: Path
 ) -> None:
     gateway = make_gateway(
-        **pool_settings(pool_sim, official="sk-revoked,sk-o1,sk-o2"), video_poll_after_ms=20
+        **pool_settings(pool_sim, default="sk-revoked,sk-d1,sk-d2"), config=catalog(tmp_path)
     )
     sdk = gateway.sdk()
-    video = sdk.videos.create_and_poll(prompt="a calm sea")
+    video = sdk.videos.create_and_poll(prompt="a calm sea")  # Muse, in the default group
     assert video.status == "completed"
     assert sdk.videos.download_content(video.id).read()
-    assert stored(gateway, video.id).key_fp == key_fingerprint("sk-o1")
+    assert stored(gateway, video.id).key_fp == key_fingerprint("sk-d1")
     seen = [(s.method, s.key) for s in pool_sim.state.faults.seen]
-    assert seen[:2] == [("POST", "sk-revoked"), ("POST", "sk-o1")]
-    assert {key for _, key in seen[2:]} == {"sk-o1"}  # every poll and the download
+    assert seen[:2] == [("POST", "sk-revoked"), ("POST", "sk-d1")]
+    assert {key for _, key in seen[2:]} == {"sk-d1"}  # every poll and the download

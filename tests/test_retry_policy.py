@@ -171,7 +171,7 @@ def test_catalog_routes_carry_policies_and_reject_unknown_fields(tmp_path: Path)
         "gpt-image-2.enterprise",
         "gpt-image-2.web",
     ]
-    video = catalog.routes["sora-2"]
+    video = catalog.routes["muse-video"]
     assert video.timeouts.status <= 10 and video.timeouts.total == 60
     assert catalog.routes["gpt-image-2.official"].retry.max_attempts == 3
     bad = tmp_path / "bad.yaml"

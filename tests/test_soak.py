@@ -99,8 +99,9 @@ def soak_gateway(soak_sim: Sim, tmp_path: Path) -> Iterator[tuple[str, subproces
             "gpt-image-2.enterprise",
         )
     }
-    for rid in ("gpt-image-2.web", "sora_image", "sora-2"):
+    for rid in ("gpt-image-2.web", "sora_image", "muse-video"):
         routes[rid] = {"timeouts": {"total": 1.5}, "breaker": {"failures": 5, "cooldown_s": 1}}
+    routes["muse-video"]["video"] = {"poll_interval_s": 0.05}  # Muse's own 15 s is too slow
     env = clean_env(
         MEDIAGATE_UPSTREAM_URL=f"{soak_sim.url}/v1",
         MEDIAGATE_KEY_DEFAULT=KEYS["default"],
@@ -139,7 +140,7 @@ async def _send(http: httpx.AsyncClient, kind: str, token: str, client: str) -> 
         files = {"image": ("in.png", PNG_SMALL, "image/png")}
         data = {"model": "gpt-image-2-web", "prompt": prompt}
         return await http.post("/v1/images/edits", files=files, data=data, headers=headers)
-    json = {"model": "sora-2", "prompt": prompt, "seconds": "4"}
+    json = {"model": "muse-video", "prompt": prompt, "seconds": "5"}
     return await http.post("/v1/videos", json=json, headers=headers)
 
 
