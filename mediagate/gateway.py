@@ -140,9 +140,13 @@ def _start_simulator(settings: Settings) -> tuple[Settings, BackgroundServer]:
         "key_openaiofficialenterprise": None,
         "key_sora2official": None,
         "key_gptimage2enterprise": None,
+        "key_seedance2": None,
+        "key_wan": None,
         "extra_group_keys": {group_env_name(g): SecretStr(k) for g, k in keys.items()},
         # Simulated videos take well under a second; polling every 10 s would feel broken.
         "video_poll_after_ms": min(settings.video_poll_after_ms, 500),
+        # ...and so would Muse's own 15 s: every video route polls at that pace too.
+        "video_poll_override_ms": min(settings.video_poll_override_ms or 500, 500),
     }
     return settings.model_copy(update=update), server
 

@@ -114,6 +114,9 @@ class Settings(BaseSettings):
     # It is also the least time between two upstream status calls for one job: a retrieve or
     # a list sooner than that answers the job as last seen.
     video_poll_after_ms: int = Field(default=10_000, ge=0)
+    # When set, every video route is polled at this pace instead of its catalog
+    # `video.poll_interval_s` (the upstream's own advice, e.g. Muse's 15 s).
+    video_poll_override_ms: int | None = Field(default=None, ge=0)
     # Reads (video list, retrieve, content) per minute per client key, a budget apart from
     # requests_per_minute; a key's `reads_per_minute` overrides it. 0: unlimited.
     reads_per_minute: int = Field(default=600, ge=0)

@@ -32,6 +32,13 @@ def test_serve_with_nothing_configured_runs_offline(tmp_path: Path, log_prompts:
         assert image.size == (1024, 1536)
         offered = {m.id for m in client.models.list().data}
         assert offered >= {"gpt-image-2", "gpt-image-2.5-sunburst", "gpt-image-2.6-sunburst"}
+        # The live video families too, each polled at the simulator's pace (not Muse's 15 s).
+        assert offered >= {"muse-video", "seedance-2.0", "wan2.7-t2v", "sora-2"}
+        if not log_prompts:
+            for model in ("muse-video", "seedance-2.0", "wan2.7-t2v"):
+                video = client.videos.create_and_poll(model=model, prompt="a kite", timeout=20)
+                assert video.status == "completed", model
+                assert client.videos.download_content(video.id).content[4:8] == b"ftyp"
     stderr = gateway.output()
     text = "\n".join(stderr)
     assert "simulated upstream" in text and "authentication is OFF" in text

@@ -356,8 +356,10 @@ class VideoService:
         return route
 
     def _poll_interval_s(self, job: VideoJob) -> float:
-        """The least time between two status asks of a job: its route's (catalog), else the
-        operator's MEDIAGATE_VIDEO_POLL_AFTER_MS."""
+        """The least time between two status asks of a job: MEDIAGATE_VIDEO_POLL_OVERRIDE_MS if
+        set, else its route's (catalog), else MEDIAGATE_VIDEO_POLL_AFTER_MS."""
+        if self.settings.video_poll_override_ms is not None:
+            return self.settings.video_poll_override_ms / 1000
         route = self.catalog.routes.get(job.route)
         given = route.video.poll_interval_s if route is not None and route.video else None
         return self.settings.video_poll_after_ms / 1000 if given is None else given
