@@ -173,6 +173,9 @@ class VideoPolicy(BaseModel):
     # reference image (Wan r2v).
     reference_role: Literal["first_frame", "reference_image"] = "first_frame"
     options: dict[str, VideoOption] = Field(default_factory=dict)
+    # The ratio sent instead of the size's when the request carries a first frame or a source
+    # video (Seedance 2.5 refuses any other than `adaptive` then: the output follows the input).
+    frame_ratio: str | None = None
     # What a remix is on this route: `continue` (a longer clip from the source, which the
     # route's longest duration must exceed), `edit` (a new clip of the source's length from
     # it), or `none` (a 400).

@@ -134,3 +134,15 @@ def test_plan_maps_size_and_seconds_and_sorts_options() -> None:
     with pytest.raises(InvalidRequest):
         plan_video({"prompt": "p"}, route("wan2.7-t2v"), "wan2.7-t2v", reference=True)
     assert openai_size("1920x1080") == "1792x1024" and openai_size("1080x1920") == "1024x1792"
+
+
+def test_seedance_2_5_sends_an_adaptive_ratio_with_a_first_frame() -> None:
+    ark = video_dialect("ark")
+    spec = VideoSpec("p", "1280x720", "5", "16:9", "720p", 5)
+    reference = Reference(b"\x89PNG", "image/png", 1280, 720)
+    with_frame = ark.build_create(route("seedance-2.5"), spec, reference).json
+    without = ark.build_create(route("seedance-2.5"), spec, None).json
+    assert with_frame is not None and without is not None
+    assert (with_frame["ratio"], without["ratio"]) == ("adaptive", "16:9")
+    standard = ark.build_create(route("seedance-2.0"), spec, reference).json
+    assert standard is not None and standard["ratio"] == "16:9"

@@ -279,3 +279,17 @@ def test_polls_respect_the_route_interval(
     assert len(asks) == 1  # once, then the stored state until 30 s have passed
     wait_until(lambda: True)
     assert GROUP_KEYS["default"] not in raw.text
+
+
+def test_seedance_2_5_with_a_first_frame_is_adaptive(gw: Gateway, sim: Sim) -> None:
+    sdk = gw.sdk()
+    video = sdk.videos.create_and_poll(
+        model="seedance-2.5",
+        prompt="p",
+        size="1280x720",
+        seconds="20",
+        input_reference=("ref.png", picture(1280, 720), "image/png"),
+    )
+    assert video.status == "completed", video.error
+    [create] = posts(sim, ARK_TASKS)
+    assert (create.body["ratio"], create.body["duration"]) == ("adaptive", 20)

@@ -37,10 +37,13 @@ _STATUS = {
 
 
 def _body(route: Route, spec: VideoSpec, content: list[dict[str, Any]]) -> dict[str, Any]:
+    ratio = spec.ratio
+    if content and route.video is not None and route.video.frame_ratio is not None:
+        ratio = route.video.frame_ratio  # a first frame or a source video sets the shape
     body: dict[str, Any] = {
         "model": route.upstream_model,
         "content": [{"type": "text", "text": spec.prompt}, *content],
-        "ratio": spec.ratio,
+        "ratio": ratio,
         "resolution": spec.resolution,
         "duration": spec.duration if spec.duration is not None else int(spec.seconds),
     }
