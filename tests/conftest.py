@@ -1,6 +1,6 @@
 """Shared fixtures: a real simulated upstream and real gateways on loopback ports.
 
-Every gateway test talks HTTP: the official `openai` SDK (or httpx) -> a gateway served by
+Every gateway test talks HTTP: the official `openai` SDK (or httpx2) -> a gateway served by
 uvicorn -> the simulator served by uvicorn. Nothing of ours is mocked.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
+import httpx2
 import openai
 import pytest
 import redis
@@ -59,11 +59,11 @@ class Gateway:
             base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=60, **kwargs
         )
 
-    def http(self, api_key: str | None = CLIENT_KEY) -> httpx.Client:
+    def http(self, api_key: str | None = CLIENT_KEY) -> httpx2.Client:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        return httpx2.Client(base_url=self.url, headers=headers, timeout=60)
 
-    def generate(self, prompt: str, model: str = "gpt-image-2-web", **body: Any) -> httpx.Response:
+    def generate(self, prompt: str, model: str = "gpt-image-2-web", **body: Any) -> httpx2.Response:
         """A plain HTTP image generation (the raw answer, errors included)."""
         with self.http() as http:
             payload = {"model": model, "prompt": prompt, **body}
@@ -145,7 +145,7 @@ def make_gateway(sim: Sim, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     servers: list[BackgroundServer] = []
 
     def make(
-        upstream_transport: httpx.AsyncBaseTransport | None = None, **overrides: Any
+        upstream_transport: httpx2.AsyncBaseTransport | None = None, **overrides: Any
     ) -> Gateway:
         settings = gateway_settings(sim, tmp_path / "data", **overrides)
         app = create_app(settings, upstream_transport=upstream_transport)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -272,13 +272,13 @@ def test_usage_and_the_admin_view(metered: Callable[..., Gateway]) -> None:
     assert own["budget"]["day"]["remaining_usd"] == pytest.approx(0.94)
     assert own["budget"]["month"]["spent_usd"] == pytest.approx(0.06)
 
-    admin = httpx.get(
+    admin = httpx2.get(
         f"{gateway.url}/v1/admin/usage", headers={"Authorization": "Bearer sk-admin"}
     ).json()
     spent = {report["key"]: report["totals"]["cost_usd"] for report in admin["data"]}
     assert spent == {"team-a": pytest.approx(0.01), "team-b": 0, "metered": pytest.approx(0.06)}
     for key in ("sk-wrong", CLIENT_KEY, KEY):
-        denied = httpx.get(
+        denied = httpx2.get(
             f"{gateway.url}/v1/admin/usage", headers={"Authorization": f"Bearer {key}"}
         )
         assert denied.status_code == 401
@@ -288,7 +288,7 @@ def test_usage_and_the_admin_view(metered: Callable[..., Gateway]) -> None:
 
 
 def test_readyz(gateway: Gateway) -> None:
-    response = httpx.get(f"{gateway.url}/readyz")
+    response = httpx2.get(f"{gateway.url}/readyz")
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "checks": {"catalog": True, "store": True}}
 
@@ -319,7 +319,7 @@ def test_a_relayed_stream_received_then_hung_up_on_is_always_booked(
     body = {"model": "gpt-image-2", "prompt": "hang up", "n": 2, "stream": True}
     headers = {"Authorization": f"Bearer {KEY}"}
     for _ in range(10):
-        with httpx.stream(
+        with httpx2.stream(
             "POST", f"{gateway.url}/v1/images/generations", json=body, headers=headers, timeout=30
         ) as response:
             assert response.status_code == 200
@@ -357,21 +357,21 @@ def race_streams(gateway: Gateway, count: int) -> list[str]:
         return list(pool.map(one, range(count)))
 
 
-class BadUsage(httpx.AsyncBaseTransport):
+class BadUsage(httpx2.AsyncBaseTransport):
     """The real upstream (the simulator), with the `usage` of its image answers replaced."""
 
     def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
+        self.inner = httpx2.AsyncHTTPTransport()
         self.usage: Any = None
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await self.inner.handle_async_request(request)
         if self.usage is None or not request.url.path.endswith("/images/generations"):
             return response
         body = json.loads(await response.aread())
         body["usage"] = self.usage
         headers = {k: v for k, v in response.headers.items() if k != "content-length"}
-        return httpx.Response(response.status_code, headers=headers, json=body)
+        return httpx2.Response(response.status_code, headers=headers, json=body)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pytest
 from PIL import Image
@@ -290,7 +290,7 @@ def test_final_state_and_cost_are_recorded_once_across_replicas(
 
     finished = 0.0
     for gateway in replicas:
-        text = httpx.get(f"{gateway.url}/metrics").text
+        text = httpx2.get(f"{gateway.url}/metrics").text
         for line in text.splitlines():
             if line.startswith("mediagate_videos_finished_total{"):
                 finished += float(line.rsplit(" ", 1)[1])
@@ -318,7 +318,7 @@ def test_a_job_keeps_using_the_key_that_created_it(
 def test_video_metrics_and_models(videos_gw: Gateway, sdk: openai.OpenAI) -> None:
     sdk.videos.create_and_poll(prompt="counted", seconds="8")
     assert {"sora-2", "sora-2-pro"} <= {m.id for m in sdk.models.list().data}
-    text = httpx.get(f"{videos_gw.url}/metrics").text
+    text = httpx2.get(f"{videos_gw.url}/metrics").text
     assert (
         'mediagate_videos_finished_total{model="sora-2",route="sora-2",status="completed"} 1.0'
         in text
@@ -377,7 +377,7 @@ def test_a_client_leaving_mid_download_frees_the_upstream_connection(
     # download would wait for a free connection forever.
     gateway = make_gateway(video_poll_after_ms=20, max_connections=2)
     video = gateway.sdk().videos.create_and_poll(prompt=f"[sim:bytes={64 * MIB}] long")
-    with httpx.Client(
+    with httpx2.Client(
         base_url=gateway.url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=10
     ) as http:
         for _ in range(6):
