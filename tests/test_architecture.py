@@ -57,8 +57,11 @@ class PathRecorder(httpx2.AsyncBaseTransport):
         self.paths: list[list[tuple[str, str]]] = []
         self.parents: dict[asyncio.Task[Any], asyncio.Task[Any] | None] = {}
 
-    def _factory(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> Any:
-        task = asyncio.Task(coro, loop=loop)
+    def _factory(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
+    ) -> Any:
+        # kwargs: uvloop passes the task's `context` to the factory.
+        task = asyncio.Task(coro, loop=loop, **kwargs)
         self.parents[task] = asyncio.current_task(loop)
         return task
 
