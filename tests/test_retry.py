@@ -4,6 +4,7 @@ the SDK told not to retry on top, per-route timeouts; and key pools with cool-do
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -197,6 +198,8 @@ def test_status_polls_are_retried_on_any_transient_failure(videos: Gateway, sim:
     for kind in ("reset", "500", "nonjson", "timeout"):
         sim.state.faults.set(timeout_s=1.0)
         sim.state.faults.inject(kind, path="/v1/videos/", method="GET")
+        # Past the poll-after interval (20 ms): a sooner poll is answered from the job record.
+        time.sleep(0.05)
         raw = sdk.videos.with_raw_response.retrieve(video.id)
         assert raw.status_code == 200, kind
         assert raw.headers["x-mediagate-retries"] == "1"
