@@ -259,7 +259,9 @@ async def open_gateway(
                     settings.fetch_timeout_s,
                     tracer=tracer,
                 )
-                metering = Metering(stores.ledger, metrics)
+                metering = Metering(
+                    stores.ledger, metrics, flush_interval_s=settings.usage_flush_interval_s
+                )
                 # Image decoding and encoding: one small pool of its own for both services.
                 work = ImageWork(settings.image_workers, settings.image_work_queue)
                 videos = VideoService(

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     idempotency_max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     # SIGTERM: stop accepting, let requests in flight finish for at most this long, exit 0.
     shutdown_timeout_s: int = Field(default=30, ge=0)
+    # The usage and cost of requests that held nothing in the store (keys without a budget or
+    # a concurrency limit) are booked in one batch this often, off the request path; a clean
+    # stop books what is queued (mediagate.accounting.metering).
+    usage_flush_interval_s: float = Field(default=0.25, gt=0, le=60)
     # A request's headers are due within this many seconds of the connection opening (or of
     # the previous response on it); a slower client is cut off (slowloris).
     header_timeout_s: float = Field(default=10.0, gt=0)

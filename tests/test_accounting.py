@@ -4,7 +4,9 @@ and the usage views, on the default (SQLite) store."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,11 @@ import httpx2
 import openai
 import pytest
 
+from mediagate.app import create_app
+from mediagate.servethread import BackgroundServer
 from mediagate.simulator import make_png
 
-from .conftest import CLIENT_KEY, Gateway, Sim, wait_until
+from .conftest import CLIENT_KEY, Gateway, Sim, gateway_settings, wait_until
 from .resilience import metric
 from .test_keys import entry, keys_file
 
@@ -441,3 +445,38 @@ def test_reads_have_their_own_budget_and_ask_the_upstream_at_most_once_per_inter
     assert len(status_calls) == 5
     # The read budget is not the request budget: new work is still admitted.
     assert sdk.videos.create(prompt="one more [sim:render=600]").status == "queued"
+
+
+def _booked_requests(data_dir: Path) -> int:
+    """Requests the ledger holds, read from its SQLite file as another process would."""
+    with contextlib.closing(sqlite3.connect(data_dir / "jobs.sqlite3")) as db:
+        (count,) = db.execute("SELECT COALESCE(SUM(requests), 0) FROM ledger_usage").fetchone()
+    return int(count)
+
+
+def test_usage_is_booked_in_batches_off_the_request_path_and_a_clean_stop_books_the_rest(
+    sim: Sim, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    # A key without limits, and an interval no test waits for: only a read or a stop books.
+    settings = gateway_settings(sim, data, usage_flush_interval_s=60)
+    with BackgroundServer(create_app(settings)) as server:
+        gateway = Gateway(server.url, settings)
+        for i in range(3):
+            gateway.sdk().images.generate(model="gpt-image-2-web", prompt=f"batched {i}")
+        assert _booked_requests(data) == 0  # answered without waiting for the ledger
+        with gateway.http() as http:  # a usage read books the queue first
+            assert http.get("/v1/usage").json()["totals"]["requests"] == 3
+        assert _booked_requests(data) == 3
+        for i in range(2):
+            gateway.sdk().images.generate(model="gpt-image-2-web", prompt=f"at stop {i}")
+        assert _booked_requests(data) == 3
+    assert _booked_requests(data) == 5  # the clean stop booked what was queued
+
+    with (
+        BackgroundServer(create_app(settings)) as server,
+        Gateway(server.url, settings).http() as http,
+    ):
+        totals = http.get("/v1/usage").json()["totals"]
+    assert totals["requests"] == 5 and totals["images"] == 5
+    assert totals["cost_usd"] == pytest.approx(5 * 0.03)
