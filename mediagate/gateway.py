@@ -33,6 +33,7 @@ from mediagate.stores.hosted import HostedImages, open_hosted_images
 from mediagate.stores.idempotency import IdempotencyStore
 from mediagate.stores.jobs import JobStore
 from mediagate.stores.ledger import Ledger
+from mediagate.upstream.aiohttp_transport import AiohttpTransport
 from mediagate.upstream.breaker import Breakers
 from mediagate.upstream.fetcher import SafeFetcher, public_transport
 from mediagate.upstream.sender import KeyRing, Upstream
@@ -208,6 +209,8 @@ async def open_gateway(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections,
         )
+        if transport is None and settings.upstream_transport == "aiohttp":
+            transport = AiohttpTransport(limits)
         try:
             hosted = open_hosted_images(
                 settings.image_store_url,

@@ -135,6 +135,10 @@ def gateway_settings(sim: Sim, data_dir: Path, **overrides: Any) -> Settings:
         "fetch_allow_hosts": [f"127.0.0.1:{sim.port}"],
         "data_dir": data_dir,
     }
+    # TEST_UPSTREAM_TRANSPORT=httpx (or aiohttp): the gateways of this run on that upstream
+    # transport (`make test` runs the upstream-facing files on the non-default one too).
+    if os.environ.get("TEST_UPSTREAM_TRANSPORT"):
+        values["upstream_transport"] = os.environ["TEST_UPSTREAM_TRANSPORT"]
     values.update(overrides)
     return Settings(**values)
 
