@@ -1,6 +1,6 @@
 """The load generator: a closed-loop HTTP/1.1 driver on asyncio streams, in a process of its own.
 
-Why not httpx: on a 2-core machine the driver shares a core with the upstream, and httpx's own
+Why not httpx2: on a 2-core machine the driver shares a core with the upstream, and httpx2's own
 per-request work (a few hundred microseconds of pure Python) would make the driver, not the
 system under test, the bottleneck. This client does the least HTTP/1.1 needs: one keep-alive
 connection per worker, a request prebuilt as bytes, a response read by Content-Length (or

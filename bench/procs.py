@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-import httpx
+import httpx2
 
 T = TypeVar("T")
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -115,8 +115,8 @@ def wait_http(proc: Proc, url: str, timeout_s: float = 60.0) -> None:
     while True:
         if not proc.alive():
             raise RuntimeError(f"{proc.name} exited at start:\n{proc.log_tail()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=2).status_code == 200:
+        with contextlib.suppress(httpx2.HTTPError):
+            if httpx2.get(url, timeout=2).status_code == 200:
                 return
         if time.monotonic() > deadline:
             raise RuntimeError(f"{proc.name} did not answer {url}:\n{proc.log_tail()}")

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from .procs import (
     Loader,
@@ -249,7 +249,7 @@ def chat(up: str, gw: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def make_video(up: str, gw: str, size: int) -> tuple[str, str]:
     """A completed video of `size` bytes on each side: (upstream id, the gateway's id)."""
     prompt = f"{PROMPT} [bench:bytes={size}]"
-    with httpx.Client(timeout=30) as http:
+    with httpx2.Client(timeout=30) as http:
         direct = http.post(
             f"{up}/v1/videos",
             headers={"Authorization": f"Bearer {UPSTREAM_KEYS['official']}"},
@@ -453,7 +453,7 @@ def machine() -> dict[str, Any]:
         "memory_gb": round(memory_kb / 1024 / 1024, 1),
         "kernel": platform.release(),
         "python": platform.python_version(),
-        "packages": _versions("uvicorn", "fastapi", "starlette", "httpx", "uvloop", "httptools"),
+        "packages": _versions("uvicorn", "fastapi", "starlette", "httpx2", "uvloop", "httptools"),
     }
 
 

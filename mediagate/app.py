@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import httpx
+import httpx2
 from fastapi import FastAPI
 
 from mediagate.errors import Scrubber
@@ -28,7 +28,7 @@ from mediagate.settings import Settings
 
 
 def create_app(
-    settings: Settings, *, upstream_transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings, *, upstream_transport: httpx2.AsyncBaseTransport | None = None
 ) -> FastAPI:
     """A gateway app for these settings, with a metrics registry of its own. Tests may hand
     the upstream client a transport of their own (a mock, or a recording one)."""

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
-import httpx
+import httpx2
 from pydantic import SecretStr
 
 from mediagate.accounting.clients import KeyRegistry, KeysFileError
@@ -33,6 +33,7 @@ from mediagate.stores.hosted import HostedImages, open_hosted_images
 from mediagate.stores.idempotency import IdempotencyStore
 from mediagate.stores.jobs import JobStore
 from mediagate.stores.ledger import Ledger
+from mediagate.upstream.aiohttp_transport import AiohttpTransport
 from mediagate.upstream.breaker import Breakers
 from mediagate.upstream.fetcher import SafeFetcher, public_transport
 from mediagate.upstream.sender import KeyRing, Upstream
@@ -53,7 +54,7 @@ class ConfigError(RuntimeError):
 def no_cookies() -> CookieJar:
     """A cookie jar that keeps nothing. The one upstream client serves every tenant: a cookie
     the upstream (or an image host) sets while answering one client's request must never be
-    sent with another's. (A jar, not httpx.Cookies: the client would copy those into a new
+    sent with another's. (A jar, not httpx2.Cookies: the client would copy those into a new
     jar with the default policy.)"""
     return CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
@@ -167,7 +168,7 @@ async def open_gateway(
     settings: Settings,
     metrics: Metrics,
     scrub: Scrubber,
-    transport: httpx.AsyncBaseTransport | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
     *,
     tracer: Tracer | None = None,
 ) -> AsyncIterator[Gateway]:
@@ -205,13 +206,15 @@ async def open_gateway(
         if not catalog.models:
             raise ConfigError("no model is usable: set MEDIAGATE_KEY_<GROUP> for a token group")
         scrub.add(settings.all_upstream_keys())
-        timeout = httpx.Timeout(
+        timeout = httpx2.Timeout(
             settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
         )
-        limits = httpx.Limits(
+        limits = httpx2.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections,
         )
+        if transport is None and settings.upstream_transport == "aiohttp":
+            transport = AiohttpTransport(limits)
         try:
             hosted = open_hosted_images(
                 settings.image_store_url,
@@ -225,18 +228,18 @@ async def open_gateway(
         sweeper = asyncio.create_task(_sweep_forever(hosted, settings.image_sweep_interval_s))
         try:
             async with (
-                httpx.AsyncClient(
+                httpx2.AsyncClient(
                     timeout=timeout, limits=limits, cookies=no_cookies(), transport=transport
                 ) as client,
                 # Image links an upstream wrote (and video references a client gave) go through
                 # a client of their own, which connects to public addresses only.
-                httpx.AsyncClient(
-                    timeout=httpx.Timeout(settings.fetch_timeout_s),
+                httpx2.AsyncClient(
+                    timeout=httpx2.Timeout(settings.fetch_timeout_s),
                     cookies=no_cookies(),
                     transport=public_transport(settings.fetch_allow_hosts, limits),
                 ) as fetch_client,
                 # Webhook receivers: the same address rules, with the webhook allow-list too.
-                httpx.AsyncClient(
+                httpx2.AsyncClient(
                     cookies=no_cookies(), transport=public_transport(webhook_hosts, limits)
                 ) as webhook_client,
                 open_stores(settings.job_store_url(), settings.store_prefix) as stores,
@@ -263,7 +266,9 @@ async def open_gateway(
                     settings.fetch_timeout_s,
                     tracer=tracer,
                 )
-                metering = Metering(stores.ledger, metrics)
+                metering = Metering(
+                    stores.ledger, metrics, flush_interval_s=settings.usage_flush_interval_s
+                )
                 # Image decoding and encoding: one small pool of its own for both services.
                 work = ImageWork(settings.image_workers, settings.image_work_queue)
                 videos = VideoService(

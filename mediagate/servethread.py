@@ -19,11 +19,16 @@ import logging
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:  # httptools (a C parser) is in the default install; h11 is the fallback.
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - only without httptools
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
 
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 
@@ -36,8 +41,8 @@ class _HeaderDeadline(H11Protocol):
     _deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        super().connection_made(transport)
+        # Not an isinstance check: uvloop's transports are not asyncio.Transport subclasses.
+        super().connection_made(cast(asyncio.Transport, transport))
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -69,9 +74,58 @@ class _HeaderDeadline(H11Protocol):
             self.transport.close()
 
 
+if HttpToolsProtocol is not None:
+
+    class _HttpToolsHeaderDeadline(HttpToolsProtocol):
+        """The same deadline on uvicorn's httptools protocol (what `http="auto"` would pick):
+        armed when a connection opens and when a response ends with no request queued behind
+        it, disarmed when a request's headers are complete."""
+
+        header_timeout_s = DEFAULT_HEADER_TIMEOUT_S
+        _deadline: asyncio.TimerHandle | None = None
+        _awaiting_headers = False
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def on_headers_complete(self) -> None:
+            self._awaiting_headers = False
+            self._disarm()  # the request's headers are in: the app's own limits apply now
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            if not self.pipeline:  # a queued request's headers are already in
+                self._arm()
+            super().on_response_complete()
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._awaiting_headers = True
+            self._deadline = self.loop.call_later(self.header_timeout_s, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self._awaiting_headers and not self.transport.is_closing():
+                self.transport.close()
+
+
 def header_deadline_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
-    """uvicorn's `http=` protocol class, with this deadline for a request's headers."""
-    return type("HeaderDeadline", (_HeaderDeadline,), {"header_timeout_s": header_timeout_s})
+    """uvicorn's `http=` protocol class, with this deadline for a request's headers: on
+    httptools when it is installed (uvicorn's own `http="auto"` choice), else on h11."""
+    base: type[asyncio.Protocol] = _HeaderDeadline
+    if HttpToolsProtocol is not None:
+        base = _HttpToolsHeaderDeadline
+    return type("HeaderDeadline", (base,), {"header_timeout_s": header_timeout_s})
 
 
 class _OnlyWarningsFrom(logging.Filter):
@@ -93,6 +147,7 @@ class BackgroundServer:
         host: str = "127.0.0.1",
         port: int = 0,
         header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
+        loop: str = "asyncio",
     ) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -109,6 +164,11 @@ class BackgroundServer:
             lifespan="on",
             log_config=None,
             http=header_deadline_protocol(header_timeout_s),
+            # The standard loop by default: a background server is the embedded simulator or a
+            # test's, and the simulator's connection faults abort an asyncio.Transport (uvloop's
+            # transports are not ones). The tests' gateways ask for "auto" (uvloop), as
+            # `mediagate serve` has.
+            loop=loop,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = 60.0
     # Upstream timeouts: connecting should be quick, a generation may take minutes.
     upstream_connect_timeout_s: float = 10.0
+    # The upstream client's network: aiohttp (mediagate.upstream.aiohttp_transport) or
+    # httpx2's own httpcore2 pool. Image links and webhooks always use httpcore2 (the fetcher's
+    # per-address checks are a network backend of its).
+    upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     upstream_timeout_s: float = 360.0
     max_connections: int = 200
     # Resilience. The largest upstream answer read into memory (a 200 with more is a 502).
@@ -85,6 +89,10 @@ class Settings(BaseSettings):
     idempotency_max_body_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     # SIGTERM: stop accepting, let requests in flight finish for at most this long, exit 0.
     shutdown_timeout_s: int = Field(default=30, ge=0)
+    # The usage and cost of requests that held nothing in the store (keys without a budget or
+    # a concurrency limit) are booked in one batch this often, off the request path; a clean
+    # stop books what is queued (mediagate.accounting.metering).
+    usage_flush_interval_s: float = Field(default=0.25, gt=0, le=60)
     # A request's headers are due within this many seconds of the connection opening (or of
     # the previous response on it); a slower client is cut off (slowloris).
     header_timeout_s: float = Field(default=10.0, gt=0)

@@ -1,6 +1,6 @@
 """Shared fixtures: a real simulated upstream and real gateways on loopback ports.
 
-Every gateway test talks HTTP: the official `openai` SDK (or httpx) -> a gateway served by
+Every gateway test talks HTTP: the official `openai` SDK (or httpx2) -> a gateway served by
 uvicorn -> the simulator served by uvicorn. Nothing of ours is mocked.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
+import httpx2
 import openai
 import pytest
 import redis
@@ -61,11 +61,11 @@ class Gateway:
             base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=60, **kwargs
         )
 
-    def http(self, api_key: str | None = CLIENT_KEY) -> httpx.Client:
+    def http(self, api_key: str | None = CLIENT_KEY) -> httpx2.Client:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        return httpx2.Client(base_url=self.url, headers=headers, timeout=60)
 
-    def generate(self, prompt: str, model: str = "gpt-image-2-web", **body: Any) -> httpx.Response:
+    def generate(self, prompt: str, model: str = "gpt-image-2-web", **body: Any) -> httpx2.Response:
         """A plain HTTP image generation (the raw answer, errors included)."""
         with self.http() as http:
             payload = {"model": model, "prompt": prompt, **body}
@@ -139,6 +139,10 @@ def gateway_settings(sim: Sim, data_dir: Path, **overrides: Any) -> Settings:
         "fetch_allow_hosts": [f"127.0.0.1:{sim.port}"],
         "data_dir": data_dir,
     }
+    # TEST_UPSTREAM_TRANSPORT=httpx (or aiohttp): the gateways of this run on that upstream
+    # transport (`make test` runs the upstream-facing files on the non-default one too).
+    if os.environ.get("TEST_UPSTREAM_TRANSPORT"):
+        values["upstream_transport"] = os.environ["TEST_UPSTREAM_TRANSPORT"]
     values.update(overrides)
     return Settings(**values)
 
@@ -149,11 +153,13 @@ def make_gateway(sim: Sim, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     servers: list[BackgroundServer] = []
 
     def make(
-        upstream_transport: httpx.AsyncBaseTransport | None = None, **overrides: Any
+        upstream_transport: httpx2.AsyncBaseTransport | None = None, **overrides: Any
     ) -> Gateway:
         settings = gateway_settings(sim, tmp_path / "data", **overrides)
         app = create_app(settings, upstream_transport=upstream_transport)
-        server = BackgroundServer(app, header_timeout_s=settings.header_timeout_s).start()
+        server = BackgroundServer(
+            app, header_timeout_s=settings.header_timeout_s, loop="auto"
+        ).start()
         servers.append(server)
         return Gateway(server.url, settings)
 

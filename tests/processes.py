@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+import httpx2
 
 
 def free_port() -> int:
@@ -35,9 +35,9 @@ def wait_until_serving(proc: subprocess.Popen[bytes], url: str, log: Path) -> No
     while True:
         assert proc.poll() is None, log.read_text()
         try:
-            httpx.get(f"{url}/healthz", timeout=1)
+            httpx2.get(f"{url}/healthz", timeout=1)
             return
-        except httpx.TransportError:
+        except httpx2.TransportError:
             assert time.monotonic() < deadline, f"{url} did not start listening"
             time.sleep(0.05)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import yaml
 
@@ -73,7 +73,7 @@ def pool_settings(sim: Sim, **keys: str) -> dict[str, Any]:
 
 def metric(gateway_url: str, name: str, **labels: str) -> float:
     """The value of one Prometheus sample (0 when absent)."""
-    text = httpx.get(f"{gateway_url}/metrics", timeout=10).text
+    text = httpx2.get(f"{gateway_url}/metrics", timeout=10).text
     for line in text.splitlines():
         if not line.startswith(name + "{"):
             continue

@@ -4,18 +4,22 @@ and the usage views, on the default (SQLite) store."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pytest
 
+from mediagate.app import create_app
+from mediagate.servethread import BackgroundServer
 from mediagate.simulator import make_png
 
-from .conftest import CLIENT_KEY, Gateway, Sim, fast_video_polls, wait_until
+from .conftest import CLIENT_KEY, Gateway, Sim, fast_video_polls, gateway_settings, wait_until
 from .resilience import metric
 from .test_keys import entry, keys_file
 
@@ -277,13 +281,13 @@ def test_usage_and_the_admin_view(metered: Callable[..., Gateway]) -> None:
     assert own["budget"]["day"]["remaining_usd"] == pytest.approx(0.94)
     assert own["budget"]["month"]["spent_usd"] == pytest.approx(0.06)
 
-    admin = httpx.get(
+    admin = httpx2.get(
         f"{gateway.url}/v1/admin/usage", headers={"Authorization": "Bearer sk-admin"}
     ).json()
     spent = {report["key"]: report["totals"]["cost_usd"] for report in admin["data"]}
     assert spent == {"team-a": pytest.approx(0.01), "team-b": 0, "metered": pytest.approx(0.06)}
     for key in ("sk-wrong", CLIENT_KEY, KEY):
-        denied = httpx.get(
+        denied = httpx2.get(
             f"{gateway.url}/v1/admin/usage", headers={"Authorization": f"Bearer {key}"}
         )
         assert denied.status_code == 401
@@ -293,7 +297,7 @@ def test_usage_and_the_admin_view(metered: Callable[..., Gateway]) -> None:
 
 
 def test_readyz(gateway: Gateway) -> None:
-    response = httpx.get(f"{gateway.url}/readyz")
+    response = httpx2.get(f"{gateway.url}/readyz")
     assert response.status_code == 200
     assert response.json() == {"status": "ready", "checks": {"catalog": True, "store": True}}
 
@@ -324,7 +328,7 @@ def test_a_relayed_stream_received_then_hung_up_on_is_always_booked(
     body = {"model": "gpt-image-2", "prompt": "hang up", "n": 2, "stream": True}
     headers = {"Authorization": f"Bearer {KEY}"}
     for _ in range(10):
-        with httpx.stream(
+        with httpx2.stream(
             "POST", f"{gateway.url}/v1/images/generations", json=body, headers=headers, timeout=30
         ) as response:
             assert response.status_code == 200
@@ -362,21 +366,21 @@ def race_streams(gateway: Gateway, count: int) -> list[str]:
         return list(pool.map(one, range(count)))
 
 
-class BadUsage(httpx.AsyncBaseTransport):
+class BadUsage(httpx2.AsyncBaseTransport):
     """The real upstream (the simulator), with the `usage` of its image answers replaced."""
 
     def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
+        self.inner = httpx2.AsyncHTTPTransport()
         self.usage: Any = None
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         response = await self.inner.handle_async_request(request)
         if self.usage is None or not request.url.path.endswith("/images/generations"):
             return response
         body = json.loads(await response.aread())
         body["usage"] = self.usage
         headers = {k: v for k, v in response.headers.items() if k != "content-length"}
-        return httpx.Response(response.status_code, headers=headers, json=body)
+        return httpx2.Response(response.status_code, headers=headers, json=body)
 
 
 @pytest.mark.parametrize(
@@ -446,3 +450,38 @@ def test_reads_have_their_own_budget_and_ask_the_upstream_at_most_once_per_inter
     assert len(status_calls) == 5
     # The read budget is not the request budget: new work is still admitted.
     assert sdk.videos.create(prompt="one more [sim:render=600]").status == "queued"
+
+
+def _booked_requests(data_dir: Path) -> int:
+    """Requests the ledger holds, read from its SQLite file as another process would."""
+    with contextlib.closing(sqlite3.connect(data_dir / "jobs.sqlite3")) as db:
+        (count,) = db.execute("SELECT COALESCE(SUM(requests), 0) FROM ledger_usage").fetchone()
+    return int(count)
+
+
+def test_usage_is_booked_in_batches_off_the_request_path_and_a_clean_stop_books_the_rest(
+    sim: Sim, tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    # A key without limits, and an interval no test waits for: only a read or a stop books.
+    settings = gateway_settings(sim, data, usage_flush_interval_s=60)
+    with BackgroundServer(create_app(settings)) as server:
+        gateway = Gateway(server.url, settings)
+        for i in range(3):
+            gateway.sdk().images.generate(model="gpt-image-2-web", prompt=f"batched {i}")
+        assert _booked_requests(data) == 0  # answered without waiting for the ledger
+        with gateway.http() as http:  # a usage read books the queue first
+            assert http.get("/v1/usage").json()["totals"]["requests"] == 3
+        assert _booked_requests(data) == 3
+        for i in range(2):
+            gateway.sdk().images.generate(model="gpt-image-2-web", prompt=f"at stop {i}")
+        assert _booked_requests(data) == 3
+    assert _booked_requests(data) == 5  # the clean stop booked what was queued
+
+    with (
+        BackgroundServer(create_app(settings)) as server,
+        Gateway(server.url, settings).http() as http,
+    ):
+        totals = http.get("/v1/usage").json()["totals"]
+    assert totals["requests"] == 5 and totals["images"] == 5
+    assert totals["cost_usd"] == pytest.approx(5 * 0.03)

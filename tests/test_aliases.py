@@ -15,7 +15,7 @@ import pytest
 from mediagate.settings import Settings
 from mediagate.simulator import make_png
 
-from .conftest import GROUP_KEYS, Gateway, Sim, only_call
+from .conftest import GROUP_KEYS, Gateway, Sim, only_call, wait_until
 from .test_keys import entry, keys_file
 
 # 2026-11-16, the upstream's retirement of gpt-image-1, as an RFC 9745 structured-field date.
@@ -103,9 +103,14 @@ def test_the_alias_is_in_the_access_log(
     caplog.set_level(logging.INFO, logger="mediagate")
     client.images.generate(model="gpt-image-1", prompt="logged")
     client.images.generate(model="gpt-image-2.6-sunburst", prompt="logged")
-    lines = [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "request"]
-    images = [f for f in lines if f.get("path") == "/v1/images/generations"]
-    assert [(f["model"], f.get("alias")) for f in images] == [
+
+    def images() -> list[dict[str, Any]]:
+        lines = [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == "request"]
+        return [f for f in lines if f.get("path") == "/v1/images/generations"]
+
+    # The line is written once the answer is sent: the client may have it a moment earlier.
+    wait_until(lambda: len(images()) == 2)
+    assert [(f["model"], f.get("alias")) for f in images()] == [
         ("gpt-image-2.6-sunburst", "gpt-image-1"),
         ("gpt-image-2.6-sunburst", None),
     ]

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import httpx
+import httpx2
 
 from .conftest import Gateway
 
@@ -49,16 +49,19 @@ def _live_frames(task: asyncio.Task[Any]) -> list[FrameType]:
     return frames[::-1]
 
 
-class PathRecorder(httpx.AsyncBaseTransport):
+class PathRecorder(httpx2.AsyncBaseTransport):
     """Forwards to the real network; records the app frames behind each upstream request."""
 
     def __init__(self) -> None:
-        self.inner = httpx.AsyncHTTPTransport()
+        self.inner = httpx2.AsyncHTTPTransport()
         self.paths: list[list[tuple[str, str]]] = []
         self.parents: dict[asyncio.Task[Any], asyncio.Task[Any] | None] = {}
 
-    def _factory(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> Any:
-        task = asyncio.Task(coro, loop=loop)
+    def _factory(
+        self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kwargs: Any
+    ) -> Any:
+        # kwargs: uvloop passes the task's `context` to the factory.
+        task = asyncio.Task(coro, loop=loop, **kwargs)
         self.parents[task] = asyncio.current_task(loop)
         return task
 
@@ -87,7 +90,7 @@ class PathRecorder(httpx.AsyncBaseTransport):
                 [(str(path.relative_to(PACKAGE.parent)), name) for path, name in ours[start:]]
             )
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         loop = asyncio.get_running_loop()
         if loop.get_task_factory() is None:
             loop.set_task_factory(self._factory)  # from the next request on

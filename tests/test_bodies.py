@@ -1,12 +1,12 @@
 """Request bodies are bounded as they arrive and parsed safely (issue 14, items 4 and 7).
 
-Raw httpx, so the tests choose the exact bytes and the framing (Content-Length or chunked)."""
+Raw httpx2, so the tests choose the exact bytes and the framing (Content-Length or chunked)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -20,15 +20,15 @@ def _chunks(head: bytes, filler: bytes, repeat: int, tail: bytes) -> Iterator[by
     yield tail
 
 
-def _post(gateway: Gateway, path: str, **kwargs: object) -> httpx.Response:
+def _post(gateway: Gateway, path: str, **kwargs: object) -> httpx2.Response:
     with gateway.http() as http:
         try:
             return http.post(path, **kwargs)  # type: ignore[arg-type]
-        except httpx.WriteError as exc:  # pragma: no cover - the answer raced the upload
+        except httpx2.WriteError as exc:  # pragma: no cover - the answer raced the upload
             raise AssertionError("the gateway hung up without an answer") from exc
 
 
-def _is_413(response: httpx.Response) -> None:
+def _is_413(response: httpx2.Response) -> None:
     assert response.status_code == 413, response.text
     error = response.json()["error"]
     assert error["code"] == "request_too_large"

@@ -23,7 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import kubernetes_validate
 import openai
 import promql_parser
@@ -305,7 +305,7 @@ def test_the_gateway_deployment(directory: Path) -> None:
     assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + drain
 
     # Several replicas share Redis: the store URL names the in-cluster Redis Service.
-    store = httpx.URL(config["MEDIAGATE_STORE_URL"])
+    store = httpx2.URL(config["MEDIAGATE_STORE_URL"])
     redis_service = one(objects, "Service", store.host)
     assert store.scheme == "redis"
     assert store.port in {p["port"] for p in redis_service["spec"]["ports"]}
@@ -518,7 +518,7 @@ def test_compose_stack() -> None:
             assert not re.search(r"sk-|REPLACE", str(value))
 
     # With no .env: the simulator, on the shared Redis.
-    store = httpx.URL(environment["MEDIAGATE_STORE_URL"])
+    store = httpx2.URL(environment["MEDIAGATE_STORE_URL"])
     assert store.scheme == "redis" and store.host in services
     assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "--appendonly" in services["redis"]["command"]
@@ -578,7 +578,7 @@ def test_compose_stack() -> None:
     assert tempo_mounts["./deploy/tempo/tempo.yaml"] == config_flag.split("=", 1)[1]
     tempo_config = yaml.safe_load(TEMPO_CONFIG.read_text())
     otlp_http = tempo_config["distributor"]["receivers"]["otlp"]["protocols"]["http"]
-    exporter = httpx.URL(environment["OTEL_EXPORTER_OTLP_ENDPOINT"])
+    exporter = httpx2.URL(environment["OTEL_EXPORTER_OTLP_ENDPOINT"])
     assert (exporter.scheme, exporter.host) == ("http", "tempo")
     assert otlp_http["endpoint"] == f"0.0.0.0:{exporter.port}"  # every interface of the container
     assert gateway["depends_on"]["tempo"]["condition"] == "service_started"
@@ -856,7 +856,7 @@ def test_compose_gateway_serves_the_simulator_on_redis(
     }
     with serving(["serve", "--host", "127.0.0.1"], clean_env(**environment), tmp_path) as gw:
         base = gw.url
-        assert httpx.get(f"{base}/readyz").json()["checks"] == {"catalog": True, "store": True}
+        assert httpx2.get(f"{base}/readyz").json()["checks"] == {"catalog": True, "store": True}
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="anything", max_retries=0)
         assert client.images.generate(model="sora_image", prompt="a fox").data[0].b64_json
         video = client.videos.create_and_poll(model="sora-2", prompt="a fox", poll_interval_ms=50)

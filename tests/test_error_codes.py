@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from .conftest import Gateway
 from .test_edits import PNG_SMALL
@@ -22,7 +22,7 @@ def _documented_codes() -> set[str]:
     )
 
 
-def _cases(http: httpx.Client) -> dict[str, httpx.Response]:
+def _cases(http: httpx2.Client) -> dict[str, httpx2.Response]:
     return {
         "bad json": http.post(
             "/v1/images/generations",

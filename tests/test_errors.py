@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -219,6 +219,6 @@ def test_method_not_allowed_is_openai_shaped(gateway: Gateway) -> None:
 
 
 def test_error_responses_carry_a_request_id(gateway: Gateway) -> None:
-    response = httpx.post(f"{gateway.url}/v1/images/generations", json={})
+    response = httpx2.post(f"{gateway.url}/v1/images/generations", json={})
     assert response.status_code == 401
     assert response.headers["x-request-id"].startswith("req_")

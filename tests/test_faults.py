@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from mediagate.simulator.faults import KINDS
@@ -23,10 +23,10 @@ SIM_BODY = {"model": "gpt-image-2", "prompt": "a kite"}  # in the default group:
 WEB = {"model": "gpt-image-2-web", "prompt": "a kite"}  # the same, through the gateway
 
 
-def upstream(sim: Sim, prompt: str = "a kite", **options: Any) -> httpx.Response:
+def upstream(sim: Sim, prompt: str = "a kite", **options: Any) -> httpx2.Response:
     """One request straight to the simulator, as the gateway would send it."""
     headers = {"Authorization": f"Bearer {GROUP_KEYS['default']}"}
-    return httpx.post(
+    return httpx2.post(
         f"{sim.url}/v1/images/generations",
         json={**SIM_BODY, "prompt": prompt},
         headers=headers,
@@ -47,14 +47,14 @@ def test_a_429_burst_then_normal_answers(sim: Sim) -> None:
 
 
 def test_a_reset_answers_nothing_and_is_recorded(sim: Sim) -> None:
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx2.RemoteProtocolError):
         upstream(sim, "[sim:reset] a kite")
     (call,) = sim.sent()
     assert call.status == 0 and call.group == "default" and call.model == "gpt-image-2"
 
 
 def test_a_reset_mid_body(sim: Sim) -> None:
-    with pytest.raises(httpx.RemoteProtocolError):
+    with pytest.raises(httpx2.RemoteProtocolError):
         upstream(sim, "[sim:resetbody] a kite")
     assert [c.status for c in sim.sent()] == [200]
 
@@ -65,7 +65,7 @@ def test_slow_start_and_slow_body(sim: Sim) -> None:
     assert time.monotonic() - started >= 0.4
     headers = {"Authorization": f"Bearer {GROUP_KEYS['default']}"}
     body = {**SIM_BODY, "prompt": "[sim:slowbody=0.5] a kite"}
-    with httpx.stream(
+    with httpx2.stream(
         "POST", f"{sim.url}/v1/images/generations", json=body, headers=headers
     ) as response:
         first_byte = time.monotonic()
@@ -84,7 +84,7 @@ def test_answers_that_are_not_json(sim: Sim) -> None:
         truncated.json()
     headers = {"Authorization": f"Bearer {GROUP_KEYS['default']}"}
     body = {**SIM_BODY, "prompt": "[sim:huge=3] a kite"}
-    with httpx.stream(
+    with httpx2.stream(
         "POST", f"{sim.url}/v1/images/generations", json=body, headers=headers
     ) as huge:
         assert int(huge.headers["content-length"]) == 3 * 1024 * 1024
@@ -181,7 +181,7 @@ def test_the_gateway_stays_healthy_under_faults_by_rate(
 
 
 def _leave_early(gateway: Gateway, path: str, **kwargs: Any) -> None:
-    with gateway.http() as http, pytest.raises(httpx.ReadTimeout):
+    with gateway.http() as http, pytest.raises(httpx2.ReadTimeout):
         http.post(path, timeout=0.3, **kwargs)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -20,12 +20,12 @@ PNG = make_png(16, 16, "tiny")
 
 def fetch(
     url: str,
-    handler: Callable[[httpx.Request], httpx.Response],
+    handler: Callable[[httpx2.Request], httpx2.Response],
     allow: list[str] | None = None,
     max_bytes: int = 1_000_000,
 ) -> tuple[bytes, str]:
     async def run() -> tuple[bytes, str]:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client:
             fetcher = SafeFetcher(client, allow or [], max_bytes=max_bytes, timeout_s=5)
             return await fetcher.fetch_image(url)
 
@@ -33,11 +33,11 @@ def fetch(
 
 
 class Recorder:
-    def __init__(self, *responses: httpx.Response) -> None:
-        self.requests: list[httpx.Request] = []
-        self.responses = list(responses) or [httpx.Response(200, content=PNG)]
+    def __init__(self, *responses: httpx2.Response) -> None:
+        self.requests: list[httpx2.Request] = []
+        self.responses = list(responses) or [httpx2.Response(200, content=PNG)]
 
-    def __call__(self, request: httpx.Request) -> httpx.Response:
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
         self.requests.append(request)
         return self.responses.pop(0) if len(self.responses) > 1 else self.responses[0]
 
@@ -105,8 +105,8 @@ def test_the_fetching_transport_checks_addresses_where_it_connects(sim: Sim) -> 
     the connection is made; an allow-listed host:port is reached, by its name."""
     from mediagate.upstream.fetcher import public_transport
 
-    async def get(url: str, allow: list[str]) -> httpx.Response:
-        async with httpx.AsyncClient(transport=public_transport(allow)) as client:
+    async def get(url: str, allow: list[str]) -> httpx2.Response:
+        async with httpx2.AsyncClient(transport=public_transport(allow)) as client:
             return await client.get(url)
 
     for url in (f"http://localhost:{sim.port}/healthz", f"http://[::ffff:127.0.0.1]:{sim.port}/"):
@@ -125,17 +125,17 @@ def test_https_keeps_the_hosts_name_for_sni_and_certificates(sim: Sim) -> None:
 
     async def get() -> None:
         transport = public_transport([f"localhost:{sim.port}"])
-        async with httpx.AsyncClient(transport=transport) as client:
+        async with httpx2.AsyncClient(transport=transport) as client:
             await client.get(f"https://localhost:{sim.port}/")
 
-    with pytest.raises(httpx.ConnectError):
+    with pytest.raises(httpx2.ConnectError):
         asyncio.run(get())
 
 
 def test_redirect_to_a_private_address_is_refused() -> None:
     recorder = Recorder(
-        httpx.Response(302, headers={"location": "http://169.254.169.254/secret"}),
-        httpx.Response(200, content=PNG),
+        httpx2.Response(302, headers={"location": "http://169.254.169.254/secret"}),
+        httpx2.Response(200, content=PNG),
     )
     with pytest.raises(FetchRefused):
         fetch("http://93.184.216.34/img.png", recorder)
@@ -144,15 +144,15 @@ def test_redirect_to_a_private_address_is_refused() -> None:
 
 def test_public_redirect_is_followed() -> None:
     recorder = Recorder(
-        httpx.Response(301, headers={"location": "http://93.184.216.35/final.png"}),
-        httpx.Response(200, content=PNG),
+        httpx2.Response(301, headers={"location": "http://93.184.216.35/final.png"}),
+        httpx2.Response(200, content=PNG),
     )
     assert fetch("http://93.184.216.34/img.png", recorder)[0] == PNG
     assert [r.url.host for r in recorder.requests] == ["93.184.216.34", "93.184.216.35"]
 
 
 def test_too_many_redirects() -> None:
-    loop = httpx.Response(302, headers={"location": "http://93.184.216.34/again"})
+    loop = httpx2.Response(302, headers={"location": "http://93.184.216.34/again"})
     with pytest.raises(FetchRefused):
         fetch("http://93.184.216.34/img.png", Recorder(loop, loop, loop, loop, loop))
 
@@ -165,7 +165,7 @@ def test_allow_listed_private_host_is_fetched() -> None:
 
 
 def test_content_that_is_not_an_image_is_refused() -> None:
-    html = httpx.Response(200, content=b"<html>", headers={"content-type": "image/png"})
+    html = httpx2.Response(200, content=b"<html>", headers={"content-type": "image/png"})
     with pytest.raises(FetchRefused):
         fetch("http://93.184.216.34/a.png", Recorder(html))
 
@@ -174,14 +174,14 @@ def test_content_that_is_not_an_image_is_refused() -> None:
 def test_oversized_images_are_refused(declared: bool) -> None:
     body = PNG + b"\0" * 5000
     headers = {} if declared else {"content-length": ""}
-    response = httpx.Response(200, content=body, headers=headers)
+    response = httpx2.Response(200, content=body, headers=headers)
     with pytest.raises(FetchRefused):
         fetch("http://93.184.216.34/a.png", Recorder(response), max_bytes=4000)
 
 
 def test_error_status_from_the_image_host() -> None:
     with pytest.raises(GatewayError) as caught:
-        fetch("http://93.184.216.34/a.png", Recorder(httpx.Response(403)))
+        fetch("http://93.184.216.34/a.png", Recorder(httpx2.Response(403)))
     assert caught.value.code == "image_download_failed"
 
 
@@ -202,13 +202,13 @@ def test_the_shared_upstream_client_keeps_no_cookies() -> None:
 
     seen: list[str | None] = []
 
-    def upstream(request: httpx.Request) -> httpx.Response:
+    def upstream(request: httpx2.Request) -> httpx2.Response:
         seen.append(request.headers.get("cookie"))
-        return httpx.Response(200, headers={"set-cookie": "session=tenant-a; Path=/"}, json={})
+        return httpx2.Response(200, headers={"set-cookie": "session=tenant-a; Path=/"}, json={})
 
     async def two_requests() -> None:
-        transport = httpx.MockTransport(upstream)
-        async with httpx.AsyncClient(transport=transport, cookies=no_cookies()) as client:
+        transport = httpx2.MockTransport(upstream)
+        async with httpx2.AsyncClient(transport=transport, cookies=no_cookies()) as client:
             await client.get("https://upstream.example/v1/videos/a")  # tenant A's request
             await client.get("https://upstream.example/v1/videos/b")  # tenant B's request
 

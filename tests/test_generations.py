@@ -6,7 +6,7 @@ import io
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pytest
 from PIL import Image
@@ -185,7 +185,7 @@ def test_url_passthrough_mode_hands_out_the_upstream_link(
     url = result.data[0].url
     assert url is not None and url.startswith(sim.url)
     assert result.data[0].b64_json is None
-    assert Image.open(io.BytesIO(httpx.get(url).content)).size == (1024, 1024)
+    assert Image.open(io.BytesIO(httpx2.get(url).content)).size == (1024, 1024)
 
 
 def test_url_from_an_images_route(client: openai.OpenAI, sim: Sim) -> None:
@@ -209,10 +209,10 @@ def test_url_wanted_but_upstream_gave_b64_is_hosted_by_the_gateway(
     url = result.data[0].url
     assert url is not None and url.startswith(f"{gateway.url}/v1/files/images/")
     assert only_call(sim).body["response_format"] == "url"
-    response = httpx.get(url)  # unguessable link, served without a key
+    response = httpx2.get(url)  # unguessable link, served without a key
     assert response.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(response.content)).size == (1280, 720)
-    assert httpx.get(url + "x").status_code == 404
+    assert httpx2.get(url + "x").status_code == 404
 
 
 def test_every_response_has_a_request_id(client: openai.OpenAI) -> None:

@@ -7,7 +7,7 @@ import socket
 import time
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from .conftest import CLIENT_KEY, Gateway, Sim, assert_error
@@ -34,7 +34,7 @@ def test_an_edits_integers_are_ascii_digits(gateway: Gateway, sim: Sim, value: s
 
 
 def test_a_trailing_slash_is_not_redirected_to_the_clients_host(gateway: Gateway) -> None:
-    with httpx.Client(base_url=gateway.url) as http:
+    with httpx2.Client(base_url=gateway.url) as http:
         response = http.post(
             "/v1/images/generations/",
             json={"prompt": "p"},
@@ -66,13 +66,13 @@ def test_a_client_slow_to_send_its_headers_is_cut_off(make_gateway: Any) -> None
                 break
     assert closed and time.monotonic() - started < 2.5
     # A prompt client on a fresh connection is served as usual.
-    with httpx.Client(base_url=gateway.url) as http:
+    with httpx2.Client(base_url=gateway.url) as http:
         assert http.get("/healthz").status_code == 200
 
 
 def test_metrics_need_the_metrics_token_when_one_is_set(make_gateway: Any) -> None:
     gateway = make_gateway(metrics_token="m-token-0123456789")
-    with httpx.Client(base_url=gateway.url) as http:
+    with httpx2.Client(base_url=gateway.url) as http:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "m-token"}):
             response = http.get("/metrics", headers=headers)
             assert_error(response, 401, None, "invalid_api_key")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK
 REPLAYED = "x-mediagate-idempotent-replay"
 
 
-def post(gateway: Gateway, key: str, api_key: str | None = None, **body: Any) -> httpx.Response:
+def post(gateway: Gateway, key: str, api_key: str | None = None, **body: Any) -> httpx2.Response:
     body = {"model": "gpt-image-2-web", "prompt": "a lighthouse", **body}
     with gateway.http(**({"api_key": api_key} if api_key else {})) as http:
         return http.post("/v1/images/generations", json=body, headers={"Idempotency-Key": key})
@@ -90,7 +90,7 @@ def test_the_body_is_compared_as_json_not_as_bytes(gw: Gateway, sim: Sim) -> Non
 
 
 def test_a_repeat_waits_for_the_first_while_it_runs(gw: Gateway, sim: Sim) -> None:
-    results: dict[str, httpx.Response] = {}
+    results: dict[str, httpx2.Response] = {}
 
     def send(name: str) -> None:
         results[name] = post(gw, "k4", prompt="[sim:sleep=1] a lighthouse")
@@ -231,7 +231,7 @@ def test_a_stream_is_kept_as_the_events_it_sent(gw: Gateway, sim: Sim) -> None:
 
 
 def test_a_client_that_leaves_releases_its_key(gw: Gateway, sim: Sim) -> None:
-    with gw.http() as http, pytest.raises(httpx.ReadTimeout):
+    with gw.http() as http, pytest.raises(httpx2.ReadTimeout):
         body = {"model": "gpt-image-2-web", "prompt": "[sim:sleep=1] x"}
         http.post(
             "/v1/images/generations", json=body, headers={"Idempotency-Key": "d1"}, timeout=0.3
@@ -363,8 +363,8 @@ def test_a_repeat_after_the_owner_was_killed_mid_call_is_a_409_not_a_second_char
     with serving(["serve"], env, tmp_path) as first:
 
         def doomed() -> None:
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.post(
+            with contextlib.suppress(httpx2.HTTPError):
+                httpx2.post(
                     f"{first.url}/v1/images/generations", json=body, headers=headers, timeout=30
                 )
 

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import boto3
-import httpx
+import httpx2
 import openai
 import pytest
 from PIL import Image
@@ -22,7 +22,7 @@ from .processes import free_port
 
 
 def fetch_image(url: str) -> Image.Image:
-    response = httpx.get(url)
+    response = httpx2.get(url)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
     assert "max-age=" in response.headers["cache-control"]
@@ -56,14 +56,14 @@ def test_links_expire_after_the_retention_and_are_swept(
         model="gpt-image-2-web", prompt="short-lived", response_format="url"
     )
     url = result.data[0].url
-    assert url is not None and httpx.get(url).status_code == 200
+    assert url is not None and httpx2.get(url).status_code == 200
     images = tmp_path / "data" / "images"
     assert len(list(images.iterdir())) == 1
     deadline = time.monotonic() + 10
     while list(images.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert list(images.iterdir()) == []
-    expired = httpx.get(url)
+    expired = httpx2.get(url)
     assert expired.status_code == 404 and expired.json()["error"]["message"]
 
 
@@ -76,7 +76,7 @@ def test_an_expired_file_is_not_served_even_before_the_sweep(
     (path,) = (tmp_path / "data" / "images").iterdir()
     two_hours_ago = time.time() - 7200
     os.utime(path, (two_hours_ago, two_hours_ago))
-    assert httpx.get(url).status_code == 404
+    assert httpx2.get(url).status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -115,7 +115,7 @@ def test_configured_public_url_wins(make_gateway: Callable[..., Gateway]) -> Non
 
 @pytest.mark.parametrize("name", ["../secret.png", "x.png", "a" * 43 + ".exe", "%2e%2e%2fetc"])
 def test_only_names_the_store_made_are_served(gateway: Gateway, name: str) -> None:
-    assert httpx.get(f"{gateway.url}/v1/files/images/{name}").status_code == 404
+    assert httpx2.get(f"{gateway.url}/v1/files/images/{name}").status_code == 404
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -31,7 +31,7 @@ def test_logs_are_json_lines_correlated_by_request_id(sim: Sim, tmp_path: Path) 
     burst = f"[sim:burst503=1:logs{uuid.uuid4().hex[:8]}]"
     with (
         serving(["serve"], env, tmp_path) as gateway,
-        httpx.Client(base_url=gateway.url, timeout=60) as http,
+        httpx2.Client(base_url=gateway.url, timeout=60) as http,
     ):
         auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
         body = {"model": "gpt-image-2", "prompt": f"a fox {burst}"}
@@ -62,11 +62,11 @@ def test_logs_are_json_lines_correlated_by_request_id(sim: Sim, tmp_path: Path) 
         assert secret not in text
 
 
-class Exploding(httpx.AsyncBaseTransport):
+class Exploding(httpx2.AsyncBaseTransport):
     """An upstream transport that fails the way a bug would: not an HTTP error, and with the
     upstream key in its message (as a careless library might put it there)."""
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         raise RuntimeError(f"transport exploded with {request.headers['authorization']}")
 
 

@@ -11,7 +11,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import yaml
 from openapi_schema_validator import OAS31Validator
@@ -44,7 +44,7 @@ def conforms(instance: Any, schema: str) -> None:
     assert not errors, (schema, errors)
 
 
-def events(response: httpx.Response) -> list[dict[str, Any]]:
+def events(response: httpx2.Response) -> list[dict[str, Any]]:
     assert response.status_code == 200, response.text
     return [json.loads(line[5:]) for line in response.text.splitlines() if line.startswith("data:")]
 
@@ -96,7 +96,7 @@ def test_models_and_errors_conform(gateway: Gateway) -> None:
             http.delete("/v1/images/generations"),
             http.get("/v1/videos/video_nope"),
         ]
-    with httpx.Client(base_url=gateway.url) as anonymous:
+    with httpx2.Client(base_url=gateway.url) as anonymous:
         errors.append(anonymous.get("/v1/models"))
     for response in errors:
         assert response.status_code >= 400

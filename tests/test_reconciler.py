@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -152,7 +152,7 @@ def test_job_gauges_come_from_the_store(
     for gw in (gateway, other):
 
         def counted(gw: Gateway = gw) -> bool:
-            text = httpx.get(f"{gw.url}/metrics").text
+            text = httpx2.get(f"{gw.url}/metrics").text
             return (
                 metric(text, "mediagate_video_jobs", status="completed") == 1
                 and metric(text, "mediagate_video_jobs", status="in_progress")
@@ -161,7 +161,7 @@ def test_job_gauges_come_from_the_store(
             )
 
         wait_until(counted, timeout_s=3)
-        text = httpx.get(f"{gw.url}/metrics").text
+        text = httpx2.get(f"{gw.url}/metrics").text
         assert 0.4 < metric(text, "mediagate_video_job_oldest_unfinished_seconds") < 30
 
 
@@ -184,7 +184,7 @@ def _env(sim: Sim, tmp_path: Path, store: dict[str, str], **extra: str) -> dict[
 
 
 def _polls_by(gateway: Served) -> float:
-    text = httpx.get(f"{gateway.url}/metrics").text
+    text = httpx2.get(f"{gateway.url}/metrics").text
     total = 0.0
     for line in text.splitlines():
         if line.startswith("mediagate_upstream_requests_total{"):

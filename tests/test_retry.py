@@ -4,11 +4,12 @@ the SDK told not to retry on top, per-route timeouts; and key pools with cool-do
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -132,19 +133,19 @@ def test_an_unreachable_upstream_is_retried_then_502(
     assert metric(gateway.url, "mediagate_upstream_retries_total", **labels) == 2
 
 
-class FlakyConnect(httpx.AsyncBaseTransport):
+class FlakyConnect(httpx2.AsyncBaseTransport):
     """A real transport whose first connections are refused."""
 
     def __init__(self, refusals: int) -> None:
         self.refusals = refusals
         self.sent = 0
-        self.inner = httpx.AsyncHTTPTransport()
+        self.inner = httpx2.AsyncHTTPTransport()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         self.sent += 1
         if self.refusals:
             self.refusals -= 1
-            raise httpx.ConnectError("connection refused", request=request)
+            raise httpx2.ConnectError("connection refused", request=request)
         return await self.inner.handle_async_request(request)
 
     async def aclose(self) -> None:
@@ -158,7 +159,7 @@ def test_a_refused_connection_is_retried_even_for_a_paid_call(sim: Sim) -> None:
 
     async def call() -> tuple[Any, int]:
         transport = FlakyConnect(refusals=2)
-        async with httpx.AsyncClient(transport=transport) as client:
+        async with httpx2.AsyncClient(transport=transport) as client:
             keys = KeyRing({"default": [GROUP_KEYS["default"]]})
             upstream = Upstream(client, f"{sim.url}/v1", keys, Metrics(), Scrubber(), 10)
             request = UpstreamRequest(
@@ -172,7 +173,7 @@ def test_a_refused_connection_is_retried_even_for_a_paid_call(sim: Sim) -> None:
     assert statuses(sim) == [200]  # the refused attempts never reached it
 
     async def refused_always() -> None:
-        async with httpx.AsyncClient(transport=FlakyConnect(refusals=9)) as client:
+        async with httpx2.AsyncClient(transport=FlakyConnect(refusals=9)) as client:
             keys = KeyRing({"default": [GROUP_KEYS["default"]]})
             upstream = Upstream(client, f"{sim.url}/v1", keys, Metrics(), Scrubber(), 10)
             request = UpstreamRequest(
@@ -197,6 +198,8 @@ def test_status_polls_are_retried_on_any_transient_failure(videos: Gateway, sim:
     for kind in ("reset", "500", "nonjson", "timeout"):
         sim.state.faults.set(timeout_s=1.0)
         sim.state.faults.inject(kind, path="/v1/videos/", method="GET")
+        # Past the poll-after interval (20 ms): a sooner poll is answered from the job record.
+        time.sleep(0.05)
         raw = sdk.videos.with_raw_response.retrieve(video.id)
         assert raw.status_code == 200, kind
         assert raw.headers["x-mediagate-retries"] == "1"

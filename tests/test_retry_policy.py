@@ -7,7 +7,7 @@ import email.utils
 import random
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from pydantic import ValidationError
 
@@ -47,15 +47,15 @@ class Clock:
 @pytest.mark.parametrize(
     ("exc", "kind"),
     [
-        (httpx.ConnectError("refused"), CONNECT),
-        (httpx.ConnectTimeout("slow"), CONNECT),
-        (httpx.PoolTimeout("busy"), CONNECT),
-        (httpx.ReadTimeout("slow"), TIMEOUT),
-        (httpx.WriteTimeout("slow"), TIMEOUT),
+        (httpx2.ConnectError("refused"), CONNECT),
+        (httpx2.ConnectTimeout("slow"), CONNECT),
+        (httpx2.PoolTimeout("busy"), CONNECT),
+        (httpx2.ReadTimeout("slow"), TIMEOUT),
+        (httpx2.WriteTimeout("slow"), TIMEOUT),
         (TimeoutError(), TIMEOUT),
-        (httpx.RemoteProtocolError("gone"), RESET),
-        (httpx.ReadError("reset"), RESET),
-        (httpx.WriteError("reset"), RESET),
+        (httpx2.RemoteProtocolError("gone"), RESET),
+        (httpx2.ReadError("reset"), RESET),
+        (httpx2.WriteError("reset"), RESET),
     ],
 )
 def test_failure_kinds(exc: BaseException, kind: str) -> None:

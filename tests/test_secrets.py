@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import openai
 
 from .conftest import GROUP_KEYS, Gateway, Sim
 
 
-def _no_key_in(response: httpx.Response) -> None:
+def _no_key_in(response: httpx2.Response) -> None:
     exposed = response.text + " ".join(f"{k}: {v}" for k, v in response.headers.items())
     for key in GROUP_KEYS.values():
         assert key not in exposed

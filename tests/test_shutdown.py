@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from mediagate.simulator import DEFAULT_SIM_KEYS
@@ -52,9 +52,9 @@ def start(tmp_path: Path, port: int, upstream: int, **env: str) -> subprocess.Po
     while True:
         assert proc.poll() is None, proc.communicate()[1]
         try:
-            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
             return proc
-        except httpx.TransportError:
+        except httpx2.TransportError:
             assert time.monotonic() < deadline, "the gateway did not start listening"
             time.sleep(0.1)
 
@@ -62,13 +62,13 @@ def start(tmp_path: Path, port: int, upstream: int, **env: str) -> subprocess.Po
 def slow_request(port: int, seconds: float, result: dict[str, Any]) -> threading.Thread:
     def run() -> None:
         try:
-            result["response"] = httpx.post(
+            result["response"] = httpx2.post(
                 f"http://127.0.0.1:{port}/v1/images/generations",
                 headers={"Authorization": "Bearer sk-team"},
                 json={"model": "gpt-image-2-web", "prompt": f"[sim:sleep={seconds}] a dusk"},
                 timeout=30,
             )
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             result["error"] = exc
 
     thread = threading.Thread(target=run)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from PIL import Image
 from starlette.testclient import TestClient
@@ -759,8 +759,8 @@ def leave_early(url: str, state: SimState, prompt: str) -> threading.Thread:
 
     def send() -> None:
         body = {"model": "gpt-image-2", "prompt": prompt}
-        with pytest.raises(httpx.ReadTimeout):
-            httpx.post(
+        with pytest.raises(httpx2.ReadTimeout):
+            httpx2.post(
                 f"{url}{IMAGES}",
                 json=body,
                 headers={"Authorization": f"Bearer {DEFAULT}"},

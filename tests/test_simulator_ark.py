@@ -8,7 +8,7 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from PIL import Image
 
@@ -28,8 +28,8 @@ def key(group: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def ark(sim: Sim) -> Iterator[httpx.Client]:
-    with httpx.Client(
+def ark(sim: Sim) -> Iterator[httpx2.Client]:
+    with httpx2.Client(
         base_url=f"{sim.url}/seedance/api/v3", headers=key("SeeDance2"), timeout=10
     ) as client:
         yield client
@@ -49,7 +49,7 @@ def png_url(width: int, height: int) -> str:
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
 
 
-def wait_for(client: httpx.Client, task_id: str, status: str) -> dict[str, Any]:
+def wait_for(client: httpx2.Client, task_id: str, status: str) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
     def reached() -> bool:
@@ -60,7 +60,7 @@ def wait_for(client: httpx.Client, task_id: str, status: str) -> dict[str, Any]:
     return seen
 
 
-def create(client: httpx.Client, **body: Any) -> str:
+def create(client: httpx2.Client, **body: Any) -> str:
     response = client.post(TASKS, json=body)
     assert response.status_code == 200, response.text
     assert set(response.json()) == {"id"}
@@ -69,7 +69,7 @@ def create(client: httpx.Client, **body: Any) -> str:
 
 
 def test_a_task_succeeds_with_tokens_a_signed_link_and_a_main_host_download(
-    ark: httpx.Client, sim: Sim
+    ark: httpx2.Client, sim: Sim
 ) -> None:
     task_id = create(
         ark,
@@ -85,13 +85,13 @@ def test_a_task_succeeds_with_tokens_a_signed_link_and_a_main_host_download(
     assert done["usage"]["completion_tokens"] == 108_900
     assert (done["duration"], done["ratio"], done["resolution"]) == (5, "16:9", "720p")
     assert done["error"] is None and done["framespersecond"] == 24
-    video = httpx.get(done["content"]["video_url"])
+    video = httpx2.get(done["content"]["video_url"])
     assert video.status_code == 200 and video.content[4:8] == b"ftyp"
-    frame = httpx.get(done["content"]["last_frame_url"])
+    frame = httpx2.get(done["content"]["last_frame_url"])
     assert frame.headers["content-type"] == "image/png"
-    main = httpx.get(f"{sim.url}/v1/videos/{task_id}/content", headers=key("SeeDance2"))
+    main = httpx2.get(f"{sim.url}/v1/videos/{task_id}/content", headers=key("SeeDance2"))
     assert main.status_code == 200 and main.content == video.content
-    ranged = httpx.get(
+    ranged = httpx2.get(
         done["content"]["video_url"], headers={"Range": "bytes=4-7"}
     )  # signed links serve ranges too
     assert ranged.status_code == 206 and ranged.content == b"ftyp"
@@ -102,7 +102,7 @@ def test_a_task_succeeds_with_tokens_a_signed_link_and_a_main_host_download(
     assert call.headers["authorization"] == "Bearer <SeeDance2>"
 
 
-def test_1080p_tokens_and_the_price_tier(ark: httpx.Client, sim: Sim) -> None:
+def test_1080p_tokens_and_the_price_tier(ark: httpx2.Client, sim: Sim) -> None:
     task_id = create(ark, model=SEEDANCE_25, content=[text("x")], ratio="16:9", resolution="1080p")
     done = wait_for(ark, task_id, "succeeded")
     assert done["duration"] == 5  # -1 (the 2.5 default): the model chose
@@ -111,7 +111,7 @@ def test_1080p_tokens_and_the_price_tier(ark: httpx.Client, sim: Sim) -> None:
     assert isinstance(task, ArkTask) and task.cost_usd() == pytest.approx(245_025 * 13.20 / 1e6)
 
 
-def test_statuses_advance_and_end_failed_or_expired(ark: httpx.Client) -> None:
+def test_statuses_advance_and_end_failed_or_expired(ark: httpx2.Client) -> None:
     task_id = create(ark, model=MINI, content=[text("[sim:render=0.4] x")])
     assert ark.get(f"{TASKS}/{task_id}").json()["status"] == "queued"
     running = wait_for(ark, task_id, "running")
@@ -123,13 +123,13 @@ def test_statuses_advance_and_end_failed_or_expired(ark: httpx.Client) -> None:
     assert expired["error"]["code"] == "TaskExpired"
 
 
-def test_an_adaptive_ratio_follows_the_first_frame(ark: httpx.Client) -> None:
+def test_an_adaptive_ratio_follows_the_first_frame(ark: httpx2.Client) -> None:
     content = [text("x"), media("image_url", "first_frame", png_url(90, 160))]
     task_id = create(ark, model=SEEDANCE_20, content=content)
     assert wait_for(ark, task_id, "succeeded")["ratio"] == "9:16"
 
 
-def test_an_input_video_is_billed_with_the_output(ark: httpx.Client, sim: Sim) -> None:
+def test_an_input_video_is_billed_with_the_output(ark: httpx2.Client, sim: Sim) -> None:
     content = [text("x"), media("video_url", "reference_video")]
     task_id = create(ark, model=SEEDANCE_20, content=content, ratio="16:9", duration=4)
     done = wait_for(ark, task_id, "succeeded")
@@ -143,7 +143,7 @@ def test_an_input_video_is_billed_with_the_output(ark: httpx.Client, sim: Sim) -
 @pytest.mark.parametrize("group", ["default", "Wan", "OpenAI Official"])
 def test_other_groups_have_no_channel(sim: Sim, group: str) -> None:
     body = {"model": SEEDANCE_20, "content": [text("x")]}
-    response = httpx.post(f"{sim.url}/seedance/api/v3{TASKS}", json=body, headers=key(group))
+    response = httpx2.post(f"{sim.url}/seedance/api/v3{TASKS}", json=body, headers=key(group))
     assert response.status_code == 503
     assert "No available channel" in response.json()["error"]["message"]
     assert not sim.state.videos
@@ -159,7 +159,7 @@ def test_other_groups_have_no_channel(sim: Sim, group: str) -> None:
     ],
 )
 def test_a_wrong_path_answers_the_website_html(sim: Sim, method: str, path: str) -> None:
-    response = httpx.request(method, f"{sim.url}{path}", headers=key("SeeDance2"), json={})
+    response = httpx2.request(method, f"{sim.url}{path}", headers=key("SeeDance2"), json={})
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert response.text.startswith("<!DOCTYPE html>")
@@ -235,7 +235,7 @@ def test_a_wrong_path_answers_the_website_html(sim: Sim, method: str, path: str)
         ),
     ],
 )
-def test_create_is_strict(ark: httpx.Client, sim: Sim, body: dict[str, Any], param: str) -> None:
+def test_create_is_strict(ark: httpx2.Client, sim: Sim, body: dict[str, Any], param: str) -> None:
     response = ark.post(TASKS, json=body)
     assert response.status_code == 400, response.text
     error = response.json()["error"]
@@ -243,7 +243,7 @@ def test_create_is_strict(ark: httpx.Client, sim: Sim, body: dict[str, Any], par
     assert not sim.state.videos
 
 
-def test_the_documented_options_and_2_5_extras_pass(ark: httpx.Client) -> None:
+def test_the_documented_options_and_2_5_extras_pass(ark: httpx2.Client) -> None:
     body = {
         "model": SEEDANCE_25,
         "content": [text("x"), media("audio_url", "reference_audio")],  # audio alone: 2.5 only
@@ -261,36 +261,36 @@ def test_the_documented_options_and_2_5_extras_pass(ark: httpx.Client) -> None:
     assert "last_frame_url" not in done["content"]
 
 
-def test_a_create_must_be_json(ark: httpx.Client) -> None:
+def test_a_create_must_be_json(ark: httpx2.Client) -> None:
     response = ark.post(TASKS, data={"model": SEEDANCE_20})
     assert response.status_code == 400 and response.json()["error"]["code"] == "InvalidParameter"
 
 
-def test_links_and_tasks_belong_to_their_group_and_signature(ark: httpx.Client, sim: Sim) -> None:
+def test_links_and_tasks_belong_to_their_group_and_signature(ark: httpx2.Client, sim: Sim) -> None:
     task_id = create(ark, model=MINI, content=[text("x")])
     done = wait_for(ark, task_id, "succeeded")
     link = done["content"]["video_url"]
-    with_key = httpx.get(link, headers=key("SeeDance2"))
+    with_key = httpx2.get(link, headers=key("SeeDance2"))
     assert with_key.status_code == 400 and "<Code>InvalidArgument</Code>" in with_key.text
-    tampered = httpx.get(link.replace("Signature=", "Signature=0"))
+    tampered = httpx2.get(link.replace("Signature=", "Signature=0"))
     assert tampered.status_code == 403 and "SignatureDoesNotMatch" in tampered.text
-    unsigned = httpx.get(link.split("?")[0])
+    unsigned = httpx2.get(link.split("?")[0])
     assert unsigned.status_code == 403
-    other = httpx.get(f"{sim.url}/seedance/api/v3{TASKS}/{task_id}", headers=key("Wan"))
+    other = httpx2.get(f"{sim.url}/seedance/api/v3{TASKS}/{task_id}", headers=key("Wan"))
     assert other.status_code == 503
     missing = ark.get(f"{TASKS}/cgt-nope")
     assert missing.status_code == 404
     main = f"{sim.url}/v1/videos/{task_id}/content"
-    assert httpx.get(main, headers=key("default")).status_code == 404
-    thumb = httpx.get(main, params={"variant": "thumbnail"}, headers=key("SeeDance2"))
+    assert httpx2.get(main, headers=key("default")).status_code == 404
+    thumb = httpx2.get(main, params={"variant": "thumbnail"}, headers=key("SeeDance2"))
     assert thumb.status_code == 404
 
 
-def test_fault_markers_apply(ark: httpx.Client, sim: Sim) -> None:
+def test_fault_markers_apply(ark: httpx2.Client, sim: Sim) -> None:
     refused = ark.post(TASKS, json={"model": MINI, "content": [text("[sim:status=500] x")]})
     assert refused.status_code == 500
     reset = ark.post(TASKS, json={"model": MINI, "content": [text("[sim:nonjson] x")]})
     assert reset.status_code == 200 and "html" in reset.text.lower()
     small = create(ark, model=MINI, content=[text("[sim:bytes=64] x")])
     done = wait_for(ark, small, "succeeded")
-    assert len(httpx.get(done["content"]["video_url"]).content) == 64
+    assert len(httpx2.get(done["content"]["video_url"]).content) == 64

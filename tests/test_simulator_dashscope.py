@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from mediagate.servethread import BackgroundServer
@@ -24,8 +24,8 @@ def key(group: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def wan(sim: Sim) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=sim.url, headers=key("Wan"), timeout=10) as client:
+def wan(sim: Sim) -> Iterator[httpx2.Client]:
+    with httpx2.Client(base_url=sim.url, headers=key("Wan"), timeout=10) as client:
         yield client
 
 
@@ -33,7 +33,7 @@ def body(model: str = "wan2.7-t2v", prompt: str = "a kite", **parameters: Any) -
     return {"model": model, "input": {"prompt": prompt}, "parameters": parameters}
 
 
-def submit(client: httpx.Client, payload: dict[str, Any]) -> str:
+def submit(client: httpx2.Client, payload: dict[str, Any]) -> str:
     response = client.post(WAN_PATH, json=payload, headers=ASYNC)
     assert response.status_code == 200, response.text
     answer = response.json()
@@ -42,7 +42,7 @@ def submit(client: httpx.Client, payload: dict[str, Any]) -> str:
     return task_id
 
 
-def wait_for(client: httpx.Client, task_id: str, status: str) -> dict[str, Any]:
+def wait_for(client: httpx2.Client, task_id: str, status: str) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
     def reached() -> bool:
@@ -54,16 +54,16 @@ def wait_for(client: httpx.Client, task_id: str, status: str) -> dict[str, Any]:
 
 
 def test_a_task_completes_with_a_signed_result_url_fetched_without_the_key(
-    wan: httpx.Client, sim: Sim
+    wan: httpx2.Client, sim: Sim
 ) -> None:
     task_id = submit(wan, body(resolution="720P", duration=5))
     done = wait_for(wan, task_id, "completed")
     assert done["usage"]["output_video_duration"] == 5 and done["usage"]["duration"] == 5
     assert done["usage"]["SR"] == 720 and done["data"]["output"]["task_status"] == "SUCCEEDED"
     assert done["error"] is None
-    video = httpx.get(done["result_url"])
+    video = httpx2.get(done["result_url"])
     assert video.status_code == 200 and video.content[4:8] == b"ftyp"
-    part = httpx.get(done["result_url"], headers={"Range": "bytes=-10"})
+    part = httpx2.get(done["result_url"], headers={"Range": "bytes=-10"})
     assert part.status_code == 206 and part.content == video.content[-10:]
     call = sim.sent(WAN_PATH)[0]
     assert call.group == "Wan" and call.model == "wan2.7-t2v"
@@ -72,7 +72,7 @@ def test_a_task_completes_with_a_signed_result_url_fetched_without_the_key(
     assert call.body == body(resolution="720P", duration=5)
 
 
-def test_statuses_advance_and_the_seconds_made_are_reported(wan: httpx.Client) -> None:
+def test_statuses_advance_and_the_seconds_made_are_reported(wan: httpx2.Client) -> None:
     task_id = submit(wan, body(prompt="[sim:render=0.4] [sim:made=4] x", duration=5))
     assert wan.get(f"/v1/tasks/{task_id}").json()["status"] == "submitted"
     running = wait_for(wan, task_id, "in_progress")
@@ -82,13 +82,13 @@ def test_statuses_advance_and_the_seconds_made_are_reported(wan: httpx.Client) -
     assert done["resolution"] == "1080P"  # omitted: 1080P (and billed so)
 
 
-def test_a_failed_task_says_why(wan: httpx.Client) -> None:
+def test_a_failed_task_says_why(wan: httpx2.Client) -> None:
     failed = wait_for(wan, submit(wan, body(prompt="[sim:fail=DataInspectionFailed] x")), "failed")
     assert failed["error"]["code"] == "DataInspectionFailed" and failed["error"]["message"]
     assert failed["result_url"] is None and failed["data"]["output"]["task_status"] == "FAILED"
 
 
-def test_without_the_async_header_it_is_refused(wan: httpx.Client, sim: Sim) -> None:
+def test_without_the_async_header_it_is_refused(wan: httpx2.Client, sim: Sim) -> None:
     for headers in ({}, {"X-DashScope-Async": "disable"}):
         response = wan.post(WAN_PATH, json=body(), headers=headers)
         assert response.status_code == 403
@@ -97,43 +97,43 @@ def test_without_the_async_header_it_is_refused(wan: httpx.Client, sim: Sim) -> 
     assert not sim.state.videos
 
 
-def test_a_signed_link_refuses_a_key_a_bad_signature_and_a_missing_one(wan: httpx.Client) -> None:
+def test_a_signed_link_refuses_a_key_a_bad_signature_and_a_missing_one(wan: httpx2.Client) -> None:
     done = wait_for(wan, submit(wan, body()), "completed")
     link = done["result_url"]
-    with_key = httpx.get(link, headers=key("Wan"))
+    with_key = httpx2.get(link, headers=key("Wan"))
     assert with_key.status_code == 400
     assert with_key.headers["content-type"].startswith("application/xml")
     assert "<Code>InvalidArgument</Code>" in with_key.text
-    tampered = httpx.get(link.replace("Signature=", "Signature=f"))
+    tampered = httpx2.get(link.replace("Signature=", "Signature=f"))
     assert tampered.status_code == 403 and "SignatureDoesNotMatch" in tampered.text
-    assert httpx.get(link.split("?")[0]).status_code == 403
+    assert httpx2.get(link.split("?")[0]).status_code == 403
     # The link's own path with another task's id (a signature for the wrong object).
     other = link.replace(done["task_id"], "0" * 32)
-    assert httpx.get(other).status_code == 403
+    assert httpx2.get(other).status_code == 403
 
 
 def test_an_expired_link_is_refused() -> None:
     config = SimConfig(keys=dict(DEFAULT_SIM_KEYS), video_render_s=0.01, signed_link_ttl_s=-1)
     with BackgroundServer(create_simulator_app(config, SimState())) as server:
-        with httpx.Client(base_url=server.url, headers=key("Wan"), timeout=10) as client:
+        with httpx2.Client(base_url=server.url, headers=key("Wan"), timeout=10) as client:
             done = wait_for(client, submit(client, body()), "completed")
-        expired = httpx.get(done["result_url"])
+        expired = httpx2.get(done["result_url"])
         assert expired.status_code == 403 and "Request has expired" in expired.text
 
 
 @pytest.mark.parametrize("group", ["default", "SeeDance2", "OpenAI Official"])
 def test_other_groups_have_no_channel(sim: Sim, group: str) -> None:
-    response = httpx.post(f"{sim.url}{WAN_PATH}", json=body(), headers={**key(group), **ASYNC})
+    response = httpx2.post(f"{sim.url}{WAN_PATH}", json=body(), headers={**key(group), **ASYNC})
     assert response.status_code == 503
     assert "No available channel" in response.json()["error"]["message"]
     assert not sim.state.videos
 
 
-def test_tasks_belong_to_their_group(wan: httpx.Client, sim: Sim) -> None:
+def test_tasks_belong_to_their_group(wan: httpx2.Client, sim: Sim) -> None:
     task_id = submit(wan, body())
-    assert httpx.get(f"{sim.url}/v1/tasks/{task_id}", headers=key("default")).status_code == 503
+    assert httpx2.get(f"{sim.url}/v1/tasks/{task_id}", headers=key("default")).status_code == 503
     assert wan.get("/v1/tasks/unknown").status_code == 404
-    assert httpx.get(f"{sim.url}/v1/tasks/{task_id}").status_code == 401
+    assert httpx2.get(f"{sim.url}/v1/tasks/{task_id}").status_code == 401
 
 
 def media(kind: str, url: str = "https://example.com/a") -> dict[str, str]:
@@ -172,7 +172,7 @@ def media(kind: str, url: str = "https://example.com/a") -> dict[str, str]:
         {"model": "wan2.7-t2v", "input": {"prompt": ""}},
     ],
 )
-def test_create_is_strict(wan: httpx.Client, sim: Sim, payload: dict[str, Any]) -> None:
+def test_create_is_strict(wan: httpx2.Client, sim: Sim, payload: dict[str, Any]) -> None:
     response = wan.post(WAN_PATH, json=payload, headers=ASYNC)
     assert response.status_code == 400, response.text
     answer = response.json()
@@ -210,7 +210,7 @@ def test_create_is_strict(wan: httpx.Client, sim: Sim, payload: dict[str, Any]) 
     ],
 )
 def test_each_model_takes_its_own_media_and_bills_input_video(
-    wan: httpx.Client, sim: Sim, payload: dict[str, Any], billed: int
+    wan: httpx2.Client, sim: Sim, payload: dict[str, Any], billed: int
 ) -> None:
     done = wait_for(wan, submit(wan, payload), "completed")
     assert done["usage"]["duration"] == billed
@@ -218,8 +218,8 @@ def test_each_model_takes_its_own_media_and_bills_input_video(
     assert isinstance(task, WanTask) and task.billed_seconds() == billed
 
 
-def test_fault_markers_apply(wan: httpx.Client) -> None:
+def test_fault_markers_apply(wan: httpx2.Client) -> None:
     refused = wan.post(WAN_PATH, json=body(prompt="[sim:status=429] x"), headers=ASYNC)
     assert refused.status_code == 429
     done = wait_for(wan, submit(wan, body(prompt="[sim:bytes=32] x")), "completed")
-    assert len(httpx.get(done["result_url"]).content) == 32
+    assert len(httpx2.get(done["result_url"]).content) == 32

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from starlette.testclient import TestClient
 
@@ -272,7 +272,7 @@ def test_sixteen_images_ok_seventeen_rejected(client: TestClient) -> None:
 def test_image_count_and_field_rules(client: TestClient, files: Files) -> None:
     fields = {"model": "gpt-image-2", "prompt": "p"}
     if not files:
-        # httpx only sends multipart with at least one file part; force it like the SDK does.
+        # httpx2 only sends multipart with at least one file part; force it like the SDK does.
         response = client.post(
             EDITS,
             content=b"--b\r\nContent-Disposition: form-data; name=model\r\n\r\ngpt-image-2\r\n"
@@ -595,7 +595,7 @@ def test_stream_events_arrive_one_by_one(server: tuple[str, SimState]) -> None:
     arrivals: list[float] = []
     start = time.perf_counter()
     with (
-        httpx.Client(base_url=url, headers=auth(OFFICIAL), timeout=10) as http,
+        httpx2.Client(base_url=url, headers=auth(OFFICIAL), timeout=10) as http,
         http.stream("POST", IMAGES, json=body) as response,
     ):
         for line in response.iter_lines():
@@ -615,11 +615,11 @@ def test_cut_mid_stream_over_a_real_socket(server: tuple[str, SimState]) -> None
     body = {"model": "gpt-image-2", "prompt": "x [sim:cut]", "stream": True, "partial_images": 2}
     lines: list[str] = []
     with (
-        httpx.Client(base_url=url, headers=auth(OFFICIAL), timeout=10) as http,
+        httpx2.Client(base_url=url, headers=auth(OFFICIAL), timeout=10) as http,
         http.stream("POST", IMAGES, json=body) as response,
     ):
         assert response.status_code == 200
-        with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
+        with pytest.raises(httpx2.RemoteProtocolError, match="incomplete chunked read"):
             for line in response.iter_lines():
                 lines.append(line)
     events = parse_sse("\n".join(lines) + "\n")
@@ -632,9 +632,9 @@ def test_cut_edit_stream_after_first_event(server: tuple[str, SimState]) -> None
     fields = {"model": "gpt-image-2", "prompt": "x [sim:cut]", "stream": "true"}
     lines: list[str] = []
     with (
-        httpx.Client(base_url=url, headers=auth(OFFICIAL), timeout=10) as http,
+        httpx2.Client(base_url=url, headers=auth(OFFICIAL), timeout=10) as http,
         http.stream("POST", EDITS, data=fields, files=[image_part()]) as response,
-        pytest.raises(httpx.RemoteProtocolError),
+        pytest.raises(httpx2.RemoteProtocolError),
     ):
         for line in response.iter_lines():
             lines.append(line)
@@ -646,8 +646,8 @@ def test_cut_without_stream_resets_the_connection(server: tuple[str, SimState], 
     url, state = server
     state.reset()
     fields = {"model": "gpt-image-2", "prompt": "x [sim:cut]"}
-    with httpx.Client(base_url=url, headers=auth(), timeout=10) as http:
-        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+    with httpx2.Client(base_url=url, headers=auth(), timeout=10) as http:
+        with pytest.raises(httpx2.RemoteProtocolError, match="without sending a response"):
             if path == IMAGES:
                 http.post(path, json=fields)
             else:

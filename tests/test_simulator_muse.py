@@ -8,7 +8,7 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from PIL import Image
 
@@ -19,13 +19,13 @@ from mediagate.simulator.muse import MuseVideo
 from .conftest import GROUP_KEYS, Sim, wait_until
 
 
-def client_for(sim: Sim, group: str) -> httpx.Client:
+def client_for(sim: Sim, group: str) -> httpx2.Client:
     headers = {"Authorization": f"Bearer {GROUP_KEYS[group]}"}
-    return httpx.Client(base_url=f"{sim.url}/v1", headers=headers, timeout=10)
+    return httpx2.Client(base_url=f"{sim.url}/v1", headers=headers, timeout=10)
 
 
 @pytest.fixture
-def muse(sim: Sim) -> Iterator[httpx.Client]:
+def muse(sim: Sim) -> Iterator[httpx2.Client]:
     with client_for(sim, "default") as client:
         yield client
 
@@ -40,7 +40,7 @@ def data_url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
-def wait_for(client: httpx.Client, video_id: str, status: str) -> dict[str, Any]:
+def wait_for(client: httpx2.Client, video_id: str, status: str) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
     def reached() -> bool:
@@ -51,13 +51,13 @@ def wait_for(client: httpx.Client, video_id: str, status: str) -> dict[str, Any]
     return seen
 
 
-def error_of(response: httpx.Response) -> dict[str, Any]:
+def error_of(response: httpx2.Response) -> dict[str, Any]:
     error: dict[str, Any] = response.json()["error"]
     return error
 
 
 def test_json_create_polls_to_a_video_url_served_without_a_key(
-    muse: httpx.Client, sim: Sim
+    muse: httpx2.Client, sim: Sim
 ) -> None:
     created = muse.post(
         "/videos", json={"model": "muse-video", "prompt": "a fox", "seconds": "8"}
@@ -66,7 +66,7 @@ def test_json_create_polls_to_a_video_url_served_without_a_key(
     assert created["video_url"] is None
     done = wait_for(muse, created["id"], "completed")
     assert done["expires_at"] - done["completed_at"] == 7 * 86400  # links are kept 7 days
-    link = httpx.get(done["video_url"])  # no Authorization: the link needs none
+    link = httpx2.get(done["video_url"])  # no Authorization: the link needs none
     assert link.status_code == 200 and link.content[4:8] == b"ftyp"
     part = muse.get(f"/videos/{created['id']}/content", headers={"Range": "bytes=0-15"})
     assert part.status_code == 206 and part.content == link.content[:16]
@@ -78,7 +78,7 @@ def test_json_create_polls_to_a_video_url_served_without_a_key(
     assert call.body == {"model": "muse-video", "prompt": "a fox", "seconds": "8"}
 
 
-def test_statuses_advance_over_time(muse: httpx.Client) -> None:
+def test_statuses_advance_over_time(muse: httpx2.Client) -> None:
     created = muse.post("/videos", json={"model": "muse-video", "prompt": "[sim:render=0.4] x"})
     video_id = created.json()["id"]
     middle = wait_for(muse, video_id, "in_progress")
@@ -86,7 +86,9 @@ def test_statuses_advance_over_time(muse: httpx.Client) -> None:
     assert wait_for(muse, video_id, "completed")["progress"] == 100
 
 
-def test_multipart_takes_input_reference_and_last_frame_files(muse: httpx.Client, sim: Sim) -> None:
+def test_multipart_takes_input_reference_and_last_frame_files(
+    muse: httpx2.Client, sim: Sim
+) -> None:
     files = {
         "model": (None, "muse-video"),
         "prompt": (None, "x"),
@@ -149,7 +151,7 @@ def test_other_groups_have_no_channel_and_nothing_is_charged(sim: Sim, group: st
     ],
 )
 def test_create_is_strict(
-    muse: httpx.Client, sim: Sim, body: dict[str, Any], param: str, code: str | None
+    muse: httpx2.Client, sim: Sim, body: dict[str, Any], param: str, code: str | None
 ) -> None:
     response = muse.post("/videos", json=body)
     assert response.status_code == 400, response.text
@@ -159,13 +161,13 @@ def test_create_is_strict(
     assert not sim.state.videos  # rejected at submission: not charged
 
 
-def test_seconds_may_be_a_number_and_a_data_url_frame_passes(muse: httpx.Client) -> None:
+def test_seconds_may_be_a_number_and_a_data_url_frame_passes(muse: httpx2.Client) -> None:
     body = {"model": "muse-video", "prompt": "x", "seconds": 5, "image": data_url(image())}
     created = muse.post("/videos", json=body)
     assert created.status_code == 200 and created.json()["seconds"] == "5"
 
 
-def test_a_continuation_names_the_total_length(muse: httpx.Client) -> None:
+def test_a_continuation_names_the_total_length(muse: httpx2.Client) -> None:
     source = muse.post("/videos", json={"model": "muse-video", "prompt": "x"}).json()
     link = wait_for(muse, source["id"], "completed")["video_url"]
     shorter = {"model": "muse-video", "prompt": "on", "seconds": "10", "video_url": link}
@@ -178,7 +180,7 @@ def test_a_continuation_names_the_total_length(muse: httpx.Client) -> None:
     assert muse.post("/videos", json=with_frame).status_code == 400
 
 
-def test_a_failed_task_is_refunded(muse: httpx.Client, sim: Sim) -> None:
+def test_a_failed_task_is_refunded(muse: httpx2.Client, sim: Sim) -> None:
     created = muse.post("/videos", json={"model": "muse-video-30s", "prompt": "[sim:fail] x"})
     failed = wait_for(muse, created.json()["id"], "failed")
     assert failed["error"]["code"] == "video_generation_failed" and failed["video_url"] is None
@@ -188,15 +190,15 @@ def test_a_failed_task_is_refunded(muse: httpx.Client, sim: Sim) -> None:
     assert wait_for(muse, coded.json()["id"], "failed")["error"]["code"] == "busy"
 
 
-def test_fault_markers_apply(muse: httpx.Client) -> None:
+def test_fault_markers_apply(muse: httpx2.Client) -> None:
     refused = muse.post("/videos", json={"model": "muse-video", "prompt": "[sim:status=502] x"})
     assert refused.status_code == 502
     small = muse.post("/videos", json={"model": "muse-video", "prompt": "[sim:bytes=100] x"})
     done = wait_for(muse, small.json()["id"], "completed")
-    assert len(httpx.get(done["video_url"]).content) == 100
+    assert len(httpx2.get(done["video_url"]).content) == 100
 
 
-def test_only_create_get_and_the_video_exist(muse: httpx.Client, sim: Sim) -> None:
+def test_only_create_get_and_the_video_exist(muse: httpx2.Client, sim: Sim) -> None:
     created = muse.post("/videos", json={"model": "muse-video", "prompt": "x"}).json()
     wait_for(muse, created["id"], "completed")
     for variant in ("thumbnail", "spritesheet"):
@@ -209,7 +211,7 @@ def test_only_create_get_and_the_video_exist(muse: httpx.Client, sim: Sim) -> No
     with client_for(sim, "vip") as other:  # another group's task does not exist for it
         assert other.get(f"/videos/{created['id']}").status_code == 404
     sim.state.forget_videos()
-    assert httpx.get(f"{sim.url}/cdn/muse/{created['id']}.mp4").status_code == 404
+    assert httpx2.get(f"{sim.url}/cdn/muse/{created['id']}.mp4").status_code == 404
 
 
 def test_a_closed_sora_route_retires_sora_2() -> None:
@@ -219,7 +221,7 @@ def test_a_closed_sora_route_retires_sora_2() -> None:
         headers = {"Authorization": f"Bearer {GROUP_KEYS['OpenAI Official']}"}
         for model in ("sora-2", "sora-2-pro"):
             files = {"model": (None, model), "prompt": (None, "x")}
-            response = httpx.post(f"{server.url}/v1/videos", files=files, headers=headers)
+            response = httpx2.post(f"{server.url}/v1/videos", files=files, headers=headers)
             assert response.status_code == 404, response.text
             assert response.json()["error"]["code"] == "model_not_found"
             assert "retired" in response.json()["error"]["message"]

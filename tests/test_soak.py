@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from mediagate.servethread import BackgroundServer
@@ -119,7 +119,7 @@ def soak_gateway(soak_sim: Sim, tmp_path: Path) -> Iterator[tuple[str, subproces
         yield gateway.url, gateway.proc
 
 
-def _sdk_would_retry(response: httpx.Response) -> bool:
+def _sdk_would_retry(response: httpx2.Response) -> bool:
     """The OpenAI SDK's rule (openai/_base_client.py, _should_retry)."""
     flag = response.headers.get("x-should-retry")
     if flag in ("true", "false"):
@@ -127,7 +127,7 @@ def _sdk_would_retry(response: httpx.Response) -> bool:
     return response.status_code in (408, 409, 429) or response.status_code >= 500
 
 
-async def _send(http: httpx.AsyncClient, kind: str, token: str, client: str) -> Any:
+async def _send(http: httpx2.AsyncClient, kind: str, token: str, client: str) -> Any:
     headers = {"Authorization": f"Bearer {CLIENTS[client]}", "Idempotency-Key": f"key-{token}"}
     prompt = f"soak {token} a quiet street"
     if kind == "generation":
@@ -144,14 +144,14 @@ async def _send(http: httpx.AsyncClient, kind: str, token: str, client: str) -> 
     return await http.post("/v1/videos", json=json, headers=headers)
 
 
-async def _request(http: httpx.AsyncClient, gate: asyncio.Semaphore, outcome: Outcome) -> None:
+async def _request(http: httpx2.AsyncClient, gate: asyncio.Semaphore, outcome: Outcome) -> None:
     """One logical request, retried with the same key as the SDK would (max_retries=3)."""
     for attempt in range(4):
         outcome.tries += 1
         async with gate:
             try:
                 response = await _send(http, outcome.kind, outcome.token, outcome.client)
-            except httpx.TransportError as exc:
+            except httpx2.TransportError as exc:
                 outcome.status, outcome.code = 0, type(exc).__name__
                 await asyncio.sleep(0.1 * 2**attempt)
                 continue
@@ -174,8 +174,8 @@ async def _request(http: httpx.AsyncClient, gate: asyncio.Semaphore, outcome: Ou
 
 async def _round(url: str, rng: random.Random, number: int) -> list[Outcome]:
     gate = asyncio.Semaphore(CONCURRENCY)
-    limits = httpx.Limits(max_connections=CONCURRENCY * 2)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+    limits = httpx2.Limits(max_connections=CONCURRENCY * 2)
+    async with httpx2.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
         jobs = []
         outcomes = []
         for index in range(PER_ROUND):
@@ -240,9 +240,9 @@ def test_soak(soak_sim: Sim, soak_gateway: tuple[str, subprocess.Popen[bytes]]) 
     # The gateway is healthy, and serves normally once the upstream is.
     soak_sim.state.faults.clear()
     time.sleep(1.1)  # breakers that opened are past their cool-down
-    assert httpx.get(f"{url}/healthz", timeout=5).json() == {"status": "ok"}
+    assert httpx2.get(f"{url}/healthz", timeout=5).json() == {"status": "ok"}
     headers = {"Authorization": f"Bearer {CLIENTS['team-a']}"}
-    after = httpx.post(
+    after = httpx2.post(
         f"{url}/v1/images/generations",
         json={"model": "gpt-image-2-web", "prompt": "after the storm"},
         headers=headers,

@@ -7,7 +7,7 @@ import base64
 import io
 from collections.abc import Callable
 
-import httpx
+import httpx2
 import openai
 import pytest
 from PIL import Image
@@ -47,7 +47,7 @@ def test_emulated_stream_sends_keepalives_while_the_route_works(
     body = {"model": "gpt-image-2-web", "prompt": "[sim:sleep=0.6] slow", "stream": True}
     lines: list[str] = []
     with (
-        httpx.Client(timeout=30) as http,
+        httpx2.Client(timeout=30) as http,
         http.stream(
             "POST",
             f"{gateway.url}/v1/images/generations",

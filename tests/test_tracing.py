@@ -13,7 +13,7 @@ import secrets
 import uuid
 from pathlib import Path
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -175,7 +175,7 @@ def test_a_request_without_traceparent_starts_a_trace(
         link = client.images.generate(model="gpt-image-2", prompt="a wren", response_format="url")
         url = link.data[0].url or ""
         name = url.rsplit("/", 1)[1]
-        assert "/v1/files/images/" in url and httpx.get(url).status_code == 200
+        assert "/v1/files/images/" in url and httpx2.get(url).status_code == 200
         for _ in range(3):
             assert client.models.list().data
         gateway.proc.terminate()  # the spans still queued are flushed at shutdown

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -303,7 +303,7 @@ def test_final_state_and_cost_are_recorded_once_across_replicas(
 
     finished = 0.0
     for gateway in replicas:
-        text = httpx.get(f"{gateway.url}/metrics").text
+        text = httpx2.get(f"{gateway.url}/metrics").text
         for line in text.splitlines():
             if line.startswith("mediagate_videos_finished_total{"):
                 finished += float(line.rsplit(" ", 1)[1])
@@ -331,7 +331,7 @@ def test_video_metrics_and_models(videos_gw: Gateway, sdk: openai.OpenAI) -> Non
     sdk.videos.create_and_poll(prompt="counted", seconds="8")
     offered = {m.id for m in sdk.models.list().data}
     assert {"muse-video", "muse-video-60s", "seedance-2.0", "wan2.7-i2v"} <= offered
-    text = httpx.get(f"{videos_gw.url}/metrics").text
+    text = httpx2.get(f"{videos_gw.url}/metrics").text
     finished = 'mediagate_videos_finished_total{model="muse-video",route="muse-video",'
     assert finished + 'status="completed"} 1.0' in text
     assert 'mediagate_video_seconds_total{model="muse-video",route="muse-video"} 8.0' in text
@@ -394,7 +394,7 @@ def test_a_client_leaving_mid_download_frees_the_upstream_connection(
     overlay = fast_video_polls(tmp_path / "polls.yaml", 0.02)
     gateway = make_gateway(config=overlay, max_connections=2)
     video = gateway.sdk().videos.create_and_poll(prompt=f"[sim:bytes={64 * MIB}] long")
-    with httpx.Client(
+    with httpx2.Client(
         base_url=gateway.url, headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=10
     ) as http:
         for _ in range(6):

@@ -8,7 +8,7 @@ import io
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from PIL import Image
 
@@ -35,7 +35,7 @@ def sim(_sora_open: Sim) -> Sim:
 
 def test_the_closed_route_answers_404_naming_the_successors(_simulator: Sim) -> None:
     headers = {"Authorization": f"Bearer {GROUP_KEYS['OpenAI Official']}"}
-    response = httpx.post(
+    response = httpx2.post(
         f"{_simulator.url}/v1/videos",
         files={"model": (None, "sora-2"), "prompt": (None, "x")},
         headers=headers,
@@ -44,9 +44,9 @@ def test_the_closed_route_answers_404_naming_the_successors(_simulator: Sim) -> 
 
 
 @pytest.fixture
-def official(sim: Sim) -> Iterator[httpx.Client]:
+def official(sim: Sim) -> Iterator[httpx2.Client]:
     headers = {"Authorization": f"Bearer {GROUP_KEYS['OpenAI Official']}"}
-    with httpx.Client(base_url=f"{sim.url}/v1", headers=headers, timeout=10) as client:
+    with httpx2.Client(base_url=f"{sim.url}/v1", headers=headers, timeout=10) as client:
         yield client
 
 
@@ -62,12 +62,12 @@ def png(width: int, height: int, kind: str = "PNG") -> bytes:
     return out.getvalue()
 
 
-def error_of(response: httpx.Response) -> dict[str, Any]:
+def error_of(response: httpx2.Response) -> dict[str, Any]:
     error: dict[str, Any] = response.json()["error"]
     return error
 
 
-def wait_for(client: httpx.Client, video_id: str, status: str) -> dict[str, Any]:
+def wait_for(client: httpx2.Client, video_id: str, status: str) -> dict[str, Any]:
     """The job once it reached `status`."""
     seen: dict[str, Any] = {}
 
@@ -79,7 +79,7 @@ def wait_for(client: httpx.Client, video_id: str, status: str) -> dict[str, Any]
     return seen
 
 
-def test_a_job_moves_through_its_states(official: httpx.Client) -> None:
+def test_a_job_moves_through_its_states(official: httpx2.Client) -> None:
     created = official.post("/videos", files=form(model="sora-2", prompt="[sim:render=0.4] x"))
     assert created.status_code == 200
     video = created.json()
@@ -95,16 +95,16 @@ def test_a_job_moves_through_its_states(official: httpx.Client) -> None:
     assert done["progress"] == 100 and done["completed_at"] and done["expires_at"]
 
 
-def test_only_the_creating_group_sees_a_job(official: httpx.Client, sim: Sim) -> None:
+def test_only_the_creating_group_sees_a_job(official: httpx2.Client, sim: Sim) -> None:
     video = official.post("/videos", files=form(model="sora-2", prompt="mine")).json()
     enterprise = {"Authorization": f"Bearer {GROUP_KEYS['OpenAI Official Enterprise']}"}
     for path in (f"/videos/{video['id']}", f"/videos/{video['id']}/content"):
-        response = httpx.get(f"{sim.url}/v1{path}", headers=enterprise)
+        response = httpx2.get(f"{sim.url}/v1{path}", headers=enterprise)
         assert response.status_code == 404
-    listed = httpx.get(f"{sim.url}/v1/videos", headers=enterprise).json()
+    listed = httpx2.get(f"{sim.url}/v1/videos", headers=enterprise).json()
     assert video["id"] not in [v["id"] for v in listed["data"]]
     assert official.get(f"/videos/{video['id']}").status_code == 200
-    assert httpx.get(f"{sim.url}/v1/videos/{video['id']}").status_code == 401
+    assert httpx2.get(f"{sim.url}/v1/videos/{video['id']}").status_code == 401
 
 
 @pytest.mark.parametrize(
@@ -120,7 +120,7 @@ def test_only_the_creating_group_sees_a_job(official: httpx.Client, sim: Sim) ->
     ],
 )
 def test_create_is_strict(
-    official: httpx.Client, fields: dict[str, str], status: int, param: str | None
+    official: httpx2.Client, fields: dict[str, str], status: int, param: str | None
 ) -> None:
     response = official.post("/videos", files=form(**fields))
     assert response.status_code == status
@@ -128,12 +128,12 @@ def test_create_is_strict(
 
 
 def test_create_takes_multipart_only_and_from_video_groups_only(
-    official: httpx.Client, sim: Sim
+    official: httpx2.Client, sim: Sim
 ) -> None:
     response = official.post("/videos", json={"model": "sora-2", "prompt": "x"})
     assert response.status_code == 400 and error_of(response)["code"] == "invalid_content_type"
     default = {"Authorization": f"Bearer {GROUP_KEYS['default']}"}
-    response = httpx.post(
+    response = httpx2.post(
         f"{sim.url}/v1/videos", files=form(model="sora-2", prompt="x"), headers=default
     )
     assert response.status_code == 503
@@ -148,21 +148,21 @@ def test_create_takes_multipart_only_and_from_video_groups_only(
     ],
 )
 def test_a_reference_must_be_an_image_of_exactly_the_size(
-    official: httpx.Client, data: bytes, code: str
+    official: httpx2.Client, data: bytes, code: str
 ) -> None:
     fields = form(model="sora-2", prompt="x", input_reference=("r.png", data, "image/png"))
     response = official.post("/videos", files=fields)
     assert response.status_code == 400 and error_of(response)["code"] == code
 
 
-def test_an_exact_reference_in_any_accepted_format_passes(official: httpx.Client) -> None:
+def test_an_exact_reference_in_any_accepted_format_passes(official: httpx2.Client) -> None:
     for kind in ("PNG", "JPEG", "WEBP"):
         reference = ("r", png(1792, 1024, kind), "application/octet-stream")  # the bytes decide
         fields = form(model="sora-2-pro", prompt="x", size="1792x1024", input_reference=reference)
         assert official.post("/videos", files=fields).status_code == 200
 
 
-def test_failing_forgetting_and_deleting(official: httpx.Client, sim: Sim) -> None:
+def test_failing_forgetting_and_deleting(official: httpx2.Client, sim: Sim) -> None:
     failing = official.post("/videos", files=form(model="sora-2", prompt="[sim:fail] x")).json()
     failed = wait_for(official, failing["id"], "failed")
     assert failed["error"]["code"] == "video_generation_failed" and failed["error"]["message"]
@@ -178,7 +178,7 @@ def test_failing_forgetting_and_deleting(official: httpx.Client, sim: Sim) -> No
     assert official.get(f"/videos/{busy['id']}").status_code == 404
 
 
-def test_content_is_generated_in_chunks_with_ranges(official: httpx.Client) -> None:
+def test_content_is_generated_in_chunks_with_ranges(official: httpx2.Client) -> None:
     size = 3 * 64 * 1024 + 17
     created = official.post("/videos", files=form(model="sora-2", prompt=f"[sim:bytes={size}] x"))
     video = created.json()
@@ -203,7 +203,7 @@ def test_content_is_generated_in_chunks_with_ranges(official: httpx.Client) -> N
     assert Image.open(io.BytesIO(sheet.content)).format == "JPEG"
 
 
-def test_remix_makes_a_new_job_from_a_completed_one(official: httpx.Client) -> None:
+def test_remix_makes_a_new_job_from_a_completed_one(official: httpx2.Client) -> None:
     source = official.post("/videos", files=form(model="sora-2-pro", prompt="a", size="1280x720"))
     source_id = source.json()["id"]
     wait_for(official, source_id, "completed")

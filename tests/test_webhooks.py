@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import httpx2
 import openai
 import pytest
 from starlette.applications import Starlette
@@ -105,7 +105,7 @@ def test_a_receiver_failing_twice_gets_the_event_on_the_third_try(
         unwrap(new_secret(), body, headers)
 
     def drained() -> bool:
-        text = httpx.get(f"{gateway.url}/metrics").text
+        text = httpx2.get(f"{gateway.url}/metrics").text
         return (
             metric(text, "mediagate_webhook_deliveries_total", outcome="delivered") == 1
             and metric(text, "mediagate_webhook_deliveries_total", outcome="failed") == 2
@@ -141,12 +141,12 @@ def test_a_private_receiver_needs_an_allow_list_entry(
     gateway.sdk().videos.create_and_poll(prompt="ssrf", poll_interval_ms=10)
 
     def refused() -> bool:
-        text = httpx.get(f"{gateway.url}/metrics").text
+        text = httpx2.get(f"{gateway.url}/metrics").text
         return metric(text, "mediagate_webhook_deliveries_total", outcome="refused") >= 2
 
     wait_until(refused, timeout_s=3)
     assert receiver.received == []
-    text = httpx.get(f"{gateway.url}/metrics").text
+    text = httpx2.get(f"{gateway.url}/metrics").text
     assert metric(text, "mediagate_webhook_queue_depth") == 1  # kept, tried again later
 
 

@@ -118,6 +118,13 @@ class KeyRegistry:
         if keys_file is not None:
             self._file_policies = self._read(keys_file)  # a bad file stops the start
             self._mtime = os.stat(keys_file).st_mtime
+        self._index()
+
+    def _index(self) -> None:
+        """Every policy by its key's digest (names are unique; two entries with one digest
+        would be one key with two names: the later wins, as a scan would have found it)."""
+        self._all = [*self._env, *self._file_policies]
+        self._by_digest = {policy.sha256: policy for policy in self._all}
 
     def _read(self, path: Path) -> list[KeyPolicy]:
         """The keys file's policies; a name MEDIAGATE_API_KEYS has too is refused, since the two
@@ -142,6 +149,7 @@ class KeyRegistry:
                 return
             self._file_policies = self._read(self._file)
             self._mtime = mtime
+            self._index()
             log.info("reloaded the keys file: %d keys", len(self._file_policies))
         except (OSError, KeysFileError) as exc:
             # Keep serving with the keys we had rather than locking every team out.
@@ -153,7 +161,7 @@ class KeyRegistry:
 
     def policies(self) -> list[KeyPolicy]:
         self._maybe_reload()
-        return [*self._env, *self._file_policies]
+        return list(self._all)
 
     def policy(self, name: str) -> KeyPolicy | None:
         return next((p for p in self.policies() if p.name == name), None)
@@ -165,18 +173,19 @@ class KeyRegistry:
             raise AuthenticationFailed(
                 "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
             )
-        presented = digest(token.strip()).encode()
-        found = None
-        # Compare against every key so timing does not tell which one (or how many) matched.
-        for policy in self.policies():
-            if hmac.compare_digest(presented, policy.sha256.encode()):
-                found = policy
-        if found is None:
+        presented = digest(token.strip())
+        self._maybe_reload()
+        # O(1) by digest: the lookup's timing can only tell about the SHA-256 of what was
+        # presented, never about a stored key. The match is still confirmed in constant time.
+        found = self._by_digest.get(presented)
+        expected = found.sha256 if found is not None else _NO_DIGEST
+        if not hmac.compare_digest(presented.encode(), expected.encode()) or found is None:
             raise AuthenticationFailed("Incorrect API key provided.")
         return found
 
 
 ANONYMOUS = KeyPolicy(name="anonymous", sha256="0" * 64)
+_NO_DIGEST = "-" * 64  # compared when no key matched: never equal to a hex digest
 
 
 def new_key() -> str:

@@ -54,5 +54,6 @@ async def metrics(request: Request) -> Response:
                 "GET /metrics needs 'Authorization: Bearer <MEDIAGATE_METRICS_TOKEN>'.",
                 headers={"www-authenticate": "Bearer"},
             )
+    await gw.metering.flush()  # the cost counters of requests answered so far
     registry = gw.metrics.registry
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -40,6 +40,7 @@ def _budget(limit: float | None, spent: float, reserved: float) -> dict[str, Any
 
 
 async def report(gw: Gateway, policy: KeyPolicy, days: list[str]) -> dict[str, Any]:
+    await gw.metering.flush()  # the usage of requests answered so far, booked in batches
     rows = await gw.ledger.usage(policy.name, days)
     spend = await gw.ledger.spend(policy.name)
     await gw.metering.update_budget_gauge(policy, spend)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
+import httpx2
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
@@ -50,7 +50,7 @@ videos = APIRouter(prefix="/v1", dependencies=[Depends(client)])
 class _Relay(StreamingResponse):
     """A streamed upstream answer whose connection is released however the client leaves."""
 
-    def __init__(self, upstream: httpx.Response, scrub: Scrubber) -> None:
+    def __init__(self, upstream: httpx2.Response, scrub: Scrubber) -> None:
         # A header that holds an upstream key (a leaky ETag or file name) is dropped, not
         # passed on altered: the client is better off without it.
         headers = {

@@ -24,7 +24,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
-import httpx
+import httpx2
 from starlette.datastructures import FormData
 
 from mediagate import context
@@ -392,7 +392,7 @@ class ImageService:
             raise maybe_paid(error) from None
         return result, list(items)
 
-    async def _open_stream(self, job: ImageJob) -> tuple[httpx.Response, AsyncExitStack]:
+    async def _open_stream(self, job: ImageJob) -> tuple[httpx2.Response, AsyncExitStack]:
         """The upstream's event stream, open (so its errors are plain HTTP errors and an
         unavailable route can still hand the job on); relayed later."""
         exits = AsyncExitStack()
@@ -406,7 +406,7 @@ class ImageService:
         return response, exits
 
     async def _from_json(
-        self, job: ImageJob, response: httpx.Response, exits: AsyncExitStack
+        self, job: ImageJob, response: httpx2.Response, exits: AsyncExitStack
     ) -> ImagesResult:
         """The result of a streaming call the upstream answered with plain JSON."""
         try:

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
-import httpx
+import httpx2
 
 from mediagate.accounting.pricing import sum_usage
 from mediagate.errors import GatewayError, UpstreamError, maybe_paid
@@ -215,13 +215,13 @@ def _add_usage(total: dict[str, Any] | None, usage: dict[str, Any] | None) -> di
     return sum_usage([total, usage] if total is not None else [usage])
 
 
-def is_event_stream(response: httpx.Response) -> bool:
+def is_event_stream(response: httpx2.Response) -> bool:
     """Whether an answer to a streaming request is a stream (some upstreams answer JSON)."""
     kind: str = response.headers.get("content-type", "")
     return kind.split(";", 1)[0].strip().lower() == "text/event-stream"
 
 
-async def read_json(response: httpx.Response, max_bytes: int) -> Any:
+async def read_json(response: httpx2.Response, max_bytes: int) -> Any:
     """A JSON answer to a streaming request, read whole (at most `max_bytes`): the upstream
     made, and charged for, what it describes, so an unusable one may have been paid."""
     body = bytearray()
@@ -236,7 +236,7 @@ async def read_json(response: httpx.Response, max_bytes: int) -> Any:
                     )
                 )
         return json.loads(body)
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         error = UpstreamError(
             f"The upstream answer broke off: {type(exc).__name__}.",
             code="upstream_connection_lost",
@@ -252,7 +252,7 @@ async def read_json(response: httpx.Response, max_bytes: int) -> Any:
 
 
 async def relay(
-    response: httpx.Response, exits: AsyncExitStack, settle: Settle
+    response: httpx2.Response, exits: AsyncExitStack, settle: Settle
 ) -> AsyncIterator[bytes]:
     """The upstream's events, whole, as they arrive."""
     parser = EventParser()
@@ -266,7 +266,7 @@ async def relay(
                         completed += 1
                         usage = _add_usage(usage, _completed_usage(event))
                     yield event
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             yield error_event(
                 UpstreamError(f"The upstream stream broke off: {type(exc).__name__}.")
             )

@@ -90,6 +90,11 @@ class Ledger(Protocol):
         under the model UNSETTLED, the next time the key's spend is read; a settle after that
         is a no-op (the amount was the request's upper bound)."""
 
+    async def settle_many(self, charges: list[tuple[str, str, Charge]]) -> list[bool]:
+        """`settle` for each (key, reservation, charge), in one store round trip where the
+        backend can: the usage of requests that held nothing, booked in batches off their
+        request path (mediagate.accounting.metering)."""
+
     async def spend(self, key: str) -> Spend: ...
 
     async def usage(self, key: str, days: list[str]) -> list[UsageRow]: ...

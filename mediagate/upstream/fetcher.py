@@ -27,8 +27,8 @@ import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
-import httpcore
-import httpx
+import httpcore2
+import httpx2
 
 from mediagate.errors import FetchRefused, NotFound, UpstreamError, UpstreamTimeout
 from mediagate.imagedata import sniff_image_type
@@ -87,32 +87,32 @@ async def _resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-class _PublicOnly(httpcore.AsyncNetworkBackend):
+class _PublicOnly(httpcore2.AsyncNetworkBackend):
     """Connects only to public addresses (or to an allow-listed host:port): the check is made
     here, at connect time, on the addresses the connection then uses."""
 
     def __init__(self, allow_hosts: list[str]) -> None:
         self._allow = {h.lower() for h in allow_hosts}
-        self._inner = httpcore.AnyIOBackend()
+        self._inner = httpcore2.AnyIOBackend()
 
     async def connect_tcp(
         self,
         host: str,
         port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore2's interface)
         local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+        socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
         if _allowed(self._allow, host, port):
             return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
         addresses = _checked(host, await _resolve(host, port))
-        error: OSError | httpcore.ConnectError | None = None
+        error: OSError | httpcore2.ConnectError | None = None
         for address in dict.fromkeys(addresses):
             try:
                 return await self._inner.connect_tcp(
                     address, port, timeout, local_address, socket_options
                 )
-            except (OSError, httpcore.ConnectError) as exc:
+            except (OSError, httpcore2.ConnectError) as exc:
                 error = exc
         assert error is not None
         raise error
@@ -120,9 +120,9 @@ class _PublicOnly(httpcore.AsyncNetworkBackend):
     async def connect_unix_socket(
         self,
         path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's interface)
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore2's interface)
+        socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
+    ) -> httpcore2.AsyncNetworkStream:
         raise FetchRefused("Refused to fetch an image over a Unix socket.")
 
     async def sleep(self, seconds: float) -> None:
@@ -135,15 +135,15 @@ def _allowed(allow: set[str], host: str, port: int) -> bool:
     return f"{host}:{port}" in allow or f"[{host}]:{port}" in allow
 
 
-class _PublicTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport on a connection pool whose network backend is `_PublicOnly`."""
+class _PublicTransport(httpx2.AsyncHTTPTransport):
+    """httpx2's transport on a connection pool whose network backend is `_PublicOnly`."""
 
-    def __init__(self, allow_hosts: list[str], limits: httpx.Limits) -> None:
+    def __init__(self, allow_hosts: list[str], limits: httpx2.Limits) -> None:
         super().__init__(limits=limits)
-        # httpx builds its pool with the default backend and offers no parameter for another:
+        # httpx2 builds its pool with the default backend and offers no parameter for another:
         # the same pool (TLS context, limits), on ours.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+        self._pool = httpcore2.AsyncConnectionPool(
+            ssl_context=httpx2.create_ssl_context(),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -152,16 +152,16 @@ class _PublicTransport(httpx.AsyncHTTPTransport):
 
 
 def public_transport(
-    allow_hosts: list[str], limits: httpx.Limits | None = None
-) -> httpx.AsyncBaseTransport:
+    allow_hosts: list[str], limits: httpx2.Limits | None = None
+) -> httpx2.AsyncBaseTransport:
     """The transport of the fetching client: connections to public addresses only."""
-    return _PublicTransport(allow_hosts, limits or httpx.Limits())
+    return _PublicTransport(allow_hosts, limits or httpx2.Limits())
 
 
 class SafeFetcher:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: httpx2.AsyncClient,
         allow_hosts: list[str],
         max_bytes: int,
         timeout_s: float,
@@ -173,7 +173,7 @@ class SafeFetcher:
         self._max_bytes = max_bytes
         self._timeout_s = timeout_s
 
-    async def _check(self, url: httpx.URL) -> None:
+    async def _check(self, url: httpx2.URL) -> None:
         """Refuses a link that is not http(s) or whose host is not public, before sending (the
         transport checks again where it connects)."""
         if url.scheme not in ("http", "https") or not url.host:
@@ -204,18 +204,18 @@ class SafeFetcher:
                 yield
         except TimeoutError:
             raise UpstreamTimeout(f"Could not {doing} in {self._timeout_s:g} s.") from None
-        except httpx.InvalidURL:
+        except httpx2.InvalidURL:
             raise FetchRefused(invalid) from None
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise UpstreamError(f"Could not {doing}: {type(exc).__name__}.", code=code) from None
 
     async def _fetch_image(self, link: str) -> tuple[bytes, str]:
         invalid = "The upstream wrote an invalid image link."
         async with self._bounded("download the generated image", invalid, "image_download_failed"):
-            image = await self._fetch(httpx.URL(link))
+            image = await self._fetch(httpx2.URL(link))
         return image
 
-    async def _fetch(self, url: httpx.URL) -> tuple[bytes, str]:
+    async def _fetch(self, url: httpx2.URL) -> tuple[bytes, str]:
         for _ in range(_MAX_REDIRECTS + 1):
             await self._check(url)
             request = self._client.build_request("GET", url)
@@ -234,14 +234,14 @@ class SafeFetcher:
                 await response.aclose()
         raise FetchRefused("The generated image's link redirected too many times.")
 
-    async def open_stream(self, link: str, headers: dict[str, str]) -> httpx.Response:
+    async def open_stream(self, link: str, headers: dict[str, str]) -> httpx2.Response:
         """A signed result link (a finished video) opened for streaming under the same address
         rules, with the client's Range and validators and WITHOUT any upstream key: the answer
         (200, 206, 304 or 416) with its body unread, for the caller to relay and close."""
         invalid = "The upstream wrote an invalid video link."
         try:
-            url = httpx.URL(link)
-        except httpx.InvalidURL:
+            url = httpx2.URL(link)
+        except httpx2.InvalidURL:
             raise FetchRefused(invalid) from None
         async with self._bounded("open the video's link", invalid, "video_download_failed"):
             for _ in range(_MAX_REDIRECTS + 1):
@@ -271,8 +271,8 @@ class SafeFetcher:
         webhook receiver answers where it was told to): the answer's HTTP status."""
         invalid = "Refused to POST to an invalid URL."
         try:
-            url = httpx.URL(link)
-        except httpx.InvalidURL:
+            url = httpx2.URL(link)
+        except httpx2.InvalidURL:
             raise FetchRefused(invalid) from None
         async with self._bounded(f"POST to '{url.host}'", invalid, "post_failed"):
             await self._check(url)
@@ -281,7 +281,7 @@ class SafeFetcher:
             )
         return response.status_code
 
-    async def _read_image(self, response: httpx.Response) -> tuple[bytes, str]:
+    async def _read_image(self, response: httpx2.Response) -> tuple[bytes, str]:
         declared = int(response.headers.get("content-length") or 0)
         if declared > self._max_bytes:
             raise FetchRefused("The generated image is larger than the gateway accepts.")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 
 from mediagate.catalog import RetryPolicy
 
@@ -39,9 +39,9 @@ class Retry:
 
 def failure_kind(exc: BaseException) -> str:
     """CONNECT, TIMEOUT or RESET for an exception raised while sending or reading."""
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+    if isinstance(exc, httpx2.ConnectError | httpx2.ConnectTimeout | httpx2.PoolTimeout):
         return CONNECT
-    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+    if isinstance(exc, TimeoutError | httpx2.TimeoutException):
         return TIMEOUT
     return RESET
 

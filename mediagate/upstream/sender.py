@@ -3,7 +3,7 @@
 Every call goes through `Upstream._send`: it picks a key from the group's pool (or uses the key
 a video job is bound to), applies the route's timeouts, retries what `app.retry` allows, benches
 keys the upstream refuses, and reports to the route's circuit breaker. Every transport failure
-and upstream error status becomes a `GatewayError` here (like httpx's
+and upstream error status becomes a `GatewayError` here (like httpx2's
 `map_httpcore_exceptions`), with upstream keys scrubbed from whatever text is passed on.
 
 Whether a call is paid work is the caller's word (`paid=`), never inferred from the method:
@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import httpx2
 
 from mediagate import context, jsonio
 from mediagate.catalog import Route
@@ -59,7 +59,7 @@ _MAX_QUOTED = 500
 _ERROR_BODY_BYTES = 64 * 1024  # of a streamed error answer, enough for its message
 
 
-def _upstream_message(response: httpx.Response) -> tuple[str, str | None, str | None]:
+def _upstream_message(response: httpx2.Response) -> tuple[str, str | None, str | None]:
     """(message, code, param) from an upstream error body, whatever shape it has."""
     text = response.text
     try:
@@ -78,7 +78,7 @@ def _upstream_message(response: httpx.Response) -> tuple[str, str | None, str | 
     return str(error)[:_MAX_QUOTED], None, None
 
 
-def map_status(response: httpx.Response, route: Route) -> GatewayError:
+def map_status(response: httpx2.Response, route: Route) -> GatewayError:
     status = response.status_code
     message, code, param = _upstream_message(response)
     where = f"upstream route {route.id}"
@@ -107,7 +107,7 @@ def map_status(response: httpx.Response, route: Route) -> GatewayError:
     return UpstreamError(f"The {where} failed with HTTP {status}: {message}")
 
 
-def _with_body(response: httpx.Response, body: bytes) -> httpx.Response:
+def _with_body(response: httpx2.Response, body: bytes) -> httpx2.Response:
     """A read response as a complete one. The body is decoded already, so the headers that
     describe its encoding go."""
     headers = [
@@ -115,7 +115,7 @@ def _with_body(response: httpx.Response, body: bytes) -> httpx.Response:
         for name, value in response.headers.multi_items()
         if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
     ]
-    return httpx.Response(
+    return httpx2.Response(
         response.status_code, headers=headers, content=body, request=response.request
     )
 
@@ -131,7 +131,7 @@ class _Failure(Exception):
 
 @dataclass
 class UpstreamAnswer:
-    response: httpx.Response
+    response: httpx2.Response
     key: str  # the upstream key that got this answer
     payload: Any = None  # the parsed JSON, when asked for
 
@@ -144,7 +144,7 @@ class UpstreamAnswer:
 class Upstream:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: httpx2.AsyncClient,
         base_url: str,
         keys: KeyRing,
         metrics: Metrics,
@@ -169,7 +169,7 @@ class Upstream:
         self._rng = rng or random.Random()  # jitter, not secrecy
         self._tracer = tracer or tracing.NoOpTracer()  # a span per attempt
 
-    def _build(self, request: UpstreamRequest, key: str) -> httpx.Request:
+    def _build(self, request: UpstreamRequest, key: str) -> httpx2.Request:
         headers = {**(request.headers or {}), "Authorization": f"Bearer {key}"}
         base = self._base_url
         if request.root:
@@ -290,14 +290,14 @@ class Upstream:
         await asyncio.sleep(retry.delay_s)
 
     async def _attempt(
-        self, route: Route, request: httpx.Request, key: str, paid: bool, stream: bool, parse: bool
+        self, route: Route, request: httpx2.Request, key: str, paid: bool, stream: bool, parse: bool
     ) -> UpstreamAnswer:
         """Send once and wait for the status line (and, unless streaming, the whole body, at
         most max_bytes of it)."""
         total = self._total_s(route, paid)
         connect = route.timeouts.connect or self._connect_timeout_s
-        # httpx's read timeout is per chunk; the whole call is bounded by `total` below.
-        request.extensions["timeout"] = httpx.Timeout(
+        # httpx2's read timeout is per chunk; the whole call is bounded by `total` below.
+        request.extensions["timeout"] = httpx2.Timeout(
             max(total, self._total_s(route, True)), connect=connect, pool=connect
         ).as_dict()
         started = time.perf_counter()
@@ -308,11 +308,11 @@ class Upstream:
                 label = str(response.status_code)
                 if not stream:
                     response = await self._read(route, response, paid)
-        except (TimeoutError, httpx.TimeoutException) as exc:
+        except (TimeoutError, httpx2.TimeoutException) as exc:
             kind = failure_kind(exc)
             label = "timeout" if kind == TIMEOUT else "error"
             raise self._transport_failure(route, kind, exc, paid, total) from None
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise self._transport_failure(route, failure_kind(exc), exc, paid, total) from None
         finally:
             self._metrics.upstream_call(route, label, time.perf_counter() - started)
@@ -346,7 +346,7 @@ class Upstream:
         # It may still be working, and charging: a client retry could pay twice.
         return _Failure(kind, maybe_paid(error) if paid else error)
 
-    async def _read(self, route: Route, response: httpx.Response, paid: bool) -> httpx.Response:
+    async def _read(self, route: Route, response: httpx2.Response, paid: bool) -> httpx2.Response:
         """The whole body, refused beyond max_bytes so a huge answer cannot exhaust memory."""
         chunks: list[bytes] = []
         size = 0
@@ -370,7 +370,7 @@ class Upstream:
         )
         return _Failure(GARBAGE, maybe_paid(error) if paid else error)
 
-    def _json(self, route: Route, response: httpx.Response, paid: bool) -> Any:
+    def _json(self, route: Route, response: httpx2.Response, paid: bool) -> Any:
         try:
             # orjson, from the bytes: an image answer is megabytes of base64 (see app.jsonio).
             return jsonio.loads(response.content)
@@ -385,7 +385,7 @@ class Upstream:
     async def _error(
         self,
         route: Route,
-        response: httpx.Response,
+        response: httpx2.Response,
         stream: bool,
         not_found: GatewayError | None,
     ) -> GatewayError:
@@ -396,7 +396,7 @@ class Upstream:
                     body += chunk
                     if len(body) >= _ERROR_BODY_BYTES:
                         break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 body = b""
             finally:
                 await response.aclose()
@@ -410,7 +410,7 @@ class Upstream:
     @asynccontextmanager
     async def stream(
         self, route: Route, request: UpstreamRequest, *, paid: bool
-    ) -> AsyncIterator[httpx.Response]:
+    ) -> AsyncIterator[httpx2.Response]:
         """A streaming answer whose status is a success (errors are raised before any byte),
         closed when the block ends."""
         answer = await self.send(route, request, paid=paid, stream=True)

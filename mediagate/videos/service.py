@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import httpx
+import httpx2
 
 from mediagate import context
 from mediagate.accounting.clients import KeyPolicy
@@ -278,7 +278,7 @@ class VideoService:
 
     async def content(
         self, owner: str, video_id: str, variant: str, headers: dict[str, str]
-    ) -> httpx.Response:
+    ) -> httpx2.Response:
         """The upstream's streaming answer for a job's file (200, 206 or 416), with `headers`
         (Range and the like) passed on; the caller closes it."""
         if variant not in VARIANTS:

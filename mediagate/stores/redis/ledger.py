@@ -194,6 +194,11 @@ class RedisLedger:
         args = [reservation, repr(charge.cost), charge.model, charge.images, charge.video_seconds]
         return bool(await self._settle(keys, args))
 
+    async def settle_many(self, charges: list[tuple[str, str, Charge]]) -> list[bool]:
+        # Each settle is one atomic script; a batch is as many round trips (Redis is fast at
+        # them, and a script per key keeps each booking atomic on a cluster too).
+        return [await self.settle(key, res, charge) for key, res, charge in charges]
+
     async def spend(self, key: str) -> Spend:
         result = await self._get_spend(self._spend_keys(key), [])
         return Spend(*(float(v) for v in result))

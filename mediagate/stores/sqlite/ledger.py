@@ -146,6 +146,14 @@ class SqliteLedger:
 
         return await self._tx(work)
 
+    async def settle_many(self, charges: list[tuple[str, str, Charge]]) -> list[bool]:
+        # One transaction, so one fsync (synchronous=FULL) for the whole batch.
+        def work(db: sqlite3.Connection, now: float) -> list[bool]:
+            db.execute("DELETE FROM ledger_settled WHERE at < ?", (now - _SETTLED_KEEP_S,))
+            return [self._book(db, key, res, charge, now) for key, res, charge in charges]
+
+        return await self._tx(work)
+
     @staticmethod
     def _book(
         db: sqlite3.Connection, key: str, reservation: str, charge: Charge, now: float

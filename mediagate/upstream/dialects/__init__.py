@@ -63,7 +63,7 @@ class UpstreamRequest:
     form: dict[str, str] | None = None
     files: list[tuple[str, InputImage]] = field(default_factory=list)
     method: str = "POST"
-    # multipart parts given whole, as httpx takes them: (name, (filename or None, bytes, type))
+    # multipart parts given whole, as httpx2 takes them: (name, (filename or None, bytes, type))
     parts: list[tuple[str, Any]] | None = None
     params: dict[str, Any] | None = None
     headers: dict[str, str] | None = None
