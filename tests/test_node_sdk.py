@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from .conftest import CLIENT_KEY, Gateway, Sim
+from .conftest import CLIENT_KEY, Gateway, Sim, fast_video_polls
 
 NODE_DIR = Path(__file__).parent / "node"
-# The public model(s) the Node SDK run covers (issue 13: switch to "muse-video" once the
-# gateway serves Muse).
-NODE_SDK_MODELS = ["sora-2"]
+# The public models the Node SDK run covers, and the model each answer names: Muse itself,
+# and the retired sora-2 that Muse serves.
+NODE_SDK_MODELS = [("muse-video", "muse-video"), ("sora-2", "muse-video")]
 
 
 def _toolchain() -> tuple[str, str]:
@@ -53,15 +53,16 @@ def node_sdk() -> str:
     return node
 
 
-@pytest.mark.parametrize("model", NODE_SDK_MODELS)
+@pytest.mark.parametrize(("model", "served"), NODE_SDK_MODELS)
 def test_node_sdk_creates_polls_and_downloads(
     node_sdk: str,
     make_gateway: Callable[..., Gateway],
     sim: Sim,
     tmp_path: Path,
     model: str,
+    served: str,
 ) -> None:
-    gateway = make_gateway(video_poll_after_ms=50)
+    gateway = make_gateway(config=fast_video_polls(tmp_path / "polls.yaml"))
     reference = tmp_path / "first.png"
     out = io.BytesIO()
     Image.new("RGB", (640, 480), "teal").save(out, format="PNG")  # the gateway fits it
@@ -85,7 +86,7 @@ def test_node_sdk_creates_polls_and_downloads(
     )
     assert run.returncode == 0, run.stderr + run.stdout
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    assert result["status"] == "completed" and result["model"] == model
+    assert result["status"] == "completed" and result["model"] == served
     assert result["size"] == "1280x720"
     assert result["mp4"] is True and result["bytes"] > 0
     assert result["content_type"] == "video/mp4"
