@@ -27,7 +27,7 @@ from .processes import Served, serving
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 INTERVAL_S = 0.5
-SORA_2_PRICE_PER_S = 0.1  # catalog.yaml: sora-2 at 720x1280
+MUSE_PRICE = 0.30  # catalog.yaml: muse-video, per video whatever its length
 
 
 def _read(url: str, prefix: str, video_id: str) -> tuple[VideoJob | None, list[UsageRow], Spend]:
@@ -74,10 +74,10 @@ def test_a_job_nobody_polls_is_booked_within_two_intervals(
     print(f"booked {took:.2f} s after create (render 0.3 s, interval {INTERVAL_S} s)")
     job, usage, spend = state(gateway, video.id)
     assert job is not None and job.status == "completed"
-    assert job.cost == pytest.approx(4 * SORA_2_PRICE_PER_S)
+    assert job.cost == pytest.approx(MUSE_PRICE)
     [row] = usage
-    assert (row.requests, row.video_seconds) == (1, 4)
-    assert row.cost == pytest.approx(4 * SORA_2_PRICE_PER_S)
+    assert (row.requests, row.video_seconds) == (1, 5)  # "4" maps to Muse's 5 s
+    assert row.cost == pytest.approx(MUSE_PRICE)
     assert spend.reserved == 0  # the create's reservation is released
     # Render time plus at most two intervals (one to notice, one of slack for the round).
     assert took <= 0.3 + 2 * INTERVAL_S + 0.5, took
@@ -86,7 +86,7 @@ def test_a_job_nobody_polls_is_booked_within_two_intervals(
     assert gateway.sdk().videos.retrieve(video.id).status == "completed"
     time.sleep(2 * INTERVAL_S)
     [row] = state(gateway, video.id)[1]
-    assert (row.requests, row.video_seconds) == (1, 4)
+    assert (row.requests, row.video_seconds) == (1, 5)
 
 
 def test_the_reconciler_and_a_polling_client_book_once(
@@ -100,8 +100,8 @@ def test_the_reconciler_and_a_polling_client_book_once(
     time.sleep(0.3)
     _, usage, spend = state(gateway, videos[0].id)
     [row] = usage
-    assert (row.requests, row.video_seconds) == (4, 16)
-    assert row.cost == pytest.approx(16 * SORA_2_PRICE_PER_S)
+    assert (row.requests, row.video_seconds) == (4, 40)  # Muse's default 10 s each
+    assert row.cost == pytest.approx(4 * MUSE_PRICE)
     assert spend.reserved == 0
 
 
@@ -212,7 +212,7 @@ def test_two_replicas_on_redis_book_once_with_one_poller(
         job, [row], spend = _read(url, prefix, video.id)
         assert job is not None and job.status == "completed"
         assert (row.requests, row.video_seconds) == (1, 8)
-        assert row.cost == pytest.approx(8 * SORA_2_PRICE_PER_S) and spend.reserved == 0
+        assert row.cost == pytest.approx(MUSE_PRICE) and spend.reserved == 0
         assert took <= 0.3 + 2 * INTERVAL_S + 0.5, took
 
         # One replica asked the upstream about the job; the other only took the create.
@@ -231,4 +231,4 @@ def test_two_replicas_on_redis_book_once_with_one_poller(
         wait_until(lambda: bool(_read(url, prefix, second.id)[0].final), timeout_s=6)
         job, usage, spend = _read(url, prefix, second.id)
         assert job is not None and job.status == "completed"
-        assert sum(r.video_seconds for r in usage) == 12 and spend.reserved == 0
+        assert sum(r.video_seconds for r in usage) == 13 and spend.reserved == 0

@@ -65,6 +65,8 @@ def test_a_task_completes_with_a_signed_result_url_fetched_without_the_key(
     assert video.status_code == 200 and video.content[4:8] == b"ftyp"
     part = httpx2.get(done["result_url"], headers={"Range": "bytes=-10"})
     assert part.status_code == 206 and part.content == video.content[-10:]
+    task = sim.state.videos[task_id]
+    assert isinstance(task, WanTask) and task.cost_usd() == pytest.approx(5 * 0.1028)
     call = sim.sent(WAN_PATH)[0]
     assert call.group == "Wan" and call.model == "wan2.7-t2v"
     assert call.headers["x-dashscope-async"] == "enable"
@@ -80,6 +82,13 @@ def test_statuses_advance_and_the_seconds_made_are_reported(wan: httpx2.Client) 
     done = wait_for(wan, task_id, "completed")
     assert (done["duration"], done["usage"]["video_duration"]) == (5, 4)
     assert done["resolution"] == "1080P"  # omitted: 1080P (and billed so)
+
+
+def test_wan_3_settles_on_the_seconds_made(wan: httpx2.Client, sim: Sim) -> None:
+    task_id = submit(wan, body("wan3.0-video", "[sim:made=9] x", duration=10))
+    assert wait_for(wan, task_id, "completed")["usage"]["duration"] == 9
+    task = sim.state.videos[task_id]
+    assert isinstance(task, WanTask) and task.cost_usd() == pytest.approx(9 * 0.2057)
 
 
 def test_a_failed_task_says_why(wan: httpx2.Client) -> None:

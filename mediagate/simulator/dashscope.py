@@ -87,6 +87,13 @@ _STATUS = {
     "failed": ("failed", "FAILED"),
 }
 _SR = {"480P": 480, "720P": 720, "1080P": 1080}
+# USD per second billed, from 2026-10-14 (wan-2-7.md): what the doc states. Wan 2.7 1080P,
+# Wan 3.0 480P and wan3.0-video-prime are NOT FOUND upstream, so they have no price here.
+PRICE_PER_S: dict[tuple[str, str], float] = {
+    **{(model, "720P"): 0.1028 for model in MODELS if model.startswith("wan2.7")},
+    ("wan3.0-video", "720P"): 0.1028,
+    ("wan3.0-video", "1080P"): 0.2057,
+}
 _PIXELS = {"480P": "832x480", "720P": "1280x720", "1080P": "1920x1080"}
 
 
@@ -128,6 +135,14 @@ class WanTask:
 
     def billed_seconds(self) -> int:
         return self.input_video_s + self.made_s
+
+    def cost_usd(self) -> float | None:
+        """Settled on the seconds billed once the task completed (0 unless it did); None
+        where the doc gives no price for the model and resolution."""
+        price = PRICE_PER_S.get((self.model, self.resolution))
+        if price is None:
+            return None
+        return self.billed_seconds() * price if self.clock.phase()[0] == "succeeded" else 0.0
 
     def body(self, ttl_s: float) -> dict[str, Any]:
         phase, progress = self.clock.phase()
