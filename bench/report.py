@@ -64,7 +64,8 @@ def targets_table(targets: list[dict[str, Any]]) -> str:
     for target in targets:
         lines.append(
             f"| {target['target']} | {target['value']:.2f} {target['unit']} "
-            f"| {target['limit']:.0f} {target['unit']} | {'met' if target['met'] else 'MISSED'} |"
+            f"| {'≥' if target.get('at_least') else '≤'} {target['limit']:g} {target['unit']} "
+            f"| {'met' if target['met'] else 'MISSED'} |"
         )
     return "\n".join(lines)
 

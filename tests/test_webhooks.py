@@ -75,6 +75,7 @@ def test_a_receiver_failing_twice_gets_the_event_on_the_third_try(
     secret = new_secret()
     receiver.fail_first = 2
     gateway = make_gateway(
+        reads_per_minute=0,  # polled every 10 ms: the read limit is not what is tested
         webhook_url=receiver.url,
         webhook_secret=secret,
         webhook_allow_hosts=[receiver.host],
@@ -120,7 +121,10 @@ def test_a_failed_job_sends_video_failed(
 ) -> None:
     secret = new_secret()
     gateway = make_gateway(
-        webhook_url=receiver.url, webhook_secret=secret, webhook_allow_hosts=[receiver.host]
+        reads_per_minute=0,  # polled every 10 ms: the read limit is not what is tested
+        webhook_url=receiver.url,
+        webhook_secret=secret,
+        webhook_allow_hosts=[receiver.host],
     )
     sdk = gateway.sdk()
     video = sdk.videos.create_and_poll(prompt="[sim:fail] doomed", poll_interval_ms=10)
@@ -136,7 +140,10 @@ def test_a_private_receiver_needs_an_allow_list_entry(
     make_gateway: Callable[..., Gateway], receiver: Receiver
 ) -> None:
     gateway = make_gateway(
-        webhook_url=receiver.url, webhook_secret=new_secret(), webhook_retry_base_s=0.1
+        reads_per_minute=0,  # polled every 10 ms: the read limit is not what is tested
+        webhook_url=receiver.url,
+        webhook_secret=new_secret(),
+        webhook_retry_base_s=0.1,
     )
     gateway.sdk().videos.create_and_poll(prompt="ssrf", poll_interval_ms=10)
 
@@ -163,6 +170,7 @@ def test_a_keys_file_webhook_url_wins_for_its_key(
     )
     secret = new_secret()
     gateway = make_gateway(
+        reads_per_minute=0,  # polled every 10 ms: the read limit is not what is tested
         api_keys=None,
         keys_file=keys,
         webhook_url="http://192.0.2.1:9/nowhere",  # the gateway's: not used for team-a

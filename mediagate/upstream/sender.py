@@ -319,6 +319,9 @@ class Upstream:
         answer = UpstreamAnswer(response, key)
         if parse and response.status_code < 400:
             answer.payload = self._json(route, response, paid)
+            # Callers of a parsed answer use its payload, status and headers: the raw bytes
+            # (megabytes of base64 for an image) go now rather than when the request ends.
+            answer.response = _with_body(response, b"")
         return answer
 
     def _transport_failure(
