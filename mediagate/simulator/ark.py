@@ -34,7 +34,15 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 
-from mediagate.simulator.jobs import Clock, markers, recorded, serve_signed, signed_query
+from mediagate.simulator.jobs import (
+    Clock,
+    authorize,
+    markers,
+    recorded,
+    serve_signed,
+    signed_query,
+    sim_error_response,
+)
 from mediagate.simulator.png import make_png
 from mediagate.simulator.rules import SimError
 from mediagate.simulator.state import Call, SimConfig, SimState
@@ -221,22 +229,6 @@ class ArkTask:
 
 
 def register_ark_routes(app: FastAPI, config: SimConfig, sim: SimState) -> None:
-    def on_error(error: Exception) -> Response | None:
-        if isinstance(error, SimError):
-            return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
-        return None
-
-    def authorize(call: Call, model: Any = None) -> str:
-        if call.group is None:
-            raise SimError(401, "Invalid token.", code="invalid_api_key")
-        if call.group != ARK_GROUP:
-            raise SimError(
-                503,
-                f"No available channel for model {model} under group {call.group}",
-                type_="upstream_error",
-                code="model_not_found",
-            )
-        return call.group
 
     @app.post(f"{ARK_PREFIX}/contents/generations/tasks")
     async def create(request: Request) -> Response:
@@ -249,7 +241,7 @@ def register_ark_routes(app: FastAPI, config: SimConfig, sim: SimState) -> None:
         async def handle(call: Call) -> Response:
             model = body.get("model") if isinstance(body, dict) else None
             call.model = model if isinstance(model, str) else None
-            group = authorize(call, model)
+            group = authorize(call, ARK_GROUP, model)
             kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if kind != "application/json" or not isinstance(body, dict):
                 raise bad("The request body must be a JSON object (application/json).")
@@ -257,12 +249,12 @@ def register_ark_routes(app: FastAPI, config: SimConfig, sim: SimState) -> None:
             sim.videos[task.id] = task
             return JSONResponse({"id": task.id})
 
-        return await recorded(request, config, sim, body, handle, on_error)
+        return await recorded(request, config, sim, body, handle, sim_error_response)
 
     @app.get(f"{ARK_PREFIX}/contents/generations/tasks/{{task_id}}")
     async def get_task(task_id: str, request: Request) -> Response:
         async def handle(call: Call) -> Response:
-            group = authorize(call)
+            group = authorize(call, ARK_GROUP)
             task = sim.videos.get(task_id)
             if not isinstance(task, ArkTask) or task.group != group:
                 raise SimError(
@@ -274,7 +266,7 @@ def register_ark_routes(app: FastAPI, config: SimConfig, sim: SimState) -> None:
             call.model = task.model
             return JSONResponse(task.body(config.signed_link_ttl_s))
 
-        return await recorded(request, config, sim, None, handle, on_error)
+        return await recorded(request, config, sim, None, handle, sim_error_response)
 
     @app.get("/tos/seedance/{name}")
     async def signed_link(name: str, request: Request) -> Response:

@@ -30,7 +30,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
-from mediagate.simulator.jobs import Clock, markers, recorded, serve_signed, signed_query
+from mediagate.simulator.jobs import (
+    Clock,
+    authorize,
+    markers,
+    recorded,
+    serve_signed,
+    signed_query,
+    sim_error_response,
+)
 from mediagate.simulator.rules import SimError
 from mediagate.simulator.state import Call, SimConfig, SimState
 
@@ -190,21 +198,7 @@ def register_dashscope_routes(app: FastAPI, config: SimConfig, sim: SimState) ->
     def on_error(error: Exception) -> Response | None:
         if isinstance(error, WanError):
             return error.response()
-        if isinstance(error, SimError):
-            return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
-        return None
-
-    def authorize(call: Call, model: Any = None) -> str:
-        if call.group is None:
-            raise SimError(401, "Invalid token.", code="invalid_api_key")
-        if call.group != WAN_GROUP:
-            raise SimError(
-                503,
-                f"No available channel for model {model} under group {call.group}",
-                type_="upstream_error",
-                code="model_not_found",
-            )
-        return call.group
+        return sim_error_response(error)
 
     @app.post(WAN_PATH)
     async def create(request: Request) -> Response:
@@ -217,7 +211,7 @@ def register_dashscope_routes(app: FastAPI, config: SimConfig, sim: SimState) ->
         async def handle(call: Call) -> Response:
             model = body.get("model") if isinstance(body, dict) else None
             call.model = model if isinstance(model, str) else None
-            group = authorize(call, model)
+            group = authorize(call, WAN_GROUP, model)
             if request.headers.get("x-dashscope-async", "").strip().lower() != "enable":
                 raise WanError(
                     403, "AccessDenied", "current user api does not support synchronous calls"
@@ -240,7 +234,7 @@ def register_dashscope_routes(app: FastAPI, config: SimConfig, sim: SimState) ->
     @app.get("/v1/tasks/{task_id}")
     async def get_task(task_id: str, request: Request) -> Response:
         async def handle(call: Call) -> Response:
-            group = authorize(call)
+            group = authorize(call, WAN_GROUP)
             task = sim.videos.get(task_id)
             if not isinstance(task, WanTask) or task.group != group:
                 raise SimError(404, f"Task {task_id} not found.", code="task_not_exist")

@@ -14,11 +14,12 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from fastapi import Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
+from mediagate.simulator.rules import SimError
 from mediagate.simulator.state import Call, SimConfig, SimState
 from mediagate.simulator.videofiles import file_response
 
@@ -131,6 +132,33 @@ def bearer_group(request: Request, config: SimConfig) -> str | None:
     return config.keys.get(token.strip())
 
 
+def no_channel(model: Any, group: str) -> SimError:
+    """What a key of the wrong token group gets: a 503 naming the model and group, unbilled."""
+    return SimError(
+        503,
+        f"No available channel for model {model} under group {group}",
+        type_="upstream_error",
+        code="model_not_found",
+    )
+
+
+def authorize(call: Call, group: str, model: Any = None) -> str:
+    """The caller's group when it is `group`: else 401 for an unknown key, `no_channel` for a
+    key of another group."""
+    if call.group is None:
+        raise SimError(401, "Invalid token.", code="invalid_api_key")
+    if call.group != group:
+        raise no_channel(model, call.group)
+    return call.group
+
+
+def sim_error_response(error: Exception) -> Response | None:
+    """A `recorded` on_error for families whose own errors are SimErrors."""
+    if isinstance(error, SimError):
+        return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
+    return None
+
+
 async def recorded(
     request: Request,
     config: SimConfig,
@@ -175,6 +203,8 @@ class SimVideo:
     content_bytes: int
     fail_code: str | None = None
     remixed_from: str | None = None
+    # How long a completed job's content stays (its `expires_at`).
+    lifetime_s: ClassVar[int] = _EXPIRES_S
 
     def stamp(self) -> None:
         """Starts the job's clock now."""
@@ -203,7 +233,7 @@ class SimVideo:
             "progress": progress,
             "created_at": self.created_at,
             "completed_at": done if final else None,
-            "expires_at": done + _EXPIRES_S if status == "completed" else None,
+            "expires_at": done + self.lifetime_s if status == "completed" else None,
             "prompt": self.prompt,
             "size": self.size,
             "seconds": self.seconds,

@@ -22,13 +22,13 @@ import binascii
 import io
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from PIL import Image
 
-from mediagate.simulator.jobs import SimVideo, markers, masked_headers, new_video_id
+from mediagate.simulator.jobs import SimVideo, markers, masked_headers, new_video_id, no_channel
 from mediagate.simulator.rules import MAX_PROMPT_CHARS, SimError, invalid
 from mediagate.simulator.state import Call, SimConfig, SimState
 from mediagate.simulator.videofiles import file_response
@@ -71,45 +71,20 @@ class MuseVideo(SimVideo):
     price_usd: float = 0.0
     aspect_ratio: str = "16:9"
     source_url: str | None = None
+    lifetime_s: ClassVar[int] = MUSE_LINK_DAYS * 86400
 
     def link(self) -> str:
         return f"{self.base_url}/cdn/muse/{self.id}.mp4"
 
     def body(self) -> dict[str, Any]:
-        status, progress = self.status()
-        final = status in ("completed", "failed")
-        done = self.created_at + round(self.queued_s + self.render_s)
-        error = None
-        if status == "failed":
-            error = {"code": self.fail_code, "message": "Video generation failed (simulated)."}
-        return {
-            "id": self.id,
-            "object": "video",
-            "model": self.model,
-            "status": status,
-            "progress": progress,
-            "created_at": self.created_at,
-            "completed_at": done if final else None,
-            "expires_at": done + MUSE_LINK_DAYS * 86400 if status == "completed" else None,
-            "prompt": self.prompt,
-            "size": self.size,
-            "seconds": self.seconds,
-            "video_url": self.link() if status == "completed" else None,
-            "error": error,
-        }
+        body = super().body()
+        del body["remixed_from_video_id"]  # Muse continues a clip by `video_url`, no remix
+        body["video_url"] = self.link() if body["status"] == "completed" else None
+        return body
 
     def cost_usd(self) -> float:
         """Charged at create; a failed task is refunded in full."""
         return 0.0 if self.status()[0] == "failed" else self.price_usd
-
-
-def no_channel(model: str, group: str) -> SimError:
-    return SimError(
-        503,
-        f"No available channel for model {model} under group {group}",
-        type_="upstream_error",
-        code="model_not_found",
-    )
 
 
 def create_muse(
