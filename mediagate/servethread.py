@@ -33,12 +33,36 @@ except ImportError:  # pragma: no cover - only without httptools
 DEFAULT_HEADER_TIMEOUT_S = 10.0
 
 
-class _HeaderDeadline(H11Protocol):
-    """H11Protocol that closes a connection whose next request's headers are not all in within
-    `header_timeout_s` of the connection opening (or of the previous response ending)."""
+class _DeadlineTimer:
+    """The timer both protocols below share: armed while a request's headers are awaited, it
+    closes the connection when `header_timeout_s` passes first."""
 
     header_timeout_s = DEFAULT_HEADER_TIMEOUT_S
     _deadline: asyncio.TimerHandle | None = None
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+
+    def _waiting_for_headers(self) -> bool:
+        raise NotImplementedError
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(self.header_timeout_s, self._expired)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self) -> None:
+        self._deadline = None
+        if self._waiting_for_headers() and not self.transport.is_closing():
+            self.transport.close()
+
+
+class _HeaderDeadline(_DeadlineTimer, H11Protocol):
+    """H11Protocol that closes a connection whose next request's headers are not all in within
+    `header_timeout_s` of the connection opening (or of the previous response ending)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not an isinstance check: uvloop's transports are not asyncio.Transport subclasses.
@@ -59,31 +83,18 @@ class _HeaderDeadline(H11Protocol):
         self._arm()
         super().on_response_complete()
 
-    def _arm(self) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(self.header_timeout_s, self._expired)
-
-    def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _expired(self) -> None:
-        self._deadline = None
-        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
-            self.transport.close()
+    def _waiting_for_headers(self) -> bool:
+        return self.conn.their_state is h11.IDLE
 
 
 if HttpToolsProtocol is not None:
 
-    class _HttpToolsHeaderDeadline(HttpToolsProtocol):
+    class _HttpToolsHeaderDeadline(_DeadlineTimer, HttpToolsProtocol):
         """The same deadline on uvicorn's httptools protocol (what `http="auto"` would pick):
         armed when a connection opens and when a response ends with no request queued behind
         it, disarmed when a request's headers are complete."""
 
-        header_timeout_s = DEFAULT_HEADER_TIMEOUT_S
-        _deadline: asyncio.TimerHandle | None = None
-        _awaiting_headers = False
+        _awaiting_headers = True  # from the connection opening until the headers are in
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -100,23 +111,12 @@ if HttpToolsProtocol is not None:
 
         def on_response_complete(self) -> None:
             if not self.pipeline:  # a queued request's headers are already in
+                self._awaiting_headers = True
                 self._arm()
             super().on_response_complete()
 
-        def _arm(self) -> None:
-            self._disarm()
-            self._awaiting_headers = True
-            self._deadline = self.loop.call_later(self.header_timeout_s, self._expired)
-
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _expired(self) -> None:
-            self._deadline = None
-            if self._awaiting_headers and not self.transport.is_closing():
-                self.transport.close()
+        def _waiting_for_headers(self) -> bool:
+            return self._awaiting_headers
 
 
 def header_deadline_protocol(header_timeout_s: float) -> type[asyncio.Protocol]:
