@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import secrets
 import time
@@ -34,6 +33,7 @@ from mediagate.simulator.edits import (
     read_edit_form,
 )
 from mediagate.simulator.faults import FaultInjector
+from mediagate.simulator.jobs import decode_body, is_json_content_type
 from mediagate.simulator.muse import register_muse_routes
 from mediagate.simulator.png import make_png
 from mediagate.simulator.rules import (
@@ -106,7 +106,7 @@ def create_simulator_app(config: SimConfig, state: SimState | None = None) -> Fa
     app.add_exception_handler(RequestValidationError, _validation_error)
 
     def record_fault(method: str, path: str, token: str | None, raw: bytes, status: int) -> None:
-        body = _decode(raw)
+        body = decode_body(raw)
         model = body.get("model") if isinstance(body, dict) else None
         sim.calls.append(Call(method, path, config.keys.get(token or ""), model, body, status))
 
@@ -143,7 +143,7 @@ def create_simulator_app(config: SimConfig, state: SimState | None = None) -> Fa
         # Recorded too, so a gateway calling a path the upstream lacks shows up in tests.
         raw = await request.body()
         group = config.keys.get(_bearer(request) or "")
-        call = Call(request.method, request.url.path, group, None, _decode(raw), 0)
+        call = Call(request.method, request.url.path, group, None, decode_body(raw), 0)
         sim.calls.append(call)
         error = SimError(404, f"Invalid URL ({request.method} {request.url.path})")
         response = _error_response(error)
@@ -159,14 +159,14 @@ async def _serve(request: Request, config: SimConfig, sim: SimState, kind: Kind)
     # Appended on arrival so concurrent requests keep arrival order; filled in as we learn.
     # Multipart bodies are recorded parsed (text fields plus file digests), never as bytes.
     call = Call(
-        request.method, request.url.path, None, None, None if multipart else _decode(raw), 0
+        request.method, request.url.path, None, None, None if multipart else decode_body(raw), 0
     )
     sim.calls.append(call)
     request_id = secrets.token_hex(12)
     try:
         if kind == "edits":
             form = await read_edit_form(request)
-            call.body = form.record() if isinstance(form, EditForm) else _decode(raw)
+            call.body = form.record() if isinstance(form, EditForm) else decode_body(raw)
             response = await _dispatch_edit(request, call, config, sim, form, request_id)
         else:
             response = await _dispatch(request, call, config, sim, kind, request_id)
@@ -210,7 +210,7 @@ async def _dispatch(
 ) -> Response:
     group = _authenticate(request, call, config, request_id)
     body = call.body
-    if not _is_json_content_type(request):
+    if not is_json_content_type(request):
         raise invalid("Content-Type must be application/json.", None, "invalid_content_type")
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.", None, "invalid_json")
@@ -414,22 +414,6 @@ def _bearer(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
-
-
-def _is_json_content_type(request: Request) -> bool:
-    # Real upstreams parse by content type; a JSON body labelled as something else would work
-    # here by luck and fail there, so it is refused.
-    content_type = request.headers.get("content-type", "")
-    return content_type.split(";")[0].strip().lower() == "application/json"
-
-
-def _decode(raw: bytes) -> Any:
-    """The body as recorded: parsed JSON when it parses, else the text as received."""
-    text = raw.decode("utf-8", errors="replace")
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 def _error_response(error: SimError) -> JSONResponse:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 import random
 import secrets
 from dataclasses import dataclass, field
@@ -37,6 +36,8 @@ from PIL import Image
 from mediagate.simulator.jobs import (
     Clock,
     authorize,
+    decode_body,
+    is_json_content_type,
     markers,
     recorded,
     serve_signed,
@@ -232,18 +233,13 @@ def register_ark_routes(app: FastAPI, config: SimConfig, sim: SimState) -> None:
 
     @app.post(f"{ARK_PREFIX}/contents/generations/tasks")
     async def create(request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body: Any = json.loads(raw)
-        except ValueError:
-            body = raw.decode(errors="replace")
+        body = decode_body(await request.body())
 
         async def handle(call: Call) -> Response:
             model = body.get("model") if isinstance(body, dict) else None
             call.model = model if isinstance(model, str) else None
             group = authorize(call, ARK_GROUP, model)
-            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if kind != "application/json" or not isinstance(body, dict):
+            if not is_json_content_type(request) or not isinstance(body, dict):
                 raise bad("The request body must be a JSON object (application/json).")
             task = _validate(body, group, config, sim, request)
             sim.videos[task.id] = task

@@ -22,7 +22,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +32,8 @@ from fastapi.responses import JSONResponse, Response
 from mediagate.simulator.jobs import (
     Clock,
     authorize,
+    decode_body,
+    is_json_content_type,
     markers,
     recorded,
     serve_signed,
@@ -202,11 +203,7 @@ def register_dashscope_routes(app: FastAPI, config: SimConfig, sim: SimState) ->
 
     @app.post(WAN_PATH)
     async def create(request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body: Any = json.loads(raw)
-        except ValueError:
-            body = raw.decode(errors="replace")
+        body = decode_body(await request.body())
 
         async def handle(call: Call) -> Response:
             model = body.get("model") if isinstance(body, dict) else None
@@ -216,8 +213,7 @@ def register_dashscope_routes(app: FastAPI, config: SimConfig, sim: SimState) ->
                 raise WanError(
                     403, "AccessDenied", "current user api does not support synchronous calls"
                 )
-            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if kind != "application/json" or not isinstance(body, dict):
+            if not is_json_content_type(request) or not isinstance(body, dict):
                 raise _bad("The request body must be a JSON object (application/json).")
             task = _validate(body, group, config, sim, request)
             sim.videos[task.id] = task

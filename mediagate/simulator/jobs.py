@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import time
@@ -113,6 +114,22 @@ class Clock:
         if phase == "running":
             return self.created_at + round(self.queued_s)
         return self.finished_at()
+
+
+def is_json_content_type(request: Request) -> bool:
+    # Real upstreams parse by content type; a JSON body labelled as something else would work
+    # here by luck and fail there, so it is refused.
+    content_type = request.headers.get("content-type", "")
+    return content_type.split(";")[0].strip().lower() == "application/json"
+
+
+def decode_body(raw: bytes) -> Any:
+    """The body as recorded: parsed JSON when it parses, else the text as received."""
+    text = raw.decode("utf-8", errors="replace")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def masked_headers(request: Request, config: SimConfig) -> dict[str, str]:

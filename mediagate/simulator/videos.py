@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
 
-from mediagate.simulator.jobs import SimVideo, masked_headers, new_video_id
+from mediagate.simulator.jobs import SimVideo, decode_body, masked_headers, new_video_id
 from mediagate.simulator.rules import MAX_PROMPT_CHARS, SimError, invalid
 from mediagate.simulator.state import Call, SimConfig, SimState
 from mediagate.simulator.videofiles import content_chunks, file_response
@@ -227,11 +227,7 @@ def register_video_routes(app: FastAPI, config: SimConfig, sim: SimState) -> Non
 
     @app.post("/v1/videos/{video_id}/remix")
     async def remix(video_id: str, request: Request) -> Response:
-        raw = await request.body()
-        try:
-            body: Any = json.loads(raw)
-        except ValueError:
-            body = raw.decode(errors="replace")
+        body = decode_body(await request.body())
 
         async def handle(call: Call, group: str) -> Response:
             source = find(video_id, group, request)
