@@ -206,9 +206,7 @@ def sum_usage(usages: list[dict[str, Any]]) -> dict[str, Any] | None:
     return total
 
 
-def video_estimate(
-    price: VideoPrice | None, tier: str, seconds: int, *, input_video: bool = False
-) -> float | None:
+def video_estimate(price: VideoPrice | None, tier: str, seconds: int) -> float | None:
     """The most a video of `seconds` at price tier `tier` costs, before the upstream says: what
     a create reserves. None when the route has no price for that tier."""
     if price is None:
@@ -223,7 +221,8 @@ def video_estimate(
     per_second = (price.tokens_per_second or {}).get(tier)
     if token_rate is None or per_second is None:
         return None
-    # An input video's tokens bill at the lower with-video rate; the output is the bound.
+    # Whether an input video makes the lower with-video rate apply is known only at the end:
+    # the higher rate is the bound.
     rate_out = max(token_rate.without_video, token_rate.with_video)
     return _round(rate_out * per_second * seconds / 1_000_000)
 
@@ -240,18 +239,15 @@ def video_cost(
     """USD for a finished video, from what the upstream reported: flat per video; per second on
     the seconds actually made (the asked-for seconds when it does not say); per million output
     tokens from its usage (the estimate when it reports none). None: no price for that tier."""
-    if price is None:
-        return None
-    if price.per_video is not None:
-        return _round(price.per_video)
+    if price is None or price.per_video is not None:
+        return video_estimate(price, tier, seconds)
     if price.per_second is not None:
+        if actual_seconds is None:
+            return video_estimate(price, tier, seconds)
         rate = price.per_second.get(tier)
-        made = actual_seconds if actual_seconds is not None else float(seconds)
-        return None if rate is None else _round(rate * math.ceil(made))
+        return None if rate is None else _round(rate * math.ceil(actual_seconds))
     token_rate = (price.per_million_output_tokens or {}).get(tier)
-    if token_rate is None:
-        return None
-    if output_tokens is None:
-        return video_estimate(price, tier, seconds, input_video=input_video)
+    if token_rate is None or output_tokens is None:
+        return video_estimate(price, tier, seconds)
     rate = token_rate.with_video if input_video else token_rate.without_video
     return _round(rate * output_tokens / 1_000_000)

@@ -183,7 +183,7 @@ class VideoService:
             source_url=source.result_url,
         )
         job_id = new_video_id()
-        ticket = await self._admit(policy, source.model, route, spec, job_id, input_video=True)
+        ticket = await self._admit(policy, source.model, route, spec, job_id)
         try:
             job = await self._start_remix(source, route, spec, job_id)
         except BaseException:
@@ -380,15 +380,13 @@ class VideoService:
         route: Route,
         spec: VideoSpec,
         job_id: str,
-        *,
-        input_video: bool = False,
     ) -> Ticket:
         """The key's limits checked and the most the video can cost reserved under the job's
         id, so whichever replica sees the job finish can settle it."""
         video = _policy(route)
         tier = video.tier(spec.size) if spec.size in video.sizes else spec.size
         seconds = int(spec.seconds) if spec.seconds.isdigit() else max(video.seconds)
-        bound = video_estimate(video.price, tier, seconds, input_video=input_video)
+        bound = video_estimate(video.price, tier, seconds)
         estimate = (bound or 0.0) * self.catalog.multiplier(route)
         return await self.metering.admit(
             policy,
