@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import time
 from typing import Any
 
@@ -24,7 +23,7 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
 
-from mediagate.simulator.jobs import SimVideo, decode_body, masked_headers, new_video_id
+from mediagate.simulator.jobs import SimVideo, decode_body, markers, masked_headers, new_video_id
 from mediagate.simulator.rules import MAX_PROMPT_CHARS, SimError, invalid
 from mediagate.simulator.state import Call, SimConfig, SimState
 from mediagate.simulator.videofiles import content_chunks, file_response
@@ -39,11 +38,6 @@ VIDEO_SIZES = {
 VIDEO_SECONDS = ("4", "8", "12")
 _FIELDS = frozenset({"model", "prompt", "size", "seconds", "input_reference"})
 _REFERENCE_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
-
-_FAIL_RE = re.compile(r"\[sim:fail(?:=([a-z_]+))?\]")
-_BYTES_RE = re.compile(r"\[sim:bytes=(\d+)\]")
-_RENDER_RE = re.compile(r"\[sim:render=(\d+(?:\.\d+)?)\]")
-_STATUS_RE = re.compile(r"\[sim:status=(\d{3})\]")
 
 
 def _bearer(request: Request) -> str | None:
@@ -97,8 +91,7 @@ def register_video_routes(app: FastAPI, config: SimConfig, sim: SimState) -> Non
         return response
 
     def new_video(group: str, model: str, prompt: str, size: str, seconds: str) -> SimVideo:
-        fail = _FAIL_RE.search(prompt)
-        size_match, render = _BYTES_RE.search(prompt), _RENDER_RE.search(prompt)
+        found = markers(prompt, "video_generation_failed")
         video = SimVideo(
             id=new_video_id(),
             group=group,
@@ -109,9 +102,9 @@ def register_video_routes(app: FastAPI, config: SimConfig, sim: SimState) -> Non
             created_at=int(time.time()),
             started=time.monotonic(),
             queued_s=config.video_queued_s,
-            render_s=float(render.group(1)) if render else config.video_render_s,
-            content_bytes=int(size_match.group(1)) if size_match else config.video_bytes,
-            fail_code=(fail.group(1) or "video_generation_failed") if fail else None,
+            render_s=found.render_s if found.render_s is not None else config.video_render_s,
+            content_bytes=found.content_bytes or config.video_bytes,
+            fail_code=found.fail_code,
         )
         sim.videos[video.id] = video
         return video
@@ -165,11 +158,9 @@ def register_video_routes(app: FastAPI, config: SimConfig, sim: SimState) -> Non
                     code="model_not_found",
                 )
             model, prompt, size, seconds = _check_create(fields, group)
-            status = _STATUS_RE.search(prompt)
-            if status:
-                raise SimError(
-                    int(status.group(1)), "simulated upstream error", type_="upstream_error"
-                )
+            status = markers(prompt, "video_generation_failed").create_status
+            if status is not None:
+                raise SimError(status, "simulated upstream error", type_="upstream_error")
             video = new_video(group, model, prompt, size, seconds)
             return JSONResponse(video.body())
 
