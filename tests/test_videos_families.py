@@ -37,6 +37,25 @@ def gw(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Gateway:
     return make_gateway(config=fast_video_polls(tmp_path / "polls.yaml"))
 
 
+def heron_8s() -> dict[str, Any]:
+    """The create each family's end-to-end test sends: 1280x720, 8 s, with a reference."""
+    return {
+        "prompt": "a heron takes off",
+        "size": "1280x720",
+        "seconds": "8",
+        "input_reference": ("ref.png", picture(1280, 720), "image/png"),
+    }
+
+
+def assert_made_8s(video: Any, model: str) -> None:
+    assert (video.status, video.model, video.size, video.seconds) == (
+        "completed",
+        model,
+        "1280x720",
+        "8",
+    )
+
+
 def posts(sim: Sim, path: str) -> list[Any]:
     return [c for c in sim.sent(path) if c.method == "POST"]
 
@@ -64,17 +83,9 @@ def test_muse_create_poll_download_with_a_reference(gw: Gateway, sim: Sim) -> No
     sdk = gw.sdk()
     video = sdk.videos.create_and_poll(
         model="muse-video",
-        prompt="a heron takes off",
-        size="1280x720",
-        seconds="8",
-        input_reference=("ref.png", picture(1280, 720), "image/png"),
+        **heron_8s(),
     )
-    assert (video.status, video.model, video.size, video.seconds) == (
-        "completed",
-        "muse-video",
-        "1280x720",
-        "8",
-    )
+    assert_made_8s(video, "muse-video")
     [create] = posts(sim, "/v1/videos")
     show("muse", create)
     assert create.group == "default"
@@ -96,20 +107,12 @@ def test_seedance_create_poll_download_with_a_reference(gw: Gateway, sim: Sim) -
     sdk = gw.sdk()
     raw = sdk.videos.with_raw_response.create(
         model="seedance-2.0",
-        prompt="a heron takes off",
-        size="1280x720",
-        seconds="8",
-        input_reference=("ref.png", picture(1280, 720), "image/png"),
+        **heron_8s(),
         extra_body={"generate_audio": "false", "seed": "7", "negative_prompt": "fog"},
     )
     assert raw.headers["x-mediagate-dropped"] == "negative_prompt"  # a Wan option, not Ark's
     video = sdk.videos.poll(raw.parse().id)
-    assert (video.status, video.model, video.size, video.seconds) == (
-        "completed",
-        "seedance-2.0",
-        "1280x720",
-        "8",
-    )
+    assert_made_8s(video, "seedance-2.0")
     [create] = posts(sim, ARK_TASKS)
     show("seedance", create)
     assert create.group == "SeeDance2"
@@ -135,17 +138,9 @@ def test_wan_create_poll_download_without_the_key(gw: Gateway, sim: Sim) -> None
     sdk = gw.sdk()
     video = sdk.videos.create_and_poll(
         model="wan2.7-i2v",
-        prompt="a heron takes off",
-        size="1280x720",
-        seconds="8",
-        input_reference=("ref.png", picture(1280, 720), "image/png"),
+        **heron_8s(),
     )
-    assert (video.status, video.model, video.size, video.seconds) == (
-        "completed",
-        "wan2.7-i2v",
-        "1280x720",
-        "8",
-    )
+    assert_made_8s(video, "wan2.7-i2v")
     [create] = posts(sim, WAN_CREATE)
     show("wan", create)
     assert create.group == "Wan" and create.headers["x-dashscope-async"] == "enable"
