@@ -86,6 +86,18 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 5.0, interval_s: fl
         time.sleep(interval_s)
 
 
+def wait_for_status(client: httpx2.Client, path: str, status: str) -> dict[str, Any]:
+    """The JSON at `path` once its `status` is `status` (a job or task polled directly)."""
+    seen: dict[str, Any] = {}
+
+    def reached() -> bool:
+        seen.update(client.get(path).json())
+        return seen["status"] == status
+
+    wait_until(reached, interval_s=0.02)
+    return seen
+
+
 def assert_error(response: Any, status: int, param: str | None, code: str | None = None) -> str:
     """An OpenAI-shaped error answer with this status, param (and code); its message."""
     assert response.status_code == status, response.text

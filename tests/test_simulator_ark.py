@@ -14,7 +14,7 @@ from PIL import Image
 
 from mediagate.simulator.ark import ArkTask
 
-from .conftest import GROUP_KEYS, Sim, wait_until
+from .conftest import GROUP_KEYS, Sim, wait_for_status
 
 SEEDANCE_20 = "doubao-seedance-2-0-260128"
 SEEDANCE_25 = "doubao-seedance-2-5-260628"
@@ -50,14 +50,7 @@ def png_url(width: int, height: int) -> str:
 
 
 def wait_for(client: httpx2.Client, task_id: str, status: str) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-
-    def reached() -> bool:
-        seen.update(client.get(f"{TASKS}/{task_id}").json())
-        return seen["status"] == status
-
-    wait_until(reached, interval_s=0.02)
-    return seen
+    return wait_for_status(client, f"{TASKS}/{task_id}", status)
 
 
 def create(client: httpx2.Client, **body: Any) -> str:

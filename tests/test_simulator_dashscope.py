@@ -14,7 +14,7 @@ from mediagate.servethread import BackgroundServer
 from mediagate.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
 from mediagate.simulator.dashscope import WAN_PATH, WanTask
 
-from .conftest import GROUP_KEYS, Sim, wait_until
+from .conftest import GROUP_KEYS, Sim, wait_for_status
 
 ASYNC = {"X-DashScope-Async": "enable"}
 
@@ -43,14 +43,7 @@ def submit(client: httpx2.Client, payload: dict[str, Any]) -> str:
 
 
 def wait_for(client: httpx2.Client, task_id: str, status: str) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-
-    def reached() -> bool:
-        seen.update(client.get(f"/v1/tasks/{task_id}").json())
-        return seen["status"] == status
-
-    wait_until(reached, interval_s=0.02)
-    return seen
+    return wait_for_status(client, f"/v1/tasks/{task_id}", status)
 
 
 def test_a_task_completes_with_a_signed_result_url_fetched_without_the_key(

@@ -16,7 +16,7 @@ from mediagate.servethread import BackgroundServer
 from mediagate.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
 from mediagate.simulator.muse import MuseVideo
 
-from .conftest import GROUP_KEYS, Sim, wait_until
+from .conftest import GROUP_KEYS, Sim, wait_for_status
 
 
 def client_for(sim: Sim, group: str) -> httpx2.Client:
@@ -41,14 +41,7 @@ def data_url(data: bytes, mime: str = "image/png") -> str:
 
 
 def wait_for(client: httpx2.Client, video_id: str, status: str) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-
-    def reached() -> bool:
-        seen.update(client.get(f"/videos/{video_id}").json())
-        return seen["status"] == status
-
-    wait_until(reached, interval_s=0.02)
-    return seen
+    return wait_for_status(client, f"/videos/{video_id}", status)
 
 
 def error_of(response: httpx2.Response) -> dict[str, Any]:

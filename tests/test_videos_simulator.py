@@ -16,7 +16,7 @@ from mediagate.servethread import BackgroundServer
 from mediagate.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
 from mediagate.simulator.videos import content_chunks
 
-from .conftest import GROUP_KEYS, Sim, wait_until
+from .conftest import GROUP_KEYS, Sim, wait_for_status
 
 
 @pytest.fixture(scope="module")
@@ -69,14 +69,7 @@ def error_of(response: httpx2.Response) -> dict[str, Any]:
 
 def wait_for(client: httpx2.Client, video_id: str, status: str) -> dict[str, Any]:
     """The job once it reached `status`."""
-    seen: dict[str, Any] = {}
-
-    def reached() -> bool:
-        seen.update(client.get(f"/videos/{video_id}").json())
-        return seen["status"] == status
-
-    wait_until(reached, interval_s=0.02)
-    return seen
+    return wait_for_status(client, f"/videos/{video_id}", status)
 
 
 def test_a_job_moves_through_its_states(official: httpx2.Client) -> None:
