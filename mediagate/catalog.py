@@ -211,8 +211,10 @@ class VideoPolicy(BaseModel):
         return self
 
     def tier(self, size: str) -> str:
-        """The price tier of a size: its resolution, else the size itself."""
-        return self.sizes[size].resolution or size
+        """The price tier of a size: its resolution, else (a size the route does not list, or
+        one without a resolution) the size itself."""
+        info = self.sizes.get(size)
+        return (info.resolution if info is not None else None) or size
 
 
 class TokenPrices(BaseModel):

@@ -384,7 +384,7 @@ class VideoService:
         """The key's limits checked and the most the video can cost reserved under the job's
         id, so whichever replica sees the job finish can settle it."""
         video = _policy(route)
-        tier = video.tier(spec.size) if spec.size in video.sizes else spec.size
+        tier = video.tier(spec.size)
         seconds = int(spec.seconds) if spec.seconds.isdigit() else max(video.seconds)
         bound = video_estimate(video.price, tier, seconds)
         estimate = (bound or 0.0) * self.catalog.multiplier(route)
@@ -658,7 +658,7 @@ class VideoService:
         (its usage tokens, the seconds it made)."""
         route = self._route(job)
         policy = _policy(route)
-        tier = policy.tier(job.size) if job.size in policy.sizes else job.size
+        tier = policy.tier(job.size)
         seconds = int(job.seconds) if job.seconds.isdigit() else 0
         cost = video_cost(
             policy.price,

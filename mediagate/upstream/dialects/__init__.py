@@ -8,6 +8,7 @@ testable without a network.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -102,6 +103,7 @@ def get_dialect(name: str) -> Dialect:
     return dialects[name]
 
 
+@functools.cache
 def video_dialect(name: str) -> VideoDialect:
     """The video contract a catalog route names (`dialect:` muse, ark or dashscope)."""
     from mediagate.upstream.dialects import ark, dashscope, muse
