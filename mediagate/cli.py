@@ -89,11 +89,7 @@ def _simulate(args: argparse.Namespace) -> int:
     for key, group in DEFAULT_SIM_KEYS.items():
         print(f"  token group {group!r}: key {key}", file=sys.stderr)
     app = create_simulator_app(SimConfig(keys=dict(DEFAULT_SIM_KEYS), latency_s=args.latency))
-    # The standard loop: the simulator's connection faults abort an asyncio.Transport, which
-    # uvloop's transports are not.
-    uvicorn.run(
-        app, host=args.host, port=args.port, log_level="warning", log_config=None, loop="asyncio"
-    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", log_config=None)
     return 0
 
 

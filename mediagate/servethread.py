@@ -147,7 +147,7 @@ class BackgroundServer:
         host: str = "127.0.0.1",
         port: int = 0,
         header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S,
-        loop: str = "asyncio",
+        loop: str = "auto",
     ) -> None:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -164,11 +164,7 @@ class BackgroundServer:
             lifespan="on",
             log_config=None,
             http=header_deadline_protocol(header_timeout_s),
-            # The standard loop by default: a background server is the embedded simulator or a
-            # test's, and the simulator's connection faults abort an asyncio.Transport (uvloop's
-            # transports are not ones). The tests' gateways ask for "auto" (uvloop), as
-            # `mediagate serve` has.
-            loop=loop,
+            loop=loop,  # "auto": uvloop when installed, as `mediagate serve` runs
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, daemon=True)

@@ -169,9 +169,7 @@ def make_gateway(sim: Sim, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     ) -> Gateway:
         settings = gateway_settings(sim, tmp_path / "data", **overrides)
         app = create_app(settings, upstream_transport=upstream_transport)
-        server = BackgroundServer(
-            app, header_timeout_s=settings.header_timeout_s, loop="auto"
-        ).start()
+        server = BackgroundServer(app, header_timeout_s=settings.header_timeout_s).start()
         servers.append(server)
         return Gateway(server.url, settings)
 

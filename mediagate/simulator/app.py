@@ -91,7 +91,9 @@ class _SimulatorApp(FastAPI):
 
 def _transport_abort(send: Send) -> Callable[[], None] | None:
     transport = getattr(getattr(send, "__self__", None), "transport", None)
-    return transport.abort if isinstance(transport, asyncio.Transport) else None
+    # Duck-typed: uvloop's transports abort too but are not asyncio.Transport subclasses.
+    abort = getattr(transport, "abort", None)
+    return abort if callable(abort) else None
 
 
 def create_simulator_app(config: SimConfig, state: SimState | None = None) -> FastAPI:
