@@ -9,6 +9,7 @@ answer is held in memory fewer times. Small bodies keep the standard library.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -18,6 +19,15 @@ from starlette.responses import JSONResponse
 def loads(data: bytes) -> Any:
     """Parse JSON from bytes (UTF-8, as JSON on the wire is)."""
     return orjson.loads(data)
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON, as httpx2's `json=` sends it."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        # What orjson refuses (integers beyond 64 bits, non-string keys): the standard library.
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class FastJSONResponse(JSONResponse):
