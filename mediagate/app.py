@@ -11,12 +11,15 @@ from contextlib import asynccontextmanager
 
 import httpx2
 from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mediagate.errors import Scrubber
 from mediagate.gateway import open_gateway
 from mediagate.http.errors import install_handlers
 from mediagate.http.files import files
 from mediagate.http.health import health
+from mediagate.http.hot import HotRoutes
+from mediagate.http.images import hot as hot_images
 from mediagate.http.images import images
 from mediagate.http.middleware import RequestBookkeeping
 from mediagate.http.models import models
@@ -27,9 +30,25 @@ from mediagate.observability.tracing import Tracing, TracingMiddleware
 from mediagate.settings import Settings
 
 
+class GatewayApp(FastAPI):
+    """FastAPI with a front door: a request of a hot route (mediagate.http.hot) is served by
+    `hot`, the same tracing and bookkeeping around the route's handler, without FastAPI's
+    own middleware, router and dependency injection; every other request goes to FastAPI."""
+
+    hot: HotRoutes | None = None
+    hot_stack: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.hot_stack is not None and self.hot is not None and self.hot.match(scope):
+            scope["app"] = self  # as Starlette sets it: handlers find the gateway through it
+            await self.hot_stack(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings, *, upstream_transport: httpx2.AsyncBaseTransport | None = None
-) -> FastAPI:
+) -> GatewayApp:
     """A gateway app for these settings, with a metrics registry of its own. Tests may hand
     the upstream client a transport of their own (a mock, or a recording one)."""
     metrics = Metrics()
@@ -46,7 +65,7 @@ def create_app(
             app.state.gateway = gw
             yield
 
-    app = FastAPI(
+    app = GatewayApp(
         title="mediagate",
         lifespan=lifespan,
         docs_url=None,
@@ -64,4 +83,9 @@ def create_app(
     app.add_middleware(TracingMiddleware, tracing=tracing)
     for router in (images, models, videos, usage, files, health):
         app.include_router(router)
+    # The hot routes, in the same two layers.
+    app.hot = HotRoutes(hot_images, scrub)
+    app.hot_stack = TracingMiddleware(
+        RequestBookkeeping(app.hot, metrics=metrics, scrub=scrub), tracing=tracing
+    )
     return app

@@ -56,13 +56,18 @@ def _first_error_param(exc: RequestValidationError) -> str | None:
     return None
 
 
+def gateway_error_response(exc: GatewayError, scrub: Scrubber) -> JSONResponse:
+    """The answer to a GatewayError a request raised, recorded as the request's error."""
+    exc.message = scrub(exc.message)
+    ctx = context.current()
+    ctx.error = exc
+    return error_response(exc, ctx.request_id)
+
+
 def install_handlers(app: FastAPI, scrub: Scrubber) -> None:
     async def on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, GatewayError)
-        exc.message = scrub(exc.message)
-        ctx = context.current()
-        ctx.error = exc
-        return error_response(exc, ctx.request_id)
+        return gateway_error_response(exc, scrub)
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         # FastAPI would answer 422; the OpenAI API and its SDKs expect 400 for bad input.

@@ -13,12 +13,14 @@ from fastapi.responses import StreamingResponse
 from mediagate.http.bodies import bounded
 from mediagate.http.deps import Client, client, endpoint, gateway, json_body, public_base
 from mediagate.http.disconnect import cancelled_on_disconnect
+from mediagate.http.hot import HotRoute
 from mediagate.http.idempotency import form_digest, idempotency, json_digest
 from mediagate.images.service import ImagesAnswer
 from mediagate.images.uploads import MAX_IMAGES
 from mediagate.jsonio import FastJSONResponse
 
 images = APIRouter(prefix="/v1/images", dependencies=[Depends(client)])
+GENERATIONS = "images.generations"
 
 
 def render(answer: ImagesAnswer) -> Response:
@@ -30,7 +32,7 @@ def render(answer: ImagesAnswer) -> Response:
     return FastJSONResponse(answer.body, headers=answer.headers)
 
 
-@images.post("/generations", dependencies=[endpoint("images.generations")])
+@images.post("/generations", dependencies=[endpoint(GENERATIONS)])
 async def generations(request: Request, policy: Client) -> Response:
     body = await json_body(request)
     service = gateway(request).images
@@ -64,3 +66,8 @@ async def edits(request: Request, policy: Client) -> Response:
         async with cancelled_on_disconnect(request):
             answer = await service.answer(policy, job, cleanup=form.close)
         return slot.keep(render(answer))
+
+
+# Served before FastAPI's routing (mediagate.http.hot): a pass-through generation is the
+# request a gateway serves by the thousand.
+hot = [HotRoute("POST", "/v1/images/generations", generations, GENERATIONS)]
