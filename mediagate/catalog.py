@@ -12,6 +12,8 @@ import importlib.resources
 import re
 from collections.abc import Callable
 from datetime import date
+from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -231,6 +233,15 @@ class TokenPrices(BaseModel):
     # Where a model reports text output tokens; without a price they bill as image output.
     text_output: float | None = Field(default=None, ge=0)
 
+    @cached_property
+    def rates(self) -> dict[str, Decimal]:
+        """Per token class, as exact decimals (text output billed as image output unless
+        priced); computed once, read by every bill."""
+        rates = self.model_dump()
+        if rates["text_output"] is None:
+            rates["text_output"] = rates["image_output"]
+        return {kind: Decimal(str(rate)) for kind, rate in rates.items()}
+
 
 class TokenEstimate(BaseModel):
     """What bounds a token-priced request's cost before it is sent (the budget reservation, see
@@ -362,11 +373,14 @@ class Alias(BaseModel):
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     source: str | None = None
 
+    @cached_property
+    def _deprecation(self) -> str:
+        return f"@{calendar.timegm(self.retired_on.timetuple())}"
+
     def headers(self, served: str | None = None) -> dict[str, str]:
         """What an answer served through the alias (by `served`, default `to`) carries."""
-        seconds = calendar.timegm(self.retired_on.timetuple())
         target = served or self.to
-        headers = {"x-mediagate-alias": f"{self.name}>{target}", "deprecation": f"@{seconds}"}
+        headers = {"x-mediagate-alias": f"{self.name}>{target}", "deprecation": self._deprecation}
         if self.link:
             headers["link"] = f'<{self.link}>; rel="deprecation"; type="text/html"'
         return headers

@@ -13,7 +13,7 @@ retried, so the SDK must not multiply that by its own retries).
 
 from __future__ import annotations
 
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class RequestContext:
-    request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
+    request_id: str = field(default_factory=lambda: f"req_{secrets.token_hex(16)}")
     endpoint: str = "other"  # a bounded label: "images.generations", "videos", "health", ...
     key_name: str | None = None  # the client key's name (never the key)
     model: str | None = None  # the public model name asked for (an alias's successor)

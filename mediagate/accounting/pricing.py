@@ -109,11 +109,9 @@ def token_classes(usage: Mapping[str, Any]) -> dict[str, int]:
 def token_cost(prices: TokenPrices, usage: Mapping[str, Any], multiplier: float = 1.0) -> float:
     """USD for one usage at per-million `prices`, times the group's multiplier: exact to the
     millionth of a dollar."""
-    rates = prices.model_dump()
-    if rates["text_output"] is None:
-        rates["text_output"] = rates["image_output"]
+    rates = prices.rates
     total = sum(
-        (Decimal(tokens) * _dec(rates[kind]) for kind, tokens in token_classes(usage).items()),
+        (Decimal(tokens) * rates[kind] for kind, tokens in token_classes(usage).items()),
         Decimal(0),
     )
     return _usd(total * _dec(multiplier) / Decimal(1_000_000))

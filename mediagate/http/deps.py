@@ -8,9 +8,11 @@ All async, so FastAPI runs them on the event loop instead of handing them to a w
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from starlette.types import Scope
 
 from mediagate import context
 from mediagate.accounting.clients import ANONYMOUS, KeyPolicy
@@ -61,14 +63,48 @@ def public_base(request: Request) -> str:
     configured = gateway(request).settings.public_url
     if configured:
         return configured.rstrip("/")
+    headers, scope = request.headers, request.scope
+    server = scope.get("server")
+    return _public_base(
+        headers.get("x-forwarded-proto", ""),
+        headers.get("x-forwarded-host", ""),
+        headers.get("x-forwarded-prefix", ""),
+        headers.get("host"),
+        scope.get("scheme", "http"),
+        tuple(server) if server else None,
+        scope.get("root_path", ""),
+    )
+
+
+# A pure function of the request's few inputs, and the same few for every request: worked out
+# once each (bounded, as the headers are the client's).
+@lru_cache(maxsize=256)
+def _public_base(
+    proto: str,
+    forwarded_host: str,
+    prefix: str,
+    host: str | None,
+    scheme: str,
+    server: tuple[str, int | None] | None,
+    root_path: str,
+) -> str:
     # Behind a proxy the Host the gateway sees is not the one clients use; the usual
     # X-Forwarded-* headers say which is. Values that are not plainly a host are ignored.
-    proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip()
-    host = request.headers.get("x-forwarded-host", "").split(",")[0].strip()
-    prefix = request.headers.get("x-forwarded-prefix", "").split(",")[0].strip().rstrip("/")
-    base = str(request.base_url).rstrip("/")
+    proto = proto.split(",")[0].strip()
+    forwarded_host = forwarded_host.split(",")[0].strip()
+    prefix = prefix.split(",")[0].strip().rstrip("/")
+    seen: Scope = {
+        "type": "http",
+        "scheme": scheme,
+        "server": server,
+        "root_path": root_path,
+        "path": "/",
+        "query_string": b"",
+        "headers": [] if host is None else [(b"host", host.encode("latin-1"))],
+    }
+    base = str(Request(seen).base_url).rstrip("/")
     scheme, _, netloc = base.partition("://")
     scheme = proto if proto in ("http", "https") else scheme
-    netloc = host if _FORWARDED_HOST.match(host) else netloc
+    netloc = forwarded_host if _FORWARDED_HOST.match(forwarded_host) else netloc
     prefix = prefix if _FORWARDED_PREFIX.match(prefix) else ""
     return f"{scheme}://{netloc}{prefix}"

@@ -324,18 +324,16 @@ class ImageService:
         """All the job's upstream calls on its route, concurrently, merged into one
         ImagesResponse: the calls first, then each answer's images (read, fetched, hosted)."""
         route, plan = job.route, job.plan
-        sent = await asyncio.gather(
-            *(
+        sent = await _outcomes(
+            [
                 self.upstream.send(
                     route, job.dialect.build(plan, n, job.edit), paid=True, parse=True
                 )
                 for n in plan.calls
-            ),
-            return_exceptions=True,
+            ]
         )
-        outcomes = await asyncio.gather(
-            *(self._images(job, n, answer) for n, answer in zip(plan.calls, sent, strict=True)),
-            return_exceptions=True,
+        outcomes = await _outcomes(
+            [self._images(job, n, answer) for n, answer in zip(plan.calls, sent, strict=True)]
         )
         return self._merged(job, outcomes)
 
@@ -386,7 +384,11 @@ class ImageService:
     ) -> tuple[UpstreamResult, list[dict[str, Any]]]:
         try:
             result = job.dialect.parse(payload)
-            items = await asyncio.gather(*(self._item(job, image) for image in result.images[:n]))
+            images = result.images[:n]
+            if len(images) == 1:  # the usual case, without a task
+                items = [await self._item(job, images[0])]
+            else:
+                items = await asyncio.gather(*(self._item(job, image) for image in images))
         except GatewayError as error:
             # The upstream made (and charged for) this: no other route, and no retry, for it.
             raise maybe_paid(error) from None
@@ -455,6 +457,17 @@ def _scope(policy: KeyPolicy, model: str, alias: Alias | None) -> str:
     if alias is not None and not policy.allows(model):
         return alias.name
     return model
+
+
+async def _outcomes(work: list[Awaitable[T]]) -> list[T | BaseException]:
+    """`asyncio.gather(*work, return_exceptions=True)`, without a task of its own when there
+    is one piece of work (the usual case: one upstream call, one image)."""
+    if len(work) == 1:
+        try:
+            return [await work[0]]
+        except Exception as exc:
+            return [exc]
+    return await asyncio.gather(*work, return_exceptions=True)
 
 
 def _internal() -> GatewayError:
