@@ -206,15 +206,16 @@ async def open_gateway(
         if not catalog.models:
             raise ConfigError("no model is usable: set MEDIAGATE_KEY_<GROUP> for a token group")
         scrub.add(settings.all_upstream_keys())
-        timeout = httpx2.Timeout(
-            settings.upstream_timeout_s, connect=settings.upstream_connect_timeout_s
-        )
         limits = httpx2.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections,
         )
-        if transport is None and settings.upstream_transport == "aiohttp":
-            transport = AiohttpTransport(limits)
+        if transport is None:
+            transport = (
+                AiohttpTransport(limits)
+                if settings.upstream_transport == "aiohttp"
+                else httpx2.AsyncHTTPTransport(limits=limits)
+            )
         try:
             hosted = open_hosted_images(
                 settings.image_store_url,
@@ -228,9 +229,8 @@ async def open_gateway(
         sweeper = asyncio.create_task(_sweep_forever(hosted, settings.image_sweep_interval_s))
         try:
             async with (
-                httpx2.AsyncClient(
-                    timeout=timeout, limits=limits, cookies=no_cookies(), transport=transport
-                ) as client,
+                # The upstream sender's network (it builds its requests itself: no client).
+                transport,
                 # Image links an upstream wrote (and video references a client gave) go through
                 # a client of their own, which connects to public addresses only.
                 httpx2.AsyncClient(
@@ -245,7 +245,7 @@ async def open_gateway(
                 open_stores(settings.job_store_url(), settings.store_prefix) as stores,
             ):
                 upstream = Upstream(
-                    client,
+                    transport,
                     upstream_url,
                     keys,
                     metrics,

@@ -159,9 +159,9 @@ def test_a_refused_connection_is_retried_even_for_a_paid_call(sim: Sim) -> None:
 
     async def call() -> tuple[Any, int]:
         transport = FlakyConnect(refusals=2)
-        async with httpx2.AsyncClient(transport=transport) as client:
+        async with transport:
             keys = KeyRing({"default": [GROUP_KEYS["default"]]})
-            upstream = Upstream(client, f"{sim.url}/v1", keys, Metrics(), Scrubber(), 10)
+            upstream = Upstream(transport, f"{sim.url}/v1", keys, Metrics(), Scrubber(), 10)
             request = UpstreamRequest(
                 "/images/generations", {"model": "gpt-image-2", "prompt": "p"}
             )
@@ -173,9 +173,9 @@ def test_a_refused_connection_is_retried_even_for_a_paid_call(sim: Sim) -> None:
     assert statuses(sim) == [200]  # the refused attempts never reached it
 
     async def refused_always() -> None:
-        async with httpx2.AsyncClient(transport=FlakyConnect(refusals=9)) as client:
+        async with FlakyConnect(refusals=9) as transport:
             keys = KeyRing({"default": [GROUP_KEYS["default"]]})
-            upstream = Upstream(client, f"{sim.url}/v1", keys, Metrics(), Scrubber(), 10)
+            upstream = Upstream(transport, f"{sim.url}/v1", keys, Metrics(), Scrubber(), 10)
             request = UpstreamRequest(
                 "/images/generations", {"model": "gpt-image-2", "prompt": "p"}
             )

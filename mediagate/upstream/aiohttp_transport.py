@@ -1,4 +1,4 @@
-"""An httpx2 transport on aiohttp's client: the upstream client's network (MEDIAGATE_UPSTREAM_
+"""An httpx2 transport on aiohttp's client: the upstream sender's network (MEDIAGATE_UPSTREAM_
 TRANSPORT=aiohttp, the default).
 
 Why: per pass-through image request the gateway spent more CPU in httpcore2 (its pure-Python

@@ -58,6 +58,14 @@ log = logging.getLogger("mediagate")
 _MAX_QUOTED = 500
 _ERROR_BODY_BYTES = 64 * 1024  # of a streamed error answer, enough for its message
 _URL_CACHE = 1024  # parsed upstream URLs kept
+# What every upstream call carries besides its own headers (an httpx2 client's defaults, but
+# only the encodings httpx2 decodes without extra packages, and the gateway's own name).
+_HEADERS = {
+    "Accept": "*/*",
+    "Accept-Encoding": "gzip, deflate",
+    "Connection": "keep-alive",
+    "User-Agent": "mediagate",
+}
 
 
 def _upstream_message(response: httpx2.Response) -> tuple[str, str | None, str | None]:
@@ -145,7 +153,7 @@ class UpstreamAnswer:
 class Upstream:
     def __init__(
         self,
-        client: httpx2.AsyncClient,
+        transport: httpx2.AsyncBaseTransport,
         base_url: str,
         keys: KeyRing,
         metrics: Metrics,
@@ -158,7 +166,7 @@ class Upstream:
         rng: random.Random | None = None,
         tracer: tracing.Tracer | None = None,
     ) -> None:
-        self._client = client
+        self._transport = transport
         self._base_url = base_url
         self.keys = keys
         self._metrics = metrics
@@ -169,7 +177,6 @@ class Upstream:
         self.breakers = breakers or Breakers()
         self._rng = rng or random.Random()  # jitter, not secrecy
         self._tracer = tracer or tracing.NoOpTracer()  # a span per attempt
-        self._client_headers = dict(client.headers)
         self._urls: dict[tuple[bool, str], httpx2.URL] = {}
 
     def _url(self, request: UpstreamRequest) -> httpx2.URL:
@@ -187,10 +194,9 @@ class Upstream:
         return url
 
     def _build(self, request: UpstreamRequest, key: str) -> httpx2.Request:
-        # Built here rather than by client.build_request, which re-parses and re-merges the
-        # base URL and the client's headers for every call: the client's headers are the same
-        # every time, its cookies are none (no_cookies), and _attempt sets the timeouts.
-        headers = {**self._client_headers, **(request.headers or {})}
+        # Built here rather than by an httpx2 client, which re-parses and re-merges its base
+        # URL and headers for every call (and would keep cookies); _attempt sets the timeouts.
+        headers = {**_HEADERS, **(request.headers or {})}
         headers["Authorization"] = f"Bearer {key}"
         url = self._url(request)
         if request.parts is None and request.form is None and request.params is None:
@@ -331,7 +337,11 @@ class Upstream:
         body = b""
         try:
             async with asyncio.timeout(total):
-                response = await self._client.send(request, stream=True)
+                # Straight to the transport: an httpx2 client's send adds an auth flow, a
+                # redirect loop, hooks and cookie handling, none of which an upstream call uses
+                # (redirects are not followed: a 3xx is the upstream's answer).
+                response = await self._transport.handle_async_request(request)
+                response.request = request
                 label = str(response.status_code)
                 if not stream:
                     body = await self._read(route, response, paid)
