@@ -209,6 +209,7 @@ async def open_gateway(
         limits = httpx2.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections,
+            keepalive_expiry=settings.upstream_keepalive_s,
         )
         if transport is None:
             transport = (

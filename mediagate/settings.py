@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     upstream_timeout_s: float = 360.0
     max_connections: int = 200
+    # How long an idle pooled connection is kept for reuse. Shorter than the idle timeout of
+    # the server at the other end (5 s for uvicorn, gunicorn and the simulator, 60-75 s for
+    # nginx): reusing a connection that server is closing fails the call, and a paid call
+    # that fails after it was written is not retried.
+    upstream_keepalive_s: float = Field(default=4.0, gt=0)
     # Resilience. The largest upstream answer read into memory (a 200 with more is a 502).
     upstream_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     # Key pools: how long a refused (401/403) or repeatedly rate-limited key rests.

@@ -164,11 +164,10 @@ def make_gateway(sim: Sim, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     """Start a gateway with the test's settings (overrides by field name)."""
     servers: list[BackgroundServer] = []
 
-    def make(
-        upstream_transport: httpx2.AsyncBaseTransport | None = None, **overrides: Any
-    ) -> Gateway:
+    def make(transport: httpx2.AsyncBaseTransport | None = None, **overrides: Any) -> Gateway:
+        """`transport`: the upstream network of the test's own (a mock, a recorder)."""
         settings = gateway_settings(sim, tmp_path / "data", **overrides)
-        app = create_app(settings, upstream_transport=upstream_transport)
+        app = create_app(settings, upstream_transport=transport)
         server = BackgroundServer(app, header_timeout_s=settings.header_timeout_s).start()
         servers.append(server)
         return Gateway(server.url, settings)

@@ -398,7 +398,7 @@ def test_unusable_upstream_usage_books_the_estimate_and_returns_the_image(
     # Issue 14, item 2: negative counts booked a negative cost (then a 500), strings a 500
     # after the image was paid for (retried by the SDK: paid twice), huge counts $50,000.
     transport = BadUsage()
-    gateway = make_gateway(upstream_transport=transport)
+    gateway = make_gateway(transport=transport)
     client = gateway.sdk()
     plain = client.images.with_raw_response.generate(model="gpt-image-2", prompt="usage")
     usual = cost_of(plain)

@@ -112,7 +112,7 @@ def test_an_image_generation_reaches_the_socket_in_few_frames(
     make_gateway: Callable[..., Gateway],
 ) -> None:
     recorder = PathRecorder()
-    gateway = make_gateway(upstream_transport=recorder)
+    gateway = make_gateway(transport=recorder)
     client = gateway.sdk()
     for _ in range(2):  # the first request installs the task factory
         client.images.generate(model="gpt-image-2-web", prompt="a lighthouse")

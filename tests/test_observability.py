@@ -84,7 +84,7 @@ def records(caplog: pytest.LogCaptureFixture) -> Iterator[Callable[[], list[dict
 def test_an_unhandled_error_logs_its_scrubbed_traceback(
     make_gateway: Callable[..., Gateway], records: Callable[[], list[dict[str, Any]]]
 ) -> None:
-    gateway = make_gateway(upstream_transport=Exploding())
+    gateway = make_gateway(transport=Exploding())
     with gateway.http() as http:
         answer = http.post("/v1/videos", json={"model": "sora-2", "prompt": "a heron"})
     assert answer.status_code == 500, answer.text

@@ -6,7 +6,9 @@ Through the gateway it is the default, so the whole suite runs on it too."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -18,7 +20,7 @@ from mediagate.gateway import no_cookies
 from mediagate.upstream.aiohttp_transport import AiohttpTransport
 from mediagate.upstream.retry import CONNECT, RESET, TIMEOUT, failure_kind
 
-from .conftest import GROUP_KEYS, Sim
+from .conftest import GROUP_KEYS, Gateway, Sim
 
 BODY = {"model": "gpt-image-2", "prompt": "a kite"}
 HEADERS = {"Authorization": f"Bearer {GROUP_KEYS['default']}"}
@@ -120,3 +122,74 @@ def test_no_cookie_is_kept_or_sent_back() -> None:
     asyncio.run(main())
     assert len(seen) == 2
     assert b"cookie" not in seen[1].lower().replace(b"set-cookie", b"")
+
+
+class CountingRelay:
+    """A TCP relay in front of the simulator, on a loop of its own: how many connections the
+    gateway opened to its upstream."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.connections = 0
+        self.port = 0
+        self.loop = asyncio.new_event_loop()
+        self.stopped = asyncio.Event()
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(started,), daemon=True)
+        self.thread.start()
+        assert started.wait(5)
+
+    def _run(self, started: threading.Event) -> None:
+        async def main() -> None:
+            server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            started.set()
+            async with server:
+                await self.stopped.wait()
+            relays = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in relays:
+                task.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)
+
+        self.loop.run_until_complete(main())
+        self.loop.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.stopped.set)
+        self.thread.join(5)
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_an_idle_connection_is_not_reused_past_the_keepalive_setting(
+    make_gateway: Callable[..., Gateway], sim: Sim, transport: str
+) -> None:
+    # Reusing a connection the upstream is closing fails a paid call with a 502 that is not
+    # retried; MEDIAGATE_UPSTREAM_KEEPALIVE_S (below the upstream's idle timeout) prevents it.
+    relay = CountingRelay(sim.port)
+    try:
+        gateway = make_gateway(
+            upstream_url=f"http://127.0.0.1:{relay.port}/v1",
+            upstream_keepalive_s=0.3,
+            upstream_transport=transport,
+        )
+        assert gateway.generate("one").status_code == 200
+        assert gateway.generate("two").status_code == 200
+        assert relay.connections == 1  # reused while fresh
+        time.sleep(0.5)  # aiohttp's and httpcore2's pools read the loop's clock: no injection
+        assert gateway.generate("three").status_code == 200
+        assert relay.connections == 2  # the idle one was let go, not reused
+    finally:
+        relay.stop()
