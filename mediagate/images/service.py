@@ -22,6 +22,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any, TypeVar
 
 import httpx2
@@ -324,14 +325,16 @@ class ImageService:
         """All the job's upstream calls on its route, concurrently, merged into one
         ImagesResponse: the calls first, then each answer's images (read, fetched, hosted)."""
         route, plan = job.route, job.plan
-        sent = await _outcomes(
-            [
-                self.upstream.send(
-                    route, job.dialect.build(plan, n, job.edit), paid=True, parse=True
-                )
-                for n in plan.calls
-            ]
-        )
+        send = partial(self.upstream.send, route, paid=True, parse=True)
+        requests = [job.dialect.build(plan, n, job.edit) for n in plan.calls]
+        sent: list[UpstreamAnswer | BaseException]
+        if len(requests) == 1:  # the usual case: in this task, no frame or task between
+            try:
+                sent = [await send(requests[0])]
+            except Exception as exc:
+                sent = [exc]
+        else:
+            sent = await asyncio.gather(*map(send, requests), return_exceptions=True)
         outcomes = await _outcomes(
             [self._images(job, n, answer) for n, answer in zip(plan.calls, sent, strict=True)]
         )
