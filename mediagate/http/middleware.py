@@ -94,7 +94,7 @@ class RequestBookkeeping:
                 _annotate_span(scope, ctx)
             await send(message)
 
-        in_flight = self.metrics.in_flight.labels(_area(path))
+        in_flight = self.metrics.child(self.metrics.in_flight, _area(path))
         in_flight.inc()
         try:
             await self.app(scope, receive, send_wrapper)
@@ -122,8 +122,9 @@ class RequestBookkeeping:
         model = (ctx.model if ctx.route is not None else None) or "none"
         if ctx.endpoint != "other":
             key = ctx.key_name or "none"
-            self.metrics.requests.labels(ctx.endpoint, model, route_id, str(status), key).inc()
-            self.metrics.request_seconds.labels(ctx.endpoint, model, route_id).observe(seconds)
+            metrics = self.metrics
+            metrics.child(metrics.requests, ctx.endpoint, model, route_id, str(status), key).inc()
+            metrics.child(metrics.request_seconds, ctx.endpoint, model, route_id).observe(seconds)
         fields: dict[str, Any] = {
             "method": scope["method"],
             "path": tracing.loggable_path(scope["path"]),

@@ -3,6 +3,8 @@ process-global, which would make two apps in one process, as in tests, share cou
 
 from __future__ import annotations
 
+from typing import TypeVar, cast
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -12,9 +14,12 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.metrics import MetricWrapperBase
 
 from mediagate.catalog import Route
 from mediagate.context import note_upstream_seconds
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 # Generations take from about a second to several minutes.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 180, 240, 300, 600)
@@ -23,6 +28,7 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 180
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
         # The process' own families, as prometheus-client's default registry has them:
         # process_* (CPU seconds, resident and virtual memory, open and max file descriptors,
         # start time; Linux only), python_gc_* (collections, collected and uncollectable
@@ -178,7 +184,17 @@ class Metrics:
             registry=self.registry,
         )
 
+    def child(self, family: M, *values: str) -> M:
+        """`family.labels(*values)`, looked up in a dict once made: prometheus-client's
+        `labels` validates, converts and locks on every call (a few microseconds, several
+        times a request). The label values are bounded as the families' are."""
+        key = (family, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = family.labels(*values)
+        return cast(M, found)
+
     def upstream_call(self, route: Route, status: str, seconds: float) -> None:
         note_upstream_seconds(seconds)
-        self.upstream_requests.labels(route.id, route.group, status).inc()
-        self.upstream_seconds.labels(route.id, route.group).observe(seconds)
+        self.child(self.upstream_requests, route.id, route.group, status).inc()
+        self.child(self.upstream_seconds, route.id, route.group).observe(seconds)
