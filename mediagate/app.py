@@ -6,7 +6,7 @@ the stores and the files are touched only when its lifespan starts (mediagate.ga
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import httpx2
@@ -47,10 +47,15 @@ class GatewayApp(FastAPI):
 
 
 def create_app(
-    settings: Settings, *, upstream_transport: httpx2.AsyncBaseTransport | None = None
+    settings: Settings,
+    *,
+    upstream_transport: httpx2.AsyncBaseTransport | None = None,
+    on_started: Callable[[], None] | None = None,
 ) -> GatewayApp:
     """A gateway app for these settings, with a metrics registry of its own. Tests may hand
-    the upstream client a transport of their own (a mock, or a recording one)."""
+    the upstream sender a transport of their own (a mock, or a recording one). `on_started`
+    runs once the gateway is open, before the first request (`mediagate serve` freezes the
+    heap there)."""
     metrics = Metrics()
     scrub = Scrubber(settings.all_upstream_keys())
 
@@ -63,6 +68,8 @@ def create_app(
             open_gateway(settings, metrics, scrub, upstream_transport, tracer=tracing.tracer) as gw,
         ):
             app.state.gateway = gw
+            if on_started is not None:
+                on_started()
             yield
 
     app = GatewayApp(

@@ -4,6 +4,7 @@ serves the simulated upstream offline, and `mediagate simulate` runs the simulat
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import json
 import subprocess
@@ -14,8 +15,12 @@ import openai
 import pytest
 from PIL import Image
 
+from mediagate.app import create_app
+from mediagate.cli import _freeze_heap
+from mediagate.servethread import BackgroundServer
 from mediagate.simulator import DEFAULT_SIM_KEYS
 
+from .conftest import Sim, gateway_settings
 from .processes import clean_env, free_port, serving
 
 
@@ -93,3 +98,25 @@ def test_serve_against_a_separate_simulator_with_keys(tmp_path: Path) -> None:
         assert "team-a" in logs  # the key's name is logged...
         for secret in ["sk-client-a", *DEFAULT_SIM_KEYS]:
             assert secret not in logs  # ...never a key
+
+
+def test_serve_freezes_what_it_built_to_start_after_the_gateway_opens(
+    sim: Sim, tmp_path: Path
+) -> None:
+    # `mediagate serve` passes on_started=_freeze_heap: it must run once the lifespan has
+    # opened the gateway, before any request (and the freeze then holds the gateway).
+    seen: list[tuple[bool, int]] = []
+
+    def started() -> None:
+        seen.append((hasattr(app.state, "gateway"), len(seen)))
+
+    app = create_app(gateway_settings(sim, tmp_path / "data"), on_started=started)
+    server = BackgroundServer(app).start()
+    try:
+        assert seen == [(True, 0)]
+        gc.unfreeze()
+        _freeze_heap()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        server.stop()
