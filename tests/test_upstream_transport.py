@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import json
 import socket
 import threading
 import time
@@ -16,9 +18,14 @@ from typing import Any
 import httpx2
 import pytest
 
+from mediagate.catalog import load_catalog
+from mediagate.errors import Scrubber
 from mediagate.gateway import no_cookies
+from mediagate.observability.metrics import Metrics
 from mediagate.upstream.aiohttp_transport import AiohttpTransport
+from mediagate.upstream.dialects import UpstreamRequest
 from mediagate.upstream.retry import CONNECT, RESET, TIMEOUT, failure_kind
+from mediagate.upstream.sender import KeyRing, Upstream
 
 from .conftest import GROUP_KEYS, Gateway, Sim
 
@@ -193,3 +200,38 @@ def test_an_idle_connection_is_not_reused_past_the_keepalive_setting(
         assert relay.connections == 2  # the idle one was let go, not reused
     finally:
         relay.stop()
+
+
+def test_a_compressed_answer_is_decoded_on_the_whole_exchange_path() -> None:
+    # The sender asks for gzip and deflate; its usual call on this transport (exchange) reads
+    # the answer's bytes as sent, so a compressed one must still come out as the JSON.
+    answer = json.dumps({"created": 1, "data": [{"b64_json": "aGk="}]}).encode()
+    packed = gzip.compress(answer)
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        await reader.readexactly(int(seen[-1].lower().split(b"content-length: ")[1].split()[0]))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+        writer.write(b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(packed))
+        writer.write(packed)
+        await writer.drain()
+        writer.close()
+
+    async def main() -> Any:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        transport = AiohttpTransport(httpx2.Limits(max_connections=1))
+        keys = KeyRing({"default": [GROUP_KEYS["default"]]})
+        route = load_catalog().routes["gpt-image-2.web"]
+        async with server, transport:
+            upstream = Upstream(
+                transport, f"http://127.0.0.1:{port}/v1", keys, Metrics(), Scrubber(), 10
+            )
+            request = UpstreamRequest("/images/generations", {"model": "m", "prompt": "p"})
+            return await upstream.send(route, request, paid=True, parse=True)
+
+    got = asyncio.run(main())
+    assert got.payload == json.loads(answer)
+    assert b"accept-encoding: gzip, deflate" in seen[0].lower()
+    assert "content-encoding" not in got.response.headers  # decoded: the framing is gone

@@ -18,7 +18,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +38,7 @@ from mediagate.errors import (
 )
 from mediagate.observability import tracing
 from mediagate.observability.metrics import Metrics
+from mediagate.upstream.aiohttp_transport import AiohttpTransport, AnswerTooLarge
 from mediagate.upstream.breaker import Breakers, Permit
 from mediagate.upstream.dialects import UpstreamRequest
 from mediagate.upstream.keyring import KeyRing, key_fingerprint
@@ -116,17 +117,20 @@ def map_status(response: httpx2.Response, route: Route) -> GatewayError:
     return UpstreamError(f"The {where} failed with HTTP {status}: {message}")
 
 
+_FRAMING = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+_FRAMING_ALL = _FRAMING | frozenset(name.encode() for name in _FRAMING)  # str or raw bytes
+
+
 def _with_body(response: httpx2.Response, body: bytes) -> httpx2.Response:
     """A read response as a complete one. The body is decoded already, so the headers that
     describe its encoding go."""
-    headers = [
-        (name, value)
-        for name, value in response.headers.multi_items()
-        if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")
-    ]
-    return httpx2.Response(
-        response.status_code, headers=headers, content=body, request=response.request
-    )
+    return _complete(response.status_code, response.headers.multi_items(), body)
+
+
+def _complete(status: int, headers: Iterable[tuple[Any, Any]], body: bytes) -> httpx2.Response:
+    """A complete response of a decoded body, without the headers that framed the one sent."""
+    kept = [(name, value) for name, value in headers if name.lower() not in _FRAMING_ALL]
+    return httpx2.Response(status, headers=kept, content=body)
 
 
 class _Failure(Exception):
@@ -167,6 +171,7 @@ class Upstream:
         tracer: tracing.Tracer | None = None,
     ) -> None:
         self._transport = transport
+        self._exchange = transport.exchange if isinstance(transport, AiohttpTransport) else None
         self._base_url = base_url
         self.keys = keys
         self._metrics = metrics
@@ -193,20 +198,32 @@ class Upstream:
             self._urls[cache_key] = url
         return url
 
+    @staticmethod
+    def _plain(request: UpstreamRequest) -> bool:
+        """A JSON body or none, no query: headers and bytes are all it takes."""
+        return request.parts is None and request.form is None and request.params is None
+
+    @staticmethod
+    def _headers(request: UpstreamRequest, key: str) -> dict[str, str]:
+        headers = {**_HEADERS, **(request.headers or {})}
+        headers["Authorization"] = f"Bearer {key}"
+        if request.json is not None and Upstream._plain(request):
+            headers["Content-Type"] = "application/json"
+        return headers
+
+    @staticmethod
+    def _json_body(request: UpstreamRequest) -> bytes | None:
+        # orjson: the same compact UTF-8 JSON as httpx2's, in a fraction of the time.
+        return None if request.json is None else jsonio.dumps(request.json)
+
     def _build(self, request: UpstreamRequest, key: str) -> httpx2.Request:
         # Built here rather than by an httpx2 client, which re-parses and re-merges its base
         # URL and headers for every call (and would keep cookies); _attempt sets the timeouts.
-        headers = {**_HEADERS, **(request.headers or {})}
-        headers["Authorization"] = f"Bearer {key}"
+        headers = self._headers(request, key)
         url = self._url(request)
-        if request.parts is None and request.form is None and request.params is None:
-            if request.json is None:
-                return httpx2.Request(request.method, url, headers=headers)
-            # orjson: the same compact UTF-8 JSON as httpx2's, in a fraction of the time.
-            headers["Content-Type"] = "application/json"
-            return httpx2.Request(
-                request.method, url, headers=headers, content=jsonio.dumps(request.json)
-            )
+        if self._plain(request):
+            body = self._json_body(request)
+            return httpx2.Request(request.method, url, headers=headers, content=body)
         content: dict[str, Any] = {"params": request.params}
         if request.parts is not None:
             content["files"] = request.parts
@@ -266,9 +283,7 @@ class Upstream:
                     with tracing.upstream_attempt(
                         self._tracer, route.id, route.group, attempt, request.method, request.path
                     ) as span:
-                        answer = await self._attempt(
-                            route, self._build(request, use), use, paid, stream, parse
-                        )
+                        answer = await self._attempt(route, request, use, paid, stream, parse)
                         span.answered(answer.response.status_code)
                 except _Failure as failure:
                     retry = decide(
@@ -322,28 +337,39 @@ class Upstream:
         await asyncio.sleep(retry.delay_s)
 
     async def _attempt(
-        self, route: Route, request: httpx2.Request, key: str, paid: bool, stream: bool, parse: bool
+        self, route: Route, call: UpstreamRequest, key: str, paid: bool, stream: bool, parse: bool
     ) -> UpstreamAnswer:
         """Send once and wait for the status line (and, unless streaming, the whole body, at
         most max_bytes of it)."""
         total = self._total_s(route, paid)
         connect = route.timeouts.connect or self._connect_timeout_s
         # httpx2's read timeout is per chunk; the whole call is bounded by `total` below.
-        request.extensions["timeout"] = httpx2.Timeout(
+        timeouts = httpx2.Timeout(
             max(total, self._total_s(route, True)), connect=connect, pool=connect
         ).as_dict()
+        # The usual call (a JSON or empty body, the answer wanted whole) on the aiohttp
+        # transport skips httpx2's request and response objects (AiohttpTransport.exchange).
+        whole = self._exchange is not None and not stream and self._plain(call)
         started = time.perf_counter()
         label = "error"
-        body = b""
+        headers: Sequence[tuple[Any, Any]]
         try:
             async with asyncio.timeout(total):
-                # Straight to the transport: an httpx2 client's send adds an auth flow, a
-                # redirect loop, hooks and cookie handling, none of which an upstream call uses
-                # (redirects are not followed: a 3xx is the upstream's answer).
-                response = await self._transport.handle_async_request(request)
-                response.request = request
-                label = str(response.status_code)
-                if not stream:
+                if whole:
+                    status, headers, body = await self._exchanged(route, call, key, timeouts, paid)
+                    label = str(status)
+                else:
+                    request = self._build(call, key)
+                    request.extensions["timeout"] = timeouts
+                    # Straight to the transport: an httpx2 client's send adds an auth flow, a
+                    # redirect loop, hooks and cookie handling, none of which an upstream call
+                    # uses (redirects are not followed: a 3xx is the upstream's answer).
+                    response = await self._transport.handle_async_request(request)
+                    response.request = request
+                    label = str(response.status_code)
+                    if stream:
+                        return UpstreamAnswer(response, key)
+                    status, headers = response.status_code, response.headers.multi_items()
                     body = await self._read(route, response, paid)
         except (TimeoutError, httpx2.TimeoutException) as exc:
             kind = failure_kind(exc)
@@ -353,14 +379,38 @@ class Upstream:
             raise self._transport_failure(route, failure_kind(exc), exc, paid, total) from None
         finally:
             self._metrics.upstream_call(route, label, time.perf_counter() - started)
-        if stream:
-            return UpstreamAnswer(response, key)
-        if parse and response.status_code < 400:
-            payload = self._json(route, response, body, paid)
+        if parse and status < 400:
+            payload = self._json(route, headers, body, paid)
             # Callers of a parsed answer use its payload, status and headers: the raw bytes
             # (megabytes of base64 for an image) go now rather than when the request ends.
-            return UpstreamAnswer(_with_body(response, b""), key, payload)
-        return UpstreamAnswer(_with_body(response, body), key)
+            return UpstreamAnswer(_complete(status, headers, b""), key, payload)
+        return UpstreamAnswer(_complete(status, headers, body), key)
+
+    async def _exchanged(
+        self,
+        route: Route,
+        call: UpstreamRequest,
+        key: str,
+        timeouts: dict[str, float | None],
+        paid: bool,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """One whole exchange on the aiohttp transport: status, headers, decoded body."""
+        assert self._exchange is not None
+        headers, content = self._headers(call, key), self._json_body(call)
+        try:
+            done = await self._exchange(
+                call.method, str(self._url(call)), headers, content, timeouts, self._max_bytes
+            )
+        except AnswerTooLarge:
+            raise self._too_large(route, paid) from None
+        body = done.body
+        if done.encoded:  # compressed (rare: gzip or deflate, as asked): httpx2 decodes it
+            body = await self._read(
+                route,
+                httpx2.Response(done.status, headers=done.headers, stream=httpx2.ByteStream(body)),
+                paid,
+            )
+        return done.status, done.headers, body
 
     def _transport_failure(
         self, route: Route, kind: str, exc: BaseException, paid: bool, total: float
@@ -411,12 +461,14 @@ class Upstream:
         )
         return _Failure(GARBAGE, maybe_paid(error) if paid else error)
 
-    def _json(self, route: Route, response: httpx2.Response, body: bytes, paid: bool) -> Any:
+    def _json(
+        self, route: Route, headers: Iterable[tuple[Any, Any]], body: bytes, paid: bool
+    ) -> Any:
         try:
             # orjson, from the bytes: an image answer is megabytes of base64 (see app.jsonio).
             return jsonio.loads(body)
         except ValueError:
-            kind = response.headers.get("content-type", "unknown content type")
+            kind = httpx2.Headers(list(headers)).get("content-type", "unknown content type")
             error = UpstreamError(
                 f"The upstream route {route.id} answered with a body that is not JSON ({kind}).",
                 code="bad_upstream_response",
