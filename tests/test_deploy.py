@@ -698,8 +698,11 @@ def query_parts(expr: str) -> tuple[list[tuple[str, list[tuple[str, str, str]]]]
 
 def exported_endpoints() -> set[str]:
     """The `endpoint` label values the app can give requests."""
-    source = " ".join(p.read_text() for p in (ROOT / "mediagate").rglob("*.py"))
-    return set(re.findall(r"endpoint\(\"([a-z.]+)\"\)", source))
+    source = "\n".join(p.read_text() for p in (ROOT / "mediagate").rglob("*.py"))
+    found = set(re.findall(r"endpoint\(\"([a-z.]+)\"\)", source))
+    # A label named once as a constant (used by a hot route too): endpoint(NAME).
+    constants = dict(re.findall(r"^([A-Z_]+) = \"([a-z.]+)\"$", source, re.MULTILINE))
+    return found | {constants[name] for name in re.findall(r"endpoint\(([A-Z_]+)\)", source)}
 
 
 @pytest.fixture
