@@ -51,7 +51,7 @@ from .report import render
 # stand-in answers for any name).
 IMAGE_MODEL = "gpt-image-1"  # pass-through: the gateway's body is the client's
 CHAT_IMAGE_MODEL = "sora_image"  # a chat call upstream plus the image download
-VIDEO_MODEL = "sora-2"
+VIDEO_MODEL = "muse-video"  # Muse, the default video route since Sora closed (issue 13)
 
 CLIENT_KEY = "sk-bench-client-" + "0" * 24
 UPSTREAM_KEYS = {"default": "sk-bench-up-default", "official": "sk-bench-up-official"}
@@ -266,7 +266,7 @@ def make_video(up: str, gw: str, size: int) -> tuple[str, str]:
     with httpx2.Client(timeout=30) as http:
         direct = http.post(
             f"{up}/v1/videos",
-            headers={"Authorization": f"Bearer {UPSTREAM_KEYS['official']}"},
+            headers={"Authorization": f"Bearer {UPSTREAM_KEYS['default']}"},
             files={"model": (None, VIDEO_MODEL), "prompt": (None, prompt)},
         )
         direct.raise_for_status()
@@ -281,14 +281,14 @@ def make_video(up: str, gw: str, size: int) -> tuple[str, str]:
 
 def video_pairs(up: str, gw: str, size: int) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
     upstream_id, our_id = make_video(up, gw, size)
-    official = UPSTREAM_KEYS["official"]
+    muse = UPSTREAM_KEYS["default"]  # Muse's token group
     return {
         "video status": (
-            _http("GET", f"{up}/v1/videos/{upstream_id}", official),
+            _http("GET", f"{up}/v1/videos/{upstream_id}", muse),
             _http("GET", f"{gw}/v1/videos/{our_id}", CLIENT_KEY),
         ),
         "video content": (
-            _http("GET", f"{up}/v1/videos/{upstream_id}/content", official),
+            _http("GET", f"{up}/v1/videos/{upstream_id}/content", muse),
             _http("GET", f"{gw}/v1/videos/{our_id}/content", CLIENT_KEY),
         ),
     }
@@ -442,9 +442,10 @@ def memory_video(stack: Stack, gateway_proc: Proc, gw: str) -> dict[str, Any]:
     """(b) one download of `big_video_mb` MB, through the gateway (and directly, for speed)."""
     size = stack.config.big_video_mb * MB
     upstream_id, our_id = make_video(stack.upstream_url, gw, size)
-    official = UPSTREAM_KEYS["official"]
     direct = stack.loader.run(
-        _http("GET", f"{stack.upstream_url}/v1/videos/{upstream_id}/content", official),
+        _http(
+            "GET", f"{stack.upstream_url}/v1/videos/{upstream_id}/content", UPSTREAM_KEYS["default"]
+        ),
         1,
         600,
         max_requests=1,

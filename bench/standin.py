@@ -103,7 +103,7 @@ class StandIn:
             {
                 "id": video_id,
                 "object": "video",
-                "model": "sora-2",
+                "model": "muse-video",
                 "status": "completed",
                 "progress": 100,
                 "created_at": now,
