@@ -34,11 +34,17 @@ DEFAULT_HEADER_TIMEOUT_S = 10.0
 
 
 class _DeadlineTimer:
-    """The timer both protocols below share: armed while a request's headers are awaited, it
-    closes the connection when `header_timeout_s` passes first."""
+    """The timer both protocols below share: while a request's headers are awaited, it closes
+    the connection when `header_timeout_s` passes first.
+
+    One timer per connection, not one per request: arming moves the deadline (`_due`) and
+    starts a timer only if none is pending; a timer that fires early (the deadline moved, or
+    the headers came in) looks again then. A busy keep-alive connection thus costs a timer
+    every `header_timeout_s`, not a timer made and cancelled for every request."""
 
     header_timeout_s = DEFAULT_HEADER_TIMEOUT_S
-    _deadline: asyncio.TimerHandle | None = None
+    _timer: asyncio.TimerHandle | None = None
+    _due = 0.0
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
 
@@ -46,18 +52,23 @@ class _DeadlineTimer:
         raise NotImplementedError
 
     def _arm(self) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(self.header_timeout_s, self._expired)
+        self._due = self.loop.time() + self.header_timeout_s
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._due, self._expired)
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _expired(self) -> None:
-        self._deadline = None
-        if self._waiting_for_headers() and not self.transport.is_closing():
-            self.transport.close()
+        self._timer = None
+        if not self._waiting_for_headers() or self.transport.is_closing():
+            return  # the headers are in; the response's end arms it again
+        if self.loop.time() < self._due:  # armed again since this timer started
+            self._timer = self.loop.call_at(self._due, self._expired)
+            return
+        self.transport.close()
 
 
 class _HeaderDeadline(_DeadlineTimer, H11Protocol):
@@ -73,13 +84,9 @@ class _HeaderDeadline(_DeadlineTimer, H11Protocol):
         self._disarm()
         super().connection_lost(exc)
 
-    def handle_events(self) -> None:
-        super().handle_events()
-        if self.conn.their_state is not h11.IDLE:
-            self._disarm()  # the request's headers are in: the app's own limits apply now
-
     def on_response_complete(self) -> None:
-        # Armed before the next cycle starts: a pipelined request's headers disarm it at once.
+        # Armed before the next cycle starts. Once a request's headers are in (their_state
+        # leaves IDLE) the app's own limits apply: the pending timer then finds nothing to do.
         self._arm()
         super().on_response_complete()
 
@@ -105,8 +112,9 @@ if HttpToolsProtocol is not None:
             super().connection_lost(exc)
 
         def on_headers_complete(self) -> None:
+            # The request's headers are in: the app's own limits apply now (a pending timer
+            # finds nothing to do).
             self._awaiting_headers = False
-            self._disarm()  # the request's headers are in: the app's own limits apply now
             super().on_headers_complete()
 
         def on_response_complete(self) -> None:

@@ -3,6 +3,7 @@ the time a client may take to send its headers."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from typing import Any
@@ -85,3 +86,39 @@ def test_metrics_need_the_metrics_token_when_one_is_set(make_gateway: Any) -> No
         allowed = http.get("/metrics", headers={"Authorization": "Bearer m-token-0123456789"})
         assert allowed.status_code == 200 and "mediagate_" in allowed.text
         assert http.get("/healthz").status_code == 200  # the probes stay open
+
+
+def test_the_header_deadline_starts_again_after_each_answer_and_never_cuts_an_answer(
+    make_gateway: Any,
+) -> None:
+    # One timer per connection (mediagate.servethread): it must not cut a request slower than
+    # the deadline, and must still cut slow headers on a connection that served requests.
+    gateway = make_gateway(header_timeout_s=0.5)
+    host, port = gateway.url.removeprefix("http://").split(":")
+    body = json.dumps({"model": "gpt-image-2-web", "prompt": "slow [sim:slowstart=1.2]"})
+    request = (
+        f"POST /v1/images/generations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {CLIENT_KEY}\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        for _ in range(2):  # a slow answer, then another on the same connection
+            sock.sendall(request)
+            head = _read_answer(sock)
+            assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # then headers that stall
+        started = time.monotonic()
+        sock.settimeout(3)
+        assert sock.recv(1) == b""  # closed by the gateway, not answered
+        assert time.monotonic() - started < 1.5
+
+
+def _read_answer(sock: socket.socket) -> bytes:
+    """One HTTP/1.1 answer with a Content-Length, read whole."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return head
