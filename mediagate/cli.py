@@ -59,6 +59,9 @@ def _serve(args: argparse.Namespace) -> int:
         # handlers on its loggers).
         log_config=None,
         access_log=False,
+        # X-Forwarded-* are read where they matter (http/deps.py:public_base, with its own
+        # checks); uvicorn's rewrite of the client address and scheme is used by nothing here.
+        proxy_headers=False,
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         # A slowloris client cannot hold a connection: its headers are due within this.
         http=header_deadline_protocol(settings.header_timeout_s),
