@@ -11,8 +11,10 @@ It takes commands as JSON lines on stdin and answers each with one JSON line on 
     {"scenario": {...}, "concurrency": 16, "duration_s": 1.0, "max_requests": 0}
 
 A scenario is {"kind": "http", "method", "url", "headers", "body"} (one request, status 200
-expected) or {"kind": "chat_direct", ...} (the chat call, then a GET of the first image link in
-its Markdown, as a client of the raw upstream has to). Each worker repeats it until the
+expected; with "loop": "httpx2" it is made through an httpx2 client and its JSON parsed, as
+an application's call is, instead of by the raw driver) or {"kind": "chat_direct", ...} (the
+chat call, then a GET of the first image link in its Markdown, as a client of the raw upstream
+has to). Each worker repeats it until the
 duration is over (or `max_requests` are done, when given). The answer: every latency in
 milliseconds, the elapsed time, the bytes read, and errors.
 """
@@ -164,9 +166,34 @@ class Scenario:
         return size
 
 
+class ClientScenario:
+    """The same request made as an application makes it: an httpx2 client's call (its pool,
+    its request and response objects) and the answer's JSON parsed. Slower per request than
+    the raw driver: what a client program sees, and the load loop of issue 15's own table."""
+
+    def __init__(self, spec: dict[str, Any], concurrency: int) -> None:
+        import httpx2  # only this loop needs it
+
+        self.spec = spec
+        limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self.client = httpx2.AsyncClient(limits=limits, timeout=600)
+
+    async def once(self, conn: Connection) -> int:
+        spec = self.spec
+        response = await self.client.request(
+            spec["method"], spec["url"], headers=spec.get("headers"), content=spec.get("body")
+        )
+        if response.status_code != 200:
+            raise HttpError(f"HTTP {response.status_code}")
+        response.json()
+        return len(response.content)
+
+
 async def run(command: dict[str, Any]) -> dict[str, Any]:
-    scenario = Scenario(command["scenario"])
     concurrency = int(command["concurrency"])
+    spec = command["scenario"]
+    client = spec.get("loop") == "httpx2"
+    scenario = ClientScenario(spec, concurrency) if client else Scenario(spec)
     max_requests = int(command.get("max_requests") or 0)
     duration = float(command.get("duration_s") or 3600.0)
     latencies: list[float] = []
@@ -187,7 +214,7 @@ async def run(command: dict[str, Any]) -> dict[str, Any]:
                 begin = time.perf_counter()
                 try:
                     read += await scenario.once(conn)
-                except (OSError, HttpError, asyncio.IncompleteReadError, ValueError) as exc:
+                except Exception as exc:  # counted, whatever the loop's library raised
                     errors.append(f"{type(exc).__name__}: {exc}")
                     conn.close()
                     continue
@@ -196,6 +223,8 @@ async def run(command: dict[str, Any]) -> dict[str, Any]:
             conn.close()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
+    if isinstance(scenario, ClientScenario):
+        await scenario.client.aclose()
     return {
         "latencies_ms": latencies,
         "elapsed_s": time.perf_counter() - started,

@@ -85,6 +85,8 @@ def render(results: dict[str, Any]) -> str:
     ]
     if results.get("variants"):
         parts += ["", pairs_table(results["variants"])]
+    if results.get("client_loop"):
+        parts += ["", pairs_table(results["client_loop"])]
     litellm = results.get("litellm")
     if litellm is not None:
         if litellm.get("pairs"):

@@ -22,6 +22,7 @@ SMOKE = Config(
     huge_repeats=1,
     big_video_mb=4,
     variant_concurrencies=(2,),
+    client_loop_concurrency=2,
     litellm=False,
     pin=False,
 )
@@ -40,7 +41,9 @@ def test_the_benchmark_measures_every_pair_and_reports_every_target() -> None:
     assert {(r["pair"], r["concurrency"]) for r in rows} == {
         (pair, c) for pair in PAIRS for c in SMOKE.concurrencies
     }
-    for row in [*rows, *results["variants"]]:
+    (looped,) = results["client_loop"]  # the pass-through pair again, through an httpx2 client
+    assert looped["concurrency"] == SMOKE.client_loop_concurrency
+    for row in [*rows, *results["variants"], looped]:
         assert row["errors"] == 0, (row["pair"], row["error_sample"])
         assert row["rounds"] == SMOKE.rounds
         for figure in ("direct_p50_ms", "through_p99_ms", "added_p50_ms", "through_rps"):
@@ -53,7 +56,7 @@ def test_the_benchmark_measures_every_pair_and_reports_every_target() -> None:
     assert memory["video"]["bytes"] == SMOKE.big_video_mb * 1_000_000
     assert memory["video"]["errors"] == 0 and memory["b64"]["errors"] == 0
     assert memory["b64"]["peak_rss_mb"] >= memory["b64"]["rss_before_mb"] > 0
-    assert len(results["targets"]) == 5
+    assert len(results["targets"]) == 6
     assert all(isinstance(t["met"], bool) for t in results["targets"])
 
     table = render(json.loads(json.dumps(results)))  # what `make bench` writes, read back
