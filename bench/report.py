@@ -88,11 +88,12 @@ def render(results: dict[str, Any]) -> str:
     if results.get("client_loop"):
         parts += ["", pairs_table(results["client_loop"])]
     litellm = results.get("litellm")
-    if litellm is not None:
-        if litellm.get("pairs"):
-            parts += ["", f"LiteLLM {litellm.get('version')}:", "", pairs_table(litellm["pairs"])]
-        else:
-            parts += ["", f"LiteLLM: {litellm['status']}"]
+    if litellm is not None and litellm.get("status") != "measured":
+        parts += ["", f"LiteLLM: {litellm['status']}"]
+    if results.get("others"):
+        who = f"LiteLLM {litellm.get('version')}" if litellm and litellm.get("version") else ""
+        title = "Other proxies in the same rounds" + (f" ({who})" if who else "")
+        parts += ["", f"{title}:", "", pairs_table(results["others"])]
     if results.get("memory"):
         parts += ["", memory_table(results["memory"])]
     parts += ["", targets_table(results.get("targets", []))]

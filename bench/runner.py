@@ -11,6 +11,8 @@ a JSON file, every round included. Environment:
   the megabyte figures, where parsing and copying the answer dominate);
 - `BENCH_REDIS_URL`: the Redis of the Redis-store variant (default redis://127.0.0.1:6379/0;
   skipped when it does not answer);
+- `BENCH_COMPARE_DIR`: a directory holding another checkout's `mediagate` package, served by a
+  second gateway in the pass-through pair's rounds (an A/B: its rows are "via <dir name>");
 - `BENCH_LITELLM`: the `litellm` command of a virtualenv with `litellm[proxy]`, for the
   reference pairs (found by itself when installed in this one); `BENCH_NO_LITELLM=1` skips it.
 """
@@ -75,6 +77,7 @@ class Config:
     variant_concurrencies: tuple[int, ...] = (1, 16)
     litellm: bool = True  # a LiteLLM proxy as a reference, when installed
     client_loop_concurrency: int = 16  # the pass-through pair through an httpx2 client too
+    compare_dir: str | None = None  # BENCH_COMPARE_DIR: another checkout in the same rounds
     pin: bool = True  # gateway on one core, upstream and load generator on the other
 
 
@@ -136,11 +139,13 @@ def gateway_env(stack: Stack, name: str, **extra: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def gateway(stack: Stack, name: str, **extra: str) -> Iterator[tuple[Proc, str]]:
+def gateway(
+    stack: Stack, name: str, app_dir: str | None = None, **extra: str
+) -> Iterator[tuple[Proc, str]]:
     port = free_port()
     args = [sys.executable, "-m", "mediagate", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    # BENCH_APP_DIR: another checkout's `app` (say, the main branch's) to compare with.
-    app_dir = os.environ.get("BENCH_APP_DIR")
+    # BENCH_APP_DIR: another checkout's package (say, the main branch's) to measure instead.
+    app_dir = app_dir or os.environ.get("BENCH_APP_DIR")
     proc = Proc(
         name,
         args,
@@ -546,6 +551,7 @@ def run(config: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
         "pairs": [],
         "variants": [],
         "client_loop": [],
+        "others": [],  # LiteLLM's rows and BENCH_COMPARE_DIR's, from the same rounds
         "memory": {},
         "litellm": None,
     }
@@ -580,6 +586,15 @@ def run(config: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
                 # LiteLLM (when installed) in the pass-through pair's very rounds: direct,
                 # mediagate and LiteLLM alternate through the same upstream and load loop.
                 others: dict[str, tuple[dict[str, Any], Proc]] = {}
+                compare = config.compare_dir
+                if compare:  # another checkout's gateway in the same rounds: an A/B
+                    their_proc, theirs = running.enter_context(
+                        gateway(stack, "gateway-compared", app_dir=compare)
+                    )
+                    others[f"{Path(compare).name} (BENCH_COMPARE_DIR)"] = (
+                        pass_through(up, theirs)[1],
+                        their_proc,
+                    )
                 if config.litellm:
                     found = running.enter_context(litellm_proxy(stack))
                     results["litellm"] = _litellm_check(stack, found, log)
@@ -594,7 +609,7 @@ def run(config: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
                 for name, scenarios in pairs.items():
                     for concurrency in config.concurrencies:
                         extra = others if name == "gpt-image-1 (pass-through)" else None
-                        rows = results["litellm"]["pairs"] if extra else None
+                        rows = results["others"] if extra else None
                         results["pairs"].append(
                             measure_pair(
                                 stack, name, scenarios, concurrency, proc, log, extra, rows
@@ -614,7 +629,7 @@ def run(config: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
                         proc,
                         log,
                         looped,
-                        results["litellm"]["pairs"] if looped else None,
+                        results["others"] if looped else None,
                     )
                 ]
             if config.variants:
@@ -671,14 +686,14 @@ def _litellm_check(
     """Whether the LiteLLM proxy answers the pass-through call (its rows come later)."""
     if isinstance(found, str):
         log(f"LiteLLM: {found}")
-        return {"status": found, "pairs": []}
+        return {"status": found}
     check = stack.loader.run(_litellm_scenario(found[1]), 1, 30, max_requests=1)
     if check["errors"]:
         status = f"answered errors: {check['error_sample']}"
         log(f"LiteLLM: {status}")
-        return {"status": status, "pairs": []}
+        return {"status": status}
     log("LiteLLM proxy: in the pass-through pair's rounds")
-    return {"status": "measured", "version": _litellm_version(found[0]), "pairs": []}
+    return {"status": "measured", "version": _litellm_version(found[0])}
 
 
 def _litellm_version(proc: Proc) -> str | None:
@@ -754,6 +769,8 @@ def main() -> int:
     config = QUICK if quick else FULL
     if os.environ.get("BENCH_NO_LITELLM"):
         config = replace(config, litellm=False)
+    if os.environ.get("BENCH_COMPARE_DIR"):
+        config = replace(config, compare_dir=os.environ["BENCH_COMPARE_DIR"])
     if os.environ.get("BENCH_IMAGE_KB"):
         config = replace(config, image_kb=int(os.environ["BENCH_IMAGE_KB"]))
     out = Path(os.environ.get("BENCH_OUT") or Path(__file__).with_name("results.json"))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 from bench.report import render
 from bench.runner import Config, run
@@ -23,6 +24,8 @@ SMOKE = Config(
     big_video_mb=4,
     variant_concurrencies=(2,),
     client_loop_concurrency=2,
+    # An A/B against a checkout: this one again (its rows land beside LiteLLM's).
+    compare_dir=str(Path(__file__).resolve().parent.parent),
     litellm=False,
     pin=False,
 )
@@ -41,6 +44,9 @@ def test_the_benchmark_measures_every_pair_and_reports_every_target() -> None:
     assert {(r["pair"], r["concurrency"]) for r in rows} == {
         (pair, c) for pair in PAIRS for c in SMOKE.concurrencies
     }
+    compared = [r["pair"] for r in results["others"]]
+    other = f"gpt-image-1 via {Path(str(SMOKE.compare_dir)).name} (BENCH_COMPARE_DIR)"
+    assert compared == [other] * len(SMOKE.concurrencies) + [f"{other}, httpx2 client loop"]
     (looped,) = results["client_loop"]  # the pass-through pair again, through an httpx2 client
     assert looped["concurrency"] == SMOKE.client_loop_concurrency
     for row in [*rows, *results["variants"], looped]:
