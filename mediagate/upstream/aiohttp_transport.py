@@ -135,9 +135,22 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             session._retry_connection = False
         return session
 
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+    async def _request(
+        self, method: str, url: str, headers: Any, data: Any, timeouts: dict[str, float | None]
+    ) -> aiohttp.ClientResponse:
+        """The call, up to its answer's status and headers (errors still aiohttp's)."""
         if self._session is None:
             self._session = self._open()
+        return await self._session.request(
+            method,
+            url,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+            timeout=_timeouts(timeouts),
+        )
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         headers = CIMultiDict(
             (name, value)
             for name, value in request.headers.multi_items()
@@ -148,14 +161,10 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             data = request.content or None
         except httpx2.RequestNotRead:
             data = _stream_of(request)
+        timeouts = request.extensions.get("timeout", {})
         with _mapped():
-            response = await self._session.request(
-                request.method,
-                str(request.url),
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                timeout=_timeouts(request.extensions.get("timeout", {})),
+            response = await self._request(
+                request.method, str(request.url), headers, data, timeouts
             )
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if response.reason:
@@ -183,17 +192,8 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         sender would take apart again: about a tenth of a pass-through generation's CPU.
         Errors and timeouts are the same as there; the answer's bytes are as sent (a
         compressed one is still compressed: `Exchanged.encoded`)."""
-        if self._session is None:
-            self._session = self._open()
         with _mapped():
-            response = await self._session.request(
-                method,
-                url,
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                timeout=_timeouts(timeouts),
-            )
+            response = await self._request(method, url, headers, body, timeouts)
             try:
                 declared = response.content_length
                 if declared is not None and declared > max_bytes:
