@@ -18,6 +18,9 @@ import openai
 import pytest
 from PIL import Image
 
+from mediagate.servethread import BackgroundServer
+from mediagate.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
+
 from .conftest import GROUP_KEYS, Gateway, Sim, fast_video_polls, wait_until
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -288,3 +291,31 @@ def test_seedance_2_5_with_a_first_frame_is_adaptive(gw: Gateway, sim: Sim) -> N
     assert video.status == "completed", video.error
     [create] = posts(sim, ARK_TASKS)
     assert (create.body["ratio"], create.body["duration"]) == ("adaptive", 20)
+
+
+@pytest.mark.parametrize("model", ["wan2.7-t2v", "wan3.0-video"])
+def test_a_result_link_that_expired_is_a_clear_404(
+    make_gateway: Callable[..., Gateway], tmp_path: Path, model: str
+) -> None:
+    # Wan's results are signed links that lapse (24 h upstream) and are fetched as they are
+    # (Seedance's content comes through the upstream's own content route): this upstream signs
+    # every link already expired, so the download finds it so.
+    state = SimState()
+    config = SimConfig(keys=dict(DEFAULT_SIM_KEYS), signed_link_ttl_s=-60)
+    with BackgroundServer(create_simulator_app(config, state)) as server:
+        gateway = make_gateway(
+            upstream_url=f"{server.url}/v1",
+            fetch_allow_hosts=[f"127.0.0.1:{server.port}"],
+            config=fast_video_polls(tmp_path / "polls.yaml"),
+        )
+        sdk = gateway.sdk()
+        video = sdk.videos.create_and_poll(model=model, prompt="a heron", seconds="5")
+        assert video.status == "completed"
+        with pytest.raises(openai.NotFoundError) as caught:
+            sdk.videos.download_content(video.id)
+        assert caught.value.status_code == 404
+        assert caught.value.body["code"] == "video_content_expired"  # type: ignore[index]
+        links = [c for c in state.calls if c.method == "GET" and c.path.startswith("/oss/")]
+        links = links or [c for c in state.calls if c.method == "GET" and "result" in c.path]
+        assert links and links[-1].status == 403  # the upstream said so, to a keyless fetch
+        assert "authorization" not in links[-1].headers
