@@ -36,6 +36,7 @@ from PIL import Image
 from mediagate.simulator.jobs import (
     Clock,
     authorize,
+    authorize_create,
     decode_body,
     is_json_content_type,
     markers,
@@ -236,9 +237,7 @@ def register_ark_routes(app: FastAPI, config: SimConfig, sim: SimState) -> None:
         body = decode_body(await request.body())
 
         async def handle(call: Call) -> Response:
-            model = body.get("model") if isinstance(body, dict) else None
-            call.model = model if isinstance(model, str) else None
-            group = authorize(call, ARK_GROUP, model)
+            group = authorize_create(call, ARK_GROUP, body)
             if not is_json_content_type(request) or not isinstance(body, dict):
                 raise bad("The request body must be a JSON object (application/json).")
             task = _validate(body, group, config, sim, request)

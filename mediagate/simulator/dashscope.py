@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse, Response
 from mediagate.simulator.jobs import (
     Clock,
     authorize,
+    authorize_create,
     decode_body,
     is_json_content_type,
     markers,
@@ -206,9 +207,7 @@ def register_dashscope_routes(app: FastAPI, config: SimConfig, sim: SimState) ->
         body = decode_body(await request.body())
 
         async def handle(call: Call) -> Response:
-            model = body.get("model") if isinstance(body, dict) else None
-            call.model = model if isinstance(model, str) else None
-            group = authorize(call, WAN_GROUP, model)
+            group = authorize_create(call, WAN_GROUP, body)
             if request.headers.get("x-dashscope-async", "").strip().lower() != "enable":
                 raise WanError(
                     403, "AccessDenied", "current user api does not support synchronous calls"

@@ -169,6 +169,13 @@ def authorize(call: Call, group: str, model: Any = None) -> str:
     return call.group
 
 
+def authorize_create(call: Call, group: str, body: Any) -> str:
+    """`authorize` for a create whose JSON body names the model, which the call records."""
+    model = body.get("model") if isinstance(body, dict) else None
+    call.model = model if isinstance(model, str) else None
+    return authorize(call, group, model)
+
+
 def sim_error_response(error: Exception) -> Response | None:
     """A `recorded` on_error for families whose own errors are SimErrors."""
     if isinstance(error, SimError):
