@@ -32,7 +32,7 @@ paid call charged twice). What this transport guarantees, as httpx2's own does:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,21 @@ def _mapped() -> Iterator[None]:
 
 class AnswerTooLarge(Exception):
     """An answer longer than the caller's limit: not read further (the connection is closed)."""
+
+
+async def read_bounded(chunks: AsyncIterable[bytes], declared: int | None, limit: int) -> bytes:
+    """A body read whole, refused (AnswerTooLarge) as soon as it is declared or found longer
+    than `limit`, so a huge answer cannot exhaust memory."""
+    if declared is not None and declared > limit:
+        raise AnswerTooLarge
+    read: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise AnswerTooLarge
+        read.append(chunk)
+    return read[0] if len(read) == 1 else b"".join(read)
 
 
 @dataclass
@@ -195,16 +210,9 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         with _mapped():
             response = await self._request(method, url, headers, body, timeouts)
             try:
-                declared = response.content_length
-                if declared is not None and declared > max_bytes:
-                    raise AnswerTooLarge
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.content.iter_any():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise AnswerTooLarge
-                    chunks.append(chunk)
+                answer = await read_bounded(
+                    response.content.iter_any(), response.content_length, max_bytes
+                )
             finally:
                 # Read to the end: back to the pool; cut short (too large): closed.
                 response.release()
@@ -212,7 +220,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
         return Exchanged(
             response.status,
             list(response.raw_headers),
-            chunks[0] if len(chunks) == 1 else b"".join(chunks),
+            answer,
             encoded=encoding not in ("", "identity"),
         )
 

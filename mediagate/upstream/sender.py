@@ -38,7 +38,11 @@ from mediagate.errors import (
 )
 from mediagate.observability import tracing
 from mediagate.observability.metrics import Metrics
-from mediagate.upstream.aiohttp_transport import AiohttpTransport, AnswerTooLarge
+from mediagate.upstream.aiohttp_transport import (
+    AiohttpTransport,
+    AnswerTooLarge,
+    read_bounded,
+)
 from mediagate.upstream.breaker import Breakers, Permit
 from mediagate.upstream.dialects import UpstreamRequest
 from mediagate.upstream.keyring import KeyRing, key_fingerprint
@@ -439,20 +443,17 @@ class Upstream:
 
     async def _read(self, route: Route, response: httpx2.Response, paid: bool) -> bytes:
         """The whole body, refused beyond max_bytes so a huge answer cannot exhaust memory."""
-        chunks: list[bytes] = []
-        size = 0
+        declared = response.headers.get("content-length", "")
         try:
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > self._max_bytes:
-                raise self._too_large(route, paid)
-            async for chunk in response.aiter_bytes():
-                size += len(chunk)
-                if size > self._max_bytes:
-                    raise self._too_large(route, paid)
-                chunks.append(chunk)
+            return await read_bounded(
+                response.aiter_bytes(),
+                int(declared) if declared.isdigit() else None,
+                self._max_bytes,
+            )
+        except AnswerTooLarge:
+            raise self._too_large(route, paid) from None
         finally:
             await response.aclose()
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _too_large(self, route: Route, paid: bool) -> _Failure:
         error = UpstreamError(
