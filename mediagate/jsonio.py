@@ -22,21 +22,18 @@ def loads(data: bytes) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON, as httpx2's `json=` sends it."""
+    """Compact UTF-8 JSON, as httpx2's `json=` sends it and Starlette's JSONResponse renders it."""
     try:
         return orjson.dumps(value)
     except orjson.JSONEncodeError:
-        # What orjson refuses (integers beyond 64 bits, non-string keys): the standard library.
-        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        # What orjson refuses (integers beyond 64 bits, non-string keys) goes the standard
+        # library's way, both callers' own, which also raises for what neither can encode.
+        encoded = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        return encoded.encode()
 
 
 class FastJSONResponse(JSONResponse):
     """`JSONResponse` rendered by orjson: the same compact UTF-8 bytes, much sooner."""
 
     def render(self, content: Any) -> bytes:
-        try:
-            return orjson.dumps(content)
-        except orjson.JSONEncodeError:
-            # What orjson refuses (integers beyond 64 bits, non-string keys) goes the old way,
-            # which also raises for what neither can encode.
-            return super().render(content)
+        return dumps(content)
