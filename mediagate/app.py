@@ -32,16 +32,15 @@ from mediagate.settings import Settings
 
 class GatewayApp(FastAPI):
     """FastAPI with a front door: a request of a hot route (mediagate.http.hot) is served by
-    `hot`, the same tracing and bookkeeping around the route's handler, without FastAPI's
+    `hot`: the routes, and the same tracing and bookkeeping around them, without FastAPI's
     own middleware, router and dependency injection; every other request goes to FastAPI."""
 
-    hot: HotRoutes | None = None
-    hot_stack: ASGIApp | None = None
+    hot: tuple[HotRoutes, ASGIApp] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.hot_stack is not None and self.hot is not None and self.hot.match(scope):
+        if self.hot is not None and self.hot[0].match(scope):
             scope["app"] = self  # as Starlette sets it: handlers find the gateway through it
-            await self.hot_stack(scope, receive, send)
+            await self.hot[1](scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 
@@ -91,8 +90,7 @@ def create_app(
     for router in (images, models, videos, usage, files, health):
         app.include_router(router)
     # The hot routes, in the same two layers.
-    app.hot = HotRoutes(hot_images, scrub)
-    app.hot_stack = TracingMiddleware(
-        RequestBookkeeping(app.hot, metrics=metrics, scrub=scrub), tracing=tracing
-    )
+    routes = HotRoutes(hot_images, scrub)
+    stack = RequestBookkeeping(routes, metrics=metrics, scrub=scrub)
+    app.hot = (routes, TracingMiddleware(stack, tracing=tracing))
     return app
