@@ -11,15 +11,12 @@ from contextlib import asynccontextmanager
 
 import httpx2
 from fastapi import FastAPI
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mediagate.errors import Scrubber
 from mediagate.gateway import open_gateway
 from mediagate.http.errors import install_handlers
 from mediagate.http.files import files
 from mediagate.http.health import health
-from mediagate.http.hot import HotRoutes
-from mediagate.http.images import hot as hot_images
 from mediagate.http.images import images
 from mediagate.http.middleware import RequestBookkeeping
 from mediagate.http.models import models
@@ -30,27 +27,12 @@ from mediagate.observability.tracing import Tracing, TracingMiddleware
 from mediagate.settings import Settings
 
 
-class GatewayApp(FastAPI):
-    """FastAPI with a front door: a request of a hot route (mediagate.http.hot) is served by
-    `hot`: the routes, and the same tracing and bookkeeping around them, without FastAPI's
-    own middleware, router and dependency injection; every other request goes to FastAPI."""
-
-    hot: tuple[HotRoutes, ASGIApp] | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.hot is not None and self.hot[0].match(scope):
-            scope["app"] = self  # as Starlette sets it: handlers find the gateway through it
-            await self.hot[1](scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
-
-
 def create_app(
     settings: Settings,
     *,
     upstream_transport: httpx2.AsyncBaseTransport | None = None,
     on_started: Callable[[], None] | None = None,
-) -> GatewayApp:
+) -> FastAPI:
     """A gateway app for these settings, with a metrics registry of its own. Tests may hand
     the upstream sender a transport of their own (a mock, or a recording one). `on_started`
     runs once the gateway is open, before the first request (`mediagate serve` freezes the
@@ -71,7 +53,7 @@ def create_app(
                 on_started()
             yield
 
-    app = GatewayApp(
+    app = FastAPI(
         title="mediagate",
         lifespan=lifespan,
         docs_url=None,
@@ -89,8 +71,4 @@ def create_app(
     app.add_middleware(TracingMiddleware, tracing=tracing)
     for router in (images, models, videos, usage, files, health):
         app.include_router(router)
-    # The hot routes, in the same two layers.
-    routes = HotRoutes(hot_images, scrub)
-    stack = RequestBookkeeping(routes, metrics=metrics, scrub=scrub)
-    app.hot = (routes, TracingMiddleware(stack, tracing=tracing))
     return app

@@ -16,8 +16,17 @@ from types import FrameType
 from typing import Any
 
 import httpx2
+import pytest
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 
-from .conftest import Gateway
+from mediagate.accounting.clients import KeyPolicy
+from mediagate.app import create_app
+from mediagate.http.deps import client
+from mediagate.servethread import BackgroundServer
+
+from .conftest import CLIENT_KEY, Gateway, Sim, gateway_settings
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mediagate"
 SIMULATOR = PACKAGE / "simulator"
@@ -122,3 +131,65 @@ def test_an_image_generation_reaches_the_socket_in_few_frames(
     visits = _visits(path)
     assert len(visits) == len(set(visits)), f"a module is entered twice: {hops}"
     assert len(path) <= 6, hops
+
+
+# One request path: every request goes through FastAPI's one middleware stack, router and
+# dependency injection; nothing is dispatched beside them and no route is registered twice.
+
+
+def test_every_route_is_served_by_fastapi_once(sim: Sim, tmp_path: Path) -> None:
+    app = create_app(gateway_settings(sim, tmp_path))
+    assert type(app) is FastAPI  # no front door in front of FastAPI's own __call__
+    served: list[tuple[str, str]] = []
+    for included in app.routes:
+        # FastAPI keeps an included router as one entry (`original_router` holds its routes).
+        router = getattr(included, "original_router", None)
+        assert router is not None, f"a route outside the included routers: {included}"
+        for route in router.routes:
+            assert isinstance(route, APIRoute), f"outside FastAPI's dependency injection: {route}"
+            served += [(method, route.path) for method in sorted(route.methods)]
+    assert ("POST", "/v1/images/generations") in served
+    assert len(served) == len(set(served)), "a method and path registered twice"
+
+
+class _Refused(Exception):
+    """An exception of the test's own, rendered by a handler the test installs."""
+
+
+async def _refusing_client() -> KeyPolicy:
+    raise _Refused
+
+
+async def _teapot(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": {"message": "overridden", "code": "teapot"}}, status_code=418)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/images/generations"),
+        ("POST", "/v1/images/edits"),
+        ("POST", "/v1/videos"),
+        ("GET", "/v1/videos/video_x"),
+        ("GET", "/v1/models"),
+    ],
+)
+def test_dependency_overrides_and_exception_handlers_apply_to_every_route(
+    sim: Sim, tmp_path: Path, method: str, path: str
+) -> None:
+    """What a FastAPI user adds to the app (an override of the client-key dependency, an
+    exception handler) applies to generations as to every other route: no route is served by
+    a second dispatcher that would not know of them."""
+    app = create_app(gateway_settings(sim, tmp_path))
+    app.dependency_overrides[client] = _refusing_client
+    app.add_exception_handler(_Refused, _teapot)
+    server = BackgroundServer(app).start()
+    try:
+        # A valid key: only the override can refuse it.
+        headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
+        answer = httpx2.request(method, f"{server.url}{path}", headers=headers, json={}, timeout=30)
+    finally:
+        server.stop()
+    assert answer.status_code == 418, answer.text
+    assert answer.json()["error"]["code"] == "teapot"
+    assert answer.headers["x-request-id"]  # the same bookkeeping middleware around it

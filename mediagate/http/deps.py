@@ -1,5 +1,10 @@
-"""What every endpoint shares: the gateway's parts, the calling client, the request's label, a
-bounded JSON body, and the gateway's own base URL as the client sees it.
+"""What every endpoint shares: the gateway's parts, the calling client, a bounded JSON body, and
+the gateway's own base URL as the client sees it.
+
+One way of applying the client key: every handler that acts for a client takes it as a
+parameter, `policy: Client` (FastAPI's dependency injection, so `app.dependency_overrides` and
+router dependencies apply to every route alike). A request's endpoint label is the name of the
+route that served it (`name="images.generations"`), read by the bookkeeping middleware.
 
 All async, so FastAPI runs them on the event loop instead of handing them to a worker thread
 (a thread hop per request).
@@ -42,15 +47,6 @@ async def client(request: Request) -> KeyPolicy:
 
 # The calling client key's policy, as a handler parameter: `policy: Client`.
 Client = Annotated[KeyPolicy, Depends(client)]
-
-
-def endpoint(name: str) -> Any:
-    """Labels the request for the metrics and the log line (a fixed set of names)."""
-
-    async def mark() -> None:
-        context.current().endpoint = name
-
-    return Depends(mark)
 
 
 async def json_body(request: Request) -> Any:

@@ -11,12 +11,12 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from mediagate.errors import NotFound
-from mediagate.http.deps import endpoint, gateway
+from mediagate.http.deps import gateway
 
 files = APIRouter(prefix="/v1/files")
 
 
-@files.get("/images/{name}", dependencies=[endpoint("files")])
+@files.get("/images/{name}", name="files")
 async def hosted_image(name: str, request: Request) -> Response:
     image = await gateway(request).hosted.get(name)
     if image is None:

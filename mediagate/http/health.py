@@ -11,19 +11,19 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mediagate.errors import AuthenticationFailed, GatewayError
 from mediagate.gateway import Gateway
-from mediagate.http.deps import endpoint, gateway
+from mediagate.http.deps import gateway
 
 health = APIRouter()
 
 
-@health.get("/healthz", dependencies=[endpoint("health")])
+@health.get("/healthz", name="health")
 async def healthz() -> dict[str, str]:
     """Alive: the process answers. Nothing else is checked, so a store outage does not get
     every replica restarted."""
     return {"status": "ok"}
 
 
-@health.get("/readyz", dependencies=[endpoint("health")])
+@health.get("/readyz", name="health")
 async def readyz(request: Request) -> Response:
     """Ready for traffic: the catalog is loaded and the store answers."""
     gw: Gateway | None = getattr(request.app.state, "gateway", None)
@@ -40,7 +40,7 @@ async def readyz(request: Request) -> Response:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
-@health.get("/metrics", dependencies=[endpoint("health")])
+@health.get("/metrics", name="health")
 async def metrics(request: Request) -> Response:
     """Prometheus metrics; with MEDIAGATE_METRICS_TOKEN set, only for `Bearer <token>` (they
     name the tenants and show their spend and remaining budgets)."""

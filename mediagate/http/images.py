@@ -7,19 +7,18 @@ OpenAI ImagesResponse or as server-sent events. A client that goes away cancels 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from mediagate.http.bodies import bounded
-from mediagate.http.deps import Client, client, endpoint, gateway, json_body, public_base
+from mediagate.http.deps import Client, gateway, json_body, public_base
 from mediagate.http.disconnect import cancelled_on_disconnect
-from mediagate.http.hot import HotRoute
 from mediagate.http.idempotency import form_digest, idempotency, json_digest
 from mediagate.images.service import ImagesAnswer
 from mediagate.images.uploads import MAX_IMAGES
 from mediagate.jsonio import FastJSONResponse
 
-images = APIRouter(prefix="/v1/images", dependencies=[Depends(client)])
+images = APIRouter(prefix="/v1/images")
 GENERATIONS = "images.generations"
 
 
@@ -32,7 +31,7 @@ def render(answer: ImagesAnswer) -> Response:
     return FastJSONResponse(answer.body, headers=answer.headers)
 
 
-@images.post("/generations", dependencies=[endpoint(GENERATIONS)])
+@images.post("/generations", name=GENERATIONS)
 async def generations(request: Request, policy: Client) -> Response:
     body = await json_body(request)
     service = gateway(request).images
@@ -51,7 +50,7 @@ async def generations(request: Request, policy: Client) -> Response:
         return slot.keep(render(answer))
 
 
-@images.post("/edits", dependencies=[endpoint("images.edits")])
+@images.post("/edits", name="images.edits")
 async def edits(request: Request, policy: Client) -> Response:
     service = gateway(request).images
     limit = service.settings.edit_max_total_bytes + 1024 * 1024  # files plus the text fields
@@ -66,8 +65,3 @@ async def edits(request: Request, policy: Client) -> Response:
         async with cancelled_on_disconnect(request):
             answer = await service.answer(policy, job, cleanup=form.close)
         return slot.keep(render(answer))
-
-
-# Served before FastAPI's routing (mediagate.http.hot): a pass-through generation is the
-# request a gateway serves by the thousand.
-hot = [HotRoute("POST", "/v1/images/generations", generations, GENERATIONS)]

@@ -49,6 +49,17 @@ def _area(path: str) -> str:
     return area if area in _AREAS else "other"
 
 
+def _label(scope: Scope) -> str:
+    """The request's endpoint label, for the metrics, the log line and the span: the name of
+    the route that served it (a fixed set, declared with each route: `name="videos.create"`),
+    or "other" when none did (an unknown path, or a path asked with a method it does not take)."""
+    route = scope.get("route")
+    if route is None or scope["method"] not in getattr(route, "methods", ()):
+        return "other"
+    name: str = route.name
+    return name
+
+
 def _headers(ctx: RequestContext, path: str, headers: list[tuple[bytes, bytes]]) -> list[Any]:
     """The answer's headers plus the request id, what it cost, and what was tried for it."""
     if not any(name.lower() == b"x-request-id" for name, _ in headers):
@@ -87,6 +98,7 @@ class RequestBookkeeping:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
+                ctx.endpoint = _label(scope)
                 headers = _headers(ctx, path, list(message.get("headers", [])))
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body" and not message.get("more_body"):
@@ -113,6 +125,7 @@ class RequestBookkeeping:
             await error_response(error, ctx.request_id)(scope, receive, send_wrapper)
             status = 500
         finally:
+            ctx.endpoint = _label(scope)
             in_flight.dec()
             context.end(token)
             self._record(scope, ctx, status, time.perf_counter() - started)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.catalog import Catalog
 from mediagate.errors import ModelNotFound
-from mediagate.http.deps import Client, client, endpoint, gateway
+from mediagate.http.deps import Client, gateway
 
-models = APIRouter(prefix="/v1", dependencies=[Depends(client)])
+models = APIRouter(prefix="/v1")
 
 
 def _model_object(catalog: Catalog, model_id: str) -> dict[str, Any]:
@@ -55,14 +55,14 @@ def _allowed(catalog: Catalog, policy: KeyPolicy, name: str) -> bool:
     return policy.allows(name) or (alias is not None and policy.allows(alias.to))
 
 
-@models.get("/models", dependencies=[endpoint("models")])
+@models.get("/models", name="models")
 async def list_models(request: Request, policy: Client) -> dict[str, Any]:
     catalog = gateway(request).catalog
     data = [_model_object(catalog, name) for name in _offered(catalog, policy)]
     return {"object": "list", "data": data}
 
 
-@models.get("/models/{model_id:path}", dependencies=[endpoint("models")])
+@models.get("/models/{model_id:path}", name="models")
 async def get_model(model_id: str, request: Request, policy: Client) -> dict[str, Any]:
     catalog = gateway(request).catalog
     if not _allowed(catalog, policy, model_id):

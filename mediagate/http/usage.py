@@ -13,7 +13,7 @@ from mediagate import context
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.errors import AuthenticationFailed, InvalidRequest, NotFound
 from mediagate.gateway import Gateway
-from mediagate.http.deps import Client, client, endpoint, gateway
+from mediagate.http.deps import Client, gateway
 from mediagate.stores.ledger import DAY_S, day_of
 
 MAX_DAYS = 400
@@ -91,12 +91,12 @@ async def admin(request: Request) -> None:
 usage = APIRouter(prefix="/v1")
 
 
-@usage.get("/usage", dependencies=[Depends(client), endpoint("usage")])
+@usage.get("/usage", name="usage")
 async def own_usage(request: Request, policy: Client) -> dict[str, Any]:
     return await report(gateway(request), policy, _days(request))
 
 
-@usage.get("/admin/usage", dependencies=[Depends(admin), endpoint("admin.usage")])
+@usage.get("/admin/usage", dependencies=[Depends(admin)], name="admin.usage")
 async def all_usage(request: Request) -> dict[str, Any]:
     gw = gateway(request)
     days = _days(request)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx2
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.types import Receive, Scope, Send
@@ -19,7 +19,7 @@ from starlette.types import Receive, Scope, Send
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.errors import InvalidRequest, Scrubber
 from mediagate.http.bodies import bounded
-from mediagate.http.deps import Client, client, endpoint, gateway, json_body
+from mediagate.http.deps import Client, gateway, json_body
 from mediagate.http.idempotency import idempotency, json_digest, video_digest
 from mediagate.stores.jobs import Order
 from mediagate.videos import reference as references
@@ -44,7 +44,7 @@ _CHUNK = 64 * 1024
 # The multipart envelope around a reference: text fields are capped separately by the parser.
 _MULTIPART_SLACK = 1024 * 1024
 
-videos = APIRouter(prefix="/v1", dependencies=[Depends(client)])
+videos = APIRouter(prefix="/v1")
 
 
 class _Relay(StreamingResponse):
@@ -153,7 +153,7 @@ async def _create_input(request: Request, cap: int) -> tuple[dict[str, Any], Ref
     return fields, given
 
 
-@videos.post("/videos", dependencies=[endpoint("videos.create")])
+@videos.post("/videos", name="videos.create")
 async def create(request: Request, policy: Client) -> Response:
     service = gateway(request).videos
     fitting = _fitting(request)
@@ -193,7 +193,7 @@ def _order(value: str | None) -> Order:
     raise InvalidRequest("Invalid 'order': expected 'asc' or 'desc'.", param="order")
 
 
-@videos.get("/videos", dependencies=[endpoint("videos.list")])
+@videos.get("/videos", name="videos.list")
 async def list_(request: Request, policy: Client) -> Response:
     query = request.query_params
     unknown = sorted(set(query) - {"after", "limit", "order"})
@@ -217,19 +217,19 @@ async def list_(request: Request, policy: Client) -> Response:
     )
 
 
-@videos.get("/videos/{video_id}", dependencies=[endpoint("videos.retrieve")])
+@videos.get("/videos/{video_id}", name="videos.retrieve")
 async def retrieve(video_id: str, request: Request, policy: Client) -> Response:
     await _read(request, policy)
     return _video_response(await gateway(request).videos.retrieve(policy.name, video_id))
 
 
-@videos.delete("/videos/{video_id}", dependencies=[endpoint("videos.delete")])
+@videos.delete("/videos/{video_id}", name="videos.delete")
 async def delete(video_id: str, request: Request, policy: Client) -> Response:
     job = await gateway(request).videos.delete(policy.name, video_id)
     return JSONResponse({"id": job.id, "object": "video.deleted", "deleted": True})
 
 
-@videos.post("/videos/{video_id}/remix", dependencies=[endpoint("videos.remix")])
+@videos.post("/videos/{video_id}/remix", name="videos.remix")
 async def remix(video_id: str, request: Request, policy: Client) -> Response:
     body = await json_body(request)
 
@@ -243,7 +243,7 @@ async def remix(video_id: str, request: Request, policy: Client) -> Response:
         return slot.keep(_video_response(video))
 
 
-@videos.get("/videos/{video_id}/content", dependencies=[endpoint("videos.content")])
+@videos.get("/videos/{video_id}/content", name="videos.content")
 async def content(video_id: str, request: Request, policy: Client) -> Response:
     variant = request.query_params.get("variant") or "video"
     # Range passes through so players can seek; identity so the length is the file's.
