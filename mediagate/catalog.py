@@ -7,7 +7,6 @@ this module only validates it and answers "which route serves this model".
 
 from __future__ import annotations
 
-import calendar
 import importlib.resources
 import re
 from collections.abc import Callable
@@ -372,18 +371,6 @@ class Alias(BaseModel):
     # (e.g. sora-2-pro asks Seedance for 1080p).
     params: dict[str, dict[str, Any]] = Field(default_factory=dict)
     source: str | None = None
-
-    @cached_property
-    def _deprecation(self) -> str:
-        return f"@{calendar.timegm(self.retired_on.timetuple())}"
-
-    def headers(self, served: str | None = None) -> dict[str, str]:
-        """What an answer served through the alias (by `served`, default `to`) carries."""
-        target = served or self.to
-        headers = {"x-mediagate-alias": f"{self.name}>{target}", "deprecation": self._deprecation}
-        if self.link:
-            headers["link"] = f'<{self.link}>; rel="deprecation"; type="text/html"'
-        return headers
 
     def not_served(self, reason: str | None = None) -> ModelNotFound:
         """The 404 of a name that is no longer served, naming the successor."""

@@ -6,9 +6,9 @@ makes it current (a context variable, so the child tasks of an n > 1 request wri
 record); the use cases and the upstream sender fill it in; the middleware reads it back for the
 access log line, the metrics and the response headers. Nothing else is kept per request.
 
-When the gateway retried or fell back, the answer says so: `x-mediagate-retries: N`,
-`x-mediagate-fallback: route=reason,...`, and `x-should-retry: false` (the gateway already
-retried, so the SDK must not multiply that by its own retries).
+The record holds facts, typed; `mediagate.http.headers` renders them into the answer's headers
+(`x-mediagate-route`, `-dropped`, `-mapped`, `-retries`, `-fallback`, ...), the one place that
+does.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mediagate.errors import GatewayError, no_retry_headers
+from mediagate.errors import GatewayError
 
 if TYPE_CHECKING:
     from mediagate.catalog import Alias, Route
@@ -34,7 +34,12 @@ class RequestContext:
     alias: Alias | None = None  # the retired name asked for, when its successor served
     route: Route | None = None  # the route that served (after any fallback)
     cost: float | None = None  # USD booked for this request
-    normalized: dict[str, str] = field(default_factory=dict)  # what was dropped or mapped
+    # What the route's normalisation did: parameters dropped, and mapped ("size=1536x1024").
+    dropped: list[str] = field(default_factory=list)
+    mapped: list[str] = field(default_factory=list)
+    upstream_calls: int = 0  # an `n` split over several upstream calls: how many
+    partial: tuple[int, int] | None = None  # (calls that succeeded, calls made) when some failed
+    replayed: bool = False  # the answer is an Idempotency-Key's first answer, replayed
     prompt: str | None = None  # only when the operator set MEDIAGATE_LOG_PROMPTS
     streaming: bool = False  # answered as a stream: the cost is not known at the headers
     error: GatewayError | None = None
@@ -44,18 +49,6 @@ class RequestContext:
     # Awaited once before the request's first paid upstream call is sent (the Idempotency-Key
     # records that the call went out, so a takeover after a crash cannot pay twice).
     before_paid_send: Callable[[], Awaitable[None]] | None = None
-
-    def attempt_headers(self) -> dict[str, str]:
-        # An answer through an alias says so: x-mediagate-alias, Deprecation (RFC 9745), Link.
-        aliased = self.alias.headers(self.model) if self.alias is not None else {}
-        if not self.retries and not self.fallbacks:
-            return aliased
-        headers = {**aliased, **no_retry_headers()}
-        if self.retries:
-            headers["x-mediagate-retries"] = str(self.retries)
-        if self.fallbacks:
-            headers["x-mediagate-fallback"] = ",".join(self.fallbacks)
-        return headers
 
     def served_by(self, model: str, route: Route) -> None:
         self.model, self.route = model, route
@@ -72,6 +65,8 @@ class RequestContext:
             "cost_usd": self.cost,
             # The retired name asked for, when an alias's successor (`model`) served it.
             **({"alias": self.alias.name} if self.alias is not None else {}),
+            **({"dropped": sorted(self.dropped)} if self.dropped else {}),
+            **({"mapped": self.mapped} if self.mapped else {}),
         }
 
 

@@ -10,20 +10,13 @@ have done, and charged for, the work: a timeout or a broken connection after sen
 unusable answer to a paid call). `maybe_paid` marks the second kind and `unserved` tells them
 apart; nothing else decides it. A maybe-paid failure is never retried, never handed to a
 fallback route, is kept as the final answer of an Idempotency-Key, and tells the client's SDK not
-to retry (`x-should-retry: false`, written by `no_retry_headers` and nowhere else).
+to retry (`x-should-retry: false`, rendered by `mediagate.http.headers`, like every header).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
-
-SHOULD_RETRY = "x-should-retry"
-
-
-def no_retry_headers() -> dict[str, str]:
-    """Tells the OpenAI SDKs not to retry: the only place the header is written."""
-    return {SHOULD_RETRY: "false"}
 
 
 class GatewayError(Exception):
@@ -63,12 +56,6 @@ class GatewayError(Exception):
         """A retry cannot help, or could pay twice: the SDK is told not to retry, and an
         Idempotency-Key keeps this answer for its repeats."""
         return self.paid or not self.retryable
-
-    def response_headers(self) -> dict[str, str]:
-        headers = dict(self.headers)
-        if self.final:
-            headers.update(no_retry_headers())
-        return headers
 
     def body(self) -> dict[str, Any]:
         return {

@@ -8,7 +8,9 @@ the way (each task's parent is recorded by a task factory installed for the meas
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import re
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -23,7 +25,9 @@ from fastapi.routing import APIRoute
 
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.app import create_app
+from mediagate.context import RequestContext
 from mediagate.http.deps import client
+from mediagate.http.headers import facts
 from mediagate.servethread import BackgroundServer
 
 from .conftest import CLIENT_KEY, Gateway, Sim, gateway_settings
@@ -193,3 +197,49 @@ def test_dependency_overrides_and_exception_handlers_apply_to_every_route(
     assert answer.status_code == 418, answer.text
     assert answer.json()["error"]["code"] == "teapot"
     assert answer.headers["x-request-id"]  # the same bookkeeping middleware around it
+
+
+def _header_literals(path: Path) -> list[str]:
+    """The string constants of a module that name a gateway header, docstrings aside."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and re.search(r"x-mediagate-|x-should-retry|\bdeprecation\b", node.value, re.IGNORECASE)
+    ]
+
+
+def test_one_module_renders_the_gateways_headers() -> None:
+    """Facts travel typed (mediagate.context); `mediagate.http.headers` alone turns them into
+    `x-mediagate-*` headers (and `x-should-retry`, `Deprecation`)."""
+    writers = {
+        str(path.relative_to(PACKAGE.parent)): found
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if not path.is_relative_to(SIMULATOR)
+        if (found := _header_literals(path))
+    }
+    assert list(writers) == ["mediagate/http/headers.py"], writers
+
+
+def test_a_fact_that_is_not_header_safe_is_never_rendered() -> None:
+    """Whatever text reaches a fact (a client's field name, say), a broken header is never
+    written: the value is left out, the rest of the answer's headers stand."""
+    ctx = RequestContext(dropped=["style", "x\r\nx-evil: 1"], mapped=["size=1024x1024>\u00e9"])
+    assert facts(ctx) == {}
+    ctx = RequestContext(dropped=["style", "quality"], retries=2)
+    assert facts(ctx) == {
+        "x-mediagate-dropped": "quality,style",
+        "x-should-retry": "false",
+        "x-mediagate-retries": "2",
+    }

@@ -17,15 +17,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mediagate import context
 from mediagate.errors import GatewayError, InvalidRequest, NotFound, Scrubber
+from mediagate.http.headers import REQUEST_ID, for_error
 from mediagate.observability.logs import format_traceback, mark_logged
 
 log = logging.getLogger("mediagate")
 
 
 def error_response(exc: GatewayError, request_id: str | None = None) -> JSONResponse:
-    headers = exc.response_headers()
+    headers = for_error(exc)
     if request_id:
-        headers["x-request-id"] = request_id
+        headers[REQUEST_ID] = request_id
     return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 

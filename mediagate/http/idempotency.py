@@ -55,6 +55,7 @@ from mediagate.errors import (
 )
 from mediagate.http.disconnect import cancel_on_disconnect
 from mediagate.http.errors import error_response
+from mediagate.http.headers import facts
 from mediagate.stores.idempotency import Claim, Stored
 
 if TYPE_CHECKING:
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("mediagate")
 
 HEADER = "idempotency-key"
-REPLAYED = "x-mediagate-idempotent-replay"
 _MAX_KEY_CHARS = 255
 _UNKEPT_HEADERS = frozenset({"content-length", "x-request-id", "date", "server"})
 
@@ -211,19 +211,6 @@ async def idempotency(
                 await _release(gw, record, token)
 
 
-async def idempotent(
-    request: Request,
-    digest: Callable[[], Awaitable[str]],
-    work: Callable[[], Awaitable[Response]],
-    skipped: Callable[[], Awaitable[None]] = _nothing,
-) -> Response:
-    """`work()`'s answer, or the answer of the first request with this Idempotency-Key."""
-    async with idempotency(request, digest, skipped) as slot:
-        if slot.replay is not None:
-            return slot.replay
-        return slot.keep(await work())
-
-
 async def _claim(gw: Gateway, record: str, fingerprint: str) -> tuple[Claim, bool]:
     """The claim, once no other request with the key is running (or the wait is over)."""
     settings = gw.settings
@@ -243,12 +230,12 @@ async def _claim(gw: Gateway, record: str, fingerprint: str) -> tuple[Claim, boo
 
 
 def _replay(gw: Gateway, stored: Stored) -> Response:
+    ctx = context.current()
     route = gw.catalog.routes.get(stored.route or "")
     if route is not None and stored.model is not None:
-        context.current().served_by(stored.model, route)
-    headers = dict(stored.headers)
-    headers[REPLAYED] = "true"
-    return Response(stored.body, status_code=stored.status, headers=headers)
+        ctx.served_by(stored.model, route)
+    ctx.replayed = True  # x-mediagate-idempotent-replay (mediagate.http.headers)
+    return Response(stored.body, status_code=stored.status, headers=dict(stored.headers))
 
 
 async def _keep_lease(gw: Gateway, record: str, token: str) -> None:
@@ -304,7 +291,8 @@ async def _finish(
     """Keep the answer; False if it could not be kept (the claim is then released)."""
     size = len(body) if size is None else size
     headers = [(k, v) for k, v in response.headers.items() if k.lower() not in _UNKEPT_HEADERS]
-    reported = context.current().attempt_headers()
+    # What the first answer said it did (route, alias, dropped, retries...) is replayed with it.
+    reported = facts(context.current())
     headers = [(k, v) for k, v in headers if k.lower() not in reported] + list(reported.items())
     if size > gw.settings.idempotency_max_body_bytes:
         # Paid for, but too large to keep: a repeat gets this, never a second charge.

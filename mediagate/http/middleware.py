@@ -22,6 +22,7 @@ from mediagate import context
 from mediagate.context import RequestContext
 from mediagate.errors import GatewayError, Scrubber
 from mediagate.http.errors import error_response
+from mediagate.http.headers import render as render_headers
 from mediagate.observability import tracing
 from mediagate.observability.logs import format_traceback, mark_logged
 from mediagate.observability.metrics import Metrics
@@ -60,21 +61,6 @@ def _label(scope: Scope) -> str:
     return name
 
 
-def _headers(ctx: RequestContext, path: str, headers: list[tuple[bytes, bytes]]) -> list[Any]:
-    """The answer's headers plus the request id, what it cost, and what was tried for it."""
-    if not any(name.lower() == b"x-request-id" for name, _ in headers):
-        headers.append((b"x-request-id", ctx.request_id.encode()))
-    if path.startswith("/v1/") and not ctx.streaming:
-        # What this request charged; a stream's cost is known only at its end.
-        headers.append((b"x-mediagate-cost-usd", f"{ctx.cost or 0.0:.6f}".encode()))
-    tried = ctx.attempt_headers()
-    if tried:
-        names = {name.encode() for name in tried}
-        headers = [(k, v) for k, v in headers if k.lower() not in names]
-        headers += [(k.encode(), v.encode()) for k, v in tried.items()]
-    return headers
-
-
 class RequestBookkeeping:
     def __init__(self, app: ASGIApp, metrics: Metrics, scrub: Scrubber) -> None:
         self.app = app
@@ -99,7 +85,7 @@ class RequestBookkeeping:
                 response_started = True
                 status = message["status"]
                 ctx.endpoint = _label(scope)
-                headers = _headers(ctx, path, list(message.get("headers", [])))
+                headers = render_headers(ctx, path, list(message.get("headers", [])))
                 message = {**message, "headers": headers}
             elif message["type"] == "http.response.body" and not message.get("more_body"):
                 # The tracing middleware ends the span with the answer's last bytes.
@@ -145,8 +131,6 @@ class RequestBookkeeping:
             "latency_ms": round(seconds * 1000, 1),
             **ctx.log_fields(),
         }
-        if ctx.normalized:
-            fields["normalized"] = ctx.normalized
         if ctx.prompt is not None:  # only when the operator set MEDIAGATE_LOG_PROMPTS
             fields["prompt"] = ctx.prompt
         if isinstance(ctx.error, GatewayError):

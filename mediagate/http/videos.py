@@ -20,6 +20,7 @@ from mediagate.accounting.clients import KeyPolicy
 from mediagate.errors import InvalidRequest, Scrubber
 from mediagate.http.bodies import bounded
 from mediagate.http.deps import Client, gateway, json_body
+from mediagate.http.headers import FIT_REFERENCE
 from mediagate.http.idempotency import idempotency, json_digest, video_digest
 from mediagate.stores.jobs import Order
 from mediagate.videos import reference as references
@@ -27,7 +28,6 @@ from mediagate.videos.records import openai_video
 from mediagate.videos.service import Video
 from mediagate.videos.spec import ReferenceInput, VideoRequest
 
-_FIT_HEADER = "x-mediagate-fit-reference"
 _FLAGS = {"true": True, "1": True, "yes": True, "on": True}
 _FLAGS |= {"false": False, "0": False, "no": False, "off": False}
 # Headers of a file answer that a client (or a player seeking with Range) relies on.
@@ -76,12 +76,12 @@ def _video_response(video: Video) -> Response:
 
 
 def _fitting(request: Request) -> bool:
-    value = request.headers.get(_FIT_HEADER)
+    value = request.headers.get(FIT_REFERENCE)
     if value is None:
         return True
     flag = _FLAGS.get(value.strip().lower())
     if flag is None:
-        raise InvalidRequest(f"{_FIT_HEADER} must be true or false.", param=_FIT_HEADER)
+        raise InvalidRequest(f"{FIT_REFERENCE} must be true or false.", param=FIT_REFERENCE)
     return flag
 
 

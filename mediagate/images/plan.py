@@ -48,7 +48,6 @@ class ImageJob:
 @dataclass
 class ImagesResult:
     body: dict[str, Any]  # the OpenAI ImagesResponse
-    headers: dict[str, str]
     count: int
 
 

@@ -89,6 +89,15 @@ async def _nothing() -> None:
     return None
 
 
+def _planned(plan: Plan) -> None:
+    """The request's record follows the plan it runs (its first, or a fallback's): the route
+    that serves, what was dropped and mapped for it, the calls it takes."""
+    ctx = context.current()
+    ctx.route = plan.route
+    ctx.dropped, ctx.mapped = list(plan.dropped), list(plan.mapped)
+    ctx.upstream_calls = len(plan.calls)
+
+
 @dataclass
 class ImageService:
     """Image generations and edits, built once in the lifespan from the parts they use."""
@@ -198,7 +207,7 @@ class ImageService:
             await cleanup()
             raise
         ctx = context.current()
-        ctx.normalized = {k: v for k, v in plan.headers().items() if k != "x-mediagate-route"}
+        _planned(plan)
         if self.settings.log_prompts:
             ctx.prompt = plan.prompt
 
@@ -226,7 +235,7 @@ class ImageService:
             finally:
                 await cleanup()
             await settle(result.count, result.body.get("usage"))
-            return ImagesAnswer(result.headers, body=result.body)
+            return ImagesAnswer({}, body=result.body)
         try:
             keepalive_s = self.settings.stream_keepalive_s
             if job.route.stream == "passthrough":
@@ -245,9 +254,9 @@ class ImageService:
             await cleanup()
             raise
         ctx.streaming = True
-        # The route that serves, after any fallback.
-        headers = {**job.plan.headers(), **_STREAM_HEADERS}
-        return ImagesAnswer(headers, events=_finally(events, ticket, job.model, cleanup))
+        return ImagesAnswer(
+            dict(_STREAM_HEADERS), events=_finally(events, ticket, job.model, cleanup)
+        )
 
     def _estimates(self, job: ImageJob) -> dict[str, float]:
         """The most the job can cost on each route it may end up on, by route id: a fallback
@@ -311,7 +320,7 @@ class ImageService:
             if job.edit is not None:
                 job.edit = await _inline(job.edit, route.dialect, self.work)
             job.plan = plan
-            context.current().route = route
+            _planned(plan)
             return True
         return False
 
@@ -359,10 +368,9 @@ class ImageService:
             # The route is left for another only if none of its calls may have cost anything.
             raise next((e for e in errors if not unserved(e)), errors[0])
 
-        headers = job.plan.headers()
         if failed:
             # Images that were made (and paid for) are returned rather than thrown away.
-            headers["x-mediagate-partial"] = f"{len(done)}/{len(job.plan.calls)}"
+            context.current().partial = (len(done), len(job.plan.calls))
         data = [item for _, items in done for item in items]
         body: dict[str, Any] = {"created": int(time.time()), "data": data}
         if len(done) == 1:
@@ -372,7 +380,7 @@ class ImageService:
         usage = sum_usage([result.usage for result, _ in done if result.usage])
         if usage:
             body["usage"] = usage
-        return ImagesResult(body, headers, len(data))
+        return ImagesResult(body, len(data))
 
     async def _images(
         self, job: ImageJob, n: int, answer: UpstreamAnswer | BaseException

@@ -71,7 +71,8 @@ VARIANTS = ("video", "thumbnail", "spritesheet")
 
 @dataclass(frozen=True)
 class Video:
-    """A use case's answer: the job as recorded now, and the headers its response carries."""
+    """A use case's answer: the job as recorded now, and the OpenAI headers its response
+    carries (`openai-poll-after-ms`); what the gateway did is on the request's record."""
 
     job: VideoJob
     headers: dict[str, str]
@@ -152,13 +153,12 @@ class VideoService:
         job_id = new_video_id()
         ticket = await self._admit(policy, model, route, spec, job_id)
         try:
-            video = await self._start(policy.name, model, route, plan, request, job_id)
+            job = await self._start(policy.name, model, route, plan, request, job_id)
         except BaseException:
             ticket.settle_soon(Charge(model, 0.0))
             raise
         await ticket.release()  # the reservation stays until the job ends
-        ctx.normalized = {k: v for k, v in video.headers.items() if k != "x-mediagate-route"}
-        return self._answer(video.job, video.headers)
+        return self._answer(job)
 
     async def remix(self, policy: KeyPolicy, video_id: str, body: Any) -> Video:
         """A new job from one of the caller's videos, under the key that made the source."""
@@ -190,7 +190,7 @@ class VideoService:
             ticket.settle_soon(Charge(source.model, 0.0))
             raise
         await ticket.release()
-        return self._answer(job, {"x-mediagate-route": route.id})
+        return self._answer(job)
 
     def _remix_seconds(self, source: VideoJob, route: Route) -> str:
         """A remix's length: the source's for an edit; for a continuation the shortest total
@@ -221,13 +221,13 @@ class VideoService:
         """One of the caller's jobs as the upstream sees it now, recorded."""
         job = await self._owned(owner, video_id)
         try:
-            return self._answer(await self._refresh(job), {})
+            return self._answer(await self._refresh(job))
         except NotFound:
             if job.status != "failed":
                 raise
             # A failed job stays on record (with why) after the upstream forgot it, e.g. one
             # the reconciler ended because the upstream had lost it.
-            return self._answer(job, {})
+            return self._answer(job)
 
     async def list(self, owner: str, *, after: str | None, limit: int, order: Order) -> VideoPage:
         """The caller's jobs, in creation order after the cursor, unfinished ones refreshed."""
@@ -364,8 +364,8 @@ class VideoService:
         given = route.video.poll_interval_s if route is not None and route.video else None
         return self.settings.video_poll_after_ms / 1000 if given is None else given
 
-    def _answer(self, job: VideoJob, headers: dict[str, str]) -> Video:
-        headers = dict(headers)
+    def _answer(self, job: VideoJob) -> Video:
+        headers: dict[str, str] = {}
         if not job.final:
             # create_and_poll sleeps this long between polls instead of its default second.
             headers["openai-poll-after-ms"] = str(round(self._poll_interval_s(job) * 1000))
@@ -435,10 +435,11 @@ class VideoService:
         plan: VideoPlan,
         request: VideoRequest,
         job_id: str,
-    ) -> Video:
+    ) -> VideoJob:
         """The job created upstream (with its reference, fitted) and recorded."""
         spec = plan.spec
-        headers = {"x-mediagate-route": route.id, **plan.headers()}
+        ctx = context.current()  # what the route's normalisation did (mediagate.http.headers)
+        ctx.dropped, ctx.mapped = list(plan.dropped), list(plan.mapped)
         reference: Reference | None = None
         note = None
         if request.reference is not None:
@@ -454,8 +455,7 @@ class VideoService:
                 cap=references.decode_cap(list(route.video.sizes), max_pixels),
             )
             if note:
-                mapped = headers.get("x-mediagate-mapped")
-                headers["x-mediagate-mapped"] = f"{mapped},{note}" if mapped else note
+                ctx.mapped.append(note)
 
         # Any key of the group may create the job (a refused one is skipped); the job stays
         # bound to the one that did.
@@ -487,7 +487,7 @@ class VideoService:
             reference=described,
         )
         await self._insert(job)
-        return Video(await self._record(job, video), headers)
+        return await self._record(job, video)
 
     async def _start_remix(
         self, source: VideoJob, route: Route, spec: VideoSpec, job_id: str

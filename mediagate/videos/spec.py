@@ -60,14 +60,6 @@ class VideoPlan:
     mapped: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
 
-    def headers(self) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        if self.mapped:
-            headers["x-mediagate-mapped"] = ",".join(self.mapped)
-        if self.dropped:
-            headers["x-mediagate-dropped"] = ",".join(sorted(self.dropped))
-        return headers
-
 
 def _policy(route: Route) -> VideoPolicy:
     assert route.video is not None, "the catalog gives every video route a policy"

@@ -32,16 +32,6 @@ class Plan:
     dropped: list[str] = field(default_factory=list)
     mapped: list[str] = field(default_factory=list)
 
-    def headers(self) -> dict[str, str]:
-        headers = {"x-mediagate-route": self.route.id}
-        if self.dropped:
-            headers["x-mediagate-dropped"] = ",".join(sorted(self.dropped))
-        if self.mapped:
-            headers["x-mediagate-mapped"] = ",".join(self.mapped)
-        if len(self.calls) > 1:
-            headers["x-mediagate-upstream-calls"] = str(len(self.calls))
-        return headers
-
 
 @dataclass(frozen=True)
 class EditImages:
