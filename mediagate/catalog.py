@@ -316,7 +316,7 @@ class Route(BaseModel):
     # emulate: the gateway sends keep-alives while the route works, then one completed event.
     stream: Literal["passthrough", "emulate"] = "emulate"
     price: Price | None = None  # image routes; video routes price per second in `video`
-    # Resilience (app/retry.py, app/breaker.py): per-call timeouts, when a failed call is
+    # Resilience (upstream/retry.py, upstream/breaker.py): per-call timeouts, when a failed call is
     # tried again, and when the route is skipped for a while.
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     extra_group_keys: dict[str, SecretStr] = Field(default_factory=dict)
 
     api_keys: SecretStr | None = None
-    # Per-team keys with scopes, limits and budgets (see app/keys.py); re-read when it changes.
+    # Per-team keys with scopes, limits and budgets (see accounting/clients.py); re-read when it changes.
     keys_file: Path | None = None
     # The key of the admin usage view (GET /v1/admin/usage); no admin view without one.
     admin_key: SecretStr | None = None

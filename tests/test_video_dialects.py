@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from mediagate.accounting.pricing import video_cost, video_estimate
-from mediagate.catalog import load_catalog
+from mediagate.catalog import DIALECTS, VIDEO_DIALECTS, load_catalog
 from mediagate.errors import InvalidRequest, UpstreamError
-from mediagate.upstream.dialects import video_dialect
+from mediagate.upstream.dialects import registered, video_dialect
 from mediagate.upstream.dialects.videos import Reference, VideoSpec
 from mediagate.videos.spec import openai_size, plan_video
 
@@ -146,3 +146,12 @@ def test_seedance_2_5_sends_an_adaptive_ratio_with_a_first_frame() -> None:
     assert (with_frame["ratio"], without["ratio"]) == ("adaptive", "16:9")
     standard = ark.build_create(route("seedance-2.0"), spec, reference).json
     assert standard is not None and standard["ratio"] == "16:9"
+
+
+def test_the_catalog_knows_exactly_the_dialects_there_are() -> None:
+    """The catalog (the bottom layer, which cannot import the dialects) validates a route's
+    `dialect:` against its own list of names: that list and the registry agree."""
+    images, videos = registered()
+    assert videos == VIDEO_DIALECTS
+    assert images | videos == DIALECTS
+    assert not images & videos

@@ -6,7 +6,7 @@ error, connect or pool timeout), it said 429 or 503, or it answered a status the
 names. A timeout, or a connection that broke after the request went out, may have been paid
 for: never retried. Free calls (a job's status, a list, a download, a delete) may be retried on
 any transport failure and any 5xx. The policy is catalog data per route (`retry:` and
-`timeouts:` in catalog.yaml); `app.upstream` runs the loop.
+`timeouts:` in catalog.yaml); `mediagate.upstream.sender` runs the loop.
 """
 
 from __future__ import annotations

@@ -86,21 +86,31 @@ class Dialect(Protocol):
     def parse(self, payload: Any) -> UpstreamResult: ...
 
 
-def get_dialect(name: str) -> Dialect:
+@functools.cache
+def _image_dialects() -> dict[str, Dialect]:
     from mediagate.upstream.dialects import chat, images
 
-    dialects: dict[str, Dialect] = {"images": images.DIALECT, "chat": chat.DIALECT}
-    return dialects[name]
+    return {"images": images.DIALECT, "chat": chat.DIALECT}
 
 
 @functools.cache
-def video_dialect(name: str) -> VideoDialect:
-    """The video contract a catalog route names (`dialect:` muse, ark or dashscope)."""
+def _video_dialects() -> dict[str, VideoDialect]:
     from mediagate.upstream.dialects import ark, dashscope, muse
 
-    dialects: dict[str, VideoDialect] = {
-        "muse": muse.DIALECT,
-        "ark": ark.DIALECT,
-        "dashscope": dashscope.DIALECT,
-    }
-    return dialects[name]
+    return {"muse": muse.DIALECT, "ark": ark.DIALECT, "dashscope": dashscope.DIALECT}
+
+
+def get_dialect(name: str) -> Dialect:
+    """The image contract a catalog route names (`dialect:` images or chat)."""
+    return _image_dialects()[name]
+
+
+def video_dialect(name: str) -> VideoDialect:
+    """The video contract a catalog route names (`dialect:` muse, ark or dashscope)."""
+    return _video_dialects()[name]
+
+
+def registered() -> tuple[frozenset[str], frozenset[str]]:
+    """The names of the image dialects and of the video dialects there are (what the catalog's
+    `DIALECTS` and `VIDEO_DIALECTS` must agree with)."""
+    return frozenset(_image_dialects()), frozenset(_video_dialects())

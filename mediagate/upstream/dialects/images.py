@@ -1,7 +1,7 @@
 """The Images API dialect: routes that speak /images/generations like OpenAI does.
 
 Official-style routes take the request almost as is; the route's policy (applied in
-`app.normalize`) has already removed what a reverse route rejects.
+`mediagate.images.plan`) has already removed what a reverse route rejects.
 """
 
 from __future__ import annotations
