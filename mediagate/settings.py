@@ -67,8 +67,8 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = 60.0
     # Upstream timeouts: connecting should be quick, a generation may take minutes.
     upstream_connect_timeout_s: float = 10.0
-    # The upstream client's network: aiohttp (mediagate.upstream.aiohttp_transport) or
-    # httpx2's own httpcore2 pool. Image links and webhooks always use httpcore2 (the fetcher's
+    # The upstream sender's network: aiohttp (mediagate.upstream.aiohttp_transport) or
+    # httpx2's own httpcore2 pool (through mediagate.upstream.transport's adapter). Image links and webhooks always use httpcore2 (the fetcher's
     # per-address checks are a network backend of its).
     upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     upstream_timeout_s: float = 360.0
