@@ -310,3 +310,24 @@ def test_the_sender_takes_one_path_whatever_the_transport(sim: Sim, kind: str) -
             return recording.calls
 
     assert asyncio.run(main()) == ["exchange", "open"]
+
+
+def test_a_streamed_answer_is_read_raw_in_chunks_of_a_size_or_decoded() -> None:
+    # The video content relay reads 64 KB chunks as sent; the SSE relay reads them decoded.
+    packed = gzip.compress(b"x" * 10)
+    parts = [packed[:3], b"", packed[3:]]
+
+    async def chunks() -> Any:
+        for part in parts:
+            yield part
+
+    async def main() -> tuple[list[bytes], bytes]:
+        raw = UpstreamResponse(200, [(b"Content-Encoding", b"gzip")], chunks=chunks())
+        sized = [chunk async for chunk in raw.aiter_raw(4)]
+        decoding = UpstreamResponse(200, [(b"Content-Encoding", b"gzip")], chunks=chunks())
+        return sized, b"".join([chunk async for chunk in decoding.aiter_bytes()])
+
+    sized, decoded = asyncio.run(main())
+    assert b"".join(sized) == packed and [len(c) for c in sized[:-1]] == [4] * (len(sized) - 1)
+    assert 0 < len(sized[-1]) <= 4
+    assert decoded == b"x" * 10
