@@ -83,7 +83,7 @@ def _header(headers: RawHeaders, name: bytes) -> bytes | None:
     return None
 
 
-def encoded(headers: RawHeaders) -> bool:
+def _compressed(headers: RawHeaders) -> bool:
     """Whether a body is sent with a Content-Encoding (gzip or deflate, as the sender asks)."""
     encoding = _header(headers, b"content-encoding")
     return encoding is not None and encoding.strip().lower() not in (b"", b"identity")
@@ -159,7 +159,7 @@ class UpstreamResponse:
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         """The body decoded, as it comes."""
-        if self._chunks is None or not encoded(self._raw):
+        if self._chunks is None or not _compressed(self._raw):
             async for chunk in self._raw_chunks():
                 yield chunk
             return
@@ -187,7 +187,7 @@ class _Stream(httpx2.AsyncByteStream):
 
 async def decoded(whole: Whole, max_bytes: int) -> bytes:
     """A whole answer's body decoded (at most `max_bytes` of it, else AnswerTooLarge)."""
-    if not encoded(whole.headers):
+    if not _compressed(whole.headers):
         return whole.body
     decoding = httpx2.Response(
         whole.status, headers=whole.headers, stream=httpx2.ByteStream(whole.body)
