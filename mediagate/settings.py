@@ -68,8 +68,9 @@ class Settings(BaseSettings):
     # Upstream timeouts: connecting should be quick, a generation may take minutes.
     upstream_connect_timeout_s: float = 10.0
     # The upstream sender's network: aiohttp (mediagate.upstream.aiohttp_transport) or
-    # httpx2's own httpcore2 pool (through mediagate.upstream.transport's adapter). Image links and webhooks always use httpcore2 (the fetcher's
-    # per-address checks are a network backend of its).
+    # httpx2's own httpcore2 pool (through mediagate.upstream.transport's adapter). Image links
+    # and webhooks always use httpcore2 (the fetcher's per-address checks are a network backend
+    # of its).
     upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     upstream_timeout_s: float = 360.0
     max_connections: int = 200
