@@ -37,6 +37,7 @@ from mediagate.upstream.aiohttp_transport import AiohttpTransport
 from mediagate.upstream.breaker import Breakers
 from mediagate.upstream.fetcher import SafeFetcher, public_transport
 from mediagate.upstream.sender import KeyRing, Upstream
+from mediagate.upstream.transport import HttpxTransport, Transport
 from mediagate.videos.reconciler import Reconciler
 from mediagate.videos.service import VideoService
 from mediagate.videos.webhooks import WebhookSender, check_secret
@@ -211,12 +212,15 @@ async def open_gateway(
             max_keepalive_connections=settings.max_connections,
             keepalive_expiry=settings.upstream_keepalive_s,
         )
-        if transport is None:
-            transport = (
-                AiohttpTransport(limits)
-                if settings.upstream_transport == "aiohttp"
-                else httpx2.AsyncHTTPTransport(limits=limits)
-            )
+        # The sender's network (mediagate.upstream.transport): aiohttp's, else an httpx2
+        # transport through the adapter (httpx2's own pool, or the one a test hands over).
+        network: Transport
+        if transport is not None:
+            network = HttpxTransport(transport)
+        elif settings.upstream_transport == "aiohttp":
+            network = AiohttpTransport(limits)
+        else:
+            network = HttpxTransport(httpx2.AsyncHTTPTransport(limits=limits))
         try:
             hosted = open_hosted_images(
                 settings.image_store_url,
@@ -230,8 +234,8 @@ async def open_gateway(
         sweeper = asyncio.create_task(_sweep_forever(hosted, settings.image_sweep_interval_s))
         try:
             async with (
-                # The upstream sender's network (it builds its requests itself: no client).
-                transport,
+                # The upstream sender's network (it builds its calls itself: no client).
+                network,
                 # Image links an upstream wrote (and video references a client gave) go through
                 # a client of their own, which connects to public addresses only.
                 httpx2.AsyncClient(
@@ -246,7 +250,7 @@ async def open_gateway(
                 open_stores(settings.job_store_url(), settings.store_prefix) as stores,
             ):
                 upstream = Upstream(
-                    transport,
+                    network,
                     upstream_url,
                     keys,
                     metrics,

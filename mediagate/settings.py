@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     extra_group_keys: dict[str, SecretStr] = Field(default_factory=dict)
 
     api_keys: SecretStr | None = None
-    # Per-team keys with scopes, limits and budgets (see accounting/clients.py); re-read when it changes.
+    # Per-team keys with scopes, limits and budgets (accounting/clients.py); re-read on change.
     keys_file: Path | None = None
     # The key of the admin usage view (GET /v1/admin/usage); no admin view without one.
     admin_key: SecretStr | None = None
@@ -67,9 +67,10 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = 60.0
     # Upstream timeouts: connecting should be quick, a generation may take minutes.
     upstream_connect_timeout_s: float = 10.0
-    # The upstream client's network: aiohttp (mediagate.upstream.aiohttp_transport) or
-    # httpx2's own httpcore2 pool. Image links and webhooks always use httpcore2 (the fetcher's
-    # per-address checks are a network backend of its).
+    # The upstream sender's network: aiohttp (mediagate.upstream.aiohttp_transport) or
+    # httpx2's own httpcore2 pool (through mediagate.upstream.transport's adapter). Image links
+    # and webhooks always use httpcore2 (the fetcher's per-address checks are a network backend
+    # of its).
     upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     upstream_timeout_s: float = 360.0
     max_connections: int = 200

@@ -18,6 +18,7 @@ from mediagate.errors import Scrubber, UpstreamError
 from mediagate.observability.metrics import Metrics
 from mediagate.upstream.keyring import key_fingerprint
 from mediagate.upstream.sender import KeyRing, Upstream
+from mediagate.upstream.transport import HttpxTransport
 
 from .conftest import CLIENT_KEY, GROUP_KEYS, Gateway, Sim
 from .resilience import catalog, metric, pool_settings, statuses
@@ -161,7 +162,9 @@ def test_a_refused_connection_is_retried_even_for_a_paid_call(sim: Sim) -> None:
         transport = FlakyConnect(refusals=2)
         async with transport:
             keys = KeyRing({"default": [GROUP_KEYS["default"]]})
-            upstream = Upstream(transport, f"{sim.url}/v1", keys, Metrics(), Scrubber(), 10)
+            upstream = Upstream(
+                HttpxTransport(transport), f"{sim.url}/v1", keys, Metrics(), Scrubber(), 10
+            )
             request = UpstreamRequest(
                 "/images/generations", {"model": "gpt-image-2", "prompt": "p"}
             )
@@ -175,7 +178,9 @@ def test_a_refused_connection_is_retried_even_for_a_paid_call(sim: Sim) -> None:
     async def refused_always() -> None:
         async with FlakyConnect(refusals=9) as transport:
             keys = KeyRing({"default": [GROUP_KEYS["default"]]})
-            upstream = Upstream(transport, f"{sim.url}/v1", keys, Metrics(), Scrubber(), 10)
+            upstream = Upstream(
+                HttpxTransport(transport), f"{sim.url}/v1", keys, Metrics(), Scrubber(), 10
+            )
             request = UpstreamRequest(
                 "/images/generations", {"model": "gpt-image-2", "prompt": "p"}
             )

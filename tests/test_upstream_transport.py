@@ -1,7 +1,8 @@
-"""The aiohttp transport under the upstream client (mediagate.upstream.aiohttp_transport), on
-its own against the simulator over loopback: each failure keeps its phase (what the sender's
-retry rules read), timeouts per phase, answers streamed as they arrive, no cookies kept.
-Through the gateway it is the default, so the whole suite runs on it too."""
+"""The upstream sender's network (mediagate.upstream.transport), each implementation on its own
+against the simulator over loopback: aiohttp's (production's) and the adapter over an httpx2
+transport (MEDIAGATE_UPSTREAM_TRANSPORT=httpx, and every transport a test hands the gateway).
+Both keep each failure's phase (what the sender's retry rules read), timeouts per phase, answers
+streamed as they arrive, no cookies; and the sender takes one path through either."""
 
 from __future__ import annotations
 
@@ -20,88 +21,118 @@ import pytest
 
 from mediagate.catalog import load_catalog
 from mediagate.errors import Scrubber
-from mediagate.gateway import no_cookies
 from mediagate.observability.metrics import Metrics
 from mediagate.upstream.aiohttp_transport import AiohttpTransport
 from mediagate.upstream.dialects import UpstreamRequest
 from mediagate.upstream.retry import CONNECT, RESET, TIMEOUT, failure_kind
 from mediagate.upstream.sender import KeyRing, Upstream
+from mediagate.upstream.transport import (
+    Call,
+    HttpxTransport,
+    Transport,
+    UpstreamResponse,
+    Whole,
+)
 
 from .conftest import GROUP_KEYS, Gateway, Sim
 
 BODY = {"model": "gpt-image-2", "prompt": "a kite"}
-HEADERS = {"Authorization": f"Bearer {GROUP_KEYS['default']}"}
+HEADERS = {
+    "Authorization": f"Bearer {GROUP_KEYS['default']}",
+    "Content-Type": "application/json",
+}
+KINDS = ["aiohttp", "httpx"]
 
-Scenario = Callable[[httpx2.AsyncClient], Awaitable[Any]]
+Scenario = Callable[[Transport], Awaitable[Any]]
 
 
-def run(scenario: Scenario, **client: Any) -> Any:
+def transport_of(kind: str, connections: int = 4) -> Transport:
+    limits = httpx2.Limits(max_connections=connections)
+    if kind == "aiohttp":
+        return AiohttpTransport(limits)
+    return HttpxTransport(httpx2.AsyncHTTPTransport(limits=limits))
+
+
+def run(kind: str, scenario: Scenario) -> Any:
     async def main() -> Any:
-        transport = AiohttpTransport(httpx2.Limits(max_connections=4))
-        async with httpx2.AsyncClient(transport=transport, **client) as http:
-            return await scenario(http)
+        async with transport_of(kind) as transport:
+            return await scenario(transport)
 
     return asyncio.run(main())
 
 
-def generate(sim: Sim, prompt: str, **extra: Any) -> Scenario:
-    async def scenario(http: httpx2.AsyncClient) -> httpx2.Response:
+def call(url: str, body: Any = None, *, read: float = 5.0, method: str = "POST") -> Call:
+    timeouts = httpx2.Timeout(5.0, read=read).as_dict()
+    content = None if body is None else json.dumps(body).encode()
+    return Call(method, url, HEADERS if body is not None else {}, content, timeouts)
+
+
+def generate(sim: Sim, prompt: str, *, read: float = 5.0) -> Scenario:
+    async def scenario(transport: Transport) -> Whole:
         url = f"{sim.url}/v1/images/generations"
-        return await http.post(url, json={**BODY, "prompt": prompt}, headers=HEADERS, **extra)
+        return await transport.exchange(call(url, {**BODY, "prompt": prompt}, read=read), 2**24)
 
     return scenario
 
 
-def failure_of(scenario: Scenario, **client: Any) -> str:
+def failure_of(kind: str, scenario: Scenario) -> str:
     with pytest.raises(httpx2.TransportError) as caught:
-        run(scenario, **client)
+        run(kind, scenario)
     return failure_kind(caught.value)
 
 
-def test_an_answer_comes_through_whole(sim: Sim) -> None:
-    response = run(generate(sim, "a kite"))
-    assert response.status_code == 200 and response.json()["data"][0]["b64_json"]
-    (call,) = sim.sent()
-    assert call.status == 200
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_answer_comes_through_whole(sim: Sim, kind: str) -> None:
+    whole = run(kind, generate(sim, "a kite"))
+    assert whole.status == 200 and json.loads(whole.body)["data"][0]["b64_json"]
+    (sent,) = sim.sent()
+    assert sent.status == 200
 
 
-def test_a_connection_dropped_after_sending_is_not_a_connect_failure(sim: Sim) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_connection_dropped_after_sending_is_not_a_connect_failure(sim: Sim, kind: str) -> None:
     # The sender retries a CONNECT failure even for paid work: this one may have been paid.
-    assert failure_of(generate(sim, "[sim:reset] a kite")) == RESET
-    assert failure_of(generate(sim, "[sim:resetbody] a kite")) == RESET
+    assert failure_of(kind, generate(sim, "[sim:reset] a kite")) == RESET
+    assert failure_of(kind, generate(sim, "[sim:resetbody] a kite")) == RESET
     assert [c.status for c in sim.sent()] == [0, 200]
 
 
-def test_a_refused_connection_is_a_connect_failure() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_refused_connection_is_a_connect_failure(kind: str) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, never listening: refused
 
-    async def scenario(http: httpx2.AsyncClient) -> httpx2.Response:
-        return await http.get(f"http://127.0.0.1:{port}/v1/models")
+    async def scenario(transport: Transport) -> Whole:
+        return await transport.exchange(call(f"http://127.0.0.1:{port}/v1/models"), 2**20)
 
-    assert failure_of(scenario) == CONNECT
-
-
-def test_a_read_that_waits_too_long_is_a_timeout(sim: Sim) -> None:
-    timeout = httpx2.Timeout(5.0, read=0.3)
-    assert failure_of(generate(sim, "[sim:slowstart=2] a kite", timeout=timeout)) == TIMEOUT
+    assert failure_of(kind, scenario) == CONNECT
 
 
-def test_an_answer_is_streamed_as_it_arrives(sim: Sim) -> None:
-    async def scenario(http: httpx2.AsyncClient) -> tuple[float, float, int]:
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_read_that_waits_too_long_is_a_timeout(sim: Sim, kind: str) -> None:
+    assert failure_of(kind, generate(sim, "[sim:slowstart=2] a kite", read=0.3)) == TIMEOUT
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_answer_is_streamed_as_it_arrives(sim: Sim, kind: str) -> None:
+    async def scenario(transport: Transport) -> tuple[float, float, int]:
         url = f"{sim.url}/v1/images/generations"
         body = {**BODY, "prompt": "[sim:slowbody=0.6] a kite"}
-        async with http.stream("POST", url, json=body, headers=HEADERS) as response:
+        response = await transport.open(call(url, body))
+        try:
             started = time.monotonic()
             chunks = [len(chunk) async for chunk in response.aiter_raw()]
             return started, time.monotonic(), len(chunks)
+        finally:
+            await response.aclose()
 
-    started, done, chunks = run(scenario)
+    started, done, chunks = run(kind, scenario)
     assert done - started >= 0.4 and chunks > 1  # the body trickled in, in parts
 
 
-def test_no_cookie_is_kept_or_sent_back() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_no_cookie_is_kept_or_sent_back(kind: str) -> None:
     seen: list[bytes] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -117,14 +148,11 @@ def test_no_cookie_is_kept_or_sent_back() -> None:
     async def main() -> None:
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        transport = AiohttpTransport(httpx2.Limits(max_connections=1))
-        # The gateway's client refuses cookies (no_cookies); any sent back would be aiohttp's.
         # A host name: aiohttp's default jar would drop a cookie from an IP address anyway.
-        client = httpx2.AsyncClient(transport=transport, cookies=no_cookies())
-        async with server, client as http:
-            first = await http.get(f"http://localhost:{port}/a")
-            assert first.headers["set-cookie"].startswith("session=")  # it was offered
-            await http.get(f"http://localhost:{port}/b")
+        async with server, transport_of(kind, connections=1) as transport:
+            first = await transport.exchange(call(f"http://localhost:{port}/a", method="GET"), 99)
+            assert dict(first.headers)[b"Set-Cookie"].startswith(b"session=")  # it was offered
+            await transport.exchange(call(f"http://localhost:{port}/b", method="GET"), 99)
 
     asyncio.run(main())
     assert len(seen) == 2
@@ -202,36 +230,104 @@ def test_an_idle_connection_is_not_reused_past_the_keepalive_setting(
         relay.stop()
 
 
-def test_a_compressed_answer_is_decoded_on_the_whole_exchange_path() -> None:
-    # The sender asks for gzip and deflate; its usual call on this transport (exchange) reads
-    # the answer's bytes as sent, so a compressed one must still come out as the JSON.
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_compressed_answer_is_decoded_on_either_transport(kind: str) -> None:
+    # The sender asks for gzip and deflate; both transports hand over the answer's bytes as
+    # sent, so a compressed one must still come out as the JSON, whole or streamed.
     answer = json.dumps({"created": 1, "data": [{"b64_json": "aGk="}]}).encode()
     packed = gzip.compress(answer)
     seen: list[bytes] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        seen.append(await reader.readuntil(b"\r\n\r\n"))
-        await reader.readexactly(int(seen[-1].lower().split(b"content-length: ")[1].split()[0]))
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
-        writer.write(b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(packed))
-        writer.write(packed)
-        await writer.drain()
+        while True:
+            with contextlib.suppress(asyncio.IncompleteReadError):
+                seen.append(await reader.readuntil(b"\r\n\r\n"))
+            if reader.at_eof():
+                break
+            await reader.readexactly(int(seen[-1].lower().split(b"content-length: ")[1].split()[0]))
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            writer.write(b"Content-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(packed))
+            writer.write(packed)
+            await writer.drain()
         writer.close()
 
-    async def main() -> Any:
+    async def main() -> tuple[Any, bytes]:
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        transport = AiohttpTransport(httpx2.Limits(max_connections=1))
         keys = KeyRing({"default": [GROUP_KEYS["default"]]})
         route = load_catalog().routes["gpt-image-2.web"]
-        async with server, transport:
+        async with server, transport_of(kind, connections=1) as transport:
             upstream = Upstream(
                 transport, f"http://127.0.0.1:{port}/v1", keys, Metrics(), Scrubber(), 10
             )
             request = UpstreamRequest("/images/generations", {"model": "m", "prompt": "p"})
-            return await upstream.send(route, request, paid=True, parse=True)
+            whole = await upstream.send(route, request, paid=True, parse=True)
+            async with upstream.stream(route, request, paid=True) as response:
+                streamed = b"".join([chunk async for chunk in response.aiter_bytes()])
+            return whole, streamed
 
-    got = asyncio.run(main())
-    assert got.payload == json.loads(answer)
+    whole, streamed = asyncio.run(main())
+    assert whole.payload == json.loads(answer)
+    assert streamed == answer
     assert b"accept-encoding: gzip, deflate" in seen[0].lower()
-    assert "content-encoding" not in got.response.headers  # decoded: the framing is gone
+    assert "content-encoding" not in whole.response.headers  # decoded: the framing is gone
+
+
+class Recording(Transport):
+    """Which of the interface's two calls the sender makes, on whatever transport."""
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+
+    async def exchange(self, call: Call, max_bytes: int) -> Whole:
+        self.calls.append("exchange")
+        return await self.inner.exchange(call, max_bytes)
+
+    async def open(self, call: Call) -> UpstreamResponse:
+        self.calls.append("open")
+        return await self.inner.open(call)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_sender_takes_one_path_whatever_the_transport(sim: Sim, kind: str) -> None:
+    # No branch on the transport's type: a whole answer is an `exchange`, a stream an `open`,
+    # on aiohttp's transport as on the adapter every test's httpx2 transport goes through.
+    route = load_catalog().routes["gpt-image-2.web"]
+    request = UpstreamRequest("/images/generations", BODY)
+
+    async def main() -> list[str]:
+        async with Recording(transport_of(kind)) as recording:
+            keys = KeyRing({"default": [GROUP_KEYS["default"]]})
+            upstream = Upstream(recording, f"{sim.url}/v1", keys, Metrics(), Scrubber(), 10)
+            answer = await upstream.send(route, request, paid=True, parse=True)
+            assert answer.payload["data"][0]["b64_json"]
+            async with upstream.stream(route, request, paid=True) as response:
+                assert json.loads(b"".join([c async for c in response.aiter_bytes()]))["data"]
+            return recording.calls
+
+    assert asyncio.run(main()) == ["exchange", "open"]
+
+
+def test_a_streamed_answer_is_read_raw_in_chunks_of_a_size_or_decoded() -> None:
+    # The video content relay reads 64 KB chunks as sent; the SSE relay reads them decoded.
+    packed = gzip.compress(b"x" * 10)
+    parts = [packed[:3], b"", packed[3:]]
+
+    async def chunks() -> Any:
+        for part in parts:
+            yield part
+
+    async def main() -> tuple[list[bytes], bytes]:
+        raw = UpstreamResponse(200, [(b"Content-Encoding", b"gzip")], chunks=chunks())
+        sized = [chunk async for chunk in raw.aiter_raw(4)]
+        decoding = UpstreamResponse(200, [(b"Content-Encoding", b"gzip")], chunks=chunks())
+        return sized, b"".join([chunk async for chunk in decoding.aiter_bytes()])
+
+    sized, decoded = asyncio.run(main())
+    assert b"".join(sized) == packed and [len(c) for c in sized[:-1]] == [4] * (len(sized) - 1)
+    assert 0 < len(sized[-1]) <= 4
+    assert decoded == b"x" * 10

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx2
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
@@ -23,6 +22,7 @@ from mediagate.http.deps import Client, gateway, json_body
 from mediagate.http.headers import FIT_REFERENCE
 from mediagate.http.idempotency import idempotency, json_digest, video_digest
 from mediagate.stores.jobs import Order
+from mediagate.upstream.transport import UpstreamResponse
 from mediagate.videos import reference as references
 from mediagate.videos.records import openai_video
 from mediagate.videos.service import Video
@@ -50,7 +50,7 @@ videos = APIRouter(prefix="/v1")
 class _Relay(StreamingResponse):
     """A streamed upstream answer whose connection is released however the client leaves."""
 
-    def __init__(self, upstream: httpx2.Response, scrub: Scrubber) -> None:
+    def __init__(self, upstream: UpstreamResponse, scrub: Scrubber) -> None:
         # A header that holds an upstream key (a leaky ETag or file name) is dropped, not
         # passed on altered: the client is better off without it.
         headers = {

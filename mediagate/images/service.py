@@ -25,7 +25,6 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, TypeVar
 
-import httpx2
 from starlette.datastructures import FormData
 
 from mediagate import context
@@ -70,6 +69,7 @@ from mediagate.upstream.dialects import (
 )
 from mediagate.upstream.fetcher import SafeFetcher
 from mediagate.upstream.sender import Upstream, UpstreamAnswer
+from mediagate.upstream.transport import UpstreamResponse
 
 T = TypeVar("T")
 log = logging.getLogger("mediagate")
@@ -405,7 +405,7 @@ class ImageService:
             raise maybe_paid(error) from None
         return result, list(items)
 
-    async def _open_stream(self, job: ImageJob) -> tuple[httpx2.Response, AsyncExitStack]:
+    async def _open_stream(self, job: ImageJob) -> tuple[UpstreamResponse, AsyncExitStack]:
         """The upstream's event stream, open (so its errors are plain HTTP errors and an
         unavailable route can still hand the job on); relayed later."""
         exits = AsyncExitStack()
@@ -419,7 +419,7 @@ class ImageService:
         return response, exits
 
     async def _from_json(
-        self, job: ImageJob, response: httpx2.Response, exits: AsyncExitStack
+        self, job: ImageJob, response: UpstreamResponse, exits: AsyncExitStack
     ) -> ImagesResult:
         """The result of a streaming call the upstream answered with plain JSON."""
         try:

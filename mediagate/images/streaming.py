@@ -28,6 +28,7 @@ from mediagate.accounting.pricing import sum_usage
 from mediagate.errors import GatewayError, UpstreamError, maybe_paid
 from mediagate.imagedata import sniff_image_type
 from mediagate.images.plan import ImageJob, ImagesResult
+from mediagate.upstream.transport import UpstreamResponse
 
 log = logging.getLogger("mediagate")
 
@@ -215,13 +216,13 @@ def _add_usage(total: dict[str, Any] | None, usage: dict[str, Any] | None) -> di
     return sum_usage([total, usage] if total is not None else [usage])
 
 
-def is_event_stream(response: httpx2.Response) -> bool:
+def is_event_stream(response: UpstreamResponse) -> bool:
     """Whether an answer to a streaming request is a stream (some upstreams answer JSON)."""
     kind: str = response.headers.get("content-type", "")
     return kind.split(";", 1)[0].strip().lower() == "text/event-stream"
 
 
-async def read_json(response: httpx2.Response, max_bytes: int) -> Any:
+async def read_json(response: UpstreamResponse, max_bytes: int) -> Any:
     """A JSON answer to a streaming request, read whole (at most `max_bytes`): the upstream
     made, and charged for, what it describes, so an unusable one may have been paid."""
     body = bytearray()
@@ -252,7 +253,7 @@ async def read_json(response: httpx2.Response, max_bytes: int) -> Any:
 
 
 async def relay(
-    response: httpx2.Response, exits: AsyncExitStack, settle: Settle
+    response: UpstreamResponse, exits: AsyncExitStack, settle: Settle
 ) -> AsyncIterator[bytes]:
     """The upstream's events, whole, as they arrive."""
     parser = EventParser()

@@ -69,7 +69,7 @@ class Metrics:
             ["model", "route"],
             registry=self.registry,
         )
-        # Resilience (upstream/sender.py, upstream/breaker.py, upstream/keyring.py, http/idempotency.py).
+        # Resilience (upstream/sender.py, breaker.py, keyring.py; http/idempotency.py).
         self.upstream_retries = Counter(
             "mediagate_upstream_retries",
             "Upstream calls tried again, by route, token group and why (connect, rate_limited, "

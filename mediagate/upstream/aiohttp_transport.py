@@ -1,31 +1,29 @@
-"""An httpx2 transport on aiohttp's client: the upstream sender's network (MEDIAGATE_UPSTREAM_
-TRANSPORT=aiohttp, the default).
+"""The upstream sender's network on aiohttp's client (MEDIAGATE_UPSTREAM_TRANSPORT=aiohttp, the
+default): one implementation of mediagate.upstream.transport's interface, whose guarantees it
+keeps (the adapter over httpx2 transports being the other).
 
 Why: per pass-through image request the gateway spent more CPU in httpcore2 (its pure-Python
 HTTP/1.1 state machine, reading a megabyte answer 64 KB at a time through anyio) than in all
 of its own code; aiohttp parses in C and hands over whatever the socket has. docs/performance.md
-has the numbers. The rest of the gateway keeps httpx2's API (requests, responses, exceptions):
-only the bytes on the wire go through aiohttp.
+has the numbers. A whole answer (`exchange`, the usual call) is made without any httpx2 request
+or response object: about a tenth of a pass-through generation's CPU.
 
 Written here rather than taken from a package: httpx-aiohttp (the maintained one) installs
 legacy httpx beside httpx2, and its error mapping turns a connection the upstream dropped after
 the request was sent into a `ConnectTimeout`, which the sender would retry as never sent (a
-paid call charged twice). What this transport guarantees, as httpx2's own does:
+paid call charged twice). How aiohttp is made to keep the interface's guarantees:
 
-- errors keep their phase: only a failure to open a connection (or to get one from the pool in
-  time) is `ConnectError`/`ConnectTimeout`; a read that times out is `ReadTimeout`; a
-  connection lost after sending is `RemoteProtocolError`/`ReadError` (mediagate.upstream.retry
-  reads these);
-- timeouts per phase from the request's `timeout` extension: connect (`sock_connect`), pool plus
-  connect (aiohttp's `connect`, which includes waiting for a pooled connection), read per chunk
-  (`sock_read`). aiohttp has no write timeout: a write that stalls is bounded by the sender's
-  whole-call deadline (`asyncio.timeout(total)` around every attempt);
+- errors keep their phase (`_mapped`: aiohttp's exceptions as httpx2's, most specific first);
+- timeouts per phase: connect (`sock_connect`), pool plus connect (aiohttp's `connect`, which
+  includes waiting for a pooled connection), read per chunk (`sock_read`). aiohttp has no write
+  timeout: a write that stalls is bounded by the sender's whole-call deadline
+  (`asyncio.timeout(total)` around every attempt);
 - streaming both ways: a request body that is a stream (multipart uploads) is sent as one, an
-  answer is read as it arrives (never whole: a video download stays in chunks), and closing the
-  response early (a client that hung up) closes a connection whose answer was not read to its
-  end instead of reusing it;
-- no cookies (a dummy jar), no decompression, no headers of its own (httpx2 sets them), and
-  no retries of its own (aiohttp resends an idempotent request on a closed kept-alive
+  answer is read as it arrives (never whole: a video download stays in chunks), and closing it
+  early (a client that hung up) closes a connection whose answer was not read to its end
+  instead of reusing it;
+- no cookies (a dummy jar), no decompression, no headers of its own (the sender sets them),
+  and no retries of its own (aiohttp resends an idempotent request on a closed kept-alive
   connection; turned off: retrying is the sender's decision).
 """
 
@@ -33,12 +31,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import httpx2
 from multidict import CIMultiDict
+
+from mediagate.upstream.transport import Call, Transport, UpstreamResponse, Whole, read_bounded
 
 
 @contextlib.contextmanager
@@ -66,33 +65,6 @@ def _mapped() -> Iterator[None]:
         raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
 
 
-class AnswerTooLarge(Exception):
-    """An answer longer than the caller's limit: not read further (the connection is closed)."""
-
-
-async def read_bounded(chunks: AsyncIterable[bytes], declared: int | None, limit: int) -> bytes:
-    """A body read whole, refused (AnswerTooLarge) as soon as it is declared or found longer
-    than `limit`, so a huge answer cannot exhaust memory."""
-    if declared is not None and declared > limit:
-        raise AnswerTooLarge
-    read: list[bytes] = []
-    size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise AnswerTooLarge
-        read.append(chunk)
-    return read[0] if len(read) == 1 else b"".join(read)
-
-
-@dataclass
-class Exchanged:
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    encoded: bool  # a Content-Encoding other than identity: the body is still compressed
-
-
 def _timeouts(timeout: dict[str, float | None]) -> aiohttp.ClientTimeout:
     """httpx2's per-phase timeouts (a request's `timeout` extension) as aiohttp's."""
     connect, pool = timeout.get("connect"), timeout.get("pool")
@@ -104,26 +76,18 @@ def _timeouts(timeout: dict[str, float | None]) -> aiohttp.ClientTimeout:
     )
 
 
-class _Body(httpx2.AsyncByteStream):
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
-        self._response = response
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped():
-            async for chunk in self._response.content.iter_any():
-                yield chunk
-
-    async def aclose(self) -> None:
-        # Read to the end: the connection goes back to the pool; else it is closed, not reused.
-        self._response.release()
-
-
-async def _stream_of(request: httpx2.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.stream:  # type: ignore[union-attr]
+async def _sent(stream: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in stream:
         yield chunk
 
 
-class AiohttpTransport(httpx2.AsyncBaseTransport):
+async def _body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    with _mapped():
+        async for chunk in response.content.iter_any():
+            yield chunk
+
+
+class AiohttpTransport(Transport):
     def __init__(self, limits: httpx2.Limits) -> None:
         self._limits = limits
         self._session: aiohttp.ClientSession | None = None
@@ -138,7 +102,7 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             connector=connector,
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
-            # httpx2 has set every header it sends; aiohttp adds none of its own.
+            # The sender has set every header it sends; aiohttp adds none of its own.
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             timeout=aiohttp.ClientTimeout(total=None),
         )
@@ -150,78 +114,52 @@ class AiohttpTransport(httpx2.AsyncBaseTransport):
             session._retry_connection = False
         return session
 
-    async def _request(
-        self, method: str, url: str, headers: Any, data: Any, timeouts: dict[str, float | None]
-    ) -> aiohttp.ClientResponse:
+    async def _request(self, call: Call) -> aiohttp.ClientResponse:
         """The call, up to its answer's status and headers (errors still aiohttp's)."""
         if self._session is None:
             self._session = self._open()
+        headers: Any = call.headers
+        data: Any = call.body
+        if data is not None and not isinstance(data, bytes):
+            # A stream httpx2 encoded (a multipart upload): sent as it is read, framed by
+            # aiohttp itself (its length, when given, else chunked).
+            data = _sent(data)
+            headers = CIMultiDict(
+                (name, value)
+                for name, value in CIMultiDict(headers).items()
+                if name.lower() != "transfer-encoding"
+            )
         return await self._session.request(
-            method,
-            url,
+            call.method,
+            call.url,
             headers=headers,
             data=data,
             allow_redirects=False,
-            timeout=_timeouts(timeouts),
+            timeout=_timeouts(call.timeouts),
         )
 
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        headers = CIMultiDict(
-            (name, value)
-            for name, value in request.headers.multi_items()
-            if name.lower() != "transfer-encoding"  # aiohttp frames a streamed body itself
-        )
-        data: Any
-        try:
-            data = request.content or None
-        except httpx2.RequestNotRead:
-            data = _stream_of(request)
-        timeouts = request.extensions.get("timeout", {})
+    async def exchange(self, call: Call, max_bytes: int) -> Whole:
         with _mapped():
-            response = await self._request(
-                request.method, str(request.url), headers, data, timeouts
-            )
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-        if response.reason:
-            extensions["reason_phrase"] = response.reason.encode()
-        return httpx2.Response(
-            status_code=response.status,
-            headers=list(response.raw_headers),
-            stream=_Body(response),
-            request=request,
-            extensions=extensions,
-        )
-
-    async def exchange(
-        self,
-        method: str,
-        url: str,
-        headers: dict[str, str],
-        body: bytes | None,
-        timeouts: dict[str, float | None],
-        max_bytes: int,
-    ) -> Exchanged:
-        """One call whose body is bytes, its answer read whole (at most `max_bytes`, else
-        AnswerTooLarge): the sender's usual call, made without the httpx2 request and response
-        objects (and the stream around the answer) that `handle_async_request` builds and the
-        sender would take apart again: about a tenth of a pass-through generation's CPU.
-        Errors and timeouts are the same as there; the answer's bytes are as sent (a
-        compressed one is still compressed: `Exchanged.encoded`)."""
-        with _mapped():
-            response = await self._request(method, url, headers, body, timeouts)
+            response = await self._request(call)
             try:
-                answer = await read_bounded(
+                body = await read_bounded(
                     response.content.iter_any(), response.content_length, max_bytes
                 )
             finally:
                 # Read to the end: back to the pool; cut short (too large): closed.
                 response.release()
-        encoding = response.headers.get("content-encoding", "identity").strip().lower()
-        return Exchanged(
-            response.status,
-            list(response.raw_headers),
-            answer,
-            encoded=encoding not in ("", "identity"),
+        return Whole(response.status, list(response.raw_headers), body)
+
+    async def open(self, call: Call) -> UpstreamResponse:
+        with _mapped():
+            response = await self._request(call)
+
+        async def release() -> None:
+            # Read to the end: the connection goes back to the pool; else it is closed.
+            response.release()
+
+        return UpstreamResponse(
+            response.status, list(response.raw_headers), chunks=_body(response), close=release
         )
 
     async def aclose(self) -> None:

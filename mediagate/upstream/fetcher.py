@@ -33,6 +33,7 @@ import httpx2
 from mediagate.errors import FetchRefused, NotFound, UpstreamError, UpstreamTimeout
 from mediagate.imagedata import sniff_image_type
 from mediagate.observability import tracing
+from mediagate.upstream.transport import UpstreamResponse, streamed
 
 _MAX_REDIRECTS = 3
 
@@ -234,7 +235,7 @@ class SafeFetcher:
                 await response.aclose()
         raise FetchRefused("The generated image's link redirected too many times.")
 
-    async def open_stream(self, link: str, headers: dict[str, str]) -> httpx2.Response:
+    async def open_stream(self, link: str, headers: dict[str, str]) -> UpstreamResponse:
         """A signed result link (a finished video) opened for streaming under the same address
         rules, with the client's Range and validators and WITHOUT any upstream key: the answer
         (200, 206, 304 or 416) with its body unread, for the caller to relay and close."""
@@ -263,7 +264,7 @@ class SafeFetcher:
                     raise UpstreamError(
                         f"The video's link answered HTTP {status}.", code="video_download_failed"
                     )
-                return response
+                return streamed(response)
         raise FetchRefused("The video's link redirected too many times.")
 
     async def post(self, link: str, body: bytes, headers: dict[str, str]) -> int:

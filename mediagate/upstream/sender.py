@@ -1,9 +1,9 @@
 """Sending requests upstream: the one place that touches the upstream's network and keys.
 
-Every call goes through `Upstream._send`: it picks a key from the group's pool (or uses the key
-a video job is bound to), applies the route's timeouts, retries what `app.retry` allows, benches
-keys the upstream refuses, and reports to the route's circuit breaker. Every transport failure
-and upstream error status becomes a `GatewayError` here (like httpx2's
+Every call goes through `Upstream.send`: it picks a key from the group's pool (or uses the key
+a video job is bound to), applies the route's timeouts, retries what `mediagate.upstream.retry`
+allows, benches keys the upstream refuses, and reports to the route's circuit breaker. Every
+transport failure and upstream error status becomes a `GatewayError` here (like httpx2's
 `map_httpcore_exceptions`), with upstream keys scrubbed from whatever text is passed on.
 
 Whether a call is paid work is the caller's word (`paid=`), never inferred from the method:
@@ -18,10 +18,10 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 
@@ -38,11 +38,6 @@ from mediagate.errors import (
 )
 from mediagate.observability import tracing
 from mediagate.observability.metrics import Metrics
-from mediagate.upstream.aiohttp_transport import (
-    AiohttpTransport,
-    AnswerTooLarge,
-    read_bounded,
-)
 from mediagate.upstream.breaker import Breakers, Permit
 from mediagate.upstream.dialects import UpstreamRequest
 from mediagate.upstream.keyring import KeyRing, key_fingerprint
@@ -54,6 +49,15 @@ from mediagate.upstream.retry import (
     decide,
     failure_kind,
     retry_after_s,
+)
+from mediagate.upstream.transport import (
+    AnswerTooLarge,
+    Call,
+    RawHeaders,
+    Timeouts,
+    Transport,
+    UpstreamResponse,
+    decoded,
 )
 
 __all__ = ["KeyRing", "Upstream", "key_fingerprint", "map_status"]
@@ -73,7 +77,7 @@ _HEADERS = {
 }
 
 
-def _upstream_message(response: httpx2.Response) -> tuple[str, str | None, str | None]:
+def _upstream_message(response: UpstreamResponse) -> tuple[str, str | None, str | None]:
     """(message, code, param) from an upstream error body, whatever shape it has."""
     text = response.text
     try:
@@ -92,7 +96,7 @@ def _upstream_message(response: httpx2.Response) -> tuple[str, str | None, str |
     return str(error)[:_MAX_QUOTED], None, None
 
 
-def map_status(response: httpx2.Response, route: Route) -> GatewayError:
+def map_status(response: UpstreamResponse, route: Route) -> GatewayError:
     status = response.status_code
     message, code, param = _upstream_message(response)
     where = f"upstream route {route.id}"
@@ -121,24 +125,17 @@ def map_status(response: httpx2.Response, route: Route) -> GatewayError:
     return UpstreamError(f"The {where} failed with HTTP {status}: {message}")
 
 
-_FRAMING = frozenset({"content-encoding", "content-length", "transfer-encoding"})
-_FRAMING_ALL = _FRAMING | frozenset(name.encode() for name in _FRAMING)  # str or raw bytes
+_FRAMING = frozenset({b"content-encoding", b"content-length", b"transfer-encoding"})
 
 
-def _with_body(response: httpx2.Response, body: bytes) -> httpx2.Response:
-    """A read response as a complete one. The body is decoded already, so the headers that
-    describe its encoding go."""
-    return _complete(response.status_code, response.headers.multi_items(), body)
-
-
-def _complete(status: int, headers: Iterable[tuple[Any, Any]], body: bytes) -> httpx2.Response:
+def _complete(status: int, headers: RawHeaders, body: bytes) -> UpstreamResponse:
     """A complete response of a decoded body, without the headers that framed the one sent."""
-    kept = [(name, value) for name, value in headers if name.lower() not in _FRAMING_ALL]
-    return httpx2.Response(status, headers=kept, content=body)
+    kept = [(name, value) for name, value in headers if name.lower() not in _FRAMING]
+    return UpstreamResponse(status, kept, body)
 
 
 class _Failure(Exception):
-    """An attempt that got no usable answer: its kind (see app.retry) and the client's error."""
+    """An attempt that got no usable answer: its kind (mediagate.upstream.retry) and the error."""
 
     def __init__(self, kind: str, error: GatewayError) -> None:
         super().__init__(kind)
@@ -146,9 +143,9 @@ class _Failure(Exception):
         self.error = error
 
 
-@dataclass
+@dataclass(slots=True)
 class UpstreamAnswer:
-    response: httpx2.Response
+    response: UpstreamResponse  # whole (decoded, empty when parsed) or a stream to close
     key: str  # the upstream key that got this answer
     payload: Any = None  # the parsed JSON, when asked for
 
@@ -161,7 +158,7 @@ class UpstreamAnswer:
 class Upstream:
     def __init__(
         self,
-        transport: httpx2.AsyncBaseTransport,
+        transport: Transport,
         base_url: str,
         keys: KeyRing,
         metrics: Metrics,
@@ -175,7 +172,6 @@ class Upstream:
         tracer: tracing.Tracer | None = None,
     ) -> None:
         self._transport = transport
-        self._exchange = transport.exchange if isinstance(transport, AiohttpTransport) else None
         self._base_url = base_url
         self.keys = keys
         self._metrics = metrics
@@ -186,17 +182,17 @@ class Upstream:
         self.breakers = breakers or Breakers()
         self._rng = rng or random.Random()  # jitter, not secrecy
         self._tracer = tracer or tracing.NoOpTracer()  # a span per attempt
-        self._urls: dict[tuple[bool, str], httpx2.URL] = {}
+        self._urls: dict[tuple[bool, str], str] = {}
 
-    def _url(self, request: UpstreamRequest) -> httpx2.URL:
-        """The call's URL, parsed once per path (a route's few paths, a job's status path)."""
+    def _url(self, request: UpstreamRequest) -> str:
+        """The call's URL, checked once per path (a route's few paths, a job's status path)."""
         cache_key = (request.root, request.path)
         url = self._urls.get(cache_key)
         if url is None:
             base = self._base_url
             if request.root:
                 base = base.rstrip("/").removesuffix("/v1")
-            url = httpx2.URL(base + request.path)
+            url = str(httpx2.URL(base + request.path))
             if len(self._urls) >= _URL_CACHE:  # video ids are many: keep it bounded
                 self._urls.clear()
             self._urls[cache_key] = url
@@ -220,14 +216,26 @@ class Upstream:
         # orjson: the same compact UTF-8 JSON as httpx2's, in a fraction of the time.
         return None if request.json is None else jsonio.dumps(request.json)
 
-    def _build(self, request: UpstreamRequest, key: str) -> httpx2.Request:
-        # Built here rather than by an httpx2 client, which re-parses and re-merges its base
-        # URL and headers for every call (and would keep cookies); _attempt sets the timeouts.
+    def _call(self, request: UpstreamRequest, key: str, timeouts: Timeouts) -> Call:
+        """The call as it goes on the wire. Built here rather than by an httpx2 client, which
+        re-parses and re-merges its base URL and headers for every call (and would keep
+        cookies). The usual one (a JSON body or none) is headers and bytes; a form, an upload
+        or a query is encoded by httpx2 (a multipart body stays a stream: sent as read)."""
+        if self._plain(request):
+            headers, body = self._headers(request, key), self._json_body(request)
+            return Call(request.method, self._url(request), headers, body, timeouts)
+        encoded = self._encoded(request, key)
+        try:
+            content: bytes | httpx2.AsyncByteStream | None = encoded.content or None
+        except httpx2.RequestNotRead:  # a multipart body: its stream, read as it is sent
+            content = cast(httpx2.AsyncByteStream, encoded.stream)
+        url, fields = str(encoded.url), encoded.headers.multi_items()
+        return Call(encoded.method, url, fields, content, timeouts)
+
+    def _encoded(self, request: UpstreamRequest, key: str) -> httpx2.Request:
+        """A form, an upload or a query, encoded by httpx2 (headers, URL and body)."""
         headers = self._headers(request, key)
         url = self._url(request)
-        if self._plain(request):
-            body = self._json_body(request)
-            return httpx2.Request(request.method, url, headers=headers, content=body)
         content: dict[str, Any] = {"params": request.params}
         if request.parts is not None:
             content["files"] = request.parts
@@ -344,37 +352,29 @@ class Upstream:
         self, route: Route, call: UpstreamRequest, key: str, paid: bool, stream: bool, parse: bool
     ) -> UpstreamAnswer:
         """Send once and wait for the status line (and, unless streaming, the whole body, at
-        most max_bytes of it)."""
+        most max_bytes of it). One path whatever the transport: `exchange` for a whole answer,
+        `open` for a stream (mediagate.upstream.transport)."""
         total = self._total_s(route, paid)
         connect = route.timeouts.connect or self._connect_timeout_s
         # httpx2's read timeout is per chunk; the whole call is bounded by `total` below.
         timeouts = httpx2.Timeout(
             max(total, self._total_s(route, True)), connect=connect, pool=connect
         ).as_dict()
-        # The usual call (a JSON or empty body, the answer wanted whole) on the aiohttp
-        # transport skips httpx2's request and response objects (AiohttpTransport.exchange).
-        whole = self._exchange is not None and not stream and self._plain(call)
         started = time.perf_counter()
         label = "error"
-        headers: Sequence[tuple[Any, Any]]
         try:
             async with asyncio.timeout(total):
-                if whole:
-                    status, headers, body = await self._exchanged(route, call, key, timeouts, paid)
-                    label = str(status)
-                else:
-                    request = self._build(call, key)
-                    request.extensions["timeout"] = timeouts
-                    # Straight to the transport: an httpx2 client's send adds an auth flow, a
-                    # redirect loop, hooks and cookie handling, none of which an upstream call
-                    # uses (redirects are not followed: a 3xx is the upstream's answer).
-                    response = await self._transport.handle_async_request(request)
-                    response.request = request
+                wire = self._call(call, key, timeouts)
+                if stream:
+                    response = await self._transport.open(wire)
                     label = str(response.status_code)
-                    if stream:
-                        return UpstreamAnswer(response, key)
-                    status, headers = response.status_code, response.headers.multi_items()
-                    body = await self._read(route, response, paid)
+                    return UpstreamAnswer(response, key)
+                whole = await self._transport.exchange(wire, self._max_bytes)
+                label = str(whole.status)
+                # Compressed (rare: gzip or deflate, as asked): decoded, bounded again.
+                body = await decoded(whole, self._max_bytes)
+        except AnswerTooLarge:
+            raise self._too_large(route, paid) from None
         except (TimeoutError, httpx2.TimeoutException) as exc:
             kind = failure_kind(exc)
             label = "timeout" if kind == TIMEOUT else "error"
@@ -383,38 +383,12 @@ class Upstream:
             raise self._transport_failure(route, failure_kind(exc), exc, paid, total) from None
         finally:
             self._metrics.upstream_call(route, label, time.perf_counter() - started)
-        if parse and status < 400:
-            payload = self._json(route, headers, body, paid)
+        if parse and whole.status < 400:
+            payload = self._json(route, whole.headers, body, paid)
             # Callers of a parsed answer use its payload, status and headers: the raw bytes
             # (megabytes of base64 for an image) go now rather than when the request ends.
-            return UpstreamAnswer(_complete(status, headers, b""), key, payload)
-        return UpstreamAnswer(_complete(status, headers, body), key)
-
-    async def _exchanged(
-        self,
-        route: Route,
-        call: UpstreamRequest,
-        key: str,
-        timeouts: dict[str, float | None],
-        paid: bool,
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """One whole exchange on the aiohttp transport: status, headers, decoded body."""
-        assert self._exchange is not None
-        headers, content = self._headers(call, key), self._json_body(call)
-        try:
-            done = await self._exchange(
-                call.method, str(self._url(call)), headers, content, timeouts, self._max_bytes
-            )
-        except AnswerTooLarge:
-            raise self._too_large(route, paid) from None
-        body = done.body
-        if done.encoded:  # compressed (rare: gzip or deflate, as asked): httpx2 decodes it
-            body = await self._read(
-                route,
-                httpx2.Response(done.status, headers=done.headers, stream=httpx2.ByteStream(body)),
-                paid,
-            )
-        return done.status, done.headers, body
+            return UpstreamAnswer(_complete(whole.status, whole.headers, b""), key, payload)
+        return UpstreamAnswer(_complete(whole.status, whole.headers, body), key)
 
     def _transport_failure(
         self, route: Route, kind: str, exc: BaseException, paid: bool, total: float
@@ -441,20 +415,6 @@ class Upstream:
         # It may still be working, and charging: a client retry could pay twice.
         return _Failure(kind, maybe_paid(error) if paid else error)
 
-    async def _read(self, route: Route, response: httpx2.Response, paid: bool) -> bytes:
-        """The whole body, refused beyond max_bytes so a huge answer cannot exhaust memory."""
-        declared = response.headers.get("content-length", "")
-        try:
-            return await read_bounded(
-                response.aiter_bytes(),
-                int(declared) if declared.isdigit() else None,
-                self._max_bytes,
-            )
-        except AnswerTooLarge:
-            raise self._too_large(route, paid) from None
-        finally:
-            await response.aclose()
-
     def _too_large(self, route: Route, paid: bool) -> _Failure:
         error = UpstreamError(
             f"The upstream route {route.id} answered more than {self._max_bytes} bytes.",
@@ -462,14 +422,12 @@ class Upstream:
         )
         return _Failure(GARBAGE, maybe_paid(error) if paid else error)
 
-    def _json(
-        self, route: Route, headers: Iterable[tuple[Any, Any]], body: bytes, paid: bool
-    ) -> Any:
+    def _json(self, route: Route, headers: RawHeaders, body: bytes, paid: bool) -> Any:
         try:
-            # orjson, from the bytes: an image answer is megabytes of base64 (see app.jsonio).
+            # orjson, from the bytes: an image answer is megabytes of base64 (see mediagate.jsonio).
             return jsonio.loads(body)
         except ValueError:
-            kind = httpx2.Headers(list(headers)).get("content-type", "unknown content type")
+            kind = httpx2.Headers(headers).get("content-type", "unknown content type")
             error = UpstreamError(
                 f"The upstream route {route.id} answered with a body that is not JSON ({kind}).",
                 code="bad_upstream_response",
@@ -479,7 +437,7 @@ class Upstream:
     async def _error(
         self,
         route: Route,
-        response: httpx2.Response,
+        response: UpstreamResponse,
         stream: bool,
         not_found: GatewayError | None,
     ) -> GatewayError:
@@ -494,7 +452,9 @@ class Upstream:
                 body = b""
             finally:
                 await response.aclose()
-            response = _with_body(response, body[:_ERROR_BODY_BYTES])
+            response = _complete(
+                response.status_code, response.headers.raw, body[:_ERROR_BODY_BYTES]
+            )
         if response.status_code == 404 and not_found is not None:
             return not_found
         error = map_status(response, route)
@@ -504,7 +464,7 @@ class Upstream:
     @asynccontextmanager
     async def stream(
         self, route: Route, request: UpstreamRequest, *, paid: bool
-    ) -> AsyncIterator[httpx2.Response]:
+    ) -> AsyncIterator[UpstreamResponse]:
         """A streaming answer whose status is a success (errors are raised before any byte),
         closed when the block ends."""
         answer = await self.send(route, request, paid=paid, stream=True)

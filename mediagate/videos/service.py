@@ -28,8 +28,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import httpx2
-
 from mediagate import context
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.accounting.metering import VIDEO_RESERVATION_TTL_S, Metering, Ticket
@@ -50,6 +48,7 @@ from mediagate.upstream.dialects.videos import (
 )
 from mediagate.upstream.fetcher import SafeFetcher
 from mediagate.upstream.sender import Upstream
+from mediagate.upstream.transport import UpstreamResponse
 from mediagate.videos import reference as references
 from mediagate.videos.records import is_video_id, job_changes, new_video_id
 from mediagate.videos.spec import (
@@ -278,7 +277,7 @@ class VideoService:
 
     async def content(
         self, owner: str, video_id: str, variant: str, headers: dict[str, str]
-    ) -> httpx2.Response:
+    ) -> UpstreamResponse:
         """The upstream's streaming answer for a job's file (200, 206 or 416), with `headers`
         (Range and the like) passed on; the caller closes it."""
         if variant not in VARIANTS:

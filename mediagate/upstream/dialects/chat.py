@@ -1,7 +1,8 @@
 """The chat dialect: routes (sora_image, gpt-4o-image) that draw through chat completions.
 
 The aspect ratio travels as a `【2:3】` marker at the end of the prompt, and the answer is
-Markdown with image links that the model wrote, so the links are untrusted (see `mediagate.upstream.fetcher`).
+Markdown with image links that the model wrote, so the links are untrusted (see
+`mediagate.upstream.fetcher`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,272 @@
+"""The upstream sender's network, as one small interface of its own: a call answered whole
+(`Transport.exchange`) or as a stream (`Transport.open`), and the answer its callers get
+(`UpstreamResponse`).
+
+Two implementations, and the sender has one path through either: `AiohttpTransport`
+(mediagate.upstream.aiohttp_transport, production's default) and `HttpxTransport` here, an
+adapter over any httpx2 transport (MEDIAGATE_UPSTREAM_TRANSPORT=httpx, and the transports tests
+hand to `create_app`). What both guarantee, so the sender's rules read the same either way:
+
+- the bytes as sent: no headers of their own beyond framing, no cookies, no redirects followed,
+  no retries, and an answer's body as it came (a compressed one still compressed; the sender
+  and `UpstreamResponse.aiter_bytes` decode it, one way for both);
+- errors as httpx2's exceptions, by phase (what mediagate.upstream.retry reads): only a failure
+  to open a connection (or to get one from the pool in time) is `ConnectError`/`ConnectTimeout`;
+  a read that waits too long is `ReadTimeout`; a connection lost after sending is
+  `RemoteProtocolError`/`ReadError`;
+- timeouts per phase from the call's `timeouts` (httpx2's `timeout` extension: connect, read
+  per chunk, write, pool);
+- a whole answer read at most `max_bytes` long (else `AnswerTooLarge`, the connection closed);
+  a streamed one read as it arrives, its connection reused only if it was read to its end.
+"""
+
+from __future__ import annotations
+
+import abc
+import codecs
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import cast
+
+import httpx2
+
+RawHeaders = list[tuple[bytes, bytes]]
+Timeouts = dict[str, float | None]  # httpx2's per-phase timeouts (its `timeout` extension)
+
+
+class AnswerTooLarge(Exception):
+    """An answer longer than the caller's limit: not read further (the connection is closed)."""
+
+
+async def read_bounded(chunks: AsyncIterable[bytes], declared: int | None, limit: int) -> bytes:
+    """A body read whole, refused (AnswerTooLarge) as soon as it is declared or found longer
+    than `limit`, so a huge answer cannot exhaust memory."""
+    if declared is not None and declared > limit:
+        raise AnswerTooLarge
+    read: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise AnswerTooLarge
+        read.append(chunk)
+    return read[0] if len(read) == 1 else b"".join(read)
+
+
+@dataclass(slots=True)
+class Call:
+    """One upstream call as it goes on the wire. `body`: bytes, none, or a stream httpx2
+    encoded (a multipart upload), sent as it is read; `headers` are all there is to send
+    (the transport adds only the framing of `body`)."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str] | Sequence[tuple[str, str]]
+    body: bytes | httpx2.AsyncByteStream | None
+    timeouts: Timeouts
+
+
+@dataclass(slots=True)
+class Whole:
+    """A call's answer read whole: its bytes as sent (compressed, if they were)."""
+
+    status: int
+    headers: RawHeaders
+    body: bytes
+
+
+def _header(headers: RawHeaders, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+def _compressed(headers: RawHeaders) -> bool:
+    """Whether a body is sent with a Content-Encoding (gzip or deflate, as the sender asks)."""
+    encoding = _header(headers, b"content-encoding")
+    return encoding is not None and encoding.strip().lower() not in (b"", b"identity")
+
+
+class UpstreamResponse:
+    """An upstream answer, as the sender's callers get it: whole (`content`, decoded), or a
+    stream (`aiter_bytes` decoded, `aiter_raw` as sent) that its reader closes (`aclose`).
+    Named as httpx2's response is, for the few things callers use of one."""
+
+    __slots__ = ("_chunks", "_close", "_headers", "_raw", "content", "status_code")
+
+    def __init__(
+        self,
+        status_code: int,
+        headers: RawHeaders,
+        content: bytes = b"",
+        *,
+        chunks: AsyncIterator[bytes] | None = None,
+        close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.status_code = status_code
+        self._raw = headers
+        self._headers: httpx2.Headers | None = None  # made when first asked for
+        self.content = content
+        self._chunks = chunks
+        self._close = close
+
+    @property
+    def headers(self) -> httpx2.Headers:
+        if self._headers is None:
+            self._headers = httpx2.Headers(self._raw)
+        return self._headers
+
+    @property
+    def reason_phrase(self) -> str:
+        return httpx2.codes.get_reason_phrase(self.status_code)
+
+    @property
+    def text(self) -> str:
+        """The (whole) body as text, in its charset or else UTF-8, undecodable bytes replaced."""
+        charset = self.headers.get("content-type", "").partition("charset=")[2].split(";")[0]
+        try:
+            decoder = codecs.getincrementaldecoder(charset.strip(" '\"") or "utf-8")
+        except LookupError:
+            decoder = codecs.getincrementaldecoder("utf-8")
+        return decoder(errors="replace").decode(self.content, final=True)
+
+    async def _raw_chunks(self) -> AsyncIterator[bytes]:
+        if self._chunks is None:
+            if self.content:
+                yield self.content
+            return
+        async for chunk in self._chunks:
+            if chunk:
+                yield chunk
+
+    async def aiter_raw(self, chunk_size: int | None = None) -> AsyncIterator[bytes]:
+        """The body as sent, in chunks of `chunk_size` (the last one shorter) or as they come."""
+        if chunk_size is None:
+            async for chunk in self._raw_chunks():
+                yield chunk
+            return
+        buffer = bytearray()
+        async for chunk in self._raw_chunks():
+            buffer += chunk
+            whole = len(buffer) - len(buffer) % chunk_size
+            for start in range(0, whole, chunk_size):
+                yield bytes(buffer[start : start + chunk_size])
+            del buffer[:whole]
+        if buffer:
+            yield bytes(buffer)
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        """The body decoded, as it comes."""
+        if self._chunks is None or not _compressed(self._raw):
+            async for chunk in self._raw_chunks():
+                yield chunk
+            return
+        # Compressed (rare: gzip or deflate, as asked): decoded as httpx2 decodes.
+        decoding = httpx2.Response(
+            self.status_code, headers=self._raw, stream=_Stream(self._raw_chunks())
+        )
+        async for chunk in decoding.aiter_bytes():
+            yield chunk
+
+    async def aclose(self) -> None:
+        close, self._close = self._close, None
+        if close is not None:
+            await close()
+
+
+class _Stream(httpx2.AsyncByteStream):
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            yield chunk
+
+
+async def decoded(whole: Whole, max_bytes: int) -> bytes:
+    """A whole answer's body decoded (at most `max_bytes` of it, else AnswerTooLarge)."""
+    if not _compressed(whole.headers):
+        return whole.body
+    decoding = httpx2.Response(
+        whole.status, headers=whole.headers, stream=httpx2.ByteStream(whole.body)
+    )
+    return await read_bounded(decoding.aiter_bytes(), None, max_bytes)
+
+
+class Transport(abc.ABC):
+    """The sender's network: both calls keep the guarantees above."""
+
+    @abc.abstractmethod
+    async def exchange(self, call: Call, max_bytes: int) -> Whole:
+        """The call, its answer read whole (at most `max_bytes`, else AnswerTooLarge)."""
+
+    @abc.abstractmethod
+    async def open(self, call: Call) -> UpstreamResponse:
+        """The call, up to its answer's status and headers; the body is the caller's to read
+        and close."""
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Close the connections kept."""
+
+    async def __aenter__(self) -> Transport:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        await self.aclose()
+
+
+async def _raw(response: httpx2.Response) -> AsyncIterator[bytes]:
+    # Its stream, not aiter_raw(): a test's response made whole (content=, json=) has been
+    # read already, and its stream still holds the bytes as given.
+    async for chunk in cast(AsyncIterable[bytes], response.stream):
+        yield chunk
+
+
+def streamed(response: httpx2.Response) -> UpstreamResponse:
+    """An httpx2 response whose body is unread, as an UpstreamResponse."""
+    return UpstreamResponse(
+        response.status_code, response.headers.raw, chunks=_raw(response), close=response.aclose
+    )
+
+
+class HttpxTransport(Transport):
+    """The interface over any httpx2 transport: httpx2's own pool, or a test's (a mock, a
+    recorder). Straight to it: an httpx2 client's send would add an auth flow, a redirect
+    loop, hooks and cookies, none of which an upstream call uses."""
+
+    def __init__(self, transport: httpx2.AsyncBaseTransport) -> None:
+        self._transport = transport
+
+    @staticmethod
+    def _request(call: Call) -> httpx2.Request:
+        if call.body is None or isinstance(call.body, bytes):
+            request = httpx2.Request(call.method, call.url, headers=call.headers, content=call.body)
+        else:
+            request = httpx2.Request(call.method, call.url, headers=call.headers, stream=call.body)
+        request.extensions["timeout"] = call.timeouts
+        return request
+
+    async def exchange(self, call: Call, max_bytes: int) -> Whole:
+        response = await self._transport.handle_async_request(self._request(call))
+        try:
+            declared = response.headers.get("content-length", "")
+            body = await read_bounded(
+                _raw(response), int(declared) if declared.isdigit() else None, max_bytes
+            )
+        finally:
+            await response.aclose()
+        return Whole(response.status_code, response.headers.raw, body)
+
+    async def open(self, call: Call) -> UpstreamResponse:
+        return streamed(await self._transport.handle_async_request(self._request(call)))
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
