@@ -17,13 +17,13 @@ applies them:
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from mediagate.catalog import Route, VideoOption, VideoPolicy
 from mediagate.errors import InvalidRequest
+from mediagate.sizes import NotASize, Size
 from mediagate.upstream.dialects.videos import VideoSpec
 
 # The OpenAI fields of POST /v1/videos (input_reference is read separately, it is a file or a
@@ -32,7 +32,7 @@ CREATE_FIELDS = frozenset({"prompt", "model", "seconds", "size", "input_referenc
 # The sizes OpenAI's Video object may carry (VideoSize); a video of another size is shown as
 # the nearest of these (its real size is in x-mediagate-mapped at create).
 OPENAI_SIZES = ("720x1280", "1280x720", "1024x1792", "1792x1024")
-_WXH = re.compile(r"^\s*(\d{1,5})\s*[xX*]\s*(\d{1,5})\s*$")
+_OPENAI_SIZES = tuple(Size.parse(size) for size in OPENAI_SIZES)
 
 
 @dataclass(frozen=True)
@@ -97,28 +97,12 @@ def _listing(values: list[str]) -> str:
     return ", ".join(f"'{v}'" for v in values)
 
 
-def _pixels(size: str) -> tuple[int, int]:
-    w, _, h = size.partition("x")
-    return int(w), int(h)
-
-
 def openai_size(size: str) -> str:
     """The size a Video object shows: the video's own if OpenAI's schema has it, else the
-    nearest there (ratio first, then area)."""
+    nearest there (`Size.nearest`: ratio first, then area)."""
     if size in OPENAI_SIZES:
         return size
-    return _nearest(size, list(OPENAI_SIZES))
-
-
-def _nearest(size: str, choices: list[str]) -> str:
-    w, h = _pixels(size)
-    ratio, area = math.log(w / h), w * h
-
-    def distance(choice: str) -> tuple[float, float]:
-        cw, ch = _pixels(choice)
-        return (round(abs(math.log(cw / ch) - ratio), 1), abs(math.log(cw * ch / area)))
-
-    return min(choices, key=distance)
+    return str(Size.parse(size).nearest(_OPENAI_SIZES))
 
 
 def _seconds(value: Any, policy: VideoPolicy, model: str) -> tuple[str, str | None]:
@@ -152,7 +136,13 @@ def _size(value: Any, policy: VideoPolicy, model: str, tier: str | None) -> tupl
         if tier is None or policy.sizes[size].resolution == tier:
             return size, None
         value = size
-    if not isinstance(value, str) or not _WXH.match(value):
+    try:
+        asked = Size.parse(value) if isinstance(value, str) else None
+    except NotASize:
+        asked = None
+    except ValueError:  # WxH with a side of 0
+        raise InvalidRequest(f"Invalid value for 'size': '{value}'.", param="size") from None
+    if asked is None:
         shown = value if isinstance(value, str) else type(value).__name__
         raise InvalidRequest(
             f"Invalid value for 'size': '{shown}'. Give WxH, e.g. '1280x720'; {model} makes "
@@ -160,21 +150,16 @@ def _size(value: Any, policy: VideoPolicy, model: str, tier: str | None) -> tupl
             param="size",
             code="invalid_size",
         )
-    match = _WXH.match(value)
-    assert match is not None
-    asked = f"{int(match.group(1))}x{int(match.group(2))}"
-    if 0 in _pixels(asked):
-        raise InvalidRequest(f"Invalid value for 'size': '{value}'.", param="size")
     choices = [s for s, info in policy.sizes.items() if tier is None or info.resolution == tier]
-    if asked in choices:
-        return asked, None
+    if str(asked) in choices:
+        return str(asked), None
     if not choices:
         raise InvalidRequest(
             f"Invalid value for 'resolution': '{tier}'. {model} makes no video at that tier.",
             param="resolution",
         )
     # Nearest ratio first, then the tier with the nearest area (the asked tier, if one was).
-    size = _nearest(asked, choices)
+    size = str(asked.nearest([Size.parse(choice) for choice in choices]))
     return size, f"size={asked}>{size}"
 
 
