@@ -91,7 +91,15 @@ def map_to_table(size: str | None, rule: SizeRule) -> str:
     return str(asked.nearest([Size.parse(tier) for tier in tiers]))
 
 
+def _planned(size: str | None) -> Size | None:
+    """A request's size (already checked against the request schema: WxH or auto) as a Size;
+    None for auto or none."""
+    return None if size is None or size == "auto" else Size.parse(size)
+
+
 def _apply_size(plan: Plan, size: str | None, rule: SizeRule | None) -> None:
+    """The size sent (`plan.params`, or the ratio marker of the chat dialect) and the size the
+    images are planned at (`plan.size`, what pricing estimates)."""
     route = plan.route
     if rule is None or "size" not in route.accepts:
         if size is not None:
@@ -102,23 +110,30 @@ def _apply_size(plan: Plan, size: str | None, rule: SizeRule | None) -> None:
             raise _size_error(size, route, f"is not supported; use one of {', '.join(rule.values)}")
         if size is not None:
             plan.params["size"] = size
+            plan.size = _planned(size)
     elif rule.rule == "flexible":
         if size is not None:
-            _check_flexible(size, rule, route)
+            plan.size = _check_flexible(size, rule, route)
             plan.params["size"] = size
     elif rule.rule == "table":
         mapped = map_to_table(size, rule)
         if mapped != size:
             plan.mapped.append(f"size={size or 'default'}>{mapped}")
         plan.params["size"] = mapped
+        plan.size = Size.parse(mapped)
     elif rule.rule == "marker":
         if MARKER_AT_END.search(plan.prompt):
             # The user chose a ratio in the prompt already: keep theirs, do not add a second.
             if size is not None:
                 plan.dropped.append("size")
-        elif size is not None and size != "auto":
-            plan.ratio = Size.parse(size).nearest_ratio(rule.markers)
-            plan.mapped.append(f"size={size}>ratio {plan.ratio}")
+        else:
+            asked = _planned(size)
+            if asked is not None:
+                # No size goes upstream, only its ratio: the images are planned at the size
+                # asked, which the marker stands for.
+                plan.ratio = asked.nearest_ratio(rule.markers)
+                plan.size = asked
+                plan.mapped.append(f"size={size}>ratio {plan.ratio}")
 
 
 def _check_combinations(params: dict[str, Any]) -> None:
