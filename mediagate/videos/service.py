@@ -172,14 +172,12 @@ class VideoService:
                 code="video_not_ready",
             )
         info = _policy(route).sizes.get(source.size)
-        seconds = self._remix_seconds(source, route)
         spec = VideoSpec(
             prompt=prompt,
             size=source.size,
-            seconds=seconds,
+            seconds=self._remix_seconds(source, route),
             ratio=info.ratio if info else None,
             resolution=info.resolution if info else None,
-            duration=int(seconds) if seconds.isdigit() else None,
             source_url=source.result_url,
         )
         job_id = new_video_id()
@@ -192,15 +190,15 @@ class VideoService:
         await ticket.release()
         return self._answer(job, {"x-mediagate-route": route.id})
 
-    def _remix_seconds(self, source: VideoJob, route: Route) -> str:
+    def _remix_seconds(self, source: VideoJob, route: Route) -> int:
         """A remix's length: the source's for an edit; for a continuation the shortest total
         the route makes beyond the source (a 400 naming a longer model when it makes none)."""
         policy = _policy(route)
-        if policy.remix != "continue" or not source.seconds.isdigit():
+        if policy.remix != "continue":
             return source.seconds
-        longer = [s for s in policy.seconds if s > int(source.seconds)]
+        longer = [s for s in policy.seconds if s > source.seconds]
         if longer:
-            return str(min(longer))
+            return min(longer)
         others = sorted(
             (max(other.video.seconds), model.id)
             for model in self.catalog.models.values()
@@ -208,7 +206,7 @@ class VideoService:
             if other.video is not None
             and other.dialect == route.dialect
             and other.group == route.group
-            and max(other.video.seconds) > int(source.seconds)
+            and max(other.video.seconds) > source.seconds
         )
         hint = f" (continue it with {others[0][1]}: create with that model)" if others else ""
         raise InvalidRequest(
@@ -384,9 +382,7 @@ class VideoService:
         """The key's limits checked and the most the video can cost reserved under the job's
         id, so whichever replica sees the job finish can settle it."""
         video = _policy(route)
-        tier = video.tier(spec.size)
-        seconds = int(spec.seconds) if spec.seconds.isdigit() else max(video.seconds)
-        bound = video_estimate(video.price, tier, seconds)
+        bound = video_estimate(video.price, video.tier(spec.size), spec.seconds)
         estimate = (bound or 0.0) * self.catalog.multiplier(route)
         return await self.metering.admit(
             policy,
@@ -403,7 +399,7 @@ class VideoService:
         job's id."""
         metrics = self.metrics
         metrics.videos.labels(job.model, job.route, job.status).inc()
-        seconds = int(job.seconds) if job.status == "completed" and job.seconds.isdigit() else 0
+        seconds = job.seconds if job.status == "completed" else 0
         charge = Charge(job.model, job.cost or 0.0, video_seconds=seconds)
         if await self.metering.ledger.settle(job.owner, job.id, charge) and charge.cost:
             metrics.cost.labels(job.owner, job.model).inc(charge.cost)
@@ -658,12 +654,10 @@ class VideoService:
         (its usage tokens, the seconds it made)."""
         route = self._route(job)
         policy = _policy(route)
-        tier = policy.tier(job.size)
-        seconds = int(job.seconds) if job.seconds.isdigit() else 0
         cost = video_cost(
             policy.price,
-            tier,
-            seconds,
+            policy.tier(job.size),
+            job.seconds,
             output_tokens=video.output_tokens,
             actual_seconds=video.actual_seconds,
             input_video=job.remixed_from is not None,

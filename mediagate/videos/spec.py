@@ -105,10 +105,11 @@ def openai_size(size: str) -> str:
     return str(Size.parse(size).nearest(_OPENAI_SIZES))
 
 
-def _seconds(value: Any, policy: VideoPolicy, model: str) -> tuple[str, str | None]:
-    """The seconds the route makes for the asked value, and a mapping note if it changed."""
+def _seconds(value: Any, policy: VideoPolicy, model: str) -> tuple[int, str | None]:
+    """The seconds the route makes for the asked value (OpenAI's string, or an integer), and a
+    mapping note if it changed."""
     if value is None:
-        return str(policy.default_seconds), None
+        return policy.default_seconds, None
     if isinstance(value, int) and not isinstance(value, bool):
         asked = value
     elif isinstance(value, str) and value.strip().isdigit():
@@ -127,7 +128,7 @@ def _seconds(value: Any, policy: VideoPolicy, model: str) -> tuple[str, str | No
     # The nearest it makes; a tie goes to the longer clip (the client asked for at least that).
     made_seconds = min(policy.seconds, key=lambda s: (abs(s - asked), -s))
     note = None if made_seconds == asked else f"seconds={asked}>{made_seconds}"
-    return str(made_seconds), note
+    return made_seconds, note
 
 
 def _size(value: Any, policy: VideoPolicy, model: str, tier: str | None) -> tuple[str, str | None]:
@@ -238,7 +239,6 @@ def plan_video(
         seconds=seconds,
         ratio=info.ratio,
         resolution=info.resolution,
-        duration=int(seconds),
         options=options,
     )
     return VideoPlan(spec, mapped, dropped)
