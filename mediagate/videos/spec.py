@@ -69,7 +69,8 @@ class VideoPlan:
         return headers
 
 
-def _policy(route: Route) -> VideoPolicy:
+def video_policy(route: Route) -> VideoPolicy:
+    """A video route's policy (catalog data)."""
     assert route.video is not None, "the catalog gives every video route a policy"
     return route.video
 
@@ -207,7 +208,7 @@ def plan_video(
     already resolved) as the route will take them. `reference`: the request has an
     input_reference, which the route must take. `defaults`: fields an alias sets unless the
     client sent them."""
-    policy = _policy(route)
+    policy = video_policy(route)
     given = {**(defaults or {}), **fields}
     prompt = check_prompt(given.get("prompt"), route)
     if reference and not policy.reference:
@@ -248,7 +249,7 @@ def check_remix(body: Any, route: Route, model: str) -> str:
     """The prompt of a remix request, for a route that can continue or edit a clip."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    if _policy(route).remix == "none":
+    if video_policy(route).remix == "none":
         raise InvalidRequest(
             f"{model} cannot remix a video: its upstream neither continues nor edits clips. "
             "Create a new video instead.",
