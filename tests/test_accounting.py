@@ -485,3 +485,32 @@ def test_usage_is_booked_in_batches_off_the_request_path_and_a_clean_stop_books_
         totals = http.get("/v1/usage").json()["totals"]
     assert totals["requests"] == 5 and totals["images"] == 5
     assert totals["cost_usd"] == pytest.approx(5 * 0.03)
+
+
+def test_a_chat_route_reserves_for_the_size_asked_not_for_auto(
+    make_gateway: Callable[..., Gateway], tmp_path: Path, sim: Sim
+) -> None:
+    # The chat dialect sends no `size`, only the ratio marker standing for it. The estimate
+    # read `size` off the fields sent, so on a token-priced chat route every request reserved
+    # for an `auto` image (1.5 MP) however large the size asked.
+    overlay = tmp_path / "catalog.yaml"
+    overlay.write_text(
+        "routes:\n  sora_image:\n    price:\n      per_image: null\n"
+        "      tokens: {text_input: 5, cached_text_input: 1, image_input: 8,"
+        " cached_image_input: 2, image_output: 30}\n"
+        "      estimate: {output_tokens_per_mp: {auto: 6000}}\n"
+    )
+    path = keys_file(tmp_path / "keys.yaml", [entry("metered", KEY, budget_usd_per_day=0.01)])
+    client = make_gateway(keys_file=path, config=overlay).sdk(api_key=KEY)
+
+    def reserved(**size: str) -> str:
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.images.generate(model="sora_image", prompt="p", **size)
+        assert caught.value.code == "insufficient_quota"
+        return caught.value.message.split("up to ")[1].split(",")[0]
+
+    # 1 prompt token at $8, then 6000 tokens a megapixel at $30.
+    assert reserved() == "$0.2700"  # auto: 1024x1536
+    assert reserved(size="1024x1024") == "$0.1800"  # marker 1:1, planned at the size asked
+    assert reserved(size="3840x2160") == "$1.4238"  # marker 3:2, 8.3 MP
+    assert sim.sent() == []

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -46,7 +47,7 @@ def make_job(job_id: str, owner: str = "team-a", **changes: Any) -> VideoJob:
         "key_fp": "f" * 64,
         "prompt": "a prompt",
         "size": "720x1280",
-        "seconds": "4",
+        "seconds": 4,
         "status": "queued",
         "created_at": 1_700_000_000,
         "updated_at": 1_700_000_000.5,
@@ -73,6 +74,20 @@ def test_a_job_round_trips_with_every_field(store_url: StoreUrl) -> None:
     found, missing = with_store(store_url, work)
     assert found == job
     assert missing is None
+
+
+def test_a_record_written_with_seconds_as_text_reads_as_an_integer(store_url: StoreUrl) -> None:
+    # Records written before `seconds` was kept as an integer hold OpenAI's string ("8"): no
+    # migration, the store reads them as the integer.
+    old = replace(make_job("video_old"), seconds=cast(Any, "8"))
+
+    async def work(store: JobStore) -> VideoJob | None:
+        await store.insert(old)
+        await store.update("video_old", "queued", {"status": "completed", "cost": 0.4})
+        return await store.get("video_old")
+
+    found = with_store(store_url, work)
+    assert found is not None and found.seconds == 8 and found.status == "completed"
 
 
 def test_compare_and_set_lets_exactly_one_writer_win(store_url: StoreUrl) -> None:

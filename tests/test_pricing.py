@@ -20,6 +20,7 @@ from mediagate.accounting.pricing import (
 )
 from mediagate.catalog import CatalogError, load_catalog
 from mediagate.simulator.rules import ImageJob, image_usage, resolve_route
+from mediagate.sizes import Size
 
 CATALOG = load_catalog()
 
@@ -244,9 +245,17 @@ def test_the_estimate_is_an_upper_bound(route: Any, size: str | None, edit_image
     prompt = "a lighthouse at dusk, in the style of an old postcard"
     multiplier = CATALOG.multiplier(route)
     for quality in [None, *route.values["quality"]]:
-        params = {k: v for k, v in {"size": size, "quality": quality}.items() if v is not None}
+        planned = None if size in (None, "auto") else Size.parse(size)
         calls = [1] * 3 if route.max_n == 1 else [3]
-        estimate = estimate_images(route.price, calls, params, prompt, edit_images, multiplier)
+        estimate = estimate_images(
+            route.price,
+            calls,
+            prompt,
+            size=planned,
+            quality=quality,
+            input_images=edit_images,
+            multiplier=multiplier,
+        )
         width, height = (1024, 1024) if size in (None, "auto") else map(int, size.split("x"))
         resolved = "medium" if quality in (None, "auto") else quality
         job = ImageJob(sim_route, prompt, 1, width, height, "b64_json", resolved, "png", "opaque")
@@ -258,5 +267,5 @@ def test_the_estimate_is_an_upper_bound(route: Any, size: str | None, edit_image
 
 def test_per_call_estimates_are_exact() -> None:
     route = CATALOG.routes["gpt-image-2.5-flare.vip"]
-    assert estimate_images(route.price, [1, 1, 1], {"quality": "max"}, "p") == 0.09
-    assert estimate_images(None, [1], {}, "p") == 0.0
+    assert estimate_images(route.price, [1, 1, 1], "p", quality="max") == 0.09
+    assert estimate_images(None, [1], "p") == 0.0

@@ -72,7 +72,7 @@ def test_ark_maps_statuses_usage_and_expiry() -> None:
 def test_dashscope_builds_async_creates_and_reads_top_level_status() -> None:
     dash = video_dialect("dashscope")
     wan = route("wan2.7-i2v")
-    spec = VideoSpec("p", "1280x720", "8", "16:9", "720P", 8, {"seed": 3})
+    spec = VideoSpec("p", "1280x720", 8, "16:9", "720P", {"seed": 3})
     reference = Reference(b"\x89PNG", "image/png", 1280, 720)
     request = dash.build_create(wan, spec, reference)
     assert request.headers == {"X-DashScope-Async": "enable"} and request.root
@@ -119,7 +119,7 @@ def test_plan_maps_size_and_seconds_and_sorts_options() -> None:
         "seedance-2.0",
     )
     assert (plan.spec.size, plan.spec.ratio, plan.spec.resolution) == ("1920x1080", "16:9", "1080p")
-    assert plan.spec.seconds == "12" and plan.spec.options == {"seed": 9}
+    assert plan.spec.seconds == 12 and plan.spec.options == {"seed": 9}
     assert plan.mapped == ["size=1792x1024>1920x1080"] and plan.dropped == ["fps"]
     tier = plan_video(
         {"prompt": "p", "size": "1280x720", "resolution": "480p"},
@@ -128,7 +128,11 @@ def test_plan_maps_size_and_seconds_and_sorts_options() -> None:
     )
     assert tier.spec.size == "864x496" and tier.spec.resolution == "480p"
     muse = plan_video({"prompt": "p", "seconds": "4"}, route("muse-video"), "muse-video")
-    assert (muse.spec.seconds, muse.mapped) == ("5", ["seconds=4>5"])
+    assert (muse.spec.seconds, muse.mapped) == (5, ["seconds=4>5"])
+    assert (
+        plan_video({"prompt": "p", "seconds": 8}, route("muse-video"), "muse-video").spec.seconds
+        == 8
+    )
     with pytest.raises(InvalidRequest):
         plan_video({"prompt": "p", "seconds": "20"}, route("muse-video"), "muse-video")
     with pytest.raises(InvalidRequest):
@@ -138,7 +142,7 @@ def test_plan_maps_size_and_seconds_and_sorts_options() -> None:
 
 def test_seedance_2_5_sends_an_adaptive_ratio_with_a_first_frame() -> None:
     ark = video_dialect("ark")
-    spec = VideoSpec("p", "1280x720", "5", "16:9", "720p", 5)
+    spec = VideoSpec("p", "1280x720", 5, "16:9", "720p")
     reference = Reference(b"\x89PNG", "image/png", 1280, 720)
     with_frame = ark.build_create(route("seedance-2.5"), spec, reference).json
     without = ark.build_create(route("seedance-2.5"), spec, None).json

@@ -31,8 +31,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from mediagate.catalog import Price, TokenEstimate, TokenPrices, VideoPrice
+from mediagate.sizes import Size
 
-_AUTO_AREA = 1024 * 1536  # the largest standard size, for an absent or "auto" size
+_AUTO_AREA = Size(1024, 1536).area  # the largest standard size, for an absent or "auto" size
 _MEGAPIXEL = 1024 * 1024
 _MICRODOLLAR = Decimal("0.000001")
 
@@ -117,32 +118,30 @@ def token_cost(prices: TokenPrices, usage: Mapping[str, Any], multiplier: float 
     return _usd(total * _dec(multiplier) / Decimal(1_000_000))
 
 
-def _area(size: Any) -> int:
-    if isinstance(size, str) and size != "auto":
-        width, _, height = size.partition("x")
-        if width.isdigit() and height.isdigit():
-            return int(width) * int(height)
-    return _AUTO_AREA
-
-
-def _output_tokens_per_image(estimate: TokenEstimate, quality: Any, size: Any) -> float:
+def _output_tokens_per_image(
+    estimate: TokenEstimate, quality: str | None, size: Size | None
+) -> float:
     table = estimate.output_tokens_per_mp
-    per_mp = table.get(quality) if isinstance(quality, str) else None
+    per_mp = table.get(quality) if quality is not None else None
     if per_mp is None:  # auto, none, or a quality the table does not know: the largest
         per_mp = max(table.values())
-    return per_mp * _area(size) / _MEGAPIXEL
+    area = _AUTO_AREA if size is None else size.area
+    return per_mp * area / _MEGAPIXEL
 
 
 def estimate_images(
     price: Price | None,
     calls: list[int],
-    params: dict[str, Any],
     prompt: str,
+    *,
+    size: Size | None = None,
+    quality: str | None = None,
     input_images: int = 0,
     multiplier: float = 1.0,
 ) -> float:
-    """The most a request can cost: `calls` images per upstream call, the upstream fields
-    `params` (size, quality), the prompt, an edit's input images, the group's multiplier."""
+    """The most a request can cost: `calls` images per upstream call at the planned `size`
+    (None: the upstream's choice, counted as the largest standard size) and `quality` (None:
+    the dearest), the prompt, an edit's input images, the group's multiplier."""
     if price is None:
         return 0.0
     n = sum(calls)
@@ -153,7 +152,6 @@ def estimate_images(
         # tokens; every call sends the prompt and the input images again. Each input class is
         # priced at the dearer input rate, each output class at the dearer output rate.
         input_tokens = (len(prompt) + estimate.input_tokens_per_image * input_images) * len(calls)
-        quality, size = params.get("quality"), params.get("size")
         output_tokens = _output_tokens_per_image(estimate, quality, size)
         rate_in = max(tokens.text_input, tokens.image_input)
         rate_out = max(tokens.image_output, tokens.text_output or 0)

@@ -8,7 +8,6 @@ planned for its first route, with the routes it may fall back to.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 from mediagate.catalog import Alias, Route, SizeRule
 from mediagate.errors import InvalidRequest
 from mediagate.images.spec import ImageEditRequest, ImageGenerationRequest
+from mediagate.sizes import Size
 from mediagate.upstream.dialects import Dialect, EditImages, Plan
 
 # Fields the gateway itself consumes rather than forwarding as-is.
@@ -51,22 +51,6 @@ class ImagesResult:
     count: int
 
 
-def parse_size(size: str) -> tuple[int, int]:
-    width, _, height = size.partition("x")
-    return int(width), int(height)
-
-
-def _ratio_of(label: str) -> float:
-    width, _, height = label.partition(":")
-    return int(width) / int(height)
-
-
-def _nearest_ratio(width: int, height: int, labels: list[str]) -> str:
-    # Compare ratios on a log scale so 2:1 and 1:2 are equally far from 1:1.
-    target = math.log(width / height)
-    return min(labels, key=lambda label: abs(math.log(_ratio_of(label)) - target))
-
-
 def _size_error(size: str, route: Route, why: str) -> InvalidRequest:
     return InvalidRequest(
         f"Invalid value for 'size': '{size}' {why} (route {route.id}).",
@@ -75,20 +59,23 @@ def _size_error(size: str, route: Route, why: str) -> InvalidRequest:
     )
 
 
-def _check_flexible(size: str, rule: SizeRule, route: Route) -> None:
+def _check_flexible(size: str, rule: SizeRule, route: Route) -> Size | None:
+    """The size, if it is one the rule allows (None for auto)."""
     if size == "auto":
-        return
-    width, height = parse_size(size)
+        return None
+    planned = Size.parse(size)
+    width, height = planned.width, planned.height
     if width % rule.multiple or height % rule.multiple:
         raise _size_error(size, route, f"must have both sides divisible by {rule.multiple}")
     if max(width, height) > rule.max_edge:
         raise _size_error(size, route, f"must have no side longer than {rule.max_edge}")
     if max(width, height) / min(width, height) > rule.max_ratio:
         raise _size_error(size, route, f"must be no more elongated than {rule.max_ratio:g}:1")
-    if not rule.min_pixels <= width * height <= rule.max_pixels:
+    if not rule.min_pixels <= planned.area <= rule.max_pixels:
         raise _size_error(
             size, route, f"must have between {rule.min_pixels} and {rule.max_pixels} pixels"
         )
+    return planned
 
 
 def map_to_table(size: str | None, rule: SizeRule) -> str:
@@ -98,13 +85,20 @@ def map_to_table(size: str | None, rule: SizeRule) -> str:
         return rule.default
     if any(size in sizes for sizes in rule.table.values()):
         return size
-    width, height = parse_size(size)
-    tiers = rule.table[_nearest_ratio(width, height, list(rule.table))]
-    area = math.log(width * height)
-    return min(tiers, key=lambda s: abs(math.log(math.prod(parse_size(s))) - area))
+    asked = Size.parse(size)
+    tiers = rule.table[asked.nearest_ratio(list(rule.table))]
+    return str(asked.nearest([Size.parse(tier) for tier in tiers]))
+
+
+def _planned(size: str | None) -> Size | None:
+    """A request's size (already checked against the request schema: WxH or auto) as a Size;
+    None for auto or none."""
+    return None if size is None or size == "auto" else Size.parse(size)
 
 
 def _apply_size(plan: Plan, size: str | None, rule: SizeRule | None) -> None:
+    """The size sent (`plan.params`, or the ratio marker of the chat dialect) and the size the
+    images are planned at (`plan.size`, what pricing estimates)."""
     route = plan.route
     if rule is None or "size" not in route.accepts:
         if size is not None:
@@ -115,23 +109,30 @@ def _apply_size(plan: Plan, size: str | None, rule: SizeRule | None) -> None:
             raise _size_error(size, route, f"is not supported; use one of {', '.join(rule.values)}")
         if size is not None:
             plan.params["size"] = size
+            plan.size = _planned(size)
     elif rule.rule == "flexible":
         if size is not None:
-            _check_flexible(size, rule, route)
+            plan.size = _check_flexible(size, rule, route)
             plan.params["size"] = size
     elif rule.rule == "table":
         mapped = map_to_table(size, rule)
         if mapped != size:
             plan.mapped.append(f"size={size or 'default'}>{mapped}")
         plan.params["size"] = mapped
+        plan.size = Size.parse(mapped)
     elif rule.rule == "marker":
         if MARKER_AT_END.search(plan.prompt):
             # The user chose a ratio in the prompt already: keep theirs, do not add a second.
             if size is not None:
                 plan.dropped.append("size")
-        elif size is not None and size != "auto":
-            plan.ratio = _nearest_ratio(*parse_size(size), rule.markers)
-            plan.mapped.append(f"size={size}>ratio {plan.ratio}")
+        else:
+            asked = _planned(size)
+            if asked is not None:
+                # No size goes upstream, only its ratio: the images are planned at the size
+                # asked, which the marker stands for.
+                plan.ratio = asked.nearest_ratio(rule.markers)
+                plan.size = asked
+                plan.mapped.append(f"size={size}>ratio {plan.ratio}")
 
 
 def _check_combinations(params: dict[str, Any]) -> None:

@@ -268,8 +268,16 @@ class ImageService:
             if isinstance(plan, str):
                 continue  # the job cannot end there
             multiplier = self.catalog.multiplier(route)
+            # The planned request is priced, not the fields sent: the chat dialect sends no
+            # size, only the ratio marker standing for the size asked.
             estimates[route.id] = estimate_images(
-                route.price, plan.calls, plan.params, plan.prompt, input_images, multiplier
+                route.price,
+                plan.calls,
+                plan.prompt,
+                size=plan.size,
+                quality=plan.params.get("quality"),
+                input_images=input_images,
+                multiplier=multiplier,
             )
         return estimates
 

@@ -33,7 +33,7 @@ class VideoJob:
     key_fp: str  # SHA-256 of the upstream key that created the job, never the key
     prompt: str
     size: str
-    seconds: str
+    seconds: int  # shown to clients as a string, as OpenAI's Video object has it
     status: str
     created_at: int
     updated_at: float
@@ -55,6 +55,18 @@ class VideoJob:
 
 
 FIELDS = tuple(f.name for f in dataclasses.fields(VideoJob))
+
+
+def job_from_record(values: Mapping[str, Any]) -> VideoJob:
+    """A job from the fields a backend stored. A record written before `seconds` was kept as
+    an integer holds the string the Video object shows ("8", always written from an integer):
+    read as that integer, so old records need no migration."""
+    seconds = values.get("seconds")
+    if isinstance(seconds, str):
+        values = {**values, "seconds": int(seconds)}
+    return VideoJob(**values)
+
+
 # What a compare-and-set may change; who owns a job and where it lives never change.
 MUTABLE = frozenset(
     {

@@ -62,7 +62,7 @@ def openai_video(job: VideoJob) -> dict[str, Any]:
         "expires_at": job.expires_at,
         "prompt": job.prompt,
         "size": openai_size(job.size),
-        "seconds": job.seconds,
+        "seconds": str(job.seconds),  # VideoSeconds: a string in OpenAI's schema
         "remixed_from_video_id": job.remixed_from,
         "error": job.error,
     }

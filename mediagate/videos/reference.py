@@ -24,6 +24,7 @@ from PIL import Image, ImageOps
 
 from mediagate.errors import InvalidRequest
 from mediagate.imagedata import sniff_image_type
+from mediagate.sizes import Size
 from mediagate.upstream.dialects.videos import Reference
 
 _PIL_FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
@@ -36,7 +37,7 @@ OVERSAMPLE = 5
 
 def decode_cap(sizes: list[str], max_pixels: int) -> int:
     """The most pixels the gateway decodes for a route making `sizes` (WxH)."""
-    largest = max(int(w) * int(h) for w, _, h in (s.partition("x") for s in sizes))
+    largest = max(Size.parse(size).area for size in sizes)
     return min(max_pixels, OVERSAMPLE * largest)
 
 
@@ -134,9 +135,8 @@ def prepare(
     """The reference to send for a video of `size`, and a note when it was fitted. At most
     `max_pixels` are accepted, and at most `cap` (see `decode_cap`) decoded to fit it."""
     reference = inspect(data, max_pixels)
-    width, _, height = size.partition("x")
-    target = (int(width), int(height))
-    if (reference.width, reference.height) == target:
+    target = Size.parse(size)
+    if (reference.width, reference.height) == (target.width, target.height):
         return reference, None
     have = f"{reference.width}x{reference.height}"
     if not fitting:
@@ -145,4 +145,4 @@ def prepare(
             "them equal. Send an image of exactly that size, or allow the gateway to fit it.",
             "invalid_image_size",
         )
-    return fit(reference, *target, cap=cap), f"input_reference={have}>{size}"
+    return fit(reference, target.width, target.height, cap=cap), f"input_reference={have}>{size}"

@@ -32,14 +32,14 @@ from mediagate import context
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.accounting.metering import VIDEO_RESERVATION_TTL_S, Metering, Ticket
 from mediagate.accounting.pricing import video_cost, video_estimate
-from mediagate.catalog import Catalog, Route, VideoPolicy
+from mediagate.catalog import Catalog, Route
 from mediagate.errors import GatewayError, InvalidRequest, NotFound, Scrubber, UpstreamError
 from mediagate.imagedata import ImageWork
 from mediagate.observability.metrics import Metrics
 from mediagate.settings import Settings
 from mediagate.stores.jobs import TERMINAL, JobStore, Order, UnknownCursor, VideoJob
 from mediagate.stores.ledger import Charge
-from mediagate.upstream.dialects import video_dialect
+from mediagate.upstream.dialects import UpstreamRequest, video_dialect
 from mediagate.upstream.dialects.videos import (
     Reference,
     UpstreamVideo,
@@ -47,7 +47,7 @@ from mediagate.upstream.dialects.videos import (
     VideoSpec,
 )
 from mediagate.upstream.fetcher import SafeFetcher
-from mediagate.upstream.sender import Upstream
+from mediagate.upstream.sender import Upstream, UpstreamAnswer
 from mediagate.upstream.transport import UpstreamResponse
 from mediagate.videos import reference as references
 from mediagate.videos.records import is_video_id, job_changes, new_video_id
@@ -57,6 +57,7 @@ from mediagate.videos.spec import (
     VideoRequest,
     check_remix,
     plan_video,
+    video_policy,
 )
 from mediagate.videos.webhooks import video_event
 
@@ -90,11 +91,6 @@ def video_not_found(video_id: str) -> NotFound:
         f"No video found with id '{video_id}'. It may have been deleted or have expired.",
         code="video_not_found",
     )
-
-
-def _policy(route: Route) -> VideoPolicy:
-    assert route.video is not None, "the catalog gives every video route a policy"
-    return route.video
 
 
 def _dialect(route: Route) -> VideoDialect:
@@ -170,15 +166,13 @@ class VideoService:
                 + (" (its upstream gave no link to continue from)." if source.final else "."),
                 code="video_not_ready",
             )
-        info = _policy(route).sizes.get(source.size)
-        seconds = self._remix_seconds(source, route)
+        info = video_policy(route).sizes.get(source.size)
         spec = VideoSpec(
             prompt=prompt,
             size=source.size,
-            seconds=seconds,
+            seconds=self._remix_seconds(source, route),
             ratio=info.ratio if info else None,
             resolution=info.resolution if info else None,
-            duration=int(seconds) if seconds.isdigit() else None,
             source_url=source.result_url,
         )
         job_id = new_video_id()
@@ -191,15 +185,15 @@ class VideoService:
         await ticket.release()
         return self._answer(job)
 
-    def _remix_seconds(self, source: VideoJob, route: Route) -> str:
+    def _remix_seconds(self, source: VideoJob, route: Route) -> int:
         """A remix's length: the source's for an edit; for a continuation the shortest total
         the route makes beyond the source (a 400 naming a longer model when it makes none)."""
-        policy = _policy(route)
-        if policy.remix != "continue" or not source.seconds.isdigit():
+        policy = video_policy(route)
+        if policy.remix != "continue":
             return source.seconds
-        longer = [s for s in policy.seconds if s > int(source.seconds)]
+        longer = [s for s in policy.seconds if s > source.seconds]
         if longer:
-            return str(min(longer))
+            return min(longer)
         others = sorted(
             (max(other.video.seconds), model.id)
             for model in self.catalog.models.values()
@@ -207,7 +201,7 @@ class VideoService:
             if other.video is not None
             and other.dialect == route.dialect
             and other.group == route.group
-            and max(other.video.seconds) > int(source.seconds)
+            and max(other.video.seconds) > source.seconds
         )
         hint = f" (continue it with {others[0][1]}: create with that model)" if others else ""
         raise InvalidRequest(
@@ -258,11 +252,8 @@ class VideoService:
         route = self._route(job)
         request = _dialect(route).build_delete(route, job.upstream_id)
         if request is not None:  # else the upstream has no delete: the job is hidden here
-            key = self.upstream.keys.by_fingerprint(job.group, job.key_fp)
             with contextlib.suppress(NotFound):  # the upstream already forgot it: intent met
-                await self.upstream.send(
-                    route, request, paid=False, key=key, not_found=video_not_found(job.id)
-                )
+                await self._send_bound(job, route, request)
         for _ in range(_CAS_ATTEMPTS):
             now = time.time()
             changes = {"deleted_at": int(now), "updated_at": now}
@@ -287,10 +278,10 @@ class VideoService:
             )
         job = await self._owned(owner, video_id)
         route = self._route(job)
-        if variant not in _policy(route).variants:
+        if variant not in video_policy(route).variants:
             raise NotFound(
                 f"{job.model} makes no {variant} for its videos; only "
-                f"{', '.join(_policy(route).variants)}.",
+                f"{', '.join(video_policy(route).variants)}.",
                 param="variant",
                 code="variant_not_available",
             )
@@ -304,15 +295,8 @@ class VideoService:
                     code="video_not_ready",
                 )
             return await self.fetcher.open_stream(job.result_url, headers)
-        key = self.upstream.keys.by_fingerprint(job.group, job.key_fp)
-        answer = await self.upstream.send(
-            route,
-            request,
-            paid=False,
-            key=key,
-            not_found=video_not_found(job.id),
-            passthrough=frozenset({416}),
-            stream=True,
+        answer = await self._send_bound(
+            job, route, request, passthrough=frozenset({416}), stream=True
         )
         return answer.response
 
@@ -382,10 +366,8 @@ class VideoService:
     ) -> Ticket:
         """The key's limits checked and the most the video can cost reserved under the job's
         id, so whichever replica sees the job finish can settle it."""
-        video = _policy(route)
-        tier = video.tier(spec.size)
-        seconds = int(spec.seconds) if spec.seconds.isdigit() else max(video.seconds)
-        bound = video_estimate(video.price, tier, seconds)
+        video = video_policy(route)
+        bound = video_estimate(video.price, video.tier(spec.size), spec.seconds)
         estimate = (bound or 0.0) * self.catalog.multiplier(route)
         return await self.metering.admit(
             policy,
@@ -402,7 +384,7 @@ class VideoService:
         job's id."""
         metrics = self.metrics
         metrics.videos.labels(job.model, job.route, job.status).inc()
-        seconds = int(job.seconds) if job.status == "completed" and job.seconds.isdigit() else 0
+        seconds = job.seconds if job.status == "completed" else 0
         charge = Charge(job.model, job.cost or 0.0, video_seconds=seconds)
         if await self.metering.ledger.settle(job.owner, job.id, charge) and charge.cost:
             metrics.cost.labels(job.owner, job.model).inc(charge.cost)
@@ -462,31 +444,22 @@ class VideoService:
         created = await self.upstream.send(
             route, dialect.build_create(route, spec, reference), paid=True, parse=True
         )
-        fingerprint = created.key_fingerprint
-        video = dialect.parse(created.payload, route, time.time())
-        now = time.time()
         described = None
         if reference is not None:
             described = f"{reference.content_type} {reference.width}x{reference.height}"
             described += " (fitted)" if note else ""
-        job = VideoJob(
-            id=job_id,
-            upstream_id=video.id,
+        job = await self._open(
+            created,
+            route,
+            spec,
+            job_id=job_id,
             owner=owner,
             model=model,
-            route=route.id,
             group=route.group,
-            key_fp=fingerprint,
-            prompt=spec.prompt,
-            size=spec.size,
-            seconds=spec.seconds,
-            status="queued",
-            created_at=int(now),
-            updated_at=now,
+            key_fp=created.key_fingerprint,
             reference=described,
         )
-        await self._insert(job)
-        return await self._record(job, video)
+        return job
 
     async def _start_remix(
         self, source: VideoJob, route: Route, spec: VideoSpec, job_id: str
@@ -497,32 +470,54 @@ class VideoService:
         request = dialect.build_remix(route, source.upstream_id, spec)
         if request is None:
             raise InvalidRequest(f"{source.model} cannot remix a video.", code="remix_unsupported")
-        key = self.upstream.keys.by_fingerprint(source.group, source.key_fp)
-        answer = await self.upstream.send(
+        answer = await self._send_bound(source, route, request, paid=True, parse=True)
+        return await self._open(
+            answer,
             route,
-            request,
-            paid=True,
-            key=key,
-            parse=True,
-            not_found=video_not_found(source.id),
+            spec,
+            job_id=job_id,
+            owner=source.owner,
+            model=source.model,
+            group=source.group,
+            key_fp=source.key_fp,  # the remix lives under the source's key too
+            remixed_from=source.id,
         )
-        video = dialect.parse(answer.payload, route, time.time())
+
+    async def _open(
+        self,
+        created: UpstreamAnswer,
+        route: Route,
+        spec: VideoSpec,
+        *,
+        job_id: str,
+        owner: str,
+        model: str,
+        group: str,
+        key_fp: str,
+        reference: str | None = None,
+        remixed_from: str | None = None,
+    ) -> VideoJob:
+        """The job the upstream's create (or remix) answer starts, under our `job_id`, bound to
+        the key `key_fp` of `group` that made it: recorded before the client hears of it, then
+        moved on to that answer. The one place a new VideoJob is made."""
+        video = _dialect(route).parse(created.payload, route, time.time())
         now = time.time()
         job = VideoJob(
             id=job_id,
             upstream_id=video.id,
-            owner=source.owner,
-            model=source.model,
-            route=source.route,
-            group=source.group,
-            key_fp=source.key_fp,  # the remix lives under the source's key too
+            owner=owner,
+            model=model,
+            route=route.id,
+            group=group,
+            key_fp=key_fp,
             prompt=spec.prompt,
-            size=source.size,
+            size=spec.size,
             seconds=spec.seconds,
             status="queued",
             created_at=int(now),
             updated_at=now,
-            remixed_from=source.id,
+            reference=reference,
+            remixed_from=remixed_from,
         )
         await self._insert(job)
         return await self._record(job, video)
@@ -596,17 +591,36 @@ class VideoService:
 
     async def _ask(self, job: VideoJob) -> VideoJob:
         route = self._route(job)
-        key = self.upstream.keys.by_fingerprint(job.group, job.key_fp)
         dialect = _dialect(route)
-        answer = await self.upstream.send(
-            route,
-            dialect.build_status(route, job.upstream_id),
-            paid=False,
-            key=key,
-            parse=True,
-            not_found=video_not_found(job.id),
+        answer = await self._send_bound(
+            job, route, dialect.build_status(route, job.upstream_id), parse=True
         )
         return await self._record(job, dialect.parse(answer.payload, route, time.time()))
+
+    async def _send_bound(
+        self,
+        job: VideoJob,
+        route: Route,
+        request: UpstreamRequest,
+        *,
+        paid: bool = False,
+        parse: bool = False,
+        stream: bool = False,
+        passthrough: frozenset[int] = frozenset(),
+    ) -> UpstreamAnswer:
+        """A call about `job` (or from it, a remix) under the upstream key that created it:
+        the upstream shows a job to no other key. Its 404 is the video's."""
+        key = self.upstream.keys.by_fingerprint(job.group, job.key_fp)
+        return await self.upstream.send(
+            route,
+            request,
+            paid=paid,
+            key=key,
+            parse=parse,
+            stream=stream,
+            not_found=video_not_found(job.id),
+            passthrough=passthrough,
+        )
 
     async def _give_up(self, job: VideoJob, code: str, message: str) -> VideoJob:
         log.warning(
@@ -656,13 +670,11 @@ class VideoService:
         """What a completed job costs, from its route's price and what the upstream reported
         (its usage tokens, the seconds it made)."""
         route = self._route(job)
-        policy = _policy(route)
-        tier = policy.tier(job.size)
-        seconds = int(job.seconds) if job.seconds.isdigit() else 0
+        policy = video_policy(route)
         cost = video_cost(
             policy.price,
-            tier,
-            seconds,
+            policy.tier(job.size),
+            job.seconds,
             output_tokens=video.output_tokens,
             actual_seconds=video.actual_seconds,
             input_video=job.remixed_from is not None,

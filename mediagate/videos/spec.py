@@ -17,13 +17,13 @@ applies them:
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from mediagate.catalog import Route, VideoOption, VideoPolicy
 from mediagate.errors import InvalidRequest
+from mediagate.sizes import NotASize, Size
 from mediagate.upstream.dialects.videos import VideoSpec
 
 # The OpenAI fields of POST /v1/videos (input_reference is read separately, it is a file or a
@@ -32,7 +32,7 @@ CREATE_FIELDS = frozenset({"prompt", "model", "seconds", "size", "input_referenc
 # The sizes OpenAI's Video object may carry (VideoSize); a video of another size is shown as
 # the nearest of these (its real size is in x-mediagate-mapped at create).
 OPENAI_SIZES = ("720x1280", "1280x720", "1024x1792", "1792x1024")
-_WXH = re.compile(r"^\s*(\d{1,5})\s*[xX*]\s*(\d{1,5})\s*$")
+_OPENAI_SIZES = tuple(Size.parse(size) for size in OPENAI_SIZES)
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ class VideoPlan:
     dropped: list[str] = field(default_factory=list)
 
 
-def _policy(route: Route) -> VideoPolicy:
+def video_policy(route: Route) -> VideoPolicy:
+    """A video route's policy (catalog data)."""
     assert route.video is not None, "the catalog gives every video route a policy"
     return route.video
 
@@ -89,34 +90,19 @@ def _listing(values: list[str]) -> str:
     return ", ".join(f"'{v}'" for v in values)
 
 
-def _pixels(size: str) -> tuple[int, int]:
-    w, _, h = size.partition("x")
-    return int(w), int(h)
-
-
 def openai_size(size: str) -> str:
     """The size a Video object shows: the video's own if OpenAI's schema has it, else the
-    nearest there (ratio first, then area)."""
+    nearest there (`Size.nearest`: ratio first, then area)."""
     if size in OPENAI_SIZES:
         return size
-    return _nearest(size, list(OPENAI_SIZES))
+    return str(Size.parse(size).nearest(_OPENAI_SIZES))
 
 
-def _nearest(size: str, choices: list[str]) -> str:
-    w, h = _pixels(size)
-    ratio, area = math.log(w / h), w * h
-
-    def distance(choice: str) -> tuple[float, float]:
-        cw, ch = _pixels(choice)
-        return (round(abs(math.log(cw / ch) - ratio), 1), abs(math.log(cw * ch / area)))
-
-    return min(choices, key=distance)
-
-
-def _seconds(value: Any, policy: VideoPolicy, model: str) -> tuple[str, str | None]:
-    """The seconds the route makes for the asked value, and a mapping note if it changed."""
+def _seconds(value: Any, policy: VideoPolicy, model: str) -> tuple[int, str | None]:
+    """The seconds the route makes for the asked value (OpenAI's string, or an integer), and a
+    mapping note if it changed."""
     if value is None:
-        return str(policy.default_seconds), None
+        return policy.default_seconds, None
     if isinstance(value, int) and not isinstance(value, bool):
         asked = value
     elif isinstance(value, str) and value.strip().isdigit():
@@ -135,7 +121,7 @@ def _seconds(value: Any, policy: VideoPolicy, model: str) -> tuple[str, str | No
     # The nearest it makes; a tie goes to the longer clip (the client asked for at least that).
     made_seconds = min(policy.seconds, key=lambda s: (abs(s - asked), -s))
     note = None if made_seconds == asked else f"seconds={asked}>{made_seconds}"
-    return str(made_seconds), note
+    return made_seconds, note
 
 
 def _size(value: Any, policy: VideoPolicy, model: str, tier: str | None) -> tuple[str, str | None]:
@@ -144,7 +130,13 @@ def _size(value: Any, policy: VideoPolicy, model: str, tier: str | None) -> tupl
         if tier is None or policy.sizes[size].resolution == tier:
             return size, None
         value = size
-    if not isinstance(value, str) or not _WXH.match(value):
+    try:
+        asked = Size.parse(value) if isinstance(value, str) else None
+    except NotASize:
+        asked = None
+    except ValueError:  # WxH with a side of 0
+        raise InvalidRequest(f"Invalid value for 'size': '{value}'.", param="size") from None
+    if asked is None:
         shown = value if isinstance(value, str) else type(value).__name__
         raise InvalidRequest(
             f"Invalid value for 'size': '{shown}'. Give WxH, e.g. '1280x720'; {model} makes "
@@ -152,21 +144,16 @@ def _size(value: Any, policy: VideoPolicy, model: str, tier: str | None) -> tupl
             param="size",
             code="invalid_size",
         )
-    match = _WXH.match(value)
-    assert match is not None
-    asked = f"{int(match.group(1))}x{int(match.group(2))}"
-    if 0 in _pixels(asked):
-        raise InvalidRequest(f"Invalid value for 'size': '{value}'.", param="size")
     choices = [s for s, info in policy.sizes.items() if tier is None or info.resolution == tier]
-    if asked in choices:
-        return asked, None
+    if str(asked) in choices:
+        return str(asked), None
     if not choices:
         raise InvalidRequest(
             f"Invalid value for 'resolution': '{tier}'. {model} makes no video at that tier.",
             param="resolution",
         )
     # Nearest ratio first, then the tier with the nearest area (the asked tier, if one was).
-    size = _nearest(asked, choices)
+    size = str(asked.nearest([Size.parse(choice) for choice in choices]))
     return size, f"size={asked}>{size}"
 
 
@@ -213,7 +200,7 @@ def plan_video(
     already resolved) as the route will take them. `reference`: the request has an
     input_reference, which the route must take. `defaults`: fields an alias sets unless the
     client sent them."""
-    policy = _policy(route)
+    policy = video_policy(route)
     given = {**(defaults or {}), **fields}
     prompt = check_prompt(given.get("prompt"), route)
     if reference and not policy.reference:
@@ -245,7 +232,6 @@ def plan_video(
         seconds=seconds,
         ratio=info.ratio,
         resolution=info.resolution,
-        duration=int(seconds),
         options=options,
     )
     return VideoPlan(spec, mapped, dropped)
@@ -255,7 +241,7 @@ def check_remix(body: Any, route: Route, model: str) -> str:
     """The prompt of a remix request, for a route that can continue or edit a clip."""
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    if _policy(route).remix == "none":
+    if video_policy(route).remix == "none":
         raise InvalidRequest(
             f"{model} cannot remix a video: its upstream neither continues nor edits clips. "
             "Create a new video instead.",

@@ -25,6 +25,7 @@ from mediagate.stores.jobs import (
     UnknownCursor,
     VideoJob,
     check_changes,
+    job_from_record,
 )
 from mediagate.stores.redis.db import RedisDb
 
@@ -132,7 +133,7 @@ def _decode(raw: Mapping[str, str] | list[str]) -> VideoJob:
     if isinstance(raw, list):  # HGETALL from a script is a flat field/value list
         raw = dict(zip(raw[::2], raw[1::2], strict=True))
     # A record written before a field existed lacks it: the field's default (None).
-    return VideoJob(**{name: json.loads(raw[name]) for name in FIELDS if name in raw})
+    return job_from_record({name: json.loads(raw[name]) for name in FIELDS if name in raw})
 
 
 class RedisJobStore:

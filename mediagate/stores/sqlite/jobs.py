@@ -24,6 +24,7 @@ from mediagate.stores.jobs import (
     UnknownCursor,
     VideoJob,
     check_changes,
+    job_from_record,
 )
 from mediagate.stores.sqlite.db import SqliteDb
 
@@ -67,7 +68,7 @@ def _decode(row: sqlite3.Row) -> VideoJob:
     values = {name: row[name] for name in FIELDS}
     if values["error"] is not None:
         values["error"] = json.loads(values["error"])
-    return VideoJob(**values)
+    return job_from_record(values)
 
 
 def _add_columns(db: sqlite3.Connection) -> None:

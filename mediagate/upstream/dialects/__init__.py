@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mediagate.catalog import Route
 from mediagate.imagedata import InputImage
+from mediagate.sizes import Size
 
 if TYPE_CHECKING:
     from mediagate.upstream.dialects.videos import VideoDialect
@@ -27,6 +28,9 @@ class Plan:
     calls: list[int]  # images per upstream call; len(calls) calls run concurrently
     response_format: str  # what the client wants back: "b64_json" or "url"
     ratio: str | None = None  # chat dialect: the ratio marker to append, e.g. "2:3"
+    # The size the images are planned at, sent or not (the chat dialect sends only its ratio):
+    # what the estimate prices. None: the upstream's choice (auto, absent or dropped).
+    size: Size | None = None
     edit: bool = False  # /images/edits rather than /images/generations
     stream: bool = False  # the client wants server-sent events
     dropped: list[str] = field(default_factory=list)

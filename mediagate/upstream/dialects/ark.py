@@ -45,7 +45,7 @@ def _body(route: Route, spec: VideoSpec, content: list[dict[str, Any]]) -> dict[
         "content": [{"type": "text", "text": spec.prompt}, *content],
         "ratio": ratio,
         "resolution": spec.resolution,
-        "duration": spec.duration if spec.duration is not None else int(spec.seconds),
+        "duration": spec.seconds,
     }
     options = dict(spec.options)
     last_frame = options.pop("last_frame", None)
@@ -119,7 +119,7 @@ class ArkDialect:
             error=error,
             completed_at=completed_at,
             expires_at=link_expiry(route, completed_at, now) if status == "completed" else None,
-            seconds=str(duration) if duration is not None and duration > 0 else None,
+            seconds=duration if duration is not None and duration > 0 else None,
             result_url=url if isinstance(url, str) and url else None,
             output_tokens=int_or_none(usage.get("completion_tokens")),
         )

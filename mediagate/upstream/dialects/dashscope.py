@@ -65,7 +65,7 @@ class DashScopeDialect:
             given["media"] = media
         parameters: dict[str, Any] = {
             "resolution": spec.resolution,
-            "duration": spec.duration if spec.duration is not None else int(spec.seconds),
+            "duration": spec.seconds,
         }
         parameters.update(options)
         body = {"model": route.upstream_model, "input": given, "parameters": parameters}
@@ -122,7 +122,7 @@ class DashScopeDialect:
             error=error,
             completed_at=completed_at,
             expires_at=link_expiry(route, completed_at, now) if status == "completed" else None,
-            seconds=str(int(actual)) if actual else None,
+            seconds=int(actual) if actual else None,
             result_url=url if isinstance(url, str) and url else None,
             actual_seconds=actual,
         )

@@ -43,7 +43,7 @@ class MuseDialect:
             ("model", (None, route.upstream_model)),
             ("prompt", (None, spec.prompt)),
             ("size", (None, spec.size)),
-            ("seconds", (None, spec.seconds)),
+            ("seconds", (None, str(spec.seconds))),  # Sora's shape: seconds as text
         ]
         for name, value in sorted(spec.options.items()):
             parts.append((name, (None, _text(value))))
@@ -61,7 +61,7 @@ class MuseDialect:
             "prompt": spec.prompt,
             "video_url": spec.source_url,
             "size": spec.size,
-            "seconds": spec.seconds,
+            "seconds": str(spec.seconds),
         }
         return UpstreamRequest("/videos", json=body)
 
@@ -90,7 +90,9 @@ class MuseDialect:
         expires_at = int_or_none(payload.get("expires_at"))
         if status == "completed" and expires_at is None:
             expires_at = link_expiry(route, completed_at, now)
-        seconds = payload.get("seconds")
+        seconds = payload.get("seconds")  # "8" in Sora's shape; 8 taken too
+        if isinstance(seconds, str):
+            seconds = int(seconds) if seconds.isascii() and seconds.isdigit() else None
         url = payload.get("video_url")
         return UpstreamVideo(
             id=payload["id"],
@@ -100,7 +102,7 @@ class MuseDialect:
             completed_at=completed_at,
             expires_at=expires_at,
             size=payload["size"] if isinstance(payload.get("size"), str) else None,
-            seconds=str(seconds) if isinstance(seconds, str | int) else None,
+            seconds=int_or_none(seconds),
             result_url=url if isinstance(url, str) and url else None,
         )
 

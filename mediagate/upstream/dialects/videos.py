@@ -28,17 +28,17 @@ _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 class VideoSpec:
     """A create request after the route's policy: every field explicit.
 
-    `size` and `seconds` are what the client is shown (OpenAI's fields); `ratio`, `resolution`
-    and `duration` are the same choice in the route's own terms (None where the contract does not
-    use them). `options` are the route-specific fields the catalog lets through, validated.
+    `size` and `seconds` are what the client is shown (OpenAI's fields; `seconds` an integer, a
+    contract that wants text renders it); `ratio` and `resolution` are the size in the route's
+    own terms (None where the contract does not use them). `options` are the route-specific
+    fields the catalog lets through, validated.
     `source_url`: the clip a remix continues or edits (the source job's result link)."""
 
     prompt: str
     size: str
-    seconds: str
+    seconds: int
     ratio: str | None = None
     resolution: str | None = None
-    duration: int | None = None
     options: dict[str, Any] = field(default_factory=dict)
     source_url: str | None = None
 
@@ -73,7 +73,7 @@ class UpstreamVideo:
     completed_at: int | None = None
     expires_at: int | None = None
     size: str | None = None
-    seconds: str | None = None
+    seconds: int | None = None
     # Where the finished video can be fetched without the upstream key (a signed link), if said.
     result_url: str | None = None
     # What the job is billed on, where the contract reports it.
