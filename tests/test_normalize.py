@@ -98,7 +98,7 @@ def test_plan_reports_drops_and_maps() -> None:
         {"prompt": "p", "size": "1024x1536", "quality": "high", "style": "vivid", "n": 2}
     )
     plan = plan_images(request, VIP)
-    assert plan.params == {"size": "848x1280"}
+    assert plan.spec.params == {"size": "848x1280"}
     assert plan.calls == [1, 1]
     assert plan.route.id == "gpt-image-2.vip"
     assert sorted(plan.dropped) == ["quality", "style"]
@@ -112,12 +112,12 @@ def test_plans_for_the_gpt_image_2_5_and_2_6_routes() -> None:
     )
     plan = plan_images(request, sunburst)
     assert plan.calls == [1, 1, 1]  # one image a request
-    assert plan.params == {"complexity": "low", "quality": "high", "size": "1536x864"}
+    assert plan.spec.params == {"complexity": "low", "quality": "high", "size": "1536x864"}
     # 2.5 has no complexity: dropped and reported; it takes xhigh, 2.6 does not.
     flare = CATALOG.routes["gpt-image-2.5-flare.official"]
     assert plan_images(request, flare).dropped == ["complexity"]
     xhigh = parse_generation({"prompt": "p", "quality": "xhigh"})
-    assert plan_images(xhigh, flare).params == {"quality": "xhigh"}
+    assert plan_images(xhigh, flare).spec.params == {"quality": "xhigh"}
     with pytest.raises(InvalidRequest, match="quality"):
         plan_images(xhigh, sunburst)
     # The per-call VIP route: no `auto` quality, no mask.

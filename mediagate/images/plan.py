@@ -1,9 +1,11 @@
 """Route policy: turn a validated OpenAI request into what one route will accept.
 
-Pure functions, no I/O. A `Plan` (the dialects' input, defined in mediagate.upstream.dialects)
-says what to send, how many upstream calls make the `n` images, and what was dropped or mapped on
-the way, so the response headers can tell the client. An `ImageJob` is one client request
-planned for its first route, with the routes it may fall back to.
+Pure functions, no I/O. An `ImagePlan` is the policy's outcome: the `ImageSpec` the route's
+dialect builds its calls from (mediagate.upstream.dialects), how many upstream calls make the
+`n` images, the size the images are planned at (what the estimate prices), and what was
+dropped or mapped on the way (facts on the request's record, which the headers tell). An
+`ImageJob` is one client request planned for its first route, with the routes it may fall
+back to.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from mediagate.catalog import Alias, Route, SizeRule
 from mediagate.errors import InvalidRequest
 from mediagate.images.spec import ImageEditRequest, ImageGenerationRequest
 from mediagate.sizes import Size
-from mediagate.upstream.dialects import Dialect, EditImages, Plan
+from mediagate.upstream.dialects import Dialect, EditImages, ImageSpec
 
 # Fields the gateway itself consumes rather than forwarding as-is.
 _HANDLED = frozenset({"model", "prompt", "n", "response_format", "stream", "partial_images"})
@@ -26,11 +28,28 @@ MARKER_AT_END = re.compile(r"【\s*\d+\s*:\s*\d+\s*】\s*$")
 
 
 @dataclass
+class ImagePlan:
+    """A validated request planned for one route (the video side's `VideoPlan`)."""
+
+    spec: ImageSpec  # what the route's dialect builds each call from
+    calls: list[int]  # images per upstream call; len(calls) calls run concurrently
+    # The size the images are planned at, sent or not (the chat dialect sends only its ratio):
+    # what the estimate prices. None: the upstream's choice (auto, absent or dropped).
+    size: Size | None = None
+    dropped: list[str] = field(default_factory=list)
+    mapped: list[str] = field(default_factory=list)
+
+    @property
+    def route(self) -> Route:
+        return self.spec.route
+
+
+@dataclass
 class ImageJob:
     """One client request, validated and planned for its route; nothing sent yet."""
 
     model: str  # the public model name (an alias's successor, when asked by a retired name)
-    plan: Plan
+    plan: ImagePlan
     dialect: Dialect
     request: ImageGenerationRequest | ImageEditRequest  # to plan again for a fallback route
     base_url: str  # where the gateway's own image links point
@@ -96,8 +115,8 @@ def _planned(size: str | None) -> Size | None:
     return None if size is None or size == "auto" else Size.parse(size)
 
 
-def _apply_size(plan: Plan, size: str | None, rule: SizeRule | None) -> None:
-    """The size sent (`plan.params`, or the ratio marker of the chat dialect) and the size the
+def _apply_size(plan: ImagePlan, size: str | None, rule: SizeRule | None) -> None:
+    """The size sent (`plan.spec.params`, or the ratio marker of the chat dialect) and the size the
     images are planned at (`plan.size`, what pricing estimates)."""
     route = plan.route
     if rule is None or "size" not in route.accepts:
@@ -108,20 +127,20 @@ def _apply_size(plan: Plan, size: str | None, rule: SizeRule | None) -> None:
         if size is not None and size not in rule.values:
             raise _size_error(size, route, f"is not supported; use one of {', '.join(rule.values)}")
         if size is not None:
-            plan.params["size"] = size
+            plan.spec.params["size"] = size
             plan.size = _planned(size)
     elif rule.rule == "flexible":
         if size is not None:
             plan.size = _check_flexible(size, rule, route)
-            plan.params["size"] = size
+            plan.spec.params["size"] = size
     elif rule.rule == "table":
         mapped = map_to_table(size, rule)
         if mapped != size:
             plan.mapped.append(f"size={size or 'default'}>{mapped}")
-        plan.params["size"] = mapped
+        plan.spec.params["size"] = mapped
         plan.size = Size.parse(mapped)
     elif rule.rule == "marker":
-        if MARKER_AT_END.search(plan.prompt):
+        if MARKER_AT_END.search(plan.spec.prompt):
             # The user chose a ratio in the prompt already: keep theirs, do not add a second.
             if size is not None:
                 plan.dropped.append("size")
@@ -130,9 +149,9 @@ def _apply_size(plan: Plan, size: str | None, rule: SizeRule | None) -> None:
             if asked is not None:
                 # No size goes upstream, only its ratio: the images are planned at the size
                 # asked, which the marker stands for.
-                plan.ratio = asked.nearest_ratio(rule.markers)
+                plan.spec.ratio = asked.nearest_ratio(rule.markers)
                 plan.size = asked
-                plan.mapped.append(f"size={size}>ratio {plan.ratio}")
+                plan.mapped.append(f"size={size}>ratio {plan.spec.ratio}")
 
 
 def _check_combinations(params: dict[str, Any]) -> None:
@@ -153,24 +172,24 @@ def split_n(n: int, max_n: int) -> list[int]:
     return [max_n] * full + ([rest] if rest else [])
 
 
-def _plan_stream(plan: Plan, fields: dict[str, Any]) -> None:
+def _plan_stream(plan: ImagePlan, fields: dict[str, Any]) -> None:
     if not fields.get("stream"):
         return
-    plan.stream = True
-    if plan.response_format != "b64_json":
+    plan.spec.stream = True
+    if plan.spec.response_format != "b64_json":
         plan.dropped.append("response_format")  # streamed images are always base64
-        plan.response_format = "b64_json"
+        plan.spec.response_format = "b64_json"
     if plan.route.stream == "passthrough":
-        plan.params["stream"] = True
+        plan.spec.params["stream"] = True
         if "partial_images" in fields:
-            plan.params["partial_images"] = fields["partial_images"]
+            plan.spec.params["partial_images"] = fields["partial_images"]
     elif "partial_images" in fields:
         plan.dropped.append("partial_images")  # only the final image can be sent
 
 
 def plan_images(
     request: ImageGenerationRequest | ImageEditRequest, route: Route, *, mask: bool = False
-) -> Plan:
+) -> ImagePlan:
     """What to send to `route` for a generation, or for an edit (`ImageEditRequest`)."""
     fields = request.fields()
     if len(request.prompt) > route.max_prompt_chars:
@@ -183,14 +202,14 @@ def plan_images(
             param="mask",
             code="unsupported_parameter",
         )
-    plan = Plan(
+    spec = ImageSpec(
         route=route,
         prompt=request.prompt,
         params={},
-        calls=split_n(request.n or 1, route.max_n),
         response_format=fields.get("response_format", "b64_json"),
         edit=isinstance(request, ImageEditRequest),
     )
+    plan = ImagePlan(spec, calls=split_n(request.n or 1, route.max_n))
     size = fields.pop("size", None)
     for name, value in fields.items():
         if name in _HANDLED:
@@ -205,8 +224,8 @@ def plan_images(
                 f"use one of {', '.join(allowed)}.",
                 param=name,
             )
-        plan.params[name] = value
+        plan.spec.params[name] = value
     _apply_size(plan, size, route.size)
-    _check_combinations(plan.params)
+    _check_combinations(plan.spec.params)
     _plan_stream(plan, fields)
     return plan

@@ -46,7 +46,7 @@ from mediagate.errors import (
     unserved,
 )
 from mediagate.imagedata import ImageWork, repair_b64, sniff_image_type
-from mediagate.images.plan import ImageJob, ImagesResult, plan_images
+from mediagate.images.plan import ImageJob, ImagePlan, ImagesResult, plan_images
 from mediagate.images.spec import (
     ImageEditRequest,
     ImageGenerationRequest,
@@ -62,7 +62,6 @@ from mediagate.stores.ledger import Charge
 from mediagate.upstream.dialects import (
     Dialect,
     EditImages,
-    Plan,
     UpstreamImage,
     UpstreamResult,
     get_dialect,
@@ -89,7 +88,7 @@ async def _nothing() -> None:
     return None
 
 
-def _planned(plan: Plan) -> None:
+def _planned(plan: ImagePlan) -> None:
     """The request's record follows the plan it runs (its first, or a fallback's): the route
     that serves, what was dropped and mapped for it, the calls it takes."""
     ctx = context.current()
@@ -165,7 +164,7 @@ class ImageService:
     def _job(
         self,
         request: ImageGenerationRequest | ImageEditRequest,
-        plan: Plan,
+        plan: ImagePlan,
         base_url: str,
         fallbacks: tuple[list[Route], bool],
         edit: EditImages | None = None,
@@ -209,7 +208,7 @@ class ImageService:
         ctx = context.current()
         _planned(plan)
         if self.settings.log_prompts:
-            ctx.prompt = plan.prompt
+            ctx.prompt = plan.spec.prompt
 
         async def settle(images: int, usage: dict[str, Any] | None) -> None:
             # Billed on the route that served (a fallback may have changed it); failures cost 0.
@@ -226,7 +225,7 @@ class ImageService:
                 self.metrics.images.labels(job.model, route.id).inc(images)
             await ticket.settle(Charge(job.model, cost, images=images))
 
-        if not plan.stream:
+        if not plan.spec.stream:
             try:
                 result = await self._on_routes(job, self._run_route)
             except BaseException:
@@ -273,9 +272,9 @@ class ImageService:
             estimates[route.id] = estimate_images(
                 route.price,
                 plan.calls,
-                plan.prompt,
+                plan.spec.prompt,
                 size=plan.size,
-                quality=plan.params.get("quality"),
+                quality=plan.spec.params.get("quality"),
                 input_images=input_images,
                 multiplier=multiplier,
             )
@@ -312,7 +311,7 @@ class ImageService:
                     raise
 
     async def _fall_back(self, job: ImageJob, error: GatewayError) -> bool:
-        """Plan the job for the model's next usable route after `error` on its current one.
+        """ImagePlan the job for the model's next usable route after `error` on its current one.
         False when no route is left (or `error` may have cost something). Every route left or
         skipped is reported in x-mediagate-fallback."""
         if not job.fallbacks or not unserved(error):
@@ -343,7 +342,7 @@ class ImageService:
         ImagesResponse: the calls first, then each answer's images (read, fetched, hosted)."""
         route, plan = job.route, job.plan
         send = partial(self.upstream.send, route, paid=True, parse=True)
-        requests = [job.dialect.build(plan, n, job.edit) for n in plan.calls]
+        requests = [job.dialect.build(plan.spec, n, job.edit) for n in plan.calls]
         sent: list[UpstreamAnswer | BaseException]
         if len(requests) == 1:  # the usual case: in this task, no frame or task between
             try:
@@ -418,7 +417,7 @@ class ImageService:
         unavailable route can still hand the job on); relayed later."""
         exits = AsyncExitStack()
         try:
-            request = job.dialect.build(job.plan, job.plan.calls[0], job.edit)
+            request = job.dialect.build(job.plan.spec, job.plan.calls[0], job.edit)
             stream = self.upstream.stream(job.route, request, paid=True)
             response = await exits.enter_async_context(stream)
         except BaseException:
@@ -452,7 +451,7 @@ class ImageService:
     async def _item(self, job: ImageJob, image: UpstreamImage) -> dict[str, Any]:
         """One `data[]` item in the form the client asked for."""
         item: dict[str, Any] = {}
-        if job.plan.response_format == "b64_json":
+        if job.plan.spec.response_format == "b64_json":
             if image.b64 is not None:
                 item["b64_json"] = repair_b64(image.b64)
             else:
@@ -500,9 +499,9 @@ def _first(fallbacks: tuple[list[Route], bool]) -> Route:
     return fallbacks[0][0]
 
 
-def _plan_for(job: ImageJob, route: Route) -> Plan | str:
+def _plan_for(job: ImageJob, route: Route) -> ImagePlan | str:
     """The job's plan on another route, or why that route cannot take it."""
-    if job.plan.stream and route.stream != job.route.stream:
+    if job.plan.spec.stream and route.stream != job.route.stream:
         # A relayed stream cannot turn into an emulated one (or back) halfway.
         return "stream_mode"
     try:

@@ -57,7 +57,7 @@ def _png_size(head: bytes) -> str | None:
 
 def completed_events(job: ImageJob, result: ImagesResult) -> list[bytes]:
     """The official completed event for each image of a finished (non-streaming) result."""
-    kind = f"{'image_edit' if job.plan.edit else 'image_generation'}.completed"
+    kind = f"{'image_edit' if job.plan.spec.edit else 'image_generation'}.completed"
     created = int(time.time())
     events = []
     items = result.body["data"]
@@ -69,9 +69,9 @@ def completed_events(job: ImageJob, result: ImagesResult) -> list[bytes]:
             "b64_json": b64,
             "created_at": created,
             "size": result.body.get("size") or _png_size(head) or "auto",
-            "quality": result.body.get("quality") or job.plan.params.get("quality", "auto"),
+            "quality": result.body.get("quality") or job.plan.spec.params.get("quality", "auto"),
             "background": result.body.get("background")
-            or job.plan.params.get("background", "auto"),
+            or job.plan.spec.params.get("background", "auto"),
             "output_format": _FORMATS.get(sniff_image_type(head) or "", "png"),
         }
         # The official events always carry usage (ImageGenCompletedEvent requires it): the

@@ -1,9 +1,9 @@
 """Upstream dialects: pure translations between the OpenAI shape and each upstream's shape.
 
-A dialect builds the upstream request for one call of a `Plan` and reads the upstream's answer
-back into `UpstreamImage`s. No I/O happens here: sending, timing and retrying live in
-`mediagate.upstream.sender`, downloading in `mediagate.upstream.fetcher`, so each dialect is
-testable without a network.
+A dialect builds the upstream request for one call of an `ImageSpec` (or a `VideoSpec`) and
+reads the upstream's answer back into `UpstreamImage`s. No I/O happens here: sending, timing
+and retrying live in `mediagate.upstream.sender`, downloading in `mediagate.upstream.fetcher`,
+so each dialect is testable without a network.
 """
 
 from __future__ import annotations
@@ -14,27 +14,24 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from mediagate.catalog import Route
 from mediagate.imagedata import InputImage
-from mediagate.sizes import Size
 
 if TYPE_CHECKING:
     from mediagate.upstream.dialects.videos import VideoDialect
 
 
 @dataclass
-class Plan:
+class ImageSpec:
+    """What an image dialect needs to build a route's calls: the route's own request, policy
+    applied (the image service's `ImagePlan` holds it, with how many calls make `n` and what
+    was dropped or mapped on the way)."""
+
     route: Route
     prompt: str
     params: dict[str, Any]  # upstream fields besides model, prompt and n
-    calls: list[int]  # images per upstream call; len(calls) calls run concurrently
     response_format: str  # what the client wants back: "b64_json" or "url"
     ratio: str | None = None  # chat dialect: the ratio marker to append, e.g. "2:3"
-    # The size the images are planned at, sent or not (the chat dialect sends only its ratio):
-    # what the estimate prices. None: the upstream's choice (auto, absent or dropped).
-    size: Size | None = None
     edit: bool = False  # /images/edits rather than /images/generations
     stream: bool = False  # the client wants server-sent events
-    dropped: list[str] = field(default_factory=list)
-    mapped: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -85,7 +82,7 @@ class UpstreamResult:
 class Dialect(Protocol):
     inline_images: bool
 
-    def build(self, plan: Plan, n: int, edit: EditImages | None = None) -> UpstreamRequest: ...
+    def build(self, spec: ImageSpec, n: int, edit: EditImages | None = None) -> UpstreamRequest: ...
 
     def parse(self, payload: Any) -> UpstreamResult: ...
 

@@ -13,7 +13,7 @@ from typing import Any
 from mediagate.errors import UpstreamError
 from mediagate.upstream.dialects import (
     EditImages,
-    Plan,
+    ImageSpec,
     UpstreamImage,
     UpstreamRequest,
     UpstreamResult,
@@ -36,19 +36,19 @@ class ChatDialect:
     # Chat completions take input images inside the JSON message, as data URLs.
     inline_images = True
 
-    def build(self, plan: Plan, n: int, edit: EditImages | None = None) -> UpstreamRequest:
+    def build(self, spec: ImageSpec, n: int, edit: EditImages | None = None) -> UpstreamRequest:
         # One image per call (route max_n is 1): `n` is never sent to chat completions.
-        text = with_marker(plan.prompt, plan.ratio)
+        text = with_marker(spec.prompt, spec.ratio)
         content: str | list[dict[str, Any]] = text
         if edit is not None:
             content = [{"type": "text", "text": text}] + [
                 {"type": "image_url", "image_url": {"url": url}} for url in edit.data_urls
             ]
         body: dict[str, Any] = {
-            "model": plan.route.upstream_model,
+            "model": spec.route.upstream_model,
             "messages": [{"role": "user", "content": content}],
         }
-        body.update(plan.params)
+        body.update(spec.params)
         return UpstreamRequest("/chat/completions", json=body)
 
     def parse(self, payload: Any) -> UpstreamResult:

@@ -11,7 +11,7 @@ from typing import Any
 from mediagate.errors import UpstreamError
 from mediagate.upstream.dialects import (
     EditImages,
-    Plan,
+    ImageSpec,
     UpstreamImage,
     UpstreamRequest,
     UpstreamResult,
@@ -30,14 +30,14 @@ def _form_value(value: Any) -> str:
 class ImagesDialect:
     inline_images = False
 
-    def build(self, plan: Plan, n: int, edit: EditImages | None = None) -> UpstreamRequest:
-        body: dict[str, Any] = {"model": plan.route.upstream_model, "prompt": plan.prompt}
+    def build(self, spec: ImageSpec, n: int, edit: EditImages | None = None) -> UpstreamRequest:
+        body: dict[str, Any] = {"model": spec.route.upstream_model, "prompt": spec.prompt}
         if n > 1:
             body["n"] = n
-        body.update(plan.params)
-        if "response_format" in plan.route.accepts:
+        body.update(spec.params)
+        if "response_format" in spec.route.accepts:
             # Always explicit: upstream defaults differ by route (gpt-image-1 defaults to url).
-            body["response_format"] = plan.response_format
+            body["response_format"] = spec.response_format
         if edit is None:
             return UpstreamRequest("/images/generations", json=body)
         # Edits are multipart, as the official API takes them: one image as `image`, several
