@@ -13,6 +13,8 @@ a JSON file, every round included. Environment:
   skipped when it does not answer);
 - `BENCH_COMPARE_DIR`: a directory holding another checkout's `mediagate` package, served by a
   second gateway in the pass-through pair's rounds (an A/B: its rows are "via <dir name>");
+- `BENCH_ROUNDS`: alternating rounds per pair and concurrency (default 5, quick 3); an A/B on
+  this shared machine wants at least 8, whose median is what to read;
 - `BENCH_LITELLM`: the `litellm` command of a virtualenv with `litellm[proxy]`, for the
   reference pairs (found by itself when installed in this one); `BENCH_NO_LITELLM=1` skips it.
 """
@@ -770,6 +772,8 @@ def main() -> int:
         config = replace(config, litellm=False)
     if os.environ.get("BENCH_COMPARE_DIR"):
         config = replace(config, compare_dir=os.environ["BENCH_COMPARE_DIR"])
+    if os.environ.get("BENCH_ROUNDS"):
+        config = replace(config, rounds=int(os.environ["BENCH_ROUNDS"]))
     if os.environ.get("BENCH_IMAGE_KB"):
         config = replace(config, image_kb=int(os.environ["BENCH_IMAGE_KB"]))
     out = Path(os.environ.get("BENCH_OUT") or Path(__file__).with_name("results.json"))
