@@ -356,10 +356,11 @@ class Upstream:
         `open` for a stream (mediagate.upstream.transport)."""
         total = self._total_s(route, paid)
         connect = route.timeouts.connect or self._connect_timeout_s
-        # httpx2's read timeout is per chunk; the whole call is bounded by `total` below.
-        timeouts = httpx2.Timeout(
-            max(total, self._total_s(route, True)), connect=connect, pool=connect
-        ).as_dict()
+        # httpx2's per-phase form (what httpx2.Timeout(...).as_dict() gives, without its
+        # per-call Protocol isinstance check): the read timeout is per chunk; the whole call is
+        # bounded by `total` below.
+        read = max(total, self._total_s(route, True))
+        timeouts: Timeouts = {"connect": connect, "read": read, "write": read, "pool": connect}
         started = time.perf_counter()
         label = "error"
         try:
