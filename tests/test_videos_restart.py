@@ -27,6 +27,7 @@ def test_a_job_survives_kill_9_right_after_create(
         MEDIAGATE_API_KEYS=f"team-a:{CLIENT_KEY},team-b:{OTHER_CLIENT_KEY}",
         MEDIAGATE_DATA_DIR=str(tmp_path / "data"),
         MEDIAGATE_VIDEO_POLL_AFTER_MS="50",
+        MEDIAGATE_VIDEO_POLL_OVERRIDE_MS="50",  # Muse's own pace is 15 s
     )
 
     with serving(["serve"], env, tmp_path) as gateway:
