@@ -45,16 +45,14 @@ format: install-dev
 	$(BIN)/ruff format mediagate tests deploy bench
 	$(BIN)/ruff check --fix mediagate tests deploy bench
 
-# The files that talk to the upstream, run again on the upstream transport that is not the
-# default (MEDIAGATE_UPSTREAM_TRANSPORT: aiohttp by default, httpx2's own pool the other).
-UPSTREAM_TESTS := tests/test_generations.py tests/test_edits.py tests/test_streaming.py \
-	tests/test_stream_protocol.py tests/test_faults.py tests/test_retry.py \
-	tests/test_retry_policy.py tests/test_fallback.py tests/test_errors.py tests/test_secrets.py \
-	tests/test_bodies.py tests/test_videos.py tests/test_accounting.py
+# One pytest run on every core (pytest-xdist). The files that talk to the upstream run their
+# gateway tests on each upstream transport in that run (tests/conftest.py: UPSTREAM_TEST_FILES;
+# MEDIAGATE_UPSTREAM_TRANSPORT: aiohttp by default, httpx2's own pool the other);
+# TEST_UPSTREAM_TRANSPORT=httpx puts every gateway of a run on one transport instead.
+TEST_WORKERS ?= auto
 
 test: lint
-	$(BIN)/pytest
-	TEST_UPSTREAM_TRANSPORT=httpx $(BIN)/pytest -q $(UPSTREAM_TESTS)
+	$(BIN)/pytest -n $(TEST_WORKERS)
 
 # What the gateway adds over calling the upstream directly (docs/performance.md): about 3.5
 # minutes on 2 cores, BENCH_QUICK=1 for about 1.5. Not part of `make test` (a tiny run of it

@@ -45,9 +45,6 @@ from mediagate.videos.webhooks import WebhookSender, check_secret
 log = logging.getLogger("mediagate")
 
 
-WEBHOOK_TIMEOUT_S = 10.0  # a receiver should answer at once and work afterwards
-
-
 class ConfigError(RuntimeError):
     pass
 
@@ -295,7 +292,7 @@ async def open_gateway(
                         webhook_client,
                         webhook_hosts,
                         settings.fetch_max_bytes,
-                        WEBHOOK_TIMEOUT_S,
+                        settings.webhook_timeout_s,
                         tracer=tracer,
                     )
                     webhooks = WebhookSender(
@@ -304,7 +301,7 @@ async def open_gateway(
                         settings.webhook_secret.get_secret_value(),
                         settings.webhook_retry_base_s,
                         metrics,
-                        hold_s=WEBHOOK_TIMEOUT_S + 5,
+                        hold_s=settings.webhook_claim_hold_s,
                     )
                 gateway = Gateway(
                     settings=settings,

@@ -18,7 +18,6 @@ import contextlib
 import logging
 import socket
 import threading
-import time
 from typing import Any, cast
 
 import h11
@@ -148,6 +147,73 @@ class _OnlyWarningsFrom(logging.Filter):
         return record.levelno >= logging.WARNING or record.thread != self._thread.ident
 
 
+class _PromptServer(uvicorn.Server):
+    """uvicorn's server, stopped without waiting on its clock.
+
+    uvicorn's main loop looks at `should_exit` every 0.1 s, and its shutdown sleeps 0.1 s
+    before (and between) looking whether the connections are gone: about a quarter of a second
+    per server stopped, which a test suite starting a gateway per test pays hundreds of times.
+    Here the main loop sleeps until `wake` (called from any thread) or the next second (the
+    Date header's refresh), and the shutdown does uvicorn's steps in order, looking every few
+    milliseconds instead. The socket, protocols and lifespan are uvicorn's own.
+    """
+
+    _POLL_S = 0.005
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.ready = threading.Event()  # set once started, or once it failed to start
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._exit: asyncio.Event | None = None
+
+    def wake(self) -> None:
+        """Stop serving: callable from any thread, before or after the loop started."""
+        self.should_exit = True
+        loop, event = self._loop, self._exit
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(event.set)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        self.ready.set()
+
+    async def main_loop(self) -> None:
+        # The event before the first look at should_exit: a wake() racing this either finds
+        # the event, or set should_exit before on_tick reads it.
+        self._exit = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 10) % 864000  # a multiple of 10: on_tick refreshes the Date
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._exit.wait()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # uvicorn.Server.shutdown's steps, polling every few ms instead of every 0.1 s (its
+        # connections and tasks are plain sets: there is no event to wait on).
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        try:
+            async with asyncio.timeout(self.config.timeout_graceful_shutdown):
+                while self.server_state.connections and not self.force_exit:  # noqa: ASYNC110
+                    await asyncio.sleep(self._POLL_S)
+                while self.server_state.tasks and not self.force_exit:  # noqa: ASYNC110
+                    await asyncio.sleep(self._POLL_S)
+                for server in self.servers:
+                    await server.wait_closed()
+        except TimeoutError:
+            for task in self.server_state.tasks:
+                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+
 class BackgroundServer:
     def __init__(
         self,
@@ -174,15 +240,18 @@ class BackgroundServer:
             http=header_deadline_protocol(header_timeout_s),
             loop=loop,  # "auto": uvloop when installed, as `mediagate serve` runs
         )
-        self._server = uvicorn.Server(config)
+        self._server = _PromptServer(config)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._quiet = _OnlyWarningsFrom(self._thread)
         logging.getLogger("uvicorn.error").addFilter(self._quiet)
 
     def _run(self) -> None:
         # uvicorn exits when the app fails to start; start() reports that instead.
-        with contextlib.suppress(SystemExit):
-            self._server.run(sockets=[self._sock])
+        try:
+            with contextlib.suppress(SystemExit):
+                self._server.run(sockets=[self._sock])
+        finally:
+            self._server.ready.set()
 
     @property
     def url(self) -> str:
@@ -190,15 +259,13 @@ class BackgroundServer:
 
     def start(self, timeout_s: float = 10.0) -> BackgroundServer:
         self._thread.start()
-        deadline = time.monotonic() + timeout_s
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the background server did not start")
-            time.sleep(0.005)
+        self._server.ready.wait(timeout_s)
+        if not self._server.started:
+            raise RuntimeError("the background server did not start")
         return self
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        self._server.should_exit = True
+        self._server.wake()
         self._thread.join(timeout_s)
         self._sock.close()
         logging.getLogger("uvicorn.error").removeFilter(self._quiet)

@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = None
     webhook_allow_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_retry_base_s: float = Field(default=5.0, gt=0)
+    # One delivery's time limit (a receiver should answer at once and work afterwards), and how
+    # long a replica holds an event it claimed: one whose claimer died mid-try is due again
+    # after the hold, so the hold outlasts the timeout (a live try is never sent twice).
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_claim_hold_s: float = Field(default=15.0, gt=0)
 
     # Image edits: caps on what a client may upload, checked before anything goes upstream.
     edit_max_file_bytes: int = 50 * 1024 * 1024
@@ -183,6 +188,14 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
         return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _hold_outlasts_a_delivery(self) -> Settings:
+        if self.webhook_claim_hold_s <= self.webhook_timeout_s:
+            raise ValueError(
+                "MEDIAGATE_WEBHOOK_CLAIM_HOLD_S must be longer than MEDIAGATE_WEBHOOK_TIMEOUT_S"
+            )
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -50,6 +50,11 @@ class Sim:
         return [c for c in self.state.calls if path is None or c.path == path]
 
 
+# The tests' clients speak plain HTTP to loopback, yet an httpx (or httpx2) client builds a TLS
+# context from certifi's bundle when made (~25 ms): hundreds of clients share this one instead.
+CLIENT_TLS = httpx2.create_ssl_context()
+
+
 @dataclass
 class Gateway:
     url: str
@@ -57,13 +62,14 @@ class Gateway:
 
     def sdk(self, api_key: str = CLIENT_KEY, **kwargs: Any) -> openai.OpenAI:
         # max_retries=0: a test must see the gateway's first answer, not the SDK's retries.
+        kwargs.setdefault("http_client", openai.DefaultHttpxClient(verify=CLIENT_TLS))
         return openai.OpenAI(
             base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, timeout=60, **kwargs
         )
 
     def http(self, api_key: str | None = CLIENT_KEY) -> httpx2.Client:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        return httpx2.Client(base_url=self.url, headers=headers, timeout=60)
+        return httpx2.Client(base_url=self.url, headers=headers, timeout=60, verify=CLIENT_TLS)
 
     def generate(self, prompt: str, model: str = "gpt-image-2-web", **body: Any) -> httpx2.Response:
         """A plain HTTP image generation (the raw answer, errors included)."""
@@ -139,7 +145,52 @@ def sim(_simulator: Sim) -> Sim:
     return _simulator
 
 
-def gateway_settings(sim: Sim, data_dir: Path, **overrides: Any) -> Settings:
+# The files that talk to the upstream: their gateway tests run on each upstream transport
+# (MEDIAGATE_UPSTREAM_TRANSPORT: aiohttp by default, "httpx" httpx2's own pool), in one run.
+UPSTREAM_TEST_FILES = frozenset(
+    {
+        "test_generations",
+        "test_edits",
+        "test_streaming",
+        "test_stream_protocol",
+        "test_faults",
+        "test_retry",
+        "test_retry_policy",
+        "test_fallback",
+        "test_errors",
+        "test_secrets",
+        "test_bodies",
+        "test_videos",
+        "test_accounting",
+    }
+)
+OTHER_UPSTREAM_TRANSPORTS = ("httpx",)  # besides the default
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    # TEST_UPSTREAM_TRANSPORT=httpx (or aiohttp) puts every gateway of a run on that transport
+    # instead.
+    module = metafunc.module.__name__.rpartition(".")[2]
+    if (
+        "upstream_transport" in metafunc.fixturenames
+        and module in UPSTREAM_TEST_FILES
+        and not os.environ.get("TEST_UPSTREAM_TRANSPORT")
+    ):
+        transports = [None, *OTHER_UPSTREAM_TRANSPORTS]
+        ids = ["default-transport", *OTHER_UPSTREAM_TRANSPORTS]
+        metafunc.parametrize("upstream_transport", transports, ids=ids, indirect=True)
+
+
+@pytest.fixture
+def upstream_transport(request: pytest.FixtureRequest) -> str | None:
+    """The upstream transport of the test's gateways (None: the settings' default)."""
+    param: str | None = getattr(request, "param", None)
+    return param or os.environ.get("TEST_UPSTREAM_TRANSPORT") or None
+
+
+def gateway_settings(
+    sim: Sim, data_dir: Path, upstream_transport: str | None = None, **overrides: Any
+) -> Settings:
     values: dict[str, Any] = {
         "upstream_url": f"{sim.url}/v1",
         "key_default": GROUP_KEYS["default"],
@@ -151,21 +202,23 @@ def gateway_settings(sim: Sim, data_dir: Path, **overrides: Any) -> Settings:
         "fetch_allow_hosts": [f"127.0.0.1:{sim.port}"],
         "data_dir": data_dir,
     }
-    # TEST_UPSTREAM_TRANSPORT=httpx (or aiohttp): the gateways of this run on that upstream
-    # transport (`make test` runs the upstream-facing files on the non-default one too).
-    if os.environ.get("TEST_UPSTREAM_TRANSPORT"):
-        values["upstream_transport"] = os.environ["TEST_UPSTREAM_TRANSPORT"]
+    transport = upstream_transport or os.environ.get("TEST_UPSTREAM_TRANSPORT")
+    if transport:
+        values["upstream_transport"] = transport
     values.update(overrides)
     return Settings(**values)
 
 
 @pytest.fixture
-def make_gateway(sim: Sim, tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
+def make_gateway(
+    sim: Sim, tmp_path: Path, upstream_transport: str | None
+) -> Iterator[Callable[..., Gateway]]:
     """Start a gateway with the test's settings (overrides by field name)."""
     servers: list[BackgroundServer] = []
 
     def make(transport: httpx2.AsyncBaseTransport | None = None, **overrides: Any) -> Gateway:
         """`transport`: the upstream network of the test's own (a mock, a recorder)."""
+        overrides.setdefault("upstream_transport", upstream_transport)
         settings = gateway_settings(sim, tmp_path / "data", **overrides)
         app = create_app(settings, upstream_transport=transport)
         server = BackgroundServer(app, header_timeout_s=settings.header_timeout_s).start()

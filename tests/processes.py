@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +23,13 @@ def free_port() -> int:
         return port
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any MEDIAGATE_* setting, plus `extra`."""
+def clean_env(settings: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
+    """This process's environment without any MEDIAGATE_* setting, plus `extra`, plus
+    `settings` given by field name as a gateway fixture takes them ({"store_url": ...} becomes
+    MEDIAGATE_STORE_URL)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGATE_")}
     env.update(extra)
+    env.update({f"MEDIAGATE_{name.upper()}": value for name, value in (settings or {}).items()})
     return env
 
 

@@ -460,11 +460,11 @@ def _booked_requests(data_dir: Path) -> int:
 
 
 def test_usage_is_booked_in_batches_off_the_request_path_and_a_clean_stop_books_the_rest(
-    sim: Sim, tmp_path: Path
+    sim: Sim, tmp_path: Path, upstream_transport: str | None
 ) -> None:
     data = tmp_path / "data"
     # A key without limits, and an interval no test waits for: only a read or a stop books.
-    settings = gateway_settings(sim, data, usage_flush_interval_s=60)
+    settings = gateway_settings(sim, data, upstream_transport, usage_flush_interval_s=60)
     with BackgroundServer(create_app(settings)) as server:
         gateway = Gateway(server.url, settings)
         for i in range(3):

@@ -351,13 +351,13 @@ def test_a_repeat_after_the_owner_was_killed_mid_call_is_a_409_not_a_second_char
     # Issue 14, item 3: the process holding the key's lease dies while its paid call is at the
     # upstream. The repeat waited ~30 s, took over and paid again.
     env = clean_env(
+        job_store,
         MEDIAGATE_UPSTREAM_URL=f"{sim.url}/v1",
         MEDIAGATE_KEY_DEFAULT=GROUP_KEYS["default"],
         MEDIAGATE_API_KEYS=f"team-a:{CLIENT_KEY}",
         MEDIAGATE_DATA_DIR=str(tmp_path / "data"),
         MEDIAGATE_IDEMPOTENCY_LEASE_S="1",
     )
-    env.update({f"MEDIAGATE_{name.upper()}": value for name, value in job_store.items()})
     body = {"model": "gpt-image-2-web", "prompt": "[sim:sleep=20] paid once"}
     headers = {"Idempotency-Key": "crash-1", "Authorization": f"Bearer {CLIENT_KEY}"}
     with serving(["serve"], env, tmp_path) as first:

@@ -22,7 +22,7 @@ from mediagate.stores.jobs import VideoJob
 from mediagate.stores.ledger import Spend, UsageRow, day_of
 
 from .conftest import CLIENT_KEY, GROUP_KEYS, Gateway, Sim, wait_until
-from .processes import Served, serving
+from .processes import Served, clean_env, serving
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -169,8 +169,8 @@ def test_job_gauges_come_from_the_store(
 
 
 def _env(sim: Sim, tmp_path: Path, store: dict[str, str], **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGATE_")}
-    env.update(
+    return clean_env(
+        store,
         MEDIAGATE_UPSTREAM_URL=f"{sim.url}/v1",
         MEDIAGATE_KEY_DEFAULT=GROUP_KEYS["default"],
         MEDIAGATE_KEY_OPENAIOFFICIAL=GROUP_KEYS["OpenAI Official"],
@@ -179,8 +179,6 @@ def _env(sim: Sim, tmp_path: Path, store: dict[str, str], **extra: str) -> dict[
         MEDIAGATE_RECONCILE_INTERVAL_S=str(INTERVAL_S),
         **extra,
     )
-    env.update({f"MEDIAGATE_{name.upper()}": value for name, value in store.items()})
-    return env
 
 
 def _polls_by(gateway: Served) -> float:

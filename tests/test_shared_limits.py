@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -12,7 +11,7 @@ import openai
 import pytest
 
 from .conftest import GROUP_KEYS, Sim
-from .processes import serving
+from .processes import clean_env, serving
 from .test_keys import entry, keys_file
 
 KEY = "sk-shared"
@@ -23,8 +22,7 @@ def two_gateways(
     sim: Sim, tmp_path: Path, redis_store: dict[str, str], request: pytest.FixtureRequest
 ) -> Iterator[list[str]]:
     policy = request.param
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGATE_")}
-    env.update(
+    env = clean_env(
         MEDIAGATE_UPSTREAM_URL=f"{sim.url}/v1",
         MEDIAGATE_KEY_DEFAULT=GROUP_KEYS["default"],
         MEDIAGATE_KEYS_FILE=str(

@@ -753,19 +753,20 @@ def served() -> Iterator[tuple[str, SimState]]:
         yield running.url, state
 
 
-def leave_early(url: str, state: SimState, prompt: str) -> threading.Thread:
-    """Sends a request whose client gives up at once (as a gateway that timed out does), and
-    returns once the simulator has it."""
+def send_one(url: str, state: SimState, prompt: str, *, gives_up: bool) -> threading.Thread:
+    """Sends a request from a thread of its own, and returns once the simulator has it. One
+    that `gives_up` does so after 0.1 s (as a gateway that timed out does); the other waits
+    for its answer."""
 
     def send() -> None:
         body = {"model": "gpt-image-2", "prompt": prompt}
+        headers = {"Authorization": f"Bearer {DEFAULT}"}
+        if not gives_up:
+            response = httpx2.post(f"{url}{IMAGES}", json=body, headers=headers, timeout=10)
+            assert response.status_code == 200
+            return
         with pytest.raises(httpx2.ReadTimeout):
-            httpx2.post(
-                f"{url}{IMAGES}",
-                json=body,
-                headers={"Authorization": f"Bearer {DEFAULT}"},
-                timeout=0.1,
-            )
+            httpx2.post(f"{url}{IMAGES}", json=body, headers=headers, timeout=0.1)
 
     thread = threading.Thread(target=send)
     thread.start()
@@ -776,11 +777,16 @@ def leave_early(url: str, state: SimState, prompt: str) -> threading.Thread:
     return thread
 
 
-def test_reset_waits_for_an_abandoned_request_to_finish(served: tuple[str, SimState]) -> None:
+def leave_early(url: str, state: SimState, prompt: str) -> threading.Thread:
+    """A request whose client gives up after 0.1 s, once the simulator has it."""
+    return send_one(url, state, prompt, gives_up=True)
+
+
+def test_reset_waits_for_a_request_in_flight_to_finish(served: tuple[str, SimState]) -> None:
     url, state = served
     # A slow start records its call only once the wait is over: after the reset, had the reset
     # not waited, so the next test would find a call it never made.
-    thread = leave_early(url, state, "[sim:slowstart=0.5] x")
+    thread = send_one(url, state, "[sim:slowstart=0.5] x", gives_up=False)
     started = time.monotonic()
     state.reset()
     assert time.monotonic() - started >= 0.3
@@ -788,11 +794,37 @@ def test_reset_waits_for_an_abandoned_request_to_finish(served: tuple[str, SimSt
     assert state.calls == [] and state.faults.seen == [] and state.headers == []
 
 
+@pytest.mark.parametrize("wait", ["slowstart", "sleep", "slowbody"])
+def test_an_abandoned_wait_ends_when_its_client_hangs_up(
+    served: tuple[str, SimState], wait: str
+) -> None:
+    url, state = served
+    # A gateway that gave up on the upstream hangs up; the simulator stops waiting then, so
+    # the reset before the next test does not wait out the rest of the five seconds.
+    thread = leave_early(url, state, f"[sim:{wait}=5] x")
+    thread.join()
+    started = time.monotonic()
+    state.reset(timeout_s=2)
+    assert time.monotonic() - started < 1
+    assert state.calls == [] and state.faults.seen == [] and state.headers == []
+
+
+def test_an_abandoned_request_is_seen_dropped_and_never_answered(
+    served: tuple[str, SimState],
+) -> None:
+    url, state = served
+    leave_early(url, state, "[sim:sleep=5] x").join()
+    calls, seen = list(state.calls), list(state.faults.seen)
+    state.reset(timeout_s=2)  # returns once the request is no longer in flight
+    assert [call.status for call in calls] == [0]  # "never answered"
+    assert [(s.dropped, s.status) for s in seen] == [(True, 0)]
+
+
 def test_a_reset_that_waits_too_long_says_what_is_in_flight(
     served: tuple[str, SimState],
 ) -> None:
     url, state = served
-    thread = leave_early(url, state, "[sim:sleep=0.5] x")
+    thread = send_one(url, state, "[sim:sleep=0.5] x", gives_up=False)
     with pytest.raises(TimeoutError, match=f"POST {IMAGES}"):
         state.reset(timeout_s=0.05)
     thread.join()

@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from .conftest import CLIENT_KEY, GROUP_KEYS, OTHER_CLIENT_KEY, Sim
-from .processes import serving
+from .processes import clean_env, serving
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -19,16 +19,16 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_a_job_survives_kill_9_right_after_create(
     sim: Sim, tmp_path: Path, job_store: dict[str, str]
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGATE_")}
-    env.update(
+    env = clean_env(
+        job_store,
         MEDIAGATE_UPSTREAM_URL=f"{sim.url}/v1",
         MEDIAGATE_KEY_DEFAULT=GROUP_KEYS["default"],
         MEDIAGATE_KEY_OPENAIOFFICIAL=GROUP_KEYS["OpenAI Official"],
         MEDIAGATE_API_KEYS=f"team-a:{CLIENT_KEY},team-b:{OTHER_CLIENT_KEY}",
         MEDIAGATE_DATA_DIR=str(tmp_path / "data"),
         MEDIAGATE_VIDEO_POLL_AFTER_MS="50",
+        MEDIAGATE_VIDEO_POLL_OVERRIDE_MS="50",  # Muse's own pace is 15 s
     )
-    env.update({f"MEDIAGATE_{name.upper()}": value for name, value in job_store.items()})
 
     with serving(["serve"], env, tmp_path) as gateway:
         first = gateway.proc

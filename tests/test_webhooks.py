@@ -16,16 +16,18 @@ from pathlib import Path
 import httpx2
 import openai
 import pytest
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from mediagate.servethread import BackgroundServer
+from mediagate.settings import Settings
 from mediagate.videos.webhooks import new_secret, retry_delay
 
 from .conftest import CLIENT_KEY, GROUP_KEYS, Gateway, Sim, wait_until
-from .processes import serving
+from .processes import clean_env, serving
 from .test_reconciler import metric
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -76,6 +78,7 @@ def test_a_receiver_failing_twice_gets_the_event_on_the_third_try(
     receiver.fail_first = 2
     gateway = make_gateway(
         reads_per_minute=0,  # polled every 10 ms: the read limit is not what is tested
+        video_poll_override_ms=20,  # the gateway asks the upstream that often (Muse: 15 s)
         webhook_url=receiver.url,
         webhook_secret=secret,
         webhook_allow_hosts=[receiver.host],
@@ -122,6 +125,7 @@ def test_a_failed_job_sends_video_failed(
     secret = new_secret()
     gateway = make_gateway(
         reads_per_minute=0,  # polled every 10 ms: the read limit is not what is tested
+        video_poll_override_ms=20,  # the gateway asks the upstream that often (Muse: 15 s)
         webhook_url=receiver.url,
         webhook_secret=secret,
         webhook_allow_hosts=[receiver.host],
@@ -141,6 +145,7 @@ def test_a_private_receiver_needs_an_allow_list_entry(
 ) -> None:
     gateway = make_gateway(
         reads_per_minute=0,  # polled every 10 ms: the read limit is not what is tested
+        video_poll_override_ms=20,  # the gateway asks the upstream that often (Muse: 15 s)
         webhook_url=receiver.url,
         webhook_secret=new_secret(),
         webhook_retry_base_s=0.1,
@@ -171,6 +176,7 @@ def test_a_keys_file_webhook_url_wins_for_its_key(
     secret = new_secret()
     gateway = make_gateway(
         reads_per_minute=0,  # polled every 10 ms: the read limit is not what is tested
+        video_poll_override_ms=20,  # the gateway asks the upstream that often (Muse: 15 s)
         api_keys=None,
         keys_file=keys,
         webhook_url="http://192.0.2.1:9/nowhere",  # the gateway's: not used for team-a
@@ -189,8 +195,8 @@ def test_kill_9_between_the_jobs_end_and_delivery_still_delivers(
 ) -> None:
     secret = new_secret()
     receiver.failing = True  # nothing is delivered while the first gateway lives
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGATE_")}
-    env.update(
+    env = clean_env(
+        job_store,
         MEDIAGATE_UPSTREAM_URL=f"{sim.url}/v1",
         MEDIAGATE_KEY_DEFAULT=GROUP_KEYS["default"],
         MEDIAGATE_KEY_OPENAIOFFICIAL=GROUP_KEYS["OpenAI Official"],
@@ -201,8 +207,10 @@ def test_kill_9_between_the_jobs_end_and_delivery_still_delivers(
         MEDIAGATE_WEBHOOK_SECRET=secret,
         MEDIAGATE_WEBHOOK_ALLOW_HOSTS=receiver.host,
         MEDIAGATE_WEBHOOK_RETRY_BASE_S="0.2",
+        # The claim a try cut off by the kill leaves: held 2 s here (15 s by default).
+        MEDIAGATE_WEBHOOK_TIMEOUT_S="1",
+        MEDIAGATE_WEBHOOK_CLAIM_HOLD_S="2",
     )
-    env.update({f"MEDIAGATE_{name.upper()}": value for name, value in job_store.items()})
 
     with serving(["serve"], env, tmp_path) as gateway:
         sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
@@ -214,10 +222,17 @@ def test_kill_9_between_the_jobs_end_and_delivery_still_delivers(
     receiver.failing = False
 
     with serving(["serve"], env, tmp_path):
-        # A try cut off by the kill is claimed for the webhook timeout plus 5 s, then due.
-        wait_until(lambda: receiver.answered_ok == [first_id], timeout_s=25)
+        # A try cut off by the kill stays claimed for the claim hold, then is due.
+        wait_until(lambda: receiver.answered_ok == [first_id], timeout_s=12)
     body, headers, _ = receiver.received[-1]
     event = unwrap(secret, body, headers)
     assert event.type == "video.completed"
     assert json.loads(body)["data"] == {"id": video.id}
     assert {h["webhook-id"] for _, h, _ in receiver.received} == {first_id}
+
+
+def test_a_claim_hold_must_outlast_a_delivery() -> None:
+    # Otherwise a live try's event would come due again, and be sent twice, while it runs.
+    with pytest.raises(ValidationError, match="MEDIAGATE_WEBHOOK_CLAIM_HOLD_S"):
+        Settings(webhook_timeout_s=5, webhook_claim_hold_s=5)
+    assert Settings(webhook_timeout_s=1, webhook_claim_hold_s=2).webhook_claim_hold_s == 2

@@ -32,7 +32,7 @@ from mediagate.simulator.edits import (
     is_multipart,
     read_edit_form,
 )
-from mediagate.simulator.faults import FaultInjector
+from mediagate.simulator.faults import ClientGone, FaultInjector, pause
 from mediagate.simulator.jobs import decode_body, is_json_content_type
 from mediagate.simulator.muse import register_muse_routes
 from mediagate.simulator.png import make_png
@@ -177,6 +177,10 @@ async def _serve(request: Request, config: SimConfig, sim: SimState, kind: Kind)
     except ConnectionCut:
         # No answer at all; the call keeps status 0, "never answered".
         return await _drop_connection(request)
+    except ClientGone:
+        # The client hung up during a wait: nobody to answer, and the call stays "never
+        # answered" (the fault layer lets nothing more out for this request).
+        return Response(status_code=499)
     response.headers["x-request-id"] = request_id
     call.status = response.status_code
     return response
@@ -227,7 +231,7 @@ async def _dispatch(
     # Faults come before validation so a test can trigger them with any otherwise-valid body.
     prompt = chat_prompt(body) if route == "chat" else body.get("prompt")
     directives = parse_directives(prompt if isinstance(prompt, str) else None)
-    garbage = await _common_faults(directives)
+    garbage = await _common_faults(request, directives)
     if garbage is not None:
         return garbage
     if directives.refuse and route == "chat":
@@ -237,7 +241,7 @@ async def _dispatch(
 
     if route == "chat":
         chat = validate_chat(body)
-        await _service_time(config)
+        await _service_time(request, config)
         png = await _render(chat.width, chat.height, chat.prompt)
         url = _store(request, sim, png)
         content = f"> 🎨 Generating...\n\n![image]({url})\n"
@@ -269,7 +273,7 @@ async def _dispatch_edit(
 
     # The same faults as generations, read from the prompt field, before any validation.
     directives = parse_directives(form.text("prompt"))
-    garbage = await _common_faults(directives)
+    garbage = await _common_faults(request, directives)
     if garbage is not None:
         return garbage
     _images_faults(directives, wants_stream=form.text("stream") == "true")
@@ -279,10 +283,10 @@ async def _dispatch_edit(
     return await _answer_images(request, config, sim, job, directives)
 
 
-async def _common_faults(directives: Directives) -> Response | None:
+async def _common_faults(request: Request, directives: Directives) -> Response | None:
     """Apply the faults every endpoint shares; returns the garbage answer if one is planted."""
     if directives.sleep_s:
-        await asyncio.sleep(directives.sleep_s)
+        await pause(request.scope, directives.sleep_s)
     if directives.status is not None:
         headers = {"Retry-After": "1"} if directives.status == 429 else None
         raise SimError(
@@ -318,7 +322,7 @@ async def _answer_images(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
-    await _service_time(config)
+    await _service_time(request, config)
     form = "url" if directives.b64url else "b64_json" if directives.b64only else job.response_format
     body = await _images_body(request, sim, job.route, job, form)
     if directives.echokey:
@@ -406,9 +410,9 @@ async def _render(width: int, height: int, seed: str) -> bytes:
     return await asyncio.to_thread(make_png, width, height, seed)
 
 
-async def _service_time(config: SimConfig) -> None:
+async def _service_time(request: Request, config: SimConfig) -> None:
     if config.latency_s > 0:
-        await asyncio.sleep(config.latency_s)
+        await pause(request.scope, config.latency_s)
 
 
 def _bearer(request: Request) -> str | None:

@@ -20,11 +20,16 @@ the simulator is recorded in `SimState.calls` like any request (a reset with sta
 answered"); a slow one lets the simulator answer, and record, as usual. Either way every
 request is also in `plan.seen`, with its upstream key and whether its client (the gateway)
 hung up before the answer was complete.
+
+Waits end when the client hangs up: a slow start, a trickle, a `[sim:sleep=S]` (via `pause`)
+stop there, answering nothing, so a request the gateway gave up on does not keep the simulator
+busy (SimState.reset waits for every request in flight) long after it mattered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
@@ -59,6 +64,9 @@ _DIRECTIVE = re.compile(
 # The upstream's API prefixes: OpenAI-style, Seedance (Ark) and Wan (DashScope).
 _FAULT_PATHS = ("/v1/", "/seedance/", "/wan/")
 _RETRY_AFTER = re.compile(rb"\[sim:retryafter=([0-9.]+)\]")
+
+# Where a request's scope carries the asyncio.Event set once its client has hung up.
+GONE_KEY = "mediagate.sim.gone"
 
 # Records a request answered by a fault: (method, path, bearer token, raw body, status).
 Recorder = Callable[[str, str, str | None, bytes, int], None]
@@ -197,6 +205,29 @@ class FaultPlan:
         return Fault(name)
 
 
+class ClientGone(Exception):
+    """The client hung up while the simulator was still working on its answer."""
+
+
+async def pause(scope: Scope, seconds: float) -> None:
+    """Wait `seconds`, or raise ClientGone as soon as the request's client hangs up (known for
+    requests under the fault layer's paths; elsewhere this is a plain sleep)."""
+    gone: asyncio.Event | None = scope.get(GONE_KEY)
+    if gone is None:
+        await asyncio.sleep(seconds)
+        return
+    if not await _outwaited(gone, seconds):
+        raise ClientGone
+
+
+async def _outwaited(gone: asyncio.Event, seconds: float) -> bool:
+    """Whether `seconds` passed with the client still there (False as soon as it left)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await gone.wait()
+    return not gone.is_set()
+
+
 def _bearer(scope: Scope) -> str | None:
     for name, value in scope.get("headers", []):
         if name == b"authorization":
@@ -242,6 +273,7 @@ class FaultInjector:
             gone.set()
 
         watcher = asyncio.create_task(watch())
+        scope[GONE_KEY] = gone  # for the waits of the routes (`pause`)
         delivered = False
 
         async def replay() -> Message:
@@ -254,6 +286,8 @@ class FaultInjector:
 
         async def tracking(message: Message) -> None:
             nonlocal complete
+            if gone.is_set():
+                return  # nobody to answer: the status stays 0, "never answered"
             if message["type"] == "http.response.start":
                 seen.status = message["status"]
             elif message["type"] == "http.response.body" and not message.get("more_body"):
@@ -261,23 +295,32 @@ class FaultInjector:
             await send(message)
 
         try:
-            await self._serve(scope, replay, tracking, fault, body, key)
+            await self._serve(scope, replay, tracking, fault, body, key, gone)
+        except ClientGone:
+            pass  # the request ends unanswered (a route's `pause` found the client gone)
         finally:
             watcher.cancel()
 
     async def _serve(
-        self, scope: Scope, receive: Receive, send: Send, fault: Fault | None, body: bytes, key: Any
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        fault: Fault | None,
+        body: bytes,
+        key: Any,
+        gone: asyncio.Event,
     ) -> None:
         method, path = scope["method"], scope["path"]
         if fault is None:
             await self.app(scope, receive, send)
             return
         if fault.kind == "slowstart":
-            await asyncio.sleep(fault.seconds)
-            await self.app(scope, receive, send)
-            return
+            if await _outwaited(gone, fault.seconds):
+                await self.app(scope, receive, send)
+            return  # else the client left first: the simulator never saw the request
         if fault.kind == "slowbody":
-            await self.app(scope, receive, _trickle(send, fault.seconds))
+            await self.app(scope, receive, _trickle(send, fault.seconds, gone))
             return
         if fault.kind == "reset":
             self.record(method, path, key, body, 0)
@@ -355,10 +398,13 @@ def _answer(fault: Fault) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     )
 
 
-def _trickle(send: Send, seconds: float) -> Send:
-    """A send that spreads each body over `seconds`, in ten pieces."""
+def _trickle(send: Send, seconds: float, gone: asyncio.Event) -> Send:
+    """A send that spreads each body over `seconds`, in ten pieces, until the client leaves
+    (the rest is not sent)."""
 
     async def trickling(message: Message) -> None:
+        if gone.is_set():
+            return
         if message["type"] != "http.response.body" or not message.get("body"):
             await send(message)
             return
@@ -367,7 +413,8 @@ def _trickle(send: Send, seconds: float) -> Send:
         step = max(1, math.ceil(len(data) / 10))
         pieces = [data[i : i + step] for i in range(0, len(data), step)]
         for index, piece in enumerate(pieces):
-            await asyncio.sleep(seconds / 10)
+            if not await _outwaited(gone, seconds / 10):
+                return
             last = index == len(pieces) - 1
             await send({"type": "http.response.body", "body": piece, "more_body": more or not last})
 
