@@ -228,6 +228,7 @@ async def open_gateway(
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         webhook_hosts = [*settings.fetch_allow_hosts, *settings.webhook_allow_hosts]
+        tls = httpx2.create_ssl_context()  # one CA bundle loaded for both fetching clients
         sweeper = asyncio.create_task(_sweep_forever(hosted, settings.image_sweep_interval_s))
         try:
             async with (
@@ -238,11 +239,11 @@ async def open_gateway(
                 httpx2.AsyncClient(
                     timeout=httpx2.Timeout(settings.fetch_timeout_s),
                     cookies=no_cookies(),
-                    transport=public_transport(settings.fetch_allow_hosts, limits),
+                    transport=public_transport(settings.fetch_allow_hosts, limits, tls),
                 ) as fetch_client,
                 # Webhook receivers: the same address rules, with the webhook allow-list too.
                 httpx2.AsyncClient(
-                    cookies=no_cookies(), transport=public_transport(webhook_hosts, limits)
+                    cookies=no_cookies(), transport=public_transport(webhook_hosts, limits, tls)
                 ) as webhook_client,
                 open_stores(settings.job_store_url(), settings.store_prefix) as stores,
             ):

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
@@ -139,12 +140,14 @@ def _allowed(allow: set[str], host: str, port: int) -> bool:
 class _PublicTransport(httpx2.AsyncHTTPTransport):
     """httpx2's transport on a connection pool whose network backend is `_PublicOnly`."""
 
-    def __init__(self, allow_hosts: list[str], limits: httpx2.Limits) -> None:
-        super().__init__(limits=limits)
+    def __init__(
+        self, allow_hosts: list[str], limits: httpx2.Limits, ssl_context: ssl.SSLContext
+    ) -> None:
+        super().__init__(verify=ssl_context, limits=limits)
         # httpx2 builds its pool with the default backend and offers no parameter for another:
         # the same pool (TLS context, limits), on ours.
         self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=httpx2.create_ssl_context(),
+            ssl_context=ssl_context,
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,
@@ -153,10 +156,14 @@ class _PublicTransport(httpx2.AsyncHTTPTransport):
 
 
 def public_transport(
-    allow_hosts: list[str], limits: httpx2.Limits | None = None
+    allow_hosts: list[str],
+    limits: httpx2.Limits | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> httpx2.AsyncBaseTransport:
-    """The transport of the fetching client: connections to public addresses only."""
-    return _PublicTransport(allow_hosts, limits or httpx2.Limits())
+    """The transport of the fetching client: connections to public addresses only. A TLS
+    context (loading the CA bundle costs ~25 ms) may be shared by several transports."""
+    context = ssl_context if ssl_context is not None else httpx2.create_ssl_context()
+    return _PublicTransport(allow_hosts, limits or httpx2.Limits(), context)
 
 
 class SafeFetcher:
