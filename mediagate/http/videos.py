@@ -26,7 +26,7 @@ from mediagate.upstream.transport import UpstreamResponse
 from mediagate.videos import reference as references
 from mediagate.videos.records import openai_video
 from mediagate.videos.service import Video
-from mediagate.videos.spec import ReferenceInput, VideoRequest
+from mediagate.videos.spec import ReferenceInput, VideoRequest, unknown_parameter
 
 _FLAGS = {"true": True, "1": True, "yes": True, "on": True}
 _FLAGS |= {"false": False, "0": False, "no": False, "off": False}
@@ -140,9 +140,7 @@ async def _create_input(request: Request, cap: int) -> tuple[dict[str, Any], Ref
                 raise InvalidRequest(f"Parameter '{name}' appears more than once.", param=name)
             if isinstance(value, UploadFile):
                 if name != "input_reference":
-                    raise InvalidRequest(
-                        f"Unknown file parameter: '{name}'.", param=name, code="unknown_parameter"
-                    )
+                    raise unknown_parameter(name, "file parameter")
                 given = ReferenceInput(data=await _read_upload(value, cap))
             elif name == "input_reference[image_url]":
                 given = _reference_from_json({"image_url": value})
@@ -198,9 +196,7 @@ async def list_(request: Request, policy: Client) -> Response:
     query = request.query_params
     unknown = sorted(set(query) - {"after", "limit", "order"})
     if unknown:
-        raise InvalidRequest(
-            f"Unknown parameter: '{unknown[0]}'.", param=unknown[0], code="unknown_parameter"
-        )
+        raise unknown_parameter(unknown[0])
     after = query.get("after") or None
     limit, order = _limit(query.get("limit")), _order(query.get("order"))
     await _read(request, policy)

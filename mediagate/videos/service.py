@@ -141,6 +141,7 @@ class VideoService:
             request.fields,
             route,
             model,
+            known=self.catalog.video_options,
             reference=request.reference is not None,
             defaults=defaults,
         )
