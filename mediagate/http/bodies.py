@@ -16,7 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import Message
 
-from mediagate.errors import InvalidRequest, RequestTooLarge
+from mediagate.errors import ClientGone, InvalidRequest, RequestTooLarge
 
 # No OpenAI request nests deeper than a handful of levels; this leaves plenty of room.
 MAX_JSON_DEPTH = 32
@@ -28,9 +28,14 @@ def too_large(limit: int) -> RequestTooLarge:
     )
 
 
+def client_gone() -> ClientGone:
+    return ClientGone("The client closed the connection before its request body was complete.")
+
+
 def bounded(request: Request, limit: int) -> Request:
     """The request, its body counted as the server hands it over: past `limit` bytes, reading
-    it raises a 413."""
+    it raises a 413; a client that hangs up mid-body is a 499 `client_disconnected` (logged as
+    a request, never as an unhandled error)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise too_large(limit)
@@ -44,6 +49,8 @@ def bounded(request: Request, limit: int) -> Request:
             received += len(message.get("body", b""))
             if received > limit:
                 raise too_large(limit)
+        elif message["type"] == "http.disconnect":
+            raise client_gone()
         return message
 
     return Request(request.scope, counted)
