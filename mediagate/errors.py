@@ -172,6 +172,11 @@ class FetchRefused(UpstreamError):
     code = "unsafe_image_url"
 
 
+class AddressRefused(FetchRefused):
+    """A host that is not a public address, nor allowed by the operator: asking again is
+    refused again (a webhook delivery to it fails for good, not for 24 h of retries)."""
+
+
 class StoreUnavailable(GatewayError):
     status = 503
     type = "server_error"
