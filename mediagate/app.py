@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from mediagate.errors import Scrubber
 from mediagate.gateway import open_gateway
+from mediagate.http.bodies import Bodies
 from mediagate.http.errors import install_handlers
 from mediagate.http.files import files
 from mediagate.http.health import health
@@ -64,8 +65,13 @@ def create_app(
         redirect_slashes=False,
     )
     install_handlers(app, scrub)
+    # The request bodies this replica holds, bounded, and the pace they must arrive at.
+    bodies = Bodies(
+        settings.max_inflight_body_bytes, settings.body_timeout_s, settings.body_min_bytes_per_s
+    )
+    app.state.bodies = bodies
     # Outermost: every answer, errors included, carries its request id and what was tried.
-    app.add_middleware(RequestBookkeeping, metrics=metrics, scrub=scrub)
+    app.add_middleware(RequestBookkeeping, metrics=metrics, scrub=scrub, bodies=bodies)
     # Around that, the request's trace span (a pass-through when tracing is off), so the
     # bookkeeping's log lines and attributes belong to it.
     app.add_middleware(TracingMiddleware, tracing=tracing)

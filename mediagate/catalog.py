@@ -404,6 +404,7 @@ class Catalog:
         default_video_model: str = "muse-video",
         groups: dict[str, Group] | None = None,
         aliases: dict[str, Alias] | None = None,
+        video_options: frozenset[str] | None = None,
     ) -> None:
         self.routes = routes
         self.models = models
@@ -411,6 +412,19 @@ class Catalog:
         self.default_video_model = default_video_model
         self.group_info = groups or {}
         self.aliases = aliases or {}
+        # Every option any video route of the whole catalog takes (before a deployment drops
+        # the routes it has no key for): a create naming one its route does not take has it
+        # dropped and reported; a name outside this set is a 400 unknown_parameter.
+        self.video_options = (
+            video_options
+            if video_options is not None
+            else frozenset(
+                name
+                for route in routes.values()
+                if route.video is not None
+                for name in route.video.options
+            )
+        )
 
     def offered(self, has_key: Callable[[str], bool]) -> Catalog:
         """The catalog as this deployment can serve it: routes whose group has no key are gone,
@@ -429,6 +443,7 @@ class Catalog:
             self.default_video_model,
             self.group_info,
             self.aliases,
+            self.video_options,
         )
 
     def model(self, name: str) -> Model:

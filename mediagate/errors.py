@@ -172,6 +172,11 @@ class FetchRefused(UpstreamError):
     code = "unsafe_image_url"
 
 
+class AddressRefused(FetchRefused):
+    """A host that is not a public address, nor allowed by the operator: asking again is
+    refused again (a webhook delivery to it fails for good, not for 24 h of retries)."""
+
+
 class StoreUnavailable(GatewayError):
     status = 503
     type = "server_error"
@@ -196,6 +201,24 @@ class IdempotencyOutcomeUnknown(GatewayError):
     status = 409
     type = "invalid_request_error"
     code = "idempotency_outcome_unknown"
+
+
+class ServerOverloaded(GatewayError):
+    """The gateway holds as many request bodies as it may (MEDIAGATE_MAX_INFLIGHT_BODY_BYTES):
+    nothing of this request was read or sent; a retry after Retry-After may fit."""
+
+    status = 503
+    type = "server_error"
+    code = "server_overloaded"
+
+
+class RequestTimeout(GatewayError):
+    """The client took longer to send its body than MEDIAGATE_BODY_TIMEOUT_S (plus the time
+    its size earns at MEDIAGATE_BODY_MIN_BYTES_PER_S): cut, nothing sent upstream."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class ClientGone(GatewayError):

@@ -160,6 +160,18 @@ class Settings(BaseSettings):
     # The largest JSON body (counted as it arrives, chunked or not): room for the largest
     # legitimate one, a video input_reference of video_reference_max_bytes as a data: URL.
     max_json_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
+    # The JSON of an image generation or a video remix: a prompt of at most 32,000 characters
+    # and a few options, so far less (each JSON body is also capped by max_json_bytes).
+    max_generation_json_bytes: int = Field(default=512 * 1024, gt=0)
+    # The request bodies all clients may have this replica hold at once (by Content-Length
+    # where given, counted as read otherwise; held until the request ends): past it, a 503
+    # server_overloaded with Retry-After before the body is read. 0: no bound.
+    max_inflight_body_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
+    # A request body is due within body_timeout_s of the handler starting to read it, plus
+    # one second per body_min_bytes_per_s received (so a large upload at a fair pace is never
+    # cut, and a trickle always is): a 408 request_timeout, and the connection is closed.
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    body_min_bytes_per_s: int = Field(default=64 * 1024, gt=0)
     # Streaming on routes that do not stream: an SSE comment this often while the route works.
     stream_keepalive_s: float = 15.0
     # Links the gateway hands out for response_format=url.

@@ -230,3 +230,30 @@ def test_gateway_refuses_a_reference_link_to_a_private_ipv4_in_ipv6_form(
         )
     assert_error(response, 400, "input_reference", "unsafe_image_url")
     assert sim.sent("/v1/videos") == []
+
+
+@pytest.mark.parametrize("allowed", ["localhost", "LOCALHOST.", "127.0.0.1"])
+def test_the_allow_list_compares_places_not_strings(
+    make_gateway: Callable[..., Gateway], sim: Sim, allowed: str
+) -> None:
+    """The simulator's image links name 127.0.0.1; an operator who allowed `localhost` (in any
+    case, with a trailing dot) allowed that same place, and the other way round."""
+    from mediagate.upstream.fetcher import public_transport
+
+    allow = [f"{allowed}:{sim.port}"]
+    gateway = make_gateway(fetch_allow_hosts=allow)
+    result = gateway.sdk().images.generate(
+        model="sora_image", prompt="p", response_format="b64_json"
+    )
+    assert result.data and result.data[0].b64_json
+
+    async def get(url: str) -> httpx2.Response:
+        async with httpx2.AsyncClient(transport=public_transport(allow)) as client:
+            return await client.get(url)
+
+    for host in ("localhost", "127.0.0.1"):
+        response = asyncio.run(get(f"http://{host}:{sim.port}/nothing"))
+        assert response.status_code in (401, 404)  # the simulator's answer, reached
+    # Another port of the same place is not allowed.
+    with pytest.raises(FetchRefused):
+        asyncio.run(get("http://127.0.0.1:1/x"))

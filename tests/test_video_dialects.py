@@ -113,30 +113,41 @@ def test_prices_per_family() -> None:
 
 
 def test_plan_maps_size_and_seconds_and_sorts_options() -> None:
+    known = CATALOG.video_options
     plan = plan_video(
-        {"prompt": "p", "size": "1792x1024", "seconds": "12", "seed": "9", "fps": 30},
+        {"prompt": "p", "size": "1792x1024", "seconds": "12", "seed": "9", "negative_prompt": 1},
         route("seedance-2.0"),
         "seedance-2.0",
+        known=known,
     )
     assert (plan.spec.size, plan.spec.ratio, plan.spec.resolution) == ("1920x1080", "16:9", "1080p")
     assert plan.spec.seconds == 12 and plan.spec.options == {"seed": 9}
-    assert plan.mapped == ["size=1792x1024>1920x1080"] and plan.dropped == ["fps"]
+    # An option of another family (Wan's) is dropped and named; a name no route takes is a 400.
+    assert plan.mapped == ["size=1792x1024>1920x1080"] and plan.dropped == ["negative_prompt"]
+    with pytest.raises(InvalidRequest) as unknown:
+        plan_video({"prompt": "p", "fps": 30}, route("seedance-2.0"), "seedance-2.0", known=known)
+    assert (unknown.value.code, unknown.value.param) == ("unknown_parameter", "fps")
     tier = plan_video(
         {"prompt": "p", "size": "1280x720", "resolution": "480p"},
         route("seedance-2.0"),
         "seedance-2.0",
+        known=known,
     )
     assert tier.spec.size == "864x496" and tier.spec.resolution == "480p"
-    muse = plan_video({"prompt": "p", "seconds": "4"}, route("muse-video"), "muse-video")
+    muse = plan_video(
+        {"prompt": "p", "seconds": "4"}, route("muse-video"), "muse-video", known=known
+    )
     assert (muse.spec.seconds, muse.mapped) == (5, ["seconds=4>5"])
     assert (
-        plan_video({"prompt": "p", "seconds": 8}, route("muse-video"), "muse-video").spec.seconds
+        plan_video(
+            {"prompt": "p", "seconds": 8}, route("muse-video"), "muse-video", known=known
+        ).spec.seconds
         == 8
     )
     with pytest.raises(InvalidRequest):
-        plan_video({"prompt": "p", "seconds": "20"}, route("muse-video"), "muse-video")
+        plan_video({"prompt": "p", "seconds": "20"}, route("muse-video"), "muse-video", known=known)
     with pytest.raises(InvalidRequest):
-        plan_video({"prompt": "p"}, route("wan2.7-t2v"), "wan2.7-t2v", reference=True)
+        plan_video({"prompt": "p"}, route("wan2.7-t2v"), "wan2.7-t2v", known=known, reference=True)
     assert openai_size("1920x1080") == "1792x1024" and openai_size("1080x1920") == "1024x1792"
 
 

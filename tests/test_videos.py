@@ -19,7 +19,15 @@ from mediagate.simulator.videos import content_chunks
 from mediagate.stores import open_stores
 from mediagate.stores.jobs import VideoJob
 
-from .conftest import CLIENT_KEY, GROUP_KEYS, OTHER_CLIENT_KEY, Gateway, Sim, fast_video_polls
+from .conftest import (
+    CLIENT_KEY,
+    GROUP_KEYS,
+    OTHER_CLIENT_KEY,
+    Gateway,
+    Sim,
+    assert_error,
+    fast_video_polls,
+)
 from .test_catalog import sample
 
 # The SDK marks the Sora API deprecated; the warning says nothing about the gateway.
@@ -462,3 +470,39 @@ def test_bad_requests_are_400s_that_never_reach_the_upstream(
             assert response.status_code == 400, response.text
             assert response.json()["error"]["message"]
     assert sim.sent() == []
+
+
+def test_an_unknown_field_is_a_400_before_anything_is_sent_or_paid(
+    gateway: Gateway, sim: Sim
+) -> None:
+    """A create naming a field no video route takes is refused, as OpenAI and the image
+    endpoints do, before the upstream makes (and charges for) a job: its name used to go into
+    x-mediagate-dropped after the paid call, and a name with CR/LF or outside latin-1 broke the
+    answer (kept broken under an Idempotency-Key)."""
+    evil = b'{"\\r\\nx-evil":1,"prompt":"p","model":"muse-video","seconds":"8"}'
+    with gateway.http() as http:
+        for attempt in range(2):  # the repeat is the same clean 400
+            response = http.post(
+                "/v1/videos",
+                content=evil,
+                headers={"content-type": "application/json", "idempotency-key": "k1"},
+            )
+            message = assert_error(response, 400, "\\r\\nx-evil", "unknown_parameter")
+            assert message == "Unknown parameter: '\\r\\nx-evil'.", attempt
+            assert "x-mediagate-dropped" not in response.headers
+        long = "\u20ac" + "z" * 500
+        body = {"prompt": "p", "model": "muse-video", long: 1}
+        response = http.post("/v1/videos", json=body)
+        param = "\\u20ac" + "z" * 63 + "..."
+        assert_error(response, 400, param, "unknown_parameter")
+        # Multipart, as the SDKs send a create with a file: the same rule.
+        form = {"prompt": (None, "p"), "fps": (None, "30")}
+        assert_error(http.post("/v1/videos", files=form), 400, "fps", "unknown_parameter")
+    assert sim.sent() == []
+
+    # An option of another family is still dropped and named (a Wan option on Muse), and the
+    # OpenAI fields pass.
+    raw = gateway.sdk().videos.with_raw_response.create(
+        model="muse-video", prompt="p", seconds="8", extra_body={"negative_prompt": "fog"}
+    )
+    assert raw.headers["x-mediagate-dropped"] == "negative_prompt"

@@ -5,6 +5,7 @@ webhook-id every time) to receivers the SSRF rules allow, and not lost to a kill
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
@@ -141,8 +142,9 @@ def test_a_failed_job_sends_video_failed(
 
 
 def test_a_private_receiver_needs_an_allow_list_entry(
-    make_gateway: Callable[..., Gateway], receiver: Receiver
+    make_gateway: Callable[..., Gateway], receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="mediagate")
     gateway = make_gateway(
         reads_per_minute=0,  # polled every 10 ms: the read limit is not what is tested
         video_poll_override_ms=20,  # the gateway asks the upstream that often (Muse: 15 s)
@@ -154,12 +156,18 @@ def test_a_private_receiver_needs_an_allow_list_entry(
 
     def refused() -> bool:
         text = httpx2.get(f"{gateway.url}/metrics").text
-        return metric(text, "mediagate_webhook_deliveries_total", outcome="refused") >= 2
+        return metric(text, "mediagate_webhook_deliveries_total", outcome="refused") >= 1
 
     wait_until(refused, timeout_s=3)
     assert receiver.received == []
+    # No retry can change the refusal: the event is dropped, not retried for 24 h.
     text = httpx2.get(f"{gateway.url}/metrics").text
-    assert metric(text, "mediagate_webhook_queue_depth") == 1  # kept, tried again later
+    assert metric(text, "mediagate_webhook_queue_depth") == 0
+    assert metric(text, "mediagate_webhook_deliveries_total", outcome="refused") == 1
+    assert not metric(text, "mediagate_webhook_deliveries_total", outcome="failed")
+    [line] = [r for r in caplog.records if "webhook target refused" in r.getMessage()]
+    reason = line.fields["reason"]  # type: ignore[attr-defined]
+    assert reason.startswith("Refused to POST to '127.0.0.1'") and "image" not in reason
 
 
 def test_a_keys_file_webhook_url_wins_for_its_key(

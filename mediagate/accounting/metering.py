@@ -1,5 +1,11 @@
 """A client key's policy applied to one request: scope, rates, concurrency, budget, then cost.
 
+Admission comes in two steps, so a client over its limits never gets the gateway to read its
+body: `gate` runs before the body is read (the key's request rate, its concurrency slot, and
+whether any budget is left: what needs nothing from the body), and `admit` finishes once the
+body is parsed (the model's scope, the images rate, the reservation of the request's estimate),
+taking over the gate's slot. `admit` without a gate does both.
+
 `admit` runs before anything goes upstream and refuses with the OpenAI error a client expects
 (403 for a model the key may not use, 429 `rate_limit_exceeded` or `insufficient_quota`).
 `Ticket.settle` books what the request actually cost, once, and frees what it held.
@@ -128,6 +134,42 @@ class Ticket:
             await self.metering.ledger.release(self.policy.name, lease)
 
 
+@dataclass
+class Gate:
+    """What a request holds before its body is read: its key's concurrency slot, if the key has
+    a limit. `admit` takes the slot over into the request's Ticket; `release` frees it for a
+    request that never got that far (a bad body, an Idempotency-Key replay)."""
+
+    metering: Metering
+    policy: KeyPolicy
+    lease: str | None = None
+
+    def take_lease(self) -> str | None:
+        lease, self.lease = self.lease, None
+        return lease
+
+    async def release(self) -> None:
+        lease = self.take_lease()
+        if lease is not None:
+            await self.metering.ledger.release(self.policy.name, lease)
+
+
+def _rate_limited(policy: KeyPolicy, wait: float) -> RateLimited:
+    return RateLimited(
+        f"Rate limit reached for the key '{policy.name}': try again in {wait:.1f} s.",
+        headers={"retry-after": str(math.ceil(wait)), "retry-after-ms": str(int(wait * 1000))},
+    )
+
+
+def _no_slot(policy: KeyPolicy) -> RateLimited:
+    return RateLimited(
+        f"The key '{policy.name}' already has {policy.concurrent_requests} requests "
+        "running; wait for one to finish.",
+        code="concurrency_limit_exceeded",
+        headers={"retry-after": "1"},
+    )
+
+
 class Metering:
     def __init__(self, ledger: Ledger, metrics: Metrics, flush_interval_s: float = 0.25) -> None:
         self.ledger = ledger
@@ -242,6 +284,48 @@ class Metering:
                 },
             )
 
+    async def gate(self, policy: KeyPolicy) -> Gate:
+        """What a request must pass before its body is read: the key's request rate, a
+        concurrency slot (held by the returned Gate), and some budget left (the request's own
+        estimate is reserved by `admit`, once the body says what it asks)."""
+        ledger = self.ledger
+        if policy.requests_per_minute is not None:
+            wait = await ledger.take_rate(policy.name, policy.requests_per_minute, None, 0)
+            if wait > 0:
+                raise _rate_limited(policy, wait)
+        gate = Gate(self, policy)
+        if policy.concurrent_requests is not None:
+            lease = uuid.uuid4().hex
+            if not await ledger.acquire(
+                policy.name, lease, policy.concurrent_requests, LEASE_TTL_S
+            ):
+                raise _no_slot(policy)
+            gate.lease = lease
+        try:
+            await self._budget_left(policy)
+        except BaseException:
+            await gate.release()
+            raise
+        return gate
+
+    async def _budget_left(self, policy: KeyPolicy) -> None:
+        day, month = policy.budget_usd_per_day, policy.budget_usd_per_month
+        if day is None and month is None:
+            return
+        if self._queue:
+            await self.flush()  # the budget sees every request answered before this one
+        spend = await self.ledger.spend(policy.name)
+        spent = [
+            (limit, used + spend.reserved)
+            for limit, used in ((day, spend.day), (month, spend.month))
+            if limit is not None
+        ]
+        if any(used >= limit for limit, used in spent):
+            raise QuotaExceeded(
+                f"The budget of the key '{policy.name}' is spent (or held by requests still "
+                "running). See GET /v1/usage for what is spent and left."
+            )
+
     async def admit(
         self,
         policy: KeyPolicy,
@@ -251,7 +335,10 @@ class Metering:
         estimate: float,
         reservation: str | None = None,
         reservation_ttl_s: float = LEASE_TTL_S,
+        gate: Gate | None = None,
     ) -> Ticket:
+        """The request admitted: after its `gate` (taking over its slot), or, without one,
+        the gate's checks first."""
         policy.require(model)
         ledger = self.ledger
         ipm = policy.images_per_minute
@@ -263,29 +350,22 @@ class Metering:
                 retryable=False,  # waiting does not make an over-large request fit
             )
         # Each ledger call is a store round trip (a SQLite transaction on a worker thread, or
-        # a Redis script); a key without the limit it checks skips it.
-        if policy.requests_per_minute is not None or ipm is not None:
-            wait = await ledger.take_rate(policy.name, policy.requests_per_minute, ipm, images)
+        # a Redis script); a key without the limit it checks skips it. Behind a gate, the
+        # request rate was taken already.
+        rpm = policy.requests_per_minute if gate is None else None
+        if rpm is not None or ipm is not None:
+            wait = await ledger.take_rate(policy.name, rpm, ipm, images)
             if wait > 0:
-                raise RateLimited(
-                    f"Rate limit reached for the key '{policy.name}': try again in {wait:.1f} s.",
-                    headers={
-                        "retry-after": str(math.ceil(wait)),
-                        "retry-after-ms": str(int(wait * 1000)),
-                    },
-                )
+                raise _rate_limited(policy, wait)
         ticket = Ticket(self, policy, model, reservation or f"req_{uuid.uuid4().hex}")
-        if policy.concurrent_requests is not None:
+        if gate is not None:
+            ticket.lease = gate.take_lease()
+        elif policy.concurrent_requests is not None:
             lease = uuid.uuid4().hex
             if not await ledger.acquire(
                 policy.name, lease, policy.concurrent_requests, LEASE_TTL_S
             ):
-                raise RateLimited(
-                    f"The key '{policy.name}' already has {policy.concurrent_requests} requests "
-                    "running; wait for one to finish.",
-                    code="concurrency_limit_exceeded",
-                    headers={"retry-after": "1"},
-                )
+                raise _no_slot(policy)
             ticket.lease = lease
         if policy.budget_usd_per_day is None and policy.budget_usd_per_month is None:
             # Nothing to hold a reservation against: it would only be deleted again at settle.

@@ -13,6 +13,8 @@ All async, so FastAPI runs them on the event loop instead of handing them to a w
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import lru_cache
 from typing import Annotated, Any
 
@@ -21,6 +23,7 @@ from starlette.types import Scope
 
 from mediagate import context
 from mediagate.accounting.clients import ANONYMOUS, KeyPolicy
+from mediagate.accounting.metering import Gate
 from mediagate.gateway import Gateway
 from mediagate.http.bodies import parse_json, read_body
 
@@ -49,9 +52,25 @@ async def client(request: Request) -> KeyPolicy:
 Client = Annotated[KeyPolicy, Depends(client)]
 
 
-async def json_body(request: Request) -> Any:
-    """The request's JSON, read bounded (MEDIAGATE_MAX_JSON_BYTES) and parsed safely."""
-    return parse_json(await read_body(request, gateway(request).settings.max_json_bytes))
+@asynccontextmanager
+async def admitted(request: Request, policy: KeyPolicy) -> AsyncIterator[Gate]:
+    """The scope of a request that may cost money, entered before its body is read: the key's
+    request rate, concurrency slot and budget left (`Metering.gate`), so a client over its
+    limits is answered without the gateway reading (or holding) its body. The service's
+    admission takes the slot over; one it never took (a bad body, a replay) is freed here."""
+    gate = await gateway(request).metering.gate(policy)
+    try:
+        yield gate
+    finally:
+        await gate.release()
+
+
+async def json_body(request: Request, cap: int | None = None) -> Any:
+    """The request's JSON, read bounded (the endpoint's `cap`, and MEDIAGATE_MAX_JSON_BYTES)
+    and parsed safely."""
+    settings = gateway(request).settings
+    limit = min(cap, settings.max_json_bytes) if cap is not None else settings.max_json_bytes
+    return parse_json(await read_body(request, limit))
 
 
 def public_base(request: Request) -> str:

@@ -14,9 +14,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from mediagate import context
-from mediagate.errors import GatewayError, InvalidRequest, NotFound, Scrubber
+from mediagate.errors import ClientGone, GatewayError, InvalidRequest, NotFound, Scrubber
 from mediagate.http.headers import REQUEST_ID, for_error
 from mediagate.observability.logs import format_traceback, mark_logged
 
@@ -95,6 +96,12 @@ def install_handlers(app: FastAPI, scrub: Scrubber) -> None:
         err = kind(str(exc.detail), status=exc.status_code, headers=dict(exc.headers or {}))
         return await on_gateway_error(request, err)
 
+    async def on_client_disconnect(request: Request, exc: Exception) -> JSONResponse:
+        # A body read anywhere but through `bodies.bounded` (which raises ClientGone itself):
+        # the client hung up, a 499 in the request's log line and metrics, not a 500.
+        gone = ClientGone("The client closed the connection before its request was complete.")
+        return await on_gateway_error(request, gone)
+
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
         # Only what escapes the request bookkeeping (which logs its own) reaches here.
         fields = {"error": scrub(repr(exc)), "traceback": format_traceback(exc, scrub)}
@@ -106,4 +113,5 @@ def install_handlers(app: FastAPI, scrub: Scrubber) -> None:
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(ClientDisconnect, on_client_disconnect)
     app.add_exception_handler(Exception, on_unexpected)

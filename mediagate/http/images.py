@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from mediagate.http.bodies import bounded
-from mediagate.http.deps import Client, gateway, json_body, public_base
+from mediagate.http.deps import Client, admitted, gateway, json_body, public_base
 from mediagate.http.disconnect import cancelled_on_disconnect
 from mediagate.http.idempotency import form_digest, idempotency, json_digest
 from mediagate.images.service import ImagesAnswer
@@ -33,21 +33,23 @@ def render(answer: ImagesAnswer) -> Response:
 
 @images.post("/generations", name=GENERATIONS)
 async def generations(request: Request, policy: Client) -> Response:
-    body = await json_body(request)
     service = gateway(request).images
+    # The key's rate, slot and budget before a byte of the body is read.
+    async with admitted(request, policy) as gate:
+        body = await json_body(request, service.settings.max_generation_json_bytes)
 
-    async def digest() -> str:
-        return json_digest(body)
+        async def digest() -> str:
+            return json_digest(body)
 
-    # A repeated Idempotency-Key is answered before anything is metered or sent upstream.
-    async with idempotency(request, digest) as slot:
-        if slot.replay is not None:
-            return slot.replay
-        job = service.plan_generation(body, public_base(request))
-        # A client that goes away cancels the upstream calls instead of paying for them.
-        async with cancelled_on_disconnect(request):
-            answer = await service.answer(policy, job)
-        return slot.keep(render(answer))
+        # A repeated Idempotency-Key is answered before anything is metered or sent upstream.
+        async with idempotency(request, digest) as slot:
+            if slot.replay is not None:
+                return slot.replay
+            job = service.plan_generation(body, public_base(request))
+            # A client that goes away cancels the upstream calls instead of paying for them.
+            async with cancelled_on_disconnect(request):
+                answer = await service.answer(policy, job, gate=gate)
+            return slot.keep(render(answer))
 
 
 @images.post("/edits", name="images.edits")
@@ -56,12 +58,14 @@ async def edits(request: Request, policy: Client) -> Response:
     limit = service.settings.edit_max_total_bytes + 1024 * 1024  # files plus the text fields
     # The uploads are spooled to temporary files by the parser: the only copy the gateway
     # keeps, closed by the service once the answer (or the stream) is done. Their bytes are
-    # counted as they arrive, so a chunked upload is cut off at the limit too (a 413).
-    form = await bounded(request, limit).form(max_files=MAX_IMAGES + 4, max_fields=64)
-    async with idempotency(request, lambda: form_digest(form), skipped=form.close) as slot:
-        if slot.replay is not None:
-            return slot.replay
-        job = await service.plan_edit(form, public_base(request))
-        async with cancelled_on_disconnect(request):
-            answer = await service.answer(policy, job, cleanup=form.close)
-        return slot.keep(render(answer))
+    # counted as they arrive, so a chunked upload is cut off at the limit too (a 413). The
+    # key's rate, slot and budget are checked before a byte of them is read.
+    async with admitted(request, policy) as gate:
+        form = await bounded(request, limit).form(max_files=MAX_IMAGES + 4, max_fields=64)
+        async with idempotency(request, lambda: form_digest(form), skipped=form.close) as slot:
+            if slot.replay is not None:
+                return slot.replay
+            job = await service.plan_edit(form, public_base(request))
+            async with cancelled_on_disconnect(request):
+                answer = await service.answer(policy, job, cleanup=form.close, gate=gate)
+            return slot.keep(render(answer))

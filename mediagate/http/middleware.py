@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from mediagate import context
 from mediagate.context import RequestContext
 from mediagate.errors import GatewayError, Scrubber
+from mediagate.http.bodies import Bodies
 from mediagate.http.errors import error_response
 from mediagate.http.headers import render as render_headers
 from mediagate.observability import tracing
@@ -62,10 +63,13 @@ def _label(scope: Scope) -> str:
 
 
 class RequestBookkeeping:
-    def __init__(self, app: ASGIApp, metrics: Metrics, scrub: Scrubber) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, scrub: Scrubber, bodies: Bodies | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.scrub = scrub
+        self.bodies = bodies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -111,6 +115,8 @@ class RequestBookkeeping:
             await error_response(error, ctx.request_id)(scope, receive, send_wrapper)
             status = 500
         finally:
+            if self.bodies is not None:
+                self.bodies.release(scope)  # what its body held of the in-flight bound
             ctx.endpoint = _label(scope)
             in_flight.dec()
             context.end(token)

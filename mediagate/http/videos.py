@@ -18,7 +18,7 @@ from starlette.types import Receive, Scope, Send
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.errors import InvalidRequest, Scrubber
 from mediagate.http.bodies import bounded
-from mediagate.http.deps import Client, gateway, json_body
+from mediagate.http.deps import Client, admitted, gateway, json_body
 from mediagate.http.headers import FIT_REFERENCE
 from mediagate.http.idempotency import idempotency, json_digest, video_digest
 from mediagate.stores.jobs import Order
@@ -26,7 +26,7 @@ from mediagate.upstream.transport import UpstreamResponse
 from mediagate.videos import reference as references
 from mediagate.videos.records import openai_video
 from mediagate.videos.service import Video
-from mediagate.videos.spec import ReferenceInput, VideoRequest
+from mediagate.videos.spec import ReferenceInput, VideoRequest, unknown_parameter
 
 _FLAGS = {"true": True, "1": True, "yes": True, "on": True}
 _FLAGS |= {"false": False, "0": False, "no": False, "off": False}
@@ -43,6 +43,7 @@ _RELAYED = (
 _CHUNK = 64 * 1024
 # The multipart envelope around a reference: text fields are capped separately by the parser.
 _MULTIPART_SLACK = 1024 * 1024
+_DATA_URL_PREFIX = 64  # "data:image/webp;base64," and then some
 
 videos = APIRouter(prefix="/v1")
 
@@ -115,6 +116,13 @@ async def _read_upload(upload: UploadFile, cap: int) -> bytes:
     return b"".join(chunks)
 
 
+def _json_cap(request: Request, reference_cap: int) -> int:
+    """A JSON create's cap: an input_reference of `reference_cap` bytes as a base64 data: URL,
+    plus what a generation's JSON may take (the prompt and options)."""
+    settings = gateway(request).settings
+    return 4 * -(-reference_cap // 3) + _DATA_URL_PREFIX + settings.max_generation_json_bytes
+
+
 async def _create_input(request: Request, cap: int) -> tuple[dict[str, Any], ReferenceInput | None]:
     """The create's fields and its input_reference, from multipart or JSON."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -124,7 +132,7 @@ async def _create_input(request: Request, cap: int) -> tuple[dict[str, Any], Ref
                 "POST /v1/videos takes multipart/form-data or application/json.",
                 code="invalid_content_type",
             )
-        body = await json_body(request)
+        body = await json_body(request, _json_cap(request, cap))
         if not isinstance(body, dict):
             raise InvalidRequest("The request body must be a JSON object.")
         fields = {k: v for k, v in body.items() if v is not None}  # null is absent
@@ -140,9 +148,7 @@ async def _create_input(request: Request, cap: int) -> tuple[dict[str, Any], Ref
                 raise InvalidRequest(f"Parameter '{name}' appears more than once.", param=name)
             if isinstance(value, UploadFile):
                 if name != "input_reference":
-                    raise InvalidRequest(
-                        f"Unknown file parameter: '{name}'.", param=name, code="unknown_parameter"
-                    )
+                    raise unknown_parameter(name, "file parameter")
                 given = ReferenceInput(data=await _read_upload(value, cap))
             elif name == "input_reference[image_url]":
                 given = _reference_from_json({"image_url": value})
@@ -157,18 +163,21 @@ async def _create_input(request: Request, cap: int) -> tuple[dict[str, Any], Ref
 async def create(request: Request, policy: Client) -> Response:
     service = gateway(request).videos
     fitting = _fitting(request)
-    fields, given = await _create_input(request, service.settings.video_reference_max_bytes)
+    # The key's rate, slot and budget before a byte of the body is read.
+    async with admitted(request, policy) as gate:
+        cap = service.settings.video_reference_max_bytes
+        fields, given = await _create_input(request, cap)
 
-    async def digest() -> str:
-        data, url = (given.data, given.image_url) if given else (None, None)
-        return video_digest(fields, data, url)
+        async def digest() -> str:
+            data, url = (given.data, given.image_url) if given else (None, None)
+            return video_digest(fields, data, url)
 
-    # A repeated Idempotency-Key is answered before anything is metered or sent upstream.
-    async with idempotency(request, digest) as slot:
-        if slot.replay is not None:
-            return slot.replay
-        video = await service.create(policy, VideoRequest(fields, given, fitting))
-        return slot.keep(_video_response(video))
+        # A repeated Idempotency-Key is answered before anything is metered or sent upstream.
+        async with idempotency(request, digest) as slot:
+            if slot.replay is not None:
+                return slot.replay
+            video = await service.create(policy, VideoRequest(fields, given, fitting), gate)
+            return slot.keep(_video_response(video))
 
 
 async def _read(request: Request, policy: KeyPolicy) -> None:
@@ -198,9 +207,7 @@ async def list_(request: Request, policy: Client) -> Response:
     query = request.query_params
     unknown = sorted(set(query) - {"after", "limit", "order"})
     if unknown:
-        raise InvalidRequest(
-            f"Unknown parameter: '{unknown[0]}'.", param=unknown[0], code="unknown_parameter"
-        )
+        raise unknown_parameter(unknown[0])
     after = query.get("after") or None
     limit, order = _limit(query.get("limit")), _order(query.get("order"))
     await _read(request, policy)
@@ -231,16 +238,18 @@ async def delete(video_id: str, request: Request, policy: Client) -> Response:
 
 @videos.post("/videos/{video_id}/remix", name="videos.remix")
 async def remix(video_id: str, request: Request, policy: Client) -> Response:
-    body = await json_body(request)
+    service = gateway(request).videos
+    async with admitted(request, policy) as gate:
+        body = await json_body(request, service.settings.max_generation_json_bytes)
 
-    async def digest() -> str:  # the path names the source video
-        return json_digest(body)
+        async def digest() -> str:  # the path names the source video
+            return json_digest(body)
 
-    async with idempotency(request, digest) as slot:
-        if slot.replay is not None:
-            return slot.replay
-        video = await gateway(request).videos.remix(policy, video_id, body)
-        return slot.keep(_video_response(video))
+        async with idempotency(request, digest) as slot:
+            if slot.replay is not None:
+                return slot.replay
+            video = await service.remix(policy, video_id, body, gate)
+            return slot.keep(_video_response(video))
 
 
 @videos.get("/videos/{video_id}/content", name="videos.content")

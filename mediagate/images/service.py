@@ -29,7 +29,7 @@ from starlette.datastructures import FormData
 
 from mediagate import context
 from mediagate.accounting.clients import KeyPolicy
-from mediagate.accounting.metering import Metering, Ticket
+from mediagate.accounting.metering import Gate, Metering, Ticket
 from mediagate.accounting.pricing import (
     UnusableUsage,
     actual_images,
@@ -191,8 +191,10 @@ class ImageService:
         policy: KeyPolicy,
         job: ImageJob,
         cleanup: Callable[[], Awaitable[None]] = _nothing,
+        gate: Gate | None = None,
     ) -> ImagesAnswer:
-        """The job admitted against the key's limits and budget, run, and settled."""
+        """The job admitted against the key's limits and budget (after the `gate` it passed
+        before its body was read), run, and settled."""
         plan = job.plan
         # Reserved: the most the job can cost on any route it may end up on.
         estimates = self._estimates(job)
@@ -200,7 +202,7 @@ class ImageService:
         try:
             scope = _scope(policy, job.model, job.alias)
             ticket = await self.metering.admit(
-                policy, scope, images=sum(plan.calls), estimate=estimate
+                policy, scope, images=sum(plan.calls), estimate=estimate, gate=gate
             )
         except BaseException:
             await cleanup()

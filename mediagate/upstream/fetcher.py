@@ -17,6 +17,13 @@ connection cannot happen. The URL keeps its host name, so the connection pool is
 and TLS sends that host's SNI and checks its certificate (a connection opened for one host is
 never reused for another on the same IP). `SafeFetcher` also checks each hop's host before
 sending, to refuse early with a clear message.
+
+The operator's allow-list (MEDIAGATE_FETCH_ALLOW_HOSTS, and MEDIAGATE_WEBHOOK_ALLOW_HOSTS for
+webhooks) is `host:port` entries compared as places, not strings (`AllowList`): host names
+case-insensitively without a trailing dot, addresses in their one canonical form (`[::1]`,
+`[0:0::1]`), and a link whose host resolves only to addresses an entry of that port resolves
+to is allowed too (`localhost:8080` allows `127.0.0.1:8080`, and the other way round). An
+allowed host is connected to at the addresses just checked, like any other.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from contextlib import asynccontextmanager
 import httpcore2
 import httpx2
 
-from mediagate.errors import FetchRefused, NotFound, UpstreamError, UpstreamTimeout
+from mediagate.errors import AddressRefused, FetchRefused, NotFound, UpstreamError, UpstreamTimeout
 from mediagate.imagedata import sniff_image_type
 from mediagate.observability import tracing
 from mediagate.upstream.transport import UpstreamResponse, streamed
@@ -73,11 +80,16 @@ def is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global
 
 
-def _checked(host: str, addresses: list[str]) -> list[str]:
-    """`addresses` if every one is public, else FetchRefused."""
-    parsed = [ipaddress.ip_address(a.split("%")[0]) for a in addresses]
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text.split("%")[0])
+
+
+def _checked(host: str, addresses: list[str], doing: str = "connect to") -> list[str]:
+    """`addresses` if every one is public, else AddressRefused (`doing` names the exchange in
+    its message: "fetch an image from", "POST to")."""
+    parsed = [_address(a) for a in addresses]
     if not parsed or not all(is_public(ip) for ip in parsed):
-        raise FetchRefused(f"Refused to fetch an image from '{host}': it is not a public address.")
+        raise AddressRefused(f"Refused to {doing} '{host}': it is not a public address.")
     return addresses
 
 
@@ -85,8 +97,48 @@ async def _resolve(host: str, port: int) -> list[str]:
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError:
-        raise FetchRefused(f"Could not resolve the image host '{host}'.") from None
+        raise FetchRefused(f"Could not resolve the host '{host}'.") from None
     return [str(info[4][0]) for info in infos]
+
+
+def _normal_host(host: str) -> str:
+    """A host as one spelling: an address in its canonical form, a name in lower case
+    without a trailing dot."""
+    bare = host.strip().lower().removeprefix("[").removesuffix("]").rstrip(".")
+    try:
+        return str(_address(bare))
+    except ValueError:
+        return bare
+
+
+class AllowList:
+    """The operator's `host:port` entries, compared as places (see the module's docstring)."""
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self._entries: set[tuple[str, int]] = set()
+        for entry in entries:
+            host, sep, port = entry.strip().rpartition(":")
+            if sep and port.isdigit() and host:
+                self._entries.add((_normal_host(host), int(port)))
+
+    def names(self, host: str, port: int) -> bool:
+        return (_normal_host(host), port) in self._entries
+
+    async def covers(self, host: str, port: int, addresses: list[str]) -> bool:
+        """Whether host:port is allowed: by its name, or because every address it resolved
+        to is one an allowed entry of that port resolves to."""
+        if self.names(host, port):
+            return True
+        hosts = [h for h, p in self._entries if p == port]
+        if not hosts or not addresses:
+            return False
+        allowed: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+        for entry in hosts:
+            try:
+                allowed.update(_address(a) for a in await _resolve(entry, port))
+            except FetchRefused:  # an entry that does not resolve allows nothing
+                continue
+        return all(_address(a) in allowed for a in addresses)
 
 
 class _PublicOnly(httpcore2.AsyncNetworkBackend):
@@ -94,7 +146,7 @@ class _PublicOnly(httpcore2.AsyncNetworkBackend):
     here, at connect time, on the addresses the connection then uses."""
 
     def __init__(self, allow_hosts: list[str]) -> None:
-        self._allow = {h.lower() for h in allow_hosts}
+        self._allow = AllowList(allow_hosts)
         self._inner = httpcore2.AnyIOBackend()
 
     async def connect_tcp(
@@ -105,9 +157,9 @@ class _PublicOnly(httpcore2.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[httpcore2.SOCKET_OPTION] | None = None,
     ) -> httpcore2.AsyncNetworkStream:
-        if _allowed(self._allow, host, port):
-            return await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        addresses = _checked(host, await _resolve(host, port))
+        addresses = await _resolve(host, port)
+        if not await self._allow.covers(host, port, addresses):
+            _checked(host, addresses)
         error: OSError | httpcore2.ConnectError | None = None
         for address in dict.fromkeys(addresses):
             try:
@@ -129,12 +181,6 @@ class _PublicOnly(httpcore2.AsyncNetworkBackend):
 
     async def sleep(self, seconds: float) -> None:
         await self._inner.sleep(seconds)
-
-
-def _allowed(allow: set[str], host: str, port: int) -> bool:
-    """Whether the operator allowed host:port (an IPv6 host with or without brackets)."""
-    host = host.lower()
-    return f"{host}:{port}" in allow or f"[{host}]:{port}" in allow
 
 
 class _PublicTransport(httpx2.AsyncHTTPTransport):
@@ -177,19 +223,21 @@ class SafeFetcher:
     ) -> None:
         self._client = client
         self._tracer = tracer or tracing.NoOpTracer()  # a span per download
-        self._allow = {h.lower() for h in allow_hosts}
+        self._allow = AllowList(allow_hosts)
         self._max_bytes = max_bytes
         self._timeout_s = timeout_s
 
-    async def _check(self, url: httpx2.URL) -> None:
+    async def _check(self, url: httpx2.URL, doing: str = "fetch an image from") -> None:
         """Refuses a link that is not http(s) or whose host is not public, before sending (the
-        transport checks again where it connects)."""
+        transport checks again where it connects). `doing` names the exchange in the refusal."""
         if url.scheme not in ("http", "https") or not url.host:
-            raise FetchRefused("Refused to fetch an image link that is not http(s).")
+            raise FetchRefused(f"Refused to {doing} a link that is not http(s).")
         port = url.port or (443 if url.scheme == "https" else 80)
-        if _allowed(self._allow, url.host, port):
+        if self._allow.names(url.host, port):
             return
-        _checked(url.host, await _resolve(url.host, port))
+        addresses = await _resolve(url.host, port)
+        if not await self._allow.covers(url.host, port, addresses):
+            _checked(url.host, addresses, doing)
 
     async def fetch_image(self, link: str) -> tuple[bytes, str]:
         """The image's bytes and content type, or a GatewayError saying why not."""
@@ -253,7 +301,7 @@ class SafeFetcher:
             raise FetchRefused(invalid) from None
         async with self._bounded("open the video's link", invalid, "video_download_failed"):
             for _ in range(_MAX_REDIRECTS + 1):
-                await self._check(url)
+                await self._check(url, "open a video link to")
                 request = self._client.build_request("GET", url, headers=headers)
                 response = await self._client.send(request, stream=True, follow_redirects=False)
                 if response.is_redirect and "location" in response.headers:
@@ -283,7 +331,7 @@ class SafeFetcher:
         except httpx2.InvalidURL:
             raise FetchRefused(invalid) from None
         async with self._bounded(f"POST to '{url.host}'", invalid, "post_failed"):
-            await self._check(url)
+            await self._check(url, "POST to")
             response = await self._client.post(
                 url, content=body, headers=headers, follow_redirects=False
             )

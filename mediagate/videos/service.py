@@ -30,7 +30,7 @@ from typing import Any
 
 from mediagate import context
 from mediagate.accounting.clients import KeyPolicy
-from mediagate.accounting.metering import VIDEO_RESERVATION_TTL_S, Metering, Ticket
+from mediagate.accounting.metering import VIDEO_RESERVATION_TTL_S, Gate, Metering, Ticket
 from mediagate.accounting.pricing import video_cost, video_estimate
 from mediagate.catalog import Catalog, Route
 from mediagate.errors import GatewayError, InvalidRequest, NotFound, Scrubber, UpstreamError
@@ -122,8 +122,11 @@ class VideoService:
 
     # --- The use cases ----------------------------------------------------------------------
 
-    async def create(self, policy: KeyPolicy, request: VideoRequest) -> Video:
-        """A new job: validated, admitted, started upstream, recorded, answered."""
+    async def create(
+        self, policy: KeyPolicy, request: VideoRequest, gate: Gate | None = None
+    ) -> Video:
+        """A new job: validated, admitted (after the `gate` it passed before its body was
+        read), started upstream, recorded, answered."""
         name = request.fields.get("model") or self.catalog.default_video_model
         if not isinstance(name, str):
             raise InvalidRequest("Invalid 'model': expected a string.", param="model")
@@ -141,12 +144,13 @@ class VideoService:
             request.fields,
             route,
             model,
+            known=self.catalog.video_options,
             reference=request.reference is not None,
             defaults=defaults,
         )
         spec = plan.spec
         job_id = new_video_id()
-        ticket = await self._admit(policy, model, route, spec, job_id)
+        ticket = await self._admit(policy, model, route, spec, job_id, gate)
         try:
             job = await self._start(policy.name, model, route, plan, request, job_id)
         except BaseException:
@@ -155,7 +159,9 @@ class VideoService:
         await ticket.release()  # the reservation stays until the job ends
         return self._answer(job)
 
-    async def remix(self, policy: KeyPolicy, video_id: str, body: Any) -> Video:
+    async def remix(
+        self, policy: KeyPolicy, video_id: str, body: Any, gate: Gate | None = None
+    ) -> Video:
         """A new job from one of the caller's videos, under the key that made the source."""
         source = await self._owned(policy.name, video_id)
         route = self._route(source)
@@ -176,7 +182,7 @@ class VideoService:
             source_url=source.result_url,
         )
         job_id = new_video_id()
-        ticket = await self._admit(policy, source.model, route, spec, job_id)
+        ticket = await self._admit(policy, source.model, route, spec, job_id, gate)
         try:
             job = await self._start_remix(source, route, spec, job_id)
         except BaseException:
@@ -363,6 +369,7 @@ class VideoService:
         route: Route,
         spec: VideoSpec,
         job_id: str,
+        gate: Gate | None = None,
     ) -> Ticket:
         """The key's limits checked and the most the video can cost reserved under the job's
         id, so whichever replica sees the job finish can settle it."""
@@ -376,6 +383,7 @@ class VideoService:
             estimate=estimate,
             reservation=job_id,
             reservation_ttl_s=VIDEO_RESERVATION_TTL_S,
+            gate=gate,
         )
 
     async def _finished(self, job: VideoJob) -> None:

@@ -12,7 +12,9 @@ applies them:
   nearest resolution tier (or the tier the `resolution` option names).
 - `seconds`: one the route makes passes; another inside the route's accepted range maps to the
   nearest it makes; outside it is a 400.
-- extra body fields: the route's `options`, validated; any other is dropped and reported.
+- extra body fields: the route's `options`, validated; an option of another video route of the
+  catalog is dropped and reported; any other name is a 400 `unknown_parameter`, as on the image
+  endpoints and at OpenAI (so x-mediagate-dropped only ever names parameters the catalog knows).
 """
 
 from __future__ import annotations
@@ -84,6 +86,20 @@ def check_prompt(value: Any, route: Route) -> str:
             code="string_above_max_length",
         )
     return value
+
+
+# How much of an unknown parameter's name a message shows.
+_SHOWN_NAME_CHARS = 64
+
+
+def unknown_parameter(name: str, what: str = "parameter") -> InvalidRequest:
+    """The 400 for a parameter nobody takes. The name is the client's: shown escaped (no
+    control or non-ASCII character survives) and truncated, in the message and as `param`."""
+    shown = name[:_SHOWN_NAME_CHARS].encode("ascii", "backslashreplace").decode("ascii")
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
+    if len(name) > _SHOWN_NAME_CHARS:
+        shown += "..."
+    return InvalidRequest(f"Unknown {what}: '{shown}'.", param=shown, code="unknown_parameter")
 
 
 def _listing(values: list[str]) -> str:
@@ -193,14 +209,20 @@ def plan_video(
     route: Route,
     model: str,
     *,
+    known: frozenset[str],
     reference: bool = False,
     defaults: dict[str, Any] | None = None,
 ) -> VideoPlan:
     """The create's fields (JSON values or multipart strings; null means absent; the model
-    already resolved) as the route will take them. `reference`: the request has an
-    input_reference, which the route must take. `defaults`: fields an alias sets unless the
-    client sent them."""
+    already resolved) as the route will take them. `known`: every option of the catalog's video
+    routes (`Catalog.video_options`); a field outside them and the OpenAI fields is a 400.
+    `reference`: the request has an input_reference, which the route must take. `defaults`:
+    fields an alias sets unless the client sent them."""
     policy = video_policy(route)
+    # Unknown names first: nothing about a request naming a field nobody takes is looked at.
+    unknown = sorted(set(fields) - CREATE_FIELDS - known)
+    if unknown:
+        raise unknown_parameter(unknown[0])
     given = {**(defaults or {}), **fields}
     prompt = check_prompt(given.get("prompt"), route)
     if reference and not policy.reference:
@@ -249,7 +271,5 @@ def check_remix(body: Any, route: Route, model: str) -> str:
         )
     unknown = sorted(set(body) - {"prompt"})
     if unknown:
-        raise InvalidRequest(
-            f"Unknown parameter: '{unknown[0]}'.", param=unknown[0], code="unknown_parameter"
-        )
+        raise unknown_parameter(unknown[0])
     return check_prompt(body.get("prompt"), route)

@@ -7,8 +7,10 @@ outbox in the same atomic step (`JobStore.update(..., event=...)`): a job that e
 event on record, whatever happens to the process next. `WebhookSender` delivers the outbox off
 the request path, on every replica (each claims its events in the store for a while, so two do
 not send the same one at once): a 2xx ends an event; anything else is tried again after
-MEDIAGATE_WEBHOOK_RETRY_BASE_S, doubling, until 24 h after the event was made. Every try
-carries the same `webhook-id` (the event's id) and a fresh timestamp and signature.
+MEDIAGATE_WEBHOOK_RETRY_BASE_S, doubling, until 24 h after the event was made, except a
+receiver refused as a private address (the SSRF rule), which no retry would change: that event
+is dropped at once and logged. Every try carries the same `webhook-id` (the event's id) and a
+fresh timestamp and signature.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mediagate.errors import FetchRefused, GatewayError
+from mediagate.errors import AddressRefused, FetchRefused, GatewayError
 from mediagate.observability.metrics import Metrics
 from mediagate.stores.jobs import Delivery, JobStore
 from mediagate.upstream.fetcher import SafeFetcher
@@ -119,7 +121,19 @@ class WebhookSender:
         try:
             status = await self.poster.post(event.url, event.body.encode(), headers)
             why = f"HTTP {status}"
-        except FetchRefused as exc:  # not an allowed address (the allow list may change)
+        except AddressRefused as exc:
+            # Not a public address, nor allowed: every retry would be refused the same way, so
+            # the delivery fails for good (an operator who allows the host later is not waited
+            # for 24 h; the job's state is in the Videos API all the same).
+            await self.jobs.delivered(event.id)
+            self.metrics.webhook_deliveries.labels("refused").inc()
+            fields = {"event_id": event.id, "attempts": event.attempts + 1, "reason": exc.message}
+            log.error(
+                "webhook target refused (not a public address): delivery dropped",
+                extra={"fields": fields},
+            )
+            return
+        except FetchRefused as exc:  # the host did not resolve, ...: may pass later
             status, why, outcome = 0, exc.message, "refused"
         except GatewayError as exc:
             status, why = 0, exc.message
