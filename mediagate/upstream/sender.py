@@ -77,8 +77,17 @@ _HEADERS = {
 }
 
 
-def _upstream_message(response: UpstreamResponse) -> tuple[str, str | None, str | None]:
-    """(message, code, param) from an upstream error body, whatever shape it has."""
+def _upstream_message(
+    response: UpstreamResponse, scrub: Scrubber
+) -> tuple[str, str | None, str | None]:
+    """(message, code, param) from an upstream error body, whatever shape it has, each made fit
+    for a client (`Scrubber.upstream`): keys and internal addresses gone, a code that is not a
+    plain token or a param that is not a field name dropped."""
+    message, code, param = _raw_message(response)
+    return scrub.upstream(message), scrub.upstream_code(code, ""), scrub.upstream_param(param)
+
+
+def _raw_message(response: UpstreamResponse) -> tuple[str, object, object]:
     text = response.text
     try:
         body = json.loads(text)
@@ -87,18 +96,13 @@ def _upstream_message(response: UpstreamResponse) -> tuple[str, str | None, str 
     error = body.get("error", body) if isinstance(body, dict) else body
     if isinstance(error, dict):
         message = error.get("message") or error.get("detail") or json.dumps(error)[:_MAX_QUOTED]
-        code, param = error.get("code"), error.get("param")
-        return (
-            str(message)[:_MAX_QUOTED],
-            str(code) if code else None,
-            str(param) if isinstance(param, str) else None,
-        )
+        return str(message)[:_MAX_QUOTED], error.get("code"), error.get("param")
     return str(error)[:_MAX_QUOTED], None, None
 
 
-def map_status(response: UpstreamResponse, route: Route) -> GatewayError:
+def map_status(response: UpstreamResponse, route: Route, scrub: Scrubber) -> GatewayError:
     status = response.status_code
-    message, code, param = _upstream_message(response)
+    message, code, param = _upstream_message(response, scrub)
     where = f"upstream route {route.id}"
     if status in (401, 403):
         # Our key, not the client's: the client cannot fix it, the operator can.
@@ -458,9 +462,7 @@ class Upstream:
             )
         if response.status_code == 404 and not_found is not None:
             return not_found
-        error = map_status(response, route)
-        error.message = self._scrub(error.message)
-        return error
+        return map_status(response, route, self._scrub)
 
     @asynccontextmanager
     async def stream(

@@ -684,4 +684,16 @@ class VideoService:
     def _scrubbed(self, video: UpstreamVideo) -> UpstreamVideo:
         if video.error is None:
             return video
-        return replace(video, error={**video.error, "message": self.scrub(video.error["message"])})
+        # Every string of the upstream's failure reason: keys and internal addresses gone, a
+        # code that is not a plain token replaced by ours, a param that names no field dropped.
+        error = dict(video.error)
+        error["message"] = self.scrub.upstream(str(error.get("message") or ""))
+        error["code"] = self.scrub.upstream_code(error.get("code"), "video_generation_failed")
+        for optional in ("param", "type"):
+            if optional in error:
+                kept = self.scrub.upstream_param(error[optional])
+                if kept is None:
+                    del error[optional]
+                else:
+                    error[optional] = kept
+        return replace(video, error=error)
