@@ -297,7 +297,7 @@ class ImageService:
                 "unusable upstream usage: booked the estimate",
                 extra={"fields": {"route": route.id, "reason": str(exc)}},
             )
-            self.metrics.usage_unusable.labels(route.id).inc()
+            self.metrics.usage_rejected.labels(route.id).inc()
             return actual_images(route.price, route.max_n, images, None, estimate, multiplier)
 
     async def _on_routes(self, job: ImageJob, attempt: Callable[[ImageJob], Awaitable[T]]) -> T:
