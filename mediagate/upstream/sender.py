@@ -57,7 +57,7 @@ from mediagate.upstream.transport import (
     Timeouts,
     Transport,
     UpstreamResponse,
-    decoded,
+    encoded,
 )
 
 __all__ = ["KeyRing", "Upstream", "key_fingerprint", "map_status"]
@@ -68,10 +68,11 @@ _MAX_QUOTED = 500
 _ERROR_BODY_BYTES = 64 * 1024  # of a streamed error answer, enough for its message
 _URL_CACHE = 1024  # parsed upstream URLs kept
 # What every upstream call carries besides its own headers (an httpx2 client's defaults, but
-# only the encodings httpx2 decodes without extra packages, and the gateway's own name).
+# no compression: a small compressed answer can decode to any size, so an answer encoded
+# otherwise is refused, never decoded; and the gateway's own name).
 _HEADERS = {
     "Accept": "*/*",
-    "Accept-Encoding": "gzip, deflate",
+    "Accept-Encoding": "identity",
     "Connection": "keep-alive",
     "User-Agent": "mediagate",
 }
@@ -373,11 +374,17 @@ class Upstream:
                 if stream:
                     response = await self._transport.open(wire)
                     label = str(response.status_code)
+                    encoding = encoded(response.headers.raw)
+                    if encoding is not None:
+                        await response.aclose()
+                        raise self._encoded_answer(route, encoding, paid)
                     return UpstreamAnswer(response, key)
                 whole = await self._transport.exchange(wire, self._max_bytes)
                 label = str(whole.status)
-                # Compressed (rare: gzip or deflate, as asked): decoded, bounded again.
-                body = await decoded(whole, self._max_bytes)
+                encoding = encoded(whole.headers)
+                if encoding is not None:
+                    raise self._encoded_answer(route, encoding, paid)
+                body = whole.body
         except AnswerTooLarge:
             raise self._too_large(route, paid) from None
         except (TimeoutError, httpx2.TimeoutException) as exc:
@@ -419,6 +426,16 @@ class Upstream:
             )
         # It may still be working, and charging: a client retry could pay twice.
         return _Failure(kind, maybe_paid(error) if paid else error)
+
+    def _encoded_answer(self, route: Route, encoding: str, paid: bool) -> _Failure:
+        """An answer in a Content-Encoding the gateway did not ask for: refused, not decoded
+        (a paid call's is maybe paid, like any unusable answer)."""
+        error = UpstreamError(
+            f"The upstream route {route.id} answered in a Content-Encoding the gateway did not "
+            f"ask for ({self._scrub.upstream(encoding)!r}); it is not decoded.",
+            code="bad_upstream_response",
+        )
+        return _Failure(GARBAGE, maybe_paid(error) if paid else error)
 
     def _too_large(self, route: Route, paid: bool) -> _Failure:
         error = UpstreamError(
