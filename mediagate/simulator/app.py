@@ -43,6 +43,7 @@ from mediagate.simulator.rules import (
     ImageJob,
     Route,
     SimError,
+    bad_b64,
     chat_prompt,
     chat_usage,
     image_usage,
@@ -336,6 +337,11 @@ async def _answer_images(
     await _service_time(config)
     form = "url" if directives.b64url else "b64_json" if directives.b64only else job.response_format
     body = await _images_body(request, sim, job.route, job, form)
+    junk = bad_b64(job.prompt)
+    if junk is not None:
+        for item in body["data"]:
+            if "b64_json" in item:
+                item["b64_json"] = junk
     if directives.echokey:
         # A leaky upstream: its key in every string it may write, and a field of its own.
         key = bearer_of(request)

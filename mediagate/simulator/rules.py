@@ -189,6 +189,18 @@ def leaky_error(key: str) -> dict[str, str]:
     }
 
 
+_DIRECTIVE_BADB64_RE = re.compile(r"\[sim:badb64=(junk|zeros)\]")
+
+
+def bad_b64(prompt: str) -> str | None:
+    """What `[sim:badb64=junk|zeros]` puts in place of an image's base64: text that is not
+    base64, or 1 MiB of `AAAA` (valid base64 of zeros, not an image). None without it."""
+    found = _DIRECTIVE_BADB64_RE.search(prompt) if "[sim:badb64=" in prompt else None
+    if found is None:
+        return None
+    return "!!!notbase64" if found.group(1) == "junk" else "AAAA" * (256 * 1024)
+
+
 def claimed_usage(prompt: str, real: int) -> int:
     """What the upstream claims it used: `real`, or with `[sim:usage=huge|negative|zero]` in the
     prompt, 10^15, minus `real` (or -1000) or 0: usage a gateway must not believe."""
