@@ -287,10 +287,14 @@ class Upstream:
                 permit.release()
                 raise
         tried: list[str] = []
+        # The route's attempts spent: a key the upstream refused (401/403) did nothing, so its
+        # attempt is not one of them (docs/operations.md, "Key pools").
         attempt = 0
         # The most actionable refusal seen across this call's keys: a rate limit (wait and
-        # retry) says more than a key the upstream refused (the operator's to fix).
+        # retry) says more than a key the upstream refused (the operator's to fix). With it,
+        # the key that gave it and the wait it asked for.
         throttled: GatewayError | None = None
+        throttled_key, throttled_wait = "", None
         try:
             while True:
                 attempt += 1
@@ -321,6 +325,11 @@ class Upstream:
                 error = await self._error(route, answer.response, stream, not_found)
                 wait = retry_after_s(answer.response.headers)
                 self.keys.failed(route.group, use, status, wait)
+                refused = status in (401, 403)
+                if refused:
+                    attempt -= 1  # nothing was done: not one of the route's attempts
+                    if use == throttled_key:
+                        throttled = None  # that key is refused now: its rate limit is moot
                 retry = decide(
                     route.retry,
                     attempt,
@@ -331,7 +340,18 @@ class Upstream:
                     rng=self._rng,
                 )
                 if status == 429:
-                    throttled = error
+                    throttled, throttled_key, throttled_wait = error, use, wait
+                if retry is None and refused and throttled is not None:
+                    # No other key to try, but a rate-limited one is left: its retry, within
+                    # the route's attempts, as if the refused key had not been asked.
+                    retry = decide(
+                        route.retry,
+                        attempt,
+                        paid=paid,
+                        status=429,
+                        retry_after_s=throttled_wait,
+                        rng=self._rng,
+                    )
                 if retry is None:
                     if permit is not None and status >= 500:
                         permit.failure()
