@@ -15,6 +15,10 @@ to retry (`x-should-retry: false`, rendered by `mediagate.http.headers`, like ev
 
 from __future__ import annotations
 
+import ipaddress
+import re
+import socket
+import urllib.parse
 from collections.abc import Iterable
 from typing import Any
 
@@ -131,23 +135,115 @@ class UpstreamTimeout(UpstreamError):
 
 
 class Scrubber:
-    """Removes upstream keys from text that may reach a client or a log line.
+    """Removes upstream keys from text that may reach a client or a log line, and internal
+    addresses from the upstream's own text.
 
-    Some resellers echo the token in their error messages; ours must never pass one on.
+    Some resellers echo the token in their error messages; ours must never pass one on. `__call__`
+    removes the keys (from any text: log lines, tracebacks, a relayed link); `upstream` is for
+    text the upstream wrote (an error's message, code and param, a video's failure reason, a
+    relayed header) and also removes the addresses of the upstream's own network: every IP
+    literal (IPv4 in any inet_aton spelling, IPv6 with or without brackets) and every URL whose
+    host is not the upstream's public host name (docs/api.md, "Upstream text").
     """
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
+    def __init__(self, secrets: Iterable[str] = (), *, upstream_host: str | None = None) -> None:
         self._secrets: list[str] = []
+        self._upstream_host: str | None = None
         self.add(secrets)
+        self.trust_host(upstream_host)
 
     def add(self, secrets: Iterable[str]) -> None:
         known = set(self._secrets) | {s for s in secrets if s}
         self._secrets = sorted(known, key=len, reverse=True)  # longest first: no partial leaks
 
+    def trust_host(self, host: str | None) -> None:
+        """The upstream's host: its links stay in upstream text if it is a public DNS name."""
+        host = (host or "").strip().lower().rstrip(".")
+        self._upstream_host = host if host and _public_name(host) else None
+
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
+            text = text.replace(secret, REDACTED)
         return text
+
+    def upstream(self, text: str) -> str:
+        """Upstream text made fit for a client, a log line, a trace or the store."""
+        text = self(text)
+        if "://" in text:
+            text = _URL.sub(self._url, text)
+        if ":" in text:
+            text = _IPV6.sub(_ipv6, text)
+        text = _IPV4.sub(_ipv4, text)
+        if "." in text:
+            text = _INTERNAL_NAME.sub(INTERNAL_ADDRESS, text)
+        return text
+
+    def upstream_code(self, code: object, default: str) -> str:
+        """An upstream error code passed on only if it is a plain token, else `default`."""
+        if not isinstance(code, str) or not code:
+            return default
+        return code if _TOKEN.fullmatch(code) and self(code) == code else default
+
+    def upstream_param(self, param: object) -> str | None:
+        """An upstream error's param passed on only if it names a field, else None."""
+        if not isinstance(param, str) or not param:
+            return None
+        return param if _PARAM.fullmatch(param) and self(param) == param else None
+
+    def _url(self, match: re.Match[str]) -> str:
+        whole = match.group(0)
+        url = whole.rstrip(".,;:!?)]}")  # the sentence's punctuation, not the link's
+        rest = whole[len(url) :]
+        try:
+            host = (urllib.parse.urlsplit(url).hostname or "").rstrip(".")
+        except ValueError:
+            return INTERNAL_ADDRESS + rest
+        if self._upstream_host is not None and host == self._upstream_host:
+            return whole
+        return INTERNAL_ADDRESS + rest
+
+
+REDACTED = "[redacted]"
+INTERNAL_ADDRESS = "[internal address]"
+# What a relayed upstream error code and param may look like (anything else is not passed on).
+_TOKEN = re.compile(r"[a-z0-9_.-]{1,64}")
+_PARAM = re.compile(r"[A-Za-z0-9_.\[\]-]{1,64}")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}://[^\s\"'<>`]*")
+# Four parts of decimal, 0x-hex or 0-octal digits (inet_aton's spellings of one IPv4 address).
+_IPV4 = re.compile(
+    r"(?<![\w.])(?:0[xX][0-9A-Fa-f]+|[0-9]+)(?:\.(?:0[xX][0-9A-Fa-f]+|[0-9]+)){3}(?!\w|\.\w)"
+)
+_IPV6 = re.compile(r"\[?(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f.]{0,15}){2,8}(?:%\w+)?\]?")
+_INTERNAL_NAME = re.compile(
+    r"(?<![\w.-])(?:localhost|[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\."
+    r"(?:internal|local|localdomain|lan|corp|intranet|home|svc|cluster\.local))(?::[0-9]+)?(?![\w-])",
+    re.I,
+)
+
+
+def _public_name(host: str) -> bool:
+    """A DNS name of the public internet: not an IP literal, not a name of a private network."""
+    if ":" in host or _IPV4.fullmatch(host) or host.replace(".", "").isdigit():
+        return False
+    return "." in host and not _INTERNAL_NAME.fullmatch(host)
+
+
+def _ipv4(match: re.Match[str]) -> str:
+    try:
+        socket.inet_aton(match.group(0))
+    except OSError:
+        return match.group(0)  # a version number such as 1.2.3.400000000000
+    return INTERNAL_ADDRESS
+
+
+def _ipv6(match: re.Match[str]) -> str:
+    text = match.group(0)
+    address = text.rstrip(".")  # a sentence's full stop
+    try:
+        ipaddress.IPv6Address(address.strip("[]").split("%")[0])
+    except ValueError:
+        return text  # a time of day, a ratio: not an address
+    return INTERNAL_ADDRESS + text[len(address) :]
 
 
 class QuotaExceeded(GatewayError):

@@ -204,6 +204,7 @@ async def open_gateway(
         if not catalog.models:
             raise ConfigError("no model is usable: set MEDIAGATE_KEY_<GROUP> for a token group")
         scrub.add(settings.all_upstream_keys())
+        scrub.trust_host(httpx2.URL(upstream_url).host)
         limits = httpx2.Limits(
             max_connections=settings.max_connections,
             max_keepalive_connections=settings.max_connections,

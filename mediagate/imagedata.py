@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import functools
 import io
 import os
@@ -22,7 +23,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from starlette.datastructures import UploadFile
 
-from mediagate.errors import RateLimited
+from mediagate.errors import RateLimited, UpstreamError
 
 T = TypeVar("T")
 
@@ -41,6 +42,47 @@ def repair_b64(value: str) -> str:
     if _WHITESPACE.search(value, 0, 200) or _WHITESPACE.search(value, max(0, len(value) - 200)):
         value = _WHITESPACE.sub("", value)
     return value + "=" * (-len(value) % 4)
+
+
+class InvalidImageData(ValueError):
+    """Base64 that is not standard base64, or not of an image in a known format."""
+
+
+_B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+_B64_HEAD = 64  # characters decoded to sniff the format: 48 bytes, past every magic number
+
+
+def checked_b64(value: str) -> tuple[str, str]:
+    """`value` repaired (repair_b64) and checked to be standard base64 of an image in a known
+    format, without decoding it all: the alphabet and padding of the whole string at C speed
+    (bytes.translate deletes the alphabet: anything left is not base64; about 1 ms a MB), its
+    head decoded strictly and sniffed. (base64, content type); InvalidImageData otherwise."""
+    value = repair_b64(value)
+    if not value.isascii():
+        raise InvalidImageData("not base64: a character outside ASCII")
+    raw = value.encode("ascii")
+    if raw.translate(None, _B64_ALPHABET):
+        raise InvalidImageData("not base64: a character outside its alphabet")
+    padding = raw.find(b"=")
+    if (padding != -1 and raw[padding:] not in (b"=", b"==")) or len(raw) % 4:
+        raise InvalidImageData("not base64: padding inside the data")
+    try:
+        head = binascii.a2b_base64(raw[:_B64_HEAD], strict_mode=True)
+    except binascii.Error:
+        raise InvalidImageData("not base64") from None
+    kind = sniff_image_type(head)
+    if kind is None:
+        raise InvalidImageData("not an image in a known format")
+    return value, kind
+
+
+def invalid_image(reason: Exception) -> UpstreamError:
+    """The error for an upstream image that is not one (the caller marks a paid call's)."""
+    return UpstreamError(
+        f"The upstream returned an image that is not valid base64 of a PNG, JPEG, WebP or GIF "
+        f"({reason}).",
+        code="bad_upstream_response",
+    )
 
 
 def sniff_image_type(data: bytes) -> str | None:

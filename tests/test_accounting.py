@@ -413,7 +413,7 @@ def test_unusable_upstream_usage_books_the_estimate_and_returns_the_image(
         totals = http.get("/v1/usage").json()["totals"]
     assert totals["requests"] == 2 and totals["cost_usd"] == pytest.approx(usual + cost)
     counted = metric(
-        gateway.url, "mediagate_upstream_usage_unusable_total", route="gpt-image-2.official"
+        gateway.url, "mediagate_upstream_usage_rejected_total", route="gpt-image-2.official"
     )
     assert counted == 1
 

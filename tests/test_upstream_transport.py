@@ -20,7 +20,7 @@ import httpx2
 import pytest
 
 from mediagate.catalog import load_catalog
-from mediagate.errors import Scrubber
+from mediagate.errors import GatewayError, Scrubber
 from mediagate.observability.metrics import Metrics
 from mediagate.upstream.aiohttp_transport import AiohttpTransport
 from mediagate.upstream.dialects import UpstreamRequest
@@ -231,9 +231,10 @@ def test_an_idle_connection_is_not_reused_past_the_keepalive_setting(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_a_compressed_answer_is_decoded_on_either_transport(kind: str) -> None:
-    # The sender asks for gzip and deflate; both transports hand over the answer's bytes as
-    # sent, so a compressed one must still come out as the JSON, whole or streamed.
+def test_a_compressed_answer_is_refused_undecoded_on_either_transport(kind: str) -> None:
+    # The sender asks for identity: a 1 MiB gzip answer decoded up to 256 MiB. An answer in
+    # an encoding it did not ask for is refused as it is, whole or streamed, on both transports
+    # alike; a paid call's refusal is maybe paid (the upstream may have done the work).
     answer = json.dumps({"created": 1, "data": [{"b64_json": "aGk="}]}).encode()
     packed = gzip.compress(answer)
     seen: list[bytes] = []
@@ -251,26 +252,43 @@ def test_a_compressed_answer_is_decoded_on_either_transport(kind: str) -> None:
             await writer.drain()
         writer.close()
 
-    async def main() -> tuple[Any, bytes]:
+    async def main() -> list[GatewayError]:
         server = await asyncio.start_server(handle, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         keys = KeyRing({"default": [GROUP_KEYS["default"]]})
         route = load_catalog().routes["gpt-image-2.web"]
+        refused: list[GatewayError] = []
         async with server, transport_of(kind, connections=1) as transport:
             upstream = Upstream(
                 transport, f"http://127.0.0.1:{port}/v1", keys, Metrics(), Scrubber(), 10
             )
             request = UpstreamRequest("/images/generations", {"model": "m", "prompt": "p"})
-            whole = await upstream.send(route, request, paid=True, parse=True)
-            async with upstream.stream(route, request, paid=True) as response:
-                streamed = b"".join([chunk async for chunk in response.aiter_bytes()])
-            return whole, streamed
+            for paid in (True, False):
+                with pytest.raises(GatewayError) as whole:
+                    await upstream.send(route, request, paid=paid, parse=True)
+                refused.append(whole.value)
+            with pytest.raises(GatewayError) as streamed:
+                async with upstream.stream(route, request, paid=True):
+                    pass
+            refused.append(streamed.value)
+        return refused
 
-    whole, streamed = asyncio.run(main())
-    assert whole.payload == json.loads(answer)
-    assert streamed == answer
-    assert b"accept-encoding: gzip, deflate" in seen[0].lower()
-    assert "content-encoding" not in whole.response.headers  # decoded: the framing is gone
+    paid, free, streamed = asyncio.run(main())
+    for error in (paid, free, streamed):
+        assert (error.status, error.code) == (502, "bad_upstream_response")
+        assert "'gzip'" in error.message and "not decoded" in error.message
+    assert paid.paid and streamed.paid and not free.paid
+    assert all(b"accept-encoding: identity" in head.lower() for head in seen)
+
+
+def test_a_gzip_bomb_is_refused_through_the_gateway(gateway: Gateway, sim: Sim) -> None:
+    # 64 KiB decoding to 64 MiB: refused, undecoded, not retried (a paid call: maybe paid).
+    response = gateway.generate("a fox [sim:gzipbomb]", model="gpt-image-2")
+    assert response.status_code == 502, response.text
+    assert response.json()["error"]["code"] == "bad_upstream_response"
+    assert response.headers["x-should-retry"] == "false"
+    assert len(sim.sent()) == 1
+    assert sim.state.faults.injected["gzipbomb"] == 1
 
 
 class Recording(Transport):
@@ -312,8 +330,8 @@ def test_the_sender_takes_one_path_whatever_the_transport(sim: Sim, kind: str) -
     assert asyncio.run(main()) == ["exchange", "open"]
 
 
-def test_a_streamed_answer_is_read_raw_in_chunks_of_a_size_or_decoded() -> None:
-    # The video content relay reads 64 KB chunks as sent; the SSE relay reads them decoded.
+def test_a_streamed_answer_is_read_raw_in_chunks_of_a_size_or_as_it_comes() -> None:
+    # The video content relay reads 64 KB chunks as sent; the SSE relay reads them as they come.
     packed = gzip.compress(b"x" * 10)
     parts = [packed[:3], b"", packed[3:]]
 
@@ -322,12 +340,12 @@ def test_a_streamed_answer_is_read_raw_in_chunks_of_a_size_or_decoded() -> None:
             yield part
 
     async def main() -> tuple[list[bytes], bytes]:
-        raw = UpstreamResponse(200, [(b"Content-Encoding", b"gzip")], chunks=chunks())
+        raw = UpstreamResponse(200, [], chunks=chunks())
         sized = [chunk async for chunk in raw.aiter_raw(4)]
-        decoding = UpstreamResponse(200, [(b"Content-Encoding", b"gzip")], chunks=chunks())
-        return sized, b"".join([chunk async for chunk in decoding.aiter_bytes()])
+        plain = UpstreamResponse(200, [], chunks=chunks())
+        return sized, b"".join([chunk async for chunk in plain.aiter_bytes()])
 
-    sized, decoded = asyncio.run(main())
+    sized, whole = asyncio.run(main())
     assert b"".join(sized) == packed and [len(c) for c in sized[:-1]] == [4] * (len(sized) - 1)
     assert 0 < len(sized[-1]) <= 4
-    assert decoded == b"x" * 10
+    assert whole == packed  # never decoded

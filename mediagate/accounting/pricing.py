@@ -55,6 +55,13 @@ class UnusableUsage(ValueError):
     """The upstream's usage cannot be billed: the caller books the estimate instead."""
 
 
+# Usage is the upstream's claim, bounded by the request: it may bill at most this many times
+# the request's own estimate (itself an upper bound: docs/accounting.md, "Usage is a claim").
+# Past it, or below the floor (a delivered image made no output tokens, a finished video no
+# seconds), the estimate is booked instead.
+USAGE_BOUND = 2
+
+
 # More tokens than any image request can use (an 8 MP image at high quality is ~33k output
 # tokens; a prompt is at most 32k characters): a count above this is an upstream fault.
 MAX_TOKENS = 10_000_000
@@ -170,7 +177,9 @@ def actual_images(
 ) -> float:
     """What the images delivered cost. Token-priced routes bill `usage` by token class; without
     it, the estimate stands (the upstream charged something, and it is not less than that). Usage
-    that is not non-negative integers within MAX_TOKENS raises UnusableUsage."""
+    that is not non-negative integers within MAX_TOKENS, that makes no output token for a
+    delivered image, or that bills more than USAGE_BOUND times `estimate` (the request's own
+    estimate on this route) raises UnusableUsage."""
     if price is None or images == 0:
         return 0.0
     calls = math.ceil(images / max_n)
@@ -179,7 +188,12 @@ def actual_images(
     if price.tokens is not None:
         if not usage:
             return estimate
+        classes = token_classes(usage)
+        if classes["image_output"] + classes["text_output"] <= 0:
+            raise UnusableUsage(f"{images} image(s) delivered with no output tokens")
         cost = _usd(Decimal(str(cost)) + Decimal(str(token_cost(price.tokens, usage, multiplier))))
+        if cost > USAGE_BOUND * estimate:
+            raise UnusableUsage(f"the usage bills {cost} USD, over {USAGE_BOUND}x the estimate")
     return cost
 
 
@@ -231,19 +245,41 @@ def video_cost(
     output_tokens: int | None = None,
     actual_seconds: float | None = None,
     input_video: bool = False,
+    bound_seconds: int | None = None,
 ) -> float | None:
     """USD for a finished video, from what the upstream reported: flat per video; per second on
     the seconds actually made (the asked-for seconds when it does not say); per million output
-    tokens from its usage (the estimate when it reports none). None: no price for that tier."""
+    tokens from its usage (the estimate when it reports none). None: no price for that tier.
+
+    What the upstream reports is a claim: seconds that are not a finite number above 0, tokens
+    that are not an integer above 0, or a cost over USAGE_BOUND times the estimate of
+    `bound_seconds` (default `seconds`; a remix adds its input video's longest length) raise
+    UnusableUsage, and the caller books the estimate."""
     if price is None or price.per_video is not None:
         return video_estimate(price, tier, seconds)
+    estimate = video_estimate(price, tier, seconds)
+    ceiling = video_estimate(price, tier, max(seconds, bound_seconds or seconds))
     if price.per_second is not None:
         if actual_seconds is None:
-            return video_estimate(price, tier, seconds)
+            return estimate
         rate = price.per_second.get(tier)
-        return None if rate is None else _round(rate * math.ceil(actual_seconds))
-    token_rate = (price.per_million_output_tokens or {}).get(tier)
-    if token_rate is None or output_tokens is None:
-        return video_estimate(price, tier, seconds)
-    rate = token_rate.with_video if input_video else token_rate.without_video
-    return _round(rate * output_tokens / 1_000_000)
+        if rate is None:
+            return None
+        if (
+            type(actual_seconds) not in (int, float)
+            or not math.isfinite(actual_seconds)
+            or actual_seconds <= 0
+        ):
+            raise UnusableUsage(f"the seconds made are {str(actual_seconds)[:40]!r}")
+        cost = _round(rate * math.ceil(actual_seconds))
+    else:
+        token_rate = (price.per_million_output_tokens or {}).get(tier)
+        if token_rate is None or output_tokens is None:
+            return estimate
+        if type(output_tokens) is not int or output_tokens <= 0:
+            raise UnusableUsage(f"the output tokens are {str(output_tokens)[:40]!r}")
+        rate = token_rate.with_video if input_video else token_rate.without_video
+        cost = _round(rate * output_tokens / 1_000_000)
+    if ceiling is not None and cost > USAGE_BOUND * ceiling:
+        raise UnusableUsage(f"the usage bills {cost} USD, over {USAGE_BOUND}x the estimate")
+    return cost

@@ -52,12 +52,13 @@ class _Relay(StreamingResponse):
     """A streamed upstream answer whose connection is released however the client leaves."""
 
     def __init__(self, upstream: UpstreamResponse, scrub: Scrubber) -> None:
-        # A header that holds an upstream key (a leaky ETag or file name) is dropped, not
+        # A header that holds an upstream key or an internal address (a leaky ETag or file
+        # name) is dropped, not
         # passed on altered: the client is better off without it.
         headers = {
             k: upstream.headers[k]
             for k in _RELAYED
-            if k in upstream.headers and scrub(upstream.headers[k]) == upstream.headers[k]
+            if k in upstream.headers and scrub.upstream(upstream.headers[k]) == upstream.headers[k]
         }
         headers["cache-control"] = "private, no-store"
         super().__init__(

@@ -41,11 +41,16 @@ from mediagate.errors import (
     GatewayError,
     InvalidRequest,
     Scrubber,
-    UpstreamError,
     maybe_paid,
     unserved,
 )
-from mediagate.imagedata import ImageWork, repair_b64, sniff_image_type
+from mediagate.imagedata import (
+    ImageWork,
+    InvalidImageData,
+    checked_b64,
+    invalid_image,
+    sniff_image_type,
+)
 from mediagate.images.plan import ImageJob, ImagePlan, ImagesResult, plan_images
 from mediagate.images.spec import (
     ImageEditRequest,
@@ -299,7 +304,7 @@ class ImageService:
                 "unusable upstream usage: booked the estimate",
                 extra={"fields": {"route": route.id, "reason": str(exc)}},
             )
-            self.metrics.usage_unusable.labels(route.id).inc()
+            self.metrics.usage_rejected.labels(route.id).inc()
             return actual_images(route.price, route.max_n, images, None, estimate, multiplier)
 
     async def _on_routes(self, job: ImageJob, attempt: Callable[[ImageJob], Awaitable[T]]) -> T:
@@ -443,19 +448,24 @@ class ImageService:
     async def _image_bytes(self, image: UpstreamImage) -> bytes:
         if image.b64 is not None:
             try:
-                return base64.b64decode(repair_b64(image.b64), validate=True)
-            except ValueError:
-                raise UpstreamError("The upstream returned invalid base64 image data.") from None
+                data = base64.b64decode(checked_b64(image.b64)[0], validate=True)
+            except ValueError as exc:
+                raise invalid_image(exc) from None
+            return data
         assert image.url is not None
         data, _ = await self.fetcher.fetch_image(image.url)
         return data
 
     async def _item(self, job: ImageJob, image: UpstreamImage) -> dict[str, Any]:
-        """One `data[]` item in the form the client asked for."""
+        """One `data[]` item in the form the client asked for. An image's base64 is checked
+        (standard base64 of a known image format) before it is relayed and billed."""
         item: dict[str, Any] = {}
         if job.plan.spec.response_format == "b64_json":
             if image.b64 is not None:
-                item["b64_json"] = repair_b64(image.b64)
+                try:
+                    item["b64_json"], _ = checked_b64(image.b64)
+                except InvalidImageData as exc:
+                    raise invalid_image(exc) from None
             else:
                 data = await self._image_bytes(image)
                 item["b64_json"] = base64.b64encode(data).decode("ascii")

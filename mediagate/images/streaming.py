@@ -26,7 +26,7 @@ import httpx2
 
 from mediagate.accounting.pricing import sum_usage
 from mediagate.errors import GatewayError, UpstreamError, maybe_paid
-from mediagate.imagedata import sniff_image_type
+from mediagate.imagedata import InvalidImageData, checked_b64, invalid_image, sniff_image_type
 from mediagate.images.plan import ImageJob, ImagesResult
 from mediagate.upstream.transport import UpstreamResponse
 
@@ -201,11 +201,16 @@ def _event_data(event: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _completed_usage(event: bytes) -> dict[str, Any] | None:
-    """The usage of a relayed completed event (its data is JSON), if it has one."""
-    data = _event_data(event)
-    usage = data.get("usage") if data is not None else None
-    return usage if isinstance(usage, dict) else None
+def _invalid_image(b64: Any) -> GatewayError | None:
+    """Why a relayed event's image is not one (None: it is standard base64 of a known image
+    format). The upstream made it, and may have charged: maybe paid."""
+    if not isinstance(b64, str):
+        return maybe_paid(invalid_image(InvalidImageData("no b64_json")))
+    try:
+        checked_b64(b64)
+    except InvalidImageData as exc:
+        return maybe_paid(invalid_image(exc))
+    return None
 
 
 def _add_usage(total: dict[str, Any] | None, usage: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -263,9 +268,18 @@ async def relay(
         try:
             async for chunk in response.aiter_bytes():
                 for event in parser.feed(chunk):
-                    if _event_type(event).endswith(".completed"):
-                        completed += 1
-                        usage = _add_usage(usage, _completed_usage(event))
+                    kind = _event_type(event)
+                    if kind.endswith((".completed", ".partial_image")):
+                        # An image is checked before it is relayed, and billed.
+                        data = _event_data(event) or {}
+                        invalid = _invalid_image(data.get("b64_json"))
+                        if invalid is not None:
+                            yield error_event(invalid)
+                            return
+                        if kind.endswith(".completed"):
+                            completed += 1
+                            found = data.get("usage")
+                            usage = _add_usage(usage, found if isinstance(found, dict) else None)
                     yield event
         except httpx2.HTTPError as exc:
             yield error_event(

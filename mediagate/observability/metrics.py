@@ -164,10 +164,10 @@ class Metrics:
             "Requests whose charge could not be booked in the ledger after retries.",
             registry=self.registry,
         )
-        self.usage_unusable = Counter(
-            "mediagate_upstream_usage_unusable",
-            "Upstream answers whose usage was unusable (negative, not integers, implausibly "
-            "large), so the route's estimate was booked instead, by route.",
+        self.usage_rejected = Counter(
+            "mediagate_upstream_usage_rejected",
+            "Upstream usage not believed (not finite counts, below the floor, over the bound "
+            "the request sets), so the request's estimate was booked instead, by route.",
             ["route"],
             registry=self.registry,
         )

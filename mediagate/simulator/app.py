@@ -33,7 +33,7 @@ from mediagate.simulator.edits import (
     read_edit_form,
 )
 from mediagate.simulator.faults import ClientGone, FaultInjector, pause
-from mediagate.simulator.jobs import decode_body, is_json_content_type
+from mediagate.simulator.jobs import bearer_of, decode_body, is_json_content_type
 from mediagate.simulator.muse import register_muse_routes
 from mediagate.simulator.png import make_png
 from mediagate.simulator.rules import (
@@ -43,10 +43,12 @@ from mediagate.simulator.rules import (
     ImageJob,
     Route,
     SimError,
+    bad_b64,
     chat_prompt,
     chat_usage,
     image_usage,
     invalid,
+    leaky_error,
     parse_directives,
     reports_usage,
     resolve_route,
@@ -55,7 +57,7 @@ from mediagate.simulator.rules import (
 )
 from mediagate.simulator.state import Call, SimConfig, SimState
 from mediagate.simulator.streaming import QUIET_CUTS, image_events
-from mediagate.simulator.videos import bearer_of, register_video_routes
+from mediagate.simulator.videos import register_video_routes
 
 REFUSAL_TEXT = "I can't create that image because it may violate our content policy."
 _PNG = "image/png"
@@ -238,6 +240,8 @@ async def _dispatch(
         # The chat route refuses in prose with a 200, which the gateway must detect.
         return _chat_completion(model, _refusal_job(body), REFUSAL_TEXT)
     _images_faults(directives, wants_stream=route != "chat" and body.get("stream") is True)
+    if directives.leakyerror:
+        raise SimError(400, **_leaky(request))
 
     if route == "chat":
         chat = validate_chat(body)
@@ -277,10 +281,22 @@ async def _dispatch_edit(
     if garbage is not None:
         return garbage
     _images_faults(directives, wants_stream=form.text("stream") == "true")
+    if directives.leakyerror:
+        raise SimError(400, **_leaky(request))
 
     job = validate_images(route, coerce_fields(form), edit=True)
     job = replace(job, input_images=check_files(route, form))
     return await _answer_images(request, config, sim, job, directives)
+
+
+def _leaky(request: Request) -> dict[str, Any]:
+    error = leaky_error(bearer_of(request))
+    return {
+        "message": error["message"],
+        "type_": error["type"],
+        "param": error["param"],
+        "code": error["code"],
+    }
 
 
 async def _common_faults(request: Request, directives: Directives) -> Response | None:
@@ -325,6 +341,11 @@ async def _answer_images(
     await _service_time(request, config)
     form = "url" if directives.b64url else "b64_json" if directives.b64only else job.response_format
     body = await _images_body(request, sim, job.route, job, form)
+    junk = bad_b64(job.prompt)
+    if junk is not None:
+        for item in body["data"]:
+            if "b64_json" in item:
+                item["b64_json"] = junk
     if directives.echokey:
         # A leaky upstream: its key in every string it may write, and a field of its own.
         key = bearer_of(request)

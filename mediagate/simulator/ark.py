@@ -37,6 +37,7 @@ from mediagate.simulator.jobs import (
     Clock,
     authorize,
     authorize_create,
+    bearer_of,
     decode_body,
     is_json_content_type,
     markers,
@@ -46,7 +47,7 @@ from mediagate.simulator.jobs import (
     sim_error_response,
 )
 from mediagate.simulator.png import make_png
-from mediagate.simulator.rules import SimError
+from mediagate.simulator.rules import SimError, claimed_usage, leaky_error
 from mediagate.simulator.state import Call, SimConfig, SimState
 from mediagate.simulator.videofiles import file_response
 
@@ -157,6 +158,7 @@ class ArkTask:
     base_url: str
     secret: bytes = field(repr=False)
     links: dict[str, str] = field(default_factory=dict)  # made once, on first success
+    leak: str | None = field(default=None, repr=False)  # `[sim:leakyerror]`: the key to echo
 
     @property
     def pixels(self) -> tuple[int, int]:
@@ -203,11 +205,13 @@ class ArkTask:
                     path = f"/tos/seedance/{self.id}-last.png"
                     self.links["last_frame_url"] = self._signed(path, ttl_s)
             result["content"] = dict(self.links)
-            tokens = self.completion_tokens()
+            tokens = claimed_usage(self.prompt, self.completion_tokens())
             result["usage"] = {"completion_tokens": tokens, "total_tokens": tokens}
         elif phase == "failed":
             code = self.clock.fail_code or "InternalServiceError"
             result["error"] = {"code": code, "message": "Video generation failed (simulated)."}
+            if self.leak is not None:
+                result["error"] = leaky_error(self.leak)
         elif phase == "expired":
             result["error"] = {"code": "TaskExpired", "message": "The task expired in the queue."}
         return result
@@ -358,6 +362,7 @@ def _validate(
         content_bytes=found.content_bytes or config.video_bytes,
         base_url=str(request.base_url).rstrip("/"),
         secret=sim.link_secret,
+        leak=bearer_of(request) if found.leaky else None,
     )
 
 

@@ -33,6 +33,7 @@ from mediagate.simulator.jobs import (
     Clock,
     authorize,
     authorize_create,
+    bearer_of,
     decode_body,
     is_json_content_type,
     markers,
@@ -41,7 +42,7 @@ from mediagate.simulator.jobs import (
     signed_query,
     sim_error_response,
 )
-from mediagate.simulator.rules import SimError
+from mediagate.simulator.rules import SimError, claimed_usage, leaky_error
 from mediagate.simulator.state import Call, SimConfig, SimState
 
 WAN_PATH = "/wan/api/v1/services/aigc/video-generation/video-synthesis"
@@ -138,6 +139,7 @@ class WanTask:
     base_url: str
     secret: bytes = field(repr=False)
     link: str | None = None
+    leak: str | None = field(default=None, repr=False)  # `[sim:leakyerror]`: the key to echo
 
     @property
     def size(self) -> str:
@@ -167,7 +169,7 @@ class WanTask:
                 self.link = f"{self.base_url}{path}?{query}"
             output["video_url"] = self.link
             usage = {
-                "duration": self.billed_seconds(),
+                "duration": claimed_usage(self.prompt, self.billed_seconds()),
                 "input_video_duration": self.input_video_s,
                 "output_video_duration": self.made_s,
                 "video_duration": self.made_s,
@@ -179,6 +181,8 @@ class WanTask:
                 "code": self.clock.fail_code or "InternalError",
                 "message": "Video generation failed (simulated).",
             }
+            if self.leak is not None:
+                error = leaky_error(self.leak)
             output.update(code=error["code"], message=error["message"])
         return {
             "task_id": self.id,
@@ -312,6 +316,7 @@ def _validate(
         content_bytes=found.content_bytes or config.video_bytes,
         base_url=str(request.base_url).rstrip("/"),
         secret=sim.link_secret,
+        leak=bearer_of(request) if found.leaky else None,
     )
 
 

@@ -9,15 +9,17 @@ fault replaces (or disturbs) the normal answer:
   trickled over S seconds), `[sim:truncated]` (a 200 with truncated JSON), `[sim:nonjson]` (a
   200 in HTML), `[sim:huge=MB]` (a 200 of MB megabytes), `[sim:burstNNN=N]` or
   `[sim:burstNNN=N:label]` (the first N requests carrying that directive get status NNN; a
-  429 comes with Retry-After, `[sim:retryafter=S]` to choose it);
+  429 comes with Retry-After, `[sim:retryafter=S]` to choose it), `[sim:gzipbomb]` (a 200 of
+  64 KiB in `Content-Encoding: gzip`, whatever the request's Accept-Encoding, that decodes to
+  a valid image answer padded to 64 MiB);
 - one-shot faults queued by a test: `plan.inject("reset", path="/v1/videos/", method="GET")`;
 - faults for every request made with one upstream key: `plan.set(by_key={"sk-a": "429"})`;
 - faults by rate: `plan.set(rate=0.3, kinds=["429", "reset", "timeout"], seed=7)`.
 
 Kinds: "429", "500", "502", "503", "reset", "resetbody", "slowstart", "slowbody", "timeout"
-(slowstart for `timeout_s`), "nonjson", "truncated", "huge". A fault that answers in place of
-the simulator is recorded in `SimState.calls` like any request (a reset with status 0, "never
-answered"); a slow one lets the simulator answer, and record, as usual. Either way every
+(slowstart for `timeout_s`), "nonjson", "truncated", "huge", "gzipbomb". A fault that answers
+in place of the simulator is recorded in `SimState.calls` like any request (a reset with status
+0, "never answered"); a slow one lets the simulator answer, and record, as usual. Either way every
 request is also in `plan.seen`, with its upstream key and whether its client (the gateway)
 hung up before the answer was complete.
 
@@ -29,7 +31,10 @@ busy (SimState.reset waits for every request in flight) long after it mattered.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import functools
+import gzip
 import json
 import math
 import random
@@ -41,6 +46,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mediagate.simulator.png import make_png
 from mediagate.simulator.rules import ConnectionCut
 
 KINDS = (
@@ -56,9 +62,10 @@ KINDS = (
     "nonjson",
     "truncated",
     "huge",
+    "gzipbomb",
 )
 _DIRECTIVE = re.compile(
-    rb"\[sim:(reset|resetbody|truncated|nonjson|slowstart=[0-9.]+|slowbody=[0-9.]+|"
+    rb"\[sim:(reset|resetbody|truncated|nonjson|gzipbomb|slowstart=[0-9.]+|slowbody=[0-9.]+|"
     rb"huge=[0-9.]+|burst[45][0-9]{2}=[0-9]+(?::[A-Za-z0-9_-]+)?)\]"
 )
 # The upstream's API prefixes: OpenAI-style, Seedance (Ark) and Wan (DashScope).
@@ -380,6 +387,10 @@ def _answer(fault: Fault) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
                 (b"retry-after-ms", str(int(fault.seconds * 1000)).encode()),
             ]
         return status, [*headers, (b"content-length", str(len(body)).encode())], body
+    if fault.kind == "gzipbomb":
+        body = _gzip_bomb()
+        headers = [(b"content-type", b"application/json"), (b"content-encoding", b"gzip")]
+        return 200, [*headers, (b"content-length", b"%d" % len(body))], body
     if fault.kind == "nonjson":
         body = b"<html><body>502 Bad Gateway (but with a 200)</body></html>"
         return 200, [(b"content-type", b"text/html"), (b"content-length", b"%d" % len(body))], body
@@ -396,6 +407,15 @@ def _answer(fault: Fault) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))],
         body,
     )
+
+
+@functools.cache
+def _gzip_bomb() -> bytes:
+    """An image answer padded with 64 MiB of whitespace (valid JSON, a real PNG in it),
+    gzipped to about 64 KiB: whoever decodes it holds 64 MiB for one small answer."""
+    image = base64.b64encode(make_png(64, 64, "bomb")).decode()
+    head = json.dumps({"created": 1, "data": [{"b64_json": image}]}).encode()
+    return gzip.compress(head[:-1] + b" " * (64 * 1024 * 1024) + b"}", 9, mtime=0)
 
 
 def _trickle(send: Send, seconds: float, gone: asyncio.Event) -> Send:

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
-from mediagate.simulator.rules import SimError
+from mediagate.simulator.rules import LEAKY_ERROR, SimError
 from mediagate.simulator.state import Call, SimConfig, SimState
 from mediagate.simulator.videofiles import file_response
 
@@ -39,7 +39,9 @@ class Markers:
     """Faults a test plants in a prompt: `[sim:fail]` / `[sim:fail=CODE]` (the task fails),
     `[sim:render=S]` (seconds running), `[sim:bytes=N]` (content size), `[sim:status=NNN]` (the
     create itself fails), `[sim:expire]` (Seedance: the task expires in the queue),
-    `[sim:made=S]` (Wan: the seconds actually made differ from those asked)."""
+    `[sim:made=S]` (Wan: the seconds actually made differ from those asked), `[sim:leakyerror]`
+    (a failure reason holding the key and internal addresses), `[sim:usage=huge|negative|zero]`
+    (Seedance's `completion_tokens`, Wan's `usage.duration`: a claim not to believe)."""
 
     fail_code: str | None = None
     render_s: float | None = None
@@ -47,24 +49,33 @@ class Markers:
     create_status: int | None = None
     expire: bool = False
     made_s: int | None = None
+    leaky: bool = False  # `[sim:leakyerror]`: a failure reason holding the key and addresses
+
+
+def bearer_of(request: Request) -> str:
+    """The key a request was made with (what a leaky upstream echoes)."""
+    return request.headers.get("authorization", "").removeprefix("Bearer ").strip()
 
 
 def markers(prompt: str | None, default_fail: str) -> Markers:
     if not prompt or "[sim:" not in prompt:
         return Markers()
     fail, render = _FAIL_RE.search(prompt), _RENDER_RE.search(prompt)
+    leaky = LEAKY_ERROR in prompt
     size, status, made = (
         _BYTES_RE.search(prompt),
         _STATUS_RE.search(prompt),
         _MADE_RE.search(prompt),
     )
     return Markers(
-        fail_code=(fail.group(1) or default_fail) if fail else None,
+        # A leaky error is a failure's reason: the task fails.
+        fail_code=(fail.group(1) if fail else None) or (default_fail if fail or leaky else None),
         render_s=float(render.group(1)) if render else None,
         content_bytes=int(size.group(1)) if size else None,
         create_status=int(status.group(1)) if status else None,
         expire=_EXPIRE in prompt,
         made_s=int(made.group(1)) if made else None,
+        leaky=leaky,
     )
 
 

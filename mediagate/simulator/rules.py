@@ -172,6 +172,42 @@ _IMAGE_PART_TOKENS = 85
 _DIRECTIVE_STATUS_RE = re.compile(r"\[sim:status=(\d{3})\]")
 _DIRECTIVE_CACHED_RE = re.compile(r"\[sim:cached=(\d+):(\d+)\]")
 _DIRECTIVE_SLEEP_RE = re.compile(r"\[sim:sleep=(\d+(?:\.\d+)?)\]")
+_DIRECTIVE_USAGE_RE = re.compile(r"\[sim:usage=(huge|negative|zero)\]")
+LEAKY_ERROR = "[sim:leakyerror]"
+# Where a leaky upstream's error says it failed: an address of its own network.
+INTERNAL_URL = "http://10.1.2.3:8080/internal"
+
+
+def leaky_error(key: str) -> dict[str, str]:
+    """An error of a leaky upstream (`[sim:leakyerror]`): its key as the code and the param,
+    the key and its internal addresses in the message."""
+    return {
+        "message": f"Worker {INTERNAL_URL} (node fd00::7, 192.168.0.7) failed for Bearer {key}.",
+        "type": f"Bearer {key}",
+        "param": f"Bearer {key}",
+        "code": f"Bearer {key}",
+    }
+
+
+_DIRECTIVE_BADB64_RE = re.compile(r"\[sim:badb64=(junk|zeros)\]")
+
+
+def bad_b64(prompt: str) -> str | None:
+    """What `[sim:badb64=junk|zeros]` puts in place of an image's base64: text that is not
+    base64, or 1 MiB of `AAAA` (valid base64 of zeros, not an image). None without it."""
+    found = _DIRECTIVE_BADB64_RE.search(prompt) if "[sim:badb64=" in prompt else None
+    if found is None:
+        return None
+    return "!!!notbase64" if found.group(1) == "junk" else "AAAA" * (256 * 1024)
+
+
+def claimed_usage(prompt: str, real: int) -> int:
+    """What the upstream claims it used: `real`, or with `[sim:usage=huge|negative|zero]` in the
+    prompt, 10^15, minus `real` (or -1000) or 0: usage a gateway must not believe."""
+    found = _DIRECTIVE_USAGE_RE.search(prompt) if "[sim:usage=" in prompt else None
+    if found is None:
+        return real
+    return {"huge": 10**15, "negative": -(real or 1000), "zero": 0}[found.group(1)]
 
 
 class ConnectionCut(Exception):
@@ -261,6 +297,8 @@ class Directives:
     # A leaky upstream: its key echoed into every string it may (revised_prompt, size, an extra
     # field, and a video's ETag and Content-Disposition).
     echokey: bool = False
+    # A leaky error: the key in the code, param and type, internal addresses in the message.
+    leakyerror: bool = False
 
 
 def parse_directives(prompt: str | None) -> Directives:
@@ -283,6 +321,7 @@ def parse_directives(prompt: str | None) -> Directives:
         line_end="crlf" if "[sim:crlf]" in prompt else "cr" if "[sim:cr]" in prompt else "lf",
         nostream="[sim:nostream]" in prompt,
         echokey="[sim:echokey]" in prompt,
+        leakyerror=LEAKY_ERROR in prompt,
     )
 
 
@@ -492,6 +531,10 @@ def image_usage(job: ImageJob, images: int | None = None) -> dict[str, Any]:
     table = _OUTPUT_TOKENS_PER_MP[job.route]
     per_mp = table.get(job.quality, table["medium"])
     output_tokens = round(per_mp * job.width * job.height / (1024 * 1024)) * count
+    if "[sim:usage=huge]" in job.prompt:
+        output_tokens = 9_999_999  # within any sanity cap, far beyond what an image makes
+    else:
+        output_tokens = claimed_usage(job.prompt, output_tokens)
     input_tokens = text_tokens + image_tokens
     return {
         "input_tokens": input_tokens,

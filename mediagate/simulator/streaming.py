@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from mediagate.simulator.png import make_png
-from mediagate.simulator.rules import ConnectionCut, ImageJob, image_usage
+from mediagate.simulator.rules import ConnectionCut, ImageJob, bad_b64, image_usage
 
 
 class _QuietCuts(logging.Filter):
@@ -65,6 +65,9 @@ async def image_events(
         # Each completed event bills its own image, so the events sum to the whole request's
         # output tokens (the prompt and input images are counted in every event).
         fields = _common_fields(job, png) | {"usage": image_usage(job, images=1)}
+        junk = bad_b64(job.prompt)
+        if junk is not None:
+            fields["b64_json"] = junk
         async for piece in _framed(_event(f"{prefix}.completed", fields), line_end):
             yield piece
         if cut:

@@ -23,7 +23,14 @@ from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.datastructures import UploadFile
 
-from mediagate.simulator.jobs import SimVideo, decode_body, markers, masked_headers, new_video_id
+from mediagate.simulator.jobs import (
+    SimVideo,
+    bearer_of,
+    decode_body,
+    markers,
+    masked_headers,
+    new_video_id,
+)
 from mediagate.simulator.rules import MAX_PROMPT_CHARS, SimError, invalid
 from mediagate.simulator.state import Call, SimConfig, SimState
 from mediagate.simulator.videofiles import content_chunks, file_response
@@ -263,11 +270,6 @@ def register_video_routes(app: FastAPI, config: SimConfig, sim: SimState) -> Non
             return response
 
         return await served(request, dict(request.query_params), handle)
-
-
-def bearer_of(request: Request) -> str:
-    """The key a request was made with (what a leaky upstream echoes)."""
-    return request.headers.get("authorization", "").removeprefix("Bearer ").strip()
 
 
 def _describe(data: bytes, declared: str | None) -> dict[str, Any]:

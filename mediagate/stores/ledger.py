@@ -13,9 +13,13 @@ This module is the interface (`Ledger`) and its records; the backends are
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Protocol
+
+log = logging.getLogger("mediagate")
 
 DAY_S = 86_400
 # The model a reservation is booked under when it expired unsettled (at its reserved amount).
@@ -45,6 +49,19 @@ class Charge:
     cost: float
     images: int = 0
     video_seconds: int = 0
+
+    def __post_init__(self) -> None:
+        # The ledger's boundary: pricing never makes a negative or non-finite amount (usage
+        # it does not believe is booked at the estimate), and if a bug ever did, it would book
+        # nothing rather than a credit, and no metric's inc() would raise on it.
+        for name in ("cost", "images", "video_seconds"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                log.error(
+                    "refused a negative or non-finite charge: booked 0",
+                    extra={"fields": {"model": self.model, name: str(value)[:40]}},
+                )
+                object.__setattr__(self, name, 0 if name != "cost" else 0.0)
 
 
 @dataclass(frozen=True)

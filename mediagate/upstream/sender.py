@@ -57,7 +57,7 @@ from mediagate.upstream.transport import (
     Timeouts,
     Transport,
     UpstreamResponse,
-    decoded,
+    encoded,
 )
 
 __all__ = ["KeyRing", "Upstream", "key_fingerprint", "map_status"]
@@ -68,17 +68,27 @@ _MAX_QUOTED = 500
 _ERROR_BODY_BYTES = 64 * 1024  # of a streamed error answer, enough for its message
 _URL_CACHE = 1024  # parsed upstream URLs kept
 # What every upstream call carries besides its own headers (an httpx2 client's defaults, but
-# only the encodings httpx2 decodes without extra packages, and the gateway's own name).
+# no compression: a small compressed answer can decode to any size, so an answer encoded
+# otherwise is refused, never decoded; and the gateway's own name).
 _HEADERS = {
     "Accept": "*/*",
-    "Accept-Encoding": "gzip, deflate",
+    "Accept-Encoding": "identity",
     "Connection": "keep-alive",
     "User-Agent": "mediagate",
 }
 
 
-def _upstream_message(response: UpstreamResponse) -> tuple[str, str | None, str | None]:
-    """(message, code, param) from an upstream error body, whatever shape it has."""
+def _upstream_message(
+    response: UpstreamResponse, scrub: Scrubber
+) -> tuple[str, str | None, str | None]:
+    """(message, code, param) from an upstream error body, whatever shape it has, each made fit
+    for a client (`Scrubber.upstream`): keys and internal addresses gone, a code that is not a
+    plain token or a param that is not a field name dropped."""
+    message, code, param = _raw_message(response)
+    return scrub.upstream(message), scrub.upstream_code(code, ""), scrub.upstream_param(param)
+
+
+def _raw_message(response: UpstreamResponse) -> tuple[str, object, object]:
     text = response.text
     try:
         body = json.loads(text)
@@ -87,18 +97,13 @@ def _upstream_message(response: UpstreamResponse) -> tuple[str, str | None, str 
     error = body.get("error", body) if isinstance(body, dict) else body
     if isinstance(error, dict):
         message = error.get("message") or error.get("detail") or json.dumps(error)[:_MAX_QUOTED]
-        code, param = error.get("code"), error.get("param")
-        return (
-            str(message)[:_MAX_QUOTED],
-            str(code) if code else None,
-            str(param) if isinstance(param, str) else None,
-        )
+        return str(message)[:_MAX_QUOTED], error.get("code"), error.get("param")
     return str(error)[:_MAX_QUOTED], None, None
 
 
-def map_status(response: UpstreamResponse, route: Route) -> GatewayError:
+def map_status(response: UpstreamResponse, route: Route, scrub: Scrubber) -> GatewayError:
     status = response.status_code
-    message, code, param = _upstream_message(response)
+    message, code, param = _upstream_message(response, scrub)
     where = f"upstream route {route.id}"
     if status in (401, 403):
         # Our key, not the client's: the client cannot fix it, the operator can.
@@ -282,10 +287,14 @@ class Upstream:
                 permit.release()
                 raise
         tried: list[str] = []
+        # The route's attempts spent: a key the upstream refused (401/403) did nothing, so its
+        # attempt is not one of them (docs/operations.md, "Key pools").
         attempt = 0
         # The most actionable refusal seen across this call's keys: a rate limit (wait and
-        # retry) says more than a key the upstream refused (the operator's to fix).
+        # retry) says more than a key the upstream refused (the operator's to fix). With it,
+        # the key that gave it and the wait it asked for.
         throttled: GatewayError | None = None
+        throttled_key, throttled_wait = "", None
         try:
             while True:
                 attempt += 1
@@ -316,6 +325,11 @@ class Upstream:
                 error = await self._error(route, answer.response, stream, not_found)
                 wait = retry_after_s(answer.response.headers)
                 self.keys.failed(route.group, use, status, wait)
+                refused = status in (401, 403)
+                if refused:
+                    attempt -= 1  # nothing was done: not one of the route's attempts
+                    if use == throttled_key:
+                        throttled = None  # that key is refused now: its rate limit is moot
                 retry = decide(
                     route.retry,
                     attempt,
@@ -326,7 +340,18 @@ class Upstream:
                     rng=self._rng,
                 )
                 if status == 429:
-                    throttled = error
+                    throttled, throttled_key, throttled_wait = error, use, wait
+                if retry is None and refused and throttled is not None:
+                    # No other key to try, but a rate-limited one is left: its retry, within
+                    # the route's attempts, as if the refused key had not been asked.
+                    retry = decide(
+                        route.retry,
+                        attempt,
+                        paid=paid,
+                        status=429,
+                        retry_after_s=throttled_wait,
+                        rng=self._rng,
+                    )
                 if retry is None:
                     if permit is not None and status >= 500:
                         permit.failure()
@@ -369,11 +394,17 @@ class Upstream:
                 if stream:
                     response = await self._transport.open(wire)
                     label = str(response.status_code)
+                    encoding = encoded(response.headers.raw)
+                    if encoding is not None:
+                        await response.aclose()
+                        raise self._encoded_answer(route, encoding, paid)
                     return UpstreamAnswer(response, key)
                 whole = await self._transport.exchange(wire, self._max_bytes)
                 label = str(whole.status)
-                # Compressed (rare: gzip or deflate, as asked): decoded, bounded again.
-                body = await decoded(whole, self._max_bytes)
+                encoding = encoded(whole.headers)
+                if encoding is not None:
+                    raise self._encoded_answer(route, encoding, paid)
+                body = whole.body
         except AnswerTooLarge:
             raise self._too_large(route, paid) from None
         except (TimeoutError, httpx2.TimeoutException) as exc:
@@ -415,6 +446,16 @@ class Upstream:
             )
         # It may still be working, and charging: a client retry could pay twice.
         return _Failure(kind, maybe_paid(error) if paid else error)
+
+    def _encoded_answer(self, route: Route, encoding: str, paid: bool) -> _Failure:
+        """An answer in a Content-Encoding the gateway did not ask for: refused, not decoded
+        (a paid call's is maybe paid, like any unusable answer)."""
+        error = UpstreamError(
+            f"The upstream route {route.id} answered in a Content-Encoding the gateway did not "
+            f"ask for ({self._scrub.upstream(encoding)!r}); it is not decoded.",
+            code="bad_upstream_response",
+        )
+        return _Failure(GARBAGE, maybe_paid(error) if paid else error)
 
     def _too_large(self, route: Route, paid: bool) -> _Failure:
         error = UpstreamError(
@@ -458,9 +499,7 @@ class Upstream:
             )
         if response.status_code == 404 and not_found is not None:
             return not_found
-        error = map_status(response, route)
-        error.message = self._scrub(error.message)
-        return error
+        return map_status(response, route, self._scrub)
 
     @asynccontextmanager
     async def stream(

@@ -8,8 +8,9 @@ adapter over any httpx2 transport (MEDIAGATE_UPSTREAM_TRANSPORT=httpx, and the t
 hand to `create_app`). What both guarantee, so the sender's rules read the same either way:
 
 - the bytes as sent: no headers of their own beyond framing, no cookies, no redirects followed,
-  no retries, and an answer's body as it came (a compressed one still compressed; the sender
-  and `UpstreamResponse.aiter_bytes` decode it, one way for both);
+  no retries, and an answer's body as it came, never decoded (the sender asks for `identity`
+  and refuses an answer with any other Content-Encoding, one rule for both: a 1 MiB gzip
+  answer could decode to 256 MiB);
 - errors as httpx2's exceptions, by phase (what mediagate.upstream.retry reads): only a failure
   to open a connection (or to get one from the pool in time) is `ConnectError`/`ConnectTimeout`;
   a read that waits too long is `ReadTimeout`; a connection lost after sending is
@@ -83,15 +84,19 @@ def _header(headers: RawHeaders, name: bytes) -> bytes | None:
     return None
 
 
-def _compressed(headers: RawHeaders) -> bool:
-    """Whether a body is sent with a Content-Encoding (gzip or deflate, as the sender asks)."""
+def encoded(headers: RawHeaders) -> str | None:
+    """The Content-Encoding a body is sent with, if it is not `identity` (the only one the
+    sender asks for): what the sender refuses, undecoded."""
     encoding = _header(headers, b"content-encoding")
-    return encoding is not None and encoding.strip().lower() not in (b"", b"identity")
+    if encoding is None or encoding.strip().lower() in (b"", b"identity"):
+        return None
+    return encoding.decode("latin-1").strip()[:40]
 
 
 class UpstreamResponse:
-    """An upstream answer, as the sender's callers get it: whole (`content`, decoded), or a
-    stream (`aiter_bytes` decoded, `aiter_raw` as sent) that its reader closes (`aclose`).
+    """An upstream answer, as the sender's callers get it: whole (`content`), or a stream
+    (`aiter_bytes` as it comes, `aiter_raw` in chunks of a size) that its reader closes
+    (`aclose`).
     Named as httpx2's response is, for the few things callers use of one."""
 
     __slots__ = ("_chunks", "_close", "_headers", "_raw", "content", "status_code")
@@ -158,41 +163,14 @@ class UpstreamResponse:
             yield bytes(buffer)
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        """The body decoded, as it comes."""
-        if self._chunks is None or not _compressed(self._raw):
-            async for chunk in self._raw_chunks():
-                yield chunk
-            return
-        # Compressed (rare: gzip or deflate, as asked): decoded as httpx2 decodes.
-        decoding = httpx2.Response(
-            self.status_code, headers=self._raw, stream=_Stream(self._raw_chunks())
-        )
-        async for chunk in decoding.aiter_bytes():
+        """The body, as it comes (never encoded: the sender refuses a Content-Encoding)."""
+        async for chunk in self._raw_chunks():
             yield chunk
 
     async def aclose(self) -> None:
         close, self._close = self._close, None
         if close is not None:
             await close()
-
-
-class _Stream(httpx2.AsyncByteStream):
-    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
-        self._chunks = chunks
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._chunks:
-            yield chunk
-
-
-async def decoded(whole: Whole, max_bytes: int) -> bytes:
-    """A whole answer's body decoded (at most `max_bytes` of it, else AnswerTooLarge)."""
-    if not _compressed(whole.headers):
-        return whole.body
-    decoding = httpx2.Response(
-        whole.status, headers=whole.headers, stream=httpx2.ByteStream(whole.body)
-    )
-    return await read_bounded(decoding.aiter_bytes(), None, max_bytes)
 
 
 class Transport(abc.ABC):

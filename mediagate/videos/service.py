@@ -31,7 +31,7 @@ from typing import Any
 from mediagate import context
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.accounting.metering import VIDEO_RESERVATION_TTL_S, Gate, Metering, Ticket
-from mediagate.accounting.pricing import video_cost, video_estimate
+from mediagate.accounting.pricing import UnusableUsage, video_cost, video_estimate
 from mediagate.catalog import Catalog, Route
 from mediagate.errors import GatewayError, InvalidRequest, NotFound, Scrubber, UpstreamError
 from mediagate.imagedata import ImageWork
@@ -679,17 +679,41 @@ class VideoService:
         (its usage tokens, the seconds it made)."""
         route = self._route(job)
         policy = video_policy(route)
-        cost = video_cost(
-            policy.price,
-            policy.tier(job.size),
-            job.seconds,
-            output_tokens=video.output_tokens,
-            actual_seconds=video.actual_seconds,
-            input_video=job.remixed_from is not None,
-        )
+        tier = policy.tier(job.size)
+        # A remix's usage counts its input video too: the longest the route makes bounds it.
+        bound = job.seconds + (max(policy.seconds) if job.remixed_from is not None else 0)
+        try:
+            cost = video_cost(
+                policy.price,
+                tier,
+                job.seconds,
+                output_tokens=video.output_tokens,
+                actual_seconds=video.actual_seconds,
+                input_video=job.remixed_from is not None,
+                bound_seconds=bound,
+            )
+        except UnusableUsage as exc:
+            log.warning(
+                "unusable upstream usage: booked the estimate",
+                extra={"fields": {"route": route.id, "video_id": job.id, "reason": str(exc)}},
+            )
+            self.metrics.usage_rejected.labels(route.id).inc()
+            cost = video_estimate(policy.price, tier, job.seconds)
         return None if cost is None else round(cost * self.catalog.multiplier(route), 6)
 
     def _scrubbed(self, video: UpstreamVideo) -> UpstreamVideo:
         if video.error is None:
             return video
-        return replace(video, error={**video.error, "message": self.scrub(video.error["message"])})
+        # Every string of the upstream's failure reason: keys and internal addresses gone, a
+        # code that is not a plain token replaced by ours, a param that names no field dropped.
+        error = dict(video.error)
+        error["message"] = self.scrub.upstream(str(error.get("message") or ""))
+        error["code"] = self.scrub.upstream_code(error.get("code"), "video_generation_failed")
+        for optional in ("param", "type"):
+            if optional in error:
+                kept = self.scrub.upstream_param(error[optional])
+                if kept is None:
+                    del error[optional]
+                else:
+                    error[optional] = kept
+        return replace(video, error=error)

@@ -12,6 +12,7 @@ Pure: no I/O, no storage records.
 from __future__ import annotations
 
 import base64
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -108,7 +109,10 @@ class VideoDialect(Protocol):
 
 
 def int_or_none(value: Any) -> int | None:
-    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    # A float past what an int can hold or not a number (inf, nan) is no count.
+    return int(value) if math.isfinite(value) else None
 
 
 def error_object(value: Any, default_code: str = "video_generation_failed") -> dict[str, Any]:

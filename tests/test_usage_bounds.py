@@ -1,0 +1,126 @@
+"""Usage is the upstream's claim, bounded by the request: finite, above a floor (a delivered
+image made output tokens, a finished video made seconds), at most USAGE_BOUND times the
+request's own estimate. Otherwise the estimate is booked and counted, never a fortune, never a
+credit, on every route (images, streams, Seedance, Wan)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import openai
+import pytest
+
+from mediagate.accounting.pricing import USAGE_BOUND, UnusableUsage, video_cost
+from mediagate.catalog import load_catalog
+from mediagate.stores.ledger import Charge
+
+from .conftest import Gateway, Sim, fast_video_polls, wait_until
+from .resilience import metric
+
+REJECTED = "mediagate_upstream_usage_rejected_total"
+
+
+def cost_of(raw: object) -> float:
+    return float(raw.headers["x-mediagate-cost-usd"])  # type: ignore[attr-defined]
+
+
+def totals(gateway: Gateway) -> dict[str, float]:
+    with gateway.http() as http:
+        result: dict[str, float] = http.get("/v1/usage").json()["totals"]
+    return result
+
+
+@pytest.mark.parametrize("claim", ["huge", "negative", "zero"])
+def test_image_usage_out_of_bounds_books_the_estimate(gateway: Gateway, claim: str) -> None:
+    client = gateway.sdk()
+    usual = cost_of(client.images.with_raw_response.generate(model="gpt-image-2", prompt="fox"))
+    raw = client.images.with_raw_response.generate(
+        model="gpt-image-2", prompt=f"fox [sim:usage={claim}]"
+    )
+    assert raw.status_code == 200 and (raw.parse().data or [])[0].b64_json
+    cost = cost_of(raw)
+    # The estimate ($0.19, an upper bound: the largest size at the dearest quality): at least
+    # what such an image costs (0 tokens booked next to nothing), far from the $300 that
+    # 9,999,999 output tokens booked.
+    assert usual <= cost < 0.2
+    assert totals(gateway)["cost_usd"] == pytest.approx(usual + cost)
+    assert metric(gateway.url, REJECTED, route="gpt-image-2.official") == 1
+
+
+def test_a_relayed_streams_usage_out_of_bounds_books_the_estimate(gateway: Gateway) -> None:
+    client = gateway.sdk()
+    usual = cost_of(client.images.with_raw_response.generate(model="gpt-image-2", prompt="fox"))
+    stream = client.images.generate(
+        model="gpt-image-2", prompt="fox [sim:usage=huge]", stream=True, partial_images=0
+    )
+    events = [event.type for event in stream]
+    assert events[-1] == "image_generation.completed"
+    wait_until(lambda: totals(gateway)["requests"] == 2)
+    streamed = totals(gateway)["cost_usd"] - usual
+    assert usual <= streamed < 0.2
+    assert metric(gateway.url, REJECTED, route="gpt-image-2.official") == 1
+
+
+@pytest.mark.parametrize("model", ["seedance-2.0", "wan2.7-t2v"])
+def test_video_usage_out_of_bounds_books_the_estimate(
+    make_gateway: Callable[..., Gateway], tmp_path: Path, sim: Sim, model: str
+) -> None:
+    from .test_videos import stored
+
+    gateway = make_gateway(config=fast_video_polls(tmp_path / "polls.yaml"))
+    sdk = gateway.sdk()
+    plain = sdk.videos.create_and_poll(model=model, prompt="a heron", seconds="5")
+    assert plain.status == "completed"
+    usual = stored(gateway, plain.id).cost
+    assert usual is not None and usual > 0
+    costs = []
+    for claim in ("huge", "negative", "zero"):
+        # 10^15 tokens booked $7.88 billion; a negative count a credit, then a metric's inc()
+        # raised and a reconciler round aborted.
+        video = sdk.videos.create_and_poll(
+            model=model, prompt=f"a heron [sim:usage={claim}]", seconds="5"
+        )
+        assert video.status == "completed", (claim, video.error)
+        cost = stored(gateway, video.id).cost
+        assert cost is not None and 0 < cost <= USAGE_BOUND * usual, (claim, cost)
+        costs.append(cost)
+    assert len(set(costs)) == 1  # the estimate, each time
+    assert metric(gateway.url, REJECTED, route=model) == 3
+    assert totals(gateway)["cost_usd"] == pytest.approx(usual + sum(costs))
+    with gateway.http(api_key=None) as http:
+        text = http.get("/metrics").text
+    booked = [line for line in text.splitlines() if line.startswith("mediagate_cost_usd_total")]
+    assert booked and all(float(line.rsplit(" ", 1)[1]) > 0 for line in booked)
+
+
+def test_the_bounds_of_video_usage() -> None:
+    catalog = load_catalog(None)
+    seedance = catalog.routes["seedance-2.0"].video
+    wan = catalog.routes["wan2.7-t2v"].video
+    assert seedance is not None and wan is not None
+    for tokens in (10**15, -5, 0, 1.5, True):
+        with pytest.raises(UnusableUsage):
+            video_cost(seedance.price, "720p", 5, output_tokens=tokens)  # type: ignore[arg-type]
+    for seconds in (1e15, -5.0, 0.0, float("inf"), float("nan")):
+        with pytest.raises(UnusableUsage):
+            video_cost(wan.price, "720P", 5, actual_seconds=seconds)
+    # A remix's input video counts: its bound is the clip and the longest input the route makes.
+    tokens = 21_600 * 10
+    with pytest.raises(UnusableUsage):
+        video_cost(seedance.price, "720p", 5, output_tokens=tokens * 2, input_video=True)
+    assert video_cost(
+        seedance.price, "720p", 5, output_tokens=tokens * 2, input_video=True, bound_seconds=20
+    )
+
+
+def test_the_ledger_never_books_a_credit() -> None:
+    assert Charge("m", -7.88e9).cost == 0.0
+    assert Charge("m", float("nan")).cost == 0.0
+    assert Charge("m", 1.5, video_seconds=-3).video_seconds == 0
+    assert Charge("m", 1.5).cost == 1.5
+
+
+def test_the_sdk_reads_an_image_with_unbelievable_usage(client: openai.OpenAI) -> None:
+    image = client.images.generate(model="gpt-image-2", prompt="x [sim:usage=zero]")
+    assert image.data and image.data[0].b64_json
