@@ -90,7 +90,7 @@ class StandIn:
         """An ImagesResponse whose one b64 string is that many megabytes (10**6 bytes)."""
         if megabytes not in self.huge:
             size = int(float(megabytes) * 1_000_000)
-            raw = os.urandom(size * 3 // 4)
+            raw = fake_png(size * 3 // 4)  # an image, as the gateway checks (its head sniffed)
             self.huge[megabytes] = images_body(base64.b64encode(raw).decode("ascii"))
         return self.huge[megabytes]
 
