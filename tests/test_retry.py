@@ -199,7 +199,9 @@ def videos(make_gateway: Callable[..., Gateway], tmp_path: Path) -> Gateway:
 
 def test_status_polls_are_retried_on_any_transient_failure(videos: Gateway, sim: Sim) -> None:
     sdk = videos.sdk()
-    video = sdk.videos.create(prompt="a calm sea")
+    # Still rendering through the whole loop: a finished job is answered from its record, and
+    # the simulator's default render (0.15 s) is shorter than this loop on a loaded machine.
+    video = sdk.videos.create(prompt="a calm sea [sim:render=60]")
     for kind in ("reset", "500", "nonjson", "timeout"):
         sim.state.faults.set(timeout_s=1.0)
         sim.state.faults.inject(kind, path="/v1/videos/", method="GET")
