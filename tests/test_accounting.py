@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import json
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -430,24 +431,30 @@ def test_reads_have_their_own_budget_and_ask_the_upstream_at_most_once_per_inter
     )
     gateway = make_gateway(keys_file=path, video_poll_after_ms=60_000)
     sdk = gateway.sdk(api_key=KEY)
-    videos = [sdk.videos.create(prompt=f"a slow sea {i} [sim:render=600]") for i in range(5)]
+    # Counted from before the creates: the reconciler's first round (at start) may overlap them
+    # on a loaded machine and ask a job first, which then counts as that job's one ask.
     before = len(sim.sent())
+    videos = [sdk.videos.create(prompt=f"a slow sea {i} [sim:render=600]") for i in range(5)]
     answers = []
+    started = time.monotonic()
     with gateway.http(api_key=KEY) as http:
         for index in range(120):
             if index % 2:
                 answers.append(http.get("/v1/videos", params={"limit": 20}))
             else:
                 answers.append(http.get(f"/v1/videos/{videos[index % 5].id}"))
+    refilled = int((time.monotonic() - started) * 100 / 60) + 1
     statuses = [a.status_code for a in answers]
     # 100 at once, then the bucket refills at 100 a minute while the loop runs.
-    assert 100 <= statuses.count(200) <= 112 and statuses.count(429) == 120 - statuses.count(200)
+    admitted = statuses.count(200)
+    assert 100 <= admitted <= min(119, 100 + refilled)
+    assert statuses.count(429) == 120 - admitted
     refused = answers[-1].json()["error"]
     assert refused["code"] == "read_rate_limit_exceeded"
     assert int(answers[-1].headers["retry-after"]) >= 1
     # Each unfinished job was asked of the upstream once in the interval, however often read.
     status_calls = [c for c in sim.sent()[before:] if c.method == "GET"]
-    assert len(status_calls) == 5
+    assert len(status_calls) == 5 and len({c.path for c in status_calls}) == 5
     # The read budget is not the request budget: new work is still admitted.
     assert sdk.videos.create(prompt="one more [sim:render=600]").status == "queued"
 

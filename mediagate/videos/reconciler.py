@@ -1,10 +1,11 @@
 """The reconciler: every job reaches its end and its bill, polled or not.
 
-Every MEDIAGATE_RECONCILE_INTERVAL_S, one replica (the holder of the `reconciler` lease in the
-store; a dead holder's lease runs out after three intervals and another replica takes it)
-refreshes every unfinished job from its upstream through `VideoService.reconcile`: the same
-compare-and-set as a client's poll, so the job's final state, its cost (0 if it failed) and the
-release of its reservation happen once, whoever gets there first. Every replica reads the
+Every MEDIAGATE_RECONCILE_INTERVAL_S (the first round one interval after start), one replica
+(the holder of the `reconciler` lease in the store; a dead holder's lease runs out after three
+intervals and another replica takes it) refreshes every unfinished job from its upstream through
+`VideoService.reconcile`: the same compare-and-set as a client's poll, so the job's final state,
+its cost (0 if it failed) and the release of its reservation happen once, whoever gets there
+first. Every replica reads the
 store's census into the job gauges each round, so they are exact on each replica.
 """
 
@@ -75,9 +76,16 @@ class Reconciler:
         self.metrics.video_oldest_unfinished.set(age)
 
     async def run_forever(self) -> None:
+        """The gauges read at once; the first round one interval after start, then one per
+        interval. A job left unfinished by a restart waits at most one interval more, and a
+        starting replica's first round never races the first requests it serves."""
+        try:
+            await self.refresh_gauges()
+        except Exception as exc:  # the store is down: the rounds read them again
+            log.warning("reading the video job census failed: %s", type(exc).__name__)
         while True:
+            await asyncio.sleep(self.interval_s)
             try:
                 await self.round()
             except Exception as exc:  # a failed round (the store is down) must not stop the next
                 log.warning("reconciling video jobs failed: %s", type(exc).__name__)
-            await asyncio.sleep(self.interval_s)
