@@ -5,8 +5,8 @@ Every MEDIAGATE_RECONCILE_INTERVAL_S (the first round one interval after start),
 intervals and another replica takes it) refreshes every unfinished job from its upstream through
 `VideoService.reconcile`: the same compare-and-set as a client's poll, so the job's final state,
 its cost (0 if it failed) and the release of its reservation happen once, whoever gets there
-first. Every replica reads the
-store's census into the job gauges each round, so they are exact on each replica.
+first. Every replica reads the store's census into the job gauges each round, so they are
+exact on each replica.
 """
 
 from __future__ import annotations
