@@ -21,6 +21,7 @@ from mediagate.http.health import health
 from mediagate.http.images import images
 from mediagate.http.middleware import RequestBookkeeping
 from mediagate.http.models import models
+from mediagate.http.openapi import openapi
 from mediagate.http.usage import usage
 from mediagate.http.videos import videos
 from mediagate.observability.metrics import Metrics
@@ -59,6 +60,8 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # The /v1 API's document is a saved file, served by mediagate.http.openapi; FastAPI's
+        # generated one would describe the handlers (raw Request bodies), not the API.
         openapi_url=None,
         # A trailing-slash redirect would build its Location from the client's Host header (an
         # open redirect through a cache or a careless proxy): such a path is a plain 404.
@@ -75,6 +78,6 @@ def create_app(
     # Around that, the request's trace span (a pass-through when tracing is off), so the
     # bookkeeping's log lines and attributes belong to it.
     app.add_middleware(TracingMiddleware, tracing=tracing)
-    for router in (images, models, videos, usage, files, health):
+    for router in (images, models, videos, usage, files, openapi, health):
         app.include_router(router)
     return app

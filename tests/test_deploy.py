@@ -703,11 +703,14 @@ def exported_endpoints() -> set[str]:
     from mediagate.http.health import health
     from mediagate.http.images import images
     from mediagate.http.models import models
+    from mediagate.http.openapi import openapi
     from mediagate.http.usage import usage
     from mediagate.http.videos import videos
 
     return {
-        route.name for r in (images, models, videos, usage, files, health) for route in r.routes
+        route.name
+        for r in (images, models, videos, usage, files, openapi, health)
+        for route in r.routes
     }
 
 

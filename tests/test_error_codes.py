@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx2
 
-from .conftest import Gateway
+from .conftest import Gateway, assert_error
 from .test_edits import PNG_SMALL
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "api.md"
@@ -62,3 +62,11 @@ def test_every_error_has_a_stable_documented_code(gateway: Gateway) -> None:
         error = response.json()["error"]
         assert error["code"], (case, error)
         assert error["code"] in documented, (case, error["code"])
+
+
+def test_an_empty_content_variant_is_a_400_like_any_bad_variant(gateway: Gateway) -> None:
+    # Schemathesis found it: `?variant=` (a value, empty) was taken for no variant at all and
+    # served the video, while `?order=` and `?limit=` are 400s. Checked before the id is.
+    with gateway.http() as http:
+        response = http.get("/v1/videos/video_123/content", params={"variant": ""})
+    assert_error(response, 400, "variant", "invalid_value")

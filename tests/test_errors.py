@@ -218,6 +218,22 @@ def test_method_not_allowed_is_openai_shaped(gateway: Gateway) -> None:
     assert_openai_error(response.json())
 
 
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [("/v1/videos", "GET, POST"), ("/v1/videos/video_x", "DELETE, GET")],
+)
+def test_405_allow_lists_every_method_of_the_path(
+    gateway: Gateway, path: str, allowed: str
+) -> None:
+    # Two routes share each of these paths (list and create, retrieve and delete): the Allow of
+    # a 405 names the methods of both, not only those of the first route the router tried.
+    with gateway.http() as http:
+        response = http.request("OPTIONS", path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allowed
+    assert allowed in response.json()["error"]["message"]
+
+
 def test_error_responses_carry_a_request_id(gateway: Gateway) -> None:
     response = httpx2.post(f"{gateway.url}/v1/images/generations", json={})
     assert response.status_code == 401

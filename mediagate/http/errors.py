@@ -50,6 +50,28 @@ def _unsupported(request: Request, status: int, headers: dict[str, str]) -> Gate
     )
 
 
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the app serves at the request's path, as an `Allow` value. Several routes
+    may share a path (a list and a create, a retrieve and a delete), while the router's own 405
+    names the methods of the first of them it tried."""
+    path = request.scope.get("path", "")
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    methods: set[str] = set()
+    pending = list(request.app.routes)
+    while pending:
+        route = pending.pop()
+        included = getattr(route, "original_router", None)  # an included router's routes
+        if included is not None:
+            pending.extend(included.routes)
+            continue
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods)) or None
+
+
 def _first_error_param(exc: RequestValidationError) -> str | None:
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path")]
@@ -85,9 +107,13 @@ def install_handlers(app: FastAPI, scrub: Scrubber) -> None:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code in (404, 405):
             # The router's: no route has this path (or takes this method).
-            return await on_gateway_error(
-                request, _unsupported(request, exc.status_code, dict(exc.headers or {}))
-            )
+            headers = dict(exc.headers or {})
+            if exc.status_code == 405:
+                allowed = _allowed_methods(request)
+                if allowed:
+                    headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+                    headers["allow"] = allowed
+            return await on_gateway_error(request, _unsupported(request, exc.status_code, headers))
         kind: type[GatewayError] = GatewayError
         if exc.status_code == 404:
             kind = NotFound

@@ -255,7 +255,8 @@ async def remix(video_id: str, request: Request, policy: Client) -> Response:
 
 @videos.get("/videos/{video_id}/content", name="videos.content")
 async def content(video_id: str, request: Request, policy: Client) -> Response:
-    variant = request.query_params.get("variant") or "video"
+    # Absent is the video; an empty value is a value, refused like any other unknown one.
+    variant = request.query_params.get("variant", "video")
     # Range passes through so players can seek; identity so the length is the file's.
     headers = {"accept-encoding": "identity"}
     for name in ("range", "if-range"):
