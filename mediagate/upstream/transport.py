@@ -253,7 +253,7 @@ class Transport(abc.ABC):
         await self.aclose()
 
 
-async def _raw(response: httpx2.Response) -> AsyncIterator[bytes]:
+async def raw_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
     # Its stream, not aiter_raw(): a test's response made whole (content=, json=) has been
     # read already, and its stream still holds the bytes as given.
     async for chunk in cast(AsyncIterable[bytes], response.stream):
@@ -263,7 +263,10 @@ async def _raw(response: httpx2.Response) -> AsyncIterator[bytes]:
 def streamed(response: httpx2.Response) -> UpstreamResponse:
     """An httpx2 response whose body is unread, as an UpstreamResponse."""
     return UpstreamResponse(
-        response.status_code, response.headers.raw, chunks=_raw(response), close=response.aclose
+        response.status_code,
+        response.headers.raw,
+        chunks=raw_chunks(response),
+        close=response.aclose,
     )
 
 
@@ -288,7 +291,7 @@ class HttpxTransport(Transport):
         response = await self._transport.handle_async_request(self._request(call))
         headers = response.headers.raw
         try:
-            body, held = await read_whole(_raw(response), headers, max_bytes, claim)
+            body, held = await read_whole(raw_chunks(response), headers, max_bytes, claim)
         finally:
             await response.aclose()
         return Whole(response.status_code, headers, body, held)
