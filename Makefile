@@ -11,7 +11,8 @@ DEV_STAMP := $(VENV)/.installed-dev
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install install-dev run simulate test lint format clean validate-deploy deploy-sync bench
+.PHONY: install install-dev run simulate test lint format clean validate-deploy deploy-sync bench \
+	bench-memory
 
 install: $(RUN_STAMP)
 
@@ -59,6 +60,13 @@ test: lint
 # is: tests/test_bench_smoke.py). Writes bench/results.json (or BENCH_OUT).
 bench: install
 	$(BIN)/python -m bench
+
+# The gateway's RSS under issue 24's two attacks (40 parallel 30 MiB bodies from an over-limit
+# key; 8 concurrent 1 GiB gzip bombs from the upstream): idle, peak, after (docs/performance.md).
+# About a minute. Writes bench/memory-results.json (or BENCH_MEMORY_OUT); fails if RSS passes
+# idle + 200 MB.
+bench-memory: install
+	$(BIN)/python -m bench memory
 
 # The container, compose and Kubernetes material, checked offline (also part of `make test`).
 validate-deploy: install-dev

@@ -1,7 +1,10 @@
-"""`python -m bench`: see bench.runner."""
+"""`python -m bench`: see bench.runner; `python -m bench memory`: see bench.memory."""
 
 import sys
 
-from .runner import main
+if sys.argv[1:] == ["memory"]:
+    from .memory import main
+else:
+    from .runner import main
 
 sys.exit(main())

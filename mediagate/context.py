@@ -17,12 +17,19 @@ import secrets
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mediagate.errors import GatewayError
 
 if TYPE_CHECKING:
     from mediagate.catalog import Alias, Route
+
+
+class Held(Protocol):
+    """Something a request holds until it ends (the room its upstream answers take,
+    mediagate.upstream.room.Claim)."""
+
+    def release(self) -> None: ...
 
 
 @dataclass
@@ -49,6 +56,11 @@ class RequestContext:
     # Awaited once before the request's first paid upstream call is sent (the Idempotency-Key
     # records that the call went out, so a takeover after a crash cannot pay twice).
     before_paid_send: Callable[[], Awaitable[None]] | None = None
+    # What the request's upstream answers hold of the replica's room for them, made by the
+    # sender on the first call and given back when the request ends (`finish`); after that
+    # (`ended`), a call still running for it (a task that outlived it) holds its own.
+    held: Held | None = None
+    ended: bool = False
 
     def served_by(self, model: str, route: Route) -> None:
         self.model, self.route = model, route
@@ -91,6 +103,13 @@ def begin(ctx: RequestContext) -> Any:
 
 def end(token: Any) -> None:
     _CURRENT.reset(token)
+
+
+def finish(ctx: RequestContext) -> None:
+    """The request has ended (its answer sent, or given up on): what it held is given back."""
+    ctx.ended = True
+    if ctx.held is not None:
+        ctx.held.release()
 
 
 def note_retry() -> None:

@@ -36,6 +36,7 @@ from mediagate.stores.ledger import Ledger
 from mediagate.upstream.aiohttp_transport import AiohttpTransport
 from mediagate.upstream.breaker import Breakers
 from mediagate.upstream.fetcher import SafeFetcher, public_transport
+from mediagate.upstream.room import AnswerRoom
 from mediagate.upstream.sender import KeyRing, Upstream
 from mediagate.upstream.transport import HttpxTransport, Transport
 from mediagate.videos.reconciler import Reconciler
@@ -262,6 +263,11 @@ async def open_gateway(
                         lambda route, state: metrics.circuit_state.labels(route).set(state),
                     ),
                     tracer=tracer,
+                    room=AnswerRoom(
+                        settings.max_inflight_upstream_bytes,
+                        settings.upstream_room_wait_s,
+                        metrics,
+                    ),
                 )
                 fetcher = SafeFetcher(
                     fetch_client,

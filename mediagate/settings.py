@@ -81,6 +81,12 @@ class Settings(BaseSettings):
     upstream_keepalive_s: float = Field(default=4.0, gt=0)
     # Resilience. The largest upstream answer read into memory (a 200 with more is a 502).
     upstream_max_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+    # What all requests together may hold of upstream answers at once (mediagate.upstream.room:
+    # taken as read, by Content-Length where given, until the request ends); an answer waits
+    # for room at most upstream_room_wait_s (then a 503 server_overloaded, maybe paid), one
+    # that can never fit is a 502 upstream_response_too_large at once. 0: no bound.
+    max_inflight_upstream_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
+    upstream_room_wait_s: float = Field(default=30.0, ge=0)
     # Key pools: how long a refused (401/403) or repeatedly rate-limited key rests.
     upstream_key_auth_cooldown_s: float = Field(default=600.0, ge=0)
     upstream_key_rate_cooldown_s: float = Field(default=30.0, ge=0)

@@ -162,6 +162,7 @@ UPSTREAM_TEST_FILES = frozenset(
         "test_bodies",
         "test_videos",
         "test_accounting",
+        "test_upstream_room",
     }
 )
 OTHER_UPSTREAM_TRANSPORTS = ("httpx",)  # besides the default

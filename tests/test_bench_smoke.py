@@ -69,3 +69,25 @@ def test_the_benchmark_measures_every_pair_and_reports_every_target() -> None:
     for pair in PAIRS:
         assert pair in table
     assert "MISSED" in table or "met" in table
+
+
+def test_the_memory_benchmark_runs_both_attacks_and_the_honest_load() -> None:
+    """`make bench-memory` (bench/memory.py) in a tiny configuration: the simulator and the
+    gateways as processes, both attacks answered as they should be, RSS sampled often."""
+    from bench.memory import Config as MemoryConfig
+    from bench.memory import render as render_memory
+    from bench.memory import run as run_memory
+
+    tiny = MemoryConfig(
+        bodies=3, body_mib=1, bombs=2, bomb_mib=8, answers=2, answer_mib=1, room_mib=4, settle_s=0.1
+    )
+    results = run_memory(tiny, log=lambda line: None)
+    bodies, bombs = results["attacks"]
+    assert set(bodies["answers"]) <= {"429 insufficient_quota", "429 concurrency_limit_exceeded"}
+    assert sum(bodies["answers"].values()) == tiny.bodies
+    assert bombs["answers"] == {"502 bad_upstream_response": tiny.bombs}
+    assert [row["answers"] for row in results["answers"]] == [{"200": tiny.answers}] * 2
+    for row in [bodies, bombs, *results["answers"]]:
+        assert row["samples"] > 0 and row["peak_rss_mb"] > 0 and row["idle_rss_mb"] > 0
+    assert results["victim_after"]["status"] == 200
+    assert "gzip bombs" in render_memory(json.loads(json.dumps(results)))

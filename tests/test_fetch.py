@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import Callable
 
 import httpx2
@@ -257,3 +258,44 @@ def test_the_allow_list_compares_places_not_strings(
     # Another port of the same place is not allowed.
     with pytest.raises(FetchRefused):
         asyncio.run(get("http://127.0.0.1:1/x"))
+
+
+def test_a_download_asks_for_the_bytes_as_stored_and_refuses_an_encoding_undecoded() -> None:
+    # A few KB of gzip can decode to any size: the answer is refused before its body is read.
+    recorder = Recorder(
+        httpx2.Response(200, content=gzip.compress(PNG), headers={"content-encoding": "gzip"})
+    )
+    with pytest.raises(GatewayError) as caught:
+        fetch("http://93.184.216.34/a.png", recorder)
+    assert (caught.value.status, caught.value.code) == (502, "image_download_failed")
+    assert "'gzip'" in caught.value.message and "not decoded" in caught.value.message
+    (request,) = recorder.requests
+    assert request.headers["accept-encoding"] == "identity"
+    # `identity` said out loud is no encoding.
+    plain = Recorder(httpx2.Response(200, content=PNG, headers={"content-encoding": "identity"}))
+    assert fetch("http://93.184.216.34/a.png", plain) == (PNG, "image/png")
+
+
+def test_an_upstream_image_link_served_gzipped_is_a_502(gateway: Gateway, sim: Sim) -> None:
+    # The simulator's CDN compresses whatever was asked ([sim:gzipimage]).
+    response = gateway.generate("a fox [sim:gzipimage]", model="sora_image")
+    assert_error(response, 502, None, "image_download_failed")
+    assert "Content-Encoding" in response.json()["error"]["message"]
+    downloads = [h for method, path, h in sim.state.headers if path.startswith("/files/")]
+    assert downloads and all(h.get("accept-encoding") == "identity" for h in downloads)
+
+
+def test_a_clients_image_link_served_gzipped_is_a_400(videos_gw: Gateway, sim: Sim) -> None:
+    sim.state.files["gz-ref.png"] = (make_png(720, 1280, "ref"), "image/png")
+    with videos_gw.http() as http:
+        response = http.post(
+            "/v1/videos",
+            json={
+                "prompt": "from a link",
+                "size": "720x1280",
+                "input_reference": {"image_url": f"{sim.url}/files/gz-ref.png"},
+            },
+        )
+    message = assert_error(response, 400, "input_reference")
+    assert "Content-Encoding" in message and "not decoded" in message
+    assert sim.sent("/v1/videos") == []

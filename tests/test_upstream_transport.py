@@ -25,6 +25,7 @@ from mediagate.observability.metrics import Metrics
 from mediagate.upstream.aiohttp_transport import AiohttpTransport
 from mediagate.upstream.dialects import UpstreamRequest
 from mediagate.upstream.retry import CONNECT, RESET, TIMEOUT, failure_kind
+from mediagate.upstream.room import Claim
 from mediagate.upstream.sender import KeyRing, Upstream
 from mediagate.upstream.transport import (
     Call,
@@ -298,9 +299,9 @@ class Recording(Transport):
         self.inner = inner
         self.calls: list[str] = []
 
-    async def exchange(self, call: Call, max_bytes: int) -> Whole:
+    async def exchange(self, call: Call, max_bytes: int, claim: Claim | None = None) -> Whole:
         self.calls.append("exchange")
-        return await self.inner.exchange(call, max_bytes)
+        return await self.inner.exchange(call, max_bytes, claim)
 
     async def open(self, call: Call) -> UpstreamResponse:
         self.calls.append("open")

@@ -117,6 +117,7 @@ class RequestBookkeeping:
         finally:
             if self.bodies is not None:
                 self.bodies.release(scope)  # what its body held of the in-flight bound
+            context.finish(ctx)  # and what its upstream answers held of theirs
             ctx.endpoint = _label(scope)
             in_flight.dec()
             context.end(token)

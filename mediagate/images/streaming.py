@@ -25,10 +25,11 @@ from typing import Any
 import httpx2
 
 from mediagate.accounting.pricing import sum_usage
-from mediagate.errors import GatewayError, UpstreamError, maybe_paid
+from mediagate.errors import GatewayError, ServerOverloaded, UpstreamError, maybe_paid
 from mediagate.imagedata import InvalidImageData, checked_b64, invalid_image, sniff_image_type
 from mediagate.images.plan import ImageJob, ImagesResult
-from mediagate.upstream.transport import UpstreamResponse
+from mediagate.upstream.room import NeverFits, NoRoom
+from mediagate.upstream.transport import AnswerTooLarge, UpstreamResponse
 
 log = logging.getLogger("mediagate")
 
@@ -229,19 +230,23 @@ def is_event_stream(response: UpstreamResponse) -> bool:
 
 async def read_json(response: UpstreamResponse, max_bytes: int) -> Any:
     """A JSON answer to a streaming request, read whole (at most `max_bytes`): the upstream
-    made, and charged for, what it describes, so an unusable one may have been paid."""
-    body = bytearray()
+    made, and charged for, what it describes, so an unusable one may have been paid. Read as
+    the sender's whole answers are, its bytes held in the room for upstream answers."""
     try:
-        async for chunk in response.aiter_bytes():
-            body += chunk
-            if len(body) > max_bytes:
-                raise maybe_paid(
-                    UpstreamError(
-                        f"The upstream answered more than {max_bytes} bytes.",
-                        code="upstream_response_too_large",
-                    )
-                )
-        return json.loads(body)
+        return json.loads(await response.read_whole(max_bytes))
+    except (AnswerTooLarge, NeverFits):
+        error = UpstreamError(
+            f"The upstream answered more than the gateway can hold ({max_bytes} bytes at most, "
+            "within MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES for all answers).",
+            code="upstream_response_too_large",
+        )
+        raise maybe_paid(error) from None
+    except NoRoom:
+        overloaded = ServerOverloaded(
+            "The gateway holds as many upstream answers as it may "
+            "(MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES); this one found no room in time."
+        )
+        raise maybe_paid(overloaded) from None
     except httpx2.HTTPError as exc:
         error = UpstreamError(
             f"The upstream answer broke off: {type(exc).__name__}.",

@@ -177,6 +177,27 @@ class Metrics:
             ["endpoint"],
             registry=self.registry,
         )
+        # The room for upstream answers (upstream/room.py, MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES).
+        self.upstream_answer_bytes = Gauge(
+            "mediagate_upstream_answer_bytes",
+            "Bytes of upstream answers this replica holds now (bounded by "
+            "MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES).",
+            registry=self.registry,
+        )
+        self.upstream_answers_waiting = Gauge(
+            "mediagate_upstream_answers_waiting",
+            "Upstream answers waiting for room before their body is read.",
+            registry=self.registry,
+        )
+        self.upstream_answer_room = Counter(
+            "mediagate_upstream_answer_room",
+            "Upstream answers that had to wait for room, by outcome (waited: then read, "
+            "timed_out: dropped after MEDIAGATE_UPSTREAM_ROOM_WAIT_S, too_large: could never fit).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("waited", "timed_out", "too_large"):
+            self.upstream_answer_room.labels(outcome)
         self.budget_remaining = Gauge(
             "mediagate_budget_remaining_usd",
             "USD a client key may still spend in the period (day or month), as last seen.",

@@ -3,12 +3,18 @@
 It answers like the real routes (token group picks the route, each route refuses what the
 real one refuses) and records every request, so tests can assert both on what the gateway
 returned and on exactly what it sent upstream.
+
+Image links (`/files/{name}`) are served as stored, except that a name starting `gz-` is
+served in `Content-Encoding: gzip` whatever the request's Accept-Encoding (a CDN that
+compresses anyway): the links of an answer to a prompt with `[sim:gzipimage]` are such, and a
+test may store one itself (`SimState.files["gz-x.png"]`) as a client's image link.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import logging
 import secrets
 import time
@@ -135,6 +141,9 @@ def create_simulator_app(config: SimConfig, state: SimState | None = None) -> Fa
         if stored is None:
             return _error_response(SimError(404, "File not found.", code="not_found"))
         content, content_type = stored
+        if name.startswith(GZIP_FILE):
+            packed = gzip.compress(content, mtime=0)
+            return Response(packed, media_type=content_type, headers={"content-encoding": "gzip"})
         return Response(content=content, media_type=content_type)
 
     register_video_routes(app, config, sim)
@@ -247,7 +256,7 @@ async def _dispatch(
         chat = validate_chat(body)
         await _service_time(request, config)
         png = await _render(chat.width, chat.height, chat.prompt)
-        url = _store(request, sim, png)
+        url = _store(request, sim, png, gzipped=directives.gzipimage)
         content = f"> 🎨 Generating...\n\n![image]({url})\n"
         return _chat_completion(model, chat, content)
 
@@ -340,7 +349,7 @@ async def _answer_images(
         )
     await _service_time(request, config)
     form = "url" if directives.b64url else "b64_json" if directives.b64only else job.response_format
-    body = await _images_body(request, sim, job.route, job, form)
+    body = await _images_body(request, sim, job.route, job, form, directives.gzipimage)
     junk = bad_b64(job.prompt)
     if junk is not None:
         for item in body["data"]:
@@ -356,14 +365,19 @@ async def _answer_images(
 
 
 async def _images_body(
-    request: Request, sim: SimState, route: Route, job: ImageJob, response_format: str
+    request: Request,
+    sim: SimState,
+    route: Route,
+    job: ImageJob,
+    response_format: str,
+    gzipped: bool = False,
 ) -> dict[str, Any]:
     data: list[dict[str, str]] = []
     for index in range(job.n):
         png = await _render(job.width, job.height, job.seed(index))
         item: dict[str, str]
         if response_format == "url":
-            item = {"url": _store(request, sim, png)}
+            item = {"url": _store(request, sim, png, gzipped=gzipped)}
         else:
             item = {"b64_json": _encode_b64(route, png)}
         if route == "web":
@@ -418,8 +432,11 @@ def _refusal_job(body: dict[str, Any]) -> ChatJob:
     return ChatJob(prompt, 1024, 1024, 0)
 
 
-def _store(request: Request, sim: SimState, png: bytes) -> str:
-    name = f"{secrets.token_hex(16)}.png"
+GZIP_FILE = "gz-"  # a stored file served gzip-encoded
+
+
+def _store(request: Request, sim: SimState, png: bytes, *, gzipped: bool = False) -> str:
+    name = f"{GZIP_FILE if gzipped else ''}{secrets.token_hex(16)}.png"
     sim.files[name] = (png, _PNG)
     # Built from the request so links point at whatever host and port the test bound.
     return f"{str(request.base_url).rstrip('/')}/files/{name}"

@@ -11,7 +11,14 @@ fault replaces (or disturbs) the normal answer:
   `[sim:burstNNN=N:label]` (the first N requests carrying that directive get status NNN; a
   429 comes with Retry-After, `[sim:retryafter=S]` to choose it), `[sim:gzipbomb]` (a 200 of
   64 KiB in `Content-Encoding: gzip`, whatever the request's Accept-Encoding, that decodes to
-  a valid image answer padded to 64 MiB);
+  a valid image answer padded to 64 MiB; `[sim:gzipbomb=MB]` decodes to MB MiB instead, built
+  once per size a piece at a time, never whole: 1024 is about 1 MiB of gzip), `[sim:padded=MB]`
+  (an honest large answer: a valid image answer padded with whitespace to MB MiB, sent in
+  1 MiB pieces);
+- helpers of the answers given in place of the simulator (`padded`, `huge`, `gzipbomb`, the
+  statuses): `[sim:chunked]` (no Content-Length: chunked), `[sim:holdbody=LABEL]` (the status
+  and headers go out at once, the body only once the test calls `plan.release("LABEL")`, or
+  the client hangs up);
 - one-shot faults queued by a test: `plan.inject("reset", path="/v1/videos/", method="GET")`;
 - faults for every request made with one upstream key: `plan.set(by_key={"sk-a": "429"})`;
 - faults by rate: `plan.set(rate=0.3, kinds=["429", "reset", "timeout"], seed=7)`.
@@ -34,14 +41,15 @@ import asyncio
 import base64
 import contextlib
 import functools
-import gzip
 import json
 import math
 import random
 import re
+import threading
+import zlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -63,11 +71,16 @@ KINDS = (
     "truncated",
     "huge",
     "gzipbomb",
+    "padded",
 )
 _DIRECTIVE = re.compile(
-    rb"\[sim:(reset|resetbody|truncated|nonjson|gzipbomb|slowstart=[0-9.]+|slowbody=[0-9.]+|"
-    rb"huge=[0-9.]+|burst[45][0-9]{2}=[0-9]+(?::[A-Za-z0-9_-]+)?)\]"
+    rb"\[sim:(reset|resetbody|truncated|nonjson|gzipbomb(?:=[0-9]+)?|slowstart=[0-9.]+|"
+    rb"slowbody=[0-9.]+|huge=[0-9.]+|padded=[0-9.]+|"
+    rb"burst[45][0-9]{2}=[0-9]+(?::[A-Za-z0-9_-]+)?)\]"
 )
+_HOLD_BODY = re.compile(rb"\[sim:holdbody=([A-Za-z0-9_-]+)\]")
+_CHUNKED = b"[sim:chunked]"
+_PIECE = 1024 * 1024  # a large answer goes out in pieces of this size
 # The upstream's API prefixes: OpenAI-style, Seedance (Ark) and Wan (DashScope).
 _FAULT_PATHS = ("/v1/", "/seedance/", "/wan/")
 _RETRY_AFTER = re.compile(rb"\[sim:retryafter=([0-9.]+)\]")
@@ -83,7 +96,9 @@ Recorder = Callable[[str, str, str | None, bytes, int], None]
 class Fault:
     kind: str
     seconds: float = 0.0  # slowstart, slowbody, timeout; retry-after of a 429
-    size: int = 0  # huge: bytes
+    size: int = 0  # huge, padded: bytes; gzipbomb: bytes once decoded
+    hold: str | None = None  # holdbody: the label the body waits for
+    chunked: bool = False  # no Content-Length
 
 
 @dataclass
@@ -113,6 +128,7 @@ class FaultPlan:
     injected: Counter[str] = field(default_factory=Counter)
     _queue: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     _bursts: Counter[bytes] = field(default_factory=Counter)
+    _released: dict[str, threading.Event] = field(default_factory=dict)
     _rng: random.Random = field(default_factory=random.Random)
 
     def set(
@@ -148,6 +164,13 @@ class FaultPlan:
             raise ValueError(f"unknown fault kind {kind}")
         self._queue += [(kind, path, method.upper() if method else None)] * count
 
+    def release(self, label: str) -> None:
+        """The bodies held by `[sim:holdbody=label]` go out (those to come too)."""
+        self._hold(label).set()
+
+    def _hold(self, label: str) -> threading.Event:
+        return self._released.setdefault(label, threading.Event())
+
     def clear(self) -> None:
         """No more faults; what was seen stays for the test to read."""
         self.set()
@@ -158,6 +181,7 @@ class FaultPlan:
         self.seen.clear()
         self.injected.clear()
         self._bursts.clear()
+        self._released.clear()
 
     def choose(self, method: str, path: str, key: str | None, body: bytes) -> Fault | None:
         fault = self._directive(body)
@@ -180,6 +204,10 @@ class FaultPlan:
             fault = self._fault(self._rng.choice(self.kinds))
         if fault is not None:
             self.injected[fault.kind] += 1
+            hold = _HOLD_BODY.search(body) if b"[sim:" in body else None
+            if hold is not None or _CHUNKED in body:
+                label = hold.group(1).decode() if hold is not None else None
+                fault = replace(fault, hold=label, chunked=_CHUNKED in body)
         return fault
 
     def _fault(self, kind: str) -> Fault:
@@ -187,8 +215,10 @@ class FaultPlan:
             return Fault(kind, seconds=self.slow_s)
         if kind == "timeout":
             return Fault("slowstart", seconds=self.timeout_s)
-        if kind == "huge":
+        if kind in ("huge", "padded"):
             return Fault(kind, size=int(self.huge_mb * 1024 * 1024))
+        if kind == "gzipbomb":
+            return Fault(kind, size=64 * 1024 * 1024)
         return Fault(kind, seconds=self.retry_after_s)
 
     def _directive(self, body: bytes) -> Fault | None:
@@ -201,8 +231,10 @@ class FaultPlan:
         name, _, value = text.partition("=")
         if name in ("slowstart", "slowbody"):
             return Fault(name, seconds=float(value))
-        if name == "huge":
+        if name in ("huge", "padded"):
             return Fault(name, size=int(float(value) * 1024 * 1024))
+        if name == "gzipbomb":
+            return Fault(name, size=int(value or 64) * 1024 * 1024)
         if name.startswith("burst"):
             self._bursts[match.group(0)] += 1
             if self._bursts[match.group(0)] > int(value.split(":")[0]):
@@ -341,9 +373,13 @@ class FaultInjector:
             await asyncio.sleep(0.05)  # let the first bytes leave before the connection dies
             await self._abort(scope)
             return
+        if fault.chunked:
+            headers = [(k, v) for k, v in headers if k != b"content-length"]
         await send({"type": "http.response.start", "status": status, "headers": headers})
+        if fault.hold is not None and not await _released(self.plan._hold(fault.hold), gone):
+            return  # the client left while the body was held
         if fault.kind == "huge":
-            chunk = b"A" * (1024 * 1024)
+            chunk = b"A" * _PIECE
             left = fault.size
             try:
                 while left > 0:
@@ -353,7 +389,13 @@ class FaultInjector:
             except OSError:
                 return  # the client stopped reading, as it should
             return
-        await send({"type": "http.response.body", "body": content})
+        try:
+            for start in range(0, max(len(content), 1), _PIECE):
+                more = start + _PIECE < len(content)
+                piece = content[start : start + _PIECE]
+                await send({"type": "http.response.body", "body": piece, "more_body": more})
+        except OSError:
+            return  # the client stopped reading
 
     async def _abort(self, scope: Scope) -> None:
         abort: Callable[[], None] | None = scope.get(self.abort_key)
@@ -388,8 +430,12 @@ def _answer(fault: Fault) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
             ]
         return status, [*headers, (b"content-length", str(len(body)).encode())], body
     if fault.kind == "gzipbomb":
-        body = _gzip_bomb()
+        body = _gzip_bomb(fault.size)
         headers = [(b"content-type", b"application/json"), (b"content-encoding", b"gzip")]
+        return 200, [*headers, (b"content-length", b"%d" % len(body))], body
+    if fault.kind == "padded":
+        body = _padded(fault.size)
+        headers = [(b"content-type", b"application/json")]
         return 200, [*headers, (b"content-length", b"%d" % len(body))], body
     if fault.kind == "nonjson":
         body = b"<html><body>502 Bad Gateway (but with a 200)</body></html>"
@@ -409,13 +455,42 @@ def _answer(fault: Fault) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     )
 
 
+def _image_answer(name: str) -> bytes:
+    image = base64.b64encode(make_png(64, 64, name)).decode()
+    return json.dumps({"created": 1, "data": [{"b64_json": image}]}).encode()
+
+
 @functools.cache
-def _gzip_bomb() -> bytes:
-    """An image answer padded with 64 MiB of whitespace (valid JSON, a real PNG in it),
-    gzipped to about 64 KiB: whoever decodes it holds 64 MiB for one small answer."""
-    image = base64.b64encode(make_png(64, 64, "bomb")).decode()
-    head = json.dumps({"created": 1, "data": [{"b64_json": image}]}).encode()
-    return gzip.compress(head[:-1] + b" " * (64 * 1024 * 1024) + b"}", 9, mtime=0)
+def _gzip_bomb(size: int = 64 * 1024 * 1024) -> bytes:
+    """An image answer padded with whitespace to `size` bytes (valid JSON, a real PNG in it),
+    gzipped to about a thousandth of that: whoever decodes it holds `size` bytes for one small
+    answer. Compressed a piece at a time, so building a 1 GiB one holds about 1 MiB."""
+    head = _image_answer("bomb")
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip container
+    out = [packer.compress(head[:-1])]
+    left = max(size - len(head), 0)
+    blank = b" " * _PIECE
+    while left > 0:
+        out.append(packer.compress(blank[: min(left, _PIECE)]))
+        left -= _PIECE
+    out.append(packer.compress(b"}"))
+    out.append(packer.flush())
+    return b"".join(out)
+
+
+@functools.lru_cache(maxsize=4)
+def _padded(size: int) -> bytes:
+    """An honest large answer: a valid image answer padded with whitespace to `size` bytes."""
+    head = _image_answer("padded")
+    return head[:-1] + b" " * max(size - len(head), 0) + b"}"
+
+
+async def _released(event: threading.Event, gone: asyncio.Event) -> bool:
+    """Whether the test released `event` before the client hung up (set from its thread)."""
+    while not event.is_set():
+        if not await _outwaited(gone, 0.01):
+            return False
+    return True
 
 
 def _trickle(send: Send, seconds: float, gone: asyncio.Event) -> Send:

@@ -299,6 +299,8 @@ class Directives:
     echokey: bool = False
     # A leaky error: the key in the code, param and type, internal addresses in the message.
     leakyerror: bool = False
+    # The image links it writes serve their file in Content-Encoding: gzip, whatever was asked.
+    gzipimage: bool = False
 
 
 def parse_directives(prompt: str | None) -> Directives:
@@ -322,6 +324,7 @@ def parse_directives(prompt: str | None) -> Directives:
         nostream="[sim:nostream]" in prompt,
         echokey="[sim:echokey]" in prompt,
         leakyerror=LEAKY_ERROR in prompt,
+        gzipimage="[sim:gzipimage]" in prompt,
     )
 
 

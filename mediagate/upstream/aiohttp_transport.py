@@ -37,7 +37,8 @@ import aiohttp
 import httpx2
 from multidict import CIMultiDict
 
-from mediagate.upstream.transport import Call, Transport, UpstreamResponse, Whole, read_bounded
+from mediagate.upstream.room import Claim
+from mediagate.upstream.transport import Call, Transport, UpstreamResponse, Whole, read_whole
 
 
 @contextlib.contextmanager
@@ -138,17 +139,18 @@ class AiohttpTransport(Transport):
             timeout=_timeouts(call.timeouts),
         )
 
-    async def exchange(self, call: Call, max_bytes: int) -> Whole:
+    async def exchange(self, call: Call, max_bytes: int, claim: Claim | None = None) -> Whole:
         with _mapped():
             response = await self._request(call)
+            headers = list(response.raw_headers)
             try:
-                body = await read_bounded(
-                    response.content.iter_any(), response.content_length, max_bytes
+                body, held = await read_whole(
+                    response.content.iter_any(), headers, max_bytes, claim
                 )
             finally:
-                # Read to the end: back to the pool; cut short (too large): closed.
+                # Read to the end: back to the pool; cut short (refused): closed.
                 response.release()
-        return Whole(response.status, list(response.raw_headers), body)
+        return Whole(response.status, headers, body, held)
 
     async def open(self, call: Call) -> UpstreamResponse:
         with _mapped():

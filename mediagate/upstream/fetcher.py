@@ -3,7 +3,10 @@
 A model can write any URL into its answer, including ones that point at the gateway's own
 network. So: http(s) only, every address the host resolves to must be public (unless the
 operator allowed that host:port), redirects are checked hop by hop, the body is capped, and
-only image bytes are accepted.
+only image bytes are accepted. Bodies are never decoded, as with the upstream's API calls
+(mediagate.upstream.transport): a download asks for `Accept-Encoding: identity` and refuses an
+answer in any other Content-Encoding before reading its body (a few KB of gzip could decode
+to any size; httpx2's client would otherwise decode it, a chunk at a time, before counting).
 
 "Public" sees through the IPv6 forms that carry an IPv4 address: IPv4-mapped (::ffff:a.b.c.d),
 SIIT (::ffff:0:a.b.c.d), IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96; the local-use
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Iterable
@@ -41,9 +45,11 @@ import httpx2
 from mediagate.errors import AddressRefused, FetchRefused, NotFound, UpstreamError, UpstreamTimeout
 from mediagate.imagedata import sniff_image_type
 from mediagate.observability import tracing
-from mediagate.upstream.transport import UpstreamResponse, streamed
+from mediagate.upstream.transport import UpstreamResponse, encoded, raw_chunks, streamed
 
 _MAX_REDIRECTS = 3
+_IDENTITY = {"accept-encoding": "identity"}  # what every download asks for: bytes as stored
+_TOKEN = re.compile(r"[A-Za-z0-9._+-]{1,40}")
 
 
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -274,7 +280,7 @@ class SafeFetcher:
     async def _fetch(self, url: httpx2.URL) -> tuple[bytes, str]:
         for _ in range(_MAX_REDIRECTS + 1):
             await self._check(url)
-            request = self._client.build_request("GET", url)
+            request = self._client.build_request("GET", url, headers=_IDENTITY)
             response = await self._client.send(request, stream=True, follow_redirects=False)
             try:
                 if response.is_redirect and "location" in response.headers:
@@ -285,6 +291,7 @@ class SafeFetcher:
                         f"The generated image's link answered HTTP {response.status_code}.",
                         code="image_download_failed",
                     )
+                _not_encoded(response, "The image's link", "image_download_failed")
                 return await self._read_image(response)
             finally:
                 await response.aclose()
@@ -302,7 +309,7 @@ class SafeFetcher:
         async with self._bounded("open the video's link", invalid, "video_download_failed"):
             for _ in range(_MAX_REDIRECTS + 1):
                 await self._check(url, "open a video link to")
-                request = self._client.build_request("GET", url, headers=headers)
+                request = self._client.build_request("GET", url, headers={**headers, **_IDENTITY})
                 response = await self._client.send(request, stream=True, follow_redirects=False)
                 if response.is_redirect and "location" in response.headers:
                     await response.aclose()
@@ -319,6 +326,11 @@ class SafeFetcher:
                     raise UpstreamError(
                         f"The video's link answered HTTP {status}.", code="video_download_failed"
                     )
+                try:
+                    _not_encoded(response, "The video's link", "video_download_failed")
+                except UpstreamError:
+                    await response.aclose()
+                    raise
                 return streamed(response)
         raise FetchRefused("The video's link redirected too many times.")
 
@@ -338,12 +350,14 @@ class SafeFetcher:
         return response.status_code
 
     async def _read_image(self, response: httpx2.Response) -> tuple[bytes, str]:
-        declared = int(response.headers.get("content-length") or 0)
-        if declared > self._max_bytes:
+        declared = response.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
             raise FetchRefused("The generated image is larger than the gateway accepts.")
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
+        # The bytes as sent (raw: nothing decoded; `_not_encoded` checked there is nothing to
+        # decode), counted as they arrive.
+        async for chunk in raw_chunks(response):
             size += len(chunk)
             if size > self._max_bytes:
                 raise FetchRefused("The generated image is larger than the gateway accepts.")
@@ -353,3 +367,17 @@ class SafeFetcher:
         if kind is None:
             raise FetchRefused("The upstream's image link did not serve an image.")
         return data, kind
+
+
+def _not_encoded(response: httpx2.Response, what: str, code: str) -> None:
+    """Refuses (an UpstreamError with `code`) an answer in a Content-Encoding the download did
+    not ask for, before a byte of its body is read: it is never decoded."""
+    encoding = encoded(response.headers.raw)
+    if encoding is None:
+        return
+    named = encoding if _TOKEN.fullmatch(encoding) else "unknown"
+    raise UpstreamError(
+        f"{what} answered in a Content-Encoding the gateway did not ask for ({named!r}); it "
+        "is not decoded.",
+        code=code,
+    )

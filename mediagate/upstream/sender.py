@@ -32,6 +32,7 @@ from mediagate.errors import (
     InvalidRequest,
     RateLimited,
     Scrubber,
+    ServerOverloaded,
     UpstreamError,
     UpstreamTimeout,
     maybe_paid,
@@ -50,9 +51,11 @@ from mediagate.upstream.retry import (
     failure_kind,
     retry_after_s,
 )
+from mediagate.upstream.room import AnswerRoom, Claim, NeverFits, NoRoom
 from mediagate.upstream.transport import (
     AnswerTooLarge,
     Call,
+    Encoded,
     RawHeaders,
     Timeouts,
     Transport,
@@ -153,6 +156,7 @@ class UpstreamAnswer:
     response: UpstreamResponse  # whole (decoded, empty when parsed) or a stream to close
     key: str  # the upstream key that got this answer
     payload: Any = None  # the parsed JSON, when asked for
+    held: int = 0  # bytes its body took of the room for upstream answers (mediagate.upstream.room)
 
     @property
     def key_fingerprint(self) -> str:
@@ -175,8 +179,11 @@ class Upstream:
         breakers: Breakers | None = None,
         rng: random.Random | None = None,
         tracer: tracing.Tracer | None = None,
+        room: AnswerRoom | None = None,
     ) -> None:
         self._transport = transport
+        # What all requests together may hold of upstream answers (0: no bound).
+        self.room = room or AnswerRoom(0, 0.0)
         self._base_url = base_url
         self.keys = keys
         self._metrics = metrics
@@ -286,6 +293,7 @@ class Upstream:
             except BaseException:
                 permit.release()
                 raise
+        claim, own = self._claim()
         tried: list[str] = []
         # The route's attempts spent: a key the upstream refused (401/403) did nothing, so its
         # attempt is not one of them (docs/operations.md, "Key pools").
@@ -304,7 +312,9 @@ class Upstream:
                     with tracing.upstream_attempt(
                         self._tracer, route.id, route.group, attempt, request.method, request.path
                     ) as span:
-                        answer = await self._attempt(route, request, use, paid, stream, parse)
+                        answer = await self._attempt(
+                            route, request, use, paid, stream, parse, claim
+                        )
                         span.answered(answer.response.status_code)
                 except _Failure as failure:
                     retry = decide(
@@ -322,6 +332,7 @@ class Upstream:
                     if permit is not None:
                         permit.success()
                     return answer
+                claim.give_back(answer.held)  # an error's body is not held for the request
                 error = await self._error(route, answer.response, stream, not_found)
                 wait = retry_after_s(answer.response.headers)
                 self.keys.failed(route.group, use, status, wait)
@@ -362,6 +373,24 @@ class Upstream:
         finally:
             if permit is not None:
                 permit.release()  # nothing to report (a client error, a cancelled call)
+            if own or claim.closed:
+                claim.release()  # no request holds this answer (or its request has ended)
+
+    def _claim(self) -> tuple[Claim, bool]:
+        """The claim on the room this call's answer is held under: its request's (given back
+        when the request ends, mediagate.context.finish), and whether the call gives it back
+        itself (outside a request, or after its request ended: when the call returns)."""
+        ctx = context.active()
+        if ctx is None or ctx.ended:
+            return self.room.claim(), True
+        held = ctx.held
+        if isinstance(held, Claim) and held.room is self.room:
+            return held, False
+        claim = self.room.claim()
+        if held is None:
+            ctx.held = claim
+            return claim, False
+        return claim, True
 
     async def _pause(self, route: Route, retry: Retry) -> None:
         self._metrics.upstream_retries.labels(route.id, route.group, retry.reason).inc()
@@ -374,7 +403,14 @@ class Upstream:
         await asyncio.sleep(retry.delay_s)
 
     async def _attempt(
-        self, route: Route, call: UpstreamRequest, key: str, paid: bool, stream: bool, parse: bool
+        self,
+        route: Route,
+        call: UpstreamRequest,
+        key: str,
+        paid: bool,
+        stream: bool,
+        parse: bool,
+        claim: Claim,
     ) -> UpstreamAnswer:
         """Send once and wait for the status line (and, unless streaming, the whole body, at
         most max_bytes of it). One path whatever the transport: `exchange` for a whole answer,
@@ -398,15 +434,19 @@ class Upstream:
                     if encoding is not None:
                         await response.aclose()
                         raise self._encoded_answer(route, encoding, paid)
+                    response.claim = claim  # relayed as read; held only if read whole
                     return UpstreamAnswer(response, key)
-                whole = await self._transport.exchange(wire, self._max_bytes)
+                whole = await self._transport.exchange(wire, self._max_bytes, claim)
                 label = str(whole.status)
-                encoding = encoded(whole.headers)
-                if encoding is not None:
-                    raise self._encoded_answer(route, encoding, paid)
                 body = whole.body
+        except Encoded as refused:
+            raise self._encoded_answer(route, refused.encoding, paid) from None
         except AnswerTooLarge:
             raise self._too_large(route, paid) from None
+        except NeverFits as never:
+            raise self._never_fits(route, never, paid) from None
+        except NoRoom:
+            raise self._no_room(route, paid) from None
         except (TimeoutError, httpx2.TimeoutException) as exc:
             kind = failure_kind(exc)
             label = "timeout" if kind == TIMEOUT else "error"
@@ -416,11 +456,16 @@ class Upstream:
         finally:
             self._metrics.upstream_call(route, label, time.perf_counter() - started)
         if parse and whole.status < 400:
-            payload = self._json(route, whole.headers, body, paid)
+            try:
+                payload = self._json(route, whole.headers, body, paid)
+            except _Failure:
+                claim.give_back(whole.held)
+                raise
             # Callers of a parsed answer use its payload, status and headers: the raw bytes
             # (megabytes of base64 for an image) go now rather than when the request ends.
-            return UpstreamAnswer(_complete(whole.status, whole.headers, b""), key, payload)
-        return UpstreamAnswer(_complete(whole.status, whole.headers, body), key)
+            complete = _complete(whole.status, whole.headers, b"")
+            return UpstreamAnswer(complete, key, payload, whole.held)
+        return UpstreamAnswer(_complete(whole.status, whole.headers, body), key, held=whole.held)
 
     def _transport_failure(
         self, route: Route, kind: str, exc: BaseException, paid: bool, total: float
@@ -463,6 +508,29 @@ class Upstream:
             code="upstream_response_too_large",
         )
         return _Failure(GARBAGE, maybe_paid(error) if paid else error)
+
+    def _never_fits(self, route: Route, never: NeverFits, paid: bool) -> GatewayError:
+        """An answer the room can never hold: refused at once, never waited for (it would wait
+        for room its own request holds, or that does not exist)."""
+        own = f", and this request holds {never.own} of them already" if never.own else ""
+        error = UpstreamError(
+            f"The upstream route {route.id} answered more than the gateway can hold: upstream "
+            f"answers may take {never.limit} bytes together "
+            f"(MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES){own}.",
+            code="upstream_response_too_large",
+        )
+        return maybe_paid(error) if paid else error
+
+    def _no_room(self, route: Route, paid: bool) -> GatewayError:
+        """An answer that waited for room in vain: not read. A paid call's may have been
+        charged for (no Retry-After: a retry could pay twice)."""
+        error = ServerOverloaded(
+            f"The gateway holds as many upstream answers as it may "
+            f"(MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES); the answer of route {route.id} waited "
+            f"{self.room.wait_s:g} s for room and was not read.",
+            headers={} if paid else {"retry-after": "1"},
+        )
+        return maybe_paid(error) if paid else error
 
     def _json(self, route: Route, headers: RawHeaders, body: bytes, paid: bool) -> Any:
         try:

@@ -17,8 +17,12 @@ hand to `create_app`). What both guarantee, so the sender's rules read the same 
   `RemoteProtocolError`/`ReadError`;
 - timeouts per phase from the call's `timeouts` (httpx2's `timeout` extension: connect, read
   per chunk, write, pool);
-- a whole answer read at most `max_bytes` long (else `AnswerTooLarge`, the connection closed);
-  a streamed one read as it arrives, its connection reused only if it was read to its end.
+- a whole answer read by `read_whole`, the one read path of both: not read at all when it is
+  in a Content-Encoding (`Encoded`, the connection closed), at most `max_bytes` long (else
+  `AnswerTooLarge`, the connection closed), its bytes taken from the request's room for
+  upstream answers (mediagate.upstream.room: by Content-Length before the first body byte, else
+  as read; waiting for room leaves the body unread, so the upstream's socket stalls); a
+  streamed one read as it arrives, its connection reused only if it was read to its end.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from typing import cast
 
 import httpx2
 
+from mediagate.upstream.room import Claim
+
 RawHeaders = list[tuple[bytes, bytes]]
 Timeouts = dict[str, float | None]  # httpx2's per-phase timeouts (its `timeout` extension)
 
@@ -40,19 +46,55 @@ class AnswerTooLarge(Exception):
     """An answer longer than the caller's limit: not read further (the connection is closed)."""
 
 
-async def read_bounded(chunks: AsyncIterable[bytes], declared: int | None, limit: int) -> bytes:
-    """A body read whole, refused (AnswerTooLarge) as soon as it is declared or found longer
-    than `limit`, so a huge answer cannot exhaust memory."""
+class Encoded(Exception):
+    """An answer in a Content-Encoding (the sender asks for `identity` only): not read."""
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(encoding)
+        self.encoding = encoding
+
+
+async def read_whole(
+    chunks: AsyncIterable[bytes],
+    headers: RawHeaders,
+    limit: int,
+    claim: Claim | None = None,
+) -> tuple[bytes, int]:
+    """A body read whole: (its bytes, what it took of `claim`'s room). Refused unread when it is
+    encoded (Encoded); refused (AnswerTooLarge) as soon as it is declared or found longer than
+    `limit`; its bytes taken from `claim` before they are read when declared, as read
+    otherwise (a wait for room leaves the body unread; NoRoom, NeverFits). What it took is
+    given back if it fails."""
+    encoding = encoded(headers)
+    if encoding is not None:
+        raise Encoded(encoding)
+    length = _header(headers, b"content-length")
+    declared = int(length) if length is not None and length.strip().isdigit() else None
     if declared is not None and declared > limit:
         raise AnswerTooLarge
-    read: list[bytes] = []
-    size = 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise AnswerTooLarge
-        read.append(chunk)
-    return read[0] if len(read) == 1 else b"".join(read)
+    taken = 0
+    try:
+        if claim is not None and declared:
+            await claim.take(declared)  # all or nothing, before a byte of the body
+            taken = declared
+        read: list[bytes] = []
+        size = 0
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise AnswerTooLarge
+            if claim is not None and size > taken:
+                await claim.take(size - taken)
+                taken = size
+            read.append(chunk)
+    except BaseException:
+        if claim is not None:
+            claim.give_back(taken)
+        raise
+    if claim is not None and taken > size:
+        claim.give_back(taken - size)
+        taken = size
+    return (read[0] if len(read) == 1 else b"".join(read)), taken
 
 
 @dataclass(slots=True)
@@ -70,11 +112,12 @@ class Call:
 
 @dataclass(slots=True)
 class Whole:
-    """A call's answer read whole: its bytes as sent (compressed, if they were)."""
+    """A call's answer read whole: its bytes as sent, and what they took of the room."""
 
     status: int
     headers: RawHeaders
     body: bytes
+    held: int = 0
 
 
 def _header(headers: RawHeaders, name: bytes) -> bytes | None:
@@ -99,7 +142,7 @@ class UpstreamResponse:
     (`aclose`).
     Named as httpx2's response is, for the few things callers use of one."""
 
-    __slots__ = ("_chunks", "_close", "_headers", "_raw", "content", "status_code")
+    __slots__ = ("_chunks", "_close", "_headers", "_raw", "claim", "content", "status_code")
 
     def __init__(
         self,
@@ -116,6 +159,8 @@ class UpstreamResponse:
         self.content = content
         self._chunks = chunks
         self._close = close
+        # The room a stream's body takes if it is read whole (`read_whole`), set by the sender.
+        self.claim: Claim | None = None
 
     @property
     def headers(self) -> httpx2.Headers:
@@ -167,6 +212,12 @@ class UpstreamResponse:
         async for chunk in self._raw_chunks():
             yield chunk
 
+    async def read_whole(self, max_bytes: int) -> bytes:
+        """A streamed body read whole after all (an upstream that answered JSON to a streaming
+        request), by the one read path: at most `max_bytes`, its bytes taken from the room."""
+        body, _ = await read_whole(self._raw_chunks(), self._raw, max_bytes, self.claim)
+        return body
+
     async def aclose(self) -> None:
         close, self._close = self._close, None
         if close is not None:
@@ -177,8 +228,9 @@ class Transport(abc.ABC):
     """The sender's network: both calls keep the guarantees above."""
 
     @abc.abstractmethod
-    async def exchange(self, call: Call, max_bytes: int) -> Whole:
-        """The call, its answer read whole (at most `max_bytes`, else AnswerTooLarge)."""
+    async def exchange(self, call: Call, max_bytes: int, claim: Claim | None = None) -> Whole:
+        """The call, its answer read whole by `read_whole` (at most `max_bytes`, held under
+        `claim`)."""
 
     @abc.abstractmethod
     async def open(self, call: Call) -> UpstreamResponse:
@@ -201,7 +253,7 @@ class Transport(abc.ABC):
         await self.aclose()
 
 
-async def _raw(response: httpx2.Response) -> AsyncIterator[bytes]:
+async def raw_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
     # Its stream, not aiter_raw(): a test's response made whole (content=, json=) has been
     # read already, and its stream still holds the bytes as given.
     async for chunk in cast(AsyncIterable[bytes], response.stream):
@@ -211,7 +263,10 @@ async def _raw(response: httpx2.Response) -> AsyncIterator[bytes]:
 def streamed(response: httpx2.Response) -> UpstreamResponse:
     """An httpx2 response whose body is unread, as an UpstreamResponse."""
     return UpstreamResponse(
-        response.status_code, response.headers.raw, chunks=_raw(response), close=response.aclose
+        response.status_code,
+        response.headers.raw,
+        chunks=raw_chunks(response),
+        close=response.aclose,
     )
 
 
@@ -232,16 +287,14 @@ class HttpxTransport(Transport):
         request.extensions["timeout"] = call.timeouts
         return request
 
-    async def exchange(self, call: Call, max_bytes: int) -> Whole:
+    async def exchange(self, call: Call, max_bytes: int, claim: Claim | None = None) -> Whole:
         response = await self._transport.handle_async_request(self._request(call))
+        headers = response.headers.raw
         try:
-            declared = response.headers.get("content-length", "")
-            body = await read_bounded(
-                _raw(response), int(declared) if declared.isdigit() else None, max_bytes
-            )
+            body, held = await read_whole(raw_chunks(response), headers, max_bytes, claim)
         finally:
             await response.aclose()
-        return Whole(response.status_code, response.headers.raw, body)
+        return Whole(response.status_code, headers, body, held)
 
     async def open(self, call: Call) -> UpstreamResponse:
         return streamed(await self._transport.handle_async_request(self._request(call)))
