@@ -52,7 +52,7 @@ from typing import Any
 
 import httpx2
 
-from .procs import Proc, free_port, wait_http, wait_port
+from .procs import Proc, free_port, serve_gateway, wait_port
 
 ATTACKER_KEY = "sk-bench-attacker-" + "0" * 22
 VICTIM_KEY = "sk-bench-victim-" + "1" * 24
@@ -174,7 +174,6 @@ def simulator(work: Path) -> Iterator[str]:
 def gateway(work: Path, sim_url: str, name: str, **extra: str) -> Iterator[tuple[Proc, str]]:
     """A gateway in front of the simulator, configured only by MEDIAGATE_* variables (`extra`
     on top): its process and URL."""
-    port = free_port()
     env = _clean_env() | {
         "MEDIAGATE_UPSTREAM_URL": f"{sim_url}/v1",
         "MEDIAGATE_KEY_DEFAULT": SIM_KEYS["default"],
@@ -184,14 +183,8 @@ def gateway(work: Path, sim_url: str, name: str, **extra: str) -> Iterator[tuple
         "MEDIAGATE_DATA_DIR": str(work / f"{name}-data"),
         **extra,
     }
-    args = [sys.executable, "-m", "mediagate", "serve", "--host", "127.0.0.1"]
-    proc = Proc(name, [*args, "--port", str(port)], work, env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(proc, f"{url}/readyz")
-        yield proc, url
-    finally:
-        proc.stop()
+    with serve_gateway(name, work, env) as served:
+        yield served
 
 
 # -- the attacks -----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -142,6 +142,27 @@ def wait_port(proc: Proc, port: int, timeout_s: float = 60.0) -> None:
 # load happened to raise the threshold: direct calls measured 3x slower early in a run than
 # late. Fixed thresholds make the baseline steady.
 STEADY_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(256 << 20)}
+
+
+@contextlib.contextmanager
+def serve_gateway(
+    name: str,
+    log_dir: Path,
+    env: dict[str, str],
+    cpu: int | None = None,
+    cwd: Path | None = None,
+) -> Iterator[tuple[Proc, str]]:
+    """`python -m mediagate serve` on a free port with `env`, ready (its /readyz answered):
+    its process and URL; stopped on exit."""
+    port = free_port()
+    args = [sys.executable, "-m", "mediagate", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    proc = Proc(name, args, log_dir, env, cpu, cwd=cwd)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(proc, f"{url}/readyz")
+        yield proc, url
+    finally:
+        proc.stop()
 
 
 def steady_env() -> dict[str, str]:

@@ -45,8 +45,8 @@ from .procs import (
     cpus,
     free_port,
     peak_rss_during,
+    serve_gateway,
     steady_env,
-    wait_http,
     wait_port,
 )
 from .report import render
@@ -144,24 +144,12 @@ def gateway_env(stack: Stack, name: str, **extra: str) -> dict[str, str]:
 def gateway(
     stack: Stack, name: str, app_dir: str | None = None, **extra: str
 ) -> Iterator[tuple[Proc, str]]:
-    port = free_port()
-    args = [sys.executable, "-m", "mediagate", "serve", "--host", "127.0.0.1", "--port", str(port)]
     # BENCH_APP_DIR: another checkout's package (say, the main branch's) to measure instead.
     app_dir = app_dir or os.environ.get("BENCH_APP_DIR")
-    proc = Proc(
-        name,
-        args,
-        stack.work,
-        gateway_env(stack, name, **extra),
-        stack.gateway_cpu,
-        cwd=Path(app_dir) if app_dir else None,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(proc, f"{url}/readyz")
-        yield proc, url
-    finally:
-        proc.stop()
+    env = gateway_env(stack, name, **extra)
+    cwd = Path(app_dir) if app_dir else None
+    with serve_gateway(name, stack.work, env, stack.gateway_cpu, cwd) as served:
+        yield served
 
 
 def _litellm_binary() -> str | None:

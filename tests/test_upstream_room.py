@@ -44,15 +44,23 @@ def later(
     return lambda: future.result(timeout=60)
 
 
+def holding_3_mib(
+    pool: concurrent.futures.Executor, gateway: Gateway
+) -> Callable[[], httpx2.Response]:
+    """A first answer of 3 MiB whose body the simulator holds back ("a"), once its room is
+    taken (by its Content-Length, before a byte of its body is read)."""
+    first = later(pool, lambda: gateway.generate("a [sim:padded=3][sim:holdbody=a]", MODEL))
+    wait_until(lambda: room(gateway).get("held") == 3 * MIB, timeout_s=20)
+    return first
+
+
 def test_answers_wait_for_room_and_the_total_held_stays_within_it(
     make_gateway: Callable[..., Gateway], sim: Sim
 ) -> None:
     budget = 5 * MIB
     gateway = make_gateway(max_inflight_upstream_bytes=budget, upstream_room_wait_s=120)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        first = later(pool, lambda: gateway.generate("a [sim:padded=3][sim:holdbody=a]", MODEL))
-        # Its Content-Length is taken before a byte of its body is read (and held back here).
-        wait_until(lambda: room(gateway).get("held") == 3 * MIB, timeout_s=20)
+        first = holding_3_mib(pool, gateway)
         second = later(pool, lambda: gateway.generate("b [sim:padded=3][sim:holdbody=b]", MODEL))
         sim.state.faults.release("b")  # its body is there: the gateway does not read it
         wait_until(lambda: room(gateway).get("waiting") == 1, timeout_s=20)
@@ -76,8 +84,7 @@ def test_an_answer_with_no_room_in_time_is_a_503_the_sdk_is_told_not_to_retry(
     # A wait of 0: no room now is no room (a longer wait ends the same way at its deadline).
     gateway = make_gateway(max_inflight_upstream_bytes=5 * MIB, upstream_room_wait_s=0)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        first = later(pool, lambda: gateway.generate("a [sim:padded=3][sim:holdbody=a]", MODEL))
-        wait_until(lambda: room(gateway).get("held") == 3 * MIB, timeout_s=20)
+        first = holding_3_mib(pool, gateway)
         refused = gateway.generate("b [sim:padded=3]", MODEL)
         sim.state.faults.release("a")
         assert first().status_code == 200
@@ -113,8 +120,7 @@ def test_an_answer_without_a_length_takes_its_room_as_it_is_read(
     budget = 5 * MIB
     gateway = make_gateway(max_inflight_upstream_bytes=budget, upstream_room_wait_s=120)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        first = later(pool, lambda: gateway.generate("a [sim:padded=3][sim:holdbody=a]", MODEL))
-        wait_until(lambda: room(gateway).get("held") == 3 * MIB, timeout_s=20)
+        first = holding_3_mib(pool, gateway)
         # Chunked, 3 MiB: read until the room is full, then it waits with what it has.
         second = later(pool, lambda: gateway.generate("b [sim:padded=3][sim:chunked]", MODEL))
         wait_until(lambda: room(gateway).get("waiting") == 1, timeout_s=20)
