@@ -108,6 +108,11 @@ def test_video_answers_conform(videos_gw: Gateway) -> None:
     sdk = videos_gw.sdk(CLIENT_KEY)
     video = sdk.videos.create_and_poll(model="sora-2", prompt="waves", size="1280x720", seconds="4")
     with videos_gw.http() as http:
-        conforms(http.get(f"/v1/videos/{video.id}").json(), "VideoResource")
+        retrieved = http.get(f"/v1/videos/{video.id}")
+        conforms(retrieved.json(), "VideoResource")
+        # OpenAI answers the model it was asked for (VideoModel's sora-2); the route that
+        # served it (Muse) is in the gateway's headers.
+        assert video.model == retrieved.json()["model"] == "sora-2"
+        assert retrieved.headers["x-mediagate-route"] == "muse-video"
         conforms(http.get("/v1/videos").json(), "VideoListResource")
         conforms(http.delete(f"/v1/videos/{video.id}").json(), "DeletedVideoResource")
