@@ -193,8 +193,14 @@ def test_sora_2_pro_is_seedance_at_1080p(gw: Gateway, sim: Sim) -> None:
     assert raw.headers["x-mediagate-mapped"] == "size=1792x1024>1920x1080"
     assert raw.parse().size == "1792x1024"  # the nearest size OpenAI's Video object has
     assert raw.parse().model == "sora-2-pro"
-    [create] = posts(sim, ARK_TASKS)
-    assert (create.body["ratio"], create.body["resolution"]) == ("16:9", "1080p")
+    # A 720p size is raised to sora-2-pro's 1080p tier (the README says so).
+    raised = gw.sdk().videos.with_raw_response.create(
+        model="sora-2-pro", prompt="p", size="720x1280", seconds="8"
+    )
+    assert raised.headers["x-mediagate-mapped"] == "size=720x1280>1080x1920"
+    first, second = posts(sim, ARK_TASKS)
+    assert (first.body["ratio"], first.body["resolution"]) == ("16:9", "1080p")
+    assert (second.body["ratio"], second.body["resolution"]) == ("9:16", "1080p")
 
 
 def test_sora_2_pro_falls_back_to_muse_without_a_seedance_key(
