@@ -107,14 +107,37 @@ class VideoSize(BaseModel):
 
 
 class VideoOption(BaseModel):
-    """A route-specific request field a client may send as an extra body field."""
+    """A route-specific request field a client may send as an extra body field.
+
+    `ids` is a list of the `values` (the ids the route takes), given as a list or as one
+    comma-separated string; a value of `alone` may only be given by itself (Muse's `none`).
+    `max_chars` bounds a `string`. `source` and `as_of` say where the values were published:
+    an operator adds an id the upstream takes but its pages do not show by overriding
+    `values` (MEDIAGATE_CONFIG)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Literal["bool", "int", "string", "url"]
-    values: list[str] | None = None  # allowed values (string options)
+    type: Literal["bool", "int", "string", "url", "ids"]
+    values: list[str] | None = None  # allowed values (string and ids options)
     min: int | None = None  # int options
     max: int | None = None
+    max_chars: int | None = Field(default=None, ge=1)  # string options
+    alone: list[str] = Field(default_factory=list)  # ids that must stand alone
+    source: str | None = None
+    as_of: date | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> VideoOption:
+        if self.type == "ids" and not self.values:
+            raise ValueError("an ids option needs its values")
+        if self.values is not None and self.type not in ("string", "ids"):
+            raise ValueError(f"values apply to string and ids options, not {self.type}")
+        stray = sorted(set(self.alone) - set(self.values or ()))
+        if stray:
+            raise ValueError(f"alone names ids that are not values: {stray}")
+        if self.max_chars is not None and self.type != "string":
+            raise ValueError(f"max_chars applies to string options, not {self.type}")
+        return self
 
 
 class VideoTokenRate(BaseModel):

@@ -131,6 +131,25 @@ def test_the_catalog_is_the_upstream_today() -> None:
     assert "gpt-image-1" not in catalog.models and "gpt-image-1" in catalog.aliases
 
 
+def test_muse_looks_and_techniques_are_sourced_catalog_data() -> None:
+    """Every Muse model takes the documented looks and camera techniques, each list with the
+    page it came from (6 of the 7 looks and 8 of the 13 techniques are published)."""
+    catalog = load_catalog()
+    muse = [r for r in catalog.routes.values() if r.dialect == "muse"]
+    assert len(muse) == 6
+    for route in muse:
+        assert route.video is not None
+        options = route.video.options
+        looks, skills = options["style_preset"], options["skill_preset"]
+        assert looks.values is not None and len(looks.values) == 6, route.id
+        assert skills.values is not None and len(skills.values) == 8 + 1, route.id  # and none
+        assert (skills.type, skills.alone) == ("ids", ["none"])
+        for option in (looks, skills):
+            assert option.source and "muse-video-styles-2026-11" in option.source
+            assert option.as_of is not None and option.as_of.isoformat() == "2026-11-04"
+        assert options["custom_style"].max_chars == options["custom_skill"].max_chars == 2000
+
+
 BUNDLED = load_catalog()
 IMAGE_MODELS = sorted(
     name
@@ -238,6 +257,18 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         ("routes: {x: {upstream_model: m, group: g, dialect: images, colour: red}}", "colour"),
         ("surprise: 1", "unknown catalog sections"),
         ("[1, 2", "not valid YAML"),
+        (
+            "routes: {muse-video: {video: {options: {skill_preset: {values: []}}}}}",
+            "an ids option needs its values",
+        ),
+        (
+            "routes: {muse-video: {video: {options: {skill_preset: {alone: [never]}}}}}",
+            "alone names ids that are not values",
+        ),
+        (
+            "routes: {muse-video: {video: {options: {custom_style: {type: int}}}}}",
+            "max_chars applies to string options",
+        ),
     ],
 )
 def test_invalid_catalogs_are_refused_with_a_reason(

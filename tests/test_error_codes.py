@@ -70,3 +70,31 @@ def test_an_empty_content_variant_is_a_400_like_any_bad_variant(gateway: Gateway
     with gateway.http() as http:
         response = http.get("/v1/videos/video_123/content", params={"variant": ""})
     assert_error(response, 400, "variant", "invalid_value")
+
+
+PACKAGE = Path(__file__).resolve().parent.parent / "mediagate"
+# Where a code is written: `code="..."` (an error raised, a default), `code = "..."` (an error
+# class's own), `"code": "..."` (an error object built by hand). The simulator is the upstream's
+# imitation, not the gateway: its codes are the upstream's.
+_EMITTED = re.compile(r"""\bcode\s*(?::\s*str\s*)?=\s*"([a-z_]+)"|"code":\s*"([a-z_]+)\"""")
+
+
+def _emitted_codes() -> dict[str, str]:
+    """Every code the gateway's source writes, with a file that writes it."""
+    found: dict[str, str] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "simulator" in path.parts:
+            continue
+        for match in _EMITTED.finditer(path.read_text()):
+            found.setdefault(match.group(1) or match.group(2), path.name)
+    return found
+
+
+def test_every_code_the_gateway_emits_is_in_the_table() -> None:
+    emitted = _emitted_codes()
+    # The scan sees the codes it should (so it can fail): an error class's, a raise's, a dict's.
+    assert {"invalid_value", "remix_unsupported", "video_not_ready", "video_expired"} <= set(
+        emitted
+    )
+    missing = {code: where for code, where in emitted.items() if code not in _documented_codes()}
+    assert not missing, f"codes emitted but not in docs/api.md's error table: {missing}"

@@ -219,19 +219,64 @@ def test_method_not_allowed_is_openai_shaped(gateway: Gateway) -> None:
 
 
 @pytest.mark.parametrize(
-    ("path", "allowed"),
-    [("/v1/videos", "GET, POST"), ("/v1/videos/video_x", "DELETE, GET")],
+    ("method", "path", "allowed"),
+    [
+        ("OPTIONS", "/v1/videos", "GET, POST"),
+        ("OPTIONS", "/v1/videos/video_x", "DELETE, GET"),
+        ("POST", "/v1/videos/video_x", "DELETE, GET"),
+        ("PUT", "/v1/videos/video_x", "DELETE, GET"),
+    ],
 )
 def test_405_allow_lists_every_method_of_the_path(
-    gateway: Gateway, path: str, allowed: str
+    gateway: Gateway, method: str, path: str, allowed: str
 ) -> None:
     # Two routes share each of these paths (list and create, retrieve and delete): the Allow of
     # a 405 names the methods of both, not only those of the first route the router tried.
     with gateway.http() as http:
-        response = http.request("OPTIONS", path)
+        response = http.request(method, path)
     assert response.status_code == 405
     assert response.headers["allow"] == allowed
     assert allowed in response.json()["error"]["message"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK's Sora warning
+def test_openai_video_endpoints_not_served_are_404s_naming_what_to_use(
+    client: openai.OpenAI, sim: Sim
+) -> None:
+    """Both SDKs have videos.edit, .extend, .create_character and .get_character; their paths
+    look like a video id's (POST /v1/videos/edits), which was a 405 saying the path takes GET.
+    Now a 404 unsupported_endpoint saying what mediagate offers instead."""
+    clip = ("clip.mp4", b"\x00\x00\x00\x18ftypmp42", "video/mp4")
+    calls: list[tuple[Callable[[], Any], str, str]] = [
+        (
+            lambda: client.videos.edit(prompt="p", video=clip),
+            "POST /v1/videos/edits",
+            "POST /v1/videos/{video_id}/remix",
+        ),
+        (
+            lambda: client.videos.extend(prompt="p", seconds="8", video=clip),
+            "POST /v1/videos/extensions",
+            "muse-video-20s",
+        ),
+        (
+            lambda: client.videos.create_character(name="Ada", video=clip),
+            "POST /v1/videos/characters",
+            "input_reference",
+        ),
+        (
+            lambda: client.videos.get_character("char_1"),
+            "GET /v1/videos/characters/char_1",
+            "input_reference",
+        ),
+    ]
+    for call, where, instead in calls:
+        with pytest.raises(openai.NotFoundError) as caught:
+            call()
+        assert caught.value.code == "unsupported_endpoint", where
+        assert f"mediagate does not offer {where}: " in caught.value.message
+        assert instead in caught.value.message
+        assert "allow" not in caught.value.response.headers
+    assert sim.sent() == []
 
 
 def test_error_responses_carry_a_request_id(gateway: Gateway) -> None:

@@ -22,6 +22,7 @@ from mediagate.stores.jobs import JobStore, UnknownCursor, VideoJob
 from mediagate.stores.redis.db import RedisDb
 from mediagate.stores.redis.jobs import RedisJobStore
 from mediagate.stores.sqlite.jobs import SqliteJobStore
+from mediagate.videos.records import openai_video
 
 from .conftest import StoreUrl
 
@@ -65,6 +66,7 @@ def test_a_job_round_trips_with_every_field(store_url: StoreUrl) -> None:
         remixed_from="video_0",
         reference="image/png 720x1280",
         expires_at=None,
+        asked="sora-2-pro",
     )
 
     async def work(store: JobStore) -> tuple[VideoJob | None, VideoJob | None]:
@@ -88,6 +90,33 @@ def test_a_record_written_with_seconds_as_text_reads_as_an_integer(store_url: St
 
     found = with_store(store_url, work)
     assert found is not None and found.seconds == 8 and found.status == "completed"
+
+
+def test_a_record_written_before_the_asked_model_was_kept_shows_the_served_one(
+    store_url: StoreUrl,
+) -> None:
+    # `asked` (the model name the client asked for, which the Video object shows) came later:
+    # an older SQLite file has no such column, an older Redis hash no such field.
+    job = make_job("video_older", model="muse-video", asked="sora-2")
+    with_store(store_url, lambda store: store.insert(job))
+    if store_url.kind == "sqlite":
+        import sqlite3
+
+        path = store_url.url.removeprefix("sqlite:///")
+        with sqlite3.connect(path) as db:
+            db.execute('ALTER TABLE video_jobs DROP COLUMN "asked"')
+    else:
+
+        async def forget() -> None:
+            client = aioredis.Redis.from_url(store_url.url)
+            await client.hdel(f"{store_url.prefix}:video:video_older", "asked")
+            await client.aclose()
+
+        asyncio.run(forget())
+    found = with_store(store_url, lambda store: store.get("video_older"))
+    assert found is not None and found.asked is None
+    assert openai_video(found)["model"] == "muse-video"  # the model that served it
+    assert openai_video(job)["model"] == "sora-2"  # a record that kept it: what was asked
 
 
 def test_compare_and_set_lets_exactly_one_writer_win(store_url: StoreUrl) -> None:

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -22,9 +23,19 @@ from PIL import Image
 from .conftest import CLIENT_KEY, Gateway, Sim, fast_video_polls
 
 NODE_DIR = Path(__file__).parent / "node"
-# The public models the Node SDK run covers, and the model each answer names: Muse itself,
-# and the retired sora-2 that Muse serves.
-NODE_SDK_MODELS = [("muse-video", "muse-video"), ("sora-2", "muse-video")]
+# The public models the Node SDK run covers, the extra body fields it sends, and what went
+# upstream of them: Muse itself, the retired sora-2 that Muse serves, and Muse's looks and
+# camera techniques (a list becomes `skill_preset[]` parts, one field upstream). Each answer
+# names the model asked for, as OpenAI does.
+NODE_SDK_MODELS: list[tuple[str, dict[str, Any], dict[str, str]]] = [
+    ("muse-video", {}, {}),
+    ("sora-2", {}, {"model": "muse-video"}),
+    (
+        "muse-video",
+        {"style_preset": "2d_anime", "skill_preset": ["whip_pan", "cut_on_action"]},
+        {"style_preset": "2d_anime", "skill_preset": "whip_pan,cut_on_action"},
+    ),
+]
 
 
 def _toolchain() -> tuple[str, str]:
@@ -53,14 +64,15 @@ def node_sdk() -> str:
     return node
 
 
-@pytest.mark.parametrize(("model", "served"), NODE_SDK_MODELS)
+@pytest.mark.parametrize(("model", "extra", "upstream"), NODE_SDK_MODELS)
 def test_node_sdk_creates_polls_and_downloads(
     node_sdk: str,
     make_gateway: Callable[..., Gateway],
     sim: Sim,
     tmp_path: Path,
     model: str,
-    served: str,
+    extra: dict[str, Any],
+    upstream: dict[str, str],
 ) -> None:
     gateway = make_gateway(config=fast_video_polls(tmp_path / "polls.yaml"))
     reference = tmp_path / "first.png"
@@ -74,6 +86,7 @@ def test_node_sdk_creates_polls_and_downloads(
         "MEDIAGATE_MODEL": model,
         "MEDIAGATE_REFERENCE": str(reference),
         "MEDIAGATE_SIZE": "1280x720",
+        "MEDIAGATE_EXTRA": json.dumps(extra),
     }
     run = subprocess.run(
         [node_sdk, "videos.mjs"],
@@ -86,7 +99,7 @@ def test_node_sdk_creates_polls_and_downloads(
     )
     assert run.returncode == 0, run.stderr + run.stdout
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    assert result["status"] == "completed" and result["model"] == served
+    assert result["status"] == "completed" and result["model"] == model
     assert result["size"] == "1280x720"
     assert result["mp4"] is True and result["bytes"] > 0
     assert result["content_type"] == "video/mp4"
@@ -94,3 +107,4 @@ def test_node_sdk_creates_polls_and_downloads(
     # The reference went upstream (fitted), and the download came from the upstream job.
     creates = [c for c in sim.sent() if c.method == "POST" and c.path == "/v1/videos"]
     assert len(creates) == 1 and "input_reference" in creates[0].body
+    assert {name: creates[0].body[name] for name in upstream} == upstream

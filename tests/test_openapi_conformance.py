@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,15 @@ pytestmark = pytest.mark.skipif(_DOCUMENT is None, reason="the OpenAI OpenAPI do
 
 
 @cache
-def _components() -> dict[str, Any]:
+def _document() -> dict[str, Any]:
     assert _DOCUMENT is not None
     with _DOCUMENT.open() as handle:
-        document = yaml.load(handle, Loader=yaml.CSafeLoader)
-    return {"schemas": document["components"]["schemas"]}
+        document: dict[str, Any] = yaml.load(handle, Loader=yaml.CSafeLoader)
+    return document
+
+
+def _components() -> dict[str, Any]:
+    return {"schemas": _document()["components"]["schemas"]}
 
 
 def conforms(instance: Any, schema: str) -> None:
@@ -108,6 +113,46 @@ def test_video_answers_conform(videos_gw: Gateway) -> None:
     sdk = videos_gw.sdk(CLIENT_KEY)
     video = sdk.videos.create_and_poll(model="sora-2", prompt="waves", size="1280x720", seconds="4")
     with videos_gw.http() as http:
-        conforms(http.get(f"/v1/videos/{video.id}").json(), "VideoResource")
+        retrieved = http.get(f"/v1/videos/{video.id}")
+        conforms(retrieved.json(), "VideoResource")
+        # OpenAI answers the model it was asked for (VideoModel's sora-2); the route that
+        # served it (Muse) is in the gateway's headers.
+        assert video.model == retrieved.json()["model"] == "sora-2"
+        assert retrieved.headers["x-mediagate-route"] == "muse-video"
         conforms(http.get("/v1/videos").json(), "VideoListResource")
         conforms(http.delete(f"/v1/videos/{video.id}").json(), "DeletedVideoResource")
+
+
+_METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def test_every_openai_video_and_image_endpoint_not_served_is_a_404(gateway: Gateway) -> None:
+    """Walks the official document's paths under /videos and /images: each method and path
+    mediagate does not serve (its own document lists what it does) is a 404
+    `unsupported_endpoint` naming it, never a 405 or a video's 404."""
+    with httpx2.Client(base_url=gateway.url) as anonymous:
+        ours = anonymous.get("/v1/openapi.json").json()["paths"]
+    served = {(m, path) for path, item in ours.items() for m in item if m in _METHODS}
+    unserved = [
+        (method, path)
+        for path, item in _document()["paths"].items()
+        if path.startswith(("/videos", "/images"))
+        for method in item
+        if method in _METHODS and (method, path) not in served
+    ]
+    assert set(unserved) >= {
+        ("post", "/images/variations"),
+        ("post", "/videos/edits"),
+        ("post", "/videos/extensions"),
+        ("post", "/videos/characters"),
+        ("get", "/videos/characters/{character_id}"),
+    }
+    with gateway.http() as http:
+        for method, path in unserved:
+            concrete = "/v1" + re.sub(r"\{[^}]+\}", "x_1", path)
+            response = http.request(method.upper(), concrete, json={})
+            assert response.status_code == 404, (method, path, response.text)
+            error = response.json()["error"]
+            assert error["code"] == "unsupported_endpoint", (method, path)
+            assert f"mediagate does not offer {method.upper()} {concrete}: " in error["message"]
+            assert "allow" not in response.headers

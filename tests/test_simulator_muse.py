@@ -141,6 +141,26 @@ def test_other_groups_have_no_channel_and_nothing_is_charged(sim: Sim, group: st
         ),
         ({"model": "muse-video", "prompt": "x", "last_frame": 7}, "last_frame", None),
         ({"model": "muse-video", "prompt": "x", "video_url": "not a url"}, "video_url", None),
+        # Looks and camera techniques: only the ids the announcement names, `none` alone.
+        (
+            {"model": "muse-video", "prompt": "x", "style_preset": "watercolor"},
+            "style_preset",
+            None,
+        ),
+        (
+            {"model": "muse-video", "prompt": "x", "skill_preset": "whip_pan,dolly"},
+            "skill_preset",
+            None,
+        ),
+        (
+            {"model": "muse-video", "prompt": "x", "skill_preset": ["none", "whip_pan"]},
+            "skill_preset",
+            None,
+        ),
+        ({"model": "muse-video", "prompt": "x", "skill_preset": "whip_pan,"}, "skill_preset", None),
+        ({"model": "muse-video", "prompt": "x", "skill_preset": 3}, "skill_preset", None),
+        ({"model": "muse-video", "prompt": "x", "custom_style": "s" * 2001}, "custom_style", None),
+        ({"model": "muse-video", "prompt": "x", "custom_skill": ["a"]}, "custom_skill", None),
     ],
 )
 def test_create_is_strict(
@@ -152,6 +172,23 @@ def test_create_is_strict(
     if code is not None:
         assert error_of(response)["code"] == code
     assert not sim.state.videos  # rejected at submission: not charged
+
+
+@pytest.mark.parametrize(
+    "presets",
+    [
+        {"style_preset": "2d_anime", "skill_preset": "whip_pan,cut_on_action"},
+        {"skill_preset": ["micro_drama_hook", "occlusion_wipe"], "custom_skill": "k" * 2000},
+        {"skill_preset": "none", "custom_style": "ink wash, muted greens"},
+    ],
+)
+def test_documented_looks_and_techniques_pass(
+    muse: httpx2.Client, sim: Sim, presets: dict[str, Any]
+) -> None:
+    created = muse.post("/videos", json={"model": "muse-video-30s", "prompt": "x", **presets})
+    assert created.status_code == 200, created.text
+    video = sim.state.videos[created.json()["id"]]
+    assert isinstance(video, MuseVideo) and video.cost_usd() == 0.80  # the price is unchanged
 
 
 def test_seconds_may_be_a_number_and_a_data_url_frame_passes(muse: httpx2.Client) -> None:

@@ -280,11 +280,16 @@ def test_thumbnail_spritesheet_and_ranges(videos_gw: Gateway, sdk: openai.OpenAI
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "variant"
 
 
-def test_content_before_completion_is_the_upstreams_400(sdk: openai.OpenAI) -> None:
+def test_content_before_completion_is_a_400_without_asking_the_upstream(
+    sdk: openai.OpenAI, sim: Sim
+) -> None:
     video = sdk.videos.create(prompt="[sim:render=5] not yet")
+    calls = len(sim.sent())
     with pytest.raises(openai.BadRequestError) as caught:
         sdk.videos.download_content(video.id)
     assert caught.value.code == "video_not_ready"
+    assert "queued" in caught.value.message or "in_progress" in caught.value.message
+    assert len(sim.sent()) == calls  # the record says it is running: nothing asked upstream
 
 
 def test_final_state_and_cost_are_recorded_once_across_replicas(
@@ -447,6 +452,8 @@ def test_bad_requests_are_400s_that_never_reach_the_upstream(
             sdk.videos.create(**arguments)
         assert caught.value.status_code in (400, 404), overrides
         assert caught.value.param == param, overrides
+        if overrides.get("model") == "muse-video-20s":  # a fixed length: nothing maps
+            assert "muse-video-20s makes exactly 20 seconds." in caught.value.message
     with videos_gw.http() as http:
         for response in (
             http.post("/v1/videos", content=b"prompt=x", headers={"content-type": "text/plain"}),

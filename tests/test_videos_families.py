@@ -170,14 +170,19 @@ def test_sora_2_is_muse_with_the_mapping_and_deprecation(gw: Gateway, sim: Sim) 
         input_reference=("ref.png", picture(1280, 720), "image/png"),
     )
     assert raw.headers["x-mediagate-alias"] == "sora-2>muse-video"
+    assert raw.headers["x-mediagate-route"] == "muse-video"
     assert raw.headers["deprecation"] == DEPRECATION
     assert raw.headers["x-mediagate-mapped"] == "seconds=4>5"
+    # The Video object names the model asked for, as OpenAI answers; what served it is in the
+    # headers above.
+    assert raw.parse().model == "sora-2"
     video = sdk.videos.poll(raw.parse().id)
-    assert (video.status, video.model, video.seconds) == ("completed", "muse-video", "5")
+    assert (video.status, video.model, video.seconds) == ("completed", "sora-2", "5")
     [create] = posts(sim, "/v1/videos")
     assert create.body["model"] == "muse-video" and create.body["seconds"] == "5"
     assert sdk.videos.download_content(video.id).content[4:8] == b"ftyp"
-    assert sdk.videos.list().data[0].id == video.id
+    listed = sdk.videos.list().data[0]
+    assert (listed.id, listed.model) == (video.id, "sora-2")
 
 
 def test_sora_2_pro_is_seedance_at_1080p(gw: Gateway, sim: Sim) -> None:
@@ -187,8 +192,15 @@ def test_sora_2_pro_is_seedance_at_1080p(gw: Gateway, sim: Sim) -> None:
     assert raw.headers["x-mediagate-alias"] == "sora-2-pro>seedance-2.0"
     assert raw.headers["x-mediagate-mapped"] == "size=1792x1024>1920x1080"
     assert raw.parse().size == "1792x1024"  # the nearest size OpenAI's Video object has
-    [create] = posts(sim, ARK_TASKS)
-    assert (create.body["ratio"], create.body["resolution"]) == ("16:9", "1080p")
+    assert raw.parse().model == "sora-2-pro"
+    # A 720p size is raised to sora-2-pro's 1080p tier (the README says so).
+    raised = gw.sdk().videos.with_raw_response.create(
+        model="sora-2-pro", prompt="p", size="720x1280", seconds="8"
+    )
+    assert raised.headers["x-mediagate-mapped"] == "size=720x1280>1080x1920"
+    first, second = posts(sim, ARK_TASKS)
+    assert (first.body["ratio"], first.body["resolution"]) == ("16:9", "1080p")
+    assert (second.body["ratio"], second.body["resolution"]) == ("9:16", "1080p")
 
 
 def test_sora_2_pro_falls_back_to_muse_without_a_seedance_key(
@@ -319,3 +331,109 @@ def test_a_result_link_that_expired_is_a_clear_404(
         links = links or [c for c in state.calls if c.method == "GET" and "result" in c.path]
         assert links and links[-1].status == 403  # the upstream said so, to a keyless fetch
         assert "authorization" not in links[-1].headers
+
+
+# Muse's looks and camera techniques (docs.laozhang.ai/en/announcements/muse-video-styles-
+# 2026-11.md): catalog data, checked before anything is sent.
+LOOKS = ["cinematic_realistic", "2d_anime", "3d_xianxia", "american_comic", "cyberpunk_neon"]
+LOOKS += ["ecommerce_ugc"]
+
+
+def test_muse_looks_and_camera_techniques_reach_muse(gw: Gateway, sim: Sim) -> None:
+    sdk = gw.sdk()
+    # A list through the Python SDK (multipart `skill_preset[]` parts), on a longer model too.
+    raw = sdk.videos.with_raw_response.create(
+        model="muse-video-30s",
+        prompt="a duel on a bamboo roof",
+        extra_body={
+            "style_preset": "3d_xianxia",
+            "skill_preset": ["xianxia_speed_ramp", "whip_pan"],
+            "custom_style": "jade and gold",
+            "custom_skill": "a slow push-in on the last blow",
+        },
+    )
+    assert "x-mediagate-dropped" not in raw.headers
+    video = sdk.videos.poll(raw.parse().id)
+    assert (video.status, video.model, video.seconds) == ("completed", "muse-video-30s", "30")
+    # Comma strings (spaces trimmed) and `none` alone, as JSON.
+    with gw.http() as http:
+        for skills in ("whip_pan, cut_on_action", "none"):
+            body = {"model": "muse-video", "prompt": "p", "skill_preset": skills}
+            assert http.post("/v1/videos", json=body).status_code == 200
+        body = {"model": "muse-video", "prompt": "p", "skill_preset": ["occlusion_wipe"]}
+        assert http.post("/v1/videos", json=body).status_code == 200
+    first, *others = posts(sim, "/v1/videos")
+    assert {k: first.body[k] for k in ("model", "style_preset", "skill_preset")} == {
+        "model": "muse-video-30s",
+        "style_preset": "3d_xianxia",
+        "skill_preset": "xianxia_speed_ramp,whip_pan",  # one field, ids separated by commas
+    }
+    assert (first.body["custom_style"], first.body["custom_skill"]) == (
+        "jade and gold",
+        "a slow push-in on the last blow",
+    )
+    sent = [call.body["skill_preset"] for call in others]
+    assert sent == ["whip_pan,cut_on_action", "none", "occlusion_wipe"]
+    assert cost(gw, video.id) == pytest.approx(0.80)  # the price is unchanged
+
+
+@pytest.mark.parametrize(
+    ("extra", "param", "code", "says"),
+    [
+        ({"style_preset": "watercolor"}, "style_preset", "invalid_value", LOOKS),
+        ({"style_preset": "2d_anime,cyberpunk_neon"}, "style_preset", "invalid_value", LOOKS),
+        (
+            {"skill_preset": ["whip_pan", "dolly_zoom"]},
+            "skill_preset",
+            "invalid_value",
+            ["'dolly_zoom' is not an id muse-video takes", "'whip_pan'", "'none'"],
+        ),
+        (
+            {"skill_preset": "none,whip_pan"},
+            "skill_preset",
+            "invalid_value",
+            ["'none' stands alone"],
+        ),
+        ({"skill_preset": "whip_pan,,cut_on_action"}, "skill_preset", "invalid_value", []),
+        ({"custom_style": "s" * 2001}, "custom_style", "string_above_max_length", ["2000"]),
+        ({"custom_skill": ""}, "custom_skill", "invalid_value", []),
+    ],
+)
+def test_an_unlisted_muse_id_is_a_400_naming_the_listed_ones(
+    gw: Gateway, sim: Sim, extra: dict[str, Any], param: str, code: str, says: list[str]
+) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        gw.sdk().videos.create(model="muse-video", prompt="p", extra_body=extra)
+    assert (caught.value.param, caught.value.code) == (param, code)
+    for text in says:
+        assert text in caught.value.message
+    assert sim.sent() == []  # nothing upstream, nothing reserved or charged
+    with gw.http() as http:
+        assert http.get("/v1/usage").json()["totals"]["cost_usd"] == 0
+
+
+def test_an_operator_adds_a_muse_look_the_docs_do_not_show(
+    make_gateway: Callable[..., Gateway], sim: Sim, tmp_path: Path
+) -> None:
+    # The announcement has 7 looks but names 6: an operator who learns the 7th lists it in a
+    # catalog override, per route (each Muse model is a route of its own).
+    overlay = tmp_path / "looks.yaml"
+    options = {"style_preset": {"values": [*LOOKS, "noir_mono"]}}
+    overlay.write_text(
+        json.dumps({"routes": {"muse-video": {"video": {"options": options}}}})  # JSON is YAML
+    )
+    sdk = make_gateway(config=overlay).sdk()
+    # muse-video now sends it (the simulator, which knows only the documented ids, refuses it
+    # as the upstream would refuse an id it does not have: a 400, no task, no charge).
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.videos.create(model="muse-video", prompt="p", extra_body={"style_preset": "noir_mono"})
+    [create] = posts(sim, "/v1/videos")
+    assert create.body["style_preset"] == "noir_mono"
+    assert "noir_mono" in caught.value.message and not sim.state.videos
+    # Another Muse route without the override still refuses it, naming what it takes.
+    with pytest.raises(openai.BadRequestError) as caught:
+        sdk.videos.create(
+            model="muse-video-20s", prompt="p", extra_body={"style_preset": "noir_mono"}
+        )
+    assert caught.value.param == "style_preset" and "'ecommerce_ugc'" in caught.value.message
+    assert len(posts(sim, "/v1/videos")) == 1

@@ -3,12 +3,16 @@
 What mediagate does not offer is said plainly, in that body too: a path it does not serve (an
 OpenAI endpoint such as `POST /v1/images/variations`, or any other) is a 404 with the code
 `unsupported_endpoint`, a path it serves asked with another method a 405 with the code
-`method_not_allowed` and an `Allow` header; both messages name the method and the path.
+`method_not_allowed` and an `Allow` header; both messages name the method and the path. The
+OpenAI endpoints under /v1/videos and /v1/images that mediagate does not serve are a 404 even
+where their path looks like one it serves (`POST /v1/videos/edits` is not a video id's 405), and
+their message says what to use instead.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -32,10 +36,55 @@ def error_response(exc: GatewayError, request_id: str | None = None) -> JSONResp
 
 
 _MAX_PATH_QUOTED = 200
+_REMIX = "POST /v1/videos/{video_id}/remix"
+_CHARACTERS = (
+    "no upstream of mediagate keeps characters: give the character's image as a create's "
+    "input_reference (POST /v1/videos)."
+)
+# The OpenAI API's endpoints under /v1/videos and /v1/images (its OpenAPI document) that
+# mediagate does not serve, and what to use instead.
+NOT_SERVED: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    (
+        "POST",
+        re.compile(r"/v1/videos/edits/?"),
+        f"to make a new clip from a completed video, remix it: {_REMIX} (a Seedance edit of "
+        "the same length, a Muse continuation).",
+    ),
+    (
+        "POST",
+        re.compile(r"/v1/videos/extensions/?"),
+        f"to extend a completed Muse video, remix it: {_REMIX} continues it to the next "
+        "longer Muse model (muse-video-20s ... -60s).",
+    ),
+    ("POST", re.compile(r"/v1/videos/characters/?"), _CHARACTERS),
+    ("GET", re.compile(r"/v1/videos/characters/[^/]+/?"), _CHARACTERS),
+    (
+        "POST",
+        re.compile(r"/v1/images/variations/?"),
+        "for a variation of an image, send it with a prompt to POST /v1/images/edits.",
+    ),
+)
+
+
+def _not_served(request: Request, headers: dict[str, str]) -> GatewayError | None:
+    """The 404 of an OpenAI endpoint mediagate does not serve, naming what to use instead."""
+    path = request.url.path
+    for method, pattern, instead in NOT_SERVED:
+        if request.method == method and pattern.fullmatch(path):
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
+            return NotFound(
+                f"mediagate does not offer {method} {path}: {instead}",
+                code="unsupported_endpoint",
+                headers=headers,
+            )
+    return None
 
 
 def _unsupported(request: Request, status: int, headers: dict[str, str]) -> GatewayError:
     """The answer to a request no route serves: 404, or 405 when only the method is wrong."""
+    not_served = _not_served(request, headers)
+    if not_served is not None:
+        return not_served
     where = f"{request.method} {request.url.path[:_MAX_PATH_QUOTED]}"
     if status == 405:
         allowed = headers.get("allow") or headers.get("Allow") or ""

@@ -44,6 +44,9 @@ _CHUNK = 64 * 1024
 # The multipart envelope around a reference: text fields are capped separately by the parser.
 _MULTIPART_SLACK = 1024 * 1024
 _DATA_URL_PREFIX = 64  # "data:image/webp;base64," and then some
+# Text parts of a multipart create: its fields and options, a list option (Muse's
+# skill_preset[]) one part per item.
+_MAX_FORM_FIELDS = 64
 
 videos = APIRouter(prefix="/v1")
 
@@ -143,8 +146,15 @@ async def _create_input(request: Request, cap: int) -> tuple[dict[str, Any], Ref
     form_request = bounded(request, cap + _MULTIPART_SLACK)
     fields = {}
     given: ReferenceInput | None = None
-    async with form_request.form(max_files=1, max_fields=16) as form:
+    lists: set[str] = set()  # fields sent as `name[]` parts: a list, as the SDKs send one
+    async with form_request.form(max_files=1, max_fields=_MAX_FORM_FIELDS) as form:
         for name, value in form.multi_items():
+            listed = name.endswith("[]") and not name.startswith("input_reference")
+            if listed and isinstance(value, str) and name[:-2] in lists:
+                fields[name[:-2]].append(value)
+                continue
+            if listed and isinstance(value, str):
+                name = name[:-2]
             if name in fields or (name.startswith("input_reference") and given is not None):
                 raise InvalidRequest(f"Parameter '{name}' appears more than once.", param=name)
             if isinstance(value, UploadFile):
@@ -155,6 +165,9 @@ async def _create_input(request: Request, cap: int) -> tuple[dict[str, Any], Ref
                 given = _reference_from_json({"image_url": value})
             elif name.startswith("input_reference"):
                 _reference_from_json({"file_id": value} if "file_id" in name else value)
+            elif listed:
+                lists.add(name)
+                fields[name] = [value]
             else:
                 fields[name] = value
     return fields, given

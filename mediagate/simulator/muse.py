@@ -9,6 +9,11 @@
   multipart); `video_url` continues a clip, the model then naming the TOTAL length (rule of
   2026-11-02), which must exceed the source's. Unknown fields are refused (the page lists no
   others; strict so that a gateway leaking Sora-only or OpenAI-only fields fails here).
+- Looks and camera techniques (docs.laozhang.ai/en/announcements/muse-video-styles-2026-11.md,
+  2026-11-04): `style_preset` one look id, `skill_preset` technique ids (an array, or one string
+  separated by commas; `none` only by itself), `custom_style` / `custom_skill` free text of at
+  most 2,000 characters. The page has 7 looks and 13 techniques but names 6 and 8: those are all
+  the simulator knows. An unknown id is a 400 at submission: no task, no charge.
 - Charged the flat price at create, refunded in full when the task fails (`cost_usd`).
 - `video_url` on completion: an unauthenticated link (no Authorization needed), kept 7 days;
   `expires_at` says so. No thumbnail or spritesheet (not offered), no list/delete/remix (not
@@ -52,9 +57,19 @@ MUSE_SIZES = {
     "3:4": "720x960",
 }
 MUSE_LINK_DAYS = 7
+# The looks and camera techniques the announcement names (the zh copy lists them).
+MUSE_STYLES = frozenset(
+    {"cinematic_realistic", "2d_anime", "3d_xianxia", "american_comic", "cyberpunk_neon"}
+    | {"ecommerce_ugc"}
+)
+MUSE_SKILLS = frozenset(
+    {"whip_pan", "cut_on_action", "micro_drama_hook", "tvc_product_hero", "xianxia_speed_ramp"}
+    | {"emotion_micro_acting", "over_shoulder_axis", "occlusion_wipe"}
+)
+MUSE_CUSTOM_CHARS = 2000
 _FIELDS = frozenset(
     {"model", "prompt", "seconds", "size", "aspect_ratio", "image", "input_reference"}
-    | {"last_frame", "video_url"}
+    | {"last_frame", "video_url", "style_preset", "custom_style", "skill_preset", "custom_skill"}
 )
 _IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
 _DATA_URL_RE = re.compile(r"^data:image/(png|jpeg|jpg|webp);base64,(.+)$", re.DOTALL)
@@ -114,6 +129,7 @@ def create_muse(
         raise invalid("Invalid 'prompt': too long.", "prompt", "string_above_max_length")
     seconds = _seconds(fields.get("seconds"), lengths, default, model)
     ratio, size = _shape(fields.get("size"), fields.get("aspect_ratio"))
+    _presets(fields)
     first = _first_frame(fields, multipart)
     last = fields.get("last_frame")
     if last is not None:
@@ -174,6 +190,40 @@ def _seconds(value: Any, lengths: tuple[int, ...], default: int, model: str) -> 
             "seconds",
         )
     return int(text)
+
+
+def _presets(fields: dict[str, Any]) -> None:
+    """The look and the camera techniques, checked before any task exists."""
+    style = fields.get("style_preset")
+    if style is not None and style not in MUSE_STYLES:
+        raise invalid(
+            f"Invalid 'style_preset': {style!r}; supported: {', '.join(sorted(MUSE_STYLES))}.",
+            "style_preset",
+        )
+    skills = fields.get("skill_preset")
+    if skills is not None:
+        if isinstance(skills, str):
+            ids = [part.strip() for part in skills.split(",")]
+        elif isinstance(skills, list) and all(isinstance(part, str) for part in skills):
+            ids = list(skills)
+        else:
+            raise invalid("Invalid 'skill_preset': expected a string or an array.", "skill_preset")
+        for part in ids:
+            if part != "none" and part not in MUSE_SKILLS:
+                raise invalid(
+                    f"Invalid 'skill_preset': {part!r}; supported: none, "
+                    f"{', '.join(sorted(MUSE_SKILLS))}.",
+                    "skill_preset",
+                )
+        if "none" in ids and len(ids) > 1:
+            raise invalid("'none' cannot be combined with other skills.", "skill_preset")
+    for name in ("custom_style", "custom_skill"):
+        text = fields.get(name)
+        if text is not None and (not isinstance(text, str) or len(text) > MUSE_CUSTOM_CHARS):
+            raise invalid(
+                f"Invalid '{name}': expected text of at most {MUSE_CUSTOM_CHARS} characters.",
+                name,
+            )
 
 
 def _shape(size: Any, ratio: Any) -> tuple[str, str]:

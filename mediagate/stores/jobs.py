@@ -48,6 +48,9 @@ class VideoJob:
     # The finished video's signed link, where the upstream gives one: what a route without a
     # content endpoint is downloaded from (without the key), and what a remix continues.
     result_url: str | None = None
+    # The model name the client asked for (sora-2, an alias), which the Video object shows;
+    # None in records written before it was kept (they show `model`).
+    asked: str | None = None
 
     @property
     def final(self) -> bool:

@@ -50,11 +50,14 @@ def job_changes(job: VideoJob, video: UpstreamVideo, now: float) -> dict[str, An
 
 
 def openai_video(job: VideoJob) -> dict[str, Any]:
-    """Our record as the OpenAI video object, under our id."""
+    """Our record as the OpenAI video object, under our id. Its `model` is the name the client
+    asked for, as OpenAI answers it (sora-2, not the muse-video that served it: that is in the
+    create's headers and the logs); a record older than that field shows the model that served
+    it."""
     return {
         "id": job.id,
         "object": "video",
-        "model": job.model,
+        "model": job.asked or job.model,
         "status": job.status,
         "progress": job.progress,
         "created_at": job.created_at,

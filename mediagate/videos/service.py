@@ -291,6 +291,14 @@ class VideoService:
                 param="variant",
                 code="variant_not_available",
             )
+        if not job.final:
+            # The record says it is still being made: the upstream has nothing to give yet, and
+            # is not asked (a client polls retrieve until `completed`, then downloads).
+            raise InvalidRequest(
+                f"Video '{video_id}' is not ready: it is {job.status}. Retrieve it until its "
+                "status is completed, then download its content.",
+                code="video_not_ready",
+            )
         request = _dialect(route).build_content(route, job.upstream_id, variant, headers)
         if request is None:
             # The route's result is a signed link: fetched under the SSRF rules, without any
@@ -405,6 +413,7 @@ class VideoService:
                     "video_id": job.id,
                     "key": job.owner,
                     "model": job.model,
+                    "asked": job.asked,
                     "route": job.route,
                     "status": job.status,
                     "seconds": job.seconds,
@@ -463,6 +472,7 @@ class VideoService:
             job_id=job_id,
             owner=owner,
             model=model,
+            asked=request.fields.get("model") or self.catalog.default_video_model,
             group=route.group,
             key_fp=created.key_fingerprint,
             reference=described,
@@ -486,6 +496,7 @@ class VideoService:
             job_id=job_id,
             owner=source.owner,
             model=source.model,
+            asked=source.asked,  # shown as the source is
             group=source.group,
             key_fp=source.key_fp,  # the remix lives under the source's key too
             remixed_from=source.id,
@@ -500,6 +511,7 @@ class VideoService:
         job_id: str,
         owner: str,
         model: str,
+        asked: str | None,
         group: str,
         key_fp: str,
         reference: str | None = None,
@@ -526,6 +538,7 @@ class VideoService:
             updated_at=now,
             reference=reference,
             remixed_from=remixed_from,
+            asked=asked,
         )
         await self._insert(job)
         return await self._record(job, video)

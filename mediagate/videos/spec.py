@@ -92,13 +92,20 @@ def check_prompt(value: Any, route: Route) -> str:
 _SHOWN_NAME_CHARS = 64
 
 
-def unknown_parameter(name: str, what: str = "parameter") -> InvalidRequest:
-    """The 400 for a parameter nobody takes. The name is the client's: shown escaped (no
-    control or non-ASCII character survives) and truncated, in the message and as `param`."""
-    shown = name[:_SHOWN_NAME_CHARS].encode("ascii", "backslashreplace").decode("ascii")
+def _shown(text: str) -> str:
+    """Client text as a message shows it: escaped (no control or non-ASCII character
+    survives) and truncated."""
+    shown = text[:_SHOWN_NAME_CHARS].encode("ascii", "backslashreplace").decode("ascii")
     shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
-    if len(name) > _SHOWN_NAME_CHARS:
+    if len(text) > _SHOWN_NAME_CHARS:
         shown += "..."
+    return shown
+
+
+def unknown_parameter(name: str, what: str = "parameter") -> InvalidRequest:
+    """The 400 for a parameter nobody takes. The name is the client's: shown escaped and
+    truncated, in the message and as `param`."""
+    shown = _shown(name)
     return InvalidRequest(f"Unknown {what}: '{shown}'.", param=shown, code="unknown_parameter")
 
 
@@ -127,10 +134,13 @@ def _seconds(value: Any, policy: VideoPolicy, model: str) -> tuple[int, str | No
         raise InvalidRequest("Invalid 'seconds': expected a string such as '8'.", param="seconds")
     least, most = policy.accept_seconds or (min(policy.seconds), max(policy.seconds))
     if not least <= asked <= most:
-        made = _listing([str(s) for s in policy.seconds])
+        if least == most:  # a fixed-length model (muse-video-20s): nothing maps
+            made = f"exactly {least} seconds"
+        else:
+            made = f"{_listing([str(s) for s in policy.seconds])} seconds (asked values from "
+            made += f"{least} to {most} map to the nearest)"
         raise InvalidRequest(
-            f"Invalid value for 'seconds': '{asked}'. {model} makes {made} seconds "
-            f"(asked values from {least} to {most} map to the nearest).",
+            f"Invalid value for 'seconds': '{asked}'. {model} makes {made}.",
             param="seconds",
             code="invalid_value",
         )
@@ -173,11 +183,50 @@ def _size(value: Any, policy: VideoPolicy, model: str, tier: str | None) -> tupl
     return size, f"size={asked}>{size}"
 
 
-def _option(name: str, value: Any, rule: VideoOption) -> Any:
+def _ids(name: str, value: Any, rule: VideoOption, model: str) -> list[str]:
+    """An ids option: a list of ids, or one string of them separated by commas; each one of
+    the option's values, one of `alone` only by itself."""
+    if isinstance(value, str):
+        given = [part.strip() for part in value.split(",")]
+    elif isinstance(value, list) and all(isinstance(part, str) for part in value):
+        given = [part.strip() for part in value]
+    else:
+        given = []
+    if not given or not all(given):
+        raise InvalidRequest(
+            f"Invalid value for '{name}': expected an id, a list of ids, or ids separated by "
+            "commas.",
+            param=name,
+            code="invalid_value",
+        )
+    allowed = rule.values or []
+    unknown = [part for part in given if part not in allowed]
+    if unknown:
+        raise InvalidRequest(
+            f"Invalid value for '{name}': '{_shown(unknown[0])}' is not an id {model} takes. "
+            f"It takes {_listing(allowed)}.",
+            param=name,
+            code="invalid_value",
+        )
+    lonely = [part for part in given if part in rule.alone]
+    if lonely and len(given) > 1:
+        raise InvalidRequest(
+            f"Invalid value for '{name}': '{lonely[0]}' stands alone; it cannot be combined "
+            "with other ids.",
+            param=name,
+            code="invalid_value",
+        )
+    return given
+
+
+def _option(name: str, value: Any, rule: VideoOption, model: str) -> Any:
     def bad(expected: str) -> InvalidRequest:
         return InvalidRequest(
             f"Invalid value for '{name}': expected {expected}.", param=name, code="invalid_value"
         )
+
+    if rule.type == "ids":
+        return _ids(name, value, rule, model)
 
     if rule.type == "bool":
         if isinstance(value, bool):
@@ -200,7 +249,19 @@ def _option(name: str, value: Any, rule: VideoOption) -> Any:
     if rule.type == "url" and not value.startswith(("http://", "https://", "data:image/")):
         raise bad("an http(s) URL or a data:image/...;base64 URL")
     if rule.values is not None and value not in rule.values:
-        raise bad(f"one of {_listing(rule.values)}")
+        raise InvalidRequest(
+            f"Invalid value for '{name}': '{_shown(value)}' is not one {model} takes. It takes "
+            f"{_listing(rule.values)}.",
+            param=name,
+            code="invalid_value",
+        )
+    if rule.max_chars is not None and len(value) > rule.max_chars:
+        raise InvalidRequest(
+            f"Invalid '{name}': {len(value)} characters is longer than the {rule.max_chars} "
+            f"{model} takes.",
+            param=name,
+            code="string_above_max_length",
+        )
     return value
 
 
@@ -238,7 +299,7 @@ def plan_video(
             if name in fields:  # an alias's default for another successor is not reported
                 dropped.append(name)
             continue
-        options[name] = _option(name, given[name], rule)
+        options[name] = _option(name, given[name], rule, model)
     tier = options.pop("resolution", None)
     mapped: list[str] = []
     seconds, note = _seconds(given.get("seconds"), policy, model)

@@ -5,7 +5,9 @@
 //
 // Each argument falls back to MEDIAGATE_BASE_URL (e.g. http://127.0.0.1:8000/v1),
 // MEDIAGATE_API_KEY, MEDIAGATE_MODEL (default sora-2), MEDIAGATE_REFERENCE (a PNG/JPEG/WebP
-// path sent as `input_reference`; optional). Optional: MEDIAGATE_SIZE, MEDIAGATE_SECONDS.
+// path sent as `input_reference`; optional). Optional: MEDIAGATE_SIZE, MEDIAGATE_SECONDS,
+// MEDIAGATE_EXTRA (a JSON object of extra body fields, e.g. Muse's style_preset, sent as the
+// SDK sends any field it has no type for).
 //
 // The Node SDK has no `videos.createAndPoll` (the Python one has `create_and_poll`); when a
 // version adds it, it is used, else the same loop is written here: retrieve until terminal,
@@ -30,6 +32,7 @@ const deadline = Date.now() + Number(process.env.MEDIAGATE_POLL_TIMEOUT_MS ?? 12
 const params = { model, prompt: "a paper boat on a pond" };
 if (process.env.MEDIAGATE_SIZE) params.size = process.env.MEDIAGATE_SIZE;
 if (process.env.MEDIAGATE_SECONDS) params.seconds = process.env.MEDIAGATE_SECONDS;
+if (process.env.MEDIAGATE_EXTRA) Object.assign(params, JSON.parse(process.env.MEDIAGATE_EXTRA));
 if (reference) {
   params.input_reference = await toFile(fs.createReadStream(reference), path.basename(reference));
 }

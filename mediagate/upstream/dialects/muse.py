@@ -1,5 +1,7 @@
 """Muse's contract (muse.md): the `/v1/videos` shape Sora had. Create as multipart (`model`,
-`prompt`, `size`, `seconds`, `input_reference` file, `last_frame`), poll `GET /videos/{id}`
+`prompt`, `size`, `seconds`, `input_reference` file, `last_frame`, the looks and camera
+techniques `style_preset`, `custom_style`, `skill_preset` as ids separated by commas,
+`custom_skill`), poll `GET /videos/{id}`
 (queued / in_progress / completed / failed), the result at `video_url` (no key needed, kept 7
 days) or `GET /videos/{id}/content` with the key. A continuation ("remix") is a new create with
 `video_url` set to the source clip. Pure."""
@@ -31,6 +33,8 @@ def _job_path(upstream_id: str, suffix: str = "") -> str:
 def _text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, list):  # ids (skill_preset): one field, separated by commas
+        return ",".join(str(part) for part in value)
     return str(value)
 
 
