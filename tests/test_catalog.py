@@ -42,6 +42,13 @@ DEFAULT_MODELS = {
     "doubao-seedance-2-0-260128",
     "doubao-seedance-2-0-fast-260128",
     "doubao-seedance-2-0-mini-260615",
+    # Dreamina Seedance (changes-2026-12.md): 2.5 Flash, and the dated ids.
+    "seedance-2.5-flash",
+    "dreamina-seedance-2-5-260628",
+    "dreamina-seedance-2-5-flash-261115",
+    "dreamina-seedance-2-0-260128",
+    "dreamina-seedance-2-0-fast-260128",
+    "dreamina-seedance-2-0-mini-260615",
     "wan2.7-t2v",
     "wan2.7-i2v",
     "wan2.7-r2v",

@@ -564,11 +564,7 @@ class VideoService:
         left = deque(candidates)
         while True:
             route, plan = left.popleft()
-            if isinstance(plan, str):
-                self._left(model, route, plan)
-                if not left:
-                    raise AssertionError("a create is only moved on to a usable route")
-                continue
+            assert not isinstance(plan, str), "a create only moves on to a usable route"
             # The request's record follows the route it is on (mediagate.http.headers).
             ctx.served_by(model, route)
             ctx.dropped, ctx.mapped = list(plan.dropped), list(plan.mapped)
@@ -580,12 +576,17 @@ class VideoService:
             try:
                 created = await self.upstream.send(route, request, paid=True, parse=True)
             except GatewayError as error:
-                if not unserved(error) or not any(not isinstance(p, str) for _, p in left):
-                    for other, why in left:  # passed by, whatever the outcome
-                        if isinstance(why, str):
-                            self._left(model, other, why)
+                # As the image fallback does: a route is left only after a failure that surely
+                # cost nothing, and only while another route is listed (the last failure is the
+                # answer itself); the routes passed by say why.
+                if not left or not unserved(error):
                     raise
                 self._left(model, route, error.code or "upstream_error")
+                while left and isinstance(left[0][1], str):
+                    other, why = left.popleft()
+                    self._left(model, other, str(why))
+                if not left:
+                    raise
                 continue
             return created, route, plan
 
