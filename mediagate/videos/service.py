@@ -174,11 +174,10 @@ class VideoService:
         # Validated and mapped once and first, on the first route (nothing is reserved for a
         # bad request), then metered.
         plan = self._plan(request, route, model, defaults)
-        if not video_policy(route).priced(video_policy(route).tier(plan.spec.size)):
-            raise not_priced(model, video_policy(route).tier(plan.spec.size))
         candidates = [(route, plan), *self._fallbacks(served, plan, request, defaults)]
         job_id = new_video_id()
-        # Reserved: the most the video can cost on any route that may make it.
+        # Reserved: the most the video can cost on any route that may make it (a tier the
+        # first route has no price for is a 400 there, before anything is sent).
         usable = [(r, p.spec) for r, p in candidates if not isinstance(p, str)]
         ticket = await self._admit(policy, model, usable, job_id, gate)
         try:
