@@ -21,7 +21,7 @@ from mediagate.catalog import load_catalog
 from mediagate.simulator.ark import ArkTask
 
 from .conftest import GROUP_KEYS, Gateway, Sim, assert_error
-from .resilience import catalog
+from .resilience import catalog, metric
 from .test_keys import entry, keys_file
 from .test_videos import stored
 from .test_videos_families import ARK_TASKS, picture, posts, show
@@ -172,6 +172,8 @@ def test_a_create_falls_back_after_a_failure_that_did_no_work(
     reason = "rate_limit_exceeded" if fault == "429" else "upstream_error"
     assert raw.headers["x-mediagate-route"] == "seedance-2.0"
     assert raw.headers["x-mediagate-fallback"] == f"dreamina-seedance-2.0={reason}"
+    left = {"model": "seedance-2.0", "route": "dreamina-seedance-2.0", "reason": reason}
+    assert metric(gateway.url, "mediagate_fallbacks_total", **left) == 1
     if fault == "no_channel":
         # Retried as the route's policy allows (a 503 did no work), then handed over.
         assert created(sim) == [("SeeDance2", "dreamina-seedance-2-0-260128", 503)] * 3 + [
