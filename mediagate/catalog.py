@@ -140,13 +140,35 @@ class VideoOption(BaseModel):
         return self
 
 
+Basis = Literal["given", "derived", "bound"]
+_RATES = ("without_video", "with_video")
+
+
 class VideoTokenRate(BaseModel):
-    """USD per million output tokens at one resolution, with and without an input video."""
+    """USD per million output tokens at one resolution, with and without an input video, and
+    where each rate comes from: `basis` given (the upstream's page states it), derived (worked
+    out from a stated relation, e.g. another route's rate x 0.89) or bound (neither: a rate
+    known not to be below the upstream's, e.g. the without-video rate standing for the
+    with-video one), as one value for both rates or by rate; `source` says which page or which
+    derivation."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     without_video: float = Field(ge=0)
     with_video: float = Field(ge=0)
+    basis: Basis | dict[str, Basis] | None = None
+    source: str | None = None
+
+    @field_validator("basis")
+    @classmethod
+    def _by_rate(cls, value: Basis | dict[str, Basis] | None) -> Basis | dict[str, Basis] | None:
+        if isinstance(value, dict) and set(value) != set(_RATES):
+            raise ValueError(f"basis by rate names both {list(_RATES)}, got {sorted(value)}")
+        return value
+
+    def basis_of(self, rate: str) -> str | None:
+        """given, derived or bound, for `without_video` or `with_video` (None: not said)."""
+        return self.basis.get(rate) if isinstance(self.basis, dict) else self.basis
 
 
 class VideoPrice(BaseModel):
@@ -161,6 +183,10 @@ class VideoPrice(BaseModel):
     per_second: dict[str, float] | None = None
     per_million_output_tokens: dict[str, VideoTokenRate] | None = None
     tokens_per_second: dict[str, int] | None = None
+    # Tiers the route makes that have no rate yet (nothing published, nothing derivable): a
+    # request for one is refused (400 resolution_not_priced) until the operator gives the tier
+    # a rate in a catalog override; a tier with a rate is priced whatever this says.
+    not_priced: list[str] = Field(default_factory=list)
     as_of: date | None = None
     source: str | None = None
 
@@ -229,12 +255,23 @@ class VideoPolicy(BaseModel):
         if self.default_seconds not in self.seconds:
             raise ValueError(f"default_seconds {self.default_seconds} is not one of the seconds")
         if self.price is not None:
-            tiers = {self.tier(size) for size in self.sizes}
+            tiers = {self.tier(size) for size in self.sizes} - set(self.price.not_priced)
             for name in ("per_second", "per_million_output_tokens"):
                 rates = getattr(self.price, name)
                 if rates is not None and not tiers <= set(rates):
                     raise ValueError(f"price {name} lacks the tiers {sorted(tiers - set(rates))}")
         return self
+
+    def priced(self, tier: str) -> bool:
+        """Whether a video at this price tier has a price: what is not priced is not made
+        (never a free, unbudgeted video)."""
+        price = self.price
+        if price is None:
+            return False
+        if price.per_video is not None:
+            return True
+        rates = price.per_second or price.per_million_output_tokens or {}
+        return tier in rates
 
     def tier(self, size: str) -> str:
         """The price tier of a size: its resolution, else (a size the route does not list, or
@@ -451,9 +488,14 @@ class Catalog:
 
     def offered(self, has_key: Callable[[str], bool]) -> Catalog:
         """The catalog as this deployment can serve it: routes whose group has no key are gone,
-        and so are models left with no route. An alias stays: a request for it whose successor
-        is gone is a 404 naming the successor."""
-        routes = {rid: r for rid, r in self.routes.items() if has_key(r.group)}
+        and so are video routes with no price (never a free, unbudgeted video), and models
+        left with no route. An alias stays: a request for it whose successor is gone is a 404
+        naming the successor."""
+        routes = {
+            rid: r
+            for rid, r in self.routes.items()
+            if has_key(r.group) and (r.video is None or r.video.price is not None)
+        }
         models: dict[str, Model] = {}
         for mid, model in self.models.items():
             usable = [rid for rid in model.routes if rid in routes]

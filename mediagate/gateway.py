@@ -141,6 +141,7 @@ def _start_simulator(settings: Settings) -> tuple[Settings, BackgroundServer]:
         "key_sora2official": None,
         "key_gptimage2enterprise": None,
         "key_seedance2": None,
+        "key_dreamina": None,
         "key_wan": None,
         "extra_group_keys": {group_env_name(g): SecretStr(k) for g, k in keys.items()},
         # Simulated videos take well under a second; polling every 10 s would feel broken.

@@ -38,8 +38,10 @@ class Settings(BaseSettings):
     key_default: SecretStr | None = None
     key_openaiofficial: SecretStr | None = None
     key_openaiofficialenterprise: SecretStr | None = None
-    # The video families' own groups: Seedance 2.x (SeeDance2) and Wan (Wan).
+    # The video families' own groups: Seedance 2.x (SeeDance2, and Dreamina's Seedance in
+    # Dreamina) and Wan (Wan).
     key_seedance2: SecretStr | None = None
+    key_dreamina: SecretStr | None = None
     key_wan: SecretStr | None = None
     # The same groups' keys under their earlier names (Sora2Official, GPTImage2 Enterprise):
     # still read, with a warning at start naming the new variable (the catalog's `groups`

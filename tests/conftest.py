@@ -198,6 +198,7 @@ def gateway_settings(
         "key_openaiofficial": GROUP_KEYS["OpenAI Official"],
         "key_openaiofficialenterprise": GROUP_KEYS["OpenAI Official Enterprise"],
         "key_seedance2": GROUP_KEYS["SeeDance2"],
+        "key_dreamina": GROUP_KEYS["Dreamina"],
         "key_wan": GROUP_KEYS["Wan"],
         "api_keys": f"team-a:{CLIENT_KEY},team-b:{OTHER_CLIENT_KEY}",
         "fetch_allow_hosts": [f"127.0.0.1:{sim.port}"],

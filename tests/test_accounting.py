@@ -243,14 +243,16 @@ def test_video_cost_is_booked_when_the_job_completes(
     with gateway.http(api_key=KEY) as http:
         usage = http.get("/v1/usage").json()
     (row,) = usage["data"]
-    # Seedance 2.0 at 720p bills $7.88 per million output tokens, from the upstream's usage:
-    # 121 frames of 1280x720 are 108,900 completion tokens (seedance-2.md's own figure).
+    # Seedance 2.0 at 720p on Dreamina's route (the first) bills $7.01 per million output
+    # tokens (SeeDance2's 7.88 x 0.89), from the upstream's usage: 121 frames of 1280x720 are
+    # 108,900 completion tokens (seedance-2.md's own figure).
+    assert raw.headers["x-mediagate-route"] == "dreamina-seedance-2.0"
     assert row["model"] == "seedance-2.0" and row["video_seconds"] == 5
-    assert row["cost_usd"] == pytest.approx(108_900 * 7.88 / 1e6)
+    assert row["cost_usd"] == pytest.approx(108_900 * 7.01 / 1e6)
     client.videos.retrieve(video.id)  # seeing it finish again books nothing more
     with gateway.http(api_key=KEY) as http:
         total = http.get("/v1/usage").json()["totals"]["cost_usd"]
-    assert total == pytest.approx(108_900 * 7.88 / 1e6)
+    assert total == pytest.approx(108_900 * 7.01 / 1e6)
 
 
 def test_a_failed_video_costs_nothing_and_frees_its_reservation(

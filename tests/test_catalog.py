@@ -8,6 +8,7 @@ from pathlib import Path
 
 import openai
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from mediagate.catalog import CatalogError, load_catalog
@@ -42,6 +43,13 @@ DEFAULT_MODELS = {
     "doubao-seedance-2-0-260128",
     "doubao-seedance-2-0-fast-260128",
     "doubao-seedance-2-0-mini-260615",
+    # Dreamina Seedance (changes-2026-12.md): 2.5 Flash, and the dated ids.
+    "seedance-2.5-flash",
+    "dreamina-seedance-2-5-260628",
+    "dreamina-seedance-2-5-flash-261115",
+    "dreamina-seedance-2-0-260128",
+    "dreamina-seedance-2-0-fast-260128",
+    "dreamina-seedance-2-0-mini-260615",
     "wan2.7-t2v",
     "wan2.7-i2v",
     "wan2.7-r2v",
@@ -328,3 +336,87 @@ def test_the_shipped_example_catalog_is_valid() -> None:
     example = Path(__file__).parent.parent / "deploy" / "catalog.example.yaml"
     catalog = load_catalog(example)
     assert catalog.route_for("house-style", "image")[1].upstream_model == "gpt-image-2-vip"
+
+
+def test_dreamina_rates_say_their_basis_and_derived_ones_follow_the_stated_relation() -> None:
+    """Each Dreamina rate is given (the page's own figure), derived (the SeeDance2 rate for the
+    same model and resolution x 0.89, changes-2026-12.md) or a bound, with its source; the
+    derived ones are that product to the cent."""
+    catalog = load_catalog()
+    twins = {
+        "dreamina-seedance-2.5": "seedance-2.5",
+        "dreamina-seedance-2.0": "seedance-2.0",
+        "dreamina-seedance-2.0-fast": "seedance-2.0-fast",
+        "dreamina-seedance-2.0-mini": "seedance-2.0-mini",
+        "dreamina-seedance-2.5-flash": None,  # new: no doubao-* twin
+    }
+    for rid, twin in twins.items():
+        for route in (catalog.routes[rid], catalog.routes[f"{rid}.default"]):
+            assert route.group in ("Dreamina", "default") and route.dialect == "ark"
+            assert route.video is not None and route.video.price is not None
+            assert route.video.price.as_of is not None and route.video.price.source
+            rates = route.video.price.per_million_output_tokens or {}
+            for tier, rate in rates.items():
+                assert rate.source, (rid, tier)
+                for name in ("without_video", "with_video"):
+                    basis = rate.basis_of(name)
+                    assert basis in ("given", "derived", "bound"), (rid, tier, name)
+                    if basis != "derived":
+                        continue
+                    assert twin is not None, (rid, tier, name)
+                    twin_video = catalog.routes[twin].video
+                    assert twin_video is not None and twin_video.price is not None
+                    twin_rates = twin_video.price.per_million_output_tokens or {}
+                    expected = round(getattr(twin_rates[tier], name) * 0.89, 2)
+                    assert getattr(rate, name) == pytest.approx(expected), (rid, tier, name)
+    # 4K: in the size table of 2.5 and 2.0, but no rate anywhere: not priced.
+    for rid in ("dreamina-seedance-2.5", "dreamina-seedance-2.0"):
+        video = catalog.routes[rid].video
+        assert video is not None and video.tier("3840x2160") == "4k"
+        assert not video.priced("4k") and video.priced("1080p")
+    flash = catalog.routes["dreamina-seedance-2.5-flash"].video
+    assert flash is not None and {info.resolution for info in flash.sizes.values()} == {
+        "480p",
+        "720p",
+    }
+
+
+def test_an_override_prices_dreamina_4k(tmp_path: Path) -> None:
+    override = tmp_path / "4k.yaml"
+    rate = {"without_video": 20, "with_video": 12, "basis": "given", "source": "operator"}
+    price = {"price": {"per_million_output_tokens": {"4k": rate}}}
+    override.write_text(yaml.safe_dump({"routes": {"dreamina-seedance-2.5": {"video": price}}}))
+    video = load_catalog(override).routes["dreamina-seedance-2.5"].video
+    assert video is not None and video.priced("4k") and video.priced("720p")
+    # The other group's route keeps its own price: an operator prices both.
+    default = load_catalog(override).routes["dreamina-seedance-2.5.default"].video
+    assert default is not None and not default.priced("4k")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        # A tier the route makes, neither priced nor said to be unpriced: a mistake.
+        ("{not_priced: []}", "lacks the tiers"),
+        ("{per_million_output_tokens: {480p: {basis: {with_video: given}}}}", "basis by rate"),
+        ("{per_million_output_tokens: {480p: {basis: guessed}}}", "basis"),
+        ("{per_million_output_tokens: {4k: {without_video: 1, with_video: 1}}, "
+         "tokens_per_second: {4k: null}}", "tokens_per_second"),
+    ],
+)  # fmt: skip
+def test_invalid_video_prices_are_refused(tmp_path: Path, change: str, message: str) -> None:
+    override = tmp_path / "bad.yaml"
+    override.write_text(f"routes: {{dreamina-seedance-2.0: {{video: {{price: {change}}}}}}}\n")
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(override)
+
+
+def test_a_video_route_without_a_price_is_not_offered(tmp_path: Path) -> None:
+    override = tmp_path / "free.yaml"
+    override.write_text("routes: {dreamina-seedance-2.0: {video: {price: null}}}\n")
+    offered = load_catalog(override).offered(lambda group: True)
+    assert "dreamina-seedance-2.0" not in offered.routes
+    assert offered.models["seedance-2.0"].routes == [
+        "dreamina-seedance-2.0.default",
+        "seedance-2.0",
+    ]

@@ -287,3 +287,85 @@ def test_fault_markers_apply(ark: httpx2.Client, sim: Sim) -> None:
     small = create(ark, model=MINI, content=[text("[sim:bytes=64] x")])
     done = wait_for(ark, small, "succeeded")
     assert len(httpx2.get(done["content"]["video_url"]).content) == 64
+
+
+# --- Dreamina Seedance (changes-2026-12.md section 1): the dreamina-* ids -----------------------
+
+DREAMINA_25 = "dreamina-seedance-2-5-260628"
+DREAMINA_FLASH = "dreamina-seedance-2-5-flash-261115"
+DREAMINA_20 = "dreamina-seedance-2-0-260128"
+DREAMINA_MINI = "dreamina-seedance-2-0-mini-260615"
+
+
+def ark_post(sim: Sim, group: str, **body: Any) -> httpx2.Response:
+    return httpx2.post(f"{sim.url}/seedance/api/v3{TASKS}", json=body, headers=key(group))
+
+
+@pytest.mark.parametrize("group", ["SeeDance2", "Wan", "OpenAI Official"])
+def test_a_dreamina_id_has_no_channel_outside_dreamina_and_default(sim: Sim, group: str) -> None:
+    response = ark_post(sim, group, model=DREAMINA_20, content=[text("x")])
+    assert response.status_code == 503
+    message = response.json()["error"]["message"]
+    assert "No available channel" in message and DREAMINA_20 in message
+    assert not sim.state.videos
+
+
+def test_a_dreamina_key_has_no_channel_for_a_doubao_id(sim: Sim) -> None:
+    response = ark_post(sim, "Dreamina", model=SEEDANCE_20, content=[text("x")])
+    assert response.status_code == 503 and "No available channel" in response.text
+
+
+@pytest.mark.parametrize("group", ["Dreamina", "default"])
+def test_dreamina_sells_its_ids_in_its_group_and_default(sim: Sim, group: str) -> None:
+    with httpx2.Client(
+        base_url=f"{sim.url}/seedance/api/v3", headers=key(group), timeout=10
+    ) as client:
+        task_id = create(client, model=DREAMINA_MINI, content=[text("x")], ratio="16:9",
+                         resolution="480p", duration=4)  # fmt: skip
+        done = wait_for(client, task_id, "succeeded")
+    # The page's worked example: 2.0 mini, 480p 16:9, 4 s = 40,594 tokens x $3.50/M; here
+    # (97 frames of 864x496) the simulator's own pixels, at the page's rate.
+    tokens = done["usage"]["completion_tokens"]
+    assert tokens == 97 * 864 * 496 // 1024
+    task = sim.state.videos[task_id]
+    assert isinstance(task, ArkTask) and task.group == group
+    assert task.cost_usd() == pytest.approx(tokens * 3.50 / 1e6)
+    # A task is its group's: the other group that sells dreamina-* does not see it.
+    other = "default" if group == "Dreamina" else "Dreamina"
+    seen = httpx2.get(f"{sim.url}/seedance/api/v3{TASKS}/{task_id}", headers=key(other))
+    assert seen.status_code == 404
+    assert httpx2.get(f"{sim.url}/seedance/api/v3{TASKS}/{task_id}",
+                      headers=key("SeeDance2")).status_code == 404  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("model", "resolution", "status"),
+    [
+        (DREAMINA_FLASH, "1080p", 400),
+        (DREAMINA_FLASH, "4k", 400),
+        (DREAMINA_MINI, "1080p", 400),
+        (SEEDANCE_25, "4k", 400),  # SeeDance2 stops at 1080p
+        (DREAMINA_FLASH, "720p", 200),
+        (DREAMINA_20, "1080p", 200),
+        (DREAMINA_25, "4k", 200),
+    ],
+)
+def test_resolutions_per_model(sim: Sim, model: str, resolution: str, status: int) -> None:
+    group = "SeeDance2" if model.startswith("doubao") else "Dreamina"
+    response = ark_post(sim, group, model=model, content=[text("x")], resolution=resolution)
+    assert response.status_code == status, response.text
+    if status == 400:
+        assert response.json()["error"]["param"] == "resolution"
+
+
+def test_4k_is_made_at_3840x2160_and_billed_by_its_tokens(sim: Sim) -> None:
+    with httpx2.Client(
+        base_url=f"{sim.url}/seedance/api/v3", headers=key("Dreamina"), timeout=10
+    ) as client:
+        task_id = create(client, model=DREAMINA_25, content=[text("x")], ratio="16:9",
+                         resolution="4k", duration=5)  # fmt: skip
+        done = wait_for(client, task_id, "succeeded")
+    assert done["usage"]["completion_tokens"] == 121 * 3840 * 2160 // 1024
+    task = sim.state.videos[task_id]
+    # No 4K rate is published: the simulator knows none either.
+    assert isinstance(task, ArkTask) and task.size == "3840x2160" and task.cost_usd() is None

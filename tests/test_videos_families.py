@@ -16,6 +16,7 @@ from typing import Any
 
 import openai
 import pytest
+import yaml
 from PIL import Image
 
 from mediagate.servethread import BackgroundServer
@@ -118,14 +119,16 @@ def test_seedance_create_poll_download_with_a_reference(gw: Gateway, sim: Sim) -
     assert_made_8s(video, "seedance-2.0")
     [create] = posts(sim, ARK_TASKS)
     show("seedance", create)
-    assert create.group == "SeeDance2"
+    # Dreamina's route first (its own group's key is set): the same Ark contract.
+    assert create.group == "Dreamina"
+    assert raw.headers["x-mediagate-route"] == "dreamina-seedance-2.0"
     body = create.body
     text, image = body["content"]
     assert text == {"type": "text", "text": "a heron takes off"}
     assert image["role"] == "first_frame" and image["type"] == "image_url"
     rest = {k: v for k, v in body.items() if k != "content"}
     assert rest == {
-        "model": "doubao-seedance-2-0-260128",
+        "model": "dreamina-seedance-2-0-260128",
         "ratio": "16:9",
         "resolution": "720p",
         "duration": 8,
@@ -133,8 +136,9 @@ def test_seedance_create_poll_download_with_a_reference(gw: Gateway, sim: Sim) -
         "seed": 7,
     }
     assert sdk.videos.download_content(video.id).content[4:8] == b"ftyp"
-    # 193 frames (24 x 8 + 1) of 1280x720 are 173,700 completion tokens at $7.88 a million.
-    assert cost(gw, video.id) == pytest.approx(173_700 * 7.88 / 1e6)
+    # 193 frames (24 x 8 + 1) of 1280x720 are 173,700 completion tokens at Dreamina's $7.01 a
+    # million (SeeDance2's 7.88 x 0.89).
+    assert cost(gw, video.id) == pytest.approx(173_700 * 7.01 / 1e6)
 
 
 def test_wan_create_poll_download_without_the_key(gw: Gateway, sim: Sim) -> None:
@@ -206,7 +210,12 @@ def test_sora_2_pro_is_seedance_at_1080p(gw: Gateway, sim: Sim) -> None:
 def test_sora_2_pro_falls_back_to_muse_without_a_seedance_key(
     make_gateway: Callable[..., Gateway], sim: Sim, tmp_path: Path
 ) -> None:
-    gateway = make_gateway(key_seedance2=None, config=fast_video_polls(tmp_path / "p.yaml"))
+    # Only SeeDance2 serves seedance-2.0 here (Dreamina's routes are taken off), without a key.
+    config = fast_video_polls(tmp_path / "p.yaml")
+    overlay = yaml.safe_load(config.read_text())
+    overlay["models"] = {"seedance-2.0": {"routes": ["seedance-2.0"]}}
+    config.write_text(yaml.safe_dump(overlay))
+    gateway = make_gateway(key_seedance2=None, config=config)
     assert "seedance-2.0" not in {m.id for m in gateway.sdk().models.list().data}
     raw = gateway.sdk().videos.with_raw_response.create(
         model="sora-2-pro", prompt="p", size="1792x1024", seconds="12"

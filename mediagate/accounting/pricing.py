@@ -279,7 +279,8 @@ def video_cost(
         if type(output_tokens) is not int or output_tokens <= 0:
             raise UnusableUsage(f"the output tokens are {str(output_tokens)[:40]!r}")
         rate = token_rate.with_video if input_video else token_rate.without_video
-        cost = _round(rate * output_tokens / 1_000_000)
+        # Exact: tokens x rate per million, to the millionth of a dollar (half up), as images.
+        cost = _usd(Decimal(output_tokens) * _dec(rate) / Decimal(1_000_000))
     if ceiling is not None and cost > USAGE_BOUND * ceiling:
         raise UnusableUsage(f"the usage bills {cost} USD, over {USAGE_BOUND}x the estimate")
     return cost

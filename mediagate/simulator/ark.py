@@ -3,12 +3,17 @@
 - Under the `/seedance/api/v3` prefix: `POST /contents/generations/tasks` (answers `{"id"}`),
   `GET /contents/generations/tasks/{id}`. Any other path under `/seedance/` (the list call,
   `/seedance/v3/...` without `/api`) or a bare `/api/v3/...` answers the website's HTML with a
-  200, as the relay does. Token group `SeeDance2` only, else "no available channel".
+  200, as the relay does. Two routes of the same contract, told apart by the model id: the
+  `doubao-*` ids in token group `SeeDance2` only, the `dreamina-*` ids (Dreamina Seedance,
+  changes-2026-12.md section 1) in `Dreamina` and `default` only; a key of any other group gets
+  "no available channel" (503), and a task is seen only by its own group.
 - The body: `model` (the dated upstream ids below), `content[]` (text, image/video/audio
   references with roles, `draft_task` on 2.5), `ratio`, `resolution`, `duration`,
   `generate_audio`, `seed`, `watermark`, `return_last_frame`, `callback_url` (accepted,
   ignored: NOT FOUND whether the relay honours it), `draft` (2.5); anything else is refused.
-  Per-model limits as the doc gives them ([secondary] for the exact numbers).
+  Per-model limits as the doc gives them ([secondary] for the exact numbers): 1080p only on
+  2.0 and 2.5, `4k` only on Dreamina's 2.0 and 2.5 (its value and pixels NOT FOUND: twice the
+  1080p sides), 720p at most elsewhere (a 400).
 - Statuses queued / running / succeeded / failed / expired (`[sim:expire]`: never leaves
   the queue). `usage.completion_tokens` = frames x width x height / 1024, frames =
   24 x (output seconds + input video seconds) + 1: this reproduces the doc's own figures
@@ -52,11 +57,12 @@ from mediagate.simulator.state import Call, SimConfig, SimState
 from mediagate.simulator.videofiles import file_response
 
 ARK_PREFIX = "/seedance/api/v3"
-ARK_GROUP = "SeeDance2"
+SEEDANCE_GROUPS = ("SeeDance2",)
+DREAMINA_GROUPS = ("Dreamina", "default")
 FPS = 24
 ASSUMED_REFERENCE_VIDEO_S = 5
 RATIOS = ("16:9", "9:16", "4:3", "3:4", "1:1", "21:9", "adaptive")
-RESOLUTIONS = ("480p", "720p", "1080p")
+RESOLUTIONS = ("480p", "720p", "1080p", "4k")
 # resolution -> ratio -> (width, height). 720p/1080p 16:9 are LaoZhang's (its token figures
 # give 1280x720 and 1920x1080); the other cells follow the Ark docs of the same contract
 # [secondary].
@@ -85,6 +91,14 @@ PIXELS: dict[str, dict[str, tuple[int, int]]] = {
         "9:16": (1080, 1920),
         "21:9": (2206, 946),
     },
+    "4k": {
+        "16:9": (3840, 2160),
+        "4:3": (3328, 2496),
+        "1:1": (2880, 2880),
+        "3:4": (2496, 3328),
+        "9:16": (2160, 3840),
+        "21:9": (4412, 1892),
+    },
 }
 
 
@@ -97,9 +111,11 @@ class ArkModel:
     videos: int
     audios: int
     audio_only: bool  # may audio be the only reference
-    # USD per 1M output tokens from 2026-10-14: resolution tier -> (no input video, with one)
+    # USD per 1M output tokens: resolution tier -> (no input video, with one); a tier without
+    # a published price is absent
     prices: dict[str, tuple[float, float]]
     v25: bool = False
+    groups: tuple[str, ...] = SEEDANCE_GROUPS  # the token groups that may call it
 
 
 _LOW = ("480p", "720p")
@@ -118,7 +134,32 @@ MODELS: dict[str, ArkModel] = {
     "doubao-seedance-2-0-mini-260615": ArkModel(
         "720p", 15, 5, 9, 3, 3, False, dict.fromkeys(_LOW, (3.94, 2.40))
     ),
+    # Dreamina Seedance: BytePlus's list price; the page's own figures where it gives them
+    # (2.5 ~10.8, 2.5 Flash ~7.0, 2.0 Mini 3.50 per 1M at 480p), else about 11% below the
+    # doubao-* twin. Limits as the twin's; 2.5 Flash as 2.5's, at most 720p.
+    "dreamina-seedance-2-5-260628": ArkModel(
+        "4k", 30, -1, 30, 10, 10, True,
+        {**dict.fromkeys(_LOW, (10.80, 6.41)), "1080p": (11.75, 7.01)}, v25=True,
+        groups=DREAMINA_GROUPS,
+    ),
+    "dreamina-seedance-2-5-flash-261115": ArkModel(
+        "720p", 30, -1, 30, 10, 10, True, dict.fromkeys(_LOW, (7.00, 7.00)), v25=True,
+        groups=DREAMINA_GROUPS,
+    ),
+    "dreamina-seedance-2-0-260128": ArkModel(
+        "4k", 15, 5, 9, 3, 3, False,
+        {**dict.fromkeys(_LOW, (7.01, 4.27)), "1080p": (7.78, 4.73)}, groups=DREAMINA_GROUPS,
+    ),
+    "dreamina-seedance-2-0-fast-260128": ArkModel(
+        "720p", 15, 5, 9, 3, 3, False, dict.fromkeys(_LOW, (5.64, 3.36)),
+        groups=DREAMINA_GROUPS,
+    ),
+    "dreamina-seedance-2-0-mini-260615": ArkModel(
+        "720p", 15, 5, 9, 3, 3, False, dict.fromkeys(_LOW, (3.50, 2.14)),
+        groups=DREAMINA_GROUPS,
+    ),
 }  # fmt: skip
+ARK_GROUPS = frozenset(group for model in MODELS.values() for group in model.groups)
 _TOP_FIELDS = frozenset(
     {"model", "content", "ratio", "resolution", "duration", "generate_audio", "seed"}
     | {"watermark", "return_last_frame", "callback_url", "draft"}
@@ -173,14 +214,16 @@ class ArkTask:
         frames = FPS * (self.duration + self.input_video_s) + 1
         return frames * width * height // 1024
 
-    def cost_usd(self) -> float:
-        """What the task costs once settled: tokens at the model's price; nothing unless it
-        succeeded (the refund of a failed task's pre-charge is implied, NOT CONFIRMED)."""
+    def cost_usd(self) -> float | None:
+        """What the task costs once settled: tokens at the model's price (None where no price
+        is published: Dreamina's 4K); nothing unless it succeeded (the refund of a failed
+        task's pre-charge is implied, NOT CONFIRMED)."""
         if self.clock.phase()[0] != "succeeded":
             return 0.0
-        tier = "1080p" if self.resolution == "1080p" else "720p"
-        price = MODELS[self.model].prices[tier][1 if self.input_video_s else 0]
-        return self.completion_tokens() * price / 1_000_000
+        prices = MODELS[self.model].prices.get(self.resolution)
+        if prices is None:
+            return None
+        return self.completion_tokens() * prices[1 if self.input_video_s else 0] / 1_000_000
 
     def body(self, ttl_s: float) -> dict[str, Any]:
         phase, _ = self.clock.phase()
@@ -241,7 +284,7 @@ def register_ark_routes(app: FastAPI, config: SimConfig, sim: SimState) -> None:
         body = decode_body(await request.body())
 
         async def handle(call: Call) -> Response:
-            group = authorize_create(call, ARK_GROUP, body)
+            group = _authorize_create(call, body)
             if not is_json_content_type(request) or not isinstance(body, dict):
                 raise bad("The request body must be a JSON object (application/json).")
             task = _validate(body, group, config, sim, request)
@@ -253,7 +296,7 @@ def register_ark_routes(app: FastAPI, config: SimConfig, sim: SimState) -> None:
     @app.get(f"{ARK_PREFIX}/contents/generations/tasks/{{task_id}}")
     async def get_task(task_id: str, request: Request) -> Response:
         async def handle(call: Call) -> Response:
-            group = authorize(call, ARK_GROUP)
+            group = _authorize_task(call)
             task = sim.videos.get(task_id)
             if not isinstance(task, ArkTask) or task.group != group:
                 raise SimError(
@@ -294,6 +337,28 @@ def register_ark_routes(app: FastAPI, config: SimConfig, sim: SimState) -> None:
     app.add_api_route("/api/{rest:path}", website, methods=methods)
 
 
+def _authorize_create(call: Call, body: Any) -> str:
+    """The caller's group, if it may call the model the body names: a `doubao-*` id only from
+    SeeDance2, a `dreamina-*` id only from Dreamina or default; any other group (or a model
+    this route does not sell, asked by a group of neither) gets "no available channel"."""
+    model = body.get("model") if isinstance(body, dict) else None
+    spec = MODELS.get(model) if isinstance(model, str) else None
+    allowed = spec.groups if spec is not None else tuple(ARK_GROUPS)
+    group = call.group
+    if group is None or group not in allowed:
+        return authorize_create(call, "", body)  # 401 without a key, else no channel
+    call.model = model if isinstance(model, str) else None
+    return group
+
+
+def _authorize_task(call: Call) -> str:
+    """The caller's group for a task lookup: one of the groups that sell Seedance (a task is
+    then found only by its own group), else 401 / no channel."""
+    if call.group is not None and call.group in ARK_GROUPS:
+        return call.group
+    return authorize(call, "")
+
+
 def _validate(
     body: dict[str, Any], group: str, config: SimConfig, sim: SimState, request: Request
 ) -> ArkTask:
@@ -312,7 +377,8 @@ def _validate(
         raise bad(f"Invalid ratio {ratio!r}; one of {', '.join(RATIOS)}.", "ratio")
     resolution = body.get("resolution", "720p")
     if resolution not in RESOLUTIONS:
-        raise bad(f"Invalid resolution {resolution!r}; one of 480p, 720p, 1080p.", "resolution")
+        raise bad(f"Invalid resolution {resolution!r}; one of {', '.join(RESOLUTIONS)}.",
+                  "resolution")  # fmt: skip
     if RESOLUTIONS.index(resolution) > RESOLUTIONS.index(spec.max_resolution):
         raise bad(f"{model_id} supports up to {spec.max_resolution}.", "resolution")
     duration = body.get("duration", spec.default_duration)

@@ -23,10 +23,11 @@ DEFAULT_SIM_KEYS: dict[str, str] = {
     "sk-sim-official": "OpenAI Official",
     "sk-sim-enterprise": "OpenAI Official Enterprise",
     # Video families after Sora (upstream-2026/): Muse in default/vip/svip, Seedance in
-    # SeeDance2, Wan in Wan.
+    # SeeDance2 (doubao-*) and in Dreamina and default (dreamina-*), Wan in Wan.
     "sk-sim-vip": "vip",
     "sk-sim-svip": "svip",
     "sk-sim-seedance2": "SeeDance2",
+    "sk-sim-dreamina": "Dreamina",
     "sk-sim-wan": "Wan",
 }
 

@@ -4,8 +4,18 @@ job store.
 `VideoService.create` validates a request once (`mediagate.videos.spec`), admits it against the
 client key's limits and budget (a reservation under the new job's id, held until the job ends),
 starts the job upstream, records it and answers; `.remix` does the same from a source job it
-reads once. `.retrieve`, `.list`, `.delete` and `.content` act on jobs the caller owns. Each
-hands the HTTP layer a result (`Video`, `VideoPage`, the deleted `VideoJob`, a streaming
+reads once.
+
+A video model may list several routes (Seedance: Dreamina's group, Dreamina in `default`, then
+SeeDance2). The create goes to the first; a later one takes over only after a failure that
+surely did no work (the paid rule, `mediagate.errors.unserved`: never after a timeout or a
+broken answer), and only if it makes the video exactly as planned on the first route (the same
+size, tier, seconds and shape, nothing more dropped when the operator forbids it, a price for
+the tier): a request is never quietly mapped down to fit a fallback. The reservation is the
+dearest of those candidates; the job is billed on the route that made it.
+
+`.retrieve`, `.list`, `.delete` and `.content` act on jobs the caller owns. Each hands the HTTP
+layer a result (`Video`, `VideoPage`, the deleted `VideoJob`, a streaming
 upstream answer); the HTTP layer only translates requests and results. `.reconcile` is the
 reconciler's poll of an unfinished job (`mediagate.videos.reconciler`), which may also end it.
 
@@ -24,7 +34,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -32,8 +43,15 @@ from mediagate import context
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.accounting.metering import VIDEO_RESERVATION_TTL_S, Gate, Metering, Ticket
 from mediagate.accounting.pricing import UnusableUsage, video_cost, video_estimate
-from mediagate.catalog import Catalog, Route
-from mediagate.errors import GatewayError, InvalidRequest, NotFound, Scrubber, UpstreamError
+from mediagate.catalog import Catalog, Model, Route
+from mediagate.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    Scrubber,
+    UpstreamError,
+    unserved,
+)
 from mediagate.imagedata import ImageWork
 from mediagate.observability.metrics import Metrics
 from mediagate.settings import Settings
@@ -97,6 +115,21 @@ def _dialect(route: Route) -> VideoDialect:
     return video_dialect(route.dialect)
 
 
+# A route of the model that may make the create, planned, or why it may not (reported in
+# x-mediagate-fallback when the create passes it by).
+Candidate = tuple[Route, VideoPlan | str]
+
+
+def not_priced(model: str, tier: str) -> InvalidRequest:
+    """A tier the route makes but has no price for: not made until the operator prices it."""
+    return InvalidRequest(
+        f"Invalid value for 'size': {model} at {tier} is not offered until it is priced "
+        "(the upstream publishes no rate for it; an operator sets one in the catalog).",
+        param="size",
+        code="resolution_not_priced",
+    )
+
+
 @dataclass
 class VideoService:
     """The Videos API's use cases, built once in the lifespan from the parts they use."""
@@ -138,9 +171,27 @@ class VideoService:
         ctx.served_by(model, route)
         ctx.alias = alias
         defaults = alias.params.get(model) if alias is not None else None
-        # Validated and mapped once and first (nothing is reserved for a bad request), then
-        # metered.
-        plan = plan_video(
+        # Validated and mapped once and first, on the first route (nothing is reserved for a
+        # bad request), then metered.
+        plan = self._plan(request, route, model, defaults)
+        candidates = [(route, plan), *self._fallbacks(served, plan, request, defaults)]
+        job_id = new_video_id()
+        # Reserved: the most the video can cost on any route that may make it (a tier the
+        # first route has no price for is a 400 there, before anything is sent).
+        usable = [(r, p.spec) for r, p in candidates if not isinstance(p, str)]
+        ticket = await self._admit(policy, model, usable, job_id, gate)
+        try:
+            job = await self._start(policy.name, model, candidates, request, job_id)
+        except BaseException:
+            ticket.settle_soon(Charge(model, 0.0))
+            raise
+        await ticket.release()  # the reservation stays until the job ends
+        return self._answer(job)
+
+    def _plan(
+        self, request: VideoRequest, route: Route, model: str, defaults: dict[str, Any] | None
+    ) -> VideoPlan:
+        return plan_video(
             request.fields,
             route,
             model,
@@ -148,16 +199,43 @@ class VideoService:
             reference=request.reference is not None,
             defaults=defaults,
         )
-        spec = plan.spec
-        job_id = new_video_id()
-        ticket = await self._admit(policy, model, route, spec, job_id, gate)
-        try:
-            job = await self._start(policy.name, model, route, plan, request, job_id)
-        except BaseException:
-            ticket.settle_soon(Charge(model, 0.0))
-            raise
-        await ticket.release()  # the reservation stays until the job ends
-        return self._answer(job)
+
+    def _fallbacks(
+        self,
+        served: Model,
+        first: VideoPlan,
+        request: VideoRequest,
+        defaults: dict[str, Any] | None,
+    ) -> list[Candidate]:
+        """The model's later routes, each planned for the request, or why it cannot take over:
+        `invalid` (it refuses the request), `would_map` (it would make another size, tier,
+        length or shape: 4K has no SeeDance2 tier), `not_priced`, `would_drop` (it would drop a
+        field the first route keeps, where the operator forbids that)."""
+        may_drop = self.settings.fallback_may_drop
+        if served.fallback_may_drop is not None:
+            may_drop = served.fallback_may_drop
+        first_route = self.catalog.routes[served.routes[0]]
+        shape = (first.spec, video_policy(first_route).frame_ratio)
+        found: list[Candidate] = []
+        for rid in served.routes[1:]:
+            route = self.catalog.routes[rid]
+            if route.video is None:
+                continue
+            try:
+                plan = self._plan(request, route, served.id, defaults)
+            except InvalidRequest:
+                found.append((route, "invalid"))
+                continue
+            policy = video_policy(route)
+            if (replace(plan.spec, options=first.spec.options), policy.frame_ratio) != shape:
+                found.append((route, "would_map"))
+            elif not policy.priced(policy.tier(plan.spec.size)):
+                found.append((route, "not_priced"))
+            elif not may_drop and set(plan.dropped) - set(first.dropped):
+                found.append((route, "would_drop"))
+            else:
+                found.append((route, plan))
+        return found
 
     async def remix(
         self, policy: KeyPolicy, video_id: str, body: Any, gate: Gate | None = None
@@ -182,7 +260,7 @@ class VideoService:
             source_url=source.result_url,
         )
         job_id = new_video_id()
-        ticket = await self._admit(policy, source.model, route, spec, job_id, gate)
+        ticket = await self._admit(policy, source.model, [(route, spec)], job_id, gate)
         try:
             job = await self._start_remix(source, route, spec, job_id)
         except BaseException:
@@ -374,16 +452,22 @@ class VideoService:
         self,
         policy: KeyPolicy,
         model: str,
-        route: Route,
-        spec: VideoSpec,
+        candidates: Sequence[tuple[Route, VideoSpec]],
         job_id: str,
         gate: Gate | None = None,
     ) -> Ticket:
-        """The key's limits checked and the most the video can cost reserved under the job's
-        id, so whichever replica sees the job finish can settle it."""
-        video = video_policy(route)
-        bound = video_estimate(video.price, video.tier(spec.size), spec.seconds)
-        estimate = (bound or 0.0) * self.catalog.multiplier(route)
+        """The key's limits checked and the most the video can cost on any of the `candidates`
+        (the routes that may make it, with what each would be sent) reserved under the job's
+        id, so whichever replica sees the job finish can settle it. A candidate without a
+        price for the video's tier is a 400: never a free, unbudgeted video."""
+        estimate = 0.0
+        for route, spec in candidates:
+            video = video_policy(route)
+            tier = video.tier(spec.size)
+            bound = video_estimate(video.price, tier, spec.seconds)
+            if bound is None:
+                raise not_priced(model, tier)
+            estimate = max(estimate, bound * self.catalog.multiplier(route))
         return await self.metering.admit(
             policy,
             model,
@@ -429,15 +513,18 @@ class VideoService:
         self,
         owner: str,
         model: str,
-        route: Route,
-        plan: VideoPlan,
+        candidates: Sequence[Candidate],
         request: VideoRequest,
         job_id: str,
     ) -> VideoJob:
-        """The job created upstream (with its reference, fitted) and recorded."""
-        spec = plan.spec
+        """The job created upstream (with its reference, fitted) on the first of the
+        `candidates` that takes it, and recorded. The first is planned; a later one is tried
+        only after a failure that surely did no work."""
+        route, first = candidates[0]
+        assert not isinstance(first, str), "the first route is the one planned"
+        spec = first.spec
         ctx = context.current()  # what the route's normalisation did (mediagate.http.headers)
-        ctx.dropped, ctx.mapped = list(plan.dropped), list(plan.mapped)
+        ctx.dropped, ctx.mapped = list(first.dropped), list(first.mapped)
         reference: Reference | None = None
         note = None
         if request.reference is not None:
@@ -452,15 +539,8 @@ class VideoService:
                 max_pixels=max_pixels,
                 cap=references.decode_cap(list(route.video.sizes), max_pixels),
             )
-            if note:
-                ctx.mapped.append(note)
-
-        # Any key of the group may create the job (a refused one is skipped); the job stays
-        # bound to the one that did.
-        dialect = _dialect(route)
-        created = await self.upstream.send(
-            route, dialect.build_create(route, spec, reference), paid=True, parse=True
-        )
+        created, route, plan = await self._create_on_routes(model, candidates, reference, note)
+        spec = plan.spec
         described = None
         if reference is not None:
             described = f"{reference.content_type} {reference.width}x{reference.height}"
@@ -478,6 +558,50 @@ class VideoService:
             reference=described,
         )
         return job
+
+    async def _create_on_routes(
+        self,
+        model: str,
+        candidates: Sequence[Candidate],
+        reference: Reference | None,
+        note: str | None,
+    ) -> tuple[UpstreamAnswer, Route, VideoPlan]:
+        """The create sent on the first candidate, then on the next usable ones while a route
+        fails in a way that surely cost nothing: the upstream's answer, the route that took it
+        and its plan. Every route left or passed by is in x-mediagate-fallback."""
+        ctx = context.current()
+        left = deque(candidates)
+        while True:
+            route, plan = left.popleft()
+            assert not isinstance(plan, str), "a create only moves on to a usable route"
+            # The request's record follows the route it is on (mediagate.http.headers).
+            ctx.served_by(model, route)
+            ctx.dropped, ctx.mapped = list(plan.dropped), list(plan.mapped)
+            if note:
+                ctx.mapped.append(note)
+            # Any key of the group may create the job (a refused one is skipped); the job
+            # stays bound to the one that did.
+            request = _dialect(route).build_create(route, plan.spec, reference)
+            try:
+                created = await self.upstream.send(route, request, paid=True, parse=True)
+            except GatewayError as error:
+                # As the image fallback does: a route is left only after a failure that surely
+                # cost nothing, and only while another route is listed (the last failure is the
+                # answer itself); the routes passed by say why.
+                if not left or not unserved(error):
+                    raise
+                self._left(model, route, error.code or "upstream_error")
+                while left and isinstance(left[0][1], str):
+                    other, why = left.popleft()
+                    self._left(model, other, str(why))
+                if not left:
+                    raise
+                continue
+            return created, route, plan
+
+    def _left(self, model: str, route: Route, reason: str) -> None:
+        context.note_fallback(route.id, reason)
+        self.metrics.fallbacks.labels(model, route.id, reason).inc()
 
     async def _start_remix(
         self, source: VideoJob, route: Route, spec: VideoSpec, job_id: str
