@@ -131,7 +131,9 @@ def test_bad_token_is_401(client: TestClient, state: SimState, headers: dict[str
         (DEFAULT, CHAT, "gpt-image-2", "default"),
         (DEFAULT, IMAGES, "gpt-image-2.5-sunburst", "default"),
         (DEFAULT, IMAGES, "gpt-image-2.6-flare", "default"),
-        (DEFAULT, IMAGES, "gpt-image-1.5", "default"),
+        (DEFAULT, IMAGES, "gpt-image-2.5", "default"),
+        (OFFICIAL, IMAGES, "gpt-image-2.6-flare-vip", "OpenAI Official"),
+        (OFFICIAL, IMAGES, "gpt-image-2.6-web", "OpenAI Official"),
     ],
 )
 def test_wrong_group_or_endpoint_is_503(
@@ -387,7 +389,7 @@ def test_2_6_spends_more_tokens_than_2_5_at_low_and_medium(client: TestClient) -
         ("gpt-image-2.5-flare", {"stream": True}, "stream"),
         ("gpt-image-2.5-flare", {"quality": "ultra"}, "quality"),
         ("gpt-image-2.5-sunburst", {"size": "4096x4096"}, "size"),
-        ("gpt-image-2.6-flare", {"quality": "xhigh"}, "quality"),
+        ("gpt-image-2.6-flare", {"quality": "ultra"}, "quality"),
         ("gpt-image-2.6-flare", {"complexity": "max"}, "complexity"),
         ("gpt-image-2.6-sunburst", {"partial_images": 1}, "partial_images"),
         ("gpt-image-2.6-sunburst", {"n": 3}, "n"),
