@@ -148,9 +148,7 @@ IMAGE_MODELS = sorted(
 )
 
 
-IMAGE_ALIASES = sorted(
-    name for name, alias in BUNDLED.aliases.items() if alias.to in IMAGE_MODELS
-)
+IMAGE_ALIASES = sorted(name for name, alias in BUNDLED.aliases.items() if alias.to in IMAGE_MODELS)
 
 
 @pytest.mark.parametrize("model", [*IMAGE_MODELS, *IMAGE_ALIASES])

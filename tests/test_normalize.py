@@ -121,7 +121,7 @@ def test_plans_for_the_gpt_image_2_5_and_2_6_routes() -> None:
     xhigh = parse_generation({"prompt": "p", "quality": "xhigh"})
     assert plan_images(xhigh, flare).spec.params == {"quality": "xhigh"}
     assert plan_images(xhigh, sunburst).spec.params == {"quality": "xhigh"}
-    with pytest.raises(InvalidRequest, match="use one of low, medium, high[.]$"):
+    with pytest.raises(InvalidRequest, match=r"use one of low, medium, high[.]$"):
         plan_images(xhigh, CATALOG.routes["gpt-image-2.6-sunburst.vip"])
     # The per-call VIP route: no `auto` quality, no mask.
     vip = CATALOG.routes["gpt-image-2.5-flare.vip"]
