@@ -60,6 +60,12 @@ def test_the_vip_routes_take_size_and_quality_for_three_cents(
         "quality": "high",
         "response_format": "b64_json",
     }
+    # PNG is what the route makes: asking for it is not refused, it is dropped (the upstream
+    # knows no output_format) and reported.
+    sim.state.reset()
+    png = client.images.with_raw_response.generate(model=model, prompt="p", output_format="png")
+    assert png.headers["x-mediagate-dropped"] == "output_format"
+    assert "output_format" not in only_call(sim).body
 
 
 def test_the_web_route_picks_its_size_and_takes_an_output_format(
