@@ -359,6 +359,26 @@ class Price(BaseModel):
         return self
 
 
+class ParamRule(BaseModel):
+    """A condition on one request field of an image route, checked before anything goes
+    upstream (a violation is a 400): it applies when the client sends `field` (with the value
+    `value`, when given). `min`/`max` bound an integer; `only_with` names the values other
+    fields must have alongside it; `edits`, `stream` and `mask` false refuse it on an edit, a
+    streamed request, a request with a mask; `max_n` caps the images asked for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    field: str
+    value: str | None = None
+    min: int | None = None
+    max: int | None = None
+    only_with: dict[str, list[str]] = Field(default_factory=dict)
+    edits: bool = True
+    stream: bool = True
+    mask: bool = True
+    max_n: int | None = Field(default=None, ge=1)
+
+
 class Route(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -369,6 +389,11 @@ class Route(BaseModel):
     dialect: str
     accepts: frozenset[str] = frozenset()
     values: dict[str, list[str]] = Field(default_factory=dict)
+    # Fields the route does not take that are refused (a 400) instead of dropped, because the
+    # client would get something else than it asked for (a PNG for a GIF): field -> the values
+    # refused, or `any`. Only fields outside `accepts`.
+    refuses: dict[str, list[str] | Literal["any"]] = Field(default_factory=dict)
+    rules: list[ParamRule] = Field(default_factory=list)  # conditions on the fields it takes
     size: SizeRule | None = None
     max_n: int = Field(default=1, ge=1, le=10)
     max_prompt_chars: int = 32000
@@ -383,6 +408,16 @@ class Route(BaseModel):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
+
+    @model_validator(mode="after")
+    def _refuses_what_it_does_not_take(self) -> Route:
+        both = sorted(set(self.refuses) & self.accepts)
+        if both:
+            raise ValueError(f"refuses names fields the route accepts: {both}")
+        untaken = sorted({rule.field for rule in self.rules} - self.accepts)
+        if untaken:
+            raise ValueError(f"rules name fields the route does not accept: {untaken}")
+        return self
 
 
 class Model(BaseModel):

@@ -50,6 +50,7 @@ class InvalidImageData(ValueError):
 
 _B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _B64_HEAD = 64  # characters decoded to sniff the format: 48 bytes, past every magic number
+_SVG_HEAD = 1024  # characters decoded to find an SVG's root element: 768 bytes
 
 
 def checked_b64(value: str) -> tuple[str, str]:
@@ -71,6 +72,12 @@ def checked_b64(value: str) -> tuple[str, str]:
     except binascii.Error:
         raise InvalidImageData("not base64") from None
     kind = sniff_image_type(head)
+    if kind is None and len(raw) > _B64_HEAD:
+        # An SVG's `<svg` may come after an XML declaration, a comment or a doctype.
+        try:
+            kind = sniff_output_type(binascii.a2b_base64(raw[:_SVG_HEAD], strict_mode=True))
+        except binascii.Error:
+            raise InvalidImageData("not base64") from None
     if kind is None:
         raise InvalidImageData("not an image in a known format")
     return value, kind
@@ -79,10 +86,43 @@ def checked_b64(value: str) -> tuple[str, str]:
 def invalid_image(reason: Exception) -> UpstreamError:
     """The error for an upstream image that is not one (the caller marks a paid call's)."""
     return UpstreamError(
-        f"The upstream returned an image that is not valid base64 of a PNG, JPEG, WebP or GIF "
+        f"The upstream returned an image that is not valid base64 of a PNG, JPEG, WebP, GIF or SVG "
         f"({reason}).",
         code="bad_upstream_response",
     )
+
+
+# An SVG document's start: an optional BOM, XML declaration, comments and doctype, then <svg.
+_SVG_START = re.compile(
+    rb"^(?:\xef\xbb\xbf)?\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*(?:<!DOCTYPE[^>]*>\s*)?<svg[\s>]",
+    re.DOTALL,
+)
+_SVG_SIDE = re.compile(rb"""\s(width|height)\s*=\s*["']\s*([0-9]{1,5})(?:px)?\s*["']""")
+
+
+def sniff_output_type(data: bytes) -> str | None:
+    """`sniff_image_type`, or SVG: what a generated image may be. Never used for what a client
+    uploads (an SVG may carry script), only for what a route made."""
+    kind = sniff_image_type(data)
+    if kind is None and _SVG_START.match(data[:768]):
+        return "image/svg+xml"
+    return kind
+
+
+def image_size(head: bytes) -> str | None:
+    """An image's WxH from its first bytes: a PNG's IHDR, a GIF's logical screen, an SVG's
+    width and height attributes (in its first 768 bytes); None for other formats."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 24:
+        width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    elif head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
+        width, height = int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    elif _SVG_START.match(head[:768]):
+        root = head[: head.find(b">", head.find(b"<svg")) + 1]
+        sides = {name: int(value) for name, value in _SVG_SIDE.findall(root)}
+        width, height = sides.get(b"width", 0), sides.get(b"height", 0)
+    else:
+        return None
+    return f"{width}x{height}" if width > 0 and height > 0 else None
 
 
 def sniff_image_type(data: bytes) -> str | None:

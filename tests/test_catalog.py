@@ -29,6 +29,14 @@ DEFAULT_MODELS = {
     "gpt-image-2.5-web",
     "gpt-image-2.6-flare",
     "gpt-image-2.6-sunburst",
+    "gpt-image-2.6-flare-vip",
+    "gpt-image-2.6-sunburst-vip",
+    "gpt-image-2.6-web",
+    # Shut down by OpenAI on 2026-12-01: aliases of gpt-image-2.6-sunburst.
+    "gpt-image-1.5",
+    "gpt-image-1.5-2025-12-16",
+    "gpt-image-1-mini",
+    "chatgpt-image-latest",
     "sora_image",
     "gpt-4o-image",
     # Aliases of the retired Sora models (listed, like gpt-image-1).
@@ -56,13 +64,9 @@ DEFAULT_MODELS = {
     "wan3.0-video",
     "wan3.0-video-prime",
 }
-# Served only in the official groups.
-OFFICIAL_ONLY = {
-    "gpt-image-1",
-    "gpt-image-2-enterprise",
-    "gpt-image-2.6-flare",
-    "gpt-image-2.6-sunburst",
-}
+# Served only in the official groups (GPT Image 2.5 and 2.6 keep their VIP route, and so the
+# aliases of 2.6 Sunburst stay served).
+OFFICIAL_ONLY = {"gpt-image-2-enterprise"}
 
 
 def test_models_list_and_retrieve_in_the_openai_shape(client: openai.OpenAI) -> None:
@@ -109,6 +113,9 @@ def test_the_catalog_is_the_upstream_today() -> None:
         ("gpt-image-2.5-flare-vip", "default"),
         ("gpt-image-2.5-sunburst-vip", "default"),
         ("gpt-image-2.5-web", "default"),
+        ("gpt-image-2.6-flare-vip", "default"),
+        ("gpt-image-2.6-sunburst-vip", "default"),
+        ("gpt-image-2.6-web", "default"),
         ("sora_image", "default"),
         ("gpt-4o-image", "default"),
         *(
@@ -128,8 +135,10 @@ def test_the_catalog_is_the_upstream_today() -> None:
         if route.kind != "image":
             continue
         assert route.price is not None and route.price.source, route.id
-        # The legacy chat routes' only price is the spring page's, which gave no date.
-        assert route.price.as_of is not None or route.dialect == "chat", route.id
+        # The legacy chat routes' only price is the spring page's, which gave no date; GPT
+        # Image 2.6's VIP and web page is undated too (and says so in its source).
+        undated = route.dialect == "chat" or "undated" in (route.price.source or "")
+        assert route.price.as_of is not None or undated, route.id
         if route.group in official:
             assert route.price.tokens is not None and "mask" in route.accepts, route.id
         else:
@@ -166,7 +175,10 @@ IMAGE_MODELS = sorted(
 )
 
 
-@pytest.mark.parametrize("model", [*IMAGE_MODELS, "gpt-image-1"])
+IMAGE_ALIASES = sorted(name for name, alias in BUNDLED.aliases.items() if alias.to in IMAGE_MODELS)
+
+
+@pytest.mark.parametrize("model", [*IMAGE_MODELS, *IMAGE_ALIASES])
 def test_every_image_model_generates_through_the_sdk(
     client: openai.OpenAI, sim: Sim, model: str
 ) -> None:
@@ -185,16 +197,21 @@ def test_a_route_whose_group_has_no_key_is_not_offered(
     assert {m.id for m in client.models.list().data} == DEFAULT_MODELS - OFFICIAL_ONLY
     with pytest.raises(openai.NotFoundError):
         client.images.generate(model="gpt-image-2-enterprise", prompt="p")
-    # A retired name whose successor is not offered here: 404, naming the successor.
-    with pytest.raises(openai.NotFoundError, match=r"gpt-image-2\.6-sunburst"):
-        client.images.generate(model="gpt-image-1", prompt="p")
     assert sim.sent() == []
     # gpt-image-2 keeps its last route, the default group's web route.
     response = client.images.with_raw_response.generate(model="gpt-image-2", prompt="p")
     assert response.headers["x-mediagate-route"] == "gpt-image-2.web"
-    # The 2.5 models keep their per-call VIP route.
-    response = client.images.with_raw_response.generate(model="gpt-image-2.5-flare", prompt="p")
-    assert response.headers["x-mediagate-route"] == "gpt-image-2.5-flare.vip"
+    # The 2.5 and 2.6 models keep their per-call VIP route, and so do the retired names 2.6
+    # Sunburst serves.
+    served = {
+        "gpt-image-2.5-flare": "gpt-image-2.5-flare.vip",
+        "gpt-image-2.6-flare": "gpt-image-2.6-flare.vip",
+        "gpt-image-1": "gpt-image-2.6-sunburst.vip",
+        "gpt-image-1.5": "gpt-image-2.6-sunburst.vip",
+    }
+    for model, route in served.items():
+        response = client.images.with_raw_response.generate(model=model, prompt="p")
+        assert response.headers["x-mediagate-route"] == route
 
 
 def test_a_yaml_override_adds_a_model_and_route_without_code(

@@ -113,13 +113,16 @@ def test_plans_for_the_gpt_image_2_5_and_2_6_routes() -> None:
     plan = plan_images(request, sunburst)
     assert plan.calls == [1, 1, 1]  # one image a request
     assert plan.spec.params == {"complexity": "low", "quality": "high", "size": "1536x864"}
-    # 2.5 has no complexity: dropped and reported; it takes xhigh, 2.6 does not.
+    # 2.5 has no complexity: refused (catalog `refuses`), not dropped; both take xhigh, 2.6's
+    # VIP route does not.
     flare = CATALOG.routes["gpt-image-2.5-flare.official"]
-    assert plan_images(request, flare).dropped == ["complexity"]
+    with pytest.raises(InvalidRequest, match="'complexity' is not supported by route"):
+        plan_images(request, flare)
     xhigh = parse_generation({"prompt": "p", "quality": "xhigh"})
     assert plan_images(xhigh, flare).spec.params == {"quality": "xhigh"}
-    with pytest.raises(InvalidRequest, match="quality"):
-        plan_images(xhigh, sunburst)
+    assert plan_images(xhigh, sunburst).spec.params == {"quality": "xhigh"}
+    with pytest.raises(InvalidRequest, match=r"use one of low, medium, high[.]$"):
+        plan_images(xhigh, CATALOG.routes["gpt-image-2.6-sunburst.vip"])
     # The per-call VIP route: no `auto` quality, no mask.
     vip = CATALOG.routes["gpt-image-2.5-flare.vip"]
     with pytest.raises(InvalidRequest, match="quality"):

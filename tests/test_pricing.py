@@ -63,6 +63,9 @@ EXPECTED = {
     "gpt-image-2.5-flare.vip": 0.09,
     "gpt-image-2.5-sunburst.vip": 0.09,
     "gpt-image-2.5.web": 0.09,
+    "gpt-image-2.6-flare.vip": 0.09,  # $0.03 an image
+    "gpt-image-2.6-sunburst.vip": 0.09,
+    "gpt-image-2.6.web": 0.09,  # $0.03 a call, one image a call
     "sora_image": 0.03,  # $0.01 an image
     "gpt-4o-image": 0.03,
 }

@@ -30,7 +30,8 @@ def test_an_upstream_echoing_its_key_into_an_images_answer(gateway: Gateway, sim
             "quality",
             "usage",
         }
-        assert "size" not in body and "quality" not in body  # they held the key
+        # They held the key: quality is gone, the size is the image's own (read from its bytes).
+        assert "quality" not in body and body["size"] == "1024x1024"
     web = response.json()["data"][0]
     assert web["revised_prompt"].startswith("a fox") and "[redacted]" in web["revised_prompt"]
 

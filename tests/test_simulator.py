@@ -23,6 +23,7 @@ from mediagate.simulator import (
     create_simulator_app,
     make_png,
 )
+from mediagate.simulator.png import png_dimensions
 
 from .conftest import assert_error
 
@@ -131,7 +132,9 @@ def test_bad_token_is_401(client: TestClient, state: SimState, headers: dict[str
         (DEFAULT, CHAT, "gpt-image-2", "default"),
         (DEFAULT, IMAGES, "gpt-image-2.5-sunburst", "default"),
         (DEFAULT, IMAGES, "gpt-image-2.6-flare", "default"),
-        (DEFAULT, IMAGES, "gpt-image-1.5", "default"),
+        (DEFAULT, IMAGES, "gpt-image-2.5", "default"),
+        (OFFICIAL, IMAGES, "gpt-image-2.6-flare-vip", "OpenAI Official"),
+        (OFFICIAL, IMAGES, "gpt-image-2.6-web", "OpenAI Official"),
     ],
 )
 def test_wrong_group_or_endpoint_is_503(
@@ -387,7 +390,7 @@ def test_2_6_spends_more_tokens_than_2_5_at_low_and_medium(client: TestClient) -
         ("gpt-image-2.5-flare", {"stream": True}, "stream"),
         ("gpt-image-2.5-flare", {"quality": "ultra"}, "quality"),
         ("gpt-image-2.5-sunburst", {"size": "4096x4096"}, "size"),
-        ("gpt-image-2.6-flare", {"quality": "xhigh"}, "quality"),
+        ("gpt-image-2.6-flare", {"quality": "ultra"}, "quality"),
         ("gpt-image-2.6-flare", {"complexity": "max"}, "complexity"),
         ("gpt-image-2.6-sunburst", {"partial_images": 1}, "partial_images"),
         ("gpt-image-2.6-sunburst", {"n": 3}, "n"),
@@ -830,3 +833,64 @@ def test_a_reset_that_waits_too_long_says_what_is_in_flight(
     thread.join()
     state.reset()
     assert state.calls == []
+
+
+GIF = {"output_format": "gif"}
+
+
+@pytest.mark.parametrize(
+    ("token", "model", "extra", "param"),
+    [
+        # GPT Image 2.6's VIP routes: no xhigh or max, PNG only, no complexity.
+        (DEFAULT, "gpt-image-2.6-flare-vip", {"quality": "xhigh"}, "quality"),
+        (DEFAULT, "gpt-image-2.6-sunburst-vip", {"quality": "max"}, "quality"),
+        (DEFAULT, "gpt-image-2.6-flare-vip", {"output_format": "png"}, "output_format"),
+        (DEFAULT, "gpt-image-2.6-flare-vip", {"complexity": "low"}, "complexity"),
+        (DEFAULT, "gpt-image-2.6-flare-vip", {"n": 2}, "n"),
+        # Its web route: GIF but no SVG, no size, no quality, no frame_count.
+        (DEFAULT, "gpt-image-2.6-web", {"output_format": "svg"}, "output_format"),
+        (DEFAULT, "gpt-image-2.6-web", {"size": "1024x1024"}, "size"),
+        (DEFAULT, "gpt-image-2.6-web", {"quality": "high"}, "quality"),
+        (DEFAULT, "gpt-image-2.6-web", {"output_format": "gif", "frame_count": 3}, "frame_count"),
+        # The official forward: frame_count 2-16 with gif only; svg one image, neither streams.
+        (OFFICIAL, "gpt-image-2.6-flare", {"frame_count": 3}, "frame_count"),
+        (
+            OFFICIAL,
+            "gpt-image-2.6-flare",
+            {"output_format": "gif", "frame_count": 17},
+            "frame_count",
+        ),
+        (
+            OFFICIAL,
+            "gpt-image-2.6-flare",
+            {"output_format": "gif", "frame_count": 1},
+            "frame_count",
+        ),
+        (OFFICIAL, "gpt-image-2.6-flare", {"output_format": "svg", "n": 2}, "n"),
+        (OFFICIAL, "gpt-image-2.5-flare", {"output_format": "gif"}, "output_format"),
+        (OFFICIAL, "gpt-image-2", {"output_format": "svg"}, "output_format"),
+    ],
+)
+def test_gpt_image_2_6_routes_reject(
+    client: TestClient, token: str, model: str, extra: dict[str, Any], param: str
+) -> None:
+    response = post(client, IMAGES, {"model": model, "prompt": "a cat"} | extra, token)
+    assert_error(response, 400, param)
+
+
+def test_gpt_image_2_6_makes_real_gifs_and_svgs(client: TestClient) -> None:
+    body = {"model": "gpt-image-2.6-flare", "prompt": "p", "output_format": "gif"}
+    answer = post(client, IMAGES, body | {"frame_count": 5, "size": "1536x1024"}, OFFICIAL).json()
+    assert (answer["output_format"], answer["size"]) == ("gif", "1536x1024")
+    gif = Image.open(io.BytesIO(base64.b64decode(answer["data"][0]["b64_json"])))
+    assert (gif.format, gif.size, gif.n_frames) == ("GIF", (1536, 1024), 5)
+    default = post(client, IMAGES, body, OFFICIAL).json()["data"][0]["b64_json"]
+    assert Image.open(io.BytesIO(base64.b64decode(default))).n_frames == 9  # OpenAI's default
+    svg = post(client, IMAGES, body | {"output_format": "svg"}, OFFICIAL).json()
+    assert svg["output_format"] == "svg"
+    assert base64.b64decode(svg["data"][0]["b64_json"]).startswith(b"<?xml")
+    web = post(client, IMAGES, {"model": "gpt-image-2.6-web", "prompt": "p"}, DEFAULT).json()
+    assert "usage" not in web and png_dimensions(base64.b64decode(web["data"][0]["b64_json"])) == (
+        2048,
+        2048,
+    )

@@ -29,5 +29,8 @@ async def hosted_image(name: str, request: Request) -> Response:
             "content-length": str(image.size),
             "cache-control": f"private, max-age={max_age}, immutable",
             "x-content-type-options": "nosniff",
+            # A generated SVG is a document that could carry script: opened from the gateway's
+            # own origin it may run nothing and load nothing.
+            "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
         },
     )

@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from mediagate.catalog import Alias, Route, SizeRule
+from mediagate.catalog import Alias, ParamRule, Route, SizeRule
 from mediagate.errors import InvalidRequest
-from mediagate.images.spec import ImageEditRequest, ImageGenerationRequest
+from mediagate.images.spec import QUALITIES, ImageEditRequest, ImageGenerationRequest
 from mediagate.sizes import Size
 from mediagate.upstream.dialects import Dialect, EditImages, ImageSpec
 
@@ -215,6 +215,7 @@ def plan_images(
         if name in _HANDLED:
             continue
         if name not in route.accepts:
+            _refused(route, name, value)
             plan.dropped.append(name)
             continue
         allowed = route.values.get(name)
@@ -225,7 +226,61 @@ def plan_images(
                 param=name,
             )
         plan.spec.params[name] = value
+    for rule in route.rules:
+        _check_rule(rule, route, fields, n=request.n or 1, edit=spec.edit, mask=mask)
     _apply_size(plan, size, route.size)
     _check_combinations(plan.spec.params)
     _plan_stream(plan, fields)
     return plan
+
+
+def _refused(route: Route, name: str, value: Any) -> None:
+    """A 400 for a field the route does not take and refuses rather than drops (its
+    `refuses`), or a `quality` that is no quality at all."""
+    refused = route.refuses.get(name)
+    if refused == "any" or (refused is not None and value in refused):
+        shown = f"'{name}'" if refused == "any" else f"'{name}' {value}"
+        raise InvalidRequest(
+            f"{shown} is not supported by route {route.id}.",
+            param=name,
+            code="unsupported_parameter",
+        )
+    if name == "quality" and value not in QUALITIES:
+        raise InvalidRequest(
+            f"Invalid value for 'quality': '{value}'; route {route.id} takes no quality.",
+            param="quality",
+        )
+
+
+def _check_rule(
+    rule: ParamRule, route: Route, fields: dict[str, Any], *, n: int, edit: bool, mask: bool
+) -> None:
+    """A 400 where the request breaks one of the route's rules (catalog `rules`)."""
+    value = fields.get(rule.field)
+    if value is None or (rule.value is not None and value != rule.value):
+        return
+    what = f"'{rule.field}' {value}" if rule.value is not None else f"'{rule.field}'"
+    where = f"(route {route.id})"
+
+    def refuse(why: str) -> InvalidRequest:
+        return InvalidRequest(f"{what} {why} {where}.", param=rule.field)
+
+    low = rule.min if rule.min is not None else value
+    high = rule.max if rule.max is not None else value
+    if isinstance(value, int) and not low <= value <= high:
+        raise refuse(f"must be between {rule.min} and {rule.max}")
+    for other, allowed in rule.only_with.items():
+        if fields.get(other) not in allowed:
+            raise refuse(f"is only supported with {other} {' or '.join(allowed)}")
+    if edit and not rule.edits:
+        raise refuse("is not supported on edits, only on generations")
+    if fields.get("stream") and not rule.stream:
+        raise refuse("cannot be streamed")
+    if mask and not rule.mask:
+        raise refuse("cannot be used with a mask")
+    if rule.max_n is not None and n > rule.max_n:
+        raise InvalidRequest(
+            f"{what} makes at most {rule.max_n} image{'' if rule.max_n == 1 else 's'} a "
+            f"request {where}; n is {n}.",
+            param="n",
+        )

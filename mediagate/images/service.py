@@ -48,8 +48,9 @@ from mediagate.imagedata import (
     ImageWork,
     InvalidImageData,
     checked_b64,
+    image_size,
     invalid_image,
-    sniff_image_type,
+    sniff_output_type,
 )
 from mediagate.images.plan import ImageJob, ImagePlan, ImagesResult, plan_images
 from mediagate.images.spec import (
@@ -58,7 +59,14 @@ from mediagate.images.spec import (
     parse_edit,
     parse_generation,
 )
-from mediagate.images.streaming import emulate, is_event_stream, read_json, relay
+from mediagate.images.streaming import (
+    FORMATS,
+    emulate,
+    image_head,
+    is_event_stream,
+    read_json,
+    relay,
+)
 from mediagate.images.uploads import split_form
 from mediagate.observability.metrics import Metrics
 from mediagate.settings import Settings
@@ -391,6 +399,7 @@ class ImageService:
             # Only the ImagesResponse fields the OpenAI schema has, and never an upstream key.
             extra = done[0][0].extra
             body.update({k: v for k, v in extra.items() if v == self.scrub(v)})
+        body.update(_described(body, data))
         usage = sum_usage([result.usage for result, _ in done if result.usage])
         if usage:
             body["usage"] = usage
@@ -474,7 +483,7 @@ class ImageService:
         else:
             # Upstream links die within a day; the gateway keeps its own copy for the retention.
             data = await self._image_bytes(image)
-            name = await self.hosted.put(data, sniff_image_type(data) or "image/png")
+            name = await self.hosted.put(data, sniff_output_type(data) or "image/png")
             item["url"] = f"{job.base_url}/v1/files/images/{name}"
         if image.revised_prompt:
             item["revised_prompt"] = self.scrub(image.revised_prompt)
@@ -498,6 +507,25 @@ async def _outcomes(work: list[Awaitable[T]]) -> list[T | BaseException]:
         except Exception as exc:
             return [exc]
     return await asyncio.gather(*work, return_exceptions=True)
+
+
+def _described(body: dict[str, Any], data: list[dict[str, Any]]) -> dict[str, str]:
+    """`size` and `output_format` where the upstream did not say them (a route that picks the
+    size itself, vip or web), from the images' own bytes when they all agree: what a streamed
+    answer's completed events say too (images/streaming.py). Base64 images only."""
+    if "size" in body and "output_format" in body:
+        return {}
+    heads = [image_head(item["b64_json"]) for item in data if "b64_json" in item]
+    if not heads or len(heads) != len(data):
+        return {}
+    found: dict[str, str] = {}
+    sizes = {image_size(head) for head in heads}
+    if "size" not in body and len(sizes) == 1 and None not in sizes:
+        found["size"] = sizes.pop() or ""
+    formats = {FORMATS.get(sniff_output_type(head) or "") for head in heads}
+    if "output_format" not in body and len(formats) == 1 and None not in formats:
+        found["output_format"] = formats.pop() or ""
+    return found
 
 
 def _internal() -> GatewayError:

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Valida
 
 from mediagate.errors import InvalidRequest
 
+# Every `quality` of the OpenAI Images API (the SDK's ImageGenerateParams).
+QUALITIES = ("low", "medium", "high", "xhigh", "max", "auto", "standard", "hd")
+
 
 class _ImageRequest(BaseModel):
     # extra="forbid" turns an unknown field into a clear 400, as the OpenAI API does.
@@ -23,9 +26,9 @@ class _ImageRequest(BaseModel):
     model: str | None = None
     n: StrictInt | None = Field(default=None, ge=1, le=10)
     size: str | None = Field(default=None, pattern=r"^(auto|[1-9][0-9]{1,4}x[1-9][0-9]{1,4})$")
-    quality: Literal["low", "medium", "high", "xhigh", "max", "auto", "standard", "hd"] | None = (
-        None
-    )
+    # Checked against the route's own values when planned (mediagate.images.plan), so that an
+    # error lists what the route takes, not every quality of the API.
+    quality: str | None = None
     response_format: Literal["url", "b64_json"] | None = None
     output_format: Literal["png", "webp", "jpeg", "gif", "svg"] | None = None
     output_compression: StrictInt | None = Field(default=None, ge=0, le=100)

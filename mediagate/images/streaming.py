@@ -16,7 +16,6 @@ import base64
 import json
 import logging
 import re
-import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -26,7 +25,13 @@ import httpx2
 
 from mediagate.accounting.pricing import sum_usage
 from mediagate.errors import GatewayError, ServerOverloaded, UpstreamError, maybe_paid
-from mediagate.imagedata import InvalidImageData, checked_b64, invalid_image, sniff_image_type
+from mediagate.imagedata import (
+    InvalidImageData,
+    checked_b64,
+    image_size,
+    invalid_image,
+    sniff_output_type,
+)
 from mediagate.images.plan import ImageJob, ImagesResult
 from mediagate.upstream.room import NeverFits, NoRoom
 from mediagate.upstream.transport import AnswerTooLarge, UpstreamResponse
@@ -37,7 +42,19 @@ log = logging.getLogger("mediagate")
 Settle = Callable[[int, dict[str, Any] | None], Awaitable[None]]
 
 KEEPALIVE = b": keep-alive\n\n"
-_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/webp": "webp"}
+# The ImagesResponse `output_format` of each content type.
+FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "image/svg+xml": "svg",
+}
+
+
+def image_head(b64: str) -> bytes:
+    """The first bytes of a checked base64 image: enough for its format and size."""
+    return base64.b64decode(b64[:1024])
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
@@ -49,13 +66,6 @@ def error_event(error: GatewayError) -> bytes:
     return sse("error", {"type": "error", **body})
 
 
-def _png_size(head: bytes) -> str | None:
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
-        width, height = struct.unpack(">II", head[16:24])
-        return f"{width}x{height}"
-    return None
-
-
 def completed_events(job: ImageJob, result: ImagesResult) -> list[bytes]:
     """The official completed event for each image of a finished (non-streaming) result."""
     kind = f"{'image_edit' if job.plan.spec.edit else 'image_generation'}.completed"
@@ -64,16 +74,18 @@ def completed_events(job: ImageJob, result: ImagesResult) -> list[bytes]:
     items = result.body["data"]
     for index, item in enumerate(items):
         b64 = item["b64_json"]
-        head = base64.b64decode(b64[:32])  # enough for the PNG header
+        head = image_head(b64)
         event: dict[str, Any] = {
             "type": kind,
             "b64_json": b64,
             "created_at": created,
-            "size": result.body.get("size") or _png_size(head) or "auto",
+            # As the plain answer says them (ImageService._merged): the upstream's, else the
+            # image's own.
+            "size": result.body.get("size") or image_size(head) or "auto",
             "quality": result.body.get("quality") or job.plan.spec.params.get("quality", "auto"),
             "background": result.body.get("background")
             or job.plan.spec.params.get("background", "auto"),
-            "output_format": _FORMATS.get(sniff_image_type(head) or "", "png"),
+            "output_format": FORMATS.get(sniff_output_type(head) or "", "png"),
         }
         # The official events always carry usage (ImageGenCompletedEvent requires it): the
         # whole request's on the last event, zero on the others, so the events sum to it. A

@@ -41,7 +41,7 @@ from mediagate.simulator.edits import (
 from mediagate.simulator.faults import ClientGone, FaultInjector, pause
 from mediagate.simulator.jobs import bearer_of, decode_body, is_json_content_type
 from mediagate.simulator.muse import register_muse_routes
-from mediagate.simulator.png import make_png
+from mediagate.simulator.png import make_gif, make_png, make_svg
 from mediagate.simulator.rules import (
     ChatJob,
     ConnectionCut,
@@ -374,12 +374,12 @@ async def _images_body(
 ) -> dict[str, Any]:
     data: list[dict[str, str]] = []
     for index in range(job.n):
-        png = await _render(job.width, job.height, job.seed(index))
+        image, content_type = await _render_job(job, index)
         item: dict[str, str]
         if response_format == "url":
-            item = {"url": _store(request, sim, png, gzipped=gzipped)}
+            item = {"url": _store(request, sim, image, gzipped=gzipped, content_type=content_type)}
         else:
-            item = {"b64_json": _encode_b64(route, png)}
+            item = {"b64_json": _encode_b64(route, image)}
         if route == "web":
             # The ChatGPT web route rewrites prompts and says so.
             item["revised_prompt"] = job.prompt
@@ -435,11 +435,33 @@ def _refusal_job(body: dict[str, Any]) -> ChatJob:
 GZIP_FILE = "gz-"  # a stored file served gzip-encoded
 
 
-def _store(request: Request, sim: SimState, png: bytes, *, gzipped: bool = False) -> str:
-    name = f"{GZIP_FILE if gzipped else ''}{secrets.token_hex(16)}.png"
-    sim.files[name] = (png, _PNG)
+_EXTENSIONS = {_PNG: "png", "image/gif": "gif", "image/svg+xml": "svg"}
+
+
+def _store(
+    request: Request,
+    sim: SimState,
+    png: bytes,
+    *,
+    gzipped: bool = False,
+    content_type: str = _PNG,
+) -> str:
+    name = f"{GZIP_FILE if gzipped else ''}{secrets.token_hex(16)}.{_EXTENSIONS[content_type]}"
+    sim.files[name] = (png, content_type)
     # Built from the request so links point at whatever host and port the test bound.
     return f"{str(request.base_url).rstrip('/')}/files/{name}"
+
+
+async def _render_job(job: ImageJob, index: int) -> tuple[bytes, str]:
+    """Image `index` of the job in its output format (GIF and SVG really are; jpeg and webp
+    are answered as PNGs, which the official routes' `output_format` does not show) and its
+    content type."""
+    seed = job.seed(index)
+    if job.output_format == "gif":
+        return make_gif(job.width, job.height, seed, job.frame_count), "image/gif"
+    if job.output_format == "svg":
+        return make_svg(job.width, job.height, seed), "image/svg+xml"
+    return await _render(job.width, job.height, seed), _PNG
 
 
 async def _render(width: int, height: int, seed: str) -> bytes:

@@ -27,7 +27,7 @@ _IMAGE_FIELDS = ("image", "image[]")
 _FILE_FIELDS = (*_IMAGE_FIELDS, "mask")
 # The official forward takes a mask; the per-call routes take reference images only.
 _MASK_ROUTES: tuple[Route, ...] = ("official", "official-2.5", "official-2.6")
-_INTEGER_FIELDS = frozenset({"n", "output_compression", "partial_images"})
+_INTEGER_FIELDS = frozenset({"n", "output_compression", "partial_images", "frame_count"})
 _BOOLEAN_FIELDS = frozenset({"stream"})
 # What str(int) gives: no sign, spaces, leading zeros, decimal point or exponent.
 _DECIMAL_RE = re.compile(r"-?(?:0|[1-9][0-9]*)")

@@ -1,4 +1,5 @@
-"""Real, decodable PNGs built with zlib and struct only, so the gateway needs no Pillow."""
+"""Real, decodable PNGs built with zlib and struct only, so the gateway needs no Pillow; and
+the animated GIFs and SVGs GPT Image 2.6 makes, as small as a real decoder still reads."""
 
 from __future__ import annotations
 
@@ -36,6 +37,41 @@ def _solid_png(width: int, height: int, red: int, green: int, blue: int) -> byte
     # Level 1 is plenty: the data is one repeated row and the fast level keeps 4K under ~0.1 s.
     pixels = zlib.compress(row * height, 1)
     return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", pixels) + _chunk(b"IEND", b"")
+
+
+def make_gif(width: int, height: int, seed: str, frames: int) -> bytes:
+    """An animated GIF89a of width x height with `frames` frames, looping, coloured by the seed.
+
+    The canvas (the logical screen) has the full size and the seed's colour as background;
+    each frame paints one pixel of its own colour, so the file stays a few hundred bytes at 4K
+    while any decoder reads its size and counts its frames.
+    """
+    if not (0 < width < 2**16 and 0 < height < 2**16 and frames > 0):
+        raise ValueError(f"GIF size and frames must be positive, got {width}x{height}x{frames}")
+    digest = hashlib.sha256(seed.encode("utf-8")).digest()
+    # 0x91: a global colour table of 4 entries (2 ** (1 + 1)), colour resolution 2 bits.
+    screen = b"GIF89a" + struct.pack("<HHBBB", width, height, 0x91, 0, 0) + digest[:12]
+    loop = b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00"
+    parts = [screen, loop]
+    for frame in range(frames):
+        # Graphic control: keep the frame, 20 centiseconds (OpenAI's 200 ms default).
+        parts.append(b"\x21\xf9\x04\x04" + struct.pack("<H", 20) + b"\x00\x00")
+        parts.append(b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0))
+        # LZW, minimum code size 2, 3-bit codes: clear (4), the pixel's colour, end (5).
+        codes = 4 | (frame % 4) << 3 | 5 << 6
+        parts.append(b"\x02\x02" + codes.to_bytes(2, "little") + b"\x00")
+    return b"".join(parts) + b"\x3b"
+
+
+def make_svg(width: int, height: int, seed: str) -> bytes:
+    """An SVG document of width x height filled with the seed's colour."""
+    red, green, blue = hashlib.sha256(seed.encode("utf-8")).digest()[:3]
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}"><rect width="{width}" height="{height}" '
+        f'fill="#{red:02x}{green:02x}{blue:02x}"/></svg>\n'
+    ).encode()
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:

@@ -12,7 +12,16 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 Route = Literal[
-    "official", "official-2.5", "official-2.6", "web", "web-2.5", "vip", "vip-2.5", "chat"
+    "official",
+    "official-2.5",
+    "official-2.6",
+    "web",
+    "web-2.5",
+    "web-2.6",
+    "vip",
+    "vip-2.5",
+    "vip-2.6",
+    "chat",
 ]
 Endpoint = Literal["images", "chat"]
 
@@ -30,6 +39,11 @@ _ROUTES: dict[tuple[str, str], Route] = {
     ("default", "gpt-image-2.5-flare-vip"): "vip-2.5",
     ("default", "gpt-image-2.5-sunburst-vip"): "vip-2.5",
     ("default", "gpt-image-2.5-web"): "web-2.5",
+    # GPT Image 2.6's per-image VIP and web routes (docs.laozhang.ai/en/api-capabilities/
+    # gpt-image-2-6.md, undated).
+    ("default", "gpt-image-2.6-flare-vip"): "vip-2.6",
+    ("default", "gpt-image-2.6-sunburst-vip"): "vip-2.6",
+    ("default", "gpt-image-2.6-web"): "web-2.6",
     # Legacy ("Sora Image Generation (Legacy Integration)"), still answered.
     ("default", "sora_image"): "chat",
     ("default", "gpt-4o-image"): "chat",
@@ -54,6 +68,13 @@ _REPLACEMENT = (
 RETIRED: dict[str, tuple[str, str]] = {
     "gpt-image-1": ("2026-11-16", _REPLACEMENT),
     "dall-e-3": ("2026-11-16", _REPLACEMENT),
+    # Shut down by OpenAI on 2026-12-01 (developers.openai.com/api/docs/deprecations): the
+    # official forward has nothing left to forward them to. (The reseller's own retired page
+    # did not list them yet; a 404 naming the successors is what its other retirements gave.)
+    "gpt-image-1.5": ("2026-12-01", _REPLACEMENT),
+    "gpt-image-1.5-2025-12-16": ("2026-12-01", _REPLACEMENT),
+    "gpt-image-1-mini": ("2026-12-01", _REPLACEMENT),
+    "chatgpt-image-latest": ("2026-12-01", _REPLACEMENT),
 }
 
 _OFFICIAL_FIELDS = frozenset(
@@ -80,11 +101,17 @@ _NEW_OFFICIAL_FIELDS = _OFFICIAL_FIELDS - {"stream", "partial_images"}
 _ALLOWED_FIELDS: dict[Route, frozenset[str]] = {
     "official": _OFFICIAL_FIELDS,
     "official-2.5": _NEW_OFFICIAL_FIELDS,
-    "official-2.6": _NEW_OFFICIAL_FIELDS | {"complexity"},
+    # 2.6 adds complexity and GIF frames [secondary: a third party's parameter list; the SDK's
+    # ImageGenerateParams has the same].
+    "official-2.6": _NEW_OFFICIAL_FIELDS | {"complexity", "frame_count"},
     "web": frozenset({"model", "prompt", "n", "response_format", "user"}),
     "web-2.5": frozenset({"model", "prompt", "n", "response_format", "user"}),
+    # "PNG/JPEG/WebP/GIF": the one thing the 2.6 web route lets a client choose.
+    "web-2.6": frozenset({"model", "prompt", "n", "output_format", "response_format", "user"}),
     "vip": frozenset({"model", "prompt", "n", "size", "response_format", "user"}),
     "vip-2.5": frozenset({"model", "prompt", "n", "size", "quality", "response_format", "user"}),
+    # PNG only, so no output_format; quality without xhigh and max.
+    "vip-2.6": frozenset({"model", "prompt", "n", "size", "quality", "response_format", "user"}),
 }
 # Only the edits endpoint takes input_fidelity, and only gpt-image-2 through the official API.
 _EDIT_ONLY_FIELDS: dict[Route, frozenset[str]] = {
@@ -109,7 +136,13 @@ _REFUSED_FIELDS: dict[Route, dict[str, str]] = {
         "quality": "use gpt-image-2 in the OpenAI Official group for quality",
         **_NO_STREAM,
     },
+    "web-2.6": {
+        "size": "the web route picks its own size (about 2K); use a -vip model for size",
+        "quality": "use gpt-image-2.6-flare-vip or -sunburst-vip for quality",
+        **_NO_STREAM,
+    },
     "vip-2.5": _NO_STREAM,
+    "vip-2.6": _NO_STREAM,
     "official-2.5": _NO_STREAM,
     "official-2.6": _NO_STREAM,
 }
@@ -130,17 +163,28 @@ VIP_SIZES = (
 _QUALITIES: dict[Route, tuple[str, ...]] = {
     "official": ("low", "medium", "high", "auto"),
     "official-2.5": ("low", "medium", "high", "xhigh", "max", "auto"),
-    "official-2.6": ("low", "medium", "high", "auto"),
+    "official-2.6": ("low", "medium", "high", "xhigh", "max", "auto"),
     # "Any quality low...max", nothing said of auto.
     "vip-2.5": ("low", "medium", "high", "xhigh", "max"),
+    # "Does not accept xhigh / max"; auto, as on 2.5's VIP, is not said.
+    "vip-2.6": ("low", "medium", "high"),
 }
 _COMPLEXITIES = ("low", "medium", "high")
-_OUTPUT_FORMATS = ("png", "jpeg", "webp")
+_OUTPUT_FORMATS: dict[Route, tuple[str, ...]] = {
+    "official": ("png", "jpeg", "webp"),
+    "official-2.5": ("png", "jpeg", "webp"),
+    # Animated GIF and SVG through the official forward; the web route GIF only.
+    "official-2.6": ("png", "jpeg", "webp", "gif", "svg"),
+    "web-2.6": ("png", "jpeg", "webp", "gif"),
+}
+GIF_FRAMES = (2, 16)  # frame_count, only with gif
+GIF_DEFAULT_FRAMES = 9  # OpenAI's default (the SDK's ImageGenerateParams)
 _BACKGROUNDS = ("transparent", "opaque", "auto")
 _MODERATIONS = ("low", "auto")
 _RESPONSE_FORMATS = ("url", "b64_json")
 _INPUT_FIDELITIES = ("high", "low")
 WEB_25_SIZE = (2048, 2048)  # "native output up to ~2K"
+WEB_26_SIZE = (2048, 2048)  # "about 2K"
 
 _OFFICIAL_MAX_EDGE = 3840
 _OFFICIAL_MAX_RATIO = 3
@@ -154,7 +198,13 @@ _SIZE_RE = re.compile(r"(\d{1,5})x(\d{1,5})")
 _OUTPUT_TOKENS_PER_MP: dict[Route, dict[str, int]] = {
     "official": {"low": 272, "medium": 1056, "high": 4160},
     "official-2.5": {"low": 272, "medium": 1056, "high": 4160, "xhigh": 6240, "max": 8320},
-    "official-2.6": {"low": 1088, "medium": 3168, "high": 4160},
+    "official-2.6": {
+        "low": 1088,
+        "medium": 3168,
+        "high": 4160,
+        "xhigh": 6240,
+        "max": 8320,
+    },
 }
 # Input tokens billed per image sent to /v1/images/edits: a flat stand-in for the official
 # size-dependent count, so a gateway that recomputes usage instead of relaying it shows up.
@@ -345,6 +395,7 @@ class ImageJob:
     partial_images: int = 0  # validated and kept even without stream, where it does nothing
     edit: bool = False  # from /v1/images/edits
     input_images: int = 0  # images uploaded to an edit (the mask not counted)
+    frame_count: int = 0  # the frames of a gif (0 for any other format)
     cached: tuple[int, int] = (0, 0)  # input tokens served from the prompt cache: text, image
 
     @property
@@ -411,10 +462,28 @@ def validate_images(route: Route, body: dict[str, Any], *, edit: bool = False) -
     partial_images = _integer(body, "partial_images", 0, MAX_PARTIAL_IMAGES) or 0
     _choice(body, "input_fidelity", _INPUT_FIDELITIES)
     job = _route_job(route, prompt, n, response_format, body)
+    _check_new_formats(job, body, stream=bool(stream), edit=edit)
     cached = parse_directives(prompt).cached
     return replace(
         job, stream=bool(stream), partial_images=partial_images, edit=edit, cached=cached
     )
+
+
+def _check_new_formats(job: ImageJob, body: dict[str, Any], *, stream: bool, edit: bool) -> None:
+    """GPT Image 2.6's GIF and SVG: frame_count 2-16 only with gif; svg for generations only,
+    one image [secondary]; neither streams (the SDK's contract)."""
+    if "frame_count" in body and job.output_format != "gif":
+        raise invalid(
+            "Invalid 'frame_count': only supported with output_format 'gif'.", "frame_count"
+        )
+    if job.output_format not in ("gif", "svg"):
+        return
+    if stream:
+        raise invalid(f"Invalid 'stream': {job.output_format} output does not stream.", "stream")
+    if job.output_format == "svg" and edit:
+        raise invalid("Invalid 'output_format': svg is for generations only.", "output_format")
+    if job.output_format == "svg" and job.n != 1:
+        raise invalid("Invalid 'n': svg output makes one image per request.", "n")
 
 
 def _route_job(
@@ -425,7 +494,14 @@ def _route_job(
     if route == "web-2.5":
         width, height = WEB_25_SIZE
         return ImageJob(route, prompt, n, width, height, response_format, "auto", "png", "auto")
-    if route == "vip-2.5":
+    if route == "web-2.6":
+        width, height = WEB_26_SIZE
+        output_format = _choice(body, "output_format", _OUTPUT_FORMATS[route]) or "png"
+        job = ImageJob(
+            route, prompt, n, width, height, response_format, "auto", output_format, "auto"
+        )
+        return _with_frames(job, body)
+    if route in ("vip-2.5", "vip-2.6"):
         width, height = _flexible_size(body)
         quality = _choice(body, "quality", _QUALITIES[route]) or "high"
         return ImageJob(route, prompt, n, width, height, response_format, quality, "png", "auto")
@@ -452,8 +528,11 @@ def _validate_official_options(
     quality = _choice(body, "quality", _QUALITIES[route]) or "auto"
     if route == "official-2.6":
         _choice(body, "complexity", _COMPLEXITIES)
-    output_format = _choice(body, "output_format", _OUTPUT_FORMATS) or "png"
-    if _integer(body, "output_compression", 0, 100) is not None and output_format == "png":
+    output_format = _choice(body, "output_format", _OUTPUT_FORMATS[route]) or "png"
+    if _integer(body, "output_compression", 0, 100) is not None and output_format not in (
+        "jpeg",
+        "webp",
+    ):
         raise invalid(
             "Invalid 'output_compression': only supported with output_format 'jpeg' or 'webp'.",
             "output_compression",
@@ -465,7 +544,7 @@ def _validate_official_options(
             "background",
         )
     _choice(body, "moderation", _MODERATIONS)
-    return ImageJob(
+    job = ImageJob(
         route,
         prompt,
         n,
@@ -477,6 +556,16 @@ def _validate_official_options(
         output_format,
         "opaque" if background == "auto" else background,
     )
+    return _with_frames(job, body)
+
+
+def _with_frames(job: ImageJob, body: dict[str, Any]) -> ImageJob:
+    """A gif job with its frames (2-16, 9 when not asked); frame_count is checked later to
+    come with gif (the routes that take it)."""
+    frames = _integer(body, "frame_count", *GIF_FRAMES)
+    if job.output_format != "gif":
+        return job
+    return replace(job, frame_count=frames or GIF_DEFAULT_FRAMES)
 
 
 def _flexible_size(body: dict[str, Any]) -> tuple[int, int]:

@@ -21,9 +21,15 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
+_EXTENSIONS = {
+    "image/png": "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "image/svg+xml": "svg",
+}
 CONTENT_TYPES = {ext: kind for kind, ext in _EXTENSIONS.items()}
-_NAME = re.compile(r"^[A-Za-z0-9_-]{43}\.(png|jpg|webp|gif)$")
+_NAME = re.compile(r"^[A-Za-z0-9_-]{43}\.(png|jpg|webp|gif|svg)$")
 _CHUNK = 256 * 1024
 
 

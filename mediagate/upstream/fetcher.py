@@ -43,7 +43,7 @@ import httpcore2
 import httpx2
 
 from mediagate.errors import AddressRefused, FetchRefused, NotFound, UpstreamError, UpstreamTimeout
-from mediagate.imagedata import sniff_image_type
+from mediagate.imagedata import sniff_output_type
 from mediagate.observability import tracing
 from mediagate.upstream.transport import UpstreamResponse, encoded, raw_chunks, streamed
 
@@ -363,7 +363,8 @@ class SafeFetcher:
                 raise FetchRefused("The generated image is larger than the gateway accepts.")
             chunks.append(chunk)
         data = b"".join(chunks)
-        kind = sniff_image_type(data)
+        # An image a route made (a video reference is sniffed again, strictly, by its reader).
+        kind = sniff_output_type(data)
         if kind is None:
             raise FetchRefused("The upstream's image link did not serve an image.")
         return data, kind
