@@ -48,6 +48,10 @@ class VideoJob:
     # The finished video's signed link, where the upstream gives one: what a route without a
     # content endpoint is downloaded from (without the key), and what a remix continues.
     result_url: str | None = None
+    # The route the job started on, with its group's multiplier, as catalog.route_snapshot
+    # wrote it: what polls, content and the bill use, so a catalog reload does not move a
+    # running job to another route or price. None on records made before it was kept.
+    route_snapshot: str | None = None
 
     @property
     def final(self) -> bool:
