@@ -98,13 +98,19 @@ def _after_shutdown(signum: int, frame: FrameType | None) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from .simulator import DEFAULT_SIM_KEYS, SimConfig, create_simulator_app
+    from .simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
 
     configure_logging("warning")
     print(f"simulated upstream on http://{args.host}:{args.port}/v1", file=sys.stderr)
     for key, group in DEFAULT_SIM_KEYS.items():
         print(f"  token group {group!r}: key {key}", file=sys.stderr)
-    app = create_simulator_app(SimConfig(keys=dict(DEFAULT_SIM_KEYS), latency_s=args.latency))
+    state = SimState()
+    for pair in args.unlist:
+        group, _, model = pair.partition(":")
+        state.unlisted.add((group, model))
+        print(f"  GET /v1/models leaves out {model!r} for group {group!r}", file=sys.stderr)
+    config = SimConfig(keys=dict(DEFAULT_SIM_KEYS), latency_s=args.latency)
+    app = create_simulator_app(config, state)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", log_config=None)
     return 0
 
@@ -385,6 +391,13 @@ def main(argv: list[str] | None = None) -> int:
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=9000)
     simulate.add_argument("--latency", type=float, default=0.0, help="seconds per generation")
+    simulate.add_argument(
+        "--unlist",
+        action="append",
+        default=[],
+        metavar="GROUP:MODEL",
+        help="leave MODEL out of GROUP's GET /v1/models (a route retired upstream); repeatable",
+    )
     simulate.set_defaults(run=_simulate)
     _add_catalog_commands(commands)
     _add_keys_commands(commands)

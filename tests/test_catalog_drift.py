@@ -41,13 +41,13 @@ CATALOG_KEYS = {
 
 
 def catalog_check(
-    sim: Sim | None, cwd: Path, *args: str, **settings: str
+    upstream: str | None, cwd: Path, *args: str, **settings: str
 ) -> subprocess.CompletedProcess[str]:
-    """`mediagate catalog check ARGS` as a process, asking `sim` with every group's key (no
-    upstream at all with `sim` None)."""
+    """`mediagate catalog check ARGS` as a process, asking the simulator at `upstream` with
+    every group's key (no upstream at all with None)."""
     values = dict(settings)
-    if sim is not None:
-        values = {"upstream_url": f"{sim.url}/v1", **CATALOG_KEYS, **values}
+    if upstream is not None:
+        values = {"upstream_url": f"{upstream}/v1", **CATALOG_KEYS, **values}
     return subprocess.run(
         [sys.executable, "-m", "mediagate", "catalog", "check", *args],
         env=clean_env(values),
@@ -67,7 +67,7 @@ def test_check_with_every_route_listed_exits_0(sim: Sim, tmp_path: Path) -> None
         ("default", "gpt-image-3-vip", "image-generation"),
         ("default", "kimi-k3", "openai"),
     ]
-    done = catalog_check(sim, tmp_path)
+    done = catalog_check(sim.url, tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "RETIRED" not in out
@@ -86,7 +86,7 @@ def test_check_with_every_route_listed_exits_0(sim: Sim, tmp_path: Path) -> None
 
 def test_check_with_a_route_unlisted_exits_1_naming_it(sim: Sim, tmp_path: Path) -> None:
     sim.state.unlisted.add(("SeeDance2", "doubao-seedance-2-0-fast-260128"))
-    done = catalog_check(sim, tmp_path)
+    done = catalog_check(sim.url, tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     retired = [line for line in done.stdout.splitlines() if line.startswith("RETIRED")]
     assert retired == [
@@ -96,11 +96,21 @@ def test_check_with_a_route_unlisted_exits_1_naming_it(sim: Sim, tmp_path: Path)
     assert "31 of 32 routes listed, 1 retired" in done.stdout
 
 
+def test_the_simulator_process_leaves_out_what_it_is_told(tmp_path: Path) -> None:
+    # `mediagate simulate --unlist GROUP:MODEL`: the same knob for an operator's own trial.
+    unlist = ["--unlist", "SeeDance2:doubao-seedance-2-0-fast-260128"]
+    with serving(["simulate", *unlist], clean_env(), tmp_path) as simulator:
+        done = catalog_check(simulator.url, tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "RETIRED seedance-2.0-fast: group 'SeeDance2'" in done.stdout
+    assert "31 of 32 routes listed, 1 retired" in done.stdout
+
+
 def test_a_route_is_checked_against_its_own_groups_list(sim: Sim, tmp_path: Path) -> None:
     # gpt-image-2 is still sold in the default group (the web route), but no longer in the
     # enterprise group: only the enterprise route is retired.
     sim.state.unlisted.add(("OpenAI Official Enterprise", "gpt-image-2"))
-    done = catalog_check(sim, tmp_path)
+    done = catalog_check(sim.url, tmp_path)
     assert done.returncode == 1
     assert "RETIRED gpt-image-2.enterprise:" in done.stdout
     assert "RETIRED gpt-image-2.web" not in done.stdout
@@ -112,7 +122,7 @@ def test_answers_that_are_not_per_group_are_said_and_compared_whole(
 ) -> None:
     sim.state.models_whole_list = True
     sim.state.unlisted.add(("Wan", "wan2.7-t2v"))  # gone from the whole list
-    done = catalog_check(sim, tmp_path)
+    done = catalog_check(sim.url, tmp_path)
     assert done.returncode == 1
     assert "do not look per-group" in done.stdout
     retired = [line for line in done.stdout.splitlines() if line.startswith("RETIRED")]
@@ -122,7 +132,7 @@ def test_answers_that_are_not_per_group_are_said_and_compared_whole(
 
 
 def test_a_group_that_cannot_be_listed_is_said_and_exits_2(sim: Sim, tmp_path: Path) -> None:
-    done = catalog_check(sim, tmp_path, key_wan="sk-not-a-sim-key")
+    done = catalog_check(sim.url, tmp_path, key_wan="sk-not-a-sim-key")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "could not list group 'Wan'" in done.stdout
     assert "sk-not-a-sim-key" not in done.stdout + done.stderr
@@ -133,7 +143,7 @@ def test_a_group_that_cannot_be_listed_is_said_and_exits_2(sim: Sim, tmp_path: P
 def test_a_bad_override_is_refused_offline_with_the_reason(sim: Sim, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"models": {"heron": {"routes": ["no-such-route"]}}}))
-    done = catalog_check(sim, tmp_path, "--config", str(bad))
+    done = catalog_check(sim.url, tmp_path, "--config", str(bad))
     assert done.returncode == 2
     assert "model heron: unknown routes ['no-such-route']" in done.stderr
     assert sim.sent() == []  # refused before anything is asked
