@@ -106,6 +106,21 @@ def test_the_simulator_process_leaves_out_what_it_is_told(tmp_path: Path) -> Non
     assert "31 of 32 routes listed, 1 retired" in done.stdout
 
 
+def test_a_list_that_does_not_say_endpoint_types_is_read_by_family(
+    sim: Sim, tmp_path: Path
+) -> None:
+    # Entries without supported_endpoint_types: a model of a catalog family (doubao-seedance)
+    # is news, another (a chat model) is not.
+    sim.state.listed += [
+        ("SeeDance2", "doubao-seedance-3-0-261201", ""),
+        ("SeeDance2", "llama-4-maverick", ""),
+    ]
+    done = catalog_check(sim.url, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "new video model 'doubao-seedance-3-0-261201' in group 'SeeDance2'" in done.stdout
+    assert "llama-4-maverick" not in done.stdout
+
+
 def test_a_route_is_checked_against_its_own_groups_list(sim: Sim, tmp_path: Path) -> None:
     # gpt-image-2 is still sold in the default group (the web route), but no longer in the
     # enterprise group: only the enterprise route is retired.

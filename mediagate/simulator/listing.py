@@ -8,8 +8,9 @@ added there is listed without a change here.
 
 Test knobs on `SimState`: `unlisted` holds (group, model) pairs the listing leaves out (a route
 the upstream retired from a group), `listed` adds (group, model, endpoint type) entries (a model
-new upstream), and `models_whole_list` answers every group the whole list, as a relay that does
-not filter by group would.
+new upstream; an empty type: an entry without `supported_endpoint_types`), and
+`models_whole_list` answers every group the whole list, as a relay that does not filter by
+group would.
 """
 
 from __future__ import annotations
@@ -71,16 +72,18 @@ def listing(config: SimConfig, sim: SimState, group: str) -> list[dict[str, Any]
         models = {m: k for g in groups for m, k in groups[g].items() if (g, m) not in sim.unlisted}
     else:
         models = {m: k for m, k in groups.get(group, {}).items() if (group, m) not in sim.unlisted}
-    return [
-        {
+    entries = []
+    for model, kind in sorted(models.items()):
+        entry: dict[str, Any] = {
             "id": model,
             "object": "model",
             "created": _CREATED,
             "owned_by": _OWNERS.get(kind, "custom"),
-            "supported_endpoint_types": [kind],
         }
-        for model, kind in sorted(models.items())
-    ]
+        if kind:  # an entry added with no kind: a relay that does not say (older new-api)
+            entry["supported_endpoint_types"] = [kind]
+        entries.append(entry)
+    return entries
 
 
 def register_listing_routes(app: FastAPI, config: SimConfig, sim: SimState) -> None:
