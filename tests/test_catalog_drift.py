@@ -27,17 +27,18 @@ import openai
 import pytest
 import yaml
 
+from mediagate.catalog import load_catalog
+from mediagate.settings import group_env_name
+
 from .conftest import CLIENT_KEY, GROUP_KEYS, Gateway, Sim, fast_video_polls, wait_until
 from .processes import Served, clean_env, serving
 
-# The groups the bundled catalog has routes in, with the simulator's key of each.
-CATALOG_KEYS = {
-    "key_default": GROUP_KEYS["default"],
-    "key_openaiofficial": GROUP_KEYS["OpenAI Official"],
-    "key_openaiofficialenterprise": GROUP_KEYS["OpenAI Official Enterprise"],
-    "key_seedance2": GROUP_KEYS["SeeDance2"],
-    "key_wan": GROUP_KEYS["Wan"],
-}
+# The groups the bundled catalog has routes in, with the simulator's key of each, and how
+# many routes those groups have (what a check with these keys compares).
+KEYED = ("default", "OpenAI Official", "OpenAI Official Enterprise", "SeeDance2", "Wan")
+CATALOG_KEYS = {group_env_name(g).removeprefix("MEDIAGATE_").lower(): GROUP_KEYS[g] for g in KEYED}
+BUNDLED = load_catalog()
+ROUTES = sum(1 for route in BUNDLED.routes.values() if route.group in KEYED)
 
 
 def catalog_check(
@@ -71,7 +72,7 @@ def test_check_with_every_route_listed_exits_0(sim: Sim, tmp_path: Path) -> None
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "RETIRED" not in out
-    assert "32 of 32 routes listed, 0 retired" in out
+    assert f"{ROUTES} of {ROUTES} routes listed, 0 retired" in out
     assert "new image model 'gpt-image-3-vip' in group 'default'" in out
     # The simulator's Wan tables have a model the catalog has no route for.
     assert "new video model 'wan2.7-videoedit' in group 'Wan'" in out
@@ -93,7 +94,7 @@ def test_check_with_a_route_unlisted_exits_1_naming_it(sim: Sim, tmp_path: Path)
         "RETIRED seedance-2.0-fast: group 'SeeDance2' no longer lists "
         "'doubao-seedance-2-0-fast-260128'"
     ]
-    assert "31 of 32 routes listed, 1 retired" in done.stdout
+    assert f"{ROUTES - 1} of {ROUTES} routes listed, 1 retired" in done.stdout
 
 
 def test_the_simulator_process_leaves_out_what_it_is_told(tmp_path: Path) -> None:
@@ -103,7 +104,7 @@ def test_the_simulator_process_leaves_out_what_it_is_told(tmp_path: Path) -> Non
         done = catalog_check(simulator.url, tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "RETIRED seedance-2.0-fast: group 'SeeDance2'" in done.stdout
-    assert "31 of 32 routes listed, 1 retired" in done.stdout
+    assert f"{ROUTES - 1} of {ROUTES} routes listed, 1 retired" in done.stdout
 
 
 def test_a_list_that_does_not_say_endpoint_types_is_read_by_family(
@@ -152,7 +153,8 @@ def test_a_group_that_cannot_be_listed_is_said_and_exits_2(sim: Sim, tmp_path: P
     assert "could not list group 'Wan'" in done.stdout
     assert "sk-not-a-sim-key" not in done.stdout + done.stderr
     assert "RETIRED" not in done.stdout  # its routes are neither listed nor retired
-    assert "27 of 27 routes listed" in done.stdout
+    others = sum(1 for route in BUNDLED.routes.values() if route.group in KEYED[:-1])
+    assert f"{others} of {others} routes listed" in done.stdout
 
 
 def test_a_bad_override_is_refused_offline_with_the_reason(sim: Sim, tmp_path: Path) -> None:
@@ -173,7 +175,8 @@ def test_a_bad_override_is_refused_offline_with_the_reason(sim: Sim, tmp_path: P
     good.write_text(yaml.safe_dump({"models": {"heron": {"routes": ["gpt-image-2.web"]}}}))
     done = catalog_check(None, tmp_path, "--config", str(good))
     assert done.returncode == 0, done.stderr
-    assert "33 models" in done.stdout and "checked offline only" in done.stdout
+    assert f"{len(BUNDLED.models) + 1} models" in done.stdout
+    assert "checked offline only" in done.stdout
 
 
 # --- The gateway's periodic check --------------------------------------------------------------
@@ -196,7 +199,7 @@ def test_the_gateway_checks_at_start_and_every_interval(
     caplog.set_level(logging.INFO, logger="mediagate")
     # A short interval stands in for the 6 h default: each check is a round of free calls.
     gateway = make_gateway(catalog_check_interval_s=0.2)
-    wait_until(lambda: len(listed_gauge(gateway)) == 32)
+    wait_until(lambda: len(listed_gauge(gateway)) == ROUTES)
     assert set(listed_gauge(gateway).values()) == {1.0}
 
     sim.state.unlisted.add(("default", "gpt-image-2.5-web"))
