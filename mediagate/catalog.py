@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.resources
+import json
 import re
 from collections.abc import Callable
 from datetime import date
@@ -716,3 +717,38 @@ def load_catalog(override: Path | None = None) -> Catalog:
             raise CatalogError(f"cannot read MEDIAGATE_CONFIG {override}: {exc}") from exc
         data = _merge(data, _read_yaml(override_text, str(override)))
     return _build(data)
+
+
+class CatalogHolder:
+    """The one place the gateway keeps its catalog: every use case reads `current` per request,
+    so a reload (SIGHUP, `reload`) swaps it for new requests at once and no service keeps a
+    stale copy. Work already started keeps what it started with: a request holds its `Route`
+    objects to its end, a video job its route's snapshot (`route_snapshot`)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.current = catalog
+        self.loaded = 1  # how many catalogs have been in force (1: the one at start)
+
+    def swap(self, catalog: Catalog) -> Catalog:
+        """Put `catalog` in force for new requests; the one it replaces."""
+        old, self.current = self.current, catalog
+        self.loaded += 1
+        return old
+
+
+def route_snapshot(route: Route, multiplier: float) -> str:
+    """A route as a job started on it, with its group's multiplier: kept on the job's record so
+    that polling, content and the bill use the route and price the job started with, whatever
+    the catalog says later (a reload, another replica's catalog, a restart)."""
+    return json.dumps(
+        {"route": route.model_dump(mode="json"), "multiplier": multiplier},
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def from_snapshot(snapshot: str) -> tuple[Route, float]:
+    """The route and multiplier of `route_snapshot`'s text (the same text, parsed once)."""
+    data = json.loads(snapshot)
+    return Route.model_validate(data["route"]), float(data["multiplier"])

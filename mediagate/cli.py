@@ -1,8 +1,10 @@
-"""`mediagate serve`, `mediagate simulate`, and `mediagate keys list | create | revoke | rotate`."""
+"""`mediagate serve`, `mediagate simulate`, `mediagate catalog check`, and
+`mediagate keys list | create | revoke | rotate`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import json
@@ -96,15 +98,95 @@ def _after_shutdown(signum: int, frame: FrameType | None) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from .simulator import DEFAULT_SIM_KEYS, SimConfig, create_simulator_app
+    from .simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
 
     configure_logging("warning")
     print(f"simulated upstream on http://{args.host}:{args.port}/v1", file=sys.stderr)
     for key, group in DEFAULT_SIM_KEYS.items():
         print(f"  token group {group!r}: key {key}", file=sys.stderr)
-    app = create_simulator_app(SimConfig(keys=dict(DEFAULT_SIM_KEYS), latency_s=args.latency))
+    state = SimState()
+    for pair in args.unlist:
+        group, _, model = pair.partition(":")
+        state.unlisted.add((group, model))
+        print(f"  GET /v1/models leaves out {model!r} for group {group!r}", file=sys.stderr)
+    config = SimConfig(keys=dict(DEFAULT_SIM_KEYS), latency_s=args.latency)
+    app = create_simulator_app(config, state)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", log_config=None)
     return 0
+
+
+# --- catalog ----------------------------------------------------------------------------------
+
+
+def _catalog_check(args: argparse.Namespace) -> int:
+    """The catalog (bundled, merged with the override) validated offline; then, with upstream
+    keys set, each group's GET /v1/models against it. Exit 0: all listed; 1: a route retired
+    upstream; 2: an invalid catalog, or a group that could not be listed."""
+    from mediagate.catalog import CatalogError, load_catalog
+
+    settings = Settings()
+    if args.config is not None:
+        settings = settings.model_copy(update={"config": args.config})
+    configure_logging("warning", _secrets(settings))
+    source = f"catalog.yaml + {settings.config}" if settings.config else "catalog.yaml"
+    try:
+        full = load_catalog(settings.config)
+    except CatalogError as exc:
+        print(f"mediagate: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"{source}: valid: {len(full.models)} models, {len(full.routes)} routes, "
+        f"{len(full.groups())} token groups"
+    )
+    keys, _ = full.upstream_keys(settings.group_keys)
+    with_keys = sorted(group for group, found in keys.items() if found)
+    if not with_keys or not settings.upstream_url:
+        print(
+            "no upstream to ask (MEDIAGATE_UPSTREAM_URL and a MEDIAGATE_KEY_<GROUP>): "
+            "checked offline only"
+        )
+        return 0
+    groups = ", ".join(with_keys)
+    print(f"asking {settings.upstream_url}/models for {len(with_keys)} groups: {groups}")
+    try:
+        drift = asyncio.run(_ask_upstream(settings))
+    except CatalogError as exc:
+        print(f"mediagate: {exc}", file=sys.stderr)
+        return 2
+    from mediagate.upstream.listing import report
+
+    for line in report(drift):
+        print(line)
+    if drift.retired:
+        return 1
+    return 2 if drift.failed else 0
+
+
+async def _ask_upstream(settings: Settings) -> Any:
+    from mediagate.gateway import open_upstream
+    from mediagate.upstream.listing import check
+
+    async with open_upstream(settings) as (upstream, catalog):
+        return await check(upstream, catalog)
+
+
+def _add_catalog_commands(commands: Any) -> None:
+    catalog = commands.add_parser(
+        "catalog",
+        help="check the model catalog",
+        description="The model catalog: the bundled catalog.yaml merged with MEDIAGATE_CONFIG.",
+    ).add_subparsers(dest="catalog_command", required=True)
+    check = catalog.add_parser(
+        "check",
+        help="validate the catalog; with upstream keys, compare it with the upstream's lists",
+        description="Validates the catalog offline; with MEDIAGATE_UPSTREAM_URL and upstream "
+        "keys set, asks GET /v1/models once per token group and prints each route its group "
+        "no longer lists (exit 1) and each image or video model the catalog does not know.",
+    )
+    check.add_argument(
+        "--config", type=Path, help="the catalog override (default: MEDIAGATE_CONFIG)"
+    )
+    check.set_defaults(run=_catalog_check)
 
 
 # --- keys -------------------------------------------------------------------------------------
@@ -309,7 +391,15 @@ def main(argv: list[str] | None = None) -> int:
     simulate.add_argument("--host", default="127.0.0.1")
     simulate.add_argument("--port", type=int, default=9000)
     simulate.add_argument("--latency", type=float, default=0.0, help="seconds per generation")
+    simulate.add_argument(
+        "--unlist",
+        action="append",
+        default=[],
+        metavar="GROUP:MODEL",
+        help="leave MODEL out of GROUP's GET /v1/models (a route retired upstream); repeatable",
+    )
     simulate.set_defaults(run=_simulate)
+    _add_catalog_commands(commands)
     _add_keys_commands(commands)
     args = parser.parse_args(argv)
     result: int = args.run(args)

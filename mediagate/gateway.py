@@ -8,8 +8,11 @@ from them, and hands the HTTP layer a `Gateway` holding them. Nothing here serve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,7 +23,7 @@ from pydantic import SecretStr
 
 from mediagate.accounting.clients import KeyRegistry, KeysFileError
 from mediagate.accounting.metering import Metering
-from mediagate.catalog import Catalog, CatalogError, load_catalog
+from mediagate.catalog import Catalog, CatalogError, CatalogHolder, load_catalog
 from mediagate.errors import Scrubber
 from mediagate.imagedata import ImageWork
 from mediagate.images.service import ImageService
@@ -36,6 +39,7 @@ from mediagate.stores.ledger import Ledger
 from mediagate.upstream.aiohttp_transport import AiohttpTransport
 from mediagate.upstream.breaker import Breakers
 from mediagate.upstream.fetcher import SafeFetcher, public_transport
+from mediagate.upstream.listing import CatalogWatch
 from mediagate.upstream.room import AnswerRoom
 from mediagate.upstream.sender import KeyRing, Upstream
 from mediagate.upstream.transport import HttpxTransport, Transport
@@ -63,7 +67,7 @@ class Gateway:
     """The long-lived parts the HTTP layer uses: the use cases, and what they share."""
 
     settings: Settings
-    catalog: Catalog  # as this deployment offers it (routes with a key)
+    catalogs: CatalogHolder  # the catalog in force, as this deployment offers it (keyed routes)
     clients: KeyRegistry  # client keys
     metrics: Metrics
     scrub: Scrubber
@@ -78,6 +82,61 @@ class Gateway:
     jobs: JobStore  # video jobs
     reconciler: Reconciler  # refreshes unfinished jobs, so each ends and is billed
     webhooks: WebhookSender | None  # delivers the outbox's events (None: no secret set)
+    # Checks the catalog against the upstream's model lists (None: the interval is 0).
+    catalog_watch: CatalogWatch | None = None
+
+    @property
+    def catalog(self) -> Catalog:
+        """The catalog in force: read it per request, never keep it."""
+        return self.catalogs.current
+
+    def reload_catalog(self) -> Catalog:
+        """MEDIAGATE_CONFIG read again and, if valid, put in force for new requests (SIGHUP).
+        An invalid file is refused (ConfigError), with its reason logged, and the catalog in
+        force is kept. Work already started keeps its routes and prices (a video job its
+        route snapshot). Upstream keys are read at start only: a route of a group without a
+        key is not offered until a restart with its MEDIAGATE_KEY_<GROUP>."""
+        keys = self.upstream.keys
+        try:
+            full = load_catalog(self.settings.config)
+            catalog = full.offered(keys.has)
+            if not catalog.models:
+                raise CatalogError("no model would be usable: no route has a key for its group")
+        except CatalogError as exc:
+            self.metrics.catalog_reloads.labels("refused").inc()
+            log.error(
+                "catalog reload refused; the catalog in force is kept",
+                extra={"fields": {"config": str(self.settings.config), "reason": str(exc)}},
+            )
+            raise ConfigError(str(exc)) from None
+        old = self.catalogs.swap(catalog)
+        for route in catalog.routes.values():
+            self.upstream.breakers.get(route.id, route.breaker)  # its gauge from now on
+        changed = sorted(
+            rid for rid, route in catalog.routes.items() if old.routes.get(rid, route) != route
+        )
+        self.metrics.catalog_reloads.labels("applied").inc()
+        log.info(
+            "catalog reloaded",
+            extra={
+                "fields": {
+                    "config": str(self.settings.config),
+                    "models": len(catalog.models),
+                    "routes_added": sorted(set(catalog.routes) - set(old.routes)),
+                    "routes_removed": sorted(set(old.routes) - set(catalog.routes)),
+                    "routes_changed": changed,
+                    "groups_without_key": sorted(g for g in full.groups() if not keys.has(g)),
+                }
+            },
+        )
+        if self.catalog_watch is not None:
+            self.catalog_watch.trigger()
+        return catalog
+
+    def reload_on_signal(self) -> None:
+        """SIGHUP's handler: a refused file is already logged; the gateway serves on."""
+        with contextlib.suppress(ConfigError):
+            self.reload_catalog()
 
 
 def check_config(settings: Settings) -> KeyRegistry:
@@ -152,6 +211,101 @@ def _start_simulator(settings: Settings) -> tuple[Settings, BackgroundServer]:
     return settings.model_copy(update=update), server
 
 
+def _key_ring(settings: Settings, full: Catalog, metrics: Metrics) -> KeyRing:
+    """Every token group's upstream keys, a renamed group's old variable said once, here."""
+    group_keys, renamed = full.upstream_keys(settings.group_keys)
+    for old, new, used in renamed:
+        log.warning(
+            "%s is deprecated: the token group '%s' is now '%s'; %s",
+            group_env_name(old),
+            old,
+            new,
+            f"set {group_env_name(new)} instead"
+            if used
+            else f"it is ignored, {group_env_name(new)} is set",
+        )
+    return KeyRing(
+        group_keys,
+        auth_cooldown_s=settings.upstream_key_auth_cooldown_s,
+        rate_cooldown_s=settings.upstream_key_rate_cooldown_s,
+        on_bench=lambda group, reason: metrics.key_cooldowns.labels(group, reason).inc(),
+    )
+
+
+def _limits(settings: Settings) -> httpx2.Limits:
+    return httpx2.Limits(
+        max_connections=settings.max_connections,
+        max_keepalive_connections=settings.max_connections,
+        keepalive_expiry=settings.upstream_keepalive_s,
+    )
+
+
+def _network(
+    settings: Settings, limits: httpx2.Limits, transport: httpx2.AsyncBaseTransport | None
+) -> Transport:
+    """The sender's network (mediagate.upstream.transport): aiohttp's, else an httpx2
+    transport through the adapter (httpx2's own pool, or the one a test hands over)."""
+    if transport is not None:
+        return HttpxTransport(transport)
+    if settings.upstream_transport == "aiohttp":
+        return AiohttpTransport(limits)
+    return HttpxTransport(httpx2.AsyncHTTPTransport(limits=limits))
+
+
+def _sender(
+    settings: Settings,
+    upstream_url: str,
+    network: Transport,
+    keys: KeyRing,
+    metrics: Metrics,
+    scrub: Scrubber,
+    catalog: Catalog,
+    tracer: Tracer | None,
+) -> Upstream:
+    """The one sender, with a breaker per route of the catalog."""
+    return Upstream(
+        network,
+        upstream_url,
+        keys,
+        metrics,
+        scrub,
+        settings.upstream_timeout_s,
+        connect_timeout_s=settings.upstream_connect_timeout_s,
+        max_bytes=settings.upstream_max_bytes,
+        breakers=Breakers(
+            ((r.id, r.breaker) for r in catalog.routes.values()),
+            lambda route, state: metrics.circuit_state.labels(route).set(state),
+        ),
+        tracer=tracer,
+        room=AnswerRoom(
+            settings.max_inflight_upstream_bytes, settings.upstream_room_wait_s, metrics
+        ),
+    )
+
+
+@asynccontextmanager
+async def open_upstream(
+    settings: Settings, transport: httpx2.AsyncBaseTransport | None = None
+) -> AsyncIterator[tuple[Upstream, Catalog]]:
+    """The sender alone, built as the gateway builds it, and the catalog it can serve (routes
+    whose group has a key): what `mediagate catalog check` asks the upstream with. Raises
+    CatalogError for an invalid catalog, ConfigError without MEDIAGATE_UPSTREAM_URL."""
+    full = load_catalog(settings.config)
+    if not settings.upstream_url:
+        raise ConfigError("MEDIAGATE_UPSTREAM_URL is required to ask the upstream")
+    metrics = Metrics()
+    keys = _key_ring(settings, full, metrics)
+    scrub = Scrubber(settings.all_upstream_keys())
+    scrub.trust_host(httpx2.URL(settings.upstream_url).host)
+    network = _network(settings, _limits(settings), transport)
+    catalog = full.offered(keys.has)
+    async with network:
+        yield (
+            _sender(settings, settings.upstream_url, network, keys, metrics, scrub, catalog, None),
+            catalog,
+        )
+
+
 async def _sweep_forever(store: HostedImages, interval_s: float) -> None:
     while True:
         try:
@@ -184,43 +338,15 @@ async def open_gateway(
         if upstream_url is None:  # check_config's rule, restated for the type checker
             raise ConfigError("MEDIAGATE_UPSTREAM_URL is required")
         full = load_catalog(settings.config)
-        group_keys, renamed = full.upstream_keys(settings.group_keys)
-        for old, new, used in renamed:
-            # A token group renamed upstream: the old variable still works, said once, here.
-            log.warning(
-                "%s is deprecated: the token group '%s' is now '%s'; %s",
-                group_env_name(old),
-                old,
-                new,
-                f"set {group_env_name(new)} instead"
-                if used
-                else f"it is ignored, {group_env_name(new)} is set",
-            )
-        keys = KeyRing(
-            group_keys,
-            auth_cooldown_s=settings.upstream_key_auth_cooldown_s,
-            rate_cooldown_s=settings.upstream_key_rate_cooldown_s,
-            on_bench=lambda group, reason: metrics.key_cooldowns.labels(group, reason).inc(),
-        )
+        keys = _key_ring(settings, full, metrics)
         catalog = full.offered(keys.has)
         if not catalog.models:
             raise ConfigError("no model is usable: set MEDIAGATE_KEY_<GROUP> for a token group")
+        catalogs = CatalogHolder(catalog)
         scrub.add(settings.all_upstream_keys())
         scrub.trust_host(httpx2.URL(upstream_url).host)
-        limits = httpx2.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=settings.max_connections,
-            keepalive_expiry=settings.upstream_keepalive_s,
-        )
-        # The sender's network (mediagate.upstream.transport): aiohttp's, else an httpx2
-        # transport through the adapter (httpx2's own pool, or the one a test hands over).
-        network: Transport
-        if transport is not None:
-            network = HttpxTransport(transport)
-        elif settings.upstream_transport == "aiohttp":
-            network = AiohttpTransport(limits)
-        else:
-            network = HttpxTransport(httpx2.AsyncHTTPTransport(limits=limits))
+        limits = _limits(settings)
+        network = _network(settings, limits, transport)
         try:
             hosted = open_hosted_images(
                 settings.image_store_url,
@@ -250,25 +376,8 @@ async def open_gateway(
                 ) as webhook_client,
                 open_stores(settings.job_store_url(), settings.store_prefix) as stores,
             ):
-                upstream = Upstream(
-                    network,
-                    upstream_url,
-                    keys,
-                    metrics,
-                    scrub,
-                    settings.upstream_timeout_s,
-                    connect_timeout_s=settings.upstream_connect_timeout_s,
-                    max_bytes=settings.upstream_max_bytes,
-                    breakers=Breakers(
-                        ((r.id, r.breaker) for r in catalog.routes.values()),
-                        lambda route, state: metrics.circuit_state.labels(route).set(state),
-                    ),
-                    tracer=tracer,
-                    room=AnswerRoom(
-                        settings.max_inflight_upstream_bytes,
-                        settings.upstream_room_wait_s,
-                        metrics,
-                    ),
+                upstream = _sender(
+                    settings, upstream_url, network, keys, metrics, scrub, catalog, tracer
                 )
                 fetcher = SafeFetcher(
                     fetch_client,
@@ -284,7 +393,7 @@ async def open_gateway(
                 work = ImageWork(settings.image_workers, settings.image_work_queue)
                 videos = VideoService(
                     settings,
-                    catalog,
+                    catalogs,
                     upstream,
                     fetcher,
                     stores.jobs,
@@ -312,14 +421,30 @@ async def open_gateway(
                         metrics,
                         hold_s=settings.webhook_claim_hold_s,
                     )
+                watch = None
+                if settings.catalog_check_interval_s > 0:
+                    watch = CatalogWatch(
+                        upstream,
+                        lambda: catalogs.current,
+                        metrics,
+                        settings.catalog_check_interval_s,
+                    )
                 gateway = Gateway(
                     settings=settings,
-                    catalog=catalog,
+                    catalogs=catalogs,
                     clients=clients,
                     metrics=metrics,
                     scrub=scrub,
                     images=ImageService(
-                        settings, catalog, upstream, fetcher, hosted, metering, metrics, scrub, work
+                        settings,
+                        catalogs,
+                        upstream,
+                        fetcher,
+                        hosted,
+                        metering,
+                        metrics,
+                        scrub,
+                        work,
                     ),
                     videos=videos,
                     hosted=hosted,
@@ -331,14 +456,25 @@ async def open_gateway(
                     jobs=stores.jobs,
                     reconciler=reconciler,
                     webhooks=webhooks,
+                    catalog_watch=watch,
                 )
                 workers = [asyncio.create_task(reconciler.run_forever())]
+                if watch is not None:
+                    workers.append(asyncio.create_task(watch.run_forever()))
                 if webhooks is not None:
                     every_s = min(1.0, settings.webhook_retry_base_s)
                     workers.append(asyncio.create_task(webhooks.run_forever(every_s)))
+                # SIGHUP reloads MEDIAGATE_CONFIG (`mediagate serve`: the loop runs in the main
+                # thread; a gateway served from another thread, as in tests, has no signals).
+                loop = asyncio.get_running_loop()
+                on_hup = threading.current_thread() is threading.main_thread()
+                if on_hup:
+                    loop.add_signal_handler(signal.SIGHUP, gateway.reload_on_signal)
                 try:
                     yield gateway
                 finally:
+                    if on_hup:
+                        loop.remove_signal_handler(signal.SIGHUP)
                     for worker in workers:
                         worker.cancel()
                     await asyncio.gather(*workers, return_exceptions=True)

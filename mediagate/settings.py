@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     # A request's headers are due within this many seconds of the connection opening (or of
     # the previous response on it); a slower client is cut off (slowloris).
     header_timeout_s: float = Field(default=10.0, gt=0)
+    # How often the catalog's routes are checked against the upstream's GET /v1/models per
+    # token group (at start, then every this many seconds; 0: never), exported as
+    # mediagate_catalog_route_listed (mediagate.upstream.listing).
+    catalog_check_interval_s: float = Field(default=6 * 3600.0, ge=0)
     log_level: str = "info"
     log_prompts: bool = False
     # OpenTelemetry traces over OTLP/HTTP (mediagate.observability.tracing). Unset: on when the

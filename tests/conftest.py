@@ -203,6 +203,9 @@ def gateway_settings(
         "api_keys": f"team-a:{CLIENT_KEY},team-b:{OTHER_CLIENT_KEY}",
         "fetch_allow_hosts": [f"127.0.0.1:{sim.port}"],
         "data_dir": data_dir,
+        # The catalog check at start asks every group's /v1/models: off unless a test wants
+        # it, so the upstream's calls are the test's own (tests/test_catalog_drift.py).
+        "catalog_check_interval_s": 0,
     }
     transport = upstream_transport or os.environ.get("TEST_UPSTREAM_TRANSPORT")
     if transport:

@@ -24,10 +24,13 @@ def free_port() -> int:
 
 
 def clean_env(settings: Mapping[str, str] | None = None, **extra: str) -> dict[str, str]:
-    """This process's environment without any MEDIAGATE_* setting, plus `extra`, plus
-    `settings` given by field name as a gateway fixture takes them ({"store_url": ...} becomes
-    MEDIAGATE_STORE_URL)."""
+    """This process's environment without any MEDIAGATE_* setting (but the catalog check off),
+    plus `extra`, plus `settings` given by field name as a gateway fixture takes them
+    ({"store_url": ...} becomes MEDIAGATE_STORE_URL)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGATE_")}
+    # No catalog check at start unless a test asks for it: the upstream calls a test counts
+    # are its own (as the in-process fixtures, tests/conftest.py:gateway_settings).
+    env["MEDIAGATE_CATALOG_CHECK_INTERVAL_S"] = "0"
     env.update(extra)
     env.update({f"MEDIAGATE_{name.upper()}": value for name, value in (settings or {}).items()})
     return env

@@ -35,7 +35,7 @@ from mediagate.catalog import load_catalog
 from mediagate.gateway import ConfigError, check_config
 from mediagate.settings import Settings, group_env_name
 
-from .conftest import GROUP_KEYS, Gateway
+from .conftest import GROUP_KEYS, Gateway, wait_until
 from .otlp import OtlpReceiver
 from .otlp import otlp as otlp  # a fixture
 from .processes import clean_env, serving
@@ -728,7 +728,10 @@ def exposition(make_gateway: Callable[..., Gateway], tmp_path: Path) -> dict[str
     keys.write_text(yaml.safe_dump({"keys": [entry]}))
     # The default group's pool starts with a key the upstream refuses: it gets benched.
     pool = f"sk-revoked,{GROUP_KEYS['default']}"
-    gateway = make_gateway(keys_file=keys, key_default=pool, video_poll_after_ms=20)
+    # The catalog check on (the fixtures turn it off): its gauge gets a sample per route.
+    gateway = make_gateway(
+        keys_file=keys, key_default=pool, video_poll_after_ms=20, catalog_check_interval_s=3600
+    )
     client = gateway.sdk(api_key=metered)
     for _ in range(2):
         client.images.generate(
@@ -744,6 +747,7 @@ def exposition(make_gateway: Callable[..., Gateway], tmp_path: Path) -> dict[str
     with gateway.http(api_key=None) as http:
         assert http.get("/healthz").status_code == 200  # the probes' endpoints
         assert http.get("/readyz").status_code == 200
+        wait_until(lambda: "mediagate_catalog_route_listed{" in http.get("/metrics").text)
         text = http.get("/metrics").text
 
     samples: dict[str, set[str]] = {}

@@ -163,9 +163,11 @@ def test_body_must_be_a_json_object(client: TestClient) -> None:
 
 
 def test_unknown_v1_path_is_404_and_recorded(client: TestClient, state: SimState) -> None:
-    response = client.get("/v1/models", headers={"Authorization": f"Bearer {DEFAULT}"})
+    # (/v1/models exists: the group's model list, tests/test_catalog_drift.py.)
+    response = client.get("/v1/assistants", headers={"Authorization": f"Bearer {DEFAULT}"})
     assert_error(response, 404, None)
-    assert [(c.path, c.group, c.status) for c in state.calls] == [("/v1/models", "default", 404)]
+    calls = [(c.path, c.group, c.status) for c in state.calls]
+    assert calls == [("/v1/assistants", "default", 404)]
 
 
 def test_never_422(client: TestClient) -> None:

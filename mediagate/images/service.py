@@ -36,7 +36,7 @@ from mediagate.accounting.pricing import (
     estimate_images,
     sum_usage,
 )
-from mediagate.catalog import Alias, Catalog, Route
+from mediagate.catalog import Alias, Catalog, CatalogHolder, Route
 from mediagate.errors import (
     GatewayError,
     InvalidRequest,
@@ -115,7 +115,7 @@ class ImageService:
     """Image generations and edits, built once in the lifespan from the parts they use."""
 
     settings: Settings
-    catalog: Catalog
+    catalogs: CatalogHolder  # the catalog in force, read per request (a reload swaps it)
     upstream: Upstream
     fetcher: SafeFetcher
     hosted: HostedImages
@@ -126,6 +126,10 @@ class ImageService:
     scrub: Scrubber
     # An edit's images encoded inline: a pool of its own, never the default executor.
     work: ImageWork = field(default_factory=lambda: ImageWork(2, 16))
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.catalogs.current
 
     # --- The use case: plan, then answer ---------------------------------------------------
 
@@ -209,8 +213,11 @@ class ImageService:
         """The job admitted against the key's limits and budget (after the `gate` it passed
         before its body was read), run, and settled."""
         plan = job.plan
+        # One catalog for the request's prices, reserved and billed alike, whatever a reload
+        # puts in force meanwhile.
+        catalog = self.catalog
         # Reserved: the most the job can cost on any route it may end up on.
-        estimates = self._estimates(job)
+        estimates = self._estimates(job, catalog)
         estimate = max(estimates.values(), default=0.0)
         try:
             scope = _scope(policy, job.model, job.alias)
@@ -231,7 +238,7 @@ class ImageService:
             # client hung up mid-stream) has decided its charge before its first await; the
             # booking itself runs shielded (Ticket.settle).
             route = job.route
-            multiplier = self.catalog.multiplier(route)
+            multiplier = catalog.multiplier(route)
             # Without a usage, a token-billed route is billed its own estimate.
             fallback = estimates.get(route.id, estimate)
             cost = self.cost(route, images, usage, fallback, multiplier)
@@ -272,7 +279,7 @@ class ImageService:
             dict(_STREAM_HEADERS), events=_finally(events, ticket, job.model, cleanup)
         )
 
-    def _estimates(self, job: ImageJob) -> dict[str, float]:
+    def _estimates(self, job: ImageJob, catalog: Catalog) -> dict[str, float]:
         """The most the job can cost on each route it may end up on, by route id: a fallback
         may bill more (the enterprise group's multiplier, a token price after a per-call one)."""
         input_images = len(job.edit.files) if job.edit is not None else 0
@@ -281,7 +288,7 @@ class ImageService:
             plan = job.plan if route is job.route else _plan_for(job, route)
             if isinstance(plan, str):
                 continue  # the job cannot end there
-            multiplier = self.catalog.multiplier(route)
+            multiplier = catalog.multiplier(route)
             # The planned request is priced, not the fields sent: the chat dialect sends no
             # size, only the ratio marker standing for the size asked.
             estimates[route.id] = estimate_images(

@@ -198,6 +198,30 @@ class Metrics:
         )
         for outcome in ("waited", "timed_out", "too_large"):
             self.upstream_answer_room.labels(outcome)
+        # The catalog against the upstream's model lists (mediagate.upstream.listing).
+        self.catalog_route_listed = Gauge(
+            "mediagate_catalog_route_listed",
+            "Whether the upstream's GET /v1/models for the route's token group still lists the "
+            "route's upstream model (1) or not (0: retired upstream?), as of the last check.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.catalog_checks = Counter(
+            "mediagate_catalog_checks",
+            "Checks of the catalog against the upstream's model lists, by token group and "
+            "outcome (ok, failed: the list could not be had).",
+            ["group", "outcome"],
+            registry=self.registry,
+        )
+        self.catalog_reloads = Counter(
+            "mediagate_catalog_reloads",
+            "Reloads of MEDIAGATE_CONFIG (SIGHUP), by outcome (applied, refused: the old "
+            "catalog kept).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("applied", "refused"):
+            self.catalog_reloads.labels(outcome)
         self.budget_remaining = Gauge(
             "mediagate_budget_remaining_usd",
             "USD a client key may still spend in the period (day or month), as last seen.",

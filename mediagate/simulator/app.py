@@ -40,6 +40,7 @@ from mediagate.simulator.edits import (
 )
 from mediagate.simulator.faults import ClientGone, FaultInjector, pause
 from mediagate.simulator.jobs import bearer_of, decode_body, is_json_content_type
+from mediagate.simulator.listing import register_listing_routes
 from mediagate.simulator.muse import register_muse_routes
 from mediagate.simulator.png import make_gif, make_png, make_svg
 from mediagate.simulator.rules import (
@@ -150,6 +151,7 @@ def create_simulator_app(config: SimConfig, state: SimState | None = None) -> Fa
     register_muse_routes(app, config, sim)
     register_ark_routes(app, config, sim)
     register_dashscope_routes(app, config, sim)
+    register_listing_routes(app, config, sim)
 
     @app.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])
     async def unknown_v1(request: Request) -> Response:

@@ -838,3 +838,9 @@ def _choice(body: dict[str, Any], name: str, allowed: tuple[str, ...]) -> str | 
         supported = ", ".join(f"'{item}'" for item in allowed)
         raise invalid(f"Invalid value: '{value}'. Supported values are: {supported}.", name)
     return value
+
+
+def image_routes() -> list[tuple[str, str, Route]]:
+    """Every (token group, model, route) the image and chat endpoints answer: what the
+    group's `/v1/models` lists (simulator/listing.py)."""
+    return [(group, model, route) for (group, model), route in _ROUTES.items()]

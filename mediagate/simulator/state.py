@@ -76,6 +76,11 @@ class SimState:
     # (method, path, headers) of every HTTP request, image downloads included, as it arrived:
     # what a test checks the gateway never sends upstream (trace context, client headers).
     headers: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    # What `GET /v1/models` lists (simulator/listing.py): (group, model) pairs it leaves out,
+    # (group, model, endpoint type) entries it adds, and whether every group gets the whole list.
+    unlisted: set[tuple[str, str]] = field(default_factory=set)
+    listed: list[tuple[str, str, str]] = field(default_factory=list)
+    models_whole_list: bool = False
     # Requests still being answered: id -> ("METHOD path", the thread serving it).
     # Signs the simulator's object-store links (Seedance and Wan results), see jobs.py.
     link_secret: bytes = field(default_factory=lambda: secrets.token_bytes(16), repr=False)
@@ -125,3 +130,6 @@ class SimState:
             self.videos.clear()
             self.faults.reset()
             self.headers.clear()
+            self.unlisted.clear()
+            self.listed.clear()
+            self.models_whole_list = False

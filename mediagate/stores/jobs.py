@@ -51,6 +51,10 @@ class VideoJob:
     # The model name the client asked for (sora-2, an alias), which the Video object shows;
     # None in records written before it was kept (they show `model`).
     asked: str | None = None
+    # The route the job started on, with its group's multiplier, as catalog.route_snapshot
+    # wrote it: what polls, content and the bill use, so a catalog reload does not move a
+    # running job to another route or price. None on records made before it was kept.
+    route_snapshot: str | None = None
 
     @property
     def final(self) -> bool:

@@ -43,7 +43,14 @@ from mediagate import context
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.accounting.metering import VIDEO_RESERVATION_TTL_S, Gate, Metering, Ticket
 from mediagate.accounting.pricing import UnusableUsage, video_cost, video_estimate
-from mediagate.catalog import Catalog, Model, Route
+from mediagate.catalog import (
+    Catalog,
+    CatalogHolder,
+    Model,
+    Route,
+    from_snapshot,
+    route_snapshot,
+)
 from mediagate.errors import (
     GatewayError,
     InvalidRequest,
@@ -111,6 +118,13 @@ def video_not_found(video_id: str) -> NotFound:
     )
 
 
+def _route_gone(job: VideoJob) -> UpstreamError:
+    return UpstreamError(
+        f"The route {job.route} that made this video is no longer configured.",
+        code="route_unavailable",
+    )
+
+
 def _dialect(route: Route) -> VideoDialect:
     return video_dialect(route.dialect)
 
@@ -135,7 +149,7 @@ class VideoService:
     """The Videos API's use cases, built once in the lifespan from the parts they use."""
 
     settings: Settings
-    catalog: Catalog
+    catalogs: CatalogHolder  # the catalog in force, read per request (a reload swaps it)
     upstream: Upstream
     fetcher: SafeFetcher
     jobs: JobStore
@@ -153,6 +167,10 @@ class VideoService:
     _asked: dict[str, float] = field(default_factory=dict, repr=False)
     _asking: dict[str, asyncio.Task[VideoJob]] = field(default_factory=dict, repr=False)
 
+    @property
+    def catalog(self) -> Catalog:
+        return self.catalogs.current
+
     # --- The use cases ----------------------------------------------------------------------
 
     async def create(
@@ -165,7 +183,8 @@ class VideoService:
             raise InvalidRequest("Invalid 'model': expected a string.", param="model")
         # A retired name (sora-2, sora-2-pro) is its successor's request from here on; the
         # request's record keeps the alias for its headers (x-mediagate-alias, Deprecation).
-        served, route, alias = self.catalog.lookup(name, "video")
+        catalog = self.catalog  # one catalog for the whole create, whatever a reload does
+        served, route, alias = catalog.lookup(name, "video")
         model = served.id
         ctx = context.current()
         ctx.served_by(model, route)
@@ -175,13 +194,16 @@ class VideoService:
         # bad request), then metered.
         plan = self._plan(request, route, model, defaults)
         candidates = [(route, plan), *self._fallbacks(served, plan, request, defaults)]
+        # Each route's group multiplier from the same catalog (no await since the lookup): what
+        # the reservation and, through the job's route snapshot, the bill use.
+        multipliers = {r.id: catalog.multiplier(r) for r, _ in candidates}
         job_id = new_video_id()
         # Reserved: the most the video can cost on any route that may make it (a tier the
         # first route has no price for is a 400 there, before anything is sent).
-        usable = [(r, p.spec) for r, p in candidates if not isinstance(p, str)]
+        usable = [(r, multipliers[r.id], p.spec) for r, p in candidates if not isinstance(p, str)]
         ticket = await self._admit(policy, model, usable, job_id, gate)
         try:
-            job = await self._start(policy.name, model, candidates, request, job_id)
+            job = await self._start(policy.name, model, candidates, multipliers, request, job_id)
         except BaseException:
             ticket.settle_soon(Charge(model, 0.0))
             raise
@@ -242,7 +264,10 @@ class VideoService:
     ) -> Video:
         """A new job from one of the caller's videos, under the key that made the source."""
         source = await self._owned(policy.name, video_id)
-        route = self._route(source)
+        # New work: the route as the catalog has it now (its price today), not the source's
+        # snapshot.
+        route = self._current_route(source)
+        multiplier = self.catalog.multiplier(route)
         prompt = check_remix(body, route, source.model)
         if source.status != "completed" or source.result_url is None:
             raise InvalidRequest(
@@ -260,9 +285,9 @@ class VideoService:
             source_url=source.result_url,
         )
         job_id = new_video_id()
-        ticket = await self._admit(policy, source.model, [(route, spec)], job_id, gate)
+        ticket = await self._admit(policy, source.model, [(route, multiplier, spec)], job_id, gate)
         try:
-            job = await self._start_remix(source, route, spec, job_id)
+            job = await self._start_remix(source, (route, multiplier), spec, job_id)
         except BaseException:
             ticket.settle_soon(Charge(source.model, 0.0))
             raise
@@ -416,18 +441,36 @@ class VideoService:
         job = await self.jobs.get(video_id) if is_video_id(video_id) else None
         if job is None or job.owner != owner or job.deleted_at is not None:
             raise video_not_found(video_id)
-        route = self.catalog.routes.get(job.route)
+        route = self._started_on(job)
         if route is not None:
-            context.current().served_by(job.model, route)
+            context.current().served_by(job.model, route[0])
         return job
 
+    def _started_on(self, job: VideoJob) -> tuple[Route, float] | None:
+        """The route the job started on and its group's multiplier: its record's snapshot, so
+        a running job keeps its route and price across catalog reloads; for a record made
+        before snapshots were kept, the catalog's route of that id now (None if gone)."""
+        if job.route_snapshot is not None:
+            return from_snapshot(job.route_snapshot)
+        route = self.catalog.routes.get(job.route)
+        return None if route is None else (route, self.catalog.multiplier(route))
+
+    def _priced(self, job: VideoJob) -> tuple[Route, float]:
+        """The route to poll, fetch and bill a job on (the one it started on) and its
+        multiplier."""
+        started = self._started_on(job)
+        if started is None:
+            raise _route_gone(job)
+        return started
+
     def _route(self, job: VideoJob) -> Route:
+        return self._priced(job)[0]
+
+    def _current_route(self, job: VideoJob) -> Route:
+        """The job's route as the catalog in force has it (for new work from the job)."""
         route = self.catalog.routes.get(job.route)
         if route is None:
-            raise UpstreamError(
-                f"The route {job.route} that made this video is no longer configured.",
-                code="route_unavailable",
-            )
+            raise _route_gone(job)
         return route
 
     def _poll_interval_s(self, job: VideoJob) -> float:
@@ -435,7 +478,8 @@ class VideoService:
         set, else its route's (catalog), else MEDIAGATE_VIDEO_POLL_AFTER_MS."""
         if self.settings.video_poll_override_ms is not None:
             return self.settings.video_poll_override_ms / 1000
-        route = self.catalog.routes.get(job.route)
+        started = self._started_on(job)
+        route = started[0] if started is not None else None
         given = route.video.poll_interval_s if route is not None and route.video else None
         return self.settings.video_poll_after_ms / 1000 if given is None else given
 
@@ -452,22 +496,23 @@ class VideoService:
         self,
         policy: KeyPolicy,
         model: str,
-        candidates: Sequence[tuple[Route, VideoSpec]],
+        candidates: Sequence[tuple[Route, float, VideoSpec]],
         job_id: str,
         gate: Gate | None = None,
     ) -> Ticket:
         """The key's limits checked and the most the video can cost on any of the `candidates`
-        (the routes that may make it, with what each would be sent) reserved under the job's
-        id, so whichever replica sees the job finish can settle it. A candidate without a
-        price for the video's tier is a 400: never a free, unbudgeted video."""
+        (the routes that may make it, each with its group's multiplier and what it would be
+        sent) reserved under the job's id, so whichever replica sees the job finish can settle
+        it. A candidate without a price for the video's tier is a 400: never a free, unbudgeted
+        video."""
         estimate = 0.0
-        for route, spec in candidates:
+        for route, multiplier, spec in candidates:
             video = video_policy(route)
             tier = video.tier(spec.size)
             bound = video_estimate(video.price, tier, spec.seconds)
             if bound is None:
                 raise not_priced(model, tier)
-            estimate = max(estimate, bound * self.catalog.multiplier(route))
+            estimate = max(estimate, bound * multiplier)
         return await self.metering.admit(
             policy,
             model,
@@ -514,11 +559,13 @@ class VideoService:
         owner: str,
         model: str,
         candidates: Sequence[Candidate],
+        multipliers: dict[str, float],
         request: VideoRequest,
         job_id: str,
     ) -> VideoJob:
         """The job created upstream (with its reference, fitted) on the first of the
-        `candidates` that takes it, and recorded. The first is planned; a later one is tried
+        `candidates` that takes it, and recorded with that route and its group's multiplier
+        (`multipliers`, by route id, as admitted). The first is planned; a later one is tried
         only after a failure that surely did no work."""
         route, first = candidates[0]
         assert not isinstance(first, str), "the first route is the one planned"
@@ -547,7 +594,7 @@ class VideoService:
             described += " (fitted)" if note else ""
         job = await self._open(
             created,
-            route,
+            (route, multipliers[route.id]),
             spec,
             job_id=job_id,
             owner=owner,
@@ -604,10 +651,11 @@ class VideoService:
         self.metrics.fallbacks.labels(model, route.id, reason).inc()
 
     async def _start_remix(
-        self, source: VideoJob, route: Route, spec: VideoSpec, job_id: str
+        self, source: VideoJob, priced: tuple[Route, float], spec: VideoSpec, job_id: str
     ) -> VideoJob:
         """The remix (a continuation or an edit of the source clip) created upstream, under the
         source's key, and recorded."""
+        route = priced[0]
         dialect = _dialect(route)
         request = dialect.build_remix(route, source.upstream_id, spec)
         if request is None:
@@ -615,7 +663,7 @@ class VideoService:
         answer = await self._send_bound(source, route, request, paid=True, parse=True)
         return await self._open(
             answer,
-            route,
+            priced,
             spec,
             job_id=job_id,
             owner=source.owner,
@@ -629,7 +677,7 @@ class VideoService:
     async def _open(
         self,
         created: UpstreamAnswer,
-        route: Route,
+        priced: tuple[Route, float],
         spec: VideoSpec,
         *,
         job_id: str,
@@ -643,7 +691,9 @@ class VideoService:
     ) -> VideoJob:
         """The job the upstream's create (or remix) answer starts, under our `job_id`, bound to
         the key `key_fp` of `group` that made it: recorded before the client hears of it, then
-        moved on to that answer. The one place a new VideoJob is made."""
+        moved on to that answer. The one place a new VideoJob is made; it keeps `priced` (the
+        route and its group's multiplier as admitted) as its route snapshot."""
+        route, multiplier = priced
         video = _dialect(route).parse(created.payload, route, time.time())
         now = time.time()
         job = VideoJob(
@@ -663,6 +713,7 @@ class VideoService:
             reference=reference,
             remixed_from=remixed_from,
             asked=asked,
+            route_snapshot=route_snapshot(route, multiplier),
         )
         await self._insert(job)
         return await self._record(job, video)
@@ -814,7 +865,7 @@ class VideoService:
     def _cost(self, job: VideoJob, video: UpstreamVideo) -> float | None:
         """What a completed job costs, from its route's price and what the upstream reported
         (its usage tokens, the seconds it made)."""
-        route = self._route(job)
+        route, multiplier = self._priced(job)
         policy = video_policy(route)
         tier = policy.tier(job.size)
         # A remix's usage counts its input video too: the longest the route makes bounds it.
@@ -836,7 +887,7 @@ class VideoService:
             )
             self.metrics.usage_rejected.labels(route.id).inc()
             cost = video_estimate(policy.price, tier, job.seconds)
-        return None if cost is None else round(cost * self.catalog.multiplier(route), 6)
+        return None if cost is None else round(cost * multiplier, 6)
 
     def _scrubbed(self, video: UpstreamVideo) -> UpstreamVideo:
         if video.error is None:
