@@ -42,6 +42,10 @@ DEFAULT_MODELS = {
     # Aliases of the retired Sora models (listed, like gpt-image-1).
     "sora-2",
     "sora-2-pro",
+    # OpenAI's dated snapshots of them (the SDKs' VideoModel).
+    "sora-2-2025-10-06",
+    "sora-2-2025-12-08",
+    "sora-2-pro-2025-10-06",
     *(f"muse-video{suffix}" for suffix in ("", "-20s", "-30s", "-40s", "-50s", "-60s")),
     "seedance-2.5",
     "seedance-2.0",

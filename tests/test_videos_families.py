@@ -207,6 +207,28 @@ def test_sora_2_pro_is_seedance_at_1080p(gw: Gateway, sim: Sim) -> None:
     assert (second.body["ratio"], second.body["resolution"]) == ("9:16", "1080p")
 
 
+@pytest.mark.parametrize(
+    ("dated", "successor", "tier"),
+    [
+        ("sora-2-2025-10-06", "muse-video", None),
+        ("sora-2-2025-12-08", "muse-video", None),
+        ("sora-2-pro-2025-10-06", "seedance-2.0", "1080p"),
+    ],
+)
+def test_openais_dated_sora_ids_are_their_models_aliases(
+    gw: Gateway, sim: Sim, dated: str, successor: str, tier: str | None
+) -> None:
+    raw = gw.sdk().videos.with_raw_response.create(model=dated, prompt="p", size="1280x720")
+    assert raw.headers["x-mediagate-alias"] == f"{dated}>{successor}"
+    assert raw.headers["deprecation"] == DEPRECATION
+    assert raw.parse().model == dated  # the name asked for
+    [create] = sim.sent()[-1:]
+    if tier is None:
+        assert create.body["model"] == "muse-video"
+    else:
+        assert create.body["resolution"] == tier
+
+
 def test_sora_2_pro_falls_back_to_muse_without_a_seedance_key(
     make_gateway: Callable[..., Gateway], sim: Sim, tmp_path: Path
 ) -> None:
