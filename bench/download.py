@@ -38,6 +38,7 @@ from .runner import (
     VIDEO_MODEL,
     Stack,
     _http,
+    _litellm_version,
     gateway,
     make_video,
 )
@@ -104,7 +105,8 @@ def run(config: Config, log: Log = print) -> dict[str, Any]:
         if isinstance(theirs, str):
             results["litellm"] = {"status": theirs}
         else:
-            results["litellm"] = {"status": "measured"}
+            assert theirs.proc is not None
+            results["litellm"] = {"status": "measured", "version": _litellm_version(theirs.proc)}
             sides.append(theirs)
         results["idle_rss_mb"] = {s.label: s.proc.rss_kb() * 1024 / MB for s in sides if s.proc}
         log(f"download: {config.size_mb} MB x{config.concurrency}, {len(sides)} sides")

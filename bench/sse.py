@@ -3,8 +3,9 @@
 A streamed image generation (`"stream": true`, `partial_images`) on a route whose upstream
 streams (gpt-image-2's official route: `stream: passthrough` in the catalog): the stand-in
 answers the official event stream, `partial_images` partial events then the completed one, each
-`gap_ms` after the one before, as a real generation sends its drafts. Measured at concurrency 8,
-in alternating rounds, on each side:
+`gap_ms` after the one before, as a real generation sends its drafts. Measured at concurrency 8
+(the issue's figure) and 1 (the relay alone: at 8 the streams run in step, so each first event
+also waits behind the other seven), in alternating rounds, on each side:
 
 - direct: the stand-in itself, with the upstream key;
 - floor: `bench.floor` (a minimal aiohttp pass-through) relaying the same stream;
@@ -27,7 +28,15 @@ from typing import Any
 
 from . import modes
 from .modes import Log, Side, fmt
-from .runner import CLIENT_KEY, LITELLM_KEY, PROMPT, UPSTREAM_KEYS, _http, gateway
+from .runner import (
+    CLIENT_KEY,
+    LITELLM_KEY,
+    PROMPT,
+    UPSTREAM_KEYS,
+    _http,
+    _litellm_version,
+    gateway,
+)
 
 MODE = "sse"
 MODEL = "gpt-image-2"  # its official route relays the upstream's stream (catalog: passthrough)
@@ -36,7 +45,9 @@ LITELLM_MODEL = "gpt-image-1"  # what bench.runner's LiteLLM config names
 
 @dataclass(frozen=True)
 class Config:
-    concurrency: int = 8
+    # 8: the issue's figure; 1: the relay's own cost, without the other streams' events (at
+    # c=8 the streams run in step, so each first event waits behind the other seven).
+    concurrencies: tuple[int, ...] = (8, 1)
     rounds: int = 5
     round_s: float = 2.0
     warmup_s: float = 0.5
@@ -91,48 +102,56 @@ def run(config: Config, log: Log = print) -> dict[str, Any]:
             scenario = streamed(_http("POST", found[1] + url, LITELLM_KEY, theirs))
             check = stack.loader.run(scenario, 1, 30, max_requests=1)
             if check["errors"]:
-                results["litellm"] = {"status": f"cannot: {check['error_sample']}"}
+                results["litellm"] = {
+                    "status": f"cannot: {check['error_sample']}",
+                    "version": _litellm_version(found[0]),
+                }
                 log(f"LiteLLM: {results['litellm']['status']}")
             else:
-                results["litellm"] = {"status": "measured"}
+                results["litellm"] = {"status": "measured", "version": _litellm_version(found[0])}
                 sides.append(Side("LiteLLM", scenario, found[0]))
-        log(f"sse: {len(sides)} sides at c={config.concurrency}, {config.rounds} rounds")
-        modes.alternate(
-            stack,
-            sides,
-            config.concurrency,
-            config.rounds,
-            config.round_s,
-            warmup_s=config.warmup_s,
-            log=log,
-        )
-    direct = sides[0]
-    results["sides"] = [modes.summarise(side, direct) for side in sides]
-    results["rounds"] = {side.label: side.rounds for side in sides}
+        results["sides"], results["rounds"] = [], {}
+        for concurrency in config.concurrencies:
+            log(f"sse: {len(sides)} sides at c={concurrency}, {config.rounds} rounds")
+            ours = [Side(side.label, side.scenario, side.proc) for side in sides]
+            modes.alternate(
+                stack,
+                ours,
+                concurrency,
+                config.rounds,
+                config.round_s,
+                warmup_s=config.warmup_s,
+                log=log,
+            )
+            for side in ours:
+                row = modes.summarise(side, ours[0]) | {"concurrency": concurrency}
+                results["sides"].append(row)
+                results["rounds"][f"{side.label}, c={concurrency}"] = side.rounds
     return results
 
 
 def render(results: dict[str, Any]) -> str:
     config = results["config"]
     lines = [
-        f"SSE relay at c={config['concurrency']}: {config['partial_images']} partial images "
+        f"SSE relay: {config['partial_images']} partial images "
         f"then the completed one, {config['gap_ms']:g} ms apart; median (min-max) of "
         f"{config['rounds']} alternating rounds; {results['commit']}, {results['date']}",
         "",
-        "| side | first event p50 ms | added to the first event ms | whole stream p50 ms "
-        "| CPU ms/stream | errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| side | conc. | first event p50 ms | added to the first event ms "
+        "| whole stream p50 ms | CPU ms/stream | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["sides"]:
         cpu = row["cpu_ms_per_request"]
         lines.append(
-            f"| {row['side']} | {fmt(row['p50_ms'])} | {fmt(row.get('added_p50_ms'), sign=True)} "
+            f"| {row['side']} | {row['concurrency']} | {fmt(row['p50_ms'])} "
+            f"| {fmt(row.get('added_p50_ms'), sign=True)} "
             f"| {fmt(row.get('complete_p50_ms'))} | {'-' if cpu is None else f'{cpu:.2f}'} "
             f"| {row['errors']} |"
         )
     status = (results.get("litellm") or {}).get("status")
     if status and status != "measured":
-        lines.append(f"| LiteLLM | {status} | | | | |")
+        lines.append(f"| LiteLLM | | {status} | | | | |")
     return "\n".join(lines)
 
 

@@ -99,8 +99,8 @@ def test_the_sse_mode_times_the_first_event_on_every_side() -> None:
     and gateway sides each deliver whole streams, their first event timed."""
     from bench import sse
 
-    tiny = sse.Config(concurrency=2, rounds=1, round_s=0.2, warmup_s=0.05, gap_ms=5, image_kb=8)
-    results = sse.run(replace(tiny, pin=False), log=lambda line: None)
+    tiny = sse.Config(concurrencies=(2,), rounds=1, round_s=0.2, warmup_s=0.05, gap_ms=5)
+    results = sse.run(replace(tiny, image_kb=8, pin=False), log=lambda line: None)
     assert [row["side"] for row in results["sides"]] == ["direct", "floor", "mediagate"]
     for row in results["sides"]:
         assert row["errors"] == 0, row["error_sample"]
