@@ -11,7 +11,8 @@ alternating rounds on each side:
 - LiteLLM: when BENCH_LITELLM is set, a video created through its proxy and downloaded from it.
 
 Each round is the 4 downloads, once each. Figures: MB/s (bytes over the round's time, median
-of the rounds, with their range) and each proxy's RSS growth (its peak during the round over
+of the rounds, with their range; on a shared machine the noisiest figure), each proxy's CPU
+per download and per MB (the steadiest), and its RSS growth (its peak during the round over
 its RSS before, kernel high-water mark), and its CPU per download. Writes
 bench/download-results.json (BENCH_DOWNLOAD_OUT). `BENCH_QUICK=1`: 3 rounds;
 `BENCH_DOWNLOAD_MB` sets the size (default 200).
@@ -134,21 +135,22 @@ def render(results: dict[str, Any]) -> str:
         f"(min-max) of {config['rounds']} alternating rounds; {results['commit']}, "
         f"{results['date']}",
         "",
-        "| side | MB/s | RSS growth MB | idle RSS MB | CPU ms/download | errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| side | MB/s | RSS growth MB | idle RSS MB | CPU ms/download | CPU ms/MB | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     idle = results.get("idle_rss_mb") or {}
+    size_mb = config["size_mb"]
     for row in results["sides"]:
         cpu = row["cpu_ms_per_request"]
         base = idle.get(row["side"])
         lines.append(
             f"| {row['side']} | {fmt(row['mb_per_s'], 0)} | {fmt(row.get('rss_growth_mb'))} "
             f"| {'-' if base is None else f'{base:.0f}'} | {'-' if cpu is None else f'{cpu:.0f}'} "
-            f"| {row['errors']} |"
+            f"| {'-' if cpu is None else f'{cpu / size_mb:.2f}'} | {row['errors']} |"
         )
     status = (results.get("litellm") or {}).get("status")
     if status and status != "measured":
-        lines.append(f"| LiteLLM | {status} | | | | |")
+        lines.append(f"| LiteLLM | {status} | | | | | |")
     return "\n".join(lines)
 
 

@@ -176,7 +176,7 @@ def alternate(
                 )
 
 
-def spread(values: list[float]) -> dict[str, float]:
+def spread(values: list[float | None]) -> dict[str, float]:
     """min / median / max of a figure across rounds: the median to read, the range for noise."""
     clean = [v for v in values if v is not None]
     if not clean:
