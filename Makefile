@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install install-dev run simulate test lint format clean validate-deploy deploy-sync bench \
-	bench-memory
+	bench-memory bench-modes bench-soak
 
 install: $(RUN_STAMP)
 
@@ -57,9 +57,24 @@ test: lint
 
 # What the gateway adds over calling the upstream directly (docs/performance.md): about 3.5
 # minutes on 2 cores, BENCH_QUICK=1 for about 1.5. Not part of `make test` (a tiny run of it
-# is: tests/test_bench_smoke.py). Writes bench/results.json (or BENCH_OUT).
+# is: tests/test_bench_smoke.py). Writes bench/results.json (or BENCH_OUT). Then issue 28's
+# axes, each a mode of its own (bench-modes).
 bench: install
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench all
+
+# Issue 28's axes (docs/performance.md, "At the scale of generation"): every bench/<mode>.py
+# listed in bench/__main__.py and present (slow, b64, sse, download, polls, startup), one
+# process each, each writing bench/<mode>-results.json; the ten-minute soak too with
+# BENCH_SOAK=1. BENCH_LITELLM=1 adds LiteLLM's proxy as a side (installed into
+# bench/.litellm-venv the first time); BENCH_QUICK=1 for short rounds.
+bench-modes: install
+	$(BIN)/python -m bench all
+
+# Ten minutes of mixed traffic: the gateway's RSS at minutes 1, 5 and 10 within 10%, 0 errors
+# (BENCH_SOAK_S shortens it). Writes bench/soak-results.json (or BENCH_SOAK_OUT).
+bench-soak: install
+	$(BIN)/python -m bench soak
 
 # The gateway's RSS under issue 24's two attacks (40 parallel 30 MiB bodies from an over-limit
 # key; 8 concurrent 1 GiB gzip bombs from the upstream): idle, peak, after (docs/performance.md).

@@ -14,9 +14,14 @@ A scenario is {"kind": "http", "method", "url", "headers", "body"} (one request,
 expected; with "loop": "httpx2" it is made through an httpx2 client and its JSON parsed, as
 an application's call is, instead of by the raw driver) or {"kind": "chat_direct", ...} (the
 chat call, then a GET of the first image link in its Markdown, as a client of the raw upstream
-has to). Each worker repeats it until the
-duration is over (or `max_requests` are done, when given). The answer: every latency in
-milliseconds, the elapsed time, the bytes read, and errors.
+has to). With "first_event": true the answer is a server-sent event stream, and its latency
+is the time to its first event (its first `data:` line ended by a blank line; comments do not
+count), the whole stream's time going to "complete_ms"; a stream holding an `error` event or
+no completed image is an error. {"kind": "mix", "scenarios": [...]} takes its scenarios in
+turn, one per iteration across all workers (repeat one in the list to weigh it). Each worker
+repeats its scenario until the duration is over (or `max_requests` are done, when given),
+starting one iteration at most every "pace_ms" of the command (default 0: back to back). The
+answer: every latency in milliseconds, the elapsed time, the bytes read, and errors.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 _LINK = re.compile(rb"!\[[^\]]*\]\((https?://[^\s)]+)\)")
+_FIRST_EVENT = re.compile(rb"(?:^|\n)data:[^\n]*\n\n")
 _READ = 1024 * 1024
 
 
@@ -66,8 +72,11 @@ class Connection:
         default_factory=dict
     )
 
-    async def send(self, request: Request, keep: bool) -> tuple[int, bytes, int]:
-        """(status, body if kept else b"", bytes of body read)."""
+    async def send(
+        self, request: Request, keep: bool, watch: EventWatch | None = None
+    ) -> tuple[int, bytes, int]:
+        """(status, body if kept else b"", bytes of body read); `watch` sees the body's chunks
+        as they arrive."""
         where = (request.host, request.port)
         if where not in self.streams:
             self.streams[where] = await asyncio.open_connection(*where, limit=_READ)
@@ -77,9 +86,11 @@ class Connection:
             head = await reader.readuntil(b"\r\n\r\n")
             status, length, chunked, close = _head(head)
             if chunked:
-                body, size = await _chunked(reader, keep)
+                body, size = await _chunked(reader, keep, watch)
             else:
                 body, size = await _exactly(reader, length, keep)
+                if watch is not None:
+                    watch.feed(body)
         except BaseException:
             self.drop(where)
             raise
@@ -121,7 +132,23 @@ async def _exactly(reader: asyncio.StreamReader, length: int, keep: bool) -> tup
     return b"", length
 
 
-async def _chunked(reader: asyncio.StreamReader, keep: bool) -> tuple[bytes, int]:
+class EventWatch:
+    """When an event stream's first event (not a comment) was complete."""
+
+    def __init__(self) -> None:
+        self.head = b""
+        self.at: float | None = None
+
+    def feed(self, data: bytes) -> None:
+        if self.at is None:
+            self.head += data
+            if _FIRST_EVENT.search(self.head):
+                self.at = time.perf_counter()
+
+
+async def _chunked(
+    reader: asyncio.StreamReader, keep: bool, watch: EventWatch | None = None
+) -> tuple[bytes, int]:
     parts: list[bytes] = []
     size = 0
     while True:
@@ -131,8 +158,11 @@ async def _chunked(reader: asyncio.StreamReader, keep: bool) -> tuple[bytes, int
             while (await reader.readuntil(b"\r\n")) != b"\r\n":
                 pass  # trailers
             return b"".join(parts), size
-        data, _ = await _exactly(reader, length, keep)
-        parts.append(data)
+        data, _ = await _exactly(reader, length, keep or watch is not None)
+        if watch is not None:
+            watch.feed(data)
+        if keep:
+            parts.append(data)
         size += length
         await reader.readexactly(2)
 
@@ -147,13 +177,22 @@ class Scenario:
             spec.get("headers"),
             body.encode() if isinstance(body, str) else bytes(body),
         )
-        self.keep = self.kind == "chat_direct"
+        self.first_event = bool(spec.get("first_event"))
+        self.keep = self.kind == "chat_direct" or self.first_event
 
-    async def once(self, conn: Connection) -> int:
-        """One iteration: the bytes read; raises HttpError on an unexpected answer."""
-        status, body, size = await conn.send(self.request, self.keep)
+    async def once(self, conn: Connection) -> tuple[int, float | None]:
+        """One iteration: (the bytes read, when its first event came if it is a stream);
+        raises HttpError on an unexpected answer."""
+        watch = EventWatch() if self.first_event else None
+        status, body, size = await conn.send(self.request, self.keep, watch)
         if status != 200:
             raise HttpError(f"HTTP {status}")
+        if watch is not None:
+            if b"event: error" in body or b'"type":"error"' in body:
+                raise HttpError(f"error event: {body[-300:]!r}")
+            if watch.at is None or b".completed" not in body:
+                raise HttpError(f"no completed image in the stream: {body[:300]!r}")
+            return size, watch.at
         if self.kind == "chat_direct":
             match = _LINK.search(body)
             if match is None:
@@ -163,7 +202,20 @@ class Scenario:
             if status != 200:
                 raise HttpError(f"image link: HTTP {status}")
             size += more
-        return size
+        return size, None
+
+
+class MixScenario:
+    """Several scenarios taken in turn, one per iteration, across all the workers."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.scenarios = [Scenario(one) for one in spec["scenarios"]]
+        self.turn = 0
+
+    async def once(self, conn: Connection) -> tuple[int, float | None]:
+        scenario = self.scenarios[self.turn % len(self.scenarios)]
+        self.turn += 1
+        return await scenario.once(conn)
 
 
 class ClientScenario:
@@ -178,7 +230,7 @@ class ClientScenario:
         limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self.client = httpx2.AsyncClient(limits=limits, timeout=600)
 
-    async def once(self, conn: Connection) -> int:
+    async def once(self, conn: Connection) -> tuple[int, float | None]:
         spec = self.spec
         response = await self.client.request(
             spec["method"], spec["url"], headers=spec.get("headers"), content=spec.get("body")
@@ -186,17 +238,25 @@ class ClientScenario:
         if response.status_code != 200:
             raise HttpError(f"HTTP {response.status_code}")
         response.json()
-        return len(response.content)
+        return len(response.content), None
 
 
 async def run(command: dict[str, Any]) -> dict[str, Any]:
     concurrency = int(command["concurrency"])
     spec = command["scenario"]
     client = spec.get("loop") == "httpx2"
-    scenario = ClientScenario(spec, concurrency) if client else Scenario(spec)
+    scenario: Scenario | ClientScenario | MixScenario
+    if client:
+        scenario = ClientScenario(spec, concurrency)
+    elif spec["kind"] == "mix":
+        scenario = MixScenario(spec)
+    else:
+        scenario = Scenario(spec)
     max_requests = int(command.get("max_requests") or 0)
     duration = float(command.get("duration_s") or 3600.0)
+    pace = float(command.get("pace_ms") or 0) / 1000
     latencies: list[float] = []
+    complete: list[float] = []  # event streams: the whole stream's time
     errors: list[str] = []
     read = 0
     started = time.perf_counter()
@@ -213,12 +273,19 @@ async def run(command: dict[str, Any]) -> dict[str, Any]:
                 issued += 1
                 begin = time.perf_counter()
                 try:
-                    read += await scenario.once(conn)
+                    size, first = await scenario.once(conn)
                 except Exception as exc:  # counted, whatever the loop's library raised
                     errors.append(f"{type(exc).__name__}: {exc}")
                     conn.close()
                     continue
-                latencies.append((time.perf_counter() - begin) * 1000)
+                end = time.perf_counter()
+                read += size
+                if first is not None:
+                    complete.append((end - begin) * 1000)
+                    end = first
+                latencies.append((end - begin) * 1000)
+                if pace:
+                    await asyncio.sleep(max(0.0, begin + pace - time.perf_counter()))
         finally:
             conn.close()
 
@@ -227,6 +294,7 @@ async def run(command: dict[str, Any]) -> dict[str, Any]:
         await scenario.client.aclose()
     return {
         "latencies_ms": latencies,
+        "complete_ms": complete,
         "elapsed_s": time.perf_counter() - started,
         "bytes": read,
         "errors": len(errors),

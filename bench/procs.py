@@ -182,12 +182,14 @@ class Loader:
         concurrency: int,
         duration_s: float,
         max_requests: int = 0,
+        pace_ms: float = 0,
     ) -> dict[str, Any]:
         command = {
             "scenario": scenario,
             "concurrency": concurrency,
             "duration_s": duration_s,
             "max_requests": max_requests,
+            "pace_ms": pace_ms,
         }
         stdin: IO[bytes] | None = self.proc.popen.stdin
         stdout: IO[bytes] | None = self.proc.popen.stdout

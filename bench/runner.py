@@ -16,7 +16,10 @@ a JSON file, every round included. Environment:
 - `BENCH_ROUNDS`: alternating rounds per pair and concurrency (default 5, quick 3); an A/B on
   this shared machine wants at least 8, whose median is what to read;
 - `BENCH_LITELLM`: the `litellm` command of a virtualenv with `litellm[proxy]`, for the
-  reference pairs (found by itself when installed in this one); `BENCH_NO_LITELLM=1` skips it.
+  reference pairs (found by itself when installed in this one), or `1`: installed by the bench
+  into bench/.litellm-venv (git-ignored) the first time (`BENCH_LITELLM_REQUIREMENT` pins
+  it, default `litellm[proxy]`); `BENCH_NO_LITELLM=1` skips it. The issue-28 modes
+  (`python -m bench all`) add it as a side only when BENCH_LITELLM is set.
 """
 
 from __future__ import annotations
@@ -152,8 +155,43 @@ def gateway(
         yield served
 
 
+# `BENCH_LITELLM=1`: the bench installs LiteLLM's proxy into a virtualenv of its own (git-ignored),
+# once, and uses it; its dependencies never touch the gateway's.
+LITELLM_VENV = Path(__file__).resolve().parent / ".litellm-venv"
+LITELLM_REQUIREMENT = os.environ.get("BENCH_LITELLM_REQUIREMENT", "litellm[proxy]")
+
+
+def install_litellm(log: Callable[[str], None] = print) -> str | None:
+    """The `litellm` command of bench/.litellm-venv, installed first if it is not there (a few
+    minutes, once); None, and why in the log, when the install fails."""
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if binary.exists():
+        return str(binary)
+    log(f"installing {LITELLM_REQUIREMENT} into {LITELLM_VENV} (once; BENCH_LITELLM=1)")
+    python = LITELLM_VENV / "bin" / "python"
+    steps = [
+        [sys.executable, "-m", "venv", str(LITELLM_VENV)],
+        [str(python), "-m", "pip", "install", "--quiet", LITELLM_REQUIREMENT],
+    ]
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            log(f"  failed: {' '.join(step[-2:])}: {done.stderr.strip()[-500:]}")
+            return None
+    return str(binary) if binary.exists() else None
+
+
+def litellm_wanted() -> bool:
+    """Whether the issue-28 modes add LiteLLM as a side: only when BENCH_LITELLM is set."""
+    return os.environ.get("BENCH_LITELLM", "") not in ("", "0") and not os.environ.get(
+        "BENCH_NO_LITELLM"
+    )
+
+
 def _litellm_binary() -> str | None:
     given = os.environ.get("BENCH_LITELLM")
+    if given == "1":
+        return install_litellm()
     if given:
         return given if Path(given).exists() else None
     local = Path(sys.executable).parent / "litellm"
@@ -179,13 +217,15 @@ def litellm_proxy(stack: Stack) -> Iterator[tuple[Proc, str] | str]:
             {
                 "model_list": [
                     {
-                        "model_name": IMAGE_MODEL,
+                        "model_name": model,
                         "litellm_params": {
-                            "model": f"openai/{IMAGE_MODEL}",
+                            "model": f"openai/{model}",
                             "api_base": f"{stack.upstream_url}/v1",
                             "api_key": UPSTREAM_KEYS["default"],
                         },
                     }
+                    # The video model for bench.download's LiteLLM side.
+                    for model in (IMAGE_MODEL, VIDEO_MODEL)
                 ],
                 "general_settings": {"master_key": LITELLM_KEY},
                 "litellm_settings": {"telemetry": False},

@@ -8,6 +8,9 @@ exactly what the gateway needs, as raw ASGI, with every body built once:
 
 - POST /v1/images/generations: an ImagesResponse with one b64 image of `--image-kb` KiB (a
   prompt containing `[bench:huge=MB]` gets one of MB megabytes of base64 instead), and usage;
+  with `"stream": true`, the official event stream instead: `partial_images` partial events
+  (images of a quarter of the size), then the completed event with the image and usage, each
+  event `[bench:gap_ms=N]` (default 0) after the one before;
 - POST /v1/chat/completions: a chat answer whose Markdown links to /files/bench.png;
 - GET /files/bench.png: that image (PNG signature, then incompressible bytes);
 - POST /v1/videos (multipart): a completed video job; `[bench:bytes=N]` in the prompt sets the
@@ -21,6 +24,7 @@ exactly what the gateway needs, as raw ASGI, with every body built once:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import os
@@ -33,6 +37,9 @@ import uvicorn
 
 _HUGE = re.compile(rb"\[bench:huge=([0-9.]+)\]")
 _BYTES = re.compile(rb"\[bench:bytes=([0-9]+)\]")
+_GAP = re.compile(rb"\[bench:gap_ms=([0-9.]+)\]")
+_STREAM = re.compile(rb'"stream"\s*:\s*true')
+_PARTIALS = re.compile(rb'"partial_images"\s*:\s*([0-9]+)')
 _CHUNK = 1024 * 1024
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -45,15 +52,32 @@ def fake_png(size: int) -> bytes:
     return _PNG_SIGNATURE + os.urandom(max(0, size - len(_PNG_SIGNATURE)))
 
 
+USAGE = {
+    "total_tokens": 4200,
+    "input_tokens": 40,
+    "output_tokens": 4160,
+    "input_tokens_details": {"text_tokens": 40, "image_tokens": 0},
+}
+
+
 def images_body(b64: str) -> bytes:
-    usage = {
-        "total_tokens": 4200,
-        "input_tokens": 40,
-        "output_tokens": 4160,
-        "input_tokens_details": {"text_tokens": 40, "image_tokens": 0},
-    }
-    body = {"created": int(time.time()), "data": [{"b64_json": b64}], "usage": usage}
+    body = {"created": int(time.time()), "data": [{"b64_json": b64}], "usage": USAGE}
     return json.dumps(body).encode()
+
+
+def image_event(kind: str, image: bytes, **fields: Any) -> bytes:
+    """One server-sent event of the official Images API stream."""
+    data = {
+        "type": f"image_generation.{kind}",
+        "b64_json": base64.b64encode(image).decode("ascii"),
+        "created_at": int(time.time()),
+        "size": "1024x1024",
+        "quality": "low",
+        "background": "opaque",
+        "output_format": "png",
+        **fields,
+    }
+    return f"event: {data['type']}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 class StandIn:
@@ -83,6 +107,9 @@ class StandIn:
                 "usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42},
             }
         ).encode()
+        self.partial_image = fake_png(max(64, image_kb * 256))
+        self.partials: dict[int, bytes] = {}  # partial_image_index -> its event
+        self.completed = image_event("completed", self.image, usage=USAGE)
         self.block = os.urandom(_CHUNK)
         self.videos: dict[str, tuple[int, bytes]] = {}  # id -> (content bytes, job JSON)
 
@@ -132,7 +159,9 @@ class StandIn:
         if path.startswith("/v1/") and not _authorized(scope):
             await _send(send, 401, b'{"error": {"message": "no key", "code": "invalid_api_key"}}')
             return
-        if method == "POST" and path == "/v1/images/generations":
+        if method == "POST" and path == "/v1/images/generations" and _STREAM.search(body):
+            await self._stream(send, body)
+        elif method == "POST" and path == "/v1/images/generations":
             match = _HUGE.search(body)
             await _send(send, 200, self.huge_images(match.group(1)) if match else self.images)
         elif method == "POST" and path == "/v1/chat/completions":
@@ -145,6 +174,27 @@ class StandIn:
             await self._video(send, path.removeprefix("/v1/videos/"))
         else:
             await _send(send, 404, b'{"error": {"message": "not found", "code": "not_found"}}')
+
+    def partial_event(self, index: int) -> bytes:
+        if index not in self.partials:
+            image = self.partial_image
+            self.partials[index] = image_event("partial_image", image, partial_image_index=index)
+        return self.partials[index]
+
+    async def _stream(self, send: Any, body: bytes) -> None:
+        """The official event stream: the partial images asked for, then the completed one."""
+        gap = _GAP.search(body)
+        pause = float(gap.group(1)) / 1000 if gap else 0.0
+        partials = _PARTIALS.search(body)
+        count = int(partials.group(1)) if partials else 0
+        headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for index in range(count + 1):
+            if pause:
+                await asyncio.sleep(pause)
+            event = self.completed if index == count else self.partial_event(index)
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
 
     async def _video(self, send: Any, rest: str) -> None:
         video_id, _, tail = rest.partition("/")

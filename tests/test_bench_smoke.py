@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 from bench.report import render
@@ -91,3 +92,61 @@ def test_the_memory_benchmark_runs_both_attacks_and_the_honest_load() -> None:
         assert row["samples"] > 0 and row["peak_rss_mb"] > 0 and row["idle_rss_mb"] > 0
     assert results["victim_after"]["status"] == 200
     assert "gzip bombs" in render_memory(json.loads(json.dumps(results)))
+
+
+def test_the_sse_mode_times_the_first_event_on_every_side() -> None:
+    """`python -m bench sse`, tiny: the stand-in streams partial images, and the direct, floor
+    and gateway sides each deliver whole streams, their first event timed."""
+    from bench import sse
+
+    tiny = sse.Config(concurrencies=(2,), rounds=1, round_s=0.2, warmup_s=0.05, gap_ms=5)
+    results = sse.run(replace(tiny, image_kb=8, pin=False), log=lambda line: None)
+    assert [row["side"] for row in results["sides"]] == ["direct", "floor", "mediagate"]
+    for row in results["sides"]:
+        assert row["errors"] == 0, row["error_sample"]
+        assert row["requests"] > 0
+        # The first event comes before the stream ends (two partial images, then the image).
+        assert row["p50_ms"]["median"] < row["complete_p50_ms"]["median"]
+    assert "skipped" in results["litellm"]["status"]
+    assert "mediagate" in sse.render(json.loads(json.dumps(results)))
+
+
+def test_the_download_mode_streams_the_whole_video_through_each_side() -> None:
+    from bench import download
+
+    tiny = download.Config(size_mb=2, concurrency=2, rounds=1, pin=False)
+    results = download.run(tiny, log=lambda line: None)
+    assert [row["side"] for row in results["sides"]] == ["direct", "floor", "mediagate"]
+    for label, rounds in results["rounds"].items():
+        assert [r["bytes"] for r in rounds] == [2 * 2_000_000], label
+        assert [r["errors"] for r in rounds] == [0], label
+    assert all("rss_growth_mb" in row for row in results["sides"][1:])
+    assert "floor" in download.render(json.loads(json.dumps(results)))
+
+
+def test_the_soak_mode_samples_rss_at_its_marks_under_mixed_traffic() -> None:
+    from bench import soak
+
+    tiny = soak.Config(duration_s=2.0, concurrency=2, pace_ms=10, download_mb=1, sample_s=0.2)
+    results = soak.run(replace(tiny, window_s=0.5, pin=False), log=lambda line: None)
+    assert results["errors"] == 0, results["error_sample"]
+    assert results["requests"] >= 10  # every kind of call in the mix at least once
+    assert [mark["at_s"] for mark in results["marks"]] == [0.2, 1.0, 2.0]
+    assert all(mark["rss_mb"] > 0 for mark in results["marks"])
+    assert isinstance(results["met"], bool)
+    assert "RSS MB at" in soak.render(json.loads(json.dumps(results)))
+
+
+def test_python_m_bench_names_its_modes_and_refuses_an_unknown_one() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "no-such-mode"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 2
+    for mode in ("sse", "download", "soak", "memory"):
+        assert mode in done.stderr
