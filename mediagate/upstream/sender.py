@@ -42,6 +42,7 @@ from mediagate.observability.metrics import Metrics
 from mediagate.upstream.breaker import Breakers, Permit
 from mediagate.upstream.dialects import UpstreamRequest
 from mediagate.upstream.keyring import KeyRing, key_fingerprint
+from mediagate.upstream.lanes import Lanes
 from mediagate.upstream.retry import (
     CONNECT,
     GARBAGE,
@@ -180,8 +181,11 @@ class Upstream:
         rng: random.Random | None = None,
         tracer: tracing.Tracer | None = None,
         room: AnswerRoom | None = None,
+        lanes: Lanes | None = None,
     ) -> None:
         self._transport = transport
+        # The calls in flight per route, and the queue of a bounded one (upstream/lanes.py).
+        self.lanes = lanes or Lanes(metrics)
         # What all requests together may hold of upstream answers (0: no bound).
         self.room = room or AnswerRoom(0, 0.0)
         self._base_url = base_url
@@ -288,11 +292,23 @@ class Upstream:
         permit: Permit | None = None
         if paid:
             permit = self.breakers.get(route.id, route.breaker).check()
+        try:
+            # The call's slot, before anything is sent (a wait only under a bound: never
+            # inside an attempt's timeouts, so never retried as a connect timeout).
+            slot = await self.lanes.enter(route, self._total_s(route, paid))
+        except BaseException:
+            if permit is not None:
+                permit.release()
+            raise
+        if paid:
             try:
                 await context.paid_send()  # e.g. the Idempotency-Key records the call went out
             except BaseException:
+                slot.release()
+                assert permit is not None
                 permit.release()
                 raise
+        handed = False  # a stream's slot is given back when the stream is closed
         claim, own = self._claim()
         tried: list[str] = []
         # The route's attempts spent: a key the upstream refused (401/403) did nothing, so its
@@ -331,6 +347,9 @@ class Upstream:
                     self.keys.succeeded(use)
                     if permit is not None:
                         permit.success()
+                    if stream:
+                        answer.response.on_close(slot.release)
+                        handed = True
                     return answer
                 claim.give_back(answer.held)  # an error's body is not held for the request
                 error = await self._error(route, answer.response, stream, not_found)
@@ -371,6 +390,8 @@ class Upstream:
                     raise error
                 await self._pause(route, retry)
         finally:
+            if not handed:
+                slot.release()
             if permit is not None:
                 permit.release()  # nothing to report (a client error, a cancelled call)
             if own or claim.closed:
@@ -421,7 +442,9 @@ class Upstream:
         # per-call Protocol isinstance check): the read timeout is per chunk; the whole call is
         # bounded by `total` below.
         read = max(total, self._total_s(route, True))
-        timeouts: Timeouts = {"connect": connect, "read": read, "write": read, "pool": connect}
+        # No pool timeout: the transport's pool has no limit (a bound's wait was taken before
+        # the attempt, mediagate.upstream.lanes), so a connect timeout is only ever connecting.
+        timeouts: Timeouts = {"connect": connect, "read": read, "write": read, "pool": None}
         started = time.perf_counter()
         label = "error"
         try:
