@@ -91,6 +91,8 @@ class RequestBookkeeping:
         self.max_inflight = max_inflight
         self.calls = 0  # calls in flight now (mediagate_calls_in_flight)
         metrics.max_inflight.set(max_inflight)
+        for area in (*_AREAS, "other"):
+            metrics.child(metrics.calls_refused, area)  # exported at 0 before a first refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -75,8 +75,8 @@ class Lanes:
         bounds = self._bounds(route)
         held: list[asyncio.Semaphore] = []
         waited = 0.0
+        waiting = metrics.child(metrics.upstream_waiting, route.id)  # exported at 0 too
         if bounds and any(b.locked() for b in bounds):
-            waiting = metrics.child(metrics.upstream_waiting, route.id)
             waiting.inc()
             started = time.monotonic()
             try:

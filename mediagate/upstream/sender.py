@@ -71,6 +71,7 @@ log = logging.getLogger("mediagate")
 _MAX_QUOTED = 500
 _ERROR_BODY_BYTES = 64 * 1024  # of a streamed error answer, enough for its message
 _URL_CACHE = 1024  # parsed upstream URLs kept
+_SMALL_BODY = 2048  # a JSON body shorter than this is copied to its size (`_json_body`)
 # What every upstream call carries besides its own headers (an httpx2 client's defaults, but
 # no compression: a small compressed answer can decode to any size, so an answer encoded
 # otherwise is refused, never decoded; and the gateway's own name).
@@ -230,7 +231,13 @@ class Upstream:
     @staticmethod
     def _json_body(request: UpstreamRequest) -> bytes | None:
         # orjson: the same compact UTF-8 JSON as httpx2's, in a fraction of the time.
-        return None if request.json is None else jsonio.dumps(request.json)
+        if request.json is None:
+            return None
+        body = jsonio.dumps(request.json)
+        # orjson writes into a buffer of at least 4 KiB and hands it over as it is: a body of
+        # 200 bytes, held for the whole call (a generation's minutes), would hold 4 KiB. A small
+        # one is copied to its size (measured: 4 KiB less RSS per call in flight).
+        return bytes(memoryview(body)) if len(body) < _SMALL_BODY else body
 
     def _call(self, request: UpstreamRequest, key: str, timeouts: Timeouts) -> Call:
         """The call as it goes on the wire. Built here rather than by an httpx2 client, which
