@@ -8,6 +8,7 @@ exactly what the gateway needs, as raw ASGI, with every body built once:
 
 - POST /v1/images/generations: an ImagesResponse with one b64 image of `--image-kb` KiB (a
   prompt containing `[bench:huge=MB]` gets one of MB megabytes of base64 instead), and usage;
+  `[bench:sleep=S]` answers after S seconds (a generation's service time: `bench.slow`);
 - POST /v1/chat/completions: a chat answer whose Markdown links to /files/bench.png;
 - GET /files/bench.png: that image (PNG signature, then incompressible bytes);
 - POST /v1/videos (multipart): a completed video job; `[bench:bytes=N]` in the prompt sets the
@@ -21,6 +22,7 @@ exactly what the gateway needs, as raw ASGI, with every body built once:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import json
 import os
@@ -33,6 +35,7 @@ import uvicorn
 
 _HUGE = re.compile(rb"\[bench:huge=([0-9.]+)\]")
 _BYTES = re.compile(rb"\[bench:bytes=([0-9]+)\]")
+_SLEEP = re.compile(rb"\[bench:sleep=([0-9.]+)\]")
 _CHUNK = 1024 * 1024
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -133,6 +136,8 @@ class StandIn:
             await _send(send, 401, b'{"error": {"message": "no key", "code": "invalid_api_key"}}')
             return
         if method == "POST" and path == "/v1/images/generations":
+            if sleep := _SLEEP.search(body):
+                await asyncio.sleep(float(sleep.group(1)))
             match = _HUGE.search(body)
             await _send(send, 200, self.huge_images(match.group(1)) if match else self.images)
         elif method == "POST" and path == "/v1/chat/completions":
