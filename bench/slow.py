@@ -158,14 +158,16 @@ def gateway_env(work: Path, upstream: str, port: int) -> dict[str, str]:
 
 def _scenarios(up: str, fl: str, gw: str, service_s: float) -> dict[str, dict[str, Any]]:
     prompt = f"a red panda reading a newspaper [bench:sleep={service_s:g}]"
-    upstream_body = image_body(IMAGE_MODEL, prompt) | {"response_format": "b64_json"}
+    # Quality high: the stand-in's usage (4,160 output tokens) is a high-quality 1024x1024
+    # image's, so the gateway believes it (at low, every call would log that it booked the
+    # estimate instead: a log line and a counter per call that no real call costs).
+    body = image_body(IMAGE_MODEL, prompt) | {"quality": "high"}
+    upstream_body = body | {"response_format": "b64_json"}
     key = UPSTREAM_KEYS["default"]
     return {
         "direct": _http("POST", f"{up}/v1/images/generations", key, upstream_body),
         "floor": _http("POST", f"{fl}/v1/images/generations", key, upstream_body),
-        "gateway": _http(
-            "POST", f"{gw}/v1/images/generations", CLIENT_KEY, image_body(IMAGE_MODEL, prompt)
-        ),
+        "gateway": _http("POST", f"{gw}/v1/images/generations", CLIENT_KEY, body),
     }
 
 
@@ -207,12 +209,15 @@ def burst(
 
     mid: dict[str, float] = {}
     sampler = None
-    if metrics_url is not None:
+    if proc is not None:
 
         def sample() -> None:
             time.sleep(service_s / 2)  # every call sent and waiting for its answer
-            with contextlib.suppress(httpx2.HTTPError):
-                mid.update(scrape(metrics_url))
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                mid["rss_kb"] = proc.rss_kb()
+            if metrics_url is not None:
+                with contextlib.suppress(httpx2.HTTPError):
+                    mid.update(scrape(metrics_url))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -238,6 +243,11 @@ def burst(
         "rss_before_mb": before / KB,
         "peak_rss_mb": peak / KB,
         "rss_kb_per_call": (peak - before) / calls if proc else float("nan"),
+        # Mid-burst (every call in flight, none answered): what the calls hold, without the
+        # arrival's transient peak.
+        "rss_mid_kb_per_call": (mid.get("rss_kb", float("nan")) - before) / calls
+        if proc
+        else float("nan"),
     }
     if metrics_url is not None:
         after = scrape(metrics_url)
@@ -319,6 +329,7 @@ def _summary(
             "added_p50_ms_range": [min(added_p50), max(added_p50)],
             "cpu_ms_per_call": _median(rows, "cpu_ms_per_call"),
             "rss_kb_per_call": _median(rows, "rss_kb_per_call"),
+            "rss_mid_kb_per_call": _median(rows, "rss_mid_kb_per_call"),
             "rss_kb_per_call_range": [
                 min(r["rss_kb_per_call"] for r in rows),
                 max(r["rss_kb_per_call"] for r in rows),
@@ -389,7 +400,9 @@ def _round_line(calls: int, service_s: float, index: int, rows: dict[str, dict[s
         f"  {calls:>5} x {service_s:g} s, round {index + 1}: served {d['served']}/{f['served']}/"
         f"{g['served']} (direct/floor/gateway); p50 {d['p50_ms']:.0f}/{f['p50_ms']:.0f}/"
         f"{g['p50_ms']:.0f} ms, p99 {d['p99_ms']:.0f}/{f['p99_ms']:.0f}/{g['p99_ms']:.0f} ms; "
-        f"RSS/call floor {f['rss_kb_per_call']:.1f} KB, gateway {g['rss_kb_per_call']:.1f} KB; "
+        f"RSS/call (peak, mid-burst) floor {f['rss_kb_per_call']:.1f}, "
+        f"{f['rss_mid_kb_per_call']:.1f} KB, gateway {g['rss_kb_per_call']:.1f}, "
+        f"{g['rss_mid_kb_per_call']:.1f} KB; "
         f"CPU/call floor {f['cpu_ms_per_call']:.2f} ms, gateway {g['cpu_ms_per_call']:.2f} ms; "
         f"pool wait {g['pool_wait_s']:g} s, waiting mid-burst "
         f"{g['mid_burst']['upstream_calls_waiting']:g}"
@@ -433,7 +446,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     out.append(
         {
             "target": f"{name}: RSS per call in flight <= 40 KB",
-            "value": f"{g['rss_kb_per_call']:.1f} KB (floor {f['rss_kb_per_call']:.1f} KB)",
+            "value": f"{g['rss_kb_per_call']:.1f} KB at the peak, {g['rss_mid_kb_per_call']:.1f} "
+            f"mid-burst (floor {f['rss_kb_per_call']:.1f}, {f['rss_mid_kb_per_call']:.1f})",
             "met": g["rss_kb_per_call"] <= 40,
         }
     )
@@ -443,8 +457,8 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 def render(results: dict[str, Any]) -> str:
     lines = [
         "| burst | side | all served | p50 / p99 s | added p50 / p99 ms | CPU ms/call "
-        "| RSS KB/call in flight |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| RSS KB/call in flight: peak (range) | mid-burst |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for entry in results["bursts"]:
         burst_name = f"{entry['calls']:,} x {entry['service_s']:g} s"
@@ -453,10 +467,11 @@ def render(results: dict[str, Any]) -> str:
             lo, hi = s["rss_kb_per_call_range"]
             rss = "" if side == "direct" else f"{s['rss_kb_per_call']:.1f} ({lo:.1f}-{hi:.1f})"
             cpu = "" if side == "direct" else f"{s['cpu_ms_per_call']:.2f}"
+            mid = "" if side == "direct" else f"{s['rss_mid_kb_per_call']:.1f}"
             lines.append(
                 f"| {burst_name} | {side} | {'yes' if s['all_served'] else 'NO'} "
                 f"| {s['p50_ms'] / 1000:.2f} / {s['p99_ms'] / 1000:.2f} "
-                f"| {s['added_p50_ms']:+.0f} / {s['added_p99_ms']:+.0f} | {cpu} | {rss} |"
+                f"| {s['added_p50_ms']:+.0f} / {s['added_p99_ms']:+.0f} | {cpu} | {rss} | {mid} |"
             )
     lines += [
         "",
