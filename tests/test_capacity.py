@@ -133,18 +133,14 @@ def _limits_of(pid: int) -> tuple[int, int]:
 
 @pytest.mark.skipif(not Path("/proc/self/limits").exists(), reason="Linux /proc")
 def test_serve_raises_its_soft_file_limit_to_the_hard_one_and_says_so(tmp_path: Path) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard < 512:
         pytest.skip("needs a finite hard limit above 512")
     low = 256
-    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))  # what the child inherits
-    try:
-        env = clean_env(MEDIAGATE_DATA_DIR=str(tmp_path / "data"))
-        with serving(["serve"], env, tmp_path) as served:
-            raised = _limits_of(served.proc.pid)
-            lines = served.output()
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    env = clean_env(MEDIAGATE_DATA_DIR=str(tmp_path / "data"))
+    with serving(["serve"], env, tmp_path, soft_nofile=low) as served:
+        raised = _limits_of(served.proc.pid)
+        lines = served.output()
     assert raised == (hard, hard)
     said = [line for line in lines if "file descriptors" in line]
     assert said and f"up to {hard}" in said[0] and f"raised from {low}" in said[0]
