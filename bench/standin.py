@@ -11,6 +11,7 @@ exactly what the gateway needs, as raw ASGI, with every body built once:
   with `"stream": true`, the official event stream instead: `partial_images` partial events
   (images of a quarter of the size), then the completed event with the image and usage, each
   event `[bench:gap_ms=N]` (default 0) after the one before;
+  `[bench:sleep=S]` answers after S seconds (a generation's service time: `bench.slow`);
 - POST /v1/chat/completions: a chat answer whose Markdown links to /files/bench.png;
 - GET /files/bench.png: that image (PNG signature, then incompressible bytes);
 - POST /v1/videos (multipart): a completed video job; `[bench:bytes=N]` in the prompt sets the
@@ -40,6 +41,7 @@ _BYTES = re.compile(rb"\[bench:bytes=([0-9]+)\]")
 _GAP = re.compile(rb"\[bench:gap_ms=([0-9.]+)\]")
 _STREAM = re.compile(rb'"stream"\s*:\s*true')
 _PARTIALS = re.compile(rb'"partial_images"\s*:\s*([0-9]+)')
+_SLEEP = re.compile(rb"\[bench:sleep=([0-9.]+)\]")
 _CHUNK = 1024 * 1024
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -162,6 +164,8 @@ class StandIn:
         if method == "POST" and path == "/v1/images/generations" and _STREAM.search(body):
             await self._stream(send, body)
         elif method == "POST" and path == "/v1/images/generations":
+            if sleep := _SLEEP.search(body):
+                await asyncio.sleep(float(sleep.group(1)))
             match = _HUGE.search(body)
             await _send(send, 200, self.huge_images(match.group(1)) if match else self.images)
         elif method == "POST" and path == "/v1/chat/completions":

@@ -74,7 +74,14 @@ def create_app(
     )
     app.state.bodies = bodies
     # Outermost: every answer, errors included, carries its request id and what was tried.
-    app.add_middleware(RequestBookkeeping, metrics=metrics, scrub=scrub, bodies=bodies)
+    # ...and past MEDIAGATE_MAX_INFLIGHT calls, a new one is a 503 at once.
+    app.add_middleware(
+        RequestBookkeeping,
+        metrics=metrics,
+        scrub=scrub,
+        bodies=bodies,
+        max_inflight=settings.inflight_limit(),
+    )
     # Around that, the request's trace span (a pass-through when tracing is off), so the
     # bookkeeping's log lines and attributes belong to it.
     app.add_middleware(TracingMiddleware, tracing=tracing)

@@ -409,6 +409,9 @@ class Route(BaseModel):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
+    # The most calls the route's upstream takes at once, where its docs state one (None: no
+    # bound of its own); past it a call waits in a visible queue (upstream/lanes.py).
+    max_concurrent: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _refuses_what_it_does_not_take(self) -> Route:

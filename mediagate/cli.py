@@ -9,6 +9,7 @@ import contextlib
 import gc
 import json
 import logging
+import resource
 import signal
 import sys
 from pathlib import Path
@@ -19,15 +20,41 @@ import uvicorn
 
 from mediagate.observability.logs import configure_logging
 from mediagate.servethread import header_deadline_protocol
-from mediagate.settings import Settings
+from mediagate.settings import Settings, fd_ceiling
 
 log = logging.getLogger("mediagate")
+
+
+def raise_file_limit() -> tuple[int, int]:
+    """The soft RLIMIT_NOFILE raised to the hard limit (each call in flight holds about two
+    file descriptors, and a soft limit of 1,024 is common): (soft before, soft now)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != resource.RLIM_INFINITY and soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return soft, resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def _serve(args: argparse.Namespace) -> int:
     settings = Settings()
     # JSON lines for the gateway's loggers and uvicorn's, never showing a configured key.
     configure_logging(settings.log_level, _secrets(settings))
+    before, ceiling = raise_file_limit()
+    log.info(
+        "file descriptors: up to %d (soft limit raised from %d); up to %d calls in flight "
+        "(MEDIAGATE_MAX_INFLIGHT%s)",
+        fd_ceiling(),
+        before,
+        settings.inflight_limit(),
+        "" if settings.max_inflight is not None else ", derived from the file descriptors",
+        extra={
+            "fields": {
+                "nofile_soft_before": before,
+                "nofile_soft": ceiling,
+                "max_inflight": settings.inflight_limit(),
+            }
+        },
+    )
     has_keys = any(settings.all_upstream_keys())
     if not settings.upstream_url and not has_keys and not settings.extra_group_keys:
         # A newcomer with nothing configured gets a working gateway, offline.

@@ -39,6 +39,7 @@ from mediagate.stores.ledger import Ledger
 from mediagate.upstream.aiohttp_transport import AiohttpTransport
 from mediagate.upstream.breaker import Breakers
 from mediagate.upstream.fetcher import SafeFetcher, public_transport
+from mediagate.upstream.lanes import Lanes
 from mediagate.upstream.listing import CatalogWatch
 from mediagate.upstream.room import AnswerRoom
 from mediagate.upstream.sender import KeyRing, Upstream
@@ -232,10 +233,12 @@ def _key_ring(settings: Settings, full: Catalog, metrics: Metrics) -> KeyRing:
     )
 
 
-def _limits(settings: Settings) -> httpx2.Limits:
+def _limits(settings: Settings, cap: int | None = None) -> httpx2.Limits:
+    """A pool's limits: `cap` connections at most (None: no limit), kept alive for
+    MEDIAGATE_UPSTREAM_KEEPALIVE_S."""
     return httpx2.Limits(
-        max_connections=settings.max_connections,
-        max_keepalive_connections=settings.max_connections,
+        max_connections=cap,
+        max_keepalive_connections=cap,
         keepalive_expiry=settings.upstream_keepalive_s,
     )
 
@@ -280,6 +283,7 @@ def _sender(
         room=AnswerRoom(
             settings.max_inflight_upstream_bytes, settings.upstream_room_wait_s, metrics
         ),
+        lanes=Lanes(metrics, settings.max_connections),
     )
 
 
@@ -345,8 +349,11 @@ async def open_gateway(
         catalogs = CatalogHolder(catalog)
         scrub.add(settings.all_upstream_keys())
         scrub.trust_host(httpx2.URL(upstream_url).host)
-        limits = _limits(settings)
-        network = _network(settings, limits, transport)
+        # The sender's pool has no limit of its own: the calls are bounded where a wait is
+        # visible (mediagate.upstream.lanes) and by MEDIAGATE_MAX_INFLIGHT. The fetching
+        # clients' pools keep MEDIAGATE_MAX_CONNECTIONS, when set.
+        network = _network(settings, _limits(settings), transport)
+        limits = _limits(settings, settings.max_connections)
         try:
             hosted = open_hosted_images(
                 settings.image_store_url,

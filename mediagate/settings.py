@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -23,6 +24,26 @@ def group_env_name(group: str) -> str:
     Deriving the name from the group means a group added in the catalog YAML needs no code.
     """
     return KEY_PREFIX + re.sub(r"[^A-Za-z0-9]", "", group).upper()
+
+
+# File descriptors kept out of MEDIAGATE_MAX_INFLIGHT's default, at the least (see
+# `inflight_for`).
+FD_RESERVE = 64
+_UNLIMITED_FDS = 1 << 20  # what an unlimited RLIMIT_NOFILE is counted as
+
+
+def fd_ceiling() -> int:
+    """The process's file-descriptor ceiling: its soft RLIMIT_NOFILE (`mediagate serve` raises
+    it to the hard limit first)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return _UNLIMITED_FDS if soft == resource.RLIM_INFINITY else soft
+
+
+def inflight_for(ceiling: int) -> int:
+    """Calls in flight `ceiling` file descriptors hold: (ceiling - reserve) / 2, the reserve
+    a tenth of the ceiling and at least FD_RESERVE. 1,024 -> 461; 65,536 -> 29,491."""
+    reserve = max(FD_RESERVE, ceiling // 10)
+    return max(1, (ceiling - reserve) // 2)
 
 
 def _split(value: Any) -> Any:
@@ -75,7 +96,15 @@ class Settings(BaseSettings):
     # of its).
     upstream_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     upstream_timeout_s: float = 360.0
-    max_connections: int = 200
+    # Upstream calls at once, all routes together (a route's own bound is its catalog
+    # `max_concurrent`). Unset (the default): no cap of its own, so the pool never holds back a
+    # call the replica admitted (MEDIAGATE_MAX_INFLIGHT bounds those). When set, a call past it
+    # waits in a visible queue (mediagate.upstream.lanes), never as a connect timeout.
+    max_connections: int | None = Field(default=None, ge=1)
+    # Calls (requests under /v1) one replica holds at once; past it a 503 server_overloaded
+    # with Retry-After at once, before anything is read, sent or reserved. Unset: derived from
+    # the process's file-descriptor ceiling (`inflight_limit`). 0: no bound.
+    max_inflight: int | None = Field(default=None, ge=0)
     # How long an idle pooled connection is kept for reuse. Shorter than the idle timeout of
     # the server at the other end (5 s for uvicorn, gunicorn and the simulator, 60-75 s for
     # nginx): reusing a connection that server is closing fails the call, and a paid call
@@ -262,6 +291,15 @@ class Settings(BaseSettings):
         if not isinstance(secret, SecretStr):
             return []
         return _split(secret.get_secret_value()) or []
+
+    def inflight_limit(self) -> int:
+        """MEDIAGATE_MAX_INFLIGHT, or by default what the file-descriptor ceiling holds: a call
+        holds about two descriptors (the client's connection and the upstream's), and a tenth
+        of the ceiling (at least FD_RESERVE) is kept for the rest (idle kept-alive
+        connections, the stores, image links, logs)."""
+        if self.max_inflight is not None:
+            return self.max_inflight
+        return inflight_for(fd_ceiling())
 
     def reconcile_every_s(self) -> float:
         """How often the reconciler refreshes unfinished jobs."""

@@ -59,19 +59,19 @@ class Served:
 
 
 @contextmanager
-def serving(command: list[str], env: dict[str, str], cwd: Path) -> Iterator[Served]:
+def serving(
+    command: list[str], env: dict[str, str], cwd: Path, soft_nofile: int | None = None
+) -> Iterator[Served]:
     """Run `python -m app COMMAND --port P` until it answers, and stop it afterwards
-    (a test may have stopped it itself)."""
+    (a test may have stopped it itself). `soft_nofile`: the soft file limit it starts with."""
     port = free_port()
     log = cwd / f"{command[0]}-{port}.log"
+
+    args = [sys.executable, "-m", "mediagate", *command, "--port", str(port)]
+    if soft_nofile is not None:  # a shell that lowers it, then becomes the process (same pid)
+        args = ["sh", "-c", f'ulimit -S -n {soft_nofile} && exec "$@"', "sh", *args]
     with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mediagate", *command, "--port", str(port)],
-            env=env,
-            cwd=cwd,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(args, env=env, cwd=cwd, stdout=sink, stderr=subprocess.STDOUT)
         served = Served(proc, f"http://127.0.0.1:{port}", log)
         try:
             wait_until_serving(proc, served.url, log)

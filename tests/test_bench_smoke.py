@@ -150,3 +150,27 @@ def test_python_m_bench_names_its_modes_and_refuses_an_unknown_one() -> None:
     assert done.returncode == 2
     for mode in ("sse", "download", "soak", "memory"):
         assert mode in done.stderr
+
+
+def test_the_slow_calls_benchmark_bursts_through_the_gateway_and_the_floor() -> None:
+    """`python -m bench slow` (bench/slow.py) in a tiny configuration: a burst of slow calls
+    direct, through the floor and through a gateway with its default settings, the capacity
+    figures read from its /metrics, the targets and the tables."""
+    from bench.slow import Config as SlowConfig
+    from bench.slow import render as render_slow
+    from bench.slow import run as run_slow
+
+    results = run_slow(SlowConfig(bursts=((6, 1.0),), rounds=1, warmup_calls=2, pin=False))
+    (entry,) = results["bursts"]
+    for side in ("direct", "floor", "gateway"):
+        assert entry[side]["all_served"], entry["rounds"][0][side]["error_sample"]
+        assert entry[side]["p50_ms"] >= 1000  # the upstream's service time is in every call
+    gateway = entry["gateway"]
+    assert gateway["in_flight_mid_burst"] == 6  # the burst was in flight at once
+    assert gateway["refused"] == 0 and gateway["pool_wait_s"] == 0
+    assert gateway["max_inflight"] > 6  # the default, from the file-descriptor ceiling
+    assert entry["rounds"][0]["gateway"]["upstream_calls"] == 6
+    assert math.isfinite(gateway["rss_kb_per_call"]) and math.isfinite(gateway["cpu_ms_per_call"])
+    assert all(isinstance(t["met"], bool) for t in results["targets"])
+    table = render_slow(json.loads(json.dumps(results)))
+    assert "gateway" in table and "floor" in table

@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mediagate import context
 from mediagate.context import RequestContext
-from mediagate.errors import GatewayError, Scrubber
+from mediagate.errors import GatewayError, Scrubber, ServerOverloaded
 from mediagate.http.bodies import Bodies
 from mediagate.http.errors import error_response
 from mediagate.http.headers import render as render_headers
@@ -62,14 +62,37 @@ def _label(scope: Scope) -> str:
     return name
 
 
+def overloaded(limit: int) -> ServerOverloaded:
+    return ServerOverloaded(
+        f"The gateway holds as many calls as it may at once (MEDIAGATE_MAX_INFLIGHT, {limit}); "
+        "nothing of this one was read or sent. Try again shortly.",
+        headers={"retry-after": "1"},
+    )
+
+
 class RequestBookkeeping:
+    """`max_inflight`: the calls (requests under /v1) the replica holds at once; past it a new
+    one is a 503 server_overloaded with Retry-After at once, before its body is read, its key
+    checked or anything sent upstream or reserved (0: no bound). Health, readiness and
+    /metrics are never counted, so probes answer under any load."""
+
     def __init__(
-        self, app: ASGIApp, metrics: Metrics, scrub: Scrubber, bodies: Bodies | None = None
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        scrub: Scrubber,
+        bodies: Bodies | None = None,
+        max_inflight: int = 0,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.scrub = scrub
         self.bodies = bodies
+        self.max_inflight = max_inflight
+        self.calls = 0  # calls in flight now (mediagate_calls_in_flight)
+        metrics.max_inflight.set(max_inflight)
+        for area in (*_AREAS, "other"):
+            metrics.child(metrics.calls_refused, area)  # exported at 0 before a first refusal
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,9 +119,21 @@ class RequestBookkeeping:
                 _annotate_span(scope, ctx)
             await send(message)
 
-        in_flight = self.metrics.child(self.metrics.in_flight, _area(path))
+        area = _area(path)
+        in_flight = self.metrics.child(self.metrics.in_flight, area)
         in_flight.inc()
+        call = path.startswith("/v1/")
+        if call:
+            self.calls += 1
+            self.metrics.calls_in_flight.inc()
         try:
+            if call and self.max_inflight and self.calls > self.max_inflight:
+                self.metrics.child(self.metrics.calls_refused, area).inc()
+                refusal = overloaded(self.max_inflight)
+                ctx.error = refusal
+                status = refusal.status
+                await error_response(refusal, ctx.request_id)(scope, receive, send_wrapper)
+                return
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:
             # The one log line of it, with its scrubbed traceback (and, from the formatter, the
@@ -120,6 +155,9 @@ class RequestBookkeeping:
             context.finish(ctx)  # and what its upstream answers held of theirs
             ctx.endpoint = _label(scope)
             in_flight.dec()
+            if call:
+                self.calls -= 1
+                self.metrics.calls_in_flight.dec()
             context.end(token)
             self._record(scope, ctx, status, time.perf_counter() - started)
 

@@ -23,6 +23,8 @@ M = TypeVar("M", bound=MetricWrapperBase)
 
 # Generations take from about a second to several minutes.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 180, 240, 300, 600)
+# A wait for an upstream slot: none at all by default (no cap), seconds to minutes under one.
+WAIT_BUCKETS = (0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class Metrics:
@@ -175,6 +177,46 @@ class Metrics:
             "mediagate_requests_in_flight",
             "Requests being answered now, by endpoint.",
             ["endpoint"],
+            registry=self.registry,
+        )
+        # The replica's bound on calls (MEDIAGATE_MAX_INFLIGHT, http/middleware.py), and the
+        # upstream calls per route with their queue (upstream/lanes.py).
+        self.calls_in_flight = Gauge(
+            "mediagate_calls_in_flight",
+            "Calls (requests under /v1) this replica holds now, bounded by MEDIAGATE_MAX_INFLIGHT.",
+            registry=self.registry,
+        )
+        self.max_inflight = Gauge(
+            "mediagate_max_inflight",
+            "MEDIAGATE_MAX_INFLIGHT in force (0: no bound).",
+            registry=self.registry,
+        )
+        self.calls_refused = Counter(
+            "mediagate_calls_refused",
+            "Calls answered 503 server_overloaded at once because the replica held "
+            "MEDIAGATE_MAX_INFLIGHT calls, by API area (images, videos, ...).",
+            ["area"],
+            registry=self.registry,
+        )
+        self.upstream_in_flight = Gauge(
+            "mediagate_upstream_calls_in_flight",
+            "Upstream calls under way (a stream until it is closed), by route.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.upstream_waiting = Gauge(
+            "mediagate_upstream_calls_waiting",
+            "Upstream calls waiting for a slot (the route's max_concurrent or "
+            "MEDIAGATE_MAX_CONNECTIONS), by route.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.upstream_wait_seconds = Histogram(
+            "mediagate_upstream_call_wait_seconds",
+            "Time an upstream call waited for a slot before it was sent (0 without a cap), "
+            "by route.",
+            ["route"],
+            buckets=WAIT_BUCKETS,
             registry=self.registry,
         )
         # The room for upstream answers (upstream/room.py, MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES).

@@ -15,9 +15,10 @@ paid call charged twice). How aiohttp is made to keep the interface's guarantees
 
 - errors keep their phase (`_mapped`: aiohttp's exceptions as httpx2's, most specific first);
 - timeouts per phase: connect (`sock_connect`), pool plus connect (aiohttp's `connect`, which
-  includes waiting for a pooled connection), read per chunk (`sock_read`). aiohttp has no write
-  timeout: a write that stalls is bounded by the sender's whole-call deadline
-  (`asyncio.timeout(total)` around every attempt);
+  includes waiting for a pooled connection: none in the gateway, whose pool has no limit and
+  whose sender sets no pool timeout, mediagate.upstream.lanes), read per chunk (`sock_read`).
+  aiohttp has no write timeout: a write that stalls is bounded by the sender's whole-call
+  deadline (`asyncio.timeout(total)` around every attempt);
 - streaming both ways: a request body that is a stream (multipart uploads) is sent as one, an
   answer is read as it arrives (never whole: a video download stays in chunks), and closing it
   early (a client that hung up) closes a connection whose answer was not read to its end

@@ -2,11 +2,12 @@
 
 A generation is paid for and may take minutes, so a paid call (a POST that makes something) is
 retried only where the upstream surely did no work: it could not be reached at all (connect
-error, connect or pool timeout), it said 429 or 503, or it answered a status the route's policy
-names. A timeout, or a connection that broke after the request went out, may have been paid
-for: never retried. Free calls (a job's status, a list, a download, a delete) may be retried on
-any transport failure and any 5xx. The policy is catalog data per route (`retry:` and
-`timeouts:` in catalog.yaml); `mediagate.upstream.sender` runs the loop.
+error, connect timeout; a pool timeout, which the sender no longer sets, counts the same), it
+said 429 or 503, or it answered a status the route's policy names. A timeout, or a connection
+that broke after the request went out, may have been paid for: never retried. Free calls (a
+job's status, a list, a download, a delete) may be retried on any transport failure and any
+5xx. The policy is catalog data per route (`retry:` and `timeouts:` in catalog.yaml);
+`mediagate.upstream.sender` runs the loop.
 """
 
 from __future__ import annotations

@@ -142,7 +142,16 @@ class UpstreamResponse:
     (`aclose`).
     Named as httpx2's response is, for the few things callers use of one."""
 
-    __slots__ = ("_chunks", "_close", "_headers", "_raw", "claim", "content", "status_code")
+    __slots__ = (
+        "_after",
+        "_chunks",
+        "_close",
+        "_headers",
+        "_raw",
+        "claim",
+        "content",
+        "status_code",
+    )
 
     def __init__(
         self,
@@ -161,6 +170,7 @@ class UpstreamResponse:
         self._close = close
         # The room a stream's body takes if it is read whole (`read_whole`), set by the sender.
         self.claim: Claim | None = None
+        self._after: Callable[[], None] | None = None  # run once closed (the sender's slot)
 
     @property
     def headers(self) -> httpx2.Headers:
@@ -218,10 +228,19 @@ class UpstreamResponse:
         body, _ = await read_whole(self._raw_chunks(), self._raw, max_bytes, self.claim)
         return body
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the answer is closed (the sender gives back the call's slot)."""
+        self._after = callback
+
     async def aclose(self) -> None:
         close, self._close = self._close, None
-        if close is not None:
-            await close()
+        after, self._after = self._after, None
+        try:
+            if close is not None:
+                await close()
+        finally:
+            if after is not None:
+                after()
 
 
 class Transport(abc.ABC):
