@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import TYPE_CHECKING
 
 import httpx2
 from pydantic import SecretStr
@@ -29,14 +30,12 @@ from mediagate.imagedata import ImageWork
 from mediagate.images.service import ImageService
 from mediagate.observability.metrics import Metrics
 from mediagate.observability.tracing import Tracer
-from mediagate.servethread import BackgroundServer
 from mediagate.settings import Settings, group_env_name
 from mediagate.stores import StoreConfigError, check_store_url, open_stores
 from mediagate.stores.hosted import HostedImages, open_hosted_images
 from mediagate.stores.idempotency import IdempotencyStore
 from mediagate.stores.jobs import JobStore
 from mediagate.stores.ledger import Ledger
-from mediagate.upstream.aiohttp_transport import AiohttpTransport
 from mediagate.upstream.breaker import Breakers
 from mediagate.upstream.fetcher import SafeFetcher, public_transport
 from mediagate.upstream.lanes import Lanes
@@ -48,7 +47,14 @@ from mediagate.videos.reconciler import Reconciler
 from mediagate.videos.service import VideoService
 from mediagate.videos.webhooks import WebhookSender, check_secret
 
+if TYPE_CHECKING:
+    from mediagate.servethread import BackgroundServer
+
 log = logging.getLogger("mediagate")
+
+
+# The catalog's first check against the upstream's lists, this long after start.
+_FIRST_CHECK_AFTER_S = 2.0
 
 
 class ConfigError(RuntimeError):
@@ -185,6 +191,8 @@ def webhook_targets(settings: Settings, clients: KeyRegistry) -> Callable[[str],
 
 def _start_simulator(settings: Settings) -> tuple[Settings, BackgroundServer]:
     """Offline mode: a simulated upstream on a loopback port, with fresh keys for every group."""
+    from mediagate.servethread import BackgroundServer
+
     from .simulator import SimConfig, create_simulator_app
 
     groups = load_catalog(settings.config).groups()
@@ -251,6 +259,9 @@ def _network(
     if transport is not None:
         return HttpxTransport(transport)
     if settings.upstream_transport == "aiohttp":
+        # aiohttp (~150 ms to import) is loaded when the gateway opens, not with the app.
+        from mediagate.upstream.aiohttp_transport import AiohttpTransport
+
         return AiohttpTransport(limits)
     return HttpxTransport(httpx2.AsyncHTTPTransport(limits=limits))
 
@@ -435,6 +446,9 @@ async def open_gateway(
                         lambda: catalogs.current,
                         metrics,
                         settings.catalog_check_interval_s,
+                        # In the background once the gateway serves, never on the path to
+                        # its first answer (a cold start).
+                        first_after_s=min(settings.catalog_check_interval_s, _FIRST_CHECK_AFTER_S),
                     )
                 gateway = Gateway(
                     settings=settings,

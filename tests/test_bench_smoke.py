@@ -174,3 +174,39 @@ def test_the_slow_calls_benchmark_bursts_through_the_gateway_and_the_floor() -> 
     assert all(isinstance(t["met"], bool) for t in results["targets"])
     table = render_slow(json.loads(json.dumps(results)))
     assert "gateway" in table and "floor" in table
+
+
+def test_the_polls_benchmark_measures_the_gateway_against_its_floor() -> None:
+    """`python -m bench polls` (bench/polls.py) in a tiny configuration: the gateway, the
+    read-limited one and the floor, in alternating rounds, each with its CPU per poll."""
+    from bench.polls import Config as PollsConfig
+    from bench.polls import render as render_polls
+    from bench.polls import run as run_polls
+
+    tiny = PollsConfig(rounds=2, round_s=0.1, warmup_s=0.05, concurrency=2, pin=False)
+    results = run_polls(tiny, log=lambda line: None)
+    rows = {row["side"]: row for row in results["rows"]}
+    floor = "floor (aiohttp, the JSON from a dict)"
+    assert set(rows) == {"gateway", "gateway, read limit on", floor}
+    for row in rows.values():
+        assert row["errors"] == 0, (row["side"], row["error_sample"])
+        assert row["rounds"] == tiny.rounds and row["requests"] > 0
+        assert row["cpu_us_per_poll"] >= 0  # /proc counts 10 ms ticks: a tiny round may be 0
+    assert "over_floor" in rows["gateway"] and "over_floor" not in rows[floor]
+    assert "CPU µs/poll" in render_polls(json.loads(json.dumps(results)))
+
+
+def test_the_startup_benchmark_times_a_cold_start_and_the_import() -> None:
+    """`python -m bench startup` (bench/startup.py) with one spawn and one import."""
+    from bench.startup import Config as StartupConfig
+    from bench.startup import render as render_startup
+    from bench.startup import run as run_startup
+
+    tiny = StartupConfig(spawns=1, imports=1, settle_s=0.05, pin=False)
+    results = run_startup(tiny, log=lambda line: None)
+    (row,) = results["rows"]
+    assert 0 < row["first_200_min_s"] < 60
+    assert row["import_median_ms"] > 0 and row["importtime_median_ms"] > 0
+    assert row["idle_rss_median_mb"] > 0
+    assert row["heaviest_imports"]
+    assert "first 200" in render_startup(json.loads(json.dumps(results)))

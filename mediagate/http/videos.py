@@ -21,6 +21,7 @@ from mediagate.http.bodies import bounded
 from mediagate.http.deps import Client, admitted, gateway, json_body
 from mediagate.http.headers import FIT_REFERENCE
 from mediagate.http.idempotency import idempotency, json_digest, video_digest
+from mediagate.jsonio import FastJSONResponse
 from mediagate.stores.jobs import Order
 from mediagate.upstream.transport import UpstreamResponse
 from mediagate.videos import reference as references
@@ -77,7 +78,8 @@ class _Relay(StreamingResponse):
 
 
 def _video_response(video: Video) -> Response:
-    return JSONResponse(openai_video(video.job), headers=video.headers)
+    # orjson: the same compact bytes as JSONResponse, in a fraction of its time (a poll's).
+    return FastJSONResponse(openai_video(video.job), headers=video.headers)
 
 
 def _fitting(request: Request) -> bool:

@@ -28,14 +28,14 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractContextManager, asynccontextmanager, contextmanager, nullcontext
-from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.metrics import NoOpMeterProvider
-from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NoOpTracer, Span, SpanKind, Status, StatusCode, Tracer
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
 
 __all__ = [
     "Attempt",
@@ -78,6 +78,8 @@ _UNTRACED = r"^[a-z]+://[^/]+/(healthz|readyz|metrics)/?$"
 
 
 def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("mediagate")
     except PackageNotFoundError:  # running from a source tree that was never installed
@@ -85,6 +87,8 @@ def _package_version() -> str:
 
 
 def _resource() -> Resource:
+    from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+
     # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; "mediagate" unless
     # the operator named the service.
     resource = Resource.create({SERVICE_VERSION: _package_version()})
@@ -101,6 +105,9 @@ class Tracing:
         self._provider: TracerProvider | None = None
         self.tracer: Tracer = NoOpTracer()
         if enabled:
+            # The SDK is loaded only here: a gateway without tracing never imports it.
+            from opentelemetry.sdk.trace import TracerProvider
+
             # No span processor yet: nothing is exported, and no thread runs, until `running`.
             self._provider = TracerProvider(resource=_resource())
             self.tracer = self._provider.get_tracer("mediagate", _package_version())
@@ -111,6 +118,7 @@ class Tracing:
         if self._provider is None:
             return app
         from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+        from opentelemetry.metrics import NoOpMeterProvider
 
         middleware: ASGIApp = OpenTelemetryMiddleware(
             app,

@@ -206,8 +206,12 @@ class CatalogWatch:
         catalog: Callable[[], Catalog],
         metrics: Metrics,
         interval_s: float,
+        first_after_s: float = 0.0,
     ) -> None:
         self._upstream = upstream
+        # The first check waits this long after start: a round of upstream calls and the
+        # parsing of their lists stay off the path to the gateway's first answers.
+        self.first_after_s = first_after_s
         self._catalog = catalog
         self._metrics = metrics
         self.interval_s = interval_s
@@ -265,6 +269,10 @@ class CatalogWatch:
         self._wake.set()
 
     async def run_forever(self) -> None:
+        if self.first_after_s > 0:
+            with contextlib.suppress(TimeoutError):  # a reload's trigger checks at once
+                await asyncio.wait_for(self._wake.wait(), self.first_after_s)
+            self._wake.clear()
         while True:
             try:
                 await self.check()

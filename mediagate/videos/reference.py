@@ -20,8 +20,6 @@ import math
 import re
 import warnings
 
-from PIL import Image, ImageOps
-
 from mediagate.errors import InvalidRequest
 from mediagate.imagedata import sniff_image_type
 from mediagate.sizes import Size
@@ -75,6 +73,8 @@ def inspect(data: bytes, max_pixels: int) -> Reference:
             + (f", not {content_type}." if content_type else "."),
             "invalid_image_format",
         )
+    from PIL import Image  # Pillow is loaded by the first reference, not at start
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -104,6 +104,8 @@ def _too_many_pixels(width: int, height: int, cap: int) -> InvalidRequest:
 def fit(reference: Reference, width: int, height: int, cap: int | None = None) -> Reference:
     """The image scaled to cover width x height and centre-cropped to it, in its own format;
     at most `cap` pixels are decoded (a JPEG is decoded reduced, as small as still covers)."""
+    from PIL import Image, ImageOps  # Pillow is loaded by the first reference, not at start
+
     pil_format = _PIL_FORMATS[reference.content_type]
     try:
         with Image.open(io.BytesIO(reference.data)) as opened:
