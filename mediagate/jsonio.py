@@ -21,10 +21,20 @@ def loads(data: bytes) -> Any:
     return orjson.loads(data)
 
 
+def _fragment(value: Any) -> orjson.Fragment:
+    """JSON that is ready as it is: an object's `fragment` (mediagate.imagedata.LiftedB64, a
+    base64 image spliced into the answer without becoming a `str`)."""
+    fragment = getattr(value, "fragment", None)
+    if isinstance(fragment, orjson.Fragment):
+        return fragment
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
 def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON, as httpx2's `json=` sends it and Starlette's JSONResponse renders it."""
+    """Compact UTF-8 JSON, as httpx2's `json=` sends it and Starlette's JSONResponse renders it.
+    An object with a `fragment` (orjson.Fragment) is rendered as that JSON, as is."""
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, default=_fragment)
     except orjson.JSONEncodeError:
         # What orjson refuses (integers beyond 64 bits, non-string keys) goes the standard
         # library's way, both callers' own, which also raises for what neither can encode.
