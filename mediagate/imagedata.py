@@ -101,7 +101,7 @@ def checked_b64(value: str) -> tuple[str, str]:
 # repaired and what is refused is exactly what it was before.
 
 _B64_KEY = b'"b64_json"'
-_LIFT_MIN = 4096  # characters: a smaller string costs nothing much to parse as a str
+_LIFT_MIN = 64  # characters: the least that holds a sniffable head
 _DECODE_CHUNK = 1 << 20  # characters decoded at a time when checking (a multiple of 4)
 _SPACE = frozenset(b" \t\r\n")
 # Stands for a lifted string in the copy that is parsed; unguessable, so an upstream cannot
