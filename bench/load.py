@@ -213,7 +213,10 @@ async def run(command: dict[str, Any]) -> dict[str, Any]:
                 issued += 1
                 begin = time.perf_counter()
                 try:
-                    read += await scenario.once(conn)
+                    # Awaited first: `read += await ...` would read `read` before the await
+                    # and lose what other workers added meanwhile.
+                    got = await scenario.once(conn)
+                    read += got
                 except Exception as exc:  # counted, whatever the loop's library raised
                     errors.append(f"{type(exc).__name__}: {exc}")
                     conn.close()
