@@ -18,7 +18,8 @@ The gateway runs with `MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES=0` (no bound on the
 answers held: 30 MB x 4 at c=16 is 1.9 GB, more than the default 512 MB, whose queueing this
 does not measure). `BENCH_COMPARE_DIR`: another checkout's gateway in the same rounds (an A/B,
 the before and after of a change). `BENCH_QUICK=1`: 12 MB only, c=1 and 16, 3 rounds.
-`BENCH_B64_RESULTS`: where the JSON goes (default bench/b64-results.json).
+`BENCH_ROUNDS`: rounds per case (default 5). `BENCH_B64_RESULTS`: where the JSON goes (default
+bench/b64-results.json).
 """
 
 from __future__ import annotations
@@ -310,6 +311,9 @@ def main() -> int:
     compare = os.environ.get("BENCH_COMPARE_DIR")
     if compare:
         config = Config(**{**asdict(config), "compare_dir": compare})
+    rounds = os.environ.get("BENCH_ROUNDS")
+    if rounds:
+        config = Config(**{**asdict(config), "rounds": int(rounds)})
     results = run(config)
     default = Path(__file__).resolve().parent / "b64-results.json"
     path = Path(os.environ.get("BENCH_B64_RESULTS") or default)

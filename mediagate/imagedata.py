@@ -90,15 +90,16 @@ def checked_b64(value: str) -> tuple[str, str]:
 #
 # An image answer is megabytes of base64 in a JSON string. Parsed as usual, that string becomes
 # a Python `str` (a copy, at orjson's ~2.5 ms a MB), is checked through another copy, and is
-# encoded again into the gateway's answer. `loads_lifting` parses the answer with its large
-# `b64_json` strings lifted out as bytes instead: each is found in the raw answer (a memchr-speed
-# search), checked where it lies (decoded by pybase64, SIMD, strictly: the alphabet, the padding
-# and the image's head sniffed, the same checks as `checked_b64`), and copied once, its quotes
-# included, as a `LiftedB64`: JSON ready to splice into the gateway's own answer
-# (`orjson.Fragment`) or relay as is. The rest of the answer is parsed by orjson from a copy in
-# which each lifted string is a placeholder. A string that fails a check is not lifted: it is
-# parsed as a `str` and meets the usual checks (and repairs) downstream, so what passes, what is
-# repaired and what is refused is exactly what it was before.
+# encoded again into the gateway's answer. `loads_lifting` parses the answer with its
+# `b64_json` strings lifted out as bytes instead: each is found in the raw answer (a
+# memchr-speed search), checked where it lies (decoded by pybase64, SIMD, strictly: the
+# alphabet, the padding and the image's head sniffed, the same checks as `checked_b64`), and
+# copied once, its quotes included, as a `LiftedB64`: JSON ready to splice into the gateway's
+# own answer (mediagate.jsonio: sent as a piece of its own, or an `orjson.Fragment`) or relay
+# as is. The rest of the answer is parsed by orjson from a copy in which each lifted string is
+# a placeholder. A string that fails a check is not lifted: it is parsed as a `str` and meets
+# the usual checks (and repairs) downstream, so what passes, what is repaired and what is
+# refused is exactly what it was before.
 
 _B64_KEY = b'"b64_json"'
 _LIFT_MIN = 64  # characters: the least that holds a sniffable head
@@ -112,7 +113,7 @@ _MARK = f"mediagate-lifted-b64-{secrets.token_hex(12)}-"
 class LiftedB64:
     """A checked base64 image out of an upstream answer's bytes: its JSON string token (quotes
     included, pure base64 alphabet: nothing to escape), the content type its bytes start with,
-    and its first decoded bytes. Rendered into JSON as is (`jsonio.dumps`, via `fragment`)."""
+    and its first decoded bytes. Rendered into JSON as is (`jsonio`, via `json_token`)."""
 
     __slots__ = ("head", "kind", "quoted")
 
@@ -128,8 +129,9 @@ class LiftedB64:
         return f"LiftedB64({self.kind}, {len(self)} characters)"
 
     @property
-    def fragment(self) -> orjson.Fragment:
-        return orjson.Fragment(self.quoted)
+    def json_token(self) -> bytes:
+        """The JSON string as it came (mediagate.jsonio renders it as is)."""
+        return self.quoted
 
     def encoded(self) -> memoryview:
         """The base64 characters, without a copy."""

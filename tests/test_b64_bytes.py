@@ -188,3 +188,30 @@ def test_an_emulated_stream_splices_the_image_into_its_event(gateway: Gateway) -
     assert len(events) == 1
     decode_image(events[0].b64_json).verify()
     assert events[0].output_format == "png"
+
+
+def test_an_answer_orjson_refuses_still_renders_its_lifted_images() -> None:
+    # Integers beyond 64 bits go the standard library's way (jsonio.dumps): the image too.
+    good = base64.b64encode(_png()).decode()
+    lifted = loads_lifting(_answer(good))["data"][0]["b64_json"]
+    assert isinstance(lifted, LiftedB64)
+    rendered = jsonio.dumps({"b64_json": lifted, "big": 2**70})
+    assert json.loads(rendered) == {"b64_json": good, "big": 2**70}
+    with pytest.raises(TypeError):
+        jsonio.dumps({"other": object(), "big": 2**70})
+
+
+def test_the_answer_goes_out_in_pieces_with_the_images_uncopied() -> None:
+    first, second = base64.b64encode(_png()).decode(), base64.b64encode(_png(999)).decode()
+    payload = loads_lifting(_answer(first, second))
+    lifted = [item["b64_json"] for item in payload["data"]]
+    pieces = jsonio.spliced(payload)
+    assert b"".join(pieces) == jsonio.dumps(payload) == orjson.dumps(_plain(payload))
+    # The images' own bytes objects, not copies of them.
+    assert [piece for piece in pieces if any(piece is one.json_token for one in lifted)] == [
+        one.json_token for one in lifted
+    ]
+    response = jsonio.SplicedJSONResponse(payload, headers={"x-a": "b"})
+    assert response.headers["content-length"] == str(len(jsonio.dumps(payload)))
+    assert response.body == jsonio.dumps(payload)  # joined when asked (an Idempotency-Key)
+    assert jsonio.spliced({"a": 1}) == [b'{"a":1}']
