@@ -94,12 +94,12 @@ def checked_b64(value: str) -> tuple[str, str]:
 # `b64_json` strings lifted out as bytes instead: each is found in the raw answer (a
 # memchr-speed search), checked where it lies (decoded by pybase64, SIMD, strictly: the
 # alphabet, the padding and the image's head sniffed, the same checks as `checked_b64`), and
-# copied once, its quotes included, as a `LiftedB64`: JSON ready to splice into the gateway's
-# own answer (mediagate.jsonio: sent as a piece of its own, or an `orjson.Fragment`) or relay
-# as is. The rest of the answer is parsed by orjson from a copy in which each lifted string is
-# a placeholder. A string that fails a check is not lifted: it is parsed as a `str` and meets
-# the usual checks (and repairs) downstream, so what passes, what is repaired and what is
-# refused is exactly what it was before.
+# kept where it lies, its quotes included, as a `LiftedB64` (a view, not a copy): JSON ready to
+# go into the gateway's own answer (mediagate.jsonio: sent as a piece of its own, or spliced
+# as an `orjson.Fragment`) or relay as is. The rest of the answer is parsed by orjson from a
+# copy in which each lifted string is a placeholder. A string that fails a check is not
+# lifted: it is parsed as a `str` and meets the usual checks (and repairs) downstream, so what
+# passes, what is repaired and what is refused is exactly what it was before.
 
 _B64_KEY = b'"b64_json"'
 _LIFT_MIN = 64  # characters: the least that holds a sniffable head
@@ -112,12 +112,13 @@ _MARK = f"mediagate-lifted-b64-{secrets.token_hex(12)}-"
 
 class LiftedB64:
     """A checked base64 image out of an upstream answer's bytes: its JSON string token (quotes
-    included, pure base64 alphabet: nothing to escape), the content type its bytes start with,
-    and its first decoded bytes. Rendered into JSON as is (`jsonio`, via `json_token`)."""
+    included, pure base64 alphabet: nothing to escape) as a view of the answer's own bytes (no
+    copy; the answer is held while the image is), the content type its bytes start with, and
+    its first decoded bytes. Rendered into JSON as is (`jsonio`, via `json_piece`)."""
 
     __slots__ = ("head", "kind", "quoted")
 
-    def __init__(self, quoted: bytes, kind: str, head: bytes) -> None:
+    def __init__(self, quoted: memoryview, kind: str, head: bytes) -> None:
         self.quoted = quoted
         self.kind = kind
         self.head = head
@@ -129,13 +130,18 @@ class LiftedB64:
         return f"LiftedB64({self.kind}, {len(self)} characters)"
 
     @property
-    def json_token(self) -> bytes:
-        """The JSON string as it came (mediagate.jsonio renders it as is)."""
+    def json_piece(self) -> memoryview:
+        """The JSON string as it came, uncopied: a piece of an answer sent in pieces."""
         return self.quoted
+
+    @property
+    def json_token(self) -> bytes:
+        """The JSON string as it came, as bytes (a copy): spliced into a rendered answer."""
+        return bytes(self.quoted)
 
     def encoded(self) -> memoryview:
         """The base64 characters, without a copy."""
-        return memoryview(self.quoted)[1:-1]
+        return self.quoted[1:-1]
 
     def decode(self) -> bytes:
         """The image's bytes (already checked: this cannot fail)."""
@@ -224,7 +230,7 @@ def _lifted_at(
     kind, head = found
     pieces.append(raw[pos:start])
     pieces.append(f"{_MARK}{len(lifted)}".encode())
-    lifted.append(LiftedB64(raw[start - 1 : end + 1], kind, head))
+    lifted.append(LiftedB64(memoryview(raw)[start - 1 : end + 1], kind, head))
     return end
 
 

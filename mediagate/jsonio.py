@@ -70,16 +70,17 @@ class FastJSONResponse(JSONResponse):
 _MARK = b"\x00"  # never in orjson's output: it escapes control characters in strings
 
 
-def spliced(value: Any) -> list[bytes]:
-    """`dumps(value)` as pieces: the text around each ready token (a base64 image), and the
-    tokens themselves, the very bytes objects, uncopied. Joined, exactly `dumps(value)`."""
-    tokens: list[bytes] = []
+def spliced(value: Any) -> list[bytes | memoryview]:
+    """`dumps(value)` as pieces: the text around each ready token (an object's `json_piece`: a
+    base64 image), and the tokens themselves, uncopied (a view of the upstream's answer; ASGI
+    servers write any bytes-like body). Joined, exactly `dumps(value)`."""
+    tokens: list[bytes | memoryview] = []
 
     def mark(item: Any) -> orjson.Fragment:
-        token = _token(item)
-        if token is None:
+        piece = getattr(item, "json_piece", None)
+        if not isinstance(piece, (bytes, memoryview)):
             raise TypeError(f"Type is not JSON serializable: {type(item).__name__}")
-        tokens.append(token)
+        tokens.append(piece)
         return orjson.Fragment(_MARK)
 
     try:
@@ -89,7 +90,7 @@ def spliced(value: Any) -> list[bytes]:
     if not tokens:
         return [text]
     parts = text.split(_MARK)
-    pieces = [parts[0]]
+    pieces: list[bytes | memoryview] = [parts[0]]
     for token, part in zip(tokens, parts[1:], strict=True):
         pieces += [token, part]
     return [piece for piece in pieces if piece]
@@ -106,7 +107,7 @@ class SplicedJSONResponse(Response):
     def __init__(
         self, content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
     ) -> None:
-        self._pieces: list[bytes] = []  # empty while Starlette sets up: its body is b"" then
+        self._pieces: list[bytes | memoryview] = []  # empty while Starlette sets up: body b""
         pieces = spliced(content)
         sized = {**(headers or {}), "content-length": str(sum(map(len, pieces)))}
         super().__init__(None, status_code, sized)

@@ -207,9 +207,9 @@ def test_the_answer_goes_out_in_pieces_with_the_images_uncopied() -> None:
     lifted = [item["b64_json"] for item in payload["data"]]
     pieces = jsonio.spliced(payload)
     assert b"".join(pieces) == jsonio.dumps(payload) == orjson.dumps(_plain(payload))
-    # The images' own bytes objects, not copies of them.
-    assert [piece for piece in pieces if any(piece is one.json_token for one in lifted)] == [
-        one.json_token for one in lifted
+    # Views of the upstream answer's own bytes, not copies.
+    assert [piece for piece in pieces if any(piece is one.json_piece for one in lifted)] == [
+        one.json_piece for one in lifted
     ]
     response = jsonio.SplicedJSONResponse(payload, headers={"x-a": "b"})
     assert response.headers["content-length"] == str(len(jsonio.dumps(payload)))
