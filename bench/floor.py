@@ -28,7 +28,9 @@ WHOLE_LIMIT = 1024 * 1024  # answers up to this size are read whole, larger ones
 _FORWARDED = ("Authorization", "Content-Type", "Accept")
 
 
-def make_app(upstream: str) -> web.Application:
+def make_app(upstream: str, key: str | None = None) -> web.Application:
+    """The pass-through; with `key`, the client's Authorization is replaced by the upstream's
+    key (a client that holds the gateway's key measures both sides with one request)."""
     base = upstream.rstrip("/")
     app = web.Application(client_max_size=1024**3)
 
@@ -44,6 +46,8 @@ def make_app(upstream: str) -> web.Application:
     async def relay(request: web.Request) -> web.StreamResponse:
         session: ClientSession = request.app["session"]
         headers = {name: request.headers[name] for name in _FORWARDED if name in request.headers}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
         body = await request.read()
         async with session.request(
             request.method, base + request.path_qs, headers=headers, data=body or None
@@ -73,6 +77,7 @@ def main() -> None:
     parser.add_argument("--upstream", required=True, help="the upstream's base URL")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--key", help="send this upstream key instead of the client's")
     args = parser.parse_args()
     try:
         import uvloop
@@ -80,7 +85,7 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    web.run_app(make_app(args.upstream), host=args.host, port=args.port, print=None)
+    web.run_app(make_app(args.upstream, args.key), host=args.host, port=args.port, print=None)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ own cost should be small, constant and the same for direct and gateway calls. So
 exactly what the gateway needs, as raw ASGI, with every body built once:
 
 - POST /v1/images/generations: an ImagesResponse with one b64 image of `--image-kb` KiB (a
-  prompt containing `[bench:huge=MB]` gets one of MB megabytes of base64 instead), and usage;
+  prompt containing `[bench:huge=MB]` gets `n` of MB megabytes of base64 each instead), and usage;
   with `"stream": true`, the official event stream instead: `partial_images` partial events
   (images of a quarter of the size), then the completed event with the image and usage, each
   event `[bench:gap_ms=N]` (default 0) after the one before;
@@ -42,6 +42,7 @@ _GAP = re.compile(rb"\[bench:gap_ms=([0-9.]+)\]")
 _STREAM = re.compile(rb'"stream"\s*:\s*true')
 _PARTIALS = re.compile(rb'"partial_images"\s*:\s*([0-9]+)')
 _SLEEP = re.compile(rb"\[bench:sleep=([0-9.]+)\]")
+_N = re.compile(rb'"n"\s*:\s*([0-9]+)')
 _CHUNK = 1024 * 1024
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -62,8 +63,9 @@ USAGE = {
 }
 
 
-def images_body(b64: str) -> bytes:
-    body = {"created": int(time.time()), "data": [{"b64_json": b64}], "usage": USAGE}
+def images_body(b64: str, n: int = 1) -> bytes:
+    data = [{"b64_json": b64}] * n
+    body = {"created": int(time.time()), "data": data, "usage": USAGE}
     return json.dumps(body).encode()
 
 
@@ -88,7 +90,7 @@ class StandIn:
         self.video_bytes = video_kb * 1024
         self.image = fake_png(image_kb * 1024)
         self.images = images_body(base64.b64encode(self.image).decode("ascii"))
-        self.huge: dict[bytes, bytes] = {}
+        self.huge: dict[tuple[bytes, int], bytes] = {}
         link = f"http://127.0.0.1:{port}/files/bench.png"
         self.chat = json.dumps(
             {
@@ -115,13 +117,14 @@ class StandIn:
         self.block = os.urandom(_CHUNK)
         self.videos: dict[str, tuple[int, bytes]] = {}  # id -> (content bytes, job JSON)
 
-    def huge_images(self, megabytes: bytes) -> bytes:
-        """An ImagesResponse whose one b64 string is that many megabytes (10**6 bytes)."""
-        if megabytes not in self.huge:
+    def huge_images(self, megabytes: bytes, n: int = 1) -> bytes:
+        """An ImagesResponse of `n` b64 strings of that many megabytes (10**6 bytes) each."""
+        if (megabytes, n) not in self.huge:
             size = int(float(megabytes) * 1_000_000)
             raw = fake_png(size * 3 // 4)  # an image, as the gateway checks (its head sniffed)
-            self.huge[megabytes] = images_body(base64.b64encode(raw).decode("ascii"))
-        return self.huge[megabytes]
+            b64 = base64.b64encode(raw).decode("ascii")
+            self.huge[megabytes, n] = images_body(b64, n)
+        return self.huge[megabytes, n]
 
     def new_video(self, body: bytes) -> bytes:
         match = _BYTES.search(body)
@@ -167,7 +170,13 @@ class StandIn:
             if sleep := _SLEEP.search(body):
                 await asyncio.sleep(float(sleep.group(1)))
             match = _HUGE.search(body)
-            await _send(send, 200, self.huge_images(match.group(1)) if match else self.images)
+            if match:
+                n = _N.search(body)
+                await _send(
+                    send, 200, self.huge_images(match.group(1), int(n.group(1)) if n else 1)
+                )
+            else:
+                await _send(send, 200, self.images)
         elif method == "POST" and path == "/v1/chat/completions":
             await _send(send, 200, self.chat)
         elif method == "GET" and path == "/files/bench.png":

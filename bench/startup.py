@@ -137,7 +137,9 @@ def _heaviest(modules: list[dict[str, tuple[int, int]]], top: int = 12) -> list[
     return [{"package": k, "self_ms": statistics.median(v) / 1000} for k, v in ranked]
 
 
-def _summary(name: str, spawns: list[dict[str, Any]], imports: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(
+    name: str, spawns: list[dict[str, Any]], imports: list[dict[str, Any]]
+) -> dict[str, Any]:
     med = statistics.median
     first = [s["first_200_s"] for s in spawns]
     plain = [i["import_s"] for i in imports]

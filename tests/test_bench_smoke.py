@@ -210,3 +210,38 @@ def test_the_startup_benchmark_times_a_cold_start_and_the_import() -> None:
     assert row["idle_rss_median_mb"] > 0
     assert row["heaviest_imports"]
     assert "first 200" in render_startup(json.loads(json.dumps(results)))
+
+
+def test_the_b64_benchmark_relays_big_answers_through_the_gateway_and_the_floor() -> None:
+    """`python -m bench b64` (bench/b64.py) in a tiny configuration: the stand-in's genuine
+    base64 images, the gateway and the floor (bench/floor.py) in alternating rounds, an A/B
+    side (this checkout again), every figure reported."""
+    from bench.b64 import Config as B64Config
+    from bench.b64 import render as render_b64
+    from bench.b64 import run as run_b64
+
+    tiny = B64Config(
+        sizes_mb=(0.5,),
+        ns=(1, 2),
+        concurrencies=(2,),
+        rounds=2,
+        round_mb=2.0,
+        pin=False,
+        compare_dir=str(Path(__file__).resolve().parent.parent),
+    )
+    results = run_b64(tiny, log=lambda line: None)
+    cases = results["cases"]
+    assert [(row["n"], row["concurrency"]) for row in cases] == [(1, 2), (2, 2)]
+    for row in cases:
+        floor, ours, compared = row["sides"]
+        assert (floor, ours) == ("floor", "mediagate") and "BENCH_COMPARE_DIR" in compared
+        for side in row["sides"].values():
+            assert side["errors"] == 0, side["error_sample"]
+            assert len(side["rounds"]) == tiny.rounds
+            # Every side relayed every byte of every call: n images of 0.5 MB of base64.
+            for done in side["rounds"]:
+                assert done["mb"] >= done["calls"] * row["n"] * 0.5
+            assert side["mb_per_s"]["median"] > 0
+            assert side["peak_rss_over_in_flight"]["median"] > 0
+        assert isinstance(row["met"], bool)
+    assert "CPU ratio" in render_b64(json.loads(json.dumps(results)))

@@ -16,7 +16,7 @@ from mediagate.http.disconnect import cancelled_on_disconnect
 from mediagate.http.idempotency import form_digest, idempotency, json_digest
 from mediagate.images.service import ImagesAnswer
 from mediagate.images.uploads import MAX_IMAGES
-from mediagate.jsonio import FastJSONResponse
+from mediagate.jsonio import SplicedJSONResponse
 
 images = APIRouter(prefix="/v1/images")
 GENERATIONS = "images.generations"
@@ -27,8 +27,9 @@ def render(answer: ImagesAnswer) -> Response:
         return StreamingResponse(
             answer.events, media_type="text/event-stream", headers=answer.headers
         )
-    # Megabytes of base64: rendered by orjson (see mediagate.jsonio).
-    return FastJSONResponse(answer.body, headers=answer.headers)
+    # Megabytes of base64: the text around the images rendered by orjson, the images sent as
+    # the bytes they came as (see mediagate.jsonio).
+    return SplicedJSONResponse(answer.body, headers=answer.headers)
 
 
 @images.post("/generations", name=GENERATIONS)

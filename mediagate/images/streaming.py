@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import re
 import time
@@ -23,13 +22,16 @@ from typing import Any
 
 import httpx2
 
+from mediagate import jsonio
 from mediagate.accounting.pricing import sum_usage
 from mediagate.errors import GatewayError, ServerOverloaded, UpstreamError, maybe_paid
 from mediagate.imagedata import (
     InvalidImageData,
+    LiftedB64,
     checked_b64,
     image_size,
     invalid_image,
+    loads_lifting,
     sniff_output_type,
 )
 from mediagate.images.plan import ImageJob, ImagesResult
@@ -52,13 +54,16 @@ FORMATS = {
 }
 
 
-def image_head(b64: str) -> bytes:
+def image_head(b64: str | LiftedB64) -> bytes:
     """The first bytes of a checked base64 image: enough for its format and size."""
+    if isinstance(b64, LiftedB64):
+        return b64.head
     return base64.b64decode(b64[:1024])
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    # orjson: an image's base64 is spliced in as the bytes it came as (LiftedB64), not a str.
+    return b"event: " + event.encode() + b"\ndata: " + jsonio.dumps(data) + b"\n\n"
 
 
 def error_event(error: GatewayError) -> bytes:
@@ -194,29 +199,41 @@ class EventParser:
         return bool(self._buffer or self._lines)
 
 
-def _event_type(event: bytes) -> str:
-    """An event's name: its `event:` field, else its data's `type`."""
+def _event_fields(event: bytes) -> tuple[str | None, bytes]:
+    """An event's `event:` field (None without one) and its data (its data lines joined)."""
+    name: str | None = None
+    lines = []
     for line in event.split(b"\n"):
-        if line.startswith(b"event:"):
-            return line[6:].strip().decode("utf-8", "replace")
-    data = _event_data(event)
-    kind = data.get("type") if data is not None else None
-    return kind if isinstance(kind, str) else ""
+        if line.startswith(b"data:"):
+            lines.append(line[5:])
+        elif name is None and line.startswith(b"event:"):
+            name = line[6:].strip().decode("utf-8", "replace")
+    return name, b"\n".join(lines)
 
 
-def _event_data(event: bytes) -> dict[str, Any] | None:
-    """An event's data (its data lines joined, as JSON), if it is a JSON object."""
-    lines = [line[5:] for line in event.split(b"\n") if line.startswith(b"data:")]
+def _event_json(data: bytes) -> dict[str, Any] | None:
+    """An event's data as JSON, if it is a JSON object; its image lifted out as checked bytes
+    (mediagate.imagedata.loads_lifting), never parsed into a str."""
     try:
-        data = json.loads(b"\n".join(lines))
+        parsed = loads_lifting(data)
     except ValueError:
         return None
-    return data if isinstance(data, dict) else None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _event_type(name: str | None, data: dict[str, Any] | None) -> str:
+    """An event's name: its `event:` field, else its data's `type`."""
+    if name is not None:
+        return name
+    kind = data.get("type") if data is not None else None
+    return kind if isinstance(kind, str) else ""
 
 
 def _invalid_image(b64: Any) -> GatewayError | None:
     """Why a relayed event's image is not one (None: it is standard base64 of a known image
     format). The upstream made it, and may have charged: maybe paid."""
+    if isinstance(b64, LiftedB64):
+        return None  # checked when it was lifted out of the event's bytes
     if not isinstance(b64, str):
         return maybe_paid(invalid_image(InvalidImageData("no b64_json")))
     try:
@@ -234,6 +251,10 @@ def _add_usage(total: dict[str, Any] | None, usage: dict[str, Any] | None) -> di
     return sum_usage([total, usage] if total is not None else [usage])
 
 
+def _has_image(kind: str) -> bool:
+    return kind.endswith((".completed", ".partial_image"))
+
+
 def is_event_stream(response: UpstreamResponse) -> bool:
     """Whether an answer to a streaming request is a stream (some upstreams answer JSON)."""
     kind: str = response.headers.get("content-type", "")
@@ -245,7 +266,7 @@ async def read_json(response: UpstreamResponse, max_bytes: int) -> Any:
     made, and charged for, what it describes, so an unusable one may have been paid. Read as
     the sender's whole answers are, its bytes held in the room for upstream answers."""
     try:
-        return json.loads(await response.read_whole(max_bytes))
+        return loads_lifting(await response.read_whole(max_bytes))
     except (AnswerTooLarge, NeverFits):
         error = UpstreamError(
             f"The upstream answered more than the gateway can hold ({max_bytes} bytes at most, "
@@ -285,10 +306,12 @@ async def relay(
         try:
             async for chunk in response.aiter_bytes():
                 for event in parser.feed(chunk):
-                    kind = _event_type(event)
-                    if kind.endswith((".completed", ".partial_image")):
+                    name, raw = _event_fields(event)
+                    data = _event_json(raw) if name is None or _has_image(name) else None
+                    kind = _event_type(name, data)
+                    if _has_image(kind):
                         # An image is checked before it is relayed, and billed.
-                        data = _event_data(event) or {}
+                        data = data or {}
                         invalid = _invalid_image(data.get("b64_json"))
                         if invalid is not None:
                             yield error_event(invalid)

@@ -37,6 +37,7 @@ from mediagate.errors import (
     UpstreamTimeout,
     maybe_paid,
 )
+from mediagate.imagedata import loads_lifting
 from mediagate.observability import tracing
 from mediagate.observability.metrics import Metrics
 from mediagate.upstream.breaker import Breakers, Permit
@@ -564,8 +565,9 @@ class Upstream:
 
     def _json(self, route: Route, headers: RawHeaders, body: bytes, paid: bool) -> Any:
         try:
-            # orjson, from the bytes: an image answer is megabytes of base64 (see mediagate.jsonio).
-            return jsonio.loads(body)
+            # orjson, from the bytes; an image answer's megabytes of base64 are lifted out as
+            # checked bytes rather than parsed into a str (mediagate.imagedata.loads_lifting).
+            return loads_lifting(body)
         except ValueError:
             kind = httpx2.Headers(headers).get("content-type", "unknown content type")
             error = UpstreamError(

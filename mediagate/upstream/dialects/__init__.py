@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mediagate.catalog import Route
-from mediagate.imagedata import InputImage
+from mediagate.imagedata import InputImage, LiftedB64
 
 if TYPE_CHECKING:
     from mediagate.upstream.dialects.videos import VideoDialect
@@ -66,7 +66,8 @@ class UpstreamRequest:
 
 @dataclass(frozen=True)
 class UpstreamImage:
-    b64: str | None = None
+    # The base64 as the answer gave it, or lifted out of its bytes already checked (LiftedB64).
+    b64: str | LiftedB64 | None = None
     url: str | None = None
     revised_prompt: str | None = None
 

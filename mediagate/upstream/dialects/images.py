@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from mediagate.errors import UpstreamError
+from mediagate.imagedata import LiftedB64
 from mediagate.upstream.dialects import (
     EditImages,
     ImageSpec,
@@ -58,7 +59,7 @@ class ImagesDialect:
             if not isinstance(item, dict):
                 continue
             b64, url = item.get("b64_json"), item.get("url")
-            if isinstance(b64, str) and b64:
+            if isinstance(b64, LiftedB64) or (isinstance(b64, str) and b64):
                 images.append(UpstreamImage(b64=b64, revised_prompt=item.get("revised_prompt")))
             elif isinstance(url, str) and url:
                 images.append(UpstreamImage(url=url, revised_prompt=item.get("revised_prompt")))
