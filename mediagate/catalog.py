@@ -17,7 +17,8 @@ from datetime import date
 from decimal import Decimal
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -758,6 +759,28 @@ def route_snapshot(route: Route, multiplier: float) -> str:
 
 @functools.lru_cache(maxsize=256)
 def from_snapshot(snapshot: str) -> tuple[Route, float]:
-    """The route and multiplier of `route_snapshot`'s text (the same text, parsed once)."""
+    """The route and multiplier of `route_snapshot`'s text (the same text, parsed once).
+
+    Read leniently: a snapshot written by another version (a field added to `Route` by a newer
+    replica in a rolling deploy, or one removed since) keeps what this version knows, so a
+    running job is still polled and billed on the route and price it started with."""
     data = json.loads(snapshot)
-    return Route.model_validate(data["route"]), float(data["multiplier"])
+    return Route.model_validate(_known(Route, data["route"])), float(data["multiplier"])
+
+
+def _known(model: type[BaseModel], data: Any) -> Any:
+    """`data` without the keys `model` (and the models of its fields, where a field is one
+    model or an optional one) does not have."""
+    if not isinstance(data, dict):
+        return data
+    known: dict[str, Any] = {}
+    for name, value in data.items():
+        field = model.model_fields.get(name)
+        if field is None:
+            continue
+        kinds = [field.annotation]
+        if get_origin(field.annotation) in (Union, UnionType):  # an optional model
+            kinds = list(get_args(field.annotation))
+        nested = [k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)]
+        known[name] = _known(nested[0], value) if nested else value
+    return known

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from mediagate.catalog import CatalogError, load_catalog
+from mediagate.catalog import CatalogError, from_snapshot, load_catalog, route_snapshot
 from mediagate.settings import Settings, group_env_name
 
 from .conftest import CLIENT_KEY, GROUP_KEYS, Gateway, Sim
@@ -441,3 +442,18 @@ def test_a_video_route_without_a_price_is_not_offered(tmp_path: Path) -> None:
         "dreamina-seedance-2.0.default",
         "seedance-2.0",
     ]
+
+
+def test_a_route_snapshot_of_another_version_is_still_read() -> None:
+    """A video job keeps the route it started on (catalog.route_snapshot); a snapshot written by
+    a replica whose Route has a field this one lacks (a rolling deploy) still gives the route
+    and price, so the job is polled and billed, not failed unbilled."""
+    catalog = load_catalog()
+    for route in catalog.routes.values():
+        assert from_snapshot(route_snapshot(route, 1.2)) == (route, 1.2)
+    route = catalog.routes["dreamina-seedance-2.5"]
+    newer = json.loads(route_snapshot(route, 1.0))
+    newer["route"]["max_concurrent_someday"] = 3
+    newer["route"]["video"]["price"]["per_frame"] = 0.5
+    newer["route"]["video"]["a_new_policy"] = True
+    assert from_snapshot(json.dumps(newer)) == (route, 1.0)

@@ -324,3 +324,23 @@ def test_a_running_video_keeps_its_route_and_price_across_a_reload(
         with httpx2.Client(base_url=gateway.url, timeout=10) as http:
             usage = http.get("/v1/usage", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
         assert usage.json()["totals"]["cost_usd"] == pytest.approx(0.30 + 0.99)
+
+
+def test_only_what_looks_like_a_model_id_is_taken_from_a_listing() -> None:
+    """Upstream text reaches a log line and the operator's terminal: an id with spaces, a URL
+    or a mile of text is not a model to report."""
+    from mediagate.upstream.listing import parse_listing
+
+    listed = parse_listing(
+        {
+            "data": [
+                {"id": "gpt-image-3-vip"},
+                {"id": "fal-ai/flux-pro"},
+                {"id": "http://10.0.0.7/internal"},
+                {"id": "a model\nwith lines"},
+                {"id": "x" * 500},
+                {"id": 42},
+            ]
+        }
+    )
+    assert sorted(listed) == ["fal-ai/flux-pro", "gpt-image-3-vip"]

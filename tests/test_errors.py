@@ -276,6 +276,10 @@ def test_openai_video_endpoints_not_served_are_404s_naming_what_to_use(
         assert f"mediagate does not offer {where}: " in caught.value.message
         assert instead in caught.value.message
         assert "allow" not in caught.value.response.headers
+    # The client's part of the path is quoted bounded, like any other unserved path's.
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.videos.get_character("c" * 5000)
+    assert len(caught.value.message) < 600
     assert sim.sent() == []
 
 

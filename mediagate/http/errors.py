@@ -73,7 +73,7 @@ def _not_served(request: Request, headers: dict[str, str]) -> GatewayError | Non
         if request.method == method and pattern.fullmatch(path):
             headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
             return NotFound(
-                f"mediagate does not offer {method} {path}: {instead}",
+                f"mediagate does not offer {method} {path[:_MAX_PATH_QUOTED]}: {instead}",
                 code="unsupported_endpoint",
                 headers=headers,
             )

@@ -45,6 +45,7 @@ LISTING_ROUTE = "catalog-check"
 # new-api's endpoint types of the models that make images and videos.
 MEDIA_ENDPOINT_TYPES = frozenset({"image-generation", "openai-video"})
 _FAMILY = re.compile(r"^(.*?)[-_.]*\d")
+_MODEL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+/-]{0,127}")
 
 
 def listing_route(group: str) -> Route:
@@ -71,7 +72,9 @@ def parse_listing(payload: Any) -> dict[str, Listed]:
     models: dict[str, Listed] = {}
     for item in data:
         model_id = item.get("id") if isinstance(item, dict) else None
-        if not isinstance(model_id, str) or not model_id:
+        # Upstream text that reaches a log line and the operator's terminal: only what looks
+        # like a model id (bounded, no spaces, no URL), anything else is not a model to report.
+        if not isinstance(model_id, str) or not _MODEL_ID.fullmatch(model_id) or "://" in model_id:
             continue
         types = item.get("supported_endpoint_types")
         kinds = frozenset(t for t in types if isinstance(t, str)) if isinstance(types, list) else ()

@@ -203,7 +203,9 @@ class VideoService:
         usable = [(r, multipliers[r.id], p.spec) for r, p in candidates if not isinstance(p, str)]
         ticket = await self._admit(policy, model, usable, job_id, gate)
         try:
-            job = await self._start(policy.name, model, candidates, multipliers, request, job_id)
+            job = await self._start(
+                policy.name, model, name, candidates, multipliers, request, job_id
+            )
         except BaseException:
             ticket.settle_soon(Charge(model, 0.0))
             raise
@@ -451,7 +453,15 @@ class VideoService:
         a running job keeps its route and price across catalog reloads; for a record made
         before snapshots were kept, the catalog's route of that id now (None if gone)."""
         if job.route_snapshot is not None:
-            return from_snapshot(job.route_snapshot)
+            try:
+                return from_snapshot(job.route_snapshot)
+            except ValueError as exc:  # a snapshot this version cannot read (a field it needs
+                # was not written): the route as the catalog has it now, rather than a job
+                # that can never be polled or billed again.
+                log.warning(
+                    "video job's route snapshot unreadable: the catalog's route instead",
+                    extra={"fields": {"job": job.id, "route": job.route, "error": str(exc)[:200]}},
+                )
         route = self.catalog.routes.get(job.route)
         return None if route is None else (route, self.catalog.multiplier(route))
 
@@ -558,6 +568,7 @@ class VideoService:
         self,
         owner: str,
         model: str,
+        asked: str,
         candidates: Sequence[Candidate],
         multipliers: dict[str, float],
         request: VideoRequest,
@@ -599,7 +610,7 @@ class VideoService:
             job_id=job_id,
             owner=owner,
             model=model,
-            asked=request.fields.get("model") or self.catalog.default_video_model,
+            asked=asked,
             group=route.group,
             key_fp=created.key_fingerprint,
             reference=described,
