@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import logging
 import signal
@@ -324,3 +325,36 @@ def test_a_running_video_keeps_its_route_and_price_across_a_reload(
         with httpx2.Client(base_url=gateway.url, timeout=10) as http:
             usage = http.get("/v1/usage", headers={"Authorization": f"Bearer {CLIENT_KEY}"})
         assert usage.json()["totals"]["cost_usd"] == pytest.approx(0.30 + 0.99)
+
+
+def test_a_reload_serves_a_new_group_whose_key_was_set_at_start(sim: Sim, tmp_path: Path) -> None:
+    # The bundled catalog has no route in the `vip` group, yet its key is set: a route in it,
+    # new in a reloaded file, is served without a restart (its key was read at start).
+    assert "vip" not in BUNDLED.groups()
+    config = tmp_path / "catalog.yaml"
+    config.write_text(yaml.safe_dump({"models": {"heron": {"routes": ["gpt-image-2.web"]}}}))
+    env = serve_env(sim, tmp_path, config)
+    env[group_env_name("vip")] = GROUP_KEYS["vip"]
+    with serving(["serve"], env, tmp_path) as gateway:
+        assert "kite-vip" not in offered(gateway)
+
+        bundled = importlib.resources.files("mediagate").joinpath("catalog.yaml").read_text()
+        muse = yaml.safe_load(bundled)["routes"]["muse-video"]
+        route = {**muse, "group": "vip"}
+        overlay = {
+            "routes": {"muse-video.vip": route},
+            "models": {"kite-vip": {"routes": ["muse-video.vip"]}},
+        }
+        config.write_text(yaml.safe_dump(overlay))
+        gateway.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: bool(logged(gateway, "catalog reloaded")))
+        reloaded = logged(gateway, "catalog reloaded")[0]
+        assert reloaded["groups_keyed"] == ["vip"]
+        assert "vip" not in reloaded["groups_without_key"]
+        assert "kite-vip" in offered(gateway)
+
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+        video = client.videos.create(model="kite-vip", prompt="a kite")
+        assert video.status in ("queued", "in_progress")
+        created = [c for c in sim.sent() if c.method == "POST" and "video" in c.path]
+        assert [c.group for c in created] == ["vip"]
