@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.resources
 import json
 import logging
@@ -28,10 +29,23 @@ import openai
 import pytest
 import yaml
 
+from mediagate import context
 from mediagate.catalog import load_catalog
+from mediagate.context import RequestContext
+from mediagate.errors import Scrubber
+from mediagate.gateway import open_gateway
+from mediagate.observability.metrics import Metrics
 from mediagate.settings import group_env_name
 
-from .conftest import CLIENT_KEY, GROUP_KEYS, Gateway, Sim, fast_video_polls, wait_until
+from .conftest import (
+    CLIENT_KEY,
+    GROUP_KEYS,
+    Gateway,
+    Sim,
+    fast_video_polls,
+    gateway_settings,
+    wait_until,
+)
 from .processes import Served, clean_env, serving
 
 # The groups the bundled catalog has routes in, with the simulator's key of each, and how
@@ -358,3 +372,34 @@ def test_a_reload_serves_a_new_group_whose_key_was_set_at_start(sim: Sim, tmp_pa
         assert video.status in ("queued", "in_progress")
         created = [c for c in sim.sent() if c.method == "POST" and "video" in c.path]
         assert [c.group for c in created] == ["vip"]
+
+
+def test_an_image_planned_before_a_reload_is_billed_with_its_planning_time_multiplier(
+    sim: Sim, tmp_path: Path
+) -> None:
+    # Planned on a catalog where the default group bills x1, answered after a reload to x4
+    # (an edit reads its uploads between the two): billed as planned, $0.03 a call.
+    config = tmp_path / "catalog.yaml"
+    config.write_text(yaml.safe_dump({"groups": {"default": {"multiplier": 1.0}}}))
+    settings = gateway_settings(sim, tmp_path / "data", config=config)
+
+    async def run() -> tuple[float, float]:
+        async with open_gateway(settings, Metrics(), Scrubber([])) as gw:
+            ctx = RequestContext()
+            token = context.begin(ctx)
+            try:
+                body = {"model": "gpt-image-2-web", "prompt": "a heron"}
+                job = gw.images.plan_generation(body, "http://gateway.test")
+                config.write_text(yaml.safe_dump({"groups": {"default": {"multiplier": 4.0}}}))
+                reloaded = gw.reload_catalog()
+                policy = gw.clients.policy("team-a")
+                assert policy is not None
+                answer = await gw.images.answer(policy, job)
+                assert answer.body is not None and len(answer.body["data"]) == 1
+                return ctx.cost, reloaded.multiplier(job.route)
+            finally:
+                context.end(token)
+
+    cost, now = asyncio.run(run())
+    assert now == 4.0
+    assert cost == pytest.approx(0.03)

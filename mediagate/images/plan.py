@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from mediagate.catalog import Alias, ParamRule, Route, SizeRule
+from mediagate.catalog import Alias, Catalog, ParamRule, Route, SizeRule
 from mediagate.errors import InvalidRequest
 from mediagate.images.spec import QUALITIES, ImageEditRequest, ImageGenerationRequest
 from mediagate.sizes import Size
@@ -50,6 +50,9 @@ class ImageJob:
 
     model: str  # the public model name (an alias's successor, when asked by a retired name)
     plan: ImagePlan
+    # The catalog the job was planned on: its routes' group multipliers are billed with the
+    # routes' prices, whatever a reload puts in force before the job is answered.
+    catalog: Catalog
     dialect: Dialect
     request: ImageGenerationRequest | ImageEditRequest  # to plan again for a fallback route
     base_url: str  # where the gateway's own image links point
