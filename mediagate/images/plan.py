@@ -44,6 +44,20 @@ class ImagePlan:
         return self.spec.route
 
 
+def gif_frames(plan: ImagePlan) -> int:
+    """The frames a planned request's images may have: 1, or for an animated GIF its
+    `frame_count`, else the most its route's `frame_count` rule allows (the upstream picks
+    the count then; the catalog's bound, so the estimate stays an upper bound)."""
+    params = plan.spec.params
+    if params.get("output_format") != "gif":
+        return 1
+    asked = params.get("frame_count")
+    if isinstance(asked, int) and asked > 0:
+        return asked
+    bounds = [r.max for r in plan.route.rules if r.field == "frame_count" and r.max is not None]
+    return max(bounds, default=1)
+
+
 @dataclass
 class ImageJob:
     """One client request, validated and planned for its route; nothing sent yet."""

@@ -53,7 +53,7 @@ from mediagate.imagedata import (
     invalid_image,
     sniff_output_type,
 )
-from mediagate.images.plan import ImageJob, ImagePlan, ImagesResult, plan_images
+from mediagate.images.plan import ImageJob, ImagePlan, ImagesResult, gif_frames, plan_images
 from mediagate.images.spec import (
     ImageEditRequest,
     ImageGenerationRequest,
@@ -306,6 +306,7 @@ class ImageService:
                 size=plan.size,
                 quality=plan.spec.params.get("quality"),
                 input_images=input_images,
+                frames=gif_frames(plan),
                 multiplier=multiplier,
             )
         return estimates
