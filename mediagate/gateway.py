@@ -101,12 +101,15 @@ class Gateway:
         """MEDIAGATE_CONFIG read again and, if valid, put in force for new requests (SIGHUP).
         An invalid file is refused (ConfigError), with its reason logged, and the catalog in
         force is kept. Work already started keeps its routes and prices (a video job its
-        route snapshot). Upstream keys are read at start only: a route of a group without a
-        key is not offered until a restart with its MEDIAGATE_KEY_<GROUP>."""
+        route snapshot). A group new in the file is served with its MEDIAGATE_KEY_<GROUP> as
+        the settings read it at start; a group whose key is unset is not offered until a
+        restart with one."""
         keys = self.upstream.keys
         try:
             full = load_catalog(self.settings.config)
-            catalog = full.offered(keys.has)
+            group_keys, _ = full.upstream_keys(self.settings.group_keys)
+            new_keys = {g: k for g, k in group_keys.items() if not keys.has(g)}
+            catalog = full.offered(lambda group: keys.has(group) or bool(new_keys.get(group)))
             if not catalog.models:
                 raise CatalogError("no model would be usable: no route has a key for its group")
         except CatalogError as exc:
@@ -116,6 +119,7 @@ class Gateway:
                 extra={"fields": {"config": str(self.settings.config), "reason": str(exc)}},
             )
             raise ConfigError(str(exc)) from None
+        added = keys.add_groups(new_keys)
         old = self.catalogs.swap(catalog)
         for route in catalog.routes.values():
             self.upstream.breakers.get(route.id, route.breaker)  # its gauge from now on
@@ -132,6 +136,7 @@ class Gateway:
                     "routes_added": sorted(set(catalog.routes) - set(old.routes)),
                     "routes_removed": sorted(set(old.routes) - set(catalog.routes)),
                     "routes_changed": changed,
+                    "groups_keyed": added,
                     "groups_without_key": sorted(g for g in full.groups() if not keys.has(g)),
                 }
             },

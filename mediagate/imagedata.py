@@ -288,13 +288,70 @@ def sniff_output_type(data: bytes) -> str | None:
     return kind
 
 
+# A JPEG's start-of-frame markers (SOF0-SOF15 but DHT C4, JPG C8 and DAC CC): a frame header
+# with the image's height and width. Markers that stand alone, without a length.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_ALONE = frozenset({0x01, *range(0xD0, 0xD9)})
+
+
+def _jpeg_sides(head: bytes) -> tuple[int, int] | None:
+    """A JPEG's width and height from its frame header, walking the marker segments before it
+    within `head` (an EXIF or ICC segment may push it past: then None). Never past `head`."""
+    i, size = 2, len(head)
+    while i + 4 <= size:
+        if head[i] != 0xFF:
+            return None
+        marker = head[i + 1]
+        if marker == 0xFF:  # fill bytes before a marker
+            i += 1
+            continue
+        if marker in _JPEG_ALONE:
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # the end, or the scan's data: no frame header before it
+            return None
+        length = int.from_bytes(head[i + 2 : i + 4], "big")
+        if length < 2:
+            return None
+        if marker in _JPEG_SOF:
+            if i + 9 > size:
+                return None
+            height = int.from_bytes(head[i + 5 : i + 7], "big")
+            return int.from_bytes(head[i + 7 : i + 9], "big"), height
+        i += 2 + length
+    return None
+
+
+def _webp_sides(head: bytes) -> tuple[int, int] | None:
+    """A WebP's width and height from its first chunk: VP8X's canvas, VP8L's bitstream header
+    or VP8's key frame header (the first 30 bytes)."""
+    chunk = head[12:16]
+    if chunk == b"VP8X" and len(head) >= 30:
+        return int.from_bytes(head[24:27], "little") + 1, int.from_bytes(head[27:30], "little") + 1
+    if chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":
+        width = int.from_bytes(head[26:28], "little") & 0x3FFF
+        return width, int.from_bytes(head[28:30], "little") & 0x3FFF
+    return None
+
+
 def image_size(head: bytes) -> str | None:
-    """An image's WxH from its first bytes: a PNG's IHDR, a GIF's logical screen, an SVG's
-    width and height attributes (in its first 768 bytes); None for other formats."""
+    """An image's WxH from its first bytes: a PNG's IHDR, a GIF's logical screen, a JPEG's
+    frame header, a WebP's first chunk, an SVG's width and height attributes (in its first 768
+    bytes); None for other formats or one whose sides are not in `head`. What a plain answer
+    says as its `size` where the upstream did not (ImageService._described) and a streamed
+    answer's completed events say too (images/streaming.py)."""
     if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR" and len(head) >= 24:
         width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
     elif head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
         width, height = int.from_bytes(head[6:8], "little"), int.from_bytes(head[8:10], "little")
+    elif head.startswith(b"\xff\xd8\xff") or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+        found = _jpeg_sides(head) if head[0] == 0xFF else _webp_sides(head)
+        if found is None:
+            return None
+        width, height = found
     elif _SVG_START.match(head[:768]):
         root = head[: head.find(b">", head.find(b"<svg")) + 1]
         sides = {name: int(value) for name, value in _SVG_SIDE.findall(root)}

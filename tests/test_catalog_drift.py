@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib.resources
 import json
 import logging
 import signal
@@ -27,10 +29,23 @@ import openai
 import pytest
 import yaml
 
+from mediagate import context
 from mediagate.catalog import load_catalog
+from mediagate.context import RequestContext
+from mediagate.errors import Scrubber
+from mediagate.gateway import open_gateway
+from mediagate.observability.metrics import Metrics
 from mediagate.settings import group_env_name
 
-from .conftest import CLIENT_KEY, GROUP_KEYS, Gateway, Sim, fast_video_polls, wait_until
+from .conftest import (
+    CLIENT_KEY,
+    GROUP_KEYS,
+    Gateway,
+    Sim,
+    fast_video_polls,
+    gateway_settings,
+    wait_until,
+)
 from .processes import Served, clean_env, serving
 
 # The groups the bundled catalog has routes in, with the simulator's key of each, and how
@@ -344,3 +359,67 @@ def test_only_what_looks_like_a_model_id_is_taken_from_a_listing() -> None:
         }
     )
     assert sorted(listed) == ["fal-ai/flux-pro", "gpt-image-3-vip"]
+
+
+def test_a_reload_serves_a_new_group_whose_key_was_set_at_start(sim: Sim, tmp_path: Path) -> None:
+    # The bundled catalog has no route in the `vip` group, yet its key is set: a route in it,
+    # new in a reloaded file, is served without a restart (its key was read at start).
+    assert "vip" not in BUNDLED.groups()
+    config = tmp_path / "catalog.yaml"
+    config.write_text(yaml.safe_dump({"models": {"heron": {"routes": ["gpt-image-2.web"]}}}))
+    env = serve_env(sim, tmp_path, config)
+    env[group_env_name("vip")] = GROUP_KEYS["vip"]
+    with serving(["serve"], env, tmp_path) as gateway:
+        assert "kite-vip" not in offered(gateway)
+
+        bundled = importlib.resources.files("mediagate").joinpath("catalog.yaml").read_text()
+        muse = yaml.safe_load(bundled)["routes"]["muse-video"]
+        route = {**muse, "group": "vip"}
+        overlay = {
+            "routes": {"muse-video.vip": route},
+            "models": {"kite-vip": {"routes": ["muse-video.vip"]}},
+        }
+        config.write_text(yaml.safe_dump(overlay))
+        gateway.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: bool(logged(gateway, "catalog reloaded")))
+        reloaded = logged(gateway, "catalog reloaded")[0]
+        assert reloaded["groups_keyed"] == ["vip"]
+        assert "vip" not in reloaded["groups_without_key"]
+        assert "kite-vip" in offered(gateway)
+
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=CLIENT_KEY, max_retries=0)
+        video = client.videos.create(model="kite-vip", prompt="a kite")
+        assert video.status in ("queued", "in_progress")
+        created = [c for c in sim.sent() if c.method == "POST" and "video" in c.path]
+        assert [c.group for c in created] == ["vip"]
+
+
+def test_an_image_planned_before_a_reload_is_billed_with_its_planning_time_multiplier(
+    sim: Sim, tmp_path: Path
+) -> None:
+    # Planned on a catalog where the default group bills x1, answered after a reload to x4
+    # (an edit reads its uploads between the two): billed as planned, $0.03 a call.
+    config = tmp_path / "catalog.yaml"
+    config.write_text(yaml.safe_dump({"groups": {"default": {"multiplier": 1.0}}}))
+    settings = gateway_settings(sim, tmp_path / "data", config=config)
+
+    async def run() -> tuple[float, float]:
+        async with open_gateway(settings, Metrics(), Scrubber([])) as gw:
+            ctx = RequestContext()
+            token = context.begin(ctx)
+            try:
+                body = {"model": "gpt-image-2-web", "prompt": "a heron"}
+                job = gw.images.plan_generation(body, "http://gateway.test")
+                config.write_text(yaml.safe_dump({"groups": {"default": {"multiplier": 4.0}}}))
+                reloaded = gw.reload_catalog()
+                policy = gw.clients.policy("team-a")
+                assert policy is not None
+                answer = await gw.images.answer(policy, job)
+                assert answer.body is not None and len(answer.body["data"]) == 1
+                return ctx.cost, reloaded.multiplier(job.route)
+            finally:
+                context.end(token)
+
+    cost, now = asyncio.run(run())
+    assert now == 4.0
+    assert cost == pytest.approx(0.03)

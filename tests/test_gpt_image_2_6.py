@@ -373,3 +373,21 @@ def test_xhigh_and_max_reserve_more_than_high_on_2_6() -> None:
     }
     assert cost["high"] < cost["xhigh"] < cost["max"]
     assert cost["max"] == pytest.approx(16640 * 30 / 1_000_000, abs=0.001)
+
+
+@pytest.mark.parametrize("output_format", ["jpeg", "webp"])
+def test_the_web_routes_jpeg_and_webp_say_their_size_plain_and_streamed(
+    client: openai.OpenAI, output_format: str
+) -> None:
+    # The route answers no size: the image's own bytes give it, alike in both answers.
+    plain = client.images.generate(
+        model="gpt-image-2.6-web", prompt="a kite", output_format=output_format
+    )
+    image = Image.open(io.BytesIO(base64.b64decode(plain.data[0].b64_json or "")))
+    assert image.format == output_format.upper() and image.size == (2048, 2048)
+    assert (plain.size, plain.output_format) == ("2048x2048", output_format)
+    stream = client.images.generate(
+        model="gpt-image-2.6-web", prompt="a kite", output_format=output_format, stream=True
+    )
+    completed = [event for event in stream if event.type == "image_generation.completed"]
+    assert [(e.size, e.output_format) for e in completed] == [("2048x2048", output_format)]

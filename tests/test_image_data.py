@@ -12,7 +12,14 @@ import openai
 import pytest
 from PIL import Image
 
-from mediagate.imagedata import InvalidImageData, checked_b64
+from mediagate.imagedata import (
+    InvalidImageData,
+    LiftedB64,
+    checked_b64,
+    image_size,
+    loads_lifting,
+)
+from mediagate.images.streaming import image_head
 
 from .conftest import Gateway, Sim
 
@@ -88,3 +95,54 @@ def test_the_check_is_cheap_and_strict() -> None:
     ):
         with pytest.raises(InvalidImageData):
             checked_b64(bad)
+
+
+# --- An image's size from its own bytes ----------------------------------------------------
+
+
+def _encoded(fmt: str, size: tuple[int, int], mode: str = "RGB", **options: object) -> bytes:
+    out = io.BytesIO()
+    Image.new(mode, size, "red").save(out, fmt, **options)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "options"),
+    [
+        ("JPEG", "RGB", {}),  # baseline: SOF0
+        ("JPEG", "RGB", {"progressive": True}),  # SOF2
+        ("JPEG", "L", {"quality": 95}),
+        ("JPEG", "RGB", {"exif": b"Exif\x00\x00" + b"\x00" * 200}),  # an APP1 before the frame
+        ("WEBP", "RGB", {}),  # lossy: VP8
+        ("WEBP", "RGB", {"lossless": True}),  # VP8L
+        ("WEBP", "RGBA", {}),  # with alpha: VP8X
+    ],
+)
+@pytest.mark.parametrize("size", [(1536, 1024), (1024, 1536), (3, 5)])
+def test_a_jpeg_or_webps_size_is_read_from_its_head(
+    fmt: str, mode: str, options: dict[str, object], size: tuple[int, int]
+) -> None:
+    data = _encoded(fmt, size, mode, **options)
+    b64 = base64.b64encode(data)
+    # The head each answer path reads: a plain `str` image's, and a lifted one's.
+    answer = loads_lifting(b'{"data": [{"b64_json": "' + b64 + b'"}]}')
+    lifted = answer["data"][0]["b64_json"]
+    heads = [image_head(b64.decode())]
+    if len(b64) >= 64:  # a smaller one is not lifted
+        assert isinstance(lifted, LiftedB64)
+        heads.append(lifted.head)
+    assert {image_size(head) for head in heads} == {f"{size[0]}x{size[1]}"}
+
+
+def test_a_size_not_in_the_head_is_none() -> None:
+    # A JPEG whose frame header lies past the head (a large ICC profile first), or cut short.
+    big_icc = _encoded("JPEG", (64, 48), icc_profile=b"\x00" * 4000)
+    assert image_size(big_icc) == "64x48"
+    assert image_size(big_icc[:768]) is None
+    jpeg = _encoded("JPEG", (64, 48))
+    cut = jpeg[: jpeg.index(b"\xff\xc0") + 6]
+    assert image_size(cut) is None
+    assert image_size(b"\xff\xd8\xff\xda\x00\x08" + b"\x00" * 60) is None  # a scan, no frame
+    assert image_size(b"\xff\xd8\xff\xe0\x00\x00" + b"\x00" * 60) is None  # a bad length
+    webp = _encoded("WEBP", (64, 48))
+    assert image_size(webp[:24]) is None

@@ -11,8 +11,16 @@ from pathlib import Path
 import openai
 import pytest
 
-from mediagate.accounting.pricing import USAGE_BOUND, UnusableUsage, video_cost
+from mediagate.accounting.pricing import (
+    USAGE_BOUND,
+    UnusableUsage,
+    estimate_images,
+    token_cost,
+    video_cost,
+)
 from mediagate.catalog import load_catalog
+from mediagate.images.plan import gif_frames, plan_images
+from mediagate.images.spec import parse_generation
 from mediagate.stores.ledger import Charge
 
 from .conftest import Gateway, Sim, fast_video_polls, wait_until
@@ -126,3 +134,50 @@ def test_the_ledger_never_books_a_credit() -> None:
 def test_the_sdk_reads_an_image_with_unbelievable_usage(client: openai.OpenAI) -> None:
     image = client.images.generate(model="gpt-image-2", prompt="x [sim:usage=zero]")
     assert image.data and image.data[0].b64_json
+
+
+def test_a_gif_billed_per_frame_is_billed_its_usage(gateway: Gateway) -> None:
+    # An upstream that bills each of a GIF's 16 frames as an image: 16 times one image's
+    # output tokens, within the request's estimate since that counts every frame.
+    raw = gateway.sdk().images.with_raw_response.generate(
+        model="gpt-image-2.6-flare",
+        prompt="a bouncing ball [sim:usage=per_frame]",
+        output_format="gif",
+        frame_count=16,
+        size="1024x1024",
+        quality="low",
+    )
+    result = raw.parse()
+    assert result.output_format == "gif" and result.usage is not None
+    route = load_catalog().routes["gpt-image-2.6-flare.official"]
+    assert route.price is not None and route.price.tokens is not None
+    usage = result.usage.model_dump()
+    # 16 frames of 1,088 low-quality tokens a megapixel (a single image is 1,088).
+    assert usage["output_tokens"] == 16 * 1088
+    assert cost_of(raw) == pytest.approx(token_cost(route.price.tokens, usage))
+    assert metric(gateway.url, REJECTED, route="gpt-image-2.6-flare.official") == 0
+
+
+def test_a_gifs_estimate_counts_its_frames() -> None:
+    route = load_catalog().routes["gpt-image-2.6-flare.official"]
+    assert route.price is not None and route.price.tokens is not None
+    # One low-quality megapixel image's output: 1,088 tokens at the output rate.
+    frame = 1088 * route.price.tokens.image_output / 1_000_000
+
+    def estimate(**fields: object) -> float:
+        body = {"model": "gpt-image-2.6-flare", "prompt": "a ball", "size": "1024x1024", **fields}
+        plan = plan_images(parse_generation(body), route)
+        return estimate_images(
+            route.price,
+            plan.calls,
+            "a ball",
+            size=plan.size,
+            quality="low",
+            frames=gif_frames(plan),
+        )
+
+    one = estimate()
+    assert estimate(output_format="png") == one
+    assert estimate(output_format="gif", frame_count=4) - one == pytest.approx(3 * frame, abs=2e-6)
+    # Without frame_count, the most the route's frame_count rule allows (catalog data: 16).
+    assert estimate(output_format="gif") - one == pytest.approx(15 * frame, abs=2e-6)

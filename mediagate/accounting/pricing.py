@@ -144,11 +144,13 @@ def estimate_images(
     size: Size | None = None,
     quality: str | None = None,
     input_images: int = 0,
+    frames: int = 1,
     multiplier: float = 1.0,
 ) -> float:
     """The most a request can cost: `calls` images per upstream call at the planned `size`
     (None: the upstream's choice, counted as the largest standard size) and `quality` (None:
-    the dearest), the prompt, an edit's input images, the group's multiplier."""
+    the dearest), each of `frames` frames (an animated GIF's: each may be billed as an image),
+    the prompt, an edit's input images, the group's multiplier."""
     if price is None:
         return 0.0
     n = sum(calls)
@@ -159,7 +161,7 @@ def estimate_images(
         # tokens; every call sends the prompt and the input images again. Each input class is
         # priced at the dearer input rate, each output class at the dearer output rate.
         input_tokens = (len(prompt) + estimate.input_tokens_per_image * input_images) * len(calls)
-        output_tokens = _output_tokens_per_image(estimate, quality, size)
+        output_tokens = _output_tokens_per_image(estimate, quality, size) * max(1, frames)
         rate_in = max(tokens.text_input, tokens.image_input)
         rate_out = max(tokens.image_output, tokens.text_output or 0)
         cost += (input_tokens * rate_in + output_tokens * n * rate_out) / 1_000_000

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from mediagate.catalog import Alias, ParamRule, Route, SizeRule
+from mediagate.catalog import Alias, Catalog, ParamRule, Route, SizeRule
 from mediagate.errors import InvalidRequest
 from mediagate.images.spec import QUALITIES, ImageEditRequest, ImageGenerationRequest
 from mediagate.sizes import Size
@@ -44,12 +44,29 @@ class ImagePlan:
         return self.spec.route
 
 
+def gif_frames(plan: ImagePlan) -> int:
+    """The frames a planned request's images may have: 1, or for an animated GIF its
+    `frame_count`, else the most its route's `frame_count` rule allows (the upstream picks
+    the count then; the catalog's bound, so the estimate stays an upper bound)."""
+    params = plan.spec.params
+    if params.get("output_format") != "gif":
+        return 1
+    asked = params.get("frame_count")
+    if isinstance(asked, int) and asked > 0:
+        return asked
+    bounds = [r.max for r in plan.route.rules if r.field == "frame_count" and r.max is not None]
+    return max(bounds, default=1)
+
+
 @dataclass
 class ImageJob:
     """One client request, validated and planned for its route; nothing sent yet."""
 
     model: str  # the public model name (an alias's successor, when asked by a retired name)
     plan: ImagePlan
+    # The catalog the job was planned on: its routes' group multipliers are billed with the
+    # routes' prices, whatever a reload puts in force before the job is answered.
+    catalog: Catalog
     dialect: Dialect
     request: ImageGenerationRequest | ImageEditRequest  # to plan again for a fallback route
     base_url: str  # where the gateway's own image links point

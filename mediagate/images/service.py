@@ -53,7 +53,7 @@ from mediagate.imagedata import (
     invalid_image,
     sniff_output_type,
 )
-from mediagate.images.plan import ImageJob, ImagePlan, ImagesResult, plan_images
+from mediagate.images.plan import ImageJob, ImagePlan, ImagesResult, gif_frames, plan_images
 from mediagate.images.spec import (
     ImageEditRequest,
     ImageGenerationRequest,
@@ -136,15 +136,19 @@ class ImageService:
 
     def plan_generation(self, body: Any, base_url: str) -> ImageJob:
         """A generation request validated and planned for the model's first route."""
-        fallbacks = self._resolve(body.get("model") if isinstance(body, dict) else None)
+        catalog = self.catalog
+        fallbacks = self._resolve(catalog, body.get("model") if isinstance(body, dict) else None)
         request = parse_generation(body)
-        return self._job(request, plan_images(request, _first(fallbacks)), base_url, fallbacks)
+        plan = plan_images(request, _first(fallbacks))
+        return self._job(catalog, request, plan, base_url, fallbacks)
 
     async def plan_edit(self, form: FormData, base_url: str) -> ImageJob:
         """An edit from its multipart form, validated and planned; the form is closed if it is
         refused (and by `answer` once the answer, or its stream, is done)."""
+        # The catalog read once, before the uploads are (a reload may land meanwhile).
+        catalog = self.catalog
         try:
-            fallbacks = self._resolve(form.get("model"))
+            fallbacks = self._resolve(catalog, form.get("model"))
             settings = self.settings
             fields, inputs = split_form(
                 form, settings.edit_max_file_bytes, settings.edit_max_total_bytes
@@ -157,23 +161,23 @@ class ImageService:
         except BaseException:
             await form.close()
             raise
-        return self._job(request, plan, base_url, fallbacks, edit)
+        return self._job(catalog, request, plan, base_url, fallbacks, edit)
 
     # --- Planning ---------------------------------------------------------------------------
 
-    def _resolve(self, name: Any) -> tuple[list[Route], bool]:
+    def _resolve(self, catalog: Catalog, name: Any) -> tuple[list[Route], bool]:
         """The model's image routes in order, and whether fallbacks may drop parameters. The
         model is resolved before the rest is validated, so a bad request is still counted
         against the model it was for. A retired name with an alias is its successor's request
         from here on; the request's record keeps the alias (for its headers and log line)."""
-        name = name or self.catalog.default_image_model
+        name = name or catalog.default_image_model
         if not isinstance(name, str):
             return [], True  # not a model name at all: the request's validation says so
-        model, route, alias = self.catalog.lookup(name, "image")
+        model, route, alias = catalog.lookup(name, "image")
         ctx = context.current()
         ctx.served_by(model.id, route)
         ctx.alias = alias
-        rest = [self.catalog.routes[rid] for rid in model.routes[1:]]
+        rest = [catalog.routes[rid] for rid in model.routes[1:]]
         may_drop = self.settings.fallback_may_drop
         if model.fallback_may_drop is not None:
             may_drop = model.fallback_may_drop
@@ -181,6 +185,7 @@ class ImageService:
 
     def _job(
         self,
+        catalog: Catalog,
         request: ImageGenerationRequest | ImageEditRequest,
         plan: ImagePlan,
         base_url: str,
@@ -193,6 +198,7 @@ class ImageService:
             model=ctx.model or "",
             alias=ctx.alias,
             plan=plan,
+            catalog=catalog,
             dialect=get_dialect(plan.route.dialect),
             request=request,
             base_url=base_url,
@@ -214,9 +220,10 @@ class ImageService:
         """The job admitted against the key's limits and budget (after the `gate` it passed
         before its body was read), run, and settled."""
         plan = job.plan
-        # One catalog for the request's prices, reserved and billed alike, whatever a reload
-        # puts in force meanwhile.
-        catalog = self.catalog
+        # One catalog for the request's prices, reserved and billed alike: the one its routes
+        # came from (planned, before an edit's uploads were read), whatever a reload puts in
+        # force meanwhile.
+        catalog = job.catalog
         # Reserved: the most the job can cost on any route it may end up on.
         estimates = self._estimates(job, catalog)
         estimate = max(estimates.values(), default=0.0)
@@ -299,6 +306,7 @@ class ImageService:
                 size=plan.size,
                 quality=plan.spec.params.get("quality"),
                 input_images=input_images,
+                frames=gif_frames(plan),
                 multiplier=multiplier,
             )
         return estimates

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gzip
+import io
 import logging
 import secrets
 import time
@@ -455,15 +456,29 @@ def _store(
 
 
 async def _render_job(job: ImageJob, index: int) -> tuple[bytes, str]:
-    """Image `index` of the job in its output format (GIF and SVG really are; jpeg and webp
-    are answered as PNGs, which the official routes' `output_format` does not show) and its
-    content type."""
+    """Image `index` of the job in its output format (GIF and SVG really are, and the 2.6 web
+    route's JPEG and WebP, which say their format and size only in their bytes; the official
+    routes' jpeg and webp are answered as PNGs, which their `output_format` does not show) and
+    its content type."""
     seed = job.seed(index)
     if job.output_format == "gif":
         return make_gif(job.width, job.height, seed, job.frame_count), "image/gif"
     if job.output_format == "svg":
         return make_svg(job.width, job.height, seed), "image/svg+xml"
-    return await _render(job.width, job.height, seed), _PNG
+    png = await _render(job.width, job.height, seed)
+    if job.route == "web-2.6" and job.output_format in ("jpeg", "webp"):
+        return await asyncio.to_thread(_converted, png, job.output_format)
+    return png, _PNG
+
+
+def _converted(png: bytes, output_format: str) -> tuple[bytes, str]:
+    """A PNG as a JPEG or a WebP, and its content type."""
+    from PIL import Image  # only here: the simulator's start loads no Pillow for it
+
+    out = io.BytesIO()
+    with Image.open(io.BytesIO(png)) as image:
+        image.convert("RGB").save(out, output_format.upper())
+    return out.getvalue(), f"image/{output_format}"
 
 
 async def _render(width: int, height: int, seed: str) -> bytes:

@@ -623,6 +623,10 @@ def image_usage(job: ImageJob, images: int | None = None) -> dict[str, Any]:
     table = _OUTPUT_TOKENS_PER_MP[job.route]
     per_mp = table.get(job.quality, table["medium"])
     output_tokens = round(per_mp * job.width * job.height / (1024 * 1024)) * count
+    if "[sim:usage=per_frame]" in job.prompt and job.frame_count:
+        # How a GIF's frames are billed is not documented: an upstream that bills each frame
+        # as an image.
+        output_tokens *= job.frame_count
     if "[sim:usage=huge]" in job.prompt:
         output_tokens = 9_999_999  # within any sanity cap, far beyond what an image makes
     else:

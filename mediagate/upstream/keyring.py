@@ -53,6 +53,15 @@ class KeyRing:
     def has(self, group: str) -> bool:
         return group in self._keys
 
+    def add_groups(self, keys: dict[str, list[str]]) -> list[str]:
+        """The keys of groups the ring does not hold yet (a reloaded catalog's new groups),
+        taken in; a group it holds keeps its keys, turns and cool-downs. The groups added."""
+        added = sorted(g for g, group_keys in keys.items() if group_keys and g not in self._keys)
+        for group in added:
+            self._keys[group] = list(keys[group])
+            self._turn[group] = 0
+        return added
+
     def _group(self, group: str) -> list[str]:
         try:
             return self._keys[group]
