@@ -172,6 +172,11 @@ def lift_b64(encoded: bytes | memoryview) -> tuple[str, bytes] | None:
     return None if kind is None else (kind, head)
 
 
+# The most an answer may hold besides its lifted images, whatever their size, for the lifting
+# to be worth its copy of the rest (see loads_lifting).
+_REST_KEPT = 64 * 1024
+
+
 def loads_lifting(raw: bytes) -> Any:
     """The JSON answer `raw` parsed, its large valid `b64_json` images as `LiftedB64` (see the
     note above); every other value as `orjson.loads` gives it. Raises ValueError for what is
@@ -189,6 +194,12 @@ def loads_lifting(raw: bytes) -> Any:
             pos = end
         at = raw.find(_B64_KEY, max(at + 1, pos))
     if not lifted:
+        return orjson.loads(raw)
+    images = sum(len(image.quoted) for image in lifted)
+    if size - images > max(images, _REST_KEPT):
+        # Mostly other bytes (whitespace, text): lifting would copy them (the placeholder
+        # copy below) beside the answer, twice the bytes the room for upstream answers counted,
+        # to save little: parsed the usual way.
         return orjson.loads(raw)
     pieces.append(raw[pos:])
     payload = orjson.loads(b"".join(pieces))
