@@ -18,7 +18,7 @@ The gateway runs with `MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES=0` (no bound on the
 answers held: 30 MB x 4 at c=16 is 1.9 GB, more than the default 512 MB, whose queueing this
 does not measure). `BENCH_COMPARE_DIR`: another checkout's gateway in the same rounds (an A/B,
 the before and after of a change). `BENCH_QUICK=1`: 12 MB only, c=1 and 16, 3 rounds.
-`BENCH_ROUNDS`: rounds per case (default 5). `BENCH_B64_RESULTS`: where the JSON goes (default
+`BENCH_ROUNDS`: rounds per case (default 5). `BENCH_B64_OUT`: where the JSON goes (default
 bench/b64-results.json).
 """
 
@@ -30,21 +30,19 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from . import modes
 from .procs import (
     Loader,
     Proc,
-    cpus,
     free_port,
     peak_rss_during,
     serve_gateway,
-    steady_env,
     wait_port,
 )
 
@@ -217,51 +215,35 @@ def measure_case(
 
 
 def run(config: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
-    available = cpus()
-    pin = config.pin and len(available) >= 2
-    server_cpu, other_cpu = (available[-1], available[0]) if pin else (None, None)
     results: dict[str, Any] = {
         "config": asdict(config),
-        "pinning": {"servers": server_cpu, "upstream_and_load": other_cpu},
         "target": f"gateway CPU per MB <= {TARGET}x the floor's (medians of alternating rounds)",
         "cases": [],
     }
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="mediagate-bench-b64-") as tmp:
-        work = Path(tmp)
-        upstream_port = free_port()
-        upstream = Proc(
-            "upstream",
-            [sys.executable, "-m", "bench.standin", "--port", str(upstream_port)],
-            work,
-            steady_env(),
-            cpu=other_cpu,
-        )
-        loader = Loader(work, other_cpu)
-        try:
-            wait_port(upstream, upstream_port)
-            with contextlib.ExitStack() as running:
-                sides: dict[str, tuple[Proc, str]] = {}
-                sides["floor"] = running.enter_context(_floor(work, upstream_port, server_cpu))
-                env = _gateway_env(work, "gateway", upstream_port)
-                sides["mediagate"] = running.enter_context(
-                    serve_gateway("gateway", work, env, server_cpu)
+    with modes.stack(image_kb=1024, pin=config.pin) as stack:
+        work, loader, upstream_port = stack.work, stack.loader, stack.upstream_port
+        server_cpu = stack.gateway_cpu
+        results["pinning"] = {"servers": server_cpu, "upstream_and_load": stack.other_cpu}
+        with contextlib.ExitStack() as running:
+            sides: dict[str, tuple[Proc, str]] = {}
+            sides["floor"] = running.enter_context(_floor(work, upstream_port, server_cpu))
+            env = _gateway_env(work, "gateway", upstream_port)
+            sides["mediagate"] = running.enter_context(
+                serve_gateway("gateway", work, env, server_cpu)
+            )
+            if config.compare_dir:
+                env = _gateway_env(work, "compared", upstream_port)
+                cwd = Path(config.compare_dir)
+                sides[f"{cwd.name} (BENCH_COMPARE_DIR)"] = running.enter_context(
+                    serve_gateway("compared", work, env, server_cpu, cwd=cwd)
                 )
-                if config.compare_dir:
-                    env = _gateway_env(work, "compared", upstream_port)
-                    cwd = Path(config.compare_dir)
-                    sides[f"{cwd.name} (BENCH_COMPARE_DIR)"] = running.enter_context(
-                        serve_gateway("compared", work, env, server_cpu, cwd=cwd)
-                    )
-                for size_mb in config.sizes_mb:
-                    for n in config.ns:
-                        for c in config.concurrencies:
-                            row = measure_case(loader, sides, config, size_mb, n, c)
-                            results["cases"].append(row)
-                            log(_line(row))
-        finally:
-            loader.stop()
-            upstream.stop()
+            for size_mb in config.sizes_mb:
+                for n in config.ns:
+                    for c in config.concurrencies:
+                        row = measure_case(loader, sides, config, size_mb, n, c)
+                        results["cases"].append(row)
+                        log(_line(row))
     results["seconds"] = time.monotonic() - started
     return results
 
@@ -306,7 +288,7 @@ def render(results: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    config = QUICK if os.environ.get("BENCH_QUICK") else FULL
+    config = QUICK if modes.quick() else FULL
     compare = os.environ.get("BENCH_COMPARE_DIR")
     if compare:
         config = Config(**{**asdict(config), "compare_dir": compare})
@@ -314,8 +296,7 @@ def main() -> int:
     if rounds:
         config = Config(**{**asdict(config), "rounds": int(rounds)})
     results = run(config)
-    default = Path(__file__).resolve().parent / "b64-results.json"
-    path = Path(os.environ.get("BENCH_B64_RESULTS") or default)
+    path = modes.out_path("b64")
     path.write_text(json.dumps(results, indent=1) + "\n")
     print(render(results))
     print(f"written to {path}")

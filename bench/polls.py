@@ -27,7 +27,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -36,8 +35,9 @@ from typing import Any
 
 import httpx2
 
-from .procs import Loader, Proc, cpus, free_port, serve_gateway, steady_env, wait_port
-from .runner import CLIENT_KEY, QUICK, Stack, _http, gateway_env, machine, make_video
+from . import modes
+from .procs import Loader, Proc, free_port, serve_gateway, steady_env, wait_port
+from .runner import CLIENT_KEY, _http, gateway_env, machine, make_video
 
 # The gateway reads the record while the poll interval has not elapsed: an hour, so no poll
 # of the run asks the upstream. The read limiter is off (as in `make bench`): with its default
@@ -129,74 +129,57 @@ def floor_server(work: Path, video: dict[str, Any], cpu: int | None) -> Iterator
 
 def run(config: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
     started = time.monotonic()
-    available = cpus()
-    pin = config.pin and len(available) >= 2
-    gateway_cpu, other_cpu = (available[-1], available[0]) if pin else (None, None)
     results: dict[str, Any] = {
         "config": asdict(config),
         "machine": machine(),
-        "pinning": {"gateway_and_floor": gateway_cpu, "upstream_and_load": other_cpu},
         "settings": {**POLL_SETTINGS, "MEDIAGATE_READS_PER_MINUTE": "0"},
         "rows": [],
     }
-    with tempfile.TemporaryDirectory(prefix="mediagate-polls-") as tmp:
-        work = Path(tmp)
-        upstream_port = free_port()
-        upstream = Proc(
-            "upstream",
-            [sys.executable, "-m", "bench.standin", "--port", str(upstream_port)],
-            work,
-            steady_env(),
-            cpu=other_cpu,
-        )
-        loader = Loader(work, other_cpu)
-        stack = Stack(QUICK, work, upstream_port, loader, upstream, gateway_cpu, other_cpu)
-        try:
-            wait_port(upstream, upstream_port)
-            with contextlib.ExitStack() as running:
-                sides: list[Side] = []
+    with modes.stack(image_kb=1024, pin=config.pin) as stack:
+        work, loader, gateway_cpu = stack.work, stack.loader, stack.gateway_cpu
+        results["pinning"] = {
+            "gateway_and_floor": gateway_cpu,
+            "upstream_and_load": stack.other_cpu,
+        }
+        with contextlib.ExitStack() as running:
+            sides: list[Side] = []
 
-                def add(name: str, app_dir: str | None = None, **extra: str) -> None:
-                    env = gateway_env(stack, name.replace(" ", "-"), **POLL_SETTINGS, **extra)
-                    cwd = Path(app_dir) if app_dir else None
-                    proc, url = running.enter_context(
-                        serve_gateway(name.replace(" ", "-"), work, env, gateway_cpu, cwd)
-                    )
-                    _, our_id = make_video(stack.upstream_url, url, 1024)
-                    scenario = _http("GET", f"{url}/v1/videos/{our_id}", CLIENT_KEY)
-                    sides.append(Side(name, proc, scenario, []))
+            def add(name: str, app_dir: str | None = None, **extra: str) -> None:
+                env = gateway_env(stack, name.replace(" ", "-"), **POLL_SETTINGS, **extra)
+                cwd = Path(app_dir) if app_dir else None
+                proc, url = running.enter_context(
+                    serve_gateway(name.replace(" ", "-"), work, env, gateway_cpu, cwd)
+                )
+                _, our_id = make_video(stack.upstream_url, url, 1024)
+                scenario = _http("GET", f"{url}/v1/videos/{our_id}", CLIENT_KEY)
+                sides.append(Side(name, proc, scenario, []))
 
-                add("gateway")
-                if config.read_limited:
-                    add("gateway, read limit on", **READ_LIMITED)
-                if config.compare_dir:
-                    label = f"{Path(config.compare_dir).name} (BENCH_COMPARE_DIR)"
-                    add(label, app_dir=config.compare_dir)
-                first = sides[0].scenario
-                video = httpx2.get(first["url"], headers=first["headers"], timeout=10).json()
-                floor_proc, floor_url = running.enter_context(
-                    floor_server(work, video, gateway_cpu)
-                )
-                floor = Side(
-                    "floor (aiohttp, the JSON from a dict)",
-                    floor_proc,
-                    _http("GET", f"{floor_url}/v1/videos/{video['id']}", CLIENT_KEY),
-                    [],
-                )
-                sides.append(floor)
-                for side in sides:  # warm connections, caches and the allocator
-                    loader.run(side.scenario, config.concurrency, config.warmup_s)
-                for index in range(config.rounds):
-                    shift = index % len(sides)
-                    for side in sides[shift:] + sides[:shift]:
-                        side.rounds.append(_round(loader, side, config.concurrency, config.round_s))
-                for side in sides:
-                    row = _row(side, floor)
-                    results["rows"].append(row)
-                    log(_line(row))
-        finally:
-            loader.stop()
-            upstream.stop()
+            add("gateway")
+            if config.read_limited:
+                add("gateway, read limit on", **READ_LIMITED)
+            if config.compare_dir:
+                label = f"{Path(config.compare_dir).name} (BENCH_COMPARE_DIR)"
+                add(label, app_dir=config.compare_dir)
+            first = sides[0].scenario
+            video = httpx2.get(first["url"], headers=first["headers"], timeout=10).json()
+            floor_proc, floor_url = running.enter_context(floor_server(work, video, gateway_cpu))
+            floor = Side(
+                "floor (aiohttp, the JSON from a dict)",
+                floor_proc,
+                _http("GET", f"{floor_url}/v1/videos/{video['id']}", CLIENT_KEY),
+                [],
+            )
+            sides.append(floor)
+            for side in sides:  # warm connections, caches and the allocator
+                loader.run(side.scenario, config.concurrency, config.warmup_s)
+            for index in range(config.rounds):
+                shift = index % len(sides)
+                for side in sides[shift:] + sides[:shift]:
+                    side.rounds.append(_round(loader, side, config.concurrency, config.round_s))
+            for side in sides:
+                row = _row(side, floor)
+                results["rows"].append(row)
+                log(_line(row))
     results["seconds"] = round(time.monotonic() - started, 1)
     return results
 
@@ -230,7 +213,7 @@ def render(results: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    quick = modes.quick()
     config = QUICK_POLLS if quick else FULL
     if os.environ.get("BENCH_ROUNDS"):
         config = replace(config, rounds=int(os.environ["BENCH_ROUNDS"]))
@@ -238,7 +221,7 @@ def main() -> int:
         config = replace(config, compare_dir=os.environ["BENCH_COMPARE_DIR"])
     if os.environ.get("BENCH_POLLS_CONCURRENCY"):
         config = replace(config, concurrency=int(os.environ["BENCH_POLLS_CONCURRENCY"]))
-    out = Path(os.environ.get("BENCH_POLLS_OUT") or Path(__file__).with_name("polls-results.json"))
+    out = modes.out_path("polls")
     print(f"mediagate polls benchmark ({'quick' if quick else 'full'}); results to {out}")
     results = run(config, log=lambda line: print(line, flush=True))
     out.write_text(json.dumps(results, indent=2) + "\n")

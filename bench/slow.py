@@ -39,6 +39,7 @@ from typing import Any
 
 import httpx2
 
+from . import modes
 from .procs import (
     Loader,
     Proc,
@@ -495,11 +496,11 @@ def render(results: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    quick = modes.quick()
     config = QUICK if quick else FULL
     if os.environ.get("BENCH_ROUNDS"):
         config = replace(config, rounds=int(os.environ["BENCH_ROUNDS"]))
-    out = Path(os.environ.get("BENCH_SLOW_OUT") or Path(__file__).parent / "slow-results.json")
+    out = modes.out_path("slow")
     print(f"slow calls in flight ({'quick' if quick else 'full'}); results to {out}", flush=True)
     results = run(config, lambda line: print(line, flush=True))
     out.write_text(json.dumps(results, indent=1))

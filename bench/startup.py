@@ -22,15 +22,15 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .procs import Loader, Proc, cpus, free_port, steady_env, wait_port
-from .runner import CLIENT_KEY, QUICK, Stack, gateway_env, machine
+from . import modes
+from .procs import Proc, free_port
+from .runner import CLIENT_KEY, Stack, gateway_env, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,43 +163,23 @@ def _summary(
 
 def run(config: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
     started = time.monotonic()
-    available = cpus()
-    pin = config.pin and len(available) >= 2
-    gateway_cpu, other_cpu = (available[-1], available[0]) if pin else (None, None)
     sides: dict[str, Path | None] = {"this checkout": None}
     if config.compare_dir:
         sides[f"{Path(config.compare_dir).name} (BENCH_COMPARE_DIR)"] = Path(config.compare_dir)
     spawns: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
     imports: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
-    with tempfile.TemporaryDirectory(prefix="mediagate-startup-") as tmp:
-        work = Path(tmp)
-        upstream_port = free_port()
-        upstream = Proc(
-            "upstream",
-            [sys.executable, "-m", "bench.standin", "--port", str(upstream_port)],
-            work,
-            steady_env(),
-            cpu=other_cpu,
-        )
-        loader = Loader(work, other_cpu)  # unused, but a Stack has one
-        stack = Stack(QUICK, work, upstream_port, loader, upstream, gateway_cpu, other_cpu)
-        try:
-            wait_port(upstream, upstream_port)
-            names = list(sides)
-            for index in range(max(config.spawns, config.imports)):
-                shift = index % len(names)
-                for name in names[shift:] + names[:shift]:
-                    cwd = sides[name]
-                    if index < config.spawns:
-                        label = f"gateway-{len(spawns[name])}-{names.index(name)}"
-                        spawns[name].append(
-                            spawn_once(stack, label, config.settle_s, gateway_cpu, cwd)
-                        )
-                    if index < config.imports:
-                        imports[name].append(import_once(cwd or ROOT, gateway_cpu))
-        finally:
-            loader.stop()
-            upstream.stop()
+    with modes.stack(image_kb=1024, pin=config.pin) as stack:
+        gateway_cpu, other_cpu = stack.gateway_cpu, stack.other_cpu
+        names = list(sides)
+        for index in range(max(config.spawns, config.imports)):
+            shift = index % len(names)
+            for name in names[shift:] + names[:shift]:
+                cwd = sides[name]
+                if index < config.spawns:
+                    label = f"gateway-{len(spawns[name])}-{names.index(name)}"
+                    spawns[name].append(spawn_once(stack, label, config.settle_s, gateway_cpu, cwd))
+                if index < config.imports:
+                    imports[name].append(import_once(cwd or ROOT, gateway_cpu))
     rows = [_summary(name, spawns[name], imports[name]) for name in sides]
     for row in rows:
         log(_line(row))
@@ -249,13 +229,11 @@ def render(results: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
+    quick = modes.quick()
     config = QUICK_STARTUP if quick else FULL
     if os.environ.get("BENCH_COMPARE_DIR"):
         config = replace(config, compare_dir=os.environ["BENCH_COMPARE_DIR"])
-    out = Path(
-        os.environ.get("BENCH_STARTUP_OUT") or Path(__file__).with_name("startup-results.json")
-    )
+    out = modes.out_path("startup")
     print(f"mediagate start-up benchmark ({'quick' if quick else 'full'}); results to {out}")
     results = run(config, log=lambda line: print(line, flush=True))
     out.write_text(json.dumps(results, indent=2) + "\n")
