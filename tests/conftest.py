@@ -77,6 +77,13 @@ class Gateway:
             payload = {"model": model, "prompt": prompt, **body}
             return http.post("/v1/images/generations", json=payload)
 
+    def video_from_link(self, url: str, size: str = "720x1280") -> httpx2.Response:
+        """A plain HTTP video create whose input_reference is an image link (the raw answer)."""
+        with self.http() as http:
+            reference = {"image_url": url}
+            payload = {"prompt": "from a link", "size": size, "input_reference": reference}
+            return http.post("/v1/videos", json=payload)
+
 
 def decode_image(b64: str | None) -> Image.Image:
     """A b64_json answer's image, checked to be valid base64 of an image."""

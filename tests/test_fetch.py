@@ -287,15 +287,7 @@ def test_an_upstream_image_link_served_gzipped_is_a_502(gateway: Gateway, sim: S
 
 def test_a_clients_image_link_served_gzipped_is_a_400(videos_gw: Gateway, sim: Sim) -> None:
     sim.state.files["gz-ref.png"] = (make_png(720, 1280, "ref"), "image/png")
-    with videos_gw.http() as http:
-        response = http.post(
-            "/v1/videos",
-            json={
-                "prompt": "from a link",
-                "size": "720x1280",
-                "input_reference": {"image_url": f"{sim.url}/files/gz-ref.png"},
-            },
-        )
+    response = videos_gw.video_from_link(f"{sim.url}/files/gz-ref.png")
     message = assert_error(response, 400, "input_reference")
     assert "Content-Encoding" in message and "not decoded" in message
     assert sim.sent("/v1/videos") == []

@@ -141,15 +141,7 @@ def test_oversized_references_are_400s(make_gateway: Callable[..., Gateway], sim
 
 def test_an_image_url_reference_is_downloaded_and_fitted(videos_gw: Gateway, sim: Sim) -> None:
     sim.state.files["ref.png"] = (make_png(900, 900, "ref"), "image/png")
-    with videos_gw.http() as http:
-        response = http.post(
-            "/v1/videos",
-            json={
-                "prompt": "from a link",
-                "size": "720x1280",
-                "input_reference": {"image_url": f"{sim.url}/files/ref.png"},
-            },
-        )
+    response = videos_gw.video_from_link(f"{sim.url}/files/ref.png")
     assert response.status_code == 200, response.text
     assert response.headers["x-mediagate-mapped"] == "input_reference=900x900>720x1280"
     assert (sent_reference(sim)["width"], sent_reference(sim)["height"]) == (720, 1280)
