@@ -29,9 +29,8 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,17 +39,16 @@ from . import modes
 from .procs import (
     Loader,
     Proc,
-    free_port,
     peak_rss_during,
     serve_gateway,
-    wait_port,
 )
+from .runner import CLIENT_KEY, IMAGE_MODEL, MB, UPSTREAM_KEYS, gateway_env
 
-MB = 1_000_000
-CLIENT_KEY = "sk-bench-client-" + "0" * 24
-UPSTREAM_KEYS = {"default": "sk-bench-up-default", "official": "sk-bench-up-official"}
-MODEL = "gpt-image-1"
+MODEL = IMAGE_MODEL
 TARGET = 1.3  # the gateway's CPU per MB over the floor's, at most
+# No room bound for upstream answers: 30 MB x 4 at c=16 is 1.9 GB in flight, beyond the default
+# 512 MB, whose queueing this does not measure.
+UNBOUNDED = {"MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES": "0"}
 
 
 @dataclass(frozen=True)
@@ -66,52 +64,6 @@ class Config:
 
 FULL = Config()
 QUICK = Config(sizes_mb=(12.0,), concurrencies=(1, 16), rounds=3)
-
-
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("MEDIAGATE_", "BENCH_"))}
-
-
-def _gateway_env(work: Path, name: str, upstream_port: int) -> dict[str, str]:
-    data = work / f"{name}-data"
-    data.mkdir(parents=True, exist_ok=True)
-    env = _clean_env()
-    env.update(
-        {
-            "MEDIAGATE_UPSTREAM_URL": f"http://127.0.0.1:{upstream_port}/v1",
-            "MEDIAGATE_KEY_DEFAULT": UPSTREAM_KEYS["default"],
-            "MEDIAGATE_KEY_OPENAIOFFICIAL": UPSTREAM_KEYS["official"],
-            "MEDIAGATE_API_KEYS": f"bench:{CLIENT_KEY}",
-            "MEDIAGATE_DATA_DIR": str(data),
-            "MEDIAGATE_UPSTREAM_TIMEOUT_S": "600",
-            "MEDIAGATE_READS_PER_MINUTE": "0",
-            "MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES": "0",
-        }
-    )
-    return env
-
-
-@contextlib.contextmanager
-def _floor(work: Path, upstream_port: int, cpu: int | None) -> Iterator[tuple[Proc, str]]:
-    port = free_port()
-    args = [
-        sys.executable,
-        "-m",
-        "bench.floor",
-        "--port",
-        str(port),
-        "--upstream",
-        f"http://127.0.0.1:{upstream_port}",
-        "--key",
-        UPSTREAM_KEYS["official"],
-    ]
-    proc = Proc("floor", args, work, _clean_env(), cpu)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_port(proc, port)
-        yield proc, url
-    finally:
-        proc.stop()
 
 
 def _scenario(url: str, size_mb: float, n: int) -> dict[str, Any]:
@@ -222,18 +174,19 @@ def run(config: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
     }
     started = time.monotonic()
     with modes.stack(image_kb=1024, pin=config.pin) as stack:
-        work, loader, upstream_port = stack.work, stack.loader, stack.upstream_port
+        work, loader = stack.work, stack.loader
         server_cpu = stack.gateway_cpu
         results["pinning"] = {"servers": server_cpu, "upstream_and_load": stack.other_cpu}
         with contextlib.ExitStack() as running:
             sides: dict[str, tuple[Proc, str]] = {}
-            sides["floor"] = running.enter_context(_floor(work, upstream_port, server_cpu))
-            env = _gateway_env(work, "gateway", upstream_port)
+            key = UPSTREAM_KEYS["official"]
+            sides["floor"] = running.enter_context(modes.floor(stack, key=key))
+            env = gateway_env(stack, "gateway", **UNBOUNDED)
             sides["mediagate"] = running.enter_context(
                 serve_gateway("gateway", work, env, server_cpu)
             )
             if config.compare_dir:
-                env = _gateway_env(work, "compared", upstream_port)
+                env = gateway_env(stack, "compared", **UNBOUNDED)
                 cwd = Path(config.compare_dir)
                 sides[f"{cwd.name} (BENCH_COMPARE_DIR)"] = running.enter_context(
                     serve_gateway("compared", work, env, server_cpu, cwd=cwd)
@@ -296,9 +249,7 @@ def main() -> int:
     if rounds:
         config = Config(**{**asdict(config), "rounds": int(rounds)})
     results = run(config)
-    path = modes.out_path("b64")
-    path.write_text(json.dumps(results, indent=1) + "\n")
-    print(render(results))
-    print(f"written to {path}")
+    modes.save("b64", results, render)
+    print(f"written to {modes.out_path('b64')}")
     errors = sum(side["errors"] for row in results["cases"] for side in row["sides"].values())
     return 1 if errors else 0

@@ -21,7 +21,6 @@ bench/download-results.json (BENCH_DOWNLOAD_OUT). `BENCH_QUICK=1`: 3 rounds;
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass, replace
 from typing import Any
@@ -161,7 +160,5 @@ def main() -> int:
     out = modes.out_path(MODE)
     print(f"bench download ({'quick' if modes.quick() else 'full'}); results to {out}", flush=True)
     results = run(config, log=lambda line: print(line, flush=True))
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print()
-    print(render(results))
+    modes.save(MODE, results, render)
     return 1 if any(row["errors"] for row in results["sides"]) else 0

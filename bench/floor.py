@@ -85,7 +85,15 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    web.run_app(make_app(args.upstream, args.key), host=args.host, port=args.port, print=None)
+    # uvicorn's backlog (the gateway's): a burst of 2,000 connects at once (bench.slow).
+    web.run_app(
+        make_app(args.upstream, args.key),
+        host=args.host,
+        port=args.port,
+        print=None,
+        access_log=None,
+        backlog=2048,
+    )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ here are the pass-through bench's own (bench.runner, bench.procs), reused, not c
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import statistics
 import subprocess
@@ -44,6 +45,13 @@ def out_path(mode: str) -> Path:
     """BENCH_<MODE>_OUT, else bench/<mode>-results.json."""
     given = os.environ.get(f"BENCH_{mode.upper()}_OUT")
     return Path(given) if given else HERE / f"{mode}-results.json"
+
+
+def save(mode: str, results: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> None:
+    """A mode's results written to `out_path(mode)` as JSON, and its tables printed."""
+    out_path(mode).write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    print(render(results))
 
 
 def commit() -> str:
@@ -92,17 +100,27 @@ def stack(image_kb: int = 64, video_kb: int = 1024, pin: bool = True) -> Iterato
 
 
 @contextlib.contextmanager
-def floor(stack: Stack, name: str = "floor") -> Iterator[tuple[Proc, str]]:
-    """`python -m bench.floor` in front of the stand-in: its process and URL."""
+def floor_process(
+    work: Path, upstream: str, cpu: int | None, name: str = "floor", key: str | None = None
+) -> Iterator[tuple[Proc, str]]:
+    """`python -m bench.floor` in front of `upstream` (a base URL without /v1): its process
+    and URL (with `key`, the floor sends that upstream key in place of the client's)."""
     port = free_port()
-    args = [sys.executable, "-m", "bench.floor", "--upstream", stack.upstream_url]
-    args += ["--port", str(port)]
-    proc = Proc(name, args, stack.work, steady_env(), stack.gateway_cpu)
+    args = [sys.executable, "-m", "bench.floor", "--upstream", upstream, "--port", str(port)]
+    args += ["--key", key] if key else []
+    proc = Proc(name, args, work, steady_env(), cpu)
     try:
         wait_port(proc, port)
         yield proc, f"http://127.0.0.1:{port}"
     finally:
         proc.stop()
+
+
+def floor(
+    stack: Stack, name: str = "floor", key: str | None = None
+) -> contextlib.AbstractContextManager[tuple[Proc, str]]:
+    """The floor in front of the stack's stand-in, on the gateway's core."""
+    return floor_process(stack.work, stack.upstream_url, stack.gateway_cpu, name, key)
 
 
 @contextlib.contextmanager

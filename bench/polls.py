@@ -224,9 +224,7 @@ def main() -> int:
     out = modes.out_path("polls")
     print(f"mediagate polls benchmark ({'quick' if quick else 'full'}); results to {out}")
     results = run(config, log=lambda line: print(line, flush=True))
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print()
-    print(render(results))
+    modes.save("polls", results, render)
     return 0
 
 

@@ -6,7 +6,7 @@ gateway's DEFAULT settings (nothing raised: the process raises its own file limi
 same run as:
 
 - direct: the same calls straight to the stand-in (the baseline of "added");
-- the floor: a minimal aiohttp pass-through (this module, `--floor`), what any proxy costs.
+- the floor: bench/floor.py, a minimal aiohttp pass-through, what any proxy costs.
 
 Per burst size, alternating rounds (the order rotating), a fresh gateway and floor per round
 (warmed by a small burst first), so what one burst left in memory is not the next one's
@@ -23,16 +23,14 @@ The full run (250, 1,000 and 2,000 calls of 20 s, 1,000 of 10 s) takes about 8 m
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import resource
 import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -76,61 +74,6 @@ def raise_file_limit() -> int:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-# -- the floor: a minimal aiohttp pass-through ---------------------------------------------------
-
-
-def serve_floor(port: int, upstream: str) -> None:
-    """Every request relayed to `upstream` as it came (method, path, body, authorization),
-    the answer relayed back whole: what any proxy must do, and nothing else."""
-    import asyncio
-
-    import aiohttp
-    from aiohttp import web
-
-    async def main() -> None:
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0), auto_decompress=False
-        )
-
-        async def relay(request: web.Request) -> web.Response:
-            headers = {
-                k: v
-                for k, v in request.headers.items()
-                if k.lower() in ("authorization", "content-type")
-            }
-            body = await request.read()
-            async with session.request(
-                request.method, upstream + request.path_qs, data=body, headers=headers
-            ) as answer:
-                payload = await answer.read()
-                kind = answer.headers.get("content-type", "application/json")
-                return web.Response(
-                    status=answer.status, body=payload, headers={"content-type": kind}
-                )
-
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", relay)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        # uvicorn's backlog (the gateway's): a burst of 2,000 connects at once.
-        await web.TCPSite(runner, "127.0.0.1", port, backlog=2048).start()
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
-@contextlib.contextmanager
-def floor(work: Path, upstream: str, cpu: int | None) -> Iterator[tuple[Proc, str]]:
-    port = free_port()
-    args = [sys.executable, "-m", "bench.slow", "--floor", str(port), "--upstream", upstream]
-    proc = Proc("floor", args, work, steady_env(), cpu)
-    try:
-        wait_port(proc, port)
-        yield proc, f"http://127.0.0.1:{port}"
-    finally:
-        proc.stop()
 
 
 def gateway_env(work: Path, upstream: str, port: int) -> dict[str, str]:
@@ -280,7 +223,7 @@ def _round(
     gateway_cpu: int | None,
 ) -> dict[str, dict[str, Any]]:
     with (
-        floor(work, up, gateway_cpu) as (floor_proc, fl),
+        modes.floor_process(work, up, gateway_cpu) as (floor_proc, fl),
         serve_gateway("gateway", work, gateway_env(work, up, standin_port), gateway_cpu) as (
             gateway_proc,
             gw,
@@ -503,14 +446,5 @@ def main() -> int:
     out = modes.out_path("slow")
     print(f"slow calls in flight ({'quick' if quick else 'full'}); results to {out}", flush=True)
     results = run(config, lambda line: print(line, flush=True))
-    out.write_text(json.dumps(results, indent=1))
-    print(render(results))
+    modes.save("slow", results, render)
     return 0 if all(t["met"] for t in results["targets"]) else 1
-
-
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m bench.slow")
-    parser.add_argument("--floor", type=int, required=True, help="serve the floor on this port")
-    parser.add_argument("--upstream", required=True)
-    arguments = parser.parse_args()
-    serve_floor(arguments.floor, arguments.upstream)

@@ -18,7 +18,6 @@ and 0 errors. Writes bench/soak-results.json (BENCH_SOAK_OUT).
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import threading
@@ -170,7 +169,5 @@ def main() -> int:
     out = modes.out_path(MODE)
     print(f"bench soak ({config.duration_s:g} s); results to {out}", flush=True)
     results = run(config, log=lambda line: print(line, flush=True))
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print()
-    print(render(results))
+    modes.save(MODE, results, render)
     return 0 if results["met"] else 1

@@ -21,7 +21,6 @@ stream's time and the proxy's CPU per stream. Writes bench/sse-results.json (BEN
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass, replace
 from typing import Any
@@ -162,7 +161,5 @@ def main() -> int:
     out = modes.out_path(MODE)
     print(f"bench sse ({'quick' if modes.quick() else 'full'}); results to {out}", flush=True)
     results = run(config, log=lambda line: print(line, flush=True))
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print()
-    print(render(results))
+    modes.save(MODE, results, render)
     return 1 if any(row["errors"] for row in results["sides"]) else 0

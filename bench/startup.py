@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import json
 import os
 import statistics
 import subprocess
@@ -236,7 +235,5 @@ def main() -> int:
     out = modes.out_path("startup")
     print(f"mediagate start-up benchmark ({'quick' if quick else 'full'}); results to {out}")
     results = run(config, log=lambda line: print(line, flush=True))
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print()
-    print(render(results))
+    modes.save("startup", results, render)
     return 0
