@@ -391,3 +391,17 @@ def test_the_web_routes_jpeg_and_webp_say_their_size_plain_and_streamed(
     )
     completed = [event for event in stream if event.type == "image_generation.completed"]
     assert [(e.size, e.output_format) for e in completed] == [("2048x2048", output_format)]
+
+
+@pytest.mark.parametrize("output_format", ["jpeg", "webp"])
+def test_the_web_routes_jpeg_and_webp_come_as_links_too(
+    client: openai.OpenAI, output_format: str
+) -> None:
+    # The simulator keeps a link's file under its format's extension (it had none for these).
+    answer = client.images.generate(
+        model="gpt-image-2.6-web",
+        prompt="a kite",
+        output_format=output_format,
+        response_format="url",
+    )
+    assert answer.data and answer.data[0].url

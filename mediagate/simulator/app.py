@@ -438,7 +438,13 @@ def _refusal_job(body: dict[str, Any]) -> ChatJob:
 GZIP_FILE = "gz-"  # a stored file served gzip-encoded
 
 
-_EXTENSIONS = {_PNG: "png", "image/gif": "gif", "image/svg+xml": "svg"}
+_EXTENSIONS = {
+    _PNG: "png",
+    "image/jpeg": "jpg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "image/svg+xml": "svg",
+}
 
 
 def _store(
