@@ -24,7 +24,7 @@ import httpx2
 
 from mediagate import jsonio
 from mediagate.accounting.pricing import sum_usage
-from mediagate.errors import GatewayError, ServerOverloaded, UpstreamError, maybe_paid
+from mediagate.errors import GatewayError, UpstreamError, maybe_paid
 from mediagate.imagedata import (
     InvalidImageData,
     LiftedB64,
@@ -36,7 +36,7 @@ from mediagate.imagedata import (
 )
 from mediagate.images.plan import ImageJob, ImagesResult
 from mediagate.upstream.room import NeverFits, NoRoom
-from mediagate.upstream.transport import AnswerTooLarge, UpstreamResponse
+from mediagate.upstream.transport import AnswerTooLarge, UpstreamResponse, unheld
 
 log = logging.getLogger("mediagate")
 
@@ -267,19 +267,8 @@ async def read_json(response: UpstreamResponse, max_bytes: int) -> Any:
     the sender's whole answers are, its bytes held in the room for upstream answers."""
     try:
         return loads_lifting(await response.read_whole(max_bytes))
-    except (AnswerTooLarge, NeverFits):
-        error = UpstreamError(
-            f"The upstream answered more than the gateway can hold ({max_bytes} bytes at most, "
-            "within MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES for all answers).",
-            code="upstream_response_too_large",
-        )
-        raise maybe_paid(error) from None
-    except NoRoom:
-        overloaded = ServerOverloaded(
-            "The gateway holds as many upstream answers as it may "
-            "(MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES); this one found no room in time."
-        )
-        raise maybe_paid(overloaded) from None
+    except (AnswerTooLarge, NeverFits, NoRoom) as refused:
+        raise unheld(refused, "the upstream", max_bytes, paid=True) from None
     except httpx2.HTTPError as exc:
         error = UpstreamError(
             f"The upstream answer broke off: {type(exc).__name__}.",

@@ -45,7 +45,14 @@ import httpx2
 from mediagate.errors import AddressRefused, FetchRefused, NotFound, UpstreamError, UpstreamTimeout
 from mediagate.imagedata import sniff_output_type
 from mediagate.observability import tracing
-from mediagate.upstream.transport import UpstreamResponse, encoded, raw_chunks, streamed
+from mediagate.upstream.transport import (
+    AnswerTooLarge,
+    UpstreamResponse,
+    encoded,
+    raw_chunks,
+    read_whole,
+    streamed,
+)
 
 _MAX_REDIRECTS = 3
 _IDENTITY = {"accept-encoding": "identity"}  # what every download asks for: bytes as stored
@@ -350,19 +357,12 @@ class SafeFetcher:
         return response.status_code
 
     async def _read_image(self, response: httpx2.Response) -> tuple[bytes, str]:
-        declared = response.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._max_bytes:
-            raise FetchRefused("The generated image is larger than the gateway accepts.")
-        chunks: list[bytes] = []
-        size = 0
-        # The bytes as sent (raw: nothing decoded; `_not_encoded` checked there is nothing to
-        # decode), counted as they arrive.
-        async for chunk in raw_chunks(response):
-            size += len(chunk)
-            if size > self._max_bytes:
-                raise FetchRefused("The generated image is larger than the gateway accepts.")
-            chunks.append(chunk)
-        data = b"".join(chunks)
+        # The bytes as sent, by the one read path (raw: nothing decoded; `_not_encoded`
+        # checked there is nothing to decode), bounded as declared and as they arrive.
+        try:
+            data, _ = await read_whole(raw_chunks(response), response.headers.raw, self._max_bytes)
+        except AnswerTooLarge:
+            raise FetchRefused("The generated image is larger than the gateway accepts.") from None
         # An image a route made (a video reference is sniffed again, strictly, by its reader).
         kind = sniff_output_type(data)
         if kind is None:

@@ -40,7 +40,11 @@ from mediagate.observability.metrics import Metrics
 
 
 class NoRoom(Exception):
-    """An answer waited longer than the room's deadline for room: not read."""
+    """An answer waited longer than the room's deadline (`wait_s`) for room: not read."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(wait_s)
+        self.wait_s = wait_s
 
 
 class NeverFits(Exception):
@@ -48,7 +52,7 @@ class NeverFits(Exception):
 
     def __init__(self, size: int, limit: int, own: int) -> None:
         super().__init__(size)
-        self.size, self.limit, self.own = size, limit, own
+        self.limit, self.own = limit, own
 
 
 @dataclass(slots=True, eq=False)
@@ -111,7 +115,7 @@ class AnswerRoom:
             return
         if self.wait_s <= 0:
             self._count("timed_out")
-            raise NoRoom
+            raise NoRoom(self.wait_s)
         waiter = _Waiter(claim, size, asyncio.get_running_loop().create_future())
         self._waiting.append(waiter)
         self._show()
@@ -128,7 +132,7 @@ class AnswerRoom:
             self._show()
             if isinstance(exc, TimeoutError):
                 self._count("timed_out")
-                raise NoRoom from None
+                raise NoRoom(self.wait_s) from None
             raise
         self._count("waited")
 

@@ -32,7 +32,6 @@ from mediagate.errors import (
     InvalidRequest,
     RateLimited,
     Scrubber,
-    ServerOverloaded,
     UpstreamError,
     UpstreamTimeout,
     maybe_paid,
@@ -63,6 +62,7 @@ from mediagate.upstream.transport import (
     Transport,
     UpstreamResponse,
     encoded,
+    unheld,
 )
 
 __all__ = ["KeyRing", "Upstream", "key_fingerprint", "map_status"]
@@ -472,12 +472,11 @@ class Upstream:
                 body = whole.body
         except Encoded as refused:
             raise self._encoded_answer(route, refused.encoding, paid) from None
-        except AnswerTooLarge:
-            raise self._too_large(route, paid) from None
-        except NeverFits as never:
-            raise self._never_fits(route, never, paid) from None
-        except NoRoom:
-            raise self._no_room(route, paid) from None
+        except AnswerTooLarge as refused:
+            error = unheld(refused, f"route {route.id}", self._max_bytes, paid)
+            raise _Failure(GARBAGE, error) from None
+        except (NeverFits, NoRoom) as refused:
+            raise unheld(refused, f"route {route.id}", self._max_bytes, paid) from None
         except (TimeoutError, httpx2.TimeoutException) as exc:
             kind = failure_kind(exc)
             label = "timeout" if kind == TIMEOUT else "error"
@@ -532,36 +531,6 @@ class Upstream:
             code="bad_upstream_response",
         )
         return _Failure(GARBAGE, maybe_paid(error) if paid else error)
-
-    def _too_large(self, route: Route, paid: bool) -> _Failure:
-        error = UpstreamError(
-            f"The upstream route {route.id} answered more than {self._max_bytes} bytes.",
-            code="upstream_response_too_large",
-        )
-        return _Failure(GARBAGE, maybe_paid(error) if paid else error)
-
-    def _never_fits(self, route: Route, never: NeverFits, paid: bool) -> GatewayError:
-        """An answer the room can never hold: refused at once, never waited for (it would wait
-        for room its own request holds, or that does not exist)."""
-        own = f", and this request holds {never.own} of them already" if never.own else ""
-        error = UpstreamError(
-            f"The upstream route {route.id} answered more than the gateway can hold: upstream "
-            f"answers may take {never.limit} bytes together "
-            f"(MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES){own}.",
-            code="upstream_response_too_large",
-        )
-        return maybe_paid(error) if paid else error
-
-    def _no_room(self, route: Route, paid: bool) -> GatewayError:
-        """An answer that waited for room in vain: not read. A paid call's may have been
-        charged for (no Retry-After: a retry could pay twice)."""
-        error = ServerOverloaded(
-            f"The gateway holds as many upstream answers as it may "
-            f"(MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES); the answer of route {route.id} waited "
-            f"{self.room.wait_s:g} s for room and was not read.",
-            headers={} if paid else {"retry-after": "1"},
-        )
-        return maybe_paid(error) if paid else error
 
     def _json(self, route: Route, headers: RawHeaders, body: bytes, paid: bool) -> Any:
         try:

@@ -36,7 +36,8 @@ from typing import cast
 
 import httpx2
 
-from mediagate.upstream.room import Claim
+from mediagate.errors import GatewayError, ServerOverloaded, UpstreamError, maybe_paid
+from mediagate.upstream.room import Claim, NeverFits, NoRoom
 
 RawHeaders = list[tuple[bytes, bytes]]
 Timeouts = dict[str, float | None]  # httpx2's per-phase timeouts (its `timeout` extension)
@@ -52,6 +53,37 @@ class Encoded(Exception):
     def __init__(self, encoding: str) -> None:
         super().__init__(encoding)
         self.encoding = encoding
+
+
+def unheld(
+    refused: AnswerTooLarge | NeverFits | NoRoom, who: str, limit: int, paid: bool
+) -> GatewayError:
+    """What an answer `read_whole` would not or could not hold becomes (`who` answered it; a
+    paid call's may have been charged for, and then has no Retry-After: a retry could pay
+    twice)."""
+    error: GatewayError
+    if isinstance(refused, NoRoom):
+        error = ServerOverloaded(
+            "The gateway holds as many upstream answers as it may "
+            f"(MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES); the answer of {who} waited "
+            f"{refused.wait_s:g} s for room and was not read.",
+            headers={} if paid else {"retry-after": "1"},
+        )
+    elif isinstance(refused, NeverFits):
+        # Refused at once, never waited for: it would wait for room its own request holds, or
+        # that does not exist.
+        own = f", and this request holds {refused.own} of them already" if refused.own else ""
+        error = UpstreamError(
+            f"The answer of {who} was more than the gateway can hold: upstream answers may "
+            f"take {refused.limit} bytes together (MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES){own}.",
+            code="upstream_response_too_large",
+        )
+    else:
+        error = UpstreamError(
+            f"The answer of {who} was more than {limit} bytes.",
+            code="upstream_response_too_large",
+        )
+    return maybe_paid(error) if paid else error
 
 
 async def read_whole(
