@@ -638,7 +638,7 @@ def _read_yaml(text: str, origin: str) -> dict[str, Any]:
 # libyaml's parser with PyYAML's safe constructor (the same data as yaml.safe_load), when PyYAML
 # was built with it: the pure-Python parser took ~90 ms of every cold start on the bundled
 # catalog, libyaml's a tenth of that.
-_SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # Every gateway start loads the catalog (twice: checking the configuration, then opening the
@@ -647,7 +647,7 @@ _SAFE_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 @functools.lru_cache(maxsize=8)
 def _parse_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
-        data = yaml.load(text, Loader=_SAFE_LOADER) or {}  # noqa: S506 (a safe loader)
+        data = yaml.load(text, Loader=SAFE_LOADER) or {}  # noqa: S506 (a safe loader)
     except yaml.YAMLError as exc:
         raise CatalogError(f"{origin}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -737,12 +737,10 @@ class CatalogHolder:
 
     def __init__(self, catalog: Catalog) -> None:
         self.current = catalog
-        self.loaded = 1  # how many catalogs have been in force (1: the one at start)
 
     def swap(self, catalog: Catalog) -> Catalog:
         """Put `catalog` in force for new requests; the one it replaces."""
         old, self.current = self.current, catalog
-        self.loaded += 1
         return old
 
 

@@ -208,14 +208,7 @@ def _start_simulator(settings: Settings) -> tuple[Settings, BackgroundServer]:
         "upstream_url": f"{server.url}/v1",
         "fetch_allow_hosts": [*settings.fetch_allow_hosts, f"{server.host}:{server.port}"],
         # The simulator's keys replace any configured ones; group_keys() reads these too.
-        "key_default": None,
-        "key_openaiofficial": None,
-        "key_openaiofficialenterprise": None,
-        "key_sora2official": None,
-        "key_gptimage2enterprise": None,
-        "key_seedance2": None,
-        "key_dreamina": None,
-        "key_wan": None,
+        **{name: None for name in Settings.model_fields if name.startswith("key_")},
         "extra_group_keys": {group_env_name(g): SecretStr(k) for g, k in keys.items()},
         # Simulated videos take well under a second; polling every 10 s would feel broken.
         "video_poll_after_ms": min(settings.video_poll_after_ms, 500),

@@ -71,16 +71,12 @@ def checked_b64(value: str) -> tuple[str, str]:
     if (padding != -1 and raw[padding:] not in (b"=", b"==")) or len(raw) % 4:
         raise InvalidImageData("not base64: padding inside the data")
     try:
-        head = binascii.a2b_base64(raw[:_B64_HEAD], strict_mode=True)
+        head = binascii.a2b_base64(raw[:_SVG_HEAD], strict_mode=True)
     except binascii.Error:
         raise InvalidImageData("not base64") from None
-    kind = sniff_image_type(head)
-    if kind is None and len(raw) > _B64_HEAD:
-        # An SVG's `<svg` may come after an XML declaration, a comment or a doctype.
-        try:
-            kind = sniff_output_type(binascii.a2b_base64(raw[:_SVG_HEAD], strict_mode=True))
-        except binascii.Error:
-            raise InvalidImageData("not base64") from None
+    # An SVG's `<svg` may come after an XML declaration, a comment or a doctype (and one of
+    # _B64_HEAD characters or fewer is no image).
+    kind = sniff_image_type(head) or (sniff_output_type(head) if len(raw) > _B64_HEAD else None)
     if kind is None:
         raise InvalidImageData("not an image in a known format")
     return value, kind
@@ -189,9 +185,7 @@ def loads_lifting(raw: bytes) -> Any:
     pos = 0
     size = len(raw)
     while at != -1:
-        end = _lifted_at(raw, at, size, pieces, lifted, pos)
-        if end > pos:
-            pos = end
+        pos = _lifted_at(raw, at, size, pieces, lifted, pos)  # past what it lifted, if any
         at = raw.find(_B64_KEY, max(at + 1, pos))
     if not lifted:
         return orjson.loads(raw)

@@ -19,6 +19,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from mediagate import jsonio
+from mediagate.catalog import SAFE_LOADER
 
 openapi = APIRouter(prefix="/v1")
 DOCUMENT = "openapi.yaml"
@@ -28,9 +29,8 @@ _rendered: bytes | None = None
 def render_document() -> bytes:
     """The saved document as compact JSON."""
     text = resources.files("mediagate.http").joinpath(DOCUMENT).read_text(encoding="utf-8")
-    # The safe loader's C build where PyYAML has it: about 20 ms here, ten times faster.
-    safe = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return jsonio.dumps(yaml.load(text, Loader=safe))  # noqa: S506 (a safe loader)
+    # The safe loader's C build where PyYAML has it (the catalog's): about 20 ms, 10x faster.
+    return jsonio.dumps(yaml.load(text, Loader=SAFE_LOADER))  # noqa: S506 (a safe loader)
 
 
 @openapi.get("/openapi.json", name="openapi")

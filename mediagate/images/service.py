@@ -220,12 +220,9 @@ class ImageService:
         """The job admitted against the key's limits and budget (after the `gate` it passed
         before its body was read), run, and settled."""
         plan = job.plan
-        # One catalog for the request's prices, reserved and billed alike: the one its routes
-        # came from (planned, before an edit's uploads were read), whatever a reload puts in
-        # force meanwhile.
-        catalog = job.catalog
-        # Reserved: the most the job can cost on any route it may end up on.
-        estimates = self._estimates(job, catalog)
+        # Reserved: the most the job can cost on any route it may end up on (priced, reserved
+        # and billed alike, on the catalog its routes came from: `ImageJob.catalog`).
+        estimates = self._estimates(job)
         estimate = max(estimates.values(), default=0.0)
         try:
             scope = _scope(policy, job.model, job.alias)
@@ -246,7 +243,7 @@ class ImageService:
             # client hung up mid-stream) has decided its charge before its first await; the
             # booking itself runs shielded (Ticket.settle).
             route = job.route
-            multiplier = catalog.multiplier(route)
+            multiplier = job.catalog.multiplier(route)
             # Without a usage, a token-billed route is billed its own estimate.
             fallback = estimates.get(route.id, estimate)
             cost = self.cost(route, images, usage, fallback, multiplier)
@@ -287,7 +284,7 @@ class ImageService:
             dict(_STREAM_HEADERS), events=_finally(events, ticket, job.model, cleanup)
         )
 
-    def _estimates(self, job: ImageJob, catalog: Catalog) -> dict[str, float]:
+    def _estimates(self, job: ImageJob) -> dict[str, float]:
         """The most the job can cost on each route it may end up on, by route id: a fallback
         may bill more (the enterprise group's multiplier, a token price after a per-call one)."""
         input_images = len(job.edit.files) if job.edit is not None else 0
@@ -296,7 +293,7 @@ class ImageService:
             plan = job.plan if route is job.route else _plan_for(job, route)
             if isinstance(plan, str):
                 continue  # the job cannot end there
-            multiplier = catalog.multiplier(route)
+            multiplier = job.catalog.multiplier(route)
             # The planned request is priced, not the fields sent: the chat dialect sends no
             # size, only the ratio marker standing for the size asked.
             estimates[route.id] = estimate_images(
@@ -347,12 +344,12 @@ class ImageService:
         skipped is reported in x-mediagate-fallback."""
         if not job.fallbacks or not unserved(error):
             return False
-        self._left(job, job.route, error.code or "upstream_error")
+        self.metrics.route_left(job.model, job.route.id, error.code or "upstream_error")
         while job.fallbacks:
             route = job.fallbacks.pop(0)
             plan = _plan_for(job, route)
             if isinstance(plan, str):
-                self._left(job, route, plan)
+                self.metrics.route_left(job.model, route.id, plan)
                 continue
             job.dialect = get_dialect(route.dialect)
             if job.edit is not None:
@@ -361,10 +358,6 @@ class ImageService:
             _planned(plan)
             return True
         return False
-
-    def _left(self, job: ImageJob, route: Route, reason: str) -> None:
-        context.note_fallback(route.id, reason)
-        self.metrics.fallbacks.labels(job.model, route.id, reason).inc()
 
     # --- One route --------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from prometheus_client import (
 from prometheus_client.metrics import MetricWrapperBase
 
 from mediagate.catalog import Route
-from mediagate.context import note_upstream_seconds
+from mediagate.context import note_fallback, note_upstream_seconds
 
 M = TypeVar("M", bound=MetricWrapperBase)
 
@@ -280,6 +280,12 @@ class Metrics:
         if found is None:
             found = self._children[key] = family.labels(*values)
         return cast(M, found)
+
+    def route_left(self, model: str, route_id: str, reason: str) -> None:
+        """A route a request passed by for the model's next one: counted, and on the request's
+        record (x-mediagate-fallback)."""
+        note_fallback(route_id, reason)
+        self.fallbacks.labels(model, route_id, reason).inc()
 
     def upstream_call(self, route: Route, status: str, seconds: float) -> None:
         note_upstream_seconds(seconds)

@@ -26,6 +26,7 @@ from typing import Any, Literal
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
@@ -479,8 +480,6 @@ async def _render_job(job: ImageJob, index: int) -> tuple[bytes, str]:
 
 def _converted(png: bytes, output_format: str) -> tuple[bytes, str]:
     """A PNG as a JPEG or a WebP, and its content type."""
-    from PIL import Image  # only here: the simulator's start loads no Pillow for it
-
     out = io.BytesIO()
     with Image.open(io.BytesIO(png)) as image:
         image.convert("RGB").save(out, output_format.upper())

@@ -81,6 +81,7 @@ _DIRECTIVE = re.compile(
 _HOLD_BODY = re.compile(rb"\[sim:holdbody=([A-Za-z0-9_-]+)\]")
 _CHUNKED = b"[sim:chunked]"
 _PIECE = 1024 * 1024  # a large answer goes out in pieces of this size
+_BOMB_BYTES = 64 * 1024 * 1024  # what a gzip bomb decodes to, unless its directive says
 # The upstream's API prefixes: OpenAI-style, Seedance (Ark) and Wan (DashScope).
 _FAULT_PATHS = ("/v1/", "/seedance/", "/wan/")
 _RETRY_AFTER = re.compile(rb"\[sim:retryafter=([0-9.]+)\]")
@@ -218,7 +219,7 @@ class FaultPlan:
         if kind in ("huge", "padded"):
             return Fault(kind, size=int(self.huge_mb * 1024 * 1024))
         if kind == "gzipbomb":
-            return Fault(kind, size=64 * 1024 * 1024)
+            return Fault(kind, size=_BOMB_BYTES)
         return Fault(kind, seconds=self.retry_after_s)
 
     def _directive(self, body: bytes) -> Fault | None:
@@ -234,7 +235,7 @@ class FaultPlan:
         if name in ("huge", "padded"):
             return Fault(name, size=int(float(value) * 1024 * 1024))
         if name == "gzipbomb":
-            return Fault(name, size=int(value or 64) * 1024 * 1024)
+            return Fault(name, size=int(value) * 1024 * 1024 if value else _BOMB_BYTES)
         if name.startswith("burst"):
             self._bursts[match.group(0)] += 1
             if self._bursts[match.group(0)] > int(value.split(":")[0]):
@@ -461,7 +462,7 @@ def _image_answer(name: str) -> bytes:
 
 
 @functools.cache
-def _gzip_bomb(size: int = 64 * 1024 * 1024) -> bytes:
+def _gzip_bomb(size: int) -> bytes:
     """An image answer padded with whitespace to `size` bytes (valid JSON, a real PNG in it),
     gzipped to about a thousandth of that: whoever decodes it holds `size` bytes for one small
     answer. Compressed a piece at a time, so building a 1 GiB one holds about 1 MiB."""

@@ -29,7 +29,7 @@ _EXTENSIONS = {
     "image/svg+xml": "svg",
 }
 CONTENT_TYPES = {ext: kind for kind, ext in _EXTENSIONS.items()}
-_NAME = re.compile(r"^[A-Za-z0-9_-]{43}\.(png|jpg|webp|gif|svg)$")
+_NAME = re.compile(rf"^[A-Za-z0-9_-]{{43}}\.({'|'.join(map(re.escape, CONTENT_TYPES))})$")
 _CHUNK = 256 * 1024
 
 

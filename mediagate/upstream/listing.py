@@ -220,7 +220,6 @@ class CatalogWatch:
         self.interval_s = interval_s
         self._listed: dict[str, bool] = {}
         self._wake = asyncio.Event()
-        self.checks = 0  # checks done
 
     async def check(self) -> Drift:
         catalog = self._catalog()
@@ -264,7 +263,6 @@ class CatalogWatch:
                 "upstream lists a model the catalog does not know",
                 extra={"fields": {"group": group, "model": model, "kind": kind}},
             )
-        self.checks += 1
         return drift
 
     def trigger(self) -> None:

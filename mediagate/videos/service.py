@@ -648,18 +648,14 @@ class VideoService:
                 # answer itself); the routes passed by say why.
                 if not left or not unserved(error):
                     raise
-                self._left(model, route, error.code or "upstream_error")
+                self.metrics.route_left(model, route.id, error.code or "upstream_error")
                 while left and isinstance(left[0][1], str):
                     other, why = left.popleft()
-                    self._left(model, other, str(why))
+                    self.metrics.route_left(model, other.id, str(why))
                 if not left:
                     raise
                 continue
             return created, route, plan
-
-    def _left(self, model: str, route: Route, reason: str) -> None:
-        context.note_fallback(route.id, reason)
-        self.metrics.fallbacks.labels(model, route.id, reason).inc()
 
     async def _start_remix(
         self, source: VideoJob, priced: tuple[Route, float], spec: VideoSpec, job_id: str
