@@ -144,6 +144,36 @@ class LiftedB64:
         return pybase64.b64decode(self.encoded(), validate=True)
 
 
+# An image's content type -> its `output_format` in OpenAI's answer.
+FORMATS = {
+    "image/png": "png",
+    "image/jpeg": "jpeg",
+    "image/webp": "webp",
+    "image/gif": "gif",
+    "image/svg+xml": "svg",
+}
+
+
+def checked_image(b64: str | LiftedB64) -> str | LiftedB64:
+    """An upstream's base64 image as it is relayed: checked (`checked_b64`; a lifted one was
+    checked where it lay). InvalidImageData otherwise."""
+    return b64 if isinstance(b64, LiftedB64) else checked_b64(b64)[0]
+
+
+def image_bytes(b64: str | LiftedB64) -> bytes:
+    """An upstream's base64 image decoded, checked. A ValueError (InvalidImageData) otherwise."""
+    if isinstance(b64, LiftedB64):
+        return b64.decode()  # checked when lifted: SIMD, no str on the way
+    return base64.b64decode(checked_b64(b64)[0], validate=True)
+
+
+def image_head(b64: str | LiftedB64) -> bytes:
+    """The first bytes of a checked base64 image: enough for its format and size."""
+    if isinstance(b64, LiftedB64):
+        return b64.head
+    return base64.b64decode(b64[:1024])
+
+
 def lift_b64(encoded: bytes | memoryview) -> tuple[str, bytes] | None:
     """(content type, first decoded bytes) if `encoded` is standard padded base64 of an image in
     a known format (the checks of `checked_b64`, without its repairs); None otherwise. The whole

@@ -16,10 +16,10 @@ from mediagate.imagedata import (
     InvalidImageData,
     LiftedB64,
     checked_b64,
+    image_head,
     image_size,
     loads_lifting,
 )
-from mediagate.images.streaming import image_head
 
 from .conftest import Gateway, Sim
 

@@ -45,10 +45,12 @@ from mediagate.errors import (
     unserved,
 )
 from mediagate.imagedata import (
+    FORMATS,
     ImageWork,
     InvalidImageData,
-    LiftedB64,
-    checked_b64,
+    checked_image,
+    image_bytes,
+    image_head,
     image_size,
     invalid_image,
     sniff_output_type,
@@ -61,9 +63,7 @@ from mediagate.images.spec import (
     parse_generation,
 )
 from mediagate.images.streaming import (
-    FORMATS,
     emulate,
-    image_head,
     is_event_stream,
     read_json,
     relay,
@@ -464,14 +464,11 @@ class ImageService:
         return self._merged(job, list(outcome))
 
     async def _image_bytes(self, image: UpstreamImage) -> bytes:
-        if isinstance(image.b64, LiftedB64):
-            return image.b64.decode()  # checked when lifted: SIMD, no str on the way
         if image.b64 is not None:
             try:
-                data = base64.b64decode(checked_b64(image.b64)[0], validate=True)
+                return image_bytes(image.b64)
             except ValueError as exc:
                 raise invalid_image(exc) from None
-            return data
         assert image.url is not None
         data, _ = await self.fetcher.fetch_image(image.url)
         return data
@@ -481,12 +478,9 @@ class ImageService:
         (standard base64 of a known image format) before it is relayed and billed."""
         item: dict[str, Any] = {}
         if job.plan.spec.response_format == "b64_json":
-            if isinstance(image.b64, LiftedB64):
-                # Checked where it lay in the answer's bytes; spliced into ours as is.
-                item["b64_json"] = image.b64
-            elif image.b64 is not None:
-                try:
-                    item["b64_json"], _ = checked_b64(image.b64)
+            if image.b64 is not None:
+                try:  # a lifted image is spliced into ours as it lay in the answer's bytes
+                    item["b64_json"] = checked_image(image.b64)
                 except InvalidImageData as exc:
                     raise invalid_image(exc) from None
             else:

@@ -12,7 +12,6 @@ image service's (mediagate.images.service).
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import re
 import time
@@ -26,9 +25,11 @@ from mediagate import jsonio
 from mediagate.accounting.pricing import sum_usage
 from mediagate.errors import GatewayError, UpstreamError, maybe_paid
 from mediagate.imagedata import (
+    FORMATS,
     InvalidImageData,
     LiftedB64,
-    checked_b64,
+    checked_image,
+    image_head,
     image_size,
     invalid_image,
     loads_lifting,
@@ -44,21 +45,6 @@ log = logging.getLogger("mediagate")
 Settle = Callable[[int, dict[str, Any] | None], Awaitable[None]]
 
 KEEPALIVE = b": keep-alive\n\n"
-# The ImagesResponse `output_format` of each content type.
-FORMATS = {
-    "image/png": "png",
-    "image/jpeg": "jpeg",
-    "image/webp": "webp",
-    "image/gif": "gif",
-    "image/svg+xml": "svg",
-}
-
-
-def image_head(b64: str | LiftedB64) -> bytes:
-    """The first bytes of a checked base64 image: enough for its format and size."""
-    if isinstance(b64, LiftedB64):
-        return b64.head
-    return base64.b64decode(b64[:1024])
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
@@ -232,12 +218,10 @@ def _event_type(name: str | None, data: dict[str, Any] | None) -> str:
 def _invalid_image(b64: Any) -> GatewayError | None:
     """Why a relayed event's image is not one (None: it is standard base64 of a known image
     format). The upstream made it, and may have charged: maybe paid."""
-    if isinstance(b64, LiftedB64):
-        return None  # checked when it was lifted out of the event's bytes
-    if not isinstance(b64, str):
+    if not isinstance(b64, str | LiftedB64):
         return maybe_paid(invalid_image(InvalidImageData("no b64_json")))
     try:
-        checked_b64(b64)
+        checked_image(b64)
     except InvalidImageData as exc:
         return maybe_paid(invalid_image(exc))
     return None
