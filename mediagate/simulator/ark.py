@@ -296,7 +296,7 @@ def register_ark_routes(app: FastAPI, config: SimConfig, sim: SimState) -> None:
     @app.get(f"{ARK_PREFIX}/contents/generations/tasks/{{task_id}}")
     async def get_task(task_id: str, request: Request) -> Response:
         async def handle(call: Call) -> Response:
-            group = _authorize_task(call)
+            group = authorize(call, ARK_GROUPS)
             task = sim.videos.get(task_id)
             if not isinstance(task, ArkTask) or task.group != group:
                 raise SimError(
@@ -343,20 +343,7 @@ def _authorize_create(call: Call, body: Any) -> str:
     this route does not sell, asked by a group of neither) gets "no available channel"."""
     model = body.get("model") if isinstance(body, dict) else None
     spec = MODELS.get(model) if isinstance(model, str) else None
-    allowed = spec.groups if spec is not None else tuple(ARK_GROUPS)
-    group = call.group
-    if group is None or group not in allowed:
-        return authorize_create(call, "", body)  # 401 without a key, else no channel
-    call.model = model if isinstance(model, str) else None
-    return group
-
-
-def _authorize_task(call: Call) -> str:
-    """The caller's group for a task lookup: one of the groups that sell Seedance (a task is
-    then found only by its own group), else 401 / no channel."""
-    if call.group is not None and call.group in ARK_GROUPS:
-        return call.group
-    return authorize(call, "")
+    return authorize_create(call, spec.groups if spec is not None else ARK_GROUPS, body)
 
 
 def _validate(

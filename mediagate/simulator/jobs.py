@@ -13,7 +13,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -170,17 +170,17 @@ def no_channel(model: Any, group: str) -> SimError:
     )
 
 
-def authorize(call: Call, group: str, model: Any = None) -> str:
-    """The caller's group when it is `group`: else 401 for an unknown key, `no_channel` for a
-    key of another group."""
+def authorize(call: Call, group: str | Collection[str], model: Any = None) -> str:
+    """The caller's group when it is `group` (or one of them): else 401 for an unknown key,
+    `no_channel` for a key of another group."""
     if call.group is None:
         raise SimError(401, "Invalid token.", code="invalid_api_key")
-    if call.group != group:
+    if call.group not in ((group,) if isinstance(group, str) else group):
         raise no_channel(model, call.group)
     return call.group
 
 
-def authorize_create(call: Call, group: str, body: Any) -> str:
+def authorize_create(call: Call, group: str | Collection[str], body: Any) -> str:
     """`authorize` for a create whose JSON body names the model, which the call records."""
     model = body.get("model") if isinstance(body, dict) else None
     call.model = model if isinstance(model, str) else None

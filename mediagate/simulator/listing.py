@@ -18,11 +18,12 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from mediagate.simulator.ark import MODELS as ARK_MODELS
 from mediagate.simulator.dashscope import MODELS as WAN_MODELS
 from mediagate.simulator.dashscope import WAN_GROUP
+from mediagate.simulator.jobs import recorded, sim_error_response
 from mediagate.simulator.muse import MUSE_GROUPS, MUSE_MODELS
 from mediagate.simulator.rules import SimError, image_routes
 from mediagate.simulator.state import Call, SimConfig, SimState
@@ -64,14 +65,13 @@ def sold(config: SimConfig) -> dict[str, dict[str, str]]:
     return groups
 
 
-def listing(config: SimConfig, sim: SimState, group: str) -> list[dict[str, Any]]:
-    groups = sold(config)
+def listing(sold: dict[str, dict[str, str]], sim: SimState, group: str) -> list[dict[str, Any]]:
+    """What `group`'s key is answered, from what each group sells (`sold`) and the test knobs."""
+    groups = {g: dict(models) for g, models in sold.items()}
     for extra_group, model, kind in sim.listed:
         groups.setdefault(extra_group, {})[model] = kind
-    if sim.models_whole_list:
-        models = {m: k for g in groups for m, k in groups[g].items() if (g, m) not in sim.unlisted}
-    else:
-        models = {m: k for m, k in groups.get(group, {}).items() if (group, m) not in sim.unlisted}
+    scopes = groups.items() if sim.models_whole_list else [(group, groups.get(group, {}))]
+    models = {m: k for g, sells in scopes for m, k in sells.items() if (g, m) not in sim.unlisted}
     entries = []
     for model, kind in sorted(models.items()):
         entry: dict[str, Any] = {
@@ -87,15 +87,13 @@ def listing(config: SimConfig, sim: SimState, group: str) -> list[dict[str, Any]
 
 
 def register_listing_routes(app: FastAPI, config: SimConfig, sim: SimState) -> None:
+    sells = sold(config)  # the route tables do not change while the simulator runs
+
     @app.get("/v1/models")
-    async def list_models(request: Request) -> JSONResponse:
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        group = config.keys.get(token.strip()) if scheme.lower() == "bearer" else None
-        call = Call("GET", "/v1/models", group, None, None, 0)
-        sim.calls.append(call)
-        if group is None:
-            error = SimError(401, "Invalid token", code="invalid_api_key")
-            call.status = 401
-            return JSONResponse(error.body(), status_code=401)
-        call.status = 200
-        return JSONResponse({"object": "list", "data": listing(config, sim, group)})
+    async def list_models(request: Request) -> Response:
+        async def handle(call: Call) -> Response:
+            if call.group is None:
+                raise SimError(401, "Invalid token", code="invalid_api_key")
+            return JSONResponse({"object": "list", "data": listing(sells, sim, call.group)})
+
+        return await recorded(request, config, sim, None, handle, sim_error_response)
