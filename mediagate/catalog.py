@@ -11,6 +11,7 @@ import copy
 import functools
 import importlib.resources
 import json
+import logging
 import re
 from collections.abc import Callable
 from datetime import date
@@ -24,6 +25,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mediagate.errors import ModelNotFound
+
+log = logging.getLogger("mediagate")
 
 # The resilience policies a route carries (applied by mediagate.upstream.retry and .breaker).
 
@@ -756,14 +759,22 @@ def route_snapshot(route: Route, multiplier: float) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def from_snapshot(snapshot: str) -> tuple[Route, float]:
-    """The route and multiplier of `route_snapshot`'s text (the same text, parsed once).
+def from_snapshot(snapshot: str) -> tuple[Route, float] | None:
+    """The route and multiplier of `route_snapshot`'s text (the same text, parsed once; None,
+    logged once, for one this version cannot read: a field it needs was not written).
 
     Read leniently: a snapshot written by another version (a field added to `Route` by a newer
     replica in a rolling deploy, or one removed since) keeps what this version knows, so a
     running job is still polled and billed on the route and price it started with."""
-    data = json.loads(snapshot)
-    return Route.model_validate(_known(Route, data["route"])), float(data["multiplier"])
+    try:
+        data = json.loads(snapshot)
+        return Route.model_validate(_known(Route, data["route"])), float(data["multiplier"])
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning(
+            "video route snapshot unreadable: its job goes by the catalog's route",
+            extra={"fields": {"error": str(exc)[:200]}},
+        )
+        return None
 
 
 def _known(model: type[BaseModel], data: Any) -> Any:

@@ -192,8 +192,9 @@ class VideoService:
         defaults = alias.params.get(model) if alias is not None else None
         # Validated and mapped once and first, on the first route (nothing is reserved for a
         # bad request), then metered.
-        plan = self._plan(request, route, model, defaults)
-        candidates = [(route, plan), *self._fallbacks(served, plan, request, defaults)]
+        plan = self._plan(catalog, request, route, model, defaults)
+        fallbacks = self._fallbacks(catalog, served, (route, plan), request, defaults)
+        candidates = [(route, plan), *fallbacks]
         # Each route's group multiplier from the same catalog (no await since the lookup): what
         # the reservation and, through the job's route snapshot, the bill use.
         multipliers = {r.id: catalog.multiplier(r) for r, _ in candidates}
@@ -213,21 +214,27 @@ class VideoService:
         return self._answer(job)
 
     def _plan(
-        self, request: VideoRequest, route: Route, model: str, defaults: dict[str, Any] | None
+        self,
+        catalog: Catalog,
+        request: VideoRequest,
+        route: Route,
+        model: str,
+        defaults: dict[str, Any] | None,
     ) -> VideoPlan:
         return plan_video(
             request.fields,
             route,
             model,
-            known=self.catalog.video_options,
+            known=catalog.video_options,
             reference=request.reference is not None,
             defaults=defaults,
         )
 
     def _fallbacks(
         self,
+        catalog: Catalog,
         served: Model,
-        first: VideoPlan,
+        planned: tuple[Route, VideoPlan],
         request: VideoRequest,
         defaults: dict[str, Any] | None,
     ) -> list[Candidate]:
@@ -238,15 +245,15 @@ class VideoService:
         may_drop = self.settings.fallback_may_drop
         if served.fallback_may_drop is not None:
             may_drop = served.fallback_may_drop
-        first_route = self.catalog.routes[served.routes[0]]
+        first_route, first = planned
         shape = (first.spec, video_policy(first_route).frame_ratio)
         found: list[Candidate] = []
         for rid in served.routes[1:]:
-            route = self.catalog.routes[rid]
+            route = catalog.routes[rid]
             if route.video is None:
                 continue
             try:
-                plan = self._plan(request, route, served.id, defaults)
+                plan = self._plan(catalog, request, route, served.id, defaults)
             except InvalidRequest:
                 found.append((route, "invalid"))
                 continue
@@ -452,16 +459,11 @@ class VideoService:
         """The route the job started on and its group's multiplier: its record's snapshot, so
         a running job keeps its route and price across catalog reloads; for a record made
         before snapshots were kept, the catalog's route of that id now (None if gone)."""
-        if job.route_snapshot is not None:
-            try:
-                return from_snapshot(job.route_snapshot)
-            except ValueError as exc:  # a snapshot this version cannot read (a field it needs
-                # was not written): the route as the catalog has it now, rather than a job
-                # that can never be polled or billed again.
-                log.warning(
-                    "video job's route snapshot unreadable: the catalog's route instead",
-                    extra={"fields": {"job": job.id, "route": job.route, "error": str(exc)[:200]}},
-                )
+        # An unreadable snapshot: the route as the catalog has it now, rather than a job that
+        # can never be polled or billed again.
+        started = from_snapshot(job.route_snapshot) if job.route_snapshot is not None else None
+        if started is not None:
+            return started
         route = self.catalog.routes.get(job.route)
         return None if route is None else (route, self.catalog.multiplier(route))
 
