@@ -71,7 +71,6 @@ def _not_served(request: Request, headers: dict[str, str]) -> GatewayError | Non
     path = request.url.path
     for method, pattern, instead in NOT_SERVED:
         if request.method == method and pattern.fullmatch(path):
-            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
             return NotFound(
                 f"mediagate does not offer {method} {path[:_MAX_PATH_QUOTED]}: {instead}",
                 code="unsupported_endpoint",
@@ -81,13 +80,17 @@ def _not_served(request: Request, headers: dict[str, str]) -> GatewayError | Non
 
 
 def _unsupported(request: Request, status: int, headers: dict[str, str]) -> GatewayError:
-    """The answer to a request no route serves: 404, or 405 when only the method is wrong."""
+    """The answer to a request no route serves (`headers`: the router's, in lower case): 404,
+    or 405 when only the method is wrong, with every method the path takes in `Allow`."""
+    allow = headers.pop("allow", "")
     not_served = _not_served(request, headers)
     if not_served is not None:
         return not_served
     where = f"{request.method} {request.url.path[:_MAX_PATH_QUOTED]}"
     if status == 405:
-        allowed = headers.get("allow") or headers.get("Allow") or ""
+        allowed = _allowed_methods(request) or allow
+        if allowed:
+            headers["allow"] = allowed
         message = f"mediagate does not serve {where}"
         message += f"; this path takes {allowed}." if allowed else "."
         return InvalidRequest(message, code="method_not_allowed", status=405, headers=headers)
@@ -108,13 +111,7 @@ def _allowed_methods(request: Request) -> str | None:
     if root and path.startswith(root):
         path = path[len(root) :]
     methods: set[str] = set()
-    pending = list(request.app.routes)
-    while pending:
-        route = pending.pop()
-        included = getattr(route, "original_router", None)  # an included router's routes
-        if included is not None:
-            pending.extend(included.routes)
-            continue
+    for route in request.app.routes:  # declared on the app itself (mediagate.app)
         regex = getattr(route, "path_regex", None)
         if regex is not None and regex.match(path):
             methods |= set(getattr(route, "methods", None) or ())
@@ -156,12 +153,7 @@ def install_handlers(app: FastAPI, scrub: Scrubber) -> None:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code in (404, 405):
             # The router's: no route has this path (or takes this method).
-            headers = dict(exc.headers or {})
-            if exc.status_code == 405:
-                allowed = _allowed_methods(request)
-                if allowed:
-                    headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
-                    headers["allow"] = allowed
+            headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
             return await on_gateway_error(request, _unsupported(request, exc.status_code, headers))
         kind: type[GatewayError] = GatewayError
         if exc.status_code == 404:

@@ -22,7 +22,7 @@ from mediagate import context
 from mediagate.context import RequestContext
 from mediagate.errors import GatewayError, Scrubber, ServerOverloaded
 from mediagate.http.bodies import Bodies
-from mediagate.http.errors import error_response
+from mediagate.http.errors import error_response, gateway_error_response
 from mediagate.http.headers import render as render_headers
 from mediagate.observability import tracing
 from mediagate.observability.logs import format_traceback, mark_logged
@@ -130,9 +130,7 @@ class RequestBookkeeping:
             if call and self.max_inflight and self.calls > self.max_inflight:
                 self.metrics.child(self.metrics.calls_refused, area).inc()
                 refusal = overloaded(self.max_inflight)
-                ctx.error = refusal
-                status = refusal.status
-                await error_response(refusal, ctx.request_id)(scope, receive, send_wrapper)
+                await gateway_error_response(refusal, self.scrub)(scope, receive, send_wrapper)
                 return
             await self.app(scope, receive, send_wrapper)
         except Exception as exc:

@@ -148,15 +148,20 @@ async def _create_input(request: Request, cap: int) -> tuple[dict[str, Any], Ref
     form_request = bounded(request, cap + _MULTIPART_SLACK)
     fields = {}
     given: ReferenceInput | None = None
-    lists: set[str] = set()  # fields sent as `name[]` parts: a list, as the SDKs send one
     async with form_request.form(max_files=1, max_fields=_MAX_FORM_FIELDS) as form:
         for name, value in form.multi_items():
-            listed = name.endswith("[]") and not name.startswith("input_reference")
-            if listed and isinstance(value, str) and name[:-2] in lists:
-                fields[name[:-2]].append(value)
-                continue
-            if listed and isinstance(value, str):
+            # A text field sent as `name[]` parts: a list, as the SDKs send one (form text
+            # values are strings, so a list among the fields is one of these).
+            listed = (
+                isinstance(value, str)
+                and name.endswith("[]")
+                and not name.startswith("input_reference")
+            )
+            if listed:
                 name = name[:-2]
+                if isinstance(fields.get(name), list):
+                    fields[name].append(value)
+                    continue
             if name in fields or (name.startswith("input_reference") and given is not None):
                 raise InvalidRequest(f"Parameter '{name}' appears more than once.", param=name)
             if isinstance(value, UploadFile):
@@ -168,7 +173,6 @@ async def _create_input(request: Request, cap: int) -> tuple[dict[str, Any], Ref
             elif name.startswith("input_reference"):
                 _reference_from_json({"file_id": value} if "file_id" in name else value)
             elif listed:
-                lists.add(name)
                 fields[name] = [value]
             else:
                 fields[name] = value
