@@ -84,13 +84,11 @@ class Lanes:
                     for bound in bounds:
                         await bound.acquire()
                         held.append(bound)
-            except TimeoutError:
+            except BaseException as exc:
                 for bound in held:
                     bound.release()
-                raise self._full(route, deadline_s) from None
-            except BaseException:
-                for bound in held:
-                    bound.release()
+                if isinstance(exc, TimeoutError):
+                    raise self._full(route, deadline_s) from None
                 raise
             finally:
                 waiting.dec()

@@ -42,7 +42,7 @@ from mediagate.observability.metrics import Metrics
 from mediagate.upstream.breaker import Breakers, Permit
 from mediagate.upstream.dialects import UpstreamRequest
 from mediagate.upstream.keyring import KeyRing, key_fingerprint
-from mediagate.upstream.lanes import Lanes
+from mediagate.upstream.lanes import Lanes, Slot
 from mediagate.upstream.retry import (
     CONNECT,
     GARBAGE,
@@ -300,22 +300,7 @@ class Upstream:
         permit: Permit | None = None
         if paid:
             permit = self.breakers.get(route.id, route.breaker).check()
-        try:
-            # The call's slot, before anything is sent (a wait only under a bound: never
-            # inside an attempt's timeouts, so never retried as a connect timeout).
-            slot = await self.lanes.enter(route, self._total_s(route, paid))
-        except BaseException:
-            if permit is not None:
-                permit.release()
-            raise
-        if paid:
-            try:
-                await context.paid_send()  # e.g. the Idempotency-Key records the call went out
-            except BaseException:
-                slot.release()
-                assert permit is not None
-                permit.release()
-                raise
+        slot: Slot | None = None
         handed = False  # a stream's slot is given back when the stream is closed
         claim, own = self._claim()
         tried: list[str] = []
@@ -328,6 +313,11 @@ class Upstream:
         throttled: GatewayError | None = None
         throttled_key, throttled_wait = "", None
         try:
+            # The call's slot, before anything is sent (a wait only under a bound: never
+            # inside an attempt's timeouts, so never retried as a connect timeout).
+            slot = await self.lanes.enter(route, self._total_s(route, paid))
+            if paid:
+                await context.paid_send()  # e.g. the Idempotency-Key records the call went out
             while True:
                 attempt += 1
                 use = key or self.keys.next(route.group, avoid=tried)
@@ -398,7 +388,7 @@ class Upstream:
                     raise error
                 await self._pause(route, retry)
         finally:
-            if not handed:
+            if slot is not None and not handed:
                 slot.release()
             if permit is not None:
                 permit.release()  # nothing to report (a client error, a cancelled call)
