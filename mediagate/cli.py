@@ -216,6 +216,58 @@ def _add_catalog_commands(commands: Any) -> None:
     check.set_defaults(run=_catalog_check)
 
 
+# --- db ---------------------------------------------------------------------------------------
+
+
+def _db(args: argparse.Namespace) -> int:
+    """`mediagate db upgrade | status`: the records' migrations, on MEDIAGATE_DATABASE_URL (or
+    --url). Exit 0; 2 when the database cannot be reached or its URL is wrong."""
+    from mediagate.errors import StoreUnavailable
+    from mediagate.stores.sql.db import Database, DatabaseConfigError
+    from mediagate.stores.sql.migrate import status_blocking, upgrade_blocking
+
+    url = args.url or Settings().records_url()
+    try:
+        db = asyncio.run(Database.open(url, pool_size=1))
+    except (DatabaseConfigError, StoreUnavailable) as exc:
+        print(f"mediagate: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.db_command == "upgrade":
+            applied = upgrade_blocking(db)
+            print(
+                f"{db.engine}: applied {', '.join(applied)}"
+                if applied
+                else f"{db.engine}: up to date"
+            )
+        else:
+            done, pending = status_blocking(db)
+            print(f"{db.engine}: applied {len(done)} migrations, newest {max(done, default=0):04d}")
+            for migration in pending:
+                print(f"pending {migration.version:04d}_{migration.name}")
+    except StoreUnavailable as exc:
+        print(f"mediagate: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        asyncio.run(db.close())
+    return 0
+
+
+def _add_db_commands(commands: Any) -> None:
+    db = commands.add_parser(
+        "db",
+        help="the records' database: migrations",
+        description="The records' database (MEDIAGATE_DATABASE_URL: SQLite or PostgreSQL).",
+    ).add_subparsers(dest="db_command", required=True)
+    for name, text in (
+        ("upgrade", "apply the pending migrations (the gateway also does at start)"),
+        ("status", "the migrations applied and pending"),
+    ):
+        command = db.add_parser(name, help=text)
+        command.add_argument("--url", help="the database (default: MEDIAGATE_DATABASE_URL)")
+        command.set_defaults(run=_db)
+
+
 # --- keys -------------------------------------------------------------------------------------
 
 
@@ -427,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     simulate.set_defaults(run=_simulate)
     _add_catalog_commands(commands)
+    _add_db_commands(commands)
     _add_keys_commands(commands)
     args = parser.parse_args(argv)
     result: int = args.run(args)

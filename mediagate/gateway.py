@@ -36,6 +36,7 @@ from mediagate.stores.hosted import HostedImages, open_hosted_images
 from mediagate.stores.idempotency import IdempotencyStore
 from mediagate.stores.jobs import JobStore
 from mediagate.stores.ledger import Ledger
+from mediagate.stores.sql.db import Database, DatabaseConfigError, check_database_url
 from mediagate.upstream.breaker import Breakers
 from mediagate.upstream.fetcher import SafeFetcher, public_transport
 from mediagate.upstream.lanes import Lanes
@@ -87,6 +88,7 @@ class Gateway:
     upstream: Upstream
     fetcher: SafeFetcher
     jobs: JobStore  # video jobs
+    database: Database  # the records (MEDIAGATE_DATABASE_URL)
     reconciler: Reconciler  # refreshes unfinished jobs, so each ends and is billed
     webhooks: WebhookSender | None  # delivers the outbox's events (None: no secret set)
     # Checks the catalog against the upstream's model lists (None: the interval is 0).
@@ -167,7 +169,8 @@ def check_config(settings: Settings) -> KeyRegistry:
     try:
         load_catalog(settings.config)
         check_store_url(settings.job_store_url())
-    except (CatalogError, StoreConfigError) as exc:
+        check_database_url(settings.records_url())
+    except (CatalogError, StoreConfigError, DatabaseConfigError) as exc:
         raise ConfigError(str(exc)) from None
     if settings.webhook_secret is not None:
         try:
@@ -390,7 +393,12 @@ async def open_gateway(
                 httpx2.AsyncClient(
                     cookies=no_cookies(), transport=public_transport(webhook_hosts, limits, tls)
                 ) as webhook_client,
-                open_stores(settings.job_store_url(), settings.store_prefix) as stores,
+                open_stores(
+                    settings.job_store_url(),
+                    settings.store_prefix,
+                    database_url=settings.records_url(),
+                    pool_size=settings.database_pool_size,
+                ) as stores,
             ):
                 upstream = _sender(
                     settings, upstream_url, network, keys, metrics, scrub, catalog, tracer
@@ -473,6 +481,7 @@ async def open_gateway(
                     upstream=upstream,
                     fetcher=fetcher,
                     jobs=stores.jobs,
+                    database=stores.database,
                     reconciler=reconciler,
                     webhooks=webhooks,
                     catalog_watch=watch,

@@ -151,6 +151,17 @@ class Settings(BaseSettings):
     # headers, and the service name come from the standard OTEL_* variables the SDK reads.
     otel: bool | None = None
 
+    # The records (client keys and teams, the request log, usage rollups, budget reservations
+    # and settlements, video jobs and their outbox): sqlite:///path (default: mediagate.sqlite3
+    # under data_dir; one host) or postgresql://user:password@host:5432/db (several replicas).
+    # Migrations are applied at start under a lock, or by `mediagate db upgrade`.
+    database_url: str | None = None
+    # PostgreSQL connections per process (each a worker thread of the database's own pool).
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    # Where replicas coordinate (rate windows, concurrency slots, Idempotency-Key locks):
+    # redis://host:port/db. Unset: the SQLite database (one host).
+    redis_url: str | None = None
+
     # Video jobs. The store is sqlite:///path (default: a file under data_dir) or
     # redis://host:port/db when several replicas share it; the prefix namespaces Redis keys.
     store_url: str | None = None
@@ -306,6 +317,12 @@ class Settings(BaseSettings):
         if self.reconcile_interval_s is not None:
             return self.reconcile_interval_s
         return max(1.0, self.video_poll_after_ms / 1000)
+
+    def records_url(self) -> str:
+        """Where the records are: MEDIAGATE_DATABASE_URL, else a SQLite file in data_dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'mediagate.sqlite3').resolve()}"
 
     def job_store_url(self) -> str:
         """Where video jobs are kept: MEDIAGATE_STORE_URL, else a SQLite file in data_dir."""

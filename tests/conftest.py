@@ -316,6 +316,105 @@ def redis_store(redis_server: str) -> Iterator[dict[str, str]]:
         client.close()
 
 
+# PostgreSQL: the server on 127.0.0.1:5432 (MEDIAGATE_TEST_POSTGRES_URL to name another), or a
+# throwaway one started from the installed binaries; without either, its tests are skipped
+# visibly, except under CI, where that is a failure (.ci/run installs and starts one).
+LOCAL_POSTGRES_URL = "postgresql://postgres:postgres@127.0.0.1:5432/postgres"
+
+
+def _postgres_answers(url: str) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def _postgres_binaries() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return versions[-1].parent if versions else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a reachable PostgreSQL server's `postgres` database."""
+    url = os.environ.get("MEDIAGATE_TEST_POSTGRES_URL", LOCAL_POSTGRES_URL)
+    if _postgres_answers(url):
+        yield url
+        return
+    binaries = _postgres_binaries()
+    reason = f"PostgreSQL is not reachable at {url.split('@')[-1]} and initdb is not installed"
+    if binaries is None or os.geteuid() == 0:  # initdb refuses to run as root
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    data = tmp_path_factory.mktemp("postgres")
+    subprocess.run(
+        [str(binaries / "initdb"), "-D", str(data / "db"), "-U", "postgres", "-A", "trust"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            str(binaries / "postgres"),
+            "-D",
+            str(data / "db"),
+            "-p",
+            str(port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-k",
+            str(data),
+            "-c",
+            "fsync=off",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    try:
+        deadline = time.monotonic() + 20
+        while not _postgres_answers(url):
+            assert proc.poll() is None, "postgres exited at start"
+            assert time.monotonic() < deadline, "postgres did not start listening"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture
+def postgres_database(postgres_server: str) -> Iterator[str]:
+    """A database of this test's own on the PostgreSQL server (dropped afterwards)."""
+    import psycopg
+
+    name = f"mediagate_test_{secrets.token_hex(6)}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = postgres_server.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each engine of the records' database: a SQLite file of this test's own, and a
+    PostgreSQL database of its own."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres_database")
+        return url
+    return f"sqlite:///{tmp_path / 'records.sqlite3'}"
+
+
 @pytest.fixture(params=["sqlite", "redis"])
 def job_store(request: pytest.FixtureRequest) -> dict[str, str]:
     """Settings overrides for each job store: SQLite (the default, under data_dir) and Redis."""
@@ -333,6 +432,7 @@ class StoreUrl:
     kind: Literal["sqlite", "redis"]
     url: str  # a MEDIAGATE_STORE_URL
     prefix: str  # the Redis key prefix (SQLite ignores it)
+    database_url: str  # the records' database beside it
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -341,8 +441,10 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> StoreUrl:
     this test's own (removed afterwards)."""
     if request.param == "redis":
         store: dict[str, str] = request.getfixturevalue("redis_store")
-        return StoreUrl("redis", store["store_url"], store["store_prefix"])
-    return StoreUrl("sqlite", f"sqlite:///{tmp_path / 'stores.sqlite3'}", "unused")
+        records = f"sqlite:///{tmp_path / 'records.sqlite3'}"
+        return StoreUrl("redis", store["store_url"], store["store_prefix"], records)
+    url = f"sqlite:///{tmp_path / 'stores.sqlite3'}"
+    return StoreUrl("sqlite", url, "unused", url)
 
 
 class StoreClock:

@@ -284,7 +284,9 @@ def test_a_crashed_owners_claim_expires_and_is_taken_over(
     store_url: StoreUrl, store_clock: StoreClock
 ) -> None:
     async def scenario() -> None:
-        async with open_stores(store_url.url, store_url.prefix, clock=store_clock) as stores:
+        async with open_stores(
+            store_url.url, store_url.prefix, database_url=store_url.database_url, clock=store_clock
+        ) as stores:
             store = stores.idempotency
             first = await store.claim("r", "fp", lease_s=0.2, ttl_s=60)
             assert first.state == "owner" and first.token
@@ -311,7 +313,9 @@ def test_records_expire_and_released_claims_free_the_key(
     store_url: StoreUrl, store_clock: StoreClock
 ) -> None:
     async def scenario() -> None:
-        async with open_stores(store_url.url, store_url.prefix, clock=store_clock) as stores:
+        async with open_stores(
+            store_url.url, store_url.prefix, database_url=store_url.database_url, clock=store_clock
+        ) as stores:
             store = stores.idempotency
             claim = await store.claim("t", "fp", lease_s=5, ttl_s=0.3)
             assert claim.token is not None
@@ -331,7 +335,9 @@ def test_a_takeover_after_the_paid_call_was_sent_is_refused(
     store_url: StoreUrl, store_clock: StoreClock
 ) -> None:
     async def scenario() -> None:
-        async with open_stores(store_url.url, store_url.prefix, clock=store_clock) as stores:
+        async with open_stores(
+            store_url.url, store_url.prefix, database_url=store_url.database_url, clock=store_clock
+        ) as stores:
             store = stores.idempotency
             first = await store.claim("s", "fp", lease_s=0.2, ttl_s=60)
             assert first.token is not None

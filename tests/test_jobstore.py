@@ -31,7 +31,9 @@ T = TypeVar("T")
 
 def with_store(store_url: StoreUrl, work: Callable[[JobStore], Awaitable[T]]) -> T:
     async def run() -> T:
-        async with open_stores(store_url.url, store_url.prefix) as stores:
+        async with open_stores(
+            store_url.url, store_url.prefix, database_url=store_url.database_url
+        ) as stores:
             return await work(stores.jobs)
 
     return asyncio.run(run())
@@ -124,7 +126,11 @@ def test_compare_and_set_lets_exactly_one_writer_win(store_url: StoreUrl) -> Non
 
     async def run() -> tuple[list[VideoJob | None], VideoJob | None]:
         # Two stores on one database stand for two replicas; each races 20 writers.
-        async with open_stores(url, prefix) as first, open_stores(url, prefix) as second:
+        records = store_url.database_url
+        async with (
+            open_stores(url, prefix, database_url=records) as first,
+            open_stores(url, prefix, database_url=records) as second,
+        ):
             one, two = first.jobs, second.jobs
             await one.insert(make_job("video_race", status="in_progress"))
             attempts = [
@@ -234,7 +240,7 @@ def test_the_gateway_refuses_to_start_on_a_store_url_it_cannot_use(tmp_path: Pat
 
 def test_an_unreachable_redis_is_a_clear_error() -> None:
     async def run() -> None:
-        async with open_stores("redis://127.0.0.1:1/0", "x"):
+        async with open_stores("redis://127.0.0.1:1/0", "x", database_url="sqlite:///:memory:"):
             pass
 
     with pytest.raises(StoreUnavailable, match="Redis"):

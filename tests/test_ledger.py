@@ -23,7 +23,12 @@ Scenario = Callable[[Ledger], Awaitable[None]]
 def run(store_url: StoreUrl, store_clock: StoreClock) -> Callable[[Scenario], None]:
     def go(scenario: Scenario) -> None:
         async def main() -> None:
-            async with open_stores(store_url.url, store_url.prefix, clock=store_clock) as stores:
+            async with open_stores(
+                store_url.url,
+                store_url.prefix,
+                database_url=store_url.database_url,
+                clock=store_clock,
+            ) as stores:
                 await scenario(stores.ledger)
 
         asyncio.run(main())

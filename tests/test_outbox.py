@@ -25,7 +25,9 @@ def test_a_lease_has_one_holder_until_it_lapses(
     store_url: StoreUrl, store_clock: StoreClock
 ) -> None:
     async def run() -> None:
-        async with open_stores(store_url.url, store_url.prefix, clock=store_clock) as stores:
+        async with open_stores(
+            store_url.url, store_url.prefix, database_url=store_url.database_url, clock=store_clock
+        ) as stores:
             jobs = stores.jobs
             assert await jobs.lease("reconciler", "a", 0.3)
             assert not await jobs.lease("reconciler", "b", 0.3)
@@ -40,7 +42,9 @@ def test_a_lease_has_one_holder_until_it_lapses(
 
 def test_the_census_counts_jobs_and_the_oldest_unfinished(store_url: StoreUrl) -> None:
     async def run() -> None:
-        async with open_stores(store_url.url, store_url.prefix) as stores:
+        async with open_stores(
+            store_url.url, store_url.prefix, database_url=store_url.database_url
+        ) as stores:
             jobs = stores.jobs
             assert (await jobs.census()).oldest_unfinished is None
             await jobs.insert(make_job("video_1", created_at=100))
@@ -65,7 +69,9 @@ def test_the_outbox_is_written_only_by_the_winning_update(
     lost = Delivery("evt_2", "https://example.com/hook", '{"id":"evt_2"}', 1000.0)
 
     async def run() -> None:
-        async with open_stores(store_url.url, store_url.prefix, clock=store_clock) as stores:
+        async with open_stores(
+            store_url.url, store_url.prefix, database_url=store_url.database_url, clock=store_clock
+        ) as stores:
             jobs = stores.jobs
             await jobs.insert(make_job("video_1"))
             done = {"status": "completed", "cost": 0.4}

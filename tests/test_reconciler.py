@@ -30,9 +30,11 @@ INTERVAL_S = 0.5
 MUSE_PRICE = 0.30  # catalog.yaml: muse-video, per video whatever its length
 
 
-def _read(url: str, prefix: str, video_id: str) -> tuple[VideoJob | None, list[UsageRow], Spend]:
+def _read(
+    url: str, prefix: str, video_id: str, records: str | None = None
+) -> tuple[VideoJob | None, list[UsageRow], Spend]:
     async def read() -> tuple[VideoJob | None, list[UsageRow], Spend]:
-        async with open_stores(url, prefix) as stores:
+        async with open_stores(url, prefix, database_url=records) as stores:
             job = await stores.jobs.get(video_id)
             usage = await stores.ledger.usage("team-a", [day_of(time.time())])
             return job, usage, await stores.ledger.spend("team-a")
@@ -195,19 +197,20 @@ def test_two_replicas_on_redis_book_once_with_one_poller(
 ) -> None:
     env = _env(sim, tmp_path, redis_store)
     url, prefix = redis_store["store_url"], redis_store["store_prefix"]
+    records = f"sqlite:///{tmp_path / 'reader.sqlite3'}"
     with serving(["serve"], env, tmp_path) as one, serving(["serve"], env, tmp_path) as two:
         sdk = openai.OpenAI(base_url=f"{one.url}/v1", api_key=CLIENT_KEY, max_retries=0)
         video = sdk.videos.create(prompt="[sim:render=0.3] two replicas", seconds="8")
         created = time.monotonic()
 
         def booked() -> bool:
-            return bool(_read(url, prefix, video.id)[1])
+            return bool(_read(url, prefix, video.id, records)[1])
 
         wait_until(booked, timeout_s=0.3 + 2 * INTERVAL_S + 1.0)
         took = time.monotonic() - created
         print(f"two replicas: booked {took:.2f} s after create (render 0.3 s, {INTERVAL_S} s)")
         time.sleep(2 * INTERVAL_S)  # a second booking would have happened by now
-        job, [row], spend = _read(url, prefix, video.id)
+        job, [row], spend = _read(url, prefix, video.id, records)
         assert job is not None and job.status == "completed"
         assert (row.requests, row.video_seconds) == (1, 8)
         assert row.cost == pytest.approx(MUSE_PRICE) and spend.reserved == 0
@@ -226,7 +229,7 @@ def test_two_replicas_on_redis_book_once_with_one_poller(
         leader.proc.wait(timeout=10)
         sdk = openai.OpenAI(base_url=f"{follower.url}/v1", api_key=CLIENT_KEY, max_retries=0)
         second = sdk.videos.create(prompt="[sim:render=0.3] after the leader died", seconds="4")
-        wait_until(lambda: bool(_read(url, prefix, second.id)[0].final), timeout_s=6)
-        job, usage, spend = _read(url, prefix, second.id)
+        wait_until(lambda: bool(_read(url, prefix, second.id, records)[0].final), timeout_s=6)
+        job, usage, spend = _read(url, prefix, second.id, records)
         assert job is not None and job.status == "completed"
         assert sum(r.video_seconds for r in usage) == 13 and spend.reserved == 0

@@ -45,7 +45,9 @@ def stored(gateway: Gateway, video_id: str) -> VideoJob:
     settings = gateway.settings
 
     async def read() -> VideoJob | None:
-        async with open_stores(settings.job_store_url(), settings.store_prefix) as stores:
+        async with open_stores(
+            settings.job_store_url(), settings.store_prefix, database_url=settings.records_url()
+        ) as stores:
             return await stores.jobs.get(video_id)
 
     job = asyncio.run(read())

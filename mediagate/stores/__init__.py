@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 from mediagate.stores.idempotency import IdempotencyStore
 from mediagate.stores.jobs import JobStore
 from mediagate.stores.ledger import Ledger
+from mediagate.stores.sql.db import Database
+from mediagate.stores.sql.migrate import upgrade
 
 __all__ = ["StoreConfigError", "Stores", "check_store_url", "open_stores"]
 
@@ -43,6 +45,7 @@ class Stores:
     jobs: JobStore  # video jobs
     ledger: Ledger  # rate limits, concurrency, budgets, usage
     idempotency: IdempotencyStore  # Idempotency-Key records
+    database: Database  # the records (MEDIAGATE_DATABASE_URL), migrated to the newest version
 
 
 def check_store_url(url: str) -> Literal["sqlite", "redis"]:
@@ -60,7 +63,12 @@ def check_store_url(url: str) -> Literal["sqlite", "redis"]:
 
 @asynccontextmanager
 async def open_stores(
-    url: str, prefix: str, *, clock: Callable[[], float] = time.time
+    url: str,
+    prefix: str,
+    *,
+    database_url: str | None = None,
+    pool_size: int = 10,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Stores]:
     """The job store, ledger and Idempotency-Key store on the backend `url` names, each on a
     connection of its own; closed (in reverse order) when the block ends.
@@ -70,7 +78,14 @@ async def open_stores(
     so that replicas with skewed clocks agree, and so ignores it.
     """
     kind = check_store_url(url)
+    if database_url is None:
+        if kind != "sqlite":
+            raise StoreConfigError("a Redis store needs a records database (database_url)")
+        database_url = url  # the records in the same SQLite file
     async with AsyncExitStack() as stack:
+        database = await Database.open(database_url, pool_size=pool_size, what="database")
+        stack.push_async_callback(database.close)
+        await upgrade(database)  # under a lock; one read when nothing is pending
 
         async def held(opening: Awaitable[S]) -> S:
             store = await opening
@@ -99,4 +114,4 @@ async def open_stores(
             jobs = await held(RedisJobStore.open(url, prefix))
             ledger = await held(RedisLedger.open(url, prefix))
             idempotency = await held(RedisIdempotency.open(url, prefix))
-        yield Stores(jobs=jobs, ledger=ledger, idempotency=idempotency)
+        yield Stores(jobs=jobs, ledger=ledger, idempotency=idempotency, database=database)

@@ -1,0 +1,125 @@
+"""Versioned migrations of the records' database: numbered SQL files, applied in order.
+
+`migrations/NNNN_name.sql` holds SQL both engines run; a migration whose SQL differs is a pair,
+`NNNN_name.sqlite.sql` and `NNNN_name.postgresql.sql`. Each applied version is a row of
+`schema_migrations`. `upgrade` applies what is pending, all in one transaction taken under a
+lock (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE), so replicas starting together
+apply each migration once, and a failed one leaves the database as it was. When nothing is
+pending it is one read.
+
+A migration is never edited once released: a change is a new file.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mediagate.stores.sql.db import Database, Engine, Tx
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+?)(?:\.(sqlite|postgresql))?\.sql$")
+_LOCK_ID = 7_303_117_001  # pg_advisory_xact_lock's key for "mediagate migrations"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations(engine: Engine) -> list[Migration]:
+    """Every migration for `engine`, in order (a shared file, or the engine's own)."""
+    found: dict[int, Migration] = {}
+    for path in sorted(MIGRATIONS.glob("*.sql")):
+        match = _NAME.match(path.name)
+        if match is None:
+            raise ValueError(f"migration file {path.name} is not NNNN_name[.engine].sql")
+        version, name, only = int(match[1]), match[2], match[3]
+        if only is not None and only != engine:
+            continue
+        if version in found:
+            raise ValueError(f"two migrations numbered {version:04d}")
+        found[version] = Migration(version, name, path.read_text("utf-8"))
+    return [found[v] for v in sorted(found)]
+
+
+def statements(sql: str) -> list[str]:
+    """A migration's statements: split at a `;` that ends a line, `--` comments dropped."""
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    parts = re.split(r";\s*$", "\n".join(lines), flags=re.MULTILINE)
+    return [part.strip() for part in parts if part.strip()]
+
+
+_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)"
+)
+
+
+def _applied(tx: Tx) -> set[int]:
+    return {row[0] for row in tx.execute("SELECT version FROM schema_migrations").fetchall()}
+
+
+def _current(tx: Tx) -> int:
+    """The newest applied version (0 when none is)."""
+    value = tx.scalar("SELECT MAX(version) FROM schema_migrations")
+    return int(value) if value is not None else 0
+
+
+def _apply(tx: Tx, wanted: list[Migration]) -> list[str]:
+    if tx.engine == "postgresql":
+        tx.execute("SELECT pg_advisory_xact_lock(?)", (_LOCK_ID,))
+    tx.execute(_TABLE)
+    done = _applied(tx)
+    applied = []
+    for migration in wanted:
+        if migration.version in done:
+            continue
+        for statement in statements(migration.sql):
+            tx.execute(statement)
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+            (migration.version, migration.name, time.time()),
+        )
+        applied.append(f"{migration.version:04d}_{migration.name}")
+    return applied
+
+
+async def upgrade(db: Database) -> list[str]:
+    """Apply every pending migration (under the lock); the names applied."""
+    wanted = migrations(db.engine)
+    latest = wanted[-1].version if wanted else 0
+    if await db.run(_current_or_none) == latest:
+        return []
+    return await db.transaction(lambda tx: _apply(tx, wanted))
+
+
+def upgrade_blocking(db: Database) -> list[str]:
+    """`upgrade` for the CLI, on the calling thread."""
+    wanted = migrations(db.engine)
+    return db.blocking(lambda tx: _apply(tx, wanted))
+
+
+def status_blocking(db: Database) -> tuple[list[int], list[Migration]]:
+    """The versions applied, and the migrations still pending."""
+    wanted = migrations(db.engine)
+    applied = sorted(db.blocking(lambda tx: _applied_or_none(tx), atomic=False))
+    return applied, [m for m in wanted if m.version not in applied]
+
+
+def _current_or_none(tx: Tx) -> int | None:
+    if tx.engine == "sqlite":
+        exists = tx.scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+        )
+    else:
+        exists = tx.scalar("SELECT COUNT(*) FROM pg_tables WHERE tablename = 'schema_migrations'")
+    return _current(tx) if exists else None
+
+
+def _applied_or_none(tx: Tx) -> set[int]:
+    return _applied(tx) if _current_or_none(tx) is not None else set()
