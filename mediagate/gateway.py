@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import httpx2
 from pydantic import SecretStr
 
-from mediagate.accounting.clients import KeyRegistry, KeysFileError
+from mediagate.accounting.clients import AdminKey, KeyRegistry, KeysFileError, admin_keys
 from mediagate.accounting.metering import Metering
 from mediagate.catalog import Catalog, CatalogError, CatalogHolder, load_catalog
 from mediagate.errors import Scrubber
@@ -77,6 +77,7 @@ class Gateway:
     settings: Settings
     catalogs: CatalogHolder  # the catalog in force, as this deployment offers it (keyed routes)
     clients: KeyRegistry  # client keys
+    admin_keys: list[AdminKey]  # the admin API's keys (digests), MEDIAGATE_ADMIN_KEYS
     metrics: Metrics
     scrub: Scrubber
     images: ImageService  # image generations and edits
@@ -167,10 +168,11 @@ def check_config(settings: Settings) -> KeyRegistry:
     if not settings.simulator and not settings.upstream_url:
         raise ConfigError("MEDIAGATE_UPSTREAM_URL is required when upstream keys are set")
     try:
+        _admin_keys(settings)
         load_catalog(settings.config)
         check_store_url(settings.job_store_url())
         check_database_url(settings.records_url())
-    except (CatalogError, StoreConfigError, DatabaseConfigError) as exc:
+    except (CatalogError, StoreConfigError, DatabaseConfigError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     if settings.webhook_secret is not None:
         try:
@@ -182,6 +184,13 @@ def check_config(settings: Settings) -> KeyRegistry:
     if settings.webhook_url and not settings.webhook_url.startswith(("http://", "https://")):
         raise ConfigError("MEDIAGATE_WEBHOOK_URL must be an http(s) URL")
     return clients
+
+
+def _admin_keys(settings: Settings) -> list[AdminKey]:
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value is not None else None
+
+    return admin_keys(secret(settings.admin_keys), secret(settings.admin_key))
 
 
 def webhook_targets(settings: Settings, clients: KeyRegistry) -> Callable[[str], str | None]:
@@ -460,6 +469,7 @@ async def open_gateway(
                     settings=settings,
                     catalogs=catalogs,
                     clients=clients,
+                    admin_keys=_admin_keys(settings),
                     metrics=metrics,
                     scrub=scrub,
                     images=ImageService(

@@ -76,8 +76,12 @@ class Settings(BaseSettings):
     api_keys: SecretStr | None = None
     # Per-team keys with scopes, limits and budgets (accounting/clients.py); re-read on change.
     keys_file: Path | None = None
-    # The key of the admin usage view (GET /v1/admin/usage); no admin view without one.
+    # The key of the admin usage view (GET /v1/admin/usage); no admin view without one. It is
+    # also one `admin` of the admin API (/admin/v1), named "admin".
     admin_key: SecretStr | None = None
+    # The admin API's keys, stored as digests: `name:role:sha256,...` with role `admin` or
+    # `viewer` and the SHA-256 (hex) of the key (`mediagate keys digest` prints one).
+    admin_keys: SecretStr | None = None
     # When set, GET /metrics needs `Authorization: Bearer <token>` (it shows tenant names,
     # spend and budgets); unset, /metrics is open (keep it off the public Ingress then).
     metrics_token: SecretStr | None = None

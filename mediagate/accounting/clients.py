@@ -26,9 +26,10 @@ import secrets
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -47,6 +48,8 @@ class KeyPolicy(BaseModel):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # The team the key belongs to (its budgets bound the sum of its keys); None: no team.
+    team: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]+$")
     models: list[str] = Field(default_factory=lambda: ["*"])  # names or globs
     requests_per_minute: int | None = Field(default=None, ge=1)
     images_per_minute: int | None = Field(default=None, ge=1)
@@ -182,6 +185,37 @@ class KeyRegistry:
         if not hmac.compare_digest(presented.encode(), expected.encode()) or found is None:
             raise AuthenticationFailed("Incorrect API key provided.")
         return found
+
+
+@dataclass(frozen=True)
+class AdminKey:
+    name: str
+    role: Literal["admin", "viewer"]
+    sha256: str
+
+
+def admin_keys(raw: str | None, legacy: str | None) -> list[AdminKey]:
+    """The admin API's keys: MEDIAGATE_ADMIN_KEYS (`name:role:sha256`, comma-separated), and
+    MEDIAGATE_ADMIN_KEY as one admin named "admin" (its digest: the key itself is not kept)."""
+    keys = [AdminKey("admin", "admin", digest(legacy))] if legacy else []
+    for entry in (part.strip() for part in (raw or "").split(",")):
+        if not entry:
+            continue
+        name, _, rest = entry.partition(":")
+        role, _, sha = rest.partition(":")
+        sha = sha.strip().lower()
+        if (
+            not name
+            or role not in ("admin", "viewer")
+            or len(sha) != 64
+            or any(c not in "0123456789abcdef" for c in sha)
+        ):
+            raise ValueError(
+                "MEDIAGATE_ADMIN_KEYS entries are name:role:sha256 with role admin or viewer "
+                f"and a hex SHA-256; got one starting {name[:20]!r}"
+            )
+        keys.append(AdminKey(name, role, sha))  # type: ignore[arg-type]
+    return keys
 
 
 ANONYMOUS = KeyPolicy(name="anonymous", sha256="0" * 64)

@@ -1,0 +1,87 @@
+"""The admin API's door (`/admin/v1`): who is calling, and what they may see.
+
+Three kinds of caller, all with `Authorization: Bearer <key>`:
+- an admin key (MEDIAGATE_ADMIN_KEYS `name:role:sha256`, role `admin` or `viewer`; the older
+  MEDIAGATE_ADMIN_KEY is one `admin` named "admin"), compared by digest in constant time;
+- a client key: a `member` of its team (or of no team: then only its own key's records), who
+  may read its team's usage, requests and jobs, never another team's.
+
+Every admin route takes `caller: Caller` (any of the three) and asks `caller.require(...)` for
+what it does; a member's reads are narrowed by `caller.scope()`. The routes themselves live in
+the modules beside this one (`admin_keys`, `admin_reads`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, Request
+
+from mediagate import context
+from mediagate.errors import AuthenticationFailed, PermissionDenied
+from mediagate.http.deps import gateway
+
+Role = Literal["admin", "viewer", "member"]
+PREFIX = "/admin/v1"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling the admin API."""
+
+    name: str  # the admin key's name, or the client key's
+    role: Role
+    team: str | None = None  # a member's team (None: the member sees only its own key)
+
+    def require(self, role: Literal["admin", "viewer"]) -> None:
+        """403 unless the caller has `role` (an admin has every role)."""
+        if self.role == "admin" or (role == "viewer" and self.role == "viewer"):
+            return
+        raise PermissionDenied(f"This needs an {role} key.", code="permission_denied")
+
+    def scope(self) -> tuple[str | None, str | None]:
+        """(team, key) every read of a member is narrowed to; (None, None) for admin/viewer."""
+        if self.role != "member":
+            return None, None
+        return (self.team, None) if self.team else (None, self.name)
+
+
+async def principal(request: Request) -> Principal:
+    gw = gateway(request)
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise AuthenticationFailed(
+            "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
+        )
+    presented = hashlib.sha256(token.encode()).hexdigest()
+    found: Principal | None = None
+    for key in gw.admin_keys:
+        # Every configured digest compared, in constant time: no early exit to time.
+        if hmac.compare_digest(presented.encode(), key.sha256.encode()) and found is None:
+            found = Principal(key.name, key.role)
+    if found is None:
+        policy = gw.clients.identify(f"Bearer {token}")  # 401 when no client key either
+        found = Principal(policy.name, "member", policy.team)
+    context.current().key_name = found.name
+    return found
+
+
+# The caller of an admin route, as a handler parameter: `caller: Caller`.
+Caller = Annotated[Principal, Depends(principal)]
+
+admin = APIRouter(prefix=PREFIX)
+
+
+@admin.get("/whoami", name="admin.whoami")
+async def whoami(caller: Caller) -> dict[str, str | None]:
+    """Who the key is to the admin API: its name, role and team."""
+    return {
+        "object": "admin.principal",
+        "name": caller.name,
+        "role": caller.role,
+        "team": caller.team,
+    }
