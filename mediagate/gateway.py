@@ -31,7 +31,7 @@ from mediagate.images.service import ImageService
 from mediagate.observability.metrics import Metrics
 from mediagate.observability.tracing import Tracer
 from mediagate.settings import Settings, group_env_name
-from mediagate.stores import StoreConfigError, check_store_url, open_stores
+from mediagate.stores import StoreConfigError, check_coordination, open_stores
 from mediagate.stores.hosted import HostedImages, open_hosted_images
 from mediagate.stores.idempotency import IdempotencyStore
 from mediagate.stores.jobs import JobStore
@@ -167,11 +167,18 @@ def check_config(settings: Settings) -> KeyRegistry:
         )
     if not settings.simulator and not settings.upstream_url:
         raise ConfigError("MEDIAGATE_UPSTREAM_URL is required when upstream keys are set")
+    if settings.store_url:
+        raise ConfigError(
+            "MEDIAGATE_STORE_URL is replaced: the records (jobs, usage, budgets, keys) live in "
+            "MEDIAGATE_DATABASE_URL (sqlite:///path, or postgresql://... for replicas) and "
+            "replicas coordinate through MEDIAGATE_REDIS_URL. Move the old store's records with "
+            "`mediagate db import <the MEDIAGATE_STORE_URL>`, then unset it."
+        )
     try:
         _admin_keys(settings)
         load_catalog(settings.config)
-        check_store_url(settings.job_store_url())
         check_database_url(settings.records_url())
+        check_coordination(settings.records_url(), settings.redis_url)
     except (CatalogError, StoreConfigError, DatabaseConfigError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
     if settings.webhook_secret is not None:
@@ -403,9 +410,9 @@ async def open_gateway(
                     cookies=no_cookies(), transport=public_transport(webhook_hosts, limits, tls)
                 ) as webhook_client,
                 open_stores(
-                    settings.job_store_url(),
+                    settings.records_url(),
                     settings.store_prefix,
-                    database_url=settings.records_url(),
+                    redis_url=settings.redis_url,
                     pool_size=settings.database_pool_size,
                 ) as stores,
             ):

@@ -166,9 +166,10 @@ class Settings(BaseSettings):
     # redis://host:port/db. Unset: the SQLite database (one host).
     redis_url: str | None = None
 
-    # Video jobs. The store is sqlite:///path (default: a file under data_dir) or
-    # redis://host:port/db when several replicas share it; the prefix namespaces Redis keys.
+    # Replaced by MEDIAGATE_DATABASE_URL and MEDIAGATE_REDIS_URL: a gateway with it set refuses
+    # to start, naming `mediagate db import` (which reads it) to move its records over.
     store_url: str | None = None
+    # The prefix of the Redis keys (MEDIAGATE_REDIS_URL).
     store_prefix: str = "mediagate"
     # The upstream refuses a reference image whose pixels differ from `size`; fitting resizes
     # and centre-crops it instead. Off: a mismatch is a 400 naming both sizes.
@@ -327,12 +328,6 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'mediagate.sqlite3').resolve()}"
-
-    def job_store_url(self) -> str:
-        """Where video jobs are kept: MEDIAGATE_STORE_URL, else a SQLite file in data_dir."""
-        if self.store_url:
-            return self.store_url
-        return f"sqlite:///{(self.data_dir / 'jobs.sqlite3').resolve()}"
 
     def all_upstream_keys(self) -> list[str]:
         """Every configured upstream key, so error text can be scrubbed of them."""

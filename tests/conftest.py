@@ -302,20 +302,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
-@pytest.fixture
-def redis_store(redis_server: str) -> Iterator[dict[str, str]]:
-    """Gateway settings for a Redis job store under a key prefix of this test's own."""
-    prefix = f"mediagate-test-{secrets.token_hex(6)}"
-    yield {"store_url": f"{redis_server}/0", "store_prefix": prefix}
-    client = redis.Redis.from_url(f"{redis_server}/0")
-    try:
-        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
-
-
 # PostgreSQL: the server on 127.0.0.1:5432 (MEDIAGATE_TEST_POSTGRES_URL to name another), or a
 # throwaway one started from the installed binaries; without either, its tests are skipped
 # visibly, except under CI, where that is a failure (.ci/run installs and starts one).
@@ -415,36 +401,63 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'records.sqlite3'}"
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture
+def replica_store(redis_server: str, postgres_database: str) -> Iterator[dict[str, str]]:
+    """Gateway settings for replicas: a PostgreSQL database of this test's own, and Redis
+    under a key prefix of its own (removed afterwards)."""
+    prefix = f"mediagate-test-{secrets.token_hex(6)}"
+    yield {
+        "database_url": postgres_database,
+        "redis_url": f"{redis_server}/0",
+        "store_prefix": prefix,
+    }
+    client = redis.Redis.from_url(f"{redis_server}/0")
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}:*", count=500))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
 def job_store(request: pytest.FixtureRequest) -> dict[str, str]:
-    """Settings overrides for each job store: SQLite (the default, under data_dir) and Redis."""
-    if request.param == "redis":
-        store: dict[str, str] = request.getfixturevalue("redis_store")
+    """Settings overrides for each deployment's stores: SQLite alone (the default, under
+    data_dir), and replicas' PostgreSQL with Redis."""
+    if request.param == "postgresql":
+        store: dict[str, str] = request.getfixturevalue("replica_store")
         return store
     return {}
 
 
-# The stores themselves (mediagate.stores.open_stores), on each backend.
+# The stores themselves (mediagate.stores.open_stores), on each deployment.
 
 
 @dataclass(frozen=True)
 class StoreUrl:
-    kind: Literal["sqlite", "redis"]
-    url: str  # a MEDIAGATE_STORE_URL
-    prefix: str  # the Redis key prefix (SQLite ignores it)
-    database_url: str  # the records' database beside it
+    kind: Literal["sqlite", "postgresql"]
+    database_url: str  # a MEDIAGATE_DATABASE_URL
+    redis_url: str | None  # a MEDIAGATE_REDIS_URL (None: coordination in the SQLite file)
+    prefix: str  # the Redis key prefix
+
+    def open(self, clock: Callable[[], float] | None = None) -> Any:
+        """open_stores on this deployment's stores."""
+        from mediagate.stores import open_stores
+
+        extra = {"clock": clock} if clock is not None else {}
+        return open_stores(self.database_url, self.prefix, redis_url=self.redis_url, **extra)
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> StoreUrl:
-    """Each store backend: a SQLite file of this test's own, and Redis under a key prefix of
-    this test's own (removed afterwards)."""
-    if request.param == "redis":
-        store: dict[str, str] = request.getfixturevalue("redis_store")
-        records = f"sqlite:///{tmp_path / 'records.sqlite3'}"
-        return StoreUrl("redis", store["store_url"], store["store_prefix"], records)
-    url = f"sqlite:///{tmp_path / 'stores.sqlite3'}"
-    return StoreUrl("sqlite", url, "unused", url)
+    """Each deployment's stores: a SQLite file of this test's own, and PostgreSQL with Redis
+    (a database and a key prefix of this test's own, removed afterwards)."""
+    if request.param == "postgresql":
+        store: dict[str, str] = request.getfixturevalue("replica_store")
+        return StoreUrl(
+            "postgresql", store["database_url"], store["redis_url"], store["store_prefix"]
+        )
+    return StoreUrl("sqlite", f"sqlite:///{tmp_path / 'stores.sqlite3'}", None, "unused")
 
 
 class StoreClock:
@@ -455,7 +468,7 @@ class StoreClock:
     is a real wait, so the TTLs those tests use are kept to a fraction of a second.
     """
 
-    def __init__(self, kind: Literal["sqlite", "redis"]) -> None:
+    def __init__(self, kind: Literal["sqlite", "postgresql"]) -> None:
         self.kind = kind
         self._now = time.time()  # today, so the days a test books are the real ones
 

@@ -855,7 +855,7 @@ def test_the_metric_check_catches_mistakes() -> None:
 
 
 def test_compose_gateway_serves_the_simulator_on_redis(
-    tmp_path: Path, redis_store: dict[str, str], otlp: OtlpReceiver
+    tmp_path: Path, replica_store: dict[str, str], otlp: OtlpReceiver
 ) -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     environment = {
@@ -864,8 +864,9 @@ def test_compose_gateway_serves_the_simulator_on_redis(
     }
     # As in the container, with this machine's Redis and directory in place of the stack's.
     environment |= {
-        "MEDIAGATE_STORE_URL": redis_store["store_url"],
-        "MEDIAGATE_STORE_PREFIX": redis_store["store_prefix"],
+        "MEDIAGATE_DATABASE_URL": replica_store["database_url"],
+        "MEDIAGATE_REDIS_URL": replica_store["redis_url"],
+        "MEDIAGATE_STORE_PREFIX": replica_store["store_prefix"],
         "MEDIAGATE_DATA_DIR": str(tmp_path / "data"),
         # A receiver on loopback stands in for the stack's Tempo.
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url,

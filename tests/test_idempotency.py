@@ -19,7 +19,6 @@ import httpx2
 import openai
 import pytest
 
-from mediagate.stores import open_stores
 from mediagate.stores.idempotency import Stored
 
 from .conftest import CLIENT_KEY, GROUP_KEYS, OTHER_CLIENT_KEY, Gateway, Sim, StoreClock, StoreUrl
@@ -284,9 +283,7 @@ def test_a_crashed_owners_claim_expires_and_is_taken_over(
     store_url: StoreUrl, store_clock: StoreClock
 ) -> None:
     async def scenario() -> None:
-        async with open_stores(
-            store_url.url, store_url.prefix, database_url=store_url.database_url, clock=store_clock
-        ) as stores:
+        async with store_url.open(store_clock) as stores:
             store = stores.idempotency
             first = await store.claim("r", "fp", lease_s=0.2, ttl_s=60)
             assert first.state == "owner" and first.token
@@ -313,9 +310,7 @@ def test_records_expire_and_released_claims_free_the_key(
     store_url: StoreUrl, store_clock: StoreClock
 ) -> None:
     async def scenario() -> None:
-        async with open_stores(
-            store_url.url, store_url.prefix, database_url=store_url.database_url, clock=store_clock
-        ) as stores:
+        async with store_url.open(store_clock) as stores:
             store = stores.idempotency
             claim = await store.claim("t", "fp", lease_s=5, ttl_s=0.3)
             assert claim.token is not None
@@ -335,9 +330,7 @@ def test_a_takeover_after_the_paid_call_was_sent_is_refused(
     store_url: StoreUrl, store_clock: StoreClock
 ) -> None:
     async def scenario() -> None:
-        async with open_stores(
-            store_url.url, store_url.prefix, database_url=store_url.database_url, clock=store_clock
-        ) as stores:
+        async with store_url.open(store_clock) as stores:
             store = stores.idempotency
             first = await store.claim("s", "fp", lease_s=0.2, ttl_s=60)
             assert first.token is not None

@@ -31,9 +31,7 @@ T = TypeVar("T")
 
 def with_store(store_url: StoreUrl, work: Callable[[JobStore], Awaitable[T]]) -> T:
     async def run() -> T:
-        async with open_stores(
-            store_url.url, store_url.prefix, database_url=store_url.database_url
-        ) as stores:
+        async with store_url.open() as stores:
             return await work(stores.jobs)
 
     return asyncio.run(run())
@@ -104,13 +102,13 @@ def test_a_record_written_before_the_asked_model_was_kept_shows_the_served_one(
     if store_url.kind == "sqlite":
         import sqlite3
 
-        path = store_url.url.removeprefix("sqlite:///")
+        path = store_url.database_url.removeprefix("sqlite:///")
         with sqlite3.connect(path) as db:
             db.execute('ALTER TABLE video_jobs DROP COLUMN "asked"')
     else:
 
         async def forget() -> None:
-            client = aioredis.Redis.from_url(store_url.url)
+            client = aioredis.Redis.from_url(store_url.redis_url)
             await client.hdel(f"{store_url.prefix}:video:video_older", "asked")
             await client.aclose()
 
@@ -122,15 +120,10 @@ def test_a_record_written_before_the_asked_model_was_kept_shows_the_served_one(
 
 
 def test_compare_and_set_lets_exactly_one_writer_win(store_url: StoreUrl) -> None:
-    url, prefix = store_url.url, store_url.prefix
 
     async def run() -> tuple[list[VideoJob | None], VideoJob | None]:
         # Two stores on one database stand for two replicas; each races 20 writers.
-        records = store_url.database_url
-        async with (
-            open_stores(url, prefix, database_url=records) as first,
-            open_stores(url, prefix, database_url=records) as second,
-        ):
+        async with store_url.open() as first, store_url.open() as second:
             one, two = first.jobs, second.jobs
             await one.insert(make_job("video_race", status="in_progress"))
             attempts = [
@@ -224,23 +217,33 @@ def test_store_urls_that_do_not(url: str) -> None:
         check_store_url(url)
 
 
-def test_the_gateway_refuses_to_start_on_a_store_url_it_cannot_use(tmp_path: Path) -> None:
+def test_the_gateway_refuses_to_start_on_stores_it_cannot_use(tmp_path: Path) -> None:
     settings = Settings(
         upstream_url="http://127.0.0.1:1/v1",
         key_default=SecretStr("sk-up"),
         api_keys=SecretStr("team-a:sk-a"),
         data_dir=tmp_path,
-        store_url="mysql://db/jobs",
     )
-    with pytest.raises(ConfigError, match="MEDIAGATE_STORE_URL"):
-        check_config(settings)
-    default = settings.model_copy(update={"store_url": None})
-    assert default.job_store_url() == f"sqlite:///{(tmp_path / 'jobs.sqlite3').resolve()}"
+    # Today's MEDIAGATE_STORE_URL: a clear message naming the import, not a silent new store.
+    with pytest.raises(ConfigError, match="mediagate db import"):
+        check_config(settings.model_copy(update={"store_url": "redis://r:6379/0"}))
+    with pytest.raises(ConfigError, match="MEDIAGATE_DATABASE_URL must be"):
+        check_config(settings.model_copy(update={"database_url": "mysql://db/jobs"}))
+    with pytest.raises(ConfigError, match="set MEDIAGATE_REDIS_URL"):
+        check_config(settings.model_copy(update={"database_url": "postgresql://db/m"}))
+    check_config(
+        settings.model_copy(
+            update={"database_url": "postgresql://db/m", "redis_url": "redis://r/0"}
+        )
+    )
+    assert settings.records_url() == f"sqlite:///{(tmp_path / 'mediagate.sqlite3').resolve()}"
 
 
-def test_an_unreachable_redis_is_a_clear_error() -> None:
+def test_an_unreachable_redis_is_a_clear_error(tmp_path: Path) -> None:
     async def run() -> None:
-        async with open_stores("redis://127.0.0.1:1/0", "x", database_url="sqlite:///:memory:"):
+        async with open_stores(
+            f"sqlite:///{tmp_path / 'r.sqlite3'}", "x", redis_url="redis://127.0.0.1:1/0"
+        ):
             pass
 
     with pytest.raises(StoreUnavailable, match="Redis"):

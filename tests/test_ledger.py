@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from mediagate.stores import open_stores
 from mediagate.stores.ledger import UNSETTLED, Charge, Ledger, day_of
 
 from .conftest import StoreClock, StoreUrl
@@ -23,12 +22,7 @@ Scenario = Callable[[Ledger], Awaitable[None]]
 def run(store_url: StoreUrl, store_clock: StoreClock) -> Callable[[Scenario], None]:
     def go(scenario: Scenario) -> None:
         async def main() -> None:
-            async with open_stores(
-                store_url.url,
-                store_url.prefix,
-                database_url=store_url.database_url,
-                clock=store_clock,
-            ) as stores:
+            async with store_url.open(store_clock) as stores:
                 await scenario(stores.ledger)
 
         asyncio.run(main())

@@ -13,7 +13,6 @@ from pydantic import SecretStr
 
 from mediagate.gateway import ConfigError, check_config
 from mediagate.settings import Settings
-from mediagate.stores import open_stores
 from mediagate.stores.jobs import Delivery
 from mediagate.videos.webhooks import check_secret, new_secret, retry_delay, signature
 
@@ -25,9 +24,7 @@ def test_a_lease_has_one_holder_until_it_lapses(
     store_url: StoreUrl, store_clock: StoreClock
 ) -> None:
     async def run() -> None:
-        async with open_stores(
-            store_url.url, store_url.prefix, database_url=store_url.database_url, clock=store_clock
-        ) as stores:
+        async with store_url.open(store_clock) as stores:
             jobs = stores.jobs
             assert await jobs.lease("reconciler", "a", 0.3)
             assert not await jobs.lease("reconciler", "b", 0.3)
@@ -42,9 +39,7 @@ def test_a_lease_has_one_holder_until_it_lapses(
 
 def test_the_census_counts_jobs_and_the_oldest_unfinished(store_url: StoreUrl) -> None:
     async def run() -> None:
-        async with open_stores(
-            store_url.url, store_url.prefix, database_url=store_url.database_url
-        ) as stores:
+        async with store_url.open() as stores:
             jobs = stores.jobs
             assert (await jobs.census()).oldest_unfinished is None
             await jobs.insert(make_job("video_1", created_at=100))
@@ -69,9 +64,7 @@ def test_the_outbox_is_written_only_by_the_winning_update(
     lost = Delivery("evt_2", "https://example.com/hook", '{"id":"evt_2"}', 1000.0)
 
     async def run() -> None:
-        async with open_stores(
-            store_url.url, store_url.prefix, database_url=store_url.database_url, clock=store_clock
-        ) as stores:
+        async with store_url.open(store_clock) as stores:
             jobs = stores.jobs
             await jobs.insert(make_job("video_1"))
             done = {"status": "completed", "cost": 0.4}

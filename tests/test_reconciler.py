@@ -31,10 +31,10 @@ MUSE_PRICE = 0.30  # catalog.yaml: muse-video, per video whatever its length
 
 
 def _read(
-    url: str, prefix: str, video_id: str, records: str | None = None
+    database_url: str, prefix: str, video_id: str, redis_url: str | None = None
 ) -> tuple[VideoJob | None, list[UsageRow], Spend]:
     async def read() -> tuple[VideoJob | None, list[UsageRow], Spend]:
-        async with open_stores(url, prefix, database_url=records) as stores:
+        async with open_stores(database_url, prefix, redis_url=redis_url) as stores:
             job = await stores.jobs.get(video_id)
             usage = await stores.ledger.usage("team-a", [day_of(time.time())])
             return job, usage, await stores.ledger.spend("team-a")
@@ -44,7 +44,7 @@ def _read(
 
 def state(gateway: Gateway, video_id: str) -> tuple[VideoJob | None, list[UsageRow], Spend]:
     settings = gateway.settings
-    return _read(settings.job_store_url(), settings.store_prefix, video_id)
+    return _read(settings.records_url(), settings.store_prefix, video_id, settings.redis_url)
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -192,12 +192,12 @@ def _polls_by(gateway: Served) -> float:
     return total
 
 
-def test_two_replicas_on_redis_book_once_with_one_poller(
-    sim: Sim, tmp_path: Path, redis_store: dict[str, str]
+def test_two_replicas_on_postgresql_and_redis_book_once_with_one_poller(
+    sim: Sim, tmp_path: Path, replica_store: dict[str, str]
 ) -> None:
-    env = _env(sim, tmp_path, redis_store)
-    url, prefix = redis_store["store_url"], redis_store["store_prefix"]
-    records = f"sqlite:///{tmp_path / 'reader.sqlite3'}"
+    env = _env(sim, tmp_path, replica_store)
+    url, prefix = replica_store["database_url"], replica_store["store_prefix"]
+    records = replica_store["redis_url"]
     with serving(["serve"], env, tmp_path) as one, serving(["serve"], env, tmp_path) as two:
         sdk = openai.OpenAI(base_url=f"{one.url}/v1", api_key=CLIENT_KEY, max_retries=0)
         video = sdk.videos.create(prompt="[sim:render=0.3] two replicas", seconds="8")

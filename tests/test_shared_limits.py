@@ -19,7 +19,7 @@ KEY = "sk-shared"
 
 @pytest.fixture
 def two_gateways(
-    sim: Sim, tmp_path: Path, redis_store: dict[str, str], request: pytest.FixtureRequest
+    sim: Sim, tmp_path: Path, replica_store: dict[str, str], request: pytest.FixtureRequest
 ) -> Iterator[list[str]]:
     policy = request.param
     env = clean_env(
@@ -29,13 +29,16 @@ def two_gateways(
             keys_file(tmp_path / "keys.yaml", [entry("shared", KEY, **policy)])
         ),
         MEDIAGATE_FETCH_ALLOW_HOSTS=f"127.0.0.1:{sim.port}",
-        MEDIAGATE_STORE_URL=redis_store["store_url"],
-        MEDIAGATE_STORE_PREFIX=redis_store["store_prefix"],
+        MEDIAGATE_DATABASE_URL=replica_store["database_url"],
+        MEDIAGATE_REDIS_URL=replica_store["redis_url"],
+        MEDIAGATE_STORE_PREFIX=replica_store["store_prefix"],
     )
     with ExitStack() as stack:
         urls = []
         for i in range(2):
-            env["MEDIAGATE_DATA_DIR"] = str(tmp_path / f"data-{i}")  # nothing shared but Redis
+            env["MEDIAGATE_DATA_DIR"] = str(
+                tmp_path / f"data-{i}"
+            )  # nothing shared but PostgreSQL and Redis
             urls.append(stack.enter_context(serving(["serve"], dict(env), tmp_path)).url)
         yield urls
 

@@ -18,13 +18,13 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 # Not needed by the default configuration: (module, what would need it).
 UNUSED = {
-    "redis": "MEDIAGATE_STORE_URL=redis://...",
+    "redis": "MEDIAGATE_REDIS_URL=redis://...",
     "opentelemetry.sdk": "MEDIAGATE_OTEL / OTEL_EXPORTER_OTLP_ENDPOINT",
     "opentelemetry.exporter": "MEDIAGATE_OTEL / OTEL_EXPORTER_OTLP_ENDPOINT",
     "boto3": "MEDIAGATE_IMAGE_STORE_URL=s3://...",
     "botocore": "MEDIAGATE_IMAGE_STORE_URL=s3://...",
     "PIL": "a video's input_reference",
-    "psycopg": "a PostgreSQL store",
+    "psycopg": "MEDIAGATE_DATABASE_URL=postgresql://...",
     "psycopg2": "a PostgreSQL store",
     "asyncpg": "a PostgreSQL store",
 }

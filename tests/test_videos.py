@@ -46,7 +46,7 @@ def stored(gateway: Gateway, video_id: str) -> VideoJob:
 
     async def read() -> VideoJob | None:
         async with open_stores(
-            settings.job_store_url(), settings.store_prefix, database_url=settings.records_url()
+            settings.records_url(), settings.store_prefix, redis_url=settings.redis_url
         ) as stores:
             return await stores.jobs.get(video_id)
 

@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 from mediagate.stores.idempotency import IdempotencyStore
 from mediagate.stores.jobs import JobStore
 from mediagate.stores.ledger import Ledger
-from mediagate.stores.sql.db import Database
+from mediagate.stores.sql.db import Database, check_database_url
 from mediagate.stores.sql.migrate import upgrade
 
-__all__ = ["StoreConfigError", "Stores", "check_store_url", "open_stores"]
+__all__ = ["StoreConfigError", "Stores", "check_coordination", "check_store_url", "open_stores"]
 
 
 class _Closes(Protocol):
@@ -49,7 +49,8 @@ class Stores:
 
 
 def check_store_url(url: str) -> Literal["sqlite", "redis"]:
-    """The backend ("sqlite" or "redis") for a MEDIAGATE_STORE_URL, or a clear error."""
+    """The backend ("sqlite" or "redis") of a store URL, or a clear error (what
+    `mediagate db import` reads: today's MEDIAGATE_STORE_URL)."""
     scheme = urlsplit(url).scheme
     if scheme == "sqlite" and url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
         return "sqlite"
@@ -61,27 +62,38 @@ def check_store_url(url: str) -> Literal["sqlite", "redis"]:
     )
 
 
+def check_coordination(database_url: str, redis_url: str | None) -> Literal["sqlite", "redis"]:
+    """Where replicas coordinate: Redis when MEDIAGATE_REDIS_URL is set, else the SQLite
+    database itself (one host). PostgreSQL means replicas, so it needs Redis."""
+    if redis_url:
+        if check_store_url(redis_url) != "redis":
+            raise StoreConfigError("MEDIAGATE_REDIS_URL must be redis://host:port/db")
+        return "redis"
+    if check_database_url(database_url) != "sqlite":
+        raise StoreConfigError(
+            "MEDIAGATE_DATABASE_URL names PostgreSQL (several replicas): set MEDIAGATE_REDIS_URL "
+            "too, where the replicas share rate windows, concurrency slots and Idempotency-Keys"
+        )
+    return "sqlite"
+
+
 @asynccontextmanager
 async def open_stores(
-    url: str,
+    database_url: str,
     prefix: str,
     *,
-    database_url: str | None = None,
+    redis_url: str | None = None,
     pool_size: int = 10,
     clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Stores]:
-    """The job store, ledger and Idempotency-Key store on the backend `url` names, each on a
-    connection of its own; closed (in reverse order) when the block ends.
+    """The records' database (migrated) and the job store, ledger and Idempotency-Key store
+    over it and the coordination backend; closed (in reverse order) when the block ends.
 
-    `prefix` names the Redis keys (SQLite has a file of its own and ignores it). `clock` is what
-    the SQLite backends read leases, expiry and days from; Redis reads its own (TIME, PEXPIRE)
-    so that replicas with skewed clocks agree, and so ignores it.
+    `prefix` names the Redis keys. `clock` is what the SQL and SQLite stores read leases,
+    expiry and days from; Redis reads its own (TIME, PEXPIRE) so that replicas with skewed
+    clocks agree, and so ignores it.
     """
-    kind = check_store_url(url)
-    if database_url is None:
-        if kind != "sqlite":
-            raise StoreConfigError("a Redis store needs a records database (database_url)")
-        database_url = url  # the records in the same SQLite file
+    kind = check_coordination(database_url, redis_url)
     async with AsyncExitStack() as stack:
         database = await Database.open(database_url, pool_size=pool_size, what="database")
         stack.push_async_callback(database.close)
@@ -95,14 +107,14 @@ async def open_stores(
         jobs: JobStore
         ledger: Ledger
         idempotency: IdempotencyStore
-        # Each backend is imported when the URL names it: a SQLite gateway never loads the
-        # Redis client (~45 ms of a cold start), nor a Redis one sqlite3's backends.
+        # Each backend is imported when the configuration names it: a SQLite gateway never
+        # loads the Redis client (~45 ms of a cold start).
         if kind == "sqlite":
             from mediagate.stores.sqlite.idempotency import SqliteIdempotency
             from mediagate.stores.sqlite.jobs import SqliteJobStore
             from mediagate.stores.sqlite.ledger import SqliteLedger
 
-            path = url.removeprefix("sqlite:///")
+            path = database_url.removeprefix("sqlite:///")
             jobs = await held(SqliteJobStore.open(path, clock))
             ledger = await held(SqliteLedger.open(path, clock))
             idempotency = await held(SqliteIdempotency.open(path, clock))
@@ -111,7 +123,8 @@ async def open_stores(
             from mediagate.stores.redis.jobs import RedisJobStore
             from mediagate.stores.redis.ledger import RedisLedger
 
-            jobs = await held(RedisJobStore.open(url, prefix))
-            ledger = await held(RedisLedger.open(url, prefix))
-            idempotency = await held(RedisIdempotency.open(url, prefix))
+            assert redis_url is not None
+            jobs = await held(RedisJobStore.open(redis_url, prefix))
+            ledger = await held(RedisLedger.open(redis_url, prefix))
+            idempotency = await held(RedisIdempotency.open(redis_url, prefix))
         yield Stores(jobs=jobs, ledger=ledger, idempotency=idempotency, database=database)
