@@ -106,3 +106,20 @@ CREATE TABLE usage_rollups (
 );
 CREATE INDEX usage_rollups_team ON usage_rollups (grain, team, bucket);
 CREATE INDEX usage_rollups_bucket ON usage_rollups (grain, bucket);
+
+-- One row per settled request or job, keyed by its id (the request id of an image request,
+-- the job id of a video): the key that makes a settlement happen once. Written by the
+-- ledger's settlement in the same transaction as its rollups and budget rows; the request
+-- log's writer reads it to complete a row whose settlement came first.
+CREATE TABLE settlements (
+    id TEXT PRIMARY KEY,
+    at DOUBLE PRECISION NOT NULL,
+    key TEXT NOT NULL,
+    team TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL,
+    route TEXT NOT NULL DEFAULT '',
+    cost_micros BIGINT NOT NULL,
+    images INTEGER NOT NULL DEFAULT 0,
+    video_seconds INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX settlements_at ON settlements (at);
