@@ -81,6 +81,16 @@ class KeyPolicy(BaseModel):
             )
 
 
+class TeamPolicy(BaseModel):
+    """A team: the limits and budgets its keys share (a key's own limits apply too)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._-]+$")
+    budget_usd_per_day: float | None = Field(default=None, ge=0)
+    budget_usd_per_month: float | None = Field(default=None, ge=0)
+
+
 def digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -116,6 +126,7 @@ class KeyRegistry:
         self._env = [KeyPolicy(name=name, sha256=digest(key)) for name, key in env_keys.items()]
         self._file = keys_file
         self._file_policies: list[KeyPolicy] = []
+        self._teams: dict[str, TeamPolicy] = {}
         self._mtime: float | None = None
         self._checked = 0.0
         if keys_file is not None:
@@ -168,6 +179,10 @@ class KeyRegistry:
 
     def policy(self, name: str) -> KeyPolicy | None:
         return next((p for p in self.policies() if p.name == name), None)
+
+    def team(self, name: str | None) -> TeamPolicy | None:
+        """The team a key belongs to (None: no team, or one with no record)."""
+        return self._teams.get(name) if name else None
 
     def identify(self, authorization: str | None) -> KeyPolicy:
         """The policy of the key in an `Authorization: Bearer …` header, or 401."""
