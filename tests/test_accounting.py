@@ -462,9 +462,10 @@ def test_reads_have_their_own_budget_and_ask_the_upstream_at_most_once_per_inter
 
 
 def _booked_requests(data_dir: Path) -> int:
-    """Requests the ledger holds, read from its SQLite file as another process would."""
-    with contextlib.closing(sqlite3.connect(data_dir / "jobs.sqlite3")) as db:
-        (count,) = db.execute("SELECT COALESCE(SUM(requests), 0) FROM ledger_usage").fetchone()
+    """Requests the ledger has settled, read from the records' SQLite file as another process
+    would."""
+    with contextlib.closing(sqlite3.connect(data_dir / "mediagate.sqlite3")) as db:
+        (count,) = db.execute("SELECT COUNT(*) FROM settlements").fetchone()
     return int(count)
 
 
@@ -480,7 +481,7 @@ def test_usage_is_booked_in_batches_off_the_request_path_and_a_clean_stop_books_
             gateway.sdk().images.generate(model="gpt-image-2-web", prompt=f"batched {i}")
         assert _booked_requests(data) == 0  # answered without waiting for the ledger
         with gateway.http() as http:  # a usage read books the queue first
-            assert http.get("/v1/usage").json()["totals"]["requests"] == 3
+            assert http.get("/v1/usage").json()["totals"]["images"] == 3
         assert _booked_requests(data) == 3
         for i in range(2):
             gateway.sdk().images.generate(model="gpt-image-2-web", prompt=f"at stop {i}")

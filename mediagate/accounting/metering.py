@@ -27,15 +27,19 @@ GET /metrics) books the queue first, so it never shows less than what was answer
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mediagate.accounting.clients import KeyPolicy
+from mediagate import context
+from mediagate.accounting.clients import KeyPolicy, TeamPolicy
+from mediagate.context import RequestContext
 from mediagate.errors import QuotaExceeded, RateLimited
 from mediagate.observability.metrics import Metrics
-from mediagate.stores.ledger import Charge, Ledger, Spend
+from mediagate.stores.ledger import Budgets, Charge, Ledger, OwnerKind, Spend
 
 log = logging.getLogger("mediagate")
 
@@ -62,6 +66,8 @@ class Ticket:
     model: str
     reservation: str
     lease: str | None = None
+    # The request's record: the route that served it is what its charge's rollups count under.
+    request: RequestContext | None = field(default=None, repr=False)
     settled: bool = field(default=False)
     charge: Charge | None = field(default=None)
     # Held nothing in the store: booked in the metering's next batch, off the request path.
@@ -81,7 +87,7 @@ class Ticket:
         request may be being cancelled (its client went away), and a cancelled request must
         still be billed and free its slot and reservation."""
         if self.charge is None:
-            self.charge = charge
+            self.charge = self._complete(charge)
         if self.settled:
             return None
         if self.batched:
@@ -96,6 +102,16 @@ class Ticket:
             task.add_done_callback(pending.discard)
             self._booking = task
         return self._booking
+
+    def _complete(self, charge: Charge) -> Charge:
+        """The charge with the key's team, and the route that served (when the caller did
+        not name one): what its settlement's rollups are keyed by."""
+        route = self.request.route if self.request is not None else None
+        return dataclasses.replace(
+            charge,
+            team=charge.team or self.policy.team or "",
+            route=charge.route or (route.id if route is not None else ""),
+        )
 
     async def _book(self) -> None:
         charge = self.charge
@@ -170,10 +186,33 @@ def _no_slot(policy: KeyPolicy) -> RateLimited:
     )
 
 
+def _over_budget(kind: OwnerKind, policy: KeyPolicy) -> QuotaExceeded:
+    whose = (
+        f"the key '{policy.name}'"
+        if kind == "key"
+        else f"the team '{policy.team}' (shared by its keys)"
+    )
+    return QuotaExceeded(
+        f"The budget of {whose} is spent (or held by requests still running). "
+        "See GET /v1/usage for what is spent and left."
+    )
+
+
 class Metering:
-    def __init__(self, ledger: Ledger, metrics: Metrics, flush_interval_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        metrics: Metrics,
+        flush_interval_s: float = 0.25,
+        teams: Callable[[str | None], TeamPolicy | None] = lambda _: None,
+        key_team: Callable[[str], str | None] = lambda _: None,
+    ) -> None:
         self.ledger = ledger
         self.metrics = metrics
+        # A team's budgets by its name (KeyRegistry.team), and a key's team by the key's name
+        # (for a video settled after its request: mediagate.videos.service).
+        self.teams = teams
+        self.key_team = key_team
         self.pending: set[asyncio.Task[None]] = set()
         self.flush_interval_s = flush_interval_s
         self._queue: list[Ticket] = []
@@ -308,23 +347,37 @@ class Metering:
             raise
         return gate
 
+    def budgets(self, policy: KeyPolicy) -> Budgets:
+        """The limits a request of the key must fit: its own, and its team's."""
+        team = self.teams(policy.team)
+        return Budgets(
+            policy.budget_usd_per_day,
+            policy.budget_usd_per_month,
+            team.budget_usd_per_day if team is not None else None,
+            team.budget_usd_per_month if team is not None else None,
+        )
+
     async def _budget_left(self, policy: KeyPolicy) -> None:
-        day, month = policy.budget_usd_per_day, policy.budget_usd_per_month
-        if day is None and month is None:
+        budgets = self.budgets(policy)
+        if not budgets.any():
             return
         if self._queue:
             await self.flush()  # the budget sees every request answered before this one
-        spend = await self.ledger.spend(policy.name)
-        spent = [
-            (limit, used + spend.reserved)
-            for limit, used in ((day, spend.day), (month, spend.month))
-            if limit is not None
+        owners: list[tuple[OwnerKind, str, float | None, float | None]] = [
+            ("key", policy.name, budgets.day, budgets.month),
+            ("team", policy.team or "", budgets.team_day, budgets.team_month),
         ]
-        if any(used >= limit for limit, used in spent):
-            raise QuotaExceeded(
-                f"The budget of the key '{policy.name}' is spent (or held by requests still "
-                "running). See GET /v1/usage for what is spent and left."
-            )
+        for kind, owner, day, month in owners:
+            if not owner or (day is None and month is None):
+                continue
+            spend = await self.ledger.spend(owner, kind)
+            spent = [
+                (limit, used + spend.reserved)
+                for limit, used in ((day, spend.day), (month, spend.month))
+                if limit is not None
+            ]
+            if any(used >= limit for limit, used in spent):
+                raise _over_budget(kind, policy)
 
     async def admit(
         self,
@@ -357,7 +410,10 @@ class Metering:
             wait = await ledger.take_rate(policy.name, rpm, ipm, images)
             if wait > 0:
                 raise _rate_limited(policy, wait)
-        ticket = Ticket(self, policy, model, reservation or f"req_{uuid.uuid4().hex}")
+        # Settled under the request's id (a video's job id): the id its request log row and
+        # its settlement share.
+        request = context.current()
+        ticket = Ticket(self, policy, model, reservation or request.request_id, request=request)
         if gate is not None:
             ticket.lease = gate.take_lease()
         elif policy.concurrent_requests is not None:
@@ -367,7 +423,8 @@ class Metering:
             ):
                 raise _no_slot(policy)
             ticket.lease = lease
-        if policy.budget_usd_per_day is None and policy.budget_usd_per_month is None:
+        budgets = self.budgets(policy)
+        if not budgets.any():
             # Nothing to hold a reservation against: it would only be deleted again at settle.
             # The settle still books the request's cost and usage (by the ticket's id, once),
             # in a batch when the request holds nothing else (no slot, no job's id).
@@ -375,18 +432,23 @@ class Metering:
             return ticket
         if self._queue:
             await self.flush()  # the budget sees every request answered before this one
-        spend = await ledger.reserve(
+        short = await ledger.reserve(
             policy.name,
             ticket.reservation,
             estimate,
-            policy.budget_usd_per_day,
-            policy.budget_usd_per_month,
+            budgets,
             reservation_ttl_s,
+            team=policy.team or "",
         )
-        if spend is None:
+        if short is not None:
             await ticket.release()
+            whose = (
+                f"the key '{policy.name}'"
+                if short == "key"
+                else f"the team '{policy.team}' (shared by its keys)"
+            )
             raise QuotaExceeded(
                 f"This request could cost up to ${estimate:.4f}, which would pass the budget of "
-                f"the key '{policy.name}'. See GET /v1/usage for what is spent and left."
+                f"{whose}. See GET /v1/usage for what is spent and left."
             )
         return ticket
