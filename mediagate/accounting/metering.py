@@ -10,10 +10,16 @@ taking over the gate's slot. `admit` without a gate does both.
 (403 for a model the key may not use, 429 `rate_limit_exceeded` or `insufficient_quota`).
 `Ticket.settle` books what the request actually cost, once, and frees what it held.
 
+Budgets are the key's own and its team's (`KeyRegistry.team`, shared by the team's keys): a
+reservation holds the request's estimate against both in one step (the ledger's one
+transaction), and a refusal says whose budget is short. A request is settled under its request
+id (a video under its job id), the id its request log row carries.
+
 Only the checks a key has cost a store round trip: a key without rate limits takes no bucket,
-one without a concurrency limit holds no slot, and one without a budget reserves nothing (a
-budget added to a key by a keys-file reload therefore does not see that key's requests already
-running until they settle). Every request's cost and usage are booked all the same.
+one without a concurrency limit holds no slot, and one without a budget (its own or its team's)
+reserves nothing (a budget added to a key by a keys-file reload therefore does not see that
+key's requests already running until they settle). Every request's cost and usage are booked
+all the same.
 
 A request that held nothing in the store (no slot, no reservation: a key without a budget or
 a concurrency limit) is not made to wait for its booking either: its charge joins a batch that

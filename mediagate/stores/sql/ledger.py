@@ -194,14 +194,14 @@ def _book(tx: Tx, items: Sequence[_Item], now: float) -> list[bool]:
         for kind, owner in owners:
             for period in (day, month):
                 budgets.setdefault((kind, owner, period), [0, 0])[0] += cost
-        if cost or item.images or item.video_seconds:
-            for grain, bucket in (("hour", hour), ("day", day)):
-                row = rollups.setdefault(
-                    (grain, bucket, item.key, team, item.model, item.route), [0, 0, 0]
-                )
-                row[0] += item.images
-                row[1] += item.video_seconds
-                row[2] += cost
+        # Written for a settlement of nothing too (a failure): its rows show it was settled.
+        for grain, bucket in (("hour", hour), ("day", day)):
+            row = rollups.setdefault(
+                (grain, bucket, item.key, team, item.model, item.route), [0, 0, 0]
+            )
+            row[0] += item.images
+            row[1] += item.video_seconds
+            row[2] += cost
         logged.append((cost, item.images, item.video_seconds, item.id, item.id))
     # Then every other row, each table in one sorted order (no two transactions lock the same
     # rows in opposite orders).
