@@ -293,3 +293,23 @@ def test_the_import_moves_an_old_store_once(
         assert await rows(db, "SELECT SUM(reserved_micros) FROM budgets") in ([(0,)], [(0.0,)])
 
     run_db(scenario)
+
+
+def test_a_teams_expired_reservation_is_booked_under_the_key_that_made_it(
+    run_db: Callable[[DbScenario], None], store_clock: StoreClock
+) -> None:
+    async def scenario(ledger: Ledger, db: Database) -> None:
+        team = Budgets(team_day=1.0)
+        assert await ledger.reserve("a", "ra", 0.4, team, ttl_s=0.2, team="t") is None
+        await store_clock.advance(0.3)
+        # Read through the team (or by another key of it reserving): booked once, as a's.
+        spend = await ledger.spend("t", "team")
+        assert (spend.day, spend.reserved) == pytest.approx((0.4, 0))
+        assert await ledger.reserve("b", "rb", 0.6, team, ttl_s=60, team="t") is None
+        assert (await ledger.spend("a")).day == pytest.approx(0.4)
+        assert (await ledger.spend("b")).day == 0
+        assert await rows(db, "SELECT id, key, team, model, cost_micros FROM settlements") == [
+            ("ra", "a", "t", UNSETTLED, 400_000)
+        ]
+
+    run_db(scenario)

@@ -192,14 +192,16 @@ def _no_slot(policy: KeyPolicy) -> RateLimited:
     )
 
 
+def _whose(kind: OwnerKind, policy: KeyPolicy) -> str:
+    """Whose budget is short, in a refusal's words: the key's own, or its team's."""
+    if kind == "key":
+        return f"the key '{policy.name}'"
+    return f"the team '{policy.team}' (shared by its keys)"
+
+
 def _over_budget(kind: OwnerKind, policy: KeyPolicy) -> QuotaExceeded:
-    whose = (
-        f"the key '{policy.name}'"
-        if kind == "key"
-        else f"the team '{policy.team}' (shared by its keys)"
-    )
     return QuotaExceeded(
-        f"The budget of {whose} is spent (or held by requests still running). "
+        f"The budget of {_whose(kind, policy)} is spent (or held by requests still running). "
         "See GET /v1/usage for what is spent and left."
     )
 
@@ -448,13 +450,8 @@ class Metering:
         )
         if short is not None:
             await ticket.release()
-            whose = (
-                f"the key '{policy.name}'"
-                if short == "key"
-                else f"the team '{policy.team}' (shared by its keys)"
-            )
             raise QuotaExceeded(
                 f"This request could cost up to ${estimate:.4f}, which would pass the budget of "
-                f"{whose}. See GET /v1/usage for what is spent and left."
+                f"{_whose(short, policy)}. See GET /v1/usage for what is spent and left."
             )
         return ticket

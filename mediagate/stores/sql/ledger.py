@@ -168,17 +168,17 @@ def _book(tx: Tx, items: Sequence[_Item], now: float) -> list[bool]:
                     budgets.setdefault((kind, owner, held[column]), [0, 0])[1] -= int(
                         held["amount_micros"]
                     )
-        cost = item.cost_micros
-        if cost is None:  # an expired reservation's booking
+        key, cost = item.key, item.cost_micros
+        if cost is None:  # an expired reservation's booking, under the key that made it
             if held is None:
                 continue  # settled (or booked) by someone else first
-            cost = int(held["amount_micros"])
+            key, cost = held["key"], int(held["amount_micros"])
         inserted = tx.execute(
             _SETTLED,
             (
                 item.id,
                 now,
-                item.key,
+                key,
                 team,
                 item.model,
                 item.route,
@@ -190,15 +190,13 @@ def _book(tx: Tx, items: Sequence[_Item], now: float) -> list[bool]:
         if not inserted:
             continue
         booked[index] = True
-        owners = [("key", item.key)] + ([("team", team)] if team else [])
+        owners = [("key", key)] + ([("team", team)] if team else [])
         for kind, owner in owners:
             for period in (day, month):
                 budgets.setdefault((kind, owner, period), [0, 0])[0] += cost
         # Written for a settlement of nothing too (a failure): its rows show it was settled.
         for grain, bucket in (("hour", hour), ("day", day)):
-            row = rollups.setdefault(
-                (grain, bucket, item.key, team, item.model, item.route), [0, 0, 0]
-            )
+            row = rollups.setdefault((grain, bucket, key, team, item.model, item.route), [0, 0, 0])
             row[0] += item.images
             row[1] += item.video_seconds
             row[2] += cost
@@ -330,7 +328,7 @@ class SqlLedger:
         def work(tx: Tx) -> None:
             now = self._clock()
             expired = self._expired(tx, key, team, now)
-            _book(tx, [_Item(rid, key, UNSETTLED, None) for rid in expired], now)
+            _book(tx, [_Item(rid, "", UNSETTLED, None) for rid in expired], now)
 
         await self._db.transaction(work)
 
