@@ -13,6 +13,11 @@ from typing import Any
 
 import pytest
 
+from mediagate.accounting.clients import KeyPolicy, TeamPolicy
+from mediagate.accounting.metering import Metering
+from mediagate.context import RequestContext, begin, end
+from mediagate.errors import QuotaExceeded
+from mediagate.observability.metrics import Metrics
 from mediagate.stores.ledger import UNSETTLED, Budgets, Charge, Ledger, UsageRow, day_of, hour_of
 from mediagate.stores.sql.db import Database, Tx
 from mediagate.stores.sql.ledger import SqlLedger
@@ -313,3 +318,33 @@ def test_a_teams_expired_reservation_is_booked_under_the_key_that_made_it(
         ]
 
     run_db(scenario)
+
+
+def test_the_metering_holds_and_checks_the_team_budget_beside_the_keys(
+    run: Callable[[Scenario], None],
+) -> None:
+    # The metering on the real ledger: two keys of one team, the team's budget the shorter.
+    teams = {"t": TeamPolicy(name="t", budget_usd_per_day=1.0)}
+    a = KeyPolicy(name="a", sha256="a" * 64, team="t", budget_usd_per_day=5.0)
+    b = KeyPolicy(name="b", sha256="b" * 64, team="t")
+
+    async def scenario(ledger: Ledger) -> None:
+        metering = Metering(ledger, Metrics(), teams=lambda name: teams.get(name or ""))
+        token = begin(RequestContext(request_id="req_a"))
+        try:
+            ticket = await metering.admit(a, "m", images=1, estimate=0.7)
+        finally:
+            end(token)
+        assert ticket.reservation == "req_a"  # settled under the request's id
+        with pytest.raises(QuotaExceeded, match="the team 't'"):
+            await metering.admit(b, "m", images=1, estimate=0.7)  # b has no budget of its own
+        await ticket.settle(Charge("m", 0.7, images=1))
+        assert (await ledger.spend("t", "team")).day == pytest.approx(0.7)
+        gate = await metering.gate(b)  # 0.3 left: the gate lets it in
+        await gate.release()
+        await (await metering.admit(b, "m", images=1, estimate=0.3)).settle(Charge("m", 0.3))
+        with pytest.raises(QuotaExceeded, match="the team 't'"):
+            await metering.gate(a)  # the team's day is spent, whatever a's own budget says
+        await metering.drain()
+
+    run(scenario)
