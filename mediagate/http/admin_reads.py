@@ -17,6 +17,7 @@ answer `{"object": "list", "data", "has_more", "next_cursor"}`: `next_cursor`, p
 from __future__ import annotations
 
 import base64
+import copy
 import csv
 import dataclasses
 import io
@@ -892,12 +893,49 @@ def admin_document(routes: Sequence[Any]) -> dict[str, Any]:
     from fastapi.openapi.utils import get_openapi
 
     chosen = [r for r in routes if getattr(r, "path", "").startswith(PREFIX + "/")]
-    return get_openapi(
+    document = get_openapi(
         title="mediagate admin API",
         version="1",
         summary="Keys, teams, usage, the request log, video jobs, exports, catalog and health.",
         routes=chosen,
     )
+    # FastAPI documents its own 422; the gateway answers bad input (and every other error)
+    # with the OpenAI error body instead (mediagate.http.errors).
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas["Error"] = copy.deepcopy(_ERROR_SCHEMA)
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            answers = operation.setdefault("responses", {})
+            answers.pop("422", None)
+            wanted = {"401": "no valid key", "403": "the key may not do this"}
+            if operation.get("parameters"):
+                wanted["400"] = "a bad parameter, named in the error's `param`"
+            if "{" in path:
+                wanted["404"] = "not on record (or not the caller's team's)"
+            for status, text in wanted.items():
+                answers[status] = {"description": text, "content": error}
+    return document
+
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "param", "code"],
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+                "code": {"anyOf": [{"type": "string"}, {"type": "null"}]},
+            },
+        }
+    },
+}
 
 
 _rendered: bytes | None = None
