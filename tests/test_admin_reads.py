@@ -292,13 +292,20 @@ def test_bad_filters_are_a_400_naming_the_parameter(
         ("/admin/v1/export/requests", {"format": "xml"}, "format"),
         ("/admin/v1/export/usage", {"format": "csv", "group_by": "colour"}, "group_by"),
     ]
+    unknown = [
+        ("/admin/v1/requests", {"teem": "marketing"}, "teem"),
+        ("/admin/v1/usage", {"status": "429"}, "status"),  # not a usage filter
+        ("/admin/v1/health", {"route": "x"}, "route"),
+    ]
     with gw.http(ADMIN) as http:
-        for path, params, param in cases:
+        for path, params, param in cases + unknown:
             answer = http.get(path, params=params)
             assert answer.status_code == 400, (path, params, answer.text)
             error = answer.json()["error"]
             assert error["param"] == param, (path, params, error)
             assert error["type"] == "invalid_request_error" and error["message"]
+            code = "unknown_parameter" if (path, params, param) in unknown else "invalid_value"
+            assert error["code"] == code, (path, params, error)
     with gw.http(None) as http:
         for path in ("/admin/v1/requests", "/admin/v1/usage", "/admin/v1/health"):
             assert http.get(path).status_code == 401

@@ -52,7 +52,38 @@ from mediagate.stores.sql.reports import (
 )
 from mediagate.upstream.breaker import CLOSED, HALF_OPEN, OPEN
 
-reads = APIRouter(prefix=PREFIX)
+_known: dict[int, frozenset[str]] = {}
+
+
+def _query_names(dependant: Any) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+async def known_parameters(request: Request) -> None:
+    """A query parameter the route does not take is a 400 naming it: a misspelt filter
+    (`?teem=x`) would otherwise be ignored, and the answer look filtered."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    names = _known.get(id(route))
+    if names is None:
+        names = _known[id(route)] = frozenset(_query_names(dependant))
+    for name in request.query_params:
+        if name not in names:
+            shown = name[:64]
+            raise InvalidRequest(
+                f"Unknown parameter '{shown}': this endpoint takes "
+                f"{', '.join(sorted(names)) or 'no parameters'}.",
+                param=shown,
+                code="unknown_parameter",
+            )
+
+
+reads = APIRouter(prefix=PREFIX, dependencies=[Depends(known_parameters)])
 
 MAX_LIMIT = 1000
 EXPORT_CHUNK = 1000
