@@ -20,11 +20,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import pytest
 from openapi_spec_validator import validate
 
 from mediagate.app import admin_openapi
-from mediagate.http.admin_reads import OPENAPI_DOCUMENT
+from mediagate.http.admin_reads import (
+    OPENAPI_DOCUMENT,
+    CatalogView,
+    HealthList,
+    JobDetail,
+    JobList,
+    RequestDetail,
+    RequestList,
+    UsageList,
+)
 from mediagate.stores.sql.db import Database
 
 from .conftest import CLIENT_KEY, Gateway, Sim, wait_until
@@ -53,6 +63,36 @@ def start_gateway(make_gateway: Callable[..., Gateway], tmp_path: Path, **extra:
         keys_file=keys_file,
         **extra,
     )
+
+
+# What each read answers, as the OpenAPI document describes it. The routes render their answers
+# without running these models, so every answer of these tests is checked against them.
+ANSWERS: list[tuple[str, Any]] = [
+    ("/admin/v1/requests/", RequestDetail),
+    ("/admin/v1/requests", RequestList),
+    ("/admin/v1/jobs/", JobDetail),
+    ("/admin/v1/jobs", JobList),
+    ("/admin/v1/usage", UsageList),
+    ("/admin/v1/catalog", CatalogView),
+    ("/admin/v1/health", HealthList),
+]
+CHECKED: list[str] = []  # the paths whose answers were checked
+
+
+def described(response: httpx2.Response) -> None:
+    """A 200 of a JSON read is what its path's model documents (extra fields refused)."""
+    path = response.request.url.path
+    model = next((m for prefix, m in ANSWERS if path.startswith(prefix)), None)
+    if response.status_code == 200 and model is not None:
+        response.read()
+        model.model_validate(response.json())
+        CHECKED.append(path)
+
+
+def admin_http(gw: Gateway, key: str | None) -> httpx2.Client:
+    http = gw.http(key)
+    http.event_hooks["response"].append(described)
+    return http
 
 
 def sql(url: str, statements: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
@@ -164,7 +204,7 @@ def all_pages(gw: Gateway, key: str, path: str, params: dict[str, Any]) -> list[
     """Every page of a list, following next_cursor."""
     seen: list[dict[str, Any]] = []
     after = None
-    with gw.http(key) as http:
+    with admin_http(gw, key) as http:
         for _ in range(10_000):
             query = {**params, **({"after": after} if after else {})}
             answer = http.get(path, params=query)
@@ -234,7 +274,7 @@ def test_requests_filter_page_and_show_one_record(
         expect({"end": today.isoformat()}, lambda r: r["at"] < midnight)
 
     # The default page: 50, with a cursor that continues exactly after it.
-    with gw.http(ADMIN) as http:
+    with admin_http(gw, ADMIN) as http:
         first = http.get("/admin/v1/requests").json()
         assert len(first["data"]) == 50 and first["has_more"]
         item = first["data"][0]
@@ -261,7 +301,7 @@ def test_requests_filter_page_and_show_one_record(
     assert all_pages(gw, DESIGNER, "/admin/v1/requests", {"key": "analyst"}) == []
     finance_id = next(r["request_id"] for r in rows if r["team"] == "finance")
     marketing_id = marketing[0]
-    with gw.http(DESIGNER) as http:
+    with admin_http(gw, DESIGNER) as http:
         assert http.get(f"/admin/v1/requests/{finance_id}").status_code == 404
         assert http.get(f"/admin/v1/requests/{marketing_id}").status_code == 200
     # A member of no team: its own key's rows only.
@@ -297,7 +337,7 @@ def test_bad_filters_are_a_400_naming_the_parameter(
         ("/admin/v1/usage", {"status": "429"}, "status"),  # not a usage filter
         ("/admin/v1/health", {"route": "x"}, "route"),
     ]
-    with gw.http(ADMIN) as http:
+    with admin_http(gw, ADMIN) as http:
         for path, params, param in cases + unknown:
             answer = http.get(path, params=params)
             assert answer.status_code == 400, (path, params, answer.text)
@@ -306,10 +346,10 @@ def test_bad_filters_are_a_400_naming_the_parameter(
             assert error["type"] == "invalid_request_error" and error["message"]
             code = "unknown_parameter" if (path, params, param) in unknown else "invalid_value"
             assert error["code"] == code, (path, params, error)
-    with gw.http(None) as http:
+    with admin_http(gw, None) as http:
         for path in ("/admin/v1/requests", "/admin/v1/usage", "/admin/v1/health"):
             assert http.get(path).status_code == 401
-    with gw.http("sk-not-a-key") as http:
+    with admin_http(gw, "sk-not-a-key") as http:
         assert http.get("/admin/v1/catalog").status_code == 401
 
 
@@ -325,7 +365,7 @@ def test_exports_stream_what_the_lists_show(
     listed = all_pages(gw, ADMIN, "/admin/v1/requests", {"limit": 1000})
     assert len(listed) == 2300
 
-    with gw.http(ADMIN) as http:
+    with admin_http(gw, ADMIN) as http:
         answer = http.get("/admin/v1/export/requests", params={"format": "csv"})
         assert answer.status_code == 200, answer.text
         assert answer.headers["content-type"].startswith("text/csv")
@@ -350,7 +390,7 @@ def test_exports_stream_what_the_lists_show(
         assert empty.text.strip().split(",")[0] == "request_id" and empty.text.count("\n") == 1
 
     # A member's export is its team's rows only.
-    with gw.http(DESIGNER) as http:
+    with admin_http(gw, DESIGNER) as http:
         mine = http.get("/admin/v1/export/requests", params={"format": "jsonl", "team": "finance"})
         assert mine.status_code == 200 and mine.text == ""
         mine = http.get("/admin/v1/export/requests", params={"format": "jsonl"})
@@ -430,7 +470,7 @@ def test_usage_reads_the_rollups_grouped_and_filtered(
             out[group] = (requests + r[6], cost + r[11])
         return out
 
-    with gw.http(ADMIN) as http:
+    with admin_http(gw, ADMIN) as http:
         # The month by team and model (day buckets from the month's first day, end exclusive).
         answer = http.get(
             "/admin/v1/usage",
@@ -510,7 +550,7 @@ def test_usage_reads_the_rollups_grouped_and_filtered(
                 ] == [(r["bucket"], r["key"], r["model"], r["cost_usd"]) for r in everything]
 
     # A member: its team's rollups only, whatever it asks.
-    with gw.http(DESIGNER) as http:
+    with admin_http(gw, DESIGNER) as http:
         body = http.get("/admin/v1/usage", params={"start": month_start, "group_by": "team"}).json()
         assert {r["team"] for r in body["data"]} == {"marketing"}
         body = http.get("/admin/v1/usage", params={"start": month_start, "team": "finance"}).json()
@@ -616,7 +656,7 @@ def test_jobs_list_and_one_job_with_its_history(
     got = ids(all_pages(gw, ADMIN, "/admin/v1/jobs", {"start": start}), "id")
     assert got == newest(lambda j: j[11] >= now - 3600 + 300)
 
-    with gw.http(ADMIN) as http:
+    with admin_http(gw, ADMIN) as http:
         job = http.get("/admin/v1/jobs/video_0001").json()
         assert job["object"] == "admin.job" and job["owner"] == "analyst"
         assert job["status"] == "in_progress" and job["route_snapshot"] == {"multiplier": 1.0}
@@ -637,7 +677,7 @@ def test_jobs_list_and_one_job_with_its_history(
     assert mine == newest(lambda j: j[2] == "designer")
     assert all_pages(gw, DESIGNER, "/admin/v1/jobs", {"key": "analyst"}) == []
     assert all_pages(gw, DESIGNER, "/admin/v1/jobs", {"team": "finance"}) == []
-    with gw.http(DESIGNER) as http:
+    with admin_http(gw, DESIGNER) as http:
         assert http.get("/admin/v1/jobs/video_0001").status_code == 404  # analyst's
         assert http.get("/admin/v1/jobs/video_0000").status_code == 200  # designer's
 
@@ -654,7 +694,7 @@ def test_catalog_says_prices_and_what_the_upstream_lists(
     gone = full.routes["gpt-image-2.official"]
     sim.state.unlisted.add((gone.group, gone.upstream_model))
     gw = start_gateway(make_gateway, tmp_path, catalog_check_interval_s=3600)
-    with gw.http(VIEWER) as http:
+    with admin_http(gw, VIEWER) as http:
         body = http.get("/admin/v1/catalog").json()
         assert body["object"] == "admin.catalog" and body["listing_checked"] is True
         routes = {r["id"]: r for r in body["routes"]}
@@ -695,7 +735,7 @@ def test_health_per_route_over_the_last_hour(
     # Older than the hour: not counted.
     rows.append({**rows[0], "request_id": "h_old", "at": now - 7200, "latency_ms": 99999.0})
     seed_log(gw.settings.records_url(), rows)
-    with gw.http(ADMIN) as http:
+    with admin_http(gw, ADMIN) as http:
         body = http.get("/admin/v1/health").json()
         found = {r["route"]: r for r in body["data"]}
         route = found["gpt-image-2.official"]
@@ -705,7 +745,7 @@ def test_health_per_route_over_the_last_hour(
         assert route["breaker"] == "closed"
         idle = found["muse-video"]
         assert idle["requests"] == 0 and idle["success_rate"] is None and idle["p50_ms"] is None
-    with gw.http(DESIGNER) as http:  # a member: its team's requests only
+    with admin_http(gw, DESIGNER) as http:  # a member: its team's requests only
         route = {r["route"]: r for r in http.get("/admin/v1/health").json()["data"]}
         assert route["gpt-image-2.official"]["requests"] == 50
 
@@ -734,6 +774,8 @@ def test_the_saved_openapi_document_is_the_codes(gateway: Gateway) -> None:
     assert all(path.startswith("/admin/v1/") for path in paths)
     params = {p["name"] for p in saved["paths"]["/admin/v1/requests"]["get"]["parameters"]}
     assert params >= {"start", "end", "status", "job_id", "batch_id", "after", "limit"}
-    with gateway.http(CLIENT_KEY) as http:
+    with admin_http(gateway, CLIENT_KEY) as http:
+        assert http.get("/admin/v1/health").status_code == 200
+        assert CHECKED and CHECKED[-1] == "/admin/v1/health"  # the answers' check runs
         served = http.get("/admin/v1/openapi.json")
         assert served.status_code == 200 and served.json() == saved
