@@ -37,7 +37,7 @@ from mediagate.http.admin_reads import (
 )
 from mediagate.stores.sql.db import Database
 
-from .conftest import CLIENT_KEY, Gateway, Sim, wait_until
+from .conftest import CLIENT_KEY, Gateway, Sim, fast_video_polls, wait_until
 
 ADMIN = "mga-admin-reads-0123456789"
 VIEWER = "mga-viewer-reads-0123456789"
@@ -680,6 +680,46 @@ def test_jobs_list_and_one_job_with_its_history(
     with admin_http(gw, DESIGNER) as http:
         assert http.get("/admin/v1/jobs/video_0001").status_code == 404  # analyst's
         assert http.get("/admin/v1/jobs/video_0000").status_code == 200  # designer's
+
+
+def has_table(url: str, table: str) -> bool:
+    async def look() -> bool:
+        db = await Database.open(url)
+        try:
+            sql = (
+                "SELECT name FROM sqlite_master WHERE name = ?"
+                if db.engine == "sqlite"
+                else "SELECT table_name FROM information_schema.tables WHERE table_name = ?"
+            )
+            return bool(await db.run(lambda tx: tx.execute(sql, (table,)).fetchall()))
+        finally:
+            await db.close()
+
+    return asyncio.run(look())
+
+
+def test_a_video_made_through_the_gateway_is_on_record(
+    make_gateway: Callable[..., Gateway], job_store: dict[str, str], tmp_path: Path
+) -> None:
+    """No seeding: a real create through the SDK, read back from the job store's table."""
+    overlay = fast_video_polls(tmp_path / "fast-polls.yaml")
+    gw = start_gateway(make_gateway, tmp_path, config=overlay, **job_store)
+    if not has_table(gw.settings.records_url(), "video_jobs"):
+        # PostgreSQL before the job store moves onto the records' database (issue 25's jobs
+        # part): its jobs are in Redis, and there is no table to read yet.
+        pytest.skip("this deployment's video jobs are not in the records' database yet")
+    video = gw.sdk(api_key=DESIGNER).videos.create(prompt="[sim:render=5] the admin sees me")
+    with admin_http(gw, VIEWER) as http:
+        listed = http.get("/admin/v1/jobs", params={"key": "designer"}).json()["data"]
+        assert [job["id"] for job in listed] == [video.id]
+        job = http.get(f"/admin/v1/jobs/{video.id}").json()
+        assert job["owner"] == "designer" and job["prompt"] == "[sim:render=5] the admin sees me"
+        assert job["status"] in ("queued", "in_progress") and job["model"] == video.model
+    with admin_http(gw, DESIGNER) as http:  # its own team's job
+        assert http.get(f"/admin/v1/jobs/{video.id}").status_code == 200
+    with admin_http(gw, ANALYST) as http:  # another team's: not there
+        assert http.get(f"/admin/v1/jobs/{video.id}").status_code == 404
+        assert http.get("/admin/v1/jobs").json()["data"] == []
 
 
 # --- catalog and health -----------------------------------------------------------------------
