@@ -485,6 +485,15 @@ def test_usage_reads_the_rollups_grouped_and_filtered(
         }
         want = {g: (req, round(cost / 1e6, 6)) for g, (req, cost) in totals(days, 1, 3, 4).items()}
         assert got == want
+        # The sums over every page, on the first.
+        assert body["totals"] == {
+            "requests": sum(r[6] for r in days),
+            "errors": sum(r[7] for r in days),
+            "reads": sum(r[8] for r in days),
+            "images": sum(r[9] for r in days),
+            "video_seconds": sum(r[10] for r in days),
+            "cost_usd": round(sum(r[11] for r in days) / 1e6, 6),
+        }
         assert all("key" not in row or row["key"] is None for row in body["data"])
         assert body["data"][0]["start"] == f"{body['data'][0]['bucket']}T00:00:00Z"
 

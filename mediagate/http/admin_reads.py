@@ -44,6 +44,7 @@ from mediagate.stores.sql.reports import (
     JOB_COLUMNS,
     REQUEST_COLUMNS,
     REQUEST_JSON_COLUMNS,
+    USAGE_SUMS,
     JobFilter,
     Reports,
     RequestFilter,
@@ -213,6 +214,17 @@ class UsageRow(BaseModel):
     cost_usd: float
 
 
+class UsageTotals(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests: int
+    errors: int
+    reads: int
+    images: int
+    video_seconds: int
+    cost_usd: float
+
+
 class BudgetStatus(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -243,6 +255,8 @@ class UsageList(BaseModel):
     # Where grouped by key or team: each one's budgets today and this month (UTC), spent from
     # the day rollups; None where no budget is set.
     budgets: dict[str, dict[str, Budgets]]
+    # The sums over every page (on the first page only: null on the pages after it).
+    totals: UsageTotals | None
 
 
 class CatalogModel(BaseModel):
@@ -688,6 +702,11 @@ def usage_item(row: Any, q: UsageQuery) -> dict[str, Any]:
     return item
 
 
+def _totals(row: Any) -> dict[str, Any]:
+    totals = {name: int(row[name] or 0) for name in USAGE_SUMS if name != "cost_micros"}
+    return {**totals, "cost_usd": usd(row["cost_micros"])}
+
+
 def _budget(limit: float | None, spent_micros: int) -> dict[str, Any] | None:
     if limit is None:
         return None
@@ -755,6 +774,7 @@ async def usage(
             "start": _bucket_start(q.start_bucket),
             "end": _bucket_start(q.end_bucket),
             "budgets": await budgets(gw, store, q, page["data"]),
+            "totals": None if cursor is not None else _totals(await store.usage_totals(q, scope)),
         }
     )
 

@@ -291,11 +291,7 @@ class UsageQuery:
 USAGE_SUMS = ("requests", "errors", "reads", "images", "video_seconds", "cost_micros")
 
 
-def usage_page(
-    tx: Tx, q: UsageQuery, scope: Scope, after: tuple[str, ...] | None, limit: int
-) -> list[Any]:
-    """Rollup sums by bucket and the asked dimensions, in (bucket, dimensions) order, after
-    `after` (the last row's bucket and dimension values)."""
+def _usage_where(q: UsageQuery, scope: Scope) -> Where:
     where = Where()
     where.add("grain = ? AND bucket >= ? AND bucket < ?", q.grain, q.start_bucket, q.end_bucket)
     for column in DIMENSIONS:
@@ -303,6 +299,24 @@ def usage_page(
         if value is not None:
             where.add(f"{column} = ?", value)
     _scoped(where, scope, "team", "key")
+    return where
+
+
+def usage_totals(tx: Tx, q: UsageQuery, scope: Scope) -> Any:
+    """The sums over every row `q` selects (every page's)."""
+    where = _usage_where(q, scope)
+    sums = ", ".join(f"CAST(COALESCE(SUM({c}), 0) AS BIGINT) AS {c}" for c in USAGE_SUMS)
+    return tx.execute(
+        f"SELECT {sums} FROM usage_rollups WHERE {where.sql()}", where.params
+    ).fetchone()
+
+
+def usage_page(
+    tx: Tx, q: UsageQuery, scope: Scope, after: tuple[str, ...] | None, limit: int
+) -> list[Any]:
+    """Rollup sums by bucket and the asked dimensions, in (bucket, dimensions) order, after
+    `after` (the last row's bucket and dimension values)."""
+    where = _usage_where(q, scope)
     groups = ("bucket", *q.group_by)
     if after is not None:
         # Row values: both engines compare them left to right, as the ORDER BY sorts.
@@ -405,6 +419,9 @@ class Reports:
         self, q: UsageQuery, scope: Scope, after: tuple[str, ...] | None, limit: int
     ) -> list[Any]:
         return await self.db.run(lambda tx: usage_page(tx, q, scope, after, limit))
+
+    async def usage_totals(self, q: UsageQuery, scope: Scope) -> Any:
+        return await self.db.run(lambda tx: usage_totals(tx, q, scope))
 
     async def spend(
         self, column: Literal["key", "team"], names: Sequence[str], day: str, month: str
