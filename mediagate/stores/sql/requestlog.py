@@ -9,6 +9,7 @@ written in its own transaction; between the two, a row ends booked whatever the 
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -54,9 +55,10 @@ COLUMNS = (
 _AT, _KEY, _TEAM, _MODEL, _ROUTE, _STATUS = (COLUMNS.index(c) for c in (
     "at", "key", "team", "model", "route", "status"
 ))  # fmt: skip
-_ROW = "(" + ", ".join("?" * len(COLUMNS)) + ")"
-_INSERT = f"INSERT INTO request_log ({', '.join(COLUMNS)}) VALUES "  # noqa: S608
-_CONFLICT = " ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+_INSERT = (
+    f"INSERT INTO request_log ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"  # noqa: S608
+    " ON CONFLICT (request_id) DO NOTHING RETURNING request_id"
+)
 
 # Rollup deltas: (grain, bucket, key, team, model, route) -> [requests, errors, reads].
 RollupKey = tuple[str, str, str, str, str, str]
@@ -68,42 +70,43 @@ _UPSERT = (
     " errors = usage_rollups.errors + excluded.errors,"
     " reads = usage_rollups.reads + excluded.reads"
 )
-# A row whose job (or, for an image request, the request itself) settled before the row was
-# written takes the settlement's numbers. Only rows that carry a cost (cost_state not 'none':
-# a request that reserved or booked) are completed: a failed read of a job is not its bill.
+# A row written 'reserved' (a video create) whose job settled before the row was written
+# takes the settlement's numbers. (A row written 'booked' already carries its request's
+# settled cost; a row of cost_state 'none', such as a failed read of a job, is no bill.)
 _COMPLETE = (
     "UPDATE request_log SET cost_micros = s.cost_micros, images = s.images,"
     " video_seconds = s.video_seconds, cost_state = 'booked'"
-    " FROM settlements s WHERE s.id = COALESCE(request_log.job_id, request_log.request_id)"
-    " AND request_log.cost_state <> 'none' AND request_log.request_id IN "
+    " FROM settlements s WHERE request_log.request_id = ? AND request_log.cost_state = 'reserved'"
+    " AND s.id = COALESCE(request_log.job_id, request_log.request_id)"
 )
-
-# Rows per statement: SQLite takes at most 32766 parameters in one.
-_CHUNK = 500
+_STATE = COLUMNS.index("cost_state")
 
 
 def buckets(at: float) -> tuple[str, str]:
     """The hour and day buckets of a Unix time, UTC: 'YYYY-MM-DDTHH', 'YYYY-MM-DD'."""
-    hour = time.strftime("%Y-%m-%dT%H", time.gmtime(at))
-    return hour, hour[:10]
+    return _buckets(int(at // 3600))
+
+
+@functools.lru_cache(maxsize=64)
+def _buckets(hour: int) -> tuple[str, str]:
+    text = time.strftime("%Y-%m-%dT%H", time.gmtime(hour * 3600))
+    return text, text[:10]
 
 
 def write_batch(tx: Tx, rows: Sequence[Sequence[Any]], reads: dict[RollupKey, int]) -> list[str]:
     """One batch in the caller's transaction: the ids of the rows inserted (the rest were
     already there). `reads`: successful reads of jobs to add to the rollups, per rollup key."""
-    inserted: list[str] = []
-    for start in range(0, len(rows), _CHUNK):
-        chunk = rows[start : start + _CHUNK]
-        params = [value for row in chunk for value in row]
-        sql = _INSERT + ", ".join([_ROW] * len(chunk)) + _CONFLICT
-        inserted += [r[0] for r in tx.execute(sql, params).fetchall()]
+    inserted = [r[0] for r in tx.executemany_returning(_INSERT, rows)]
     deltas: dict[RollupKey, list[int]] = {}
+    reserved: list[tuple[str]] = []
     if inserted:
         fresh = set(inserted)
         for row in rows:
             if row[0] not in fresh:
                 continue
             fresh.discard(row[0])  # a request id twice in one batch is one row
+            if row[_STATE] == "reserved":
+                reserved.append((row[0],))
             error = 1 if row[_STATUS] >= 400 else 0
             hour, day = buckets(row[_AT])
             who = (row[_KEY], row[_TEAM], row[_MODEL] or "", row[_ROUTE] or "")
@@ -116,9 +119,8 @@ def write_batch(tx: Tx, rows: Sequence[Sequence[Any]], reads: dict[RollupKey, in
     if deltas:
         # In key order, so that two writers (or a writer and a settlement) lock rows alike.
         tx.executemany(_UPSERT, [(*k, *v) for k, v in sorted(deltas.items())])
-    for start in range(0, len(inserted), _CHUNK):
-        chunk = inserted[start : start + _CHUNK]
-        tx.execute(_COMPLETE + "(" + ", ".join("?" * len(chunk)) + ")", chunk)
+    if reserved:
+        tx.executemany(_COMPLETE, reserved)
     return inserted
 
 
