@@ -132,8 +132,9 @@ def complete_rows(
     calls in its own transaction, right after inserting into `settlements`. How many rows."""
     return tx.execute(
         "UPDATE request_log SET cost_micros = ?, images = ?, video_seconds = ?,"
-        " cost_state = 'booked' WHERE COALESCE(job_id, request_id) = ? AND cost_state <> 'none'",
-        (cost_micros, images, video_seconds, settlement_id),
+        " cost_state = 'booked' WHERE (job_id = ? OR (job_id IS NULL AND request_id = ?))"
+        " AND cost_state <> 'none'",
+        (cost_micros, images, video_seconds, settlement_id, settlement_id),
     ).rowcount
 
 
