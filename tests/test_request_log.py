@@ -29,6 +29,8 @@ from mediagate.stores.sql.db import Database, Tx
 from mediagate.stores.sql.requestlog import complete_rows, write_batch
 
 from .conftest import GROUP_KEYS, Gateway, Sim, gateway_settings
+from .otlp import OtlpReceiver
+from .otlp import otlp as otlp  # a fixture
 from .resilience import catalog
 
 OFFICIAL = GROUP_KEYS["OpenAI Official"]
@@ -384,3 +386,30 @@ def test_the_log_can_be_turned_off(make_logged: Callable[..., Logged]) -> None:
     assert logged.composed.request_log is None
     logged.gateway.sdk().images.generate(model="gpt-image-2", prompt="a fox")
     assert logged.sql("SELECT COUNT(*) AS n FROM request_log")[0]["n"] == 0
+
+
+def test_a_row_carries_its_trace_id_and_whether_it_was_a_replay(
+    make_logged: Callable[..., Logged], otlp: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.url)
+    logged = make_logged(otel=True)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    with logged.gateway.http() as http:
+        for request_id in ("rl-first", "rl-replay"):
+            answer = http.post(
+                "/v1/images/generations",
+                json={"model": "gpt-image-2", "prompt": "a fox"},
+                headers={
+                    "X-Request-ID": request_id,
+                    "Idempotency-Key": "rl-once",
+                    "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01",
+                },
+            )
+            assert answer.status_code == 200
+    assert logged.flush() == 2
+    first, replay = logged.row("rl-first"), logged.row("rl-replay")
+    assert first["trace_id"] == replay["trace_id"] == trace_id
+    assert (first["replayed"], first["cost_state"]) == (0, "booked")
+    assert first["cost_micros"] > 0
+    # The replay was not billed again: no cost on its row.
+    assert (replay["replayed"], replay["cost_state"], replay["cost_micros"]) == (1, "none", 0)
