@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
@@ -51,26 +52,31 @@ QUICK_REQLOG = Config(rounds=4, round_s=1.0, warmup_s=0.3, rows=10000)
 
 
 def _ab(config: Config, log: Callable[[str], None]) -> dict[str, Any]:
-    with modes.stack(image_kb=64, pin=config.pin) as stack, contextlib.ExitStack() as running:
+    with modes.stack(image_kb=64, pin=config.pin) as stack:
         sides: list[modes.Side] = []
-        for label, on in (("log on", "true"), ("log off", "false")):
-            name = label.replace(" ", "-")
-            env = gateway_env(stack, name, MEDIAGATE_REQUEST_LOG=on)
-            proc, url = running.enter_context(
-                serve_gateway(name, stack.work, env, stack.gateway_cpu)
+        with contextlib.ExitStack() as running:
+            for label, on in (("log on", "true"), ("log off", "false")):
+                name = label.replace(" ", "-")
+                env = gateway_env(stack, name, MEDIAGATE_REQUEST_LOG=on)
+                proc, url = running.enter_context(
+                    serve_gateway(name, stack.work, env, stack.gateway_cpu)
+                )
+                body = image_body(IMAGE_MODEL)
+                scenario = _http("POST", f"{url}/v1/images/generations", CLIENT_KEY, body)
+                sides.append(modes.Side(label, scenario, proc))
+            modes.alternate(
+                stack,
+                sides,
+                config.concurrency,
+                config.rounds,
+                round_s=config.round_s,
+                warmup_s=config.warmup_s,
+                log=log,
             )
-            body = image_body(IMAGE_MODEL)
-            scenario = _http("POST", f"{url}/v1/images/generations", CLIENT_KEY, body)
-            sides.append(modes.Side(label, scenario, proc))
-        modes.alternate(
-            stack,
-            sides,
-            config.concurrency,
-            config.rounds,
-            round_s=config.round_s,
-            warmup_s=config.warmup_s,
-            log=log,
-        )
+        # Stopped (SIGTERM: a graceful stop writes what is queued): the rows each side wrote.
+        logged = {
+            side.label: _rows(stack.work / f"{side.label.replace(' ', '-')}-data") for side in sides
+        }
         on_side, off_side = sides
         per_request = [
             (a["gateway_cpu_s"] / a["requests"] - b["gateway_cpu_s"] / b["requests"]) * 1000
@@ -78,9 +84,17 @@ def _ab(config: Config, log: Callable[[str], None]) -> dict[str, Any]:
             if a["requests"] and b["requests"]
         ]
         return {
-            "sides": [modes.summarise(side) for side in sides],
+            "sides": [
+                modes.summarise(side) | {"rows_logged": logged[side.label]} for side in sides
+            ],
             "added_cpu_ms_per_request": modes.spread(list(per_request)),
         }
+
+
+def _rows(data_dir: Path) -> int:
+    """The request log's rows in a stopped gateway's SQLite database."""
+    with contextlib.closing(sqlite3.connect(data_dir / "mediagate.sqlite3")) as db:
+        return int(db.execute("SELECT COUNT(*) FROM request_log").fetchone()[0])
 
 
 def _in_process(rows: int, url: str | None = None) -> dict[str, Any]:
@@ -169,13 +183,13 @@ def render(results: dict[str, Any]) -> str:
         f"| A/B, log on minus off, median (range) of {results['config']['rounds']} rounds | "
         f"{modes.fmt(ab['added_cpu_ms_per_request'], 3, sign=True)} ms |",
         "",
-        "| side | requests | CPU ms/request | p50 ms | req/s |",
-        "|---|---:|---:|---:|---:|",
+        "| side | requests | rows logged | CPU ms/request | p50 ms | req/s |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for side in ab["sides"]:
         cpu = side["cpu_ms_per_request"]
         lines.append(
-            f"| {side['side']} | {side['requests']} | {cpu:.3f} | "
+            f"| {side['side']} | {side['requests']} | {side['rows_logged']} | {cpu:.3f} | "
             f"{modes.fmt(side['p50_ms'], 2)} | {modes.fmt(side['rps'], 0)} |"
         )
     return "\n".join(lines)
