@@ -48,6 +48,7 @@ READS = frozenset({"videos.retrieve", "videos.list", "videos.content"})
 UNLOGGED = frozenset({"health", "other"})
 BATCH_ROWS = 500
 SWEEP_EVERY_S = 3600.0
+SWEEP_ROWS = 10000  # rows deleted per transaction
 _FIRST_SWEEP_AFTER_S = 60.0
 _MICRO = Decimal(1)
 
@@ -215,16 +216,31 @@ class RequestLog:
                 if not self._batch and not reads:
                     return written
                 rows, rollups = self._batch, _read_rollups(reads)
-                try:
-                    inserted = await database.transaction(
-                        functools.partial(write_batch, rows=rows, reads=rollups)
-                    )
-                except BaseException:
-                    for read, count in reads.items():
-                        self._reads[read] = self._reads.get(read, 0) + count
-                    raise
+                # Shielded, its outcome settled when the transaction ends, not when this call
+                # does: a flush cancelled mid-transaction must neither lose the batch nor
+                # count its reads twice (rows cannot be: they are inserted once by id).
+                task = asyncio.ensure_future(
+                    database.transaction(functools.partial(write_batch, rows=rows, reads=rollups))
+                )
+                task.add_done_callback(functools.partial(self._written, rows, reads))
+                written += len(await asyncio.shield(task))
+                if self._batch is rows:  # (the callback has run by now; said again, plainly)
+                    self._batch = []
+
+    def _written(
+        self,
+        rows: list[tuple[Any, ...]],
+        reads: dict[tuple[str, str, str, str, int], int],
+        task: asyncio.Future[list[str]],
+    ) -> None:
+        """A batch's transaction ended: committed, its rows are done; failed, its reads wait
+        for the next batch again (and its rows stay the batch to retry)."""
+        if not task.cancelled() and task.exception() is None:
+            if self._batch is rows:
                 self._batch = []
-                written += len(inserted)
+            return
+        for read, count in reads.items():
+            self._reads[read] = self._reads.get(read, 0) + count
 
     async def sweep(self) -> int:
         """Rows older than the retention deleted; how many."""
@@ -233,7 +249,14 @@ class RequestLog:
             return 0
         before = self.clock() - self.days * 86400
         self._next_sweep = self.clock() + SWEEP_EVERY_S
-        removed = await database.transaction(lambda tx: sweep(tx, before))
+        removed = 0
+        while True:  # in bounded transactions: a first sweep of a long-kept log is big
+            done = await database.transaction(
+                functools.partial(sweep, before=before, limit=SWEEP_ROWS)
+            )
+            removed += done
+            if done < SWEEP_ROWS:
+                break
         if removed:
             log.info("request log: swept %d rows past retention", removed)
         return removed

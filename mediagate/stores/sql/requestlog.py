@@ -138,6 +138,10 @@ def complete_rows(
     ).rowcount
 
 
-def sweep(tx: Tx, before: float) -> int:
-    """Rows older than `before` deleted (retention); how many."""
-    return tx.execute("DELETE FROM request_log WHERE at < ?", (before,)).rowcount
+def sweep(tx: Tx, before: float, limit: int = 10000) -> int:
+    """At most `limit` of the rows older than `before` deleted (retention); how many."""
+    return tx.execute(
+        "DELETE FROM request_log WHERE request_id IN"
+        " (SELECT request_id FROM request_log WHERE at < ? ORDER BY at LIMIT ?)",
+        (before, limit),
+    ).rowcount
