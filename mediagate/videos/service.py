@@ -530,14 +530,13 @@ class VideoService:
             if bound is None:
                 raise not_priced(model, tier)
             estimate = max(estimate, bound * multiplier)
-        ctx = context.current()  # the request log's row: what was asked, what is reserved
-        ctx.tier, ctx.seconds = (
-            video_policy(candidates[0][0]).tier(candidates[0][2].size),
-            (candidates[0][2].seconds),
-        )
+        # The request log's row: what was asked (of the first route), what is reserved.
+        first_route, _, asked = candidates[0]
+        ctx = context.current()
+        ctx.tier, ctx.seconds = video_policy(first_route).tier(asked.size), asked.seconds
         ctx.reserved = estimate
         if self.settings.prompts_logged():
-            ctx.prompt = candidates[0][2].prompt
+            ctx.prompt = asked.prompt
         return await self.metering.admit(
             policy,
             model,
