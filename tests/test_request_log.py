@@ -381,6 +381,23 @@ def test_prompts_are_recorded_only_where_the_setting_says(
     assert logged.row("rl-pv")["prompt"] == "a kite at dusk"
 
 
+def test_a_streamed_answer_is_logged_with_its_cost_once_the_stream_ends(
+    make_logged: Callable[..., Logged],
+) -> None:
+    logged = make_logged()
+    sdk = logged.gateway.sdk()
+    events = list(
+        sdk.images.generate(
+            model="gpt-image-2", prompt="a fox", stream=True, extra_headers={"X-Request-ID": "rl-s"}
+        )
+    )
+    assert events[-1].type == "image_generation.completed"
+    assert logged.flush() == 1
+    row = logged.row("rl-s")
+    assert (row["status"], row["images"], row["cost_state"]) == (200, 1, "booked")
+    assert row["cost_micros"] > 0
+
+
 def test_the_log_can_be_turned_off(make_logged: Callable[..., Logged]) -> None:
     logged = make_logged(request_log=False)
     assert logged.composed.request_log is None
