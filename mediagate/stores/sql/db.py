@@ -97,9 +97,12 @@ class Tx:
             # Tuples: a row factory per statement's result would cost more than the insert.
             with self._db.cursor(row_factory=tuple_row) as cursor:
                 cursor.executemany(_pg(sql), [tuple(r) for r in rows], returning=True)
-                for result in cursor.results():
-                    out += result.fetchall()
-            return out
+                if cursor.pgresult is None:
+                    return out  # no rows given
+                while True:  # one result per statement (nextset: psycopg >= 3.1)
+                    out += cursor.fetchall()
+                    if not cursor.nextset():
+                        return out
         return [row for r in rows for row in self._db.execute(sql, tuple(r)).fetchall()]
 
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
