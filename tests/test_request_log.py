@@ -430,3 +430,46 @@ def test_a_row_carries_its_trace_id_and_whether_it_was_a_replay(
     assert first["cost_micros"] > 0
     # The replay was not billed again: no cost on its row.
     assert (replay["replayed"], replay["cost_state"], replay["cost_micros"]) == (1, "none", 0)
+
+
+def test_a_batch_counts_only_the_rows_it_inserted(database_url: str) -> None:
+    """The store alone, on each engine: a request id twice in a batch, or already written, is
+    one row and one count; a read is counted in `reads` under its own key."""
+    from mediagate.stores.sql.migrate import upgrade
+    from mediagate.stores.sql.requestlog import COLUMNS
+
+    at = 1_780_000_000.0  # 2026-05-28T20:26:40Z
+
+    def row(request_id: str, status: int) -> tuple[Any, ...]:
+        values = dict.fromkeys(COLUMNS)
+        values |= {"request_id": request_id, "at": at, "key": "k", "team": "t", "model": "m"}
+        values |= {"endpoint": "images.generations", "method": "POST", "status": status}
+        values |= {"route": "r", "cost_micros": 0, "cost_state": "none", "images": 0}
+        values |= {"video_seconds": 0, "replayed": 0}
+        return tuple(values[c] for c in COLUMNS)
+
+    async def run() -> list[dict[str, Any]]:
+        database = await Database.open(database_url)
+        try:
+            await upgrade(database)
+            reads = {("hour", "2026-05-28T20", "k", "t", "m", "r"): 2}
+            first = [row("a", 200), row("b", 500), row("a", 200)]
+            inserted = await database.transaction(lambda tx: write_batch(tx, first, reads))
+            assert sorted(inserted) == ["a", "b"]
+            again = [row("b", 500), row("c", 404)]
+            inserted = await database.transaction(lambda tx: write_batch(tx, again, {}))
+            assert inserted == ["c"]
+            rows = await database.run(
+                lambda tx: tx.execute(
+                    "SELECT grain, bucket, requests, errors, reads FROM usage_rollups"
+                    " ORDER BY grain, bucket"
+                ).fetchall()
+            )
+            return [dict(zip(r.keys(), tuple(r), strict=True)) for r in rows]
+        finally:
+            await database.close()
+
+    assert asyncio.run(run()) == [
+        {"grain": "day", "bucket": "2026-05-28", "requests": 3, "errors": 2, "reads": 0},
+        {"grain": "hour", "bucket": "2026-05-28T20", "requests": 3, "errors": 2, "reads": 2},
+    ]
