@@ -16,6 +16,7 @@ import httpx2
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
+from mediagate.accounting.requestlog import RequestLog
 from mediagate.errors import Scrubber
 from mediagate.gateway import open_gateway
 from mediagate.http.admin import admin
@@ -52,12 +53,27 @@ def create_app(
     scrub = Scrubber(settings.all_upstream_keys())
 
     tracing = Tracing(bool(settings.otel))  # exports only while the lifespan runs
+    # The request log's queue (written by the gateway once its database is open).
+    request_log = RequestLog(
+        metrics,
+        capacity=settings.request_log_queue,
+        flush_s=settings.request_log_flush_s,
+        days=settings.request_log_days,
+        traced=bool(settings.otel),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with (
             tracing.running(),
-            open_gateway(settings, metrics, scrub, upstream_transport, tracer=tracing.tracer) as gw,
+            open_gateway(
+                settings,
+                metrics,
+                scrub,
+                upstream_transport,
+                tracer=tracing.tracer,
+                request_log=request_log,
+            ) as gw,
         ):
             app.state.gateway = gw
             if on_started is not None:
@@ -94,6 +110,7 @@ def create_app(
         scrub=scrub,
         bodies=bodies,
         max_inflight=settings.inflight_limit(),
+        request_log=request_log if settings.request_log else None,
     )
     # Around that, the request's trace span (a pass-through when tracing is off), so the
     # bookkeeping's log lines and attributes belong to it.
