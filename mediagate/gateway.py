@@ -157,14 +157,13 @@ class Gateway:
 def check_config(settings: Settings) -> KeyRegistry:
     """Refuse a configuration that cannot serve safely, with a message an operator can act on."""
     try:
-        clients = KeyRegistry(settings.client_keys(), settings.keys_file)
+        # The keys in the database join at open (`KeyRegistry.open`); outside simulator mode
+        # a client key is always required, wherever the keys are kept.
+        clients = KeyRegistry(
+            settings.client_keys(), settings.keys_file, required=not settings.simulator
+        )
     except (ValueError, KeysFileError) as exc:
         raise ConfigError(str(exc)) from None
-    if not clients.enabled and not settings.simulator:
-        raise ConfigError(
-            "MEDIAGATE_API_KEYS or MEDIAGATE_KEYS_FILE must name at least one client key; only "
-            "the offline simulator mode may run without client authentication"
-        )
     if not settings.simulator and not settings.upstream_url:
         raise ConfigError("MEDIAGATE_UPSTREAM_URL is required when upstream keys are set")
     if settings.store_url:
@@ -364,8 +363,6 @@ async def open_gateway(
         log.warning("serving against the built-in simulated upstream at %s", settings.upstream_url)
     try:
         clients = check_config(settings)
-        if not clients.enabled:
-            log.warning("client authentication is OFF: simulator mode without MEDIAGATE_API_KEYS")
         upstream_url = settings.upstream_url
         if upstream_url is None:  # check_config's rule, restated for the type checker
             raise ConfigError("MEDIAGATE_UPSTREAM_URL is required")
@@ -416,6 +413,11 @@ async def open_gateway(
                     pool_size=settings.database_pool_size,
                 ) as stores,
             ):
+                await clients.open(stores.database)  # its keys and teams, kept fresh
+                if not clients.enabled:
+                    log.warning("client authentication is OFF: simulator mode without client keys")
+                elif not clients.policies():
+                    log.warning("no client key yet: make one with `mediagate keys create`")
                 upstream = _sender(
                     settings, upstream_url, network, keys, metrics, scrub, catalog, tracer
                 )
@@ -527,6 +529,7 @@ async def open_gateway(
                     # stores close only after it is booked.
                     await metering.drain()
                     work.close()
+                    await clients.close()
         finally:
             sweeper.cancel()
     finally:
