@@ -164,6 +164,13 @@ def check_config(settings: Settings) -> KeyRegistry:
         )
     except (ValueError, KeysFileError) as exc:
         raise ConfigError(str(exc)) from None
+    if not clients.enabled_by_config() and not settings.simulator and not _has_admin(settings):
+        raise ConfigError(
+            "MEDIAGATE_API_KEYS or MEDIAGATE_KEYS_FILE must name at least one client key, or "
+            "MEDIAGATE_ADMIN_KEYS name an admin to keep them in the database (mediagate keys, "
+            "/admin/v1/keys); only the offline simulator mode may run without client "
+            "authentication"
+        )
     if not settings.simulator and not settings.upstream_url:
         raise ConfigError("MEDIAGATE_UPSTREAM_URL is required when upstream keys are set")
     if settings.store_url:
@@ -190,6 +197,10 @@ def check_config(settings: Settings) -> KeyRegistry:
     if settings.webhook_url and not settings.webhook_url.startswith(("http://", "https://")):
         raise ConfigError("MEDIAGATE_WEBHOOK_URL must be an http(s) URL")
     return clients
+
+
+def _has_admin(settings: Settings) -> bool:
+    return settings.admin_keys is not None or settings.admin_key is not None
 
 
 def _admin_keys(settings: Settings) -> list[AdminKey]:

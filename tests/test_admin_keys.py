@@ -355,3 +355,44 @@ def test_file_keys_are_listed_and_read_only(
 
         wait_until(synced, timeout_s=5)
         assert works(gateway, "sk-video") and not works(gateway, "sk-designer")
+
+
+def test_configured_keys_are_synced_into_the_records(database_url: str, tmp_path: Path) -> None:
+    asyncio.run(_synced(database_url, tmp_path))
+
+
+async def _synced(database_url: str, tmp_path: Path) -> None:
+    """MEDIAGATE_API_KEYS and the keys file become records of their source; a replica started
+    with another configuration takes them over (a secret may change its name); a clash with a
+    key made through the API leaves that key alone and is logged, not fatal."""
+    db = await Database.open(database_url)
+    try:
+        await upgrade(db)
+        first = KeyRegistry({"team-a": "sk-one"}, None)
+        await first.open(db)
+        await first.close()
+        file = tmp_path / "keys.yaml"
+        file.write_text(
+            yaml.safe_dump({"keys": [{"name": "team-a", "sha256": digest("sk-two"), "team": "x"}]})
+        )
+        # The same secret under a new name, and team-a's name now in the keys file.
+        second = KeyRegistry({"renamed": "sk-one"}, file)
+        await second.open(db)
+        rows = {r["name"]: r for r in await second.keys()}
+        assert rows["renamed"]["source"] == "env" and rows["renamed"]["revoked_at"] is None
+        assert rows["team-a"]["source"] == "file" and rows["team-a"]["team"] == "x"
+        assert rows["team-a"]["revoked_at"] is None
+        assert second.identify("Bearer sk-one").name == "renamed"
+        assert second.identify("Bearer sk-two").name == "team-a"
+        # A key made through the API keeps its name against a configured one.
+        await second.create_key("api-made", {})
+        await second.close()
+        third = KeyRegistry({"api-made": "sk-three"}, None)
+        await third.open(db)
+        rows = {r["name"]: r for r in await third.keys()}
+        assert rows["api-made"]["source"] == "api"
+        assert rows["renamed"]["revoked_at"] is not None and rows["team-a"]["revoked_at"]
+        assert third.identify("Bearer sk-three").name == "api-made"  # its own, in memory
+        await third.close()
+    finally:
+        await db.close()

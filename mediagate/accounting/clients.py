@@ -1,13 +1,17 @@
 """Client keys: who is calling, what they may use, and what they may spend.
 
-Keys come from MEDIAGATE_API_KEYS (`name:key`, no limits) and from a YAML keys file
-(MEDIAGATE_KEYS_FILE) that holds only each key's SHA-256, with the model scopes, rate and
-concurrency limits and budgets a platform team sets per team, and when the key was made. The
-file is re-read when it changes, so adding or revoking a key needs no restart. Keys are compared
-in constant time.
+Keys come from three places, held as one index by the SHA-256 of each secret: MEDIAGATE_API_KEYS
+(`name:key`, no limits), a YAML keys file (MEDIAGATE_KEYS_FILE) that holds only each key's
+SHA-256 with the model scopes, rate and concurrency limits and budgets a platform team sets,
+and the records' database (`client_keys` and `teams`, written by the admin API and `mediagate
+keys`). The file is re-read when it changes, and both configured sources are synced into the
+database (`source` `env`, `file`) so every key is listed in one place. The database's keys
+reach every replica within about a second: each change bumps `keys_version` in the same
+transaction, and `KeyRegistry` polls that row in the background. Keys are compared in constant
+time; the request path never waits on the database.
 
-`KeysFile` is how `mediagate keys create | revoke | rotate` edit that file: under a lock, each
-change is validated as the gateway would read it, written to a temporary file in the same
+`KeysFile` is how `mediagate keys create | revoke | rotate --file` edit that file: under a lock,
+each change is validated as the gateway would read it, written to a temporary file in the same
 directory and renamed over the old one, so a running gateway sees either the old file or the
 new one, never half of one (its reload goes by the file's mtime). The new key itself is
 returned once, to be shown once; only its digest is kept.
@@ -227,6 +231,7 @@ class KeyRegistry:
         self._used: dict[str, float] = {}  # last uses not yet written
         self._noted: dict[str, float] = {}  # when each key's last use was last queued
         self._failing = False
+        self._refreshing = asyncio.Lock()  # one reload at a time: never an older over a newer
         self._mtime: float | None = None
         self._checked = 0.0
         if keys_file is not None:
@@ -356,12 +361,12 @@ class KeyRegistry:
         now = self._clock()
 
         def work(tx: Tx) -> list[str]:
-            return [*sql.sync_source(tx, "env", env, now), *sql.sync_source(tx, "file", file, now)]
+            return sql.sync_configured(tx, {"env": env, "file": file}, now)
 
         for name in await self._database().transaction(work):
             log.error(
-                "the configured key '%s' is not recorded: the database has a key of that "
-                "name made through the admin API; rename one of them",
+                "the configured key '%s' is not recorded in the database: a key made through "
+                "the admin API has its name, or another configured name has its secret",
                 name,
             )
         self._synced_generation = generation
@@ -369,6 +374,10 @@ class KeyRegistry:
     async def refresh(self, *, force: bool = False) -> bool:
         """Keys and teams read again if they changed anywhere (one small read when not);
         True when the index was rebuilt."""
+        async with self._refreshing:
+            return await self._refresh(force)
+
+    async def _refresh(self, force: bool) -> bool:
         db = self._database()
         seen = self._version
 
@@ -425,6 +434,10 @@ class KeyRegistry:
     @property
     def enabled(self) -> bool:
         return self._required or bool(self._env) or self._file is not None or bool(self._db_rows)
+
+    def enabled_by_config(self) -> bool:
+        """MEDIAGATE_API_KEYS or a keys file give keys (the database's are not known yet)."""
+        return bool(self._env) or self._file is not None
 
     def policies(self) -> list[KeyPolicy]:
         self._maybe_reload()

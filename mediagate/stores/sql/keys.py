@@ -34,7 +34,7 @@ __all__ = [
     "list_teams",
     "revoke_key",
     "rotate_key",
-    "sync_source",
+    "sync_configured",
     "teams",
     "touch",
     "update_key",
@@ -165,34 +165,61 @@ def rotate_key(tx: Tx, name: str, sha256: str, now: float, grace_s: float) -> No
     bump(tx, now)
 
 
-def sync_source(tx: Tx, source: str, entries: Iterable[Mapping[str, Any]], now: float) -> list[str]:
-    """The keys of one configured source ('env': MEDIAGATE_API_KEYS, 'file': the keys file)
-    made the rows of that source: each upserted (a revoked one back), the others revoked. A
-    name another source holds is left alone and returned (the caller says so)."""
-    kept: list[str] = []
+def sync_configured(
+    tx: Tx, sources: Mapping[str, Iterable[Mapping[str, Any]]], now: float
+) -> list[str]:
+    """The configured keys of each source ('env': MEDIAGATE_API_KEYS, 'file': the keys file)
+    made the rows of that source: each upserted (a revoked one back, a name another configured
+    source gave up taken over), the others revoked. A name a key of the API holds, or a secret
+    another name holds, is left alone and returned (the caller says so)."""
+    listed = {source: list(entries) for source, entries in sources.items()}
+    # First what each source no longer has: revoked, its digest given up (a '-' and the name:
+    # never a hex digest, so nothing matches it), so that a secret or a name may move.
+    for source, entries in listed.items():
+        names = [entry["name"] for entry in entries]
+        where, params = "source = ? AND revoked_at IS NULL", [source]
+        if names:
+            where += f" AND name NOT IN ({', '.join('?' * len(names))})"
+            params.extend(names)
+        tx.execute(
+            "UPDATE client_keys SET revoked_at = ?, updated_at = ?, sha256 = '-' || name "  # noqa: S608
+            f"WHERE {where}",
+            (now, now, *params),
+        )
+    clashes: list[str] = []
+    for source, entries in listed.items():
+        clashes += _upsert_configured(tx, source, entries, now)
+    bump(tx, now)
+    return clashes
+
+
+def _upsert_configured(
+    tx: Tx, source: str, entries: list[Mapping[str, Any]], now: float
+) -> list[str]:
     clashes: list[str] = []
     columns = ["sha256", *KEY_FIELDS]
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns)
     for entry in entries:
+        taken = tx.scalar(
+            "SELECT name FROM client_keys WHERE sha256 = ? AND name <> ?",
+            (entry["sha256"], entry["name"]),
+        )
+        if taken is not None:
+            clashes.append(entry["name"])
+            continue
         values = [_encode(c, entry.get(c)) for c in columns]
         row = tx.execute(
             f"INSERT INTO client_keys (name, {', '.join(columns)}, source, created_at, "  # noqa: S608
             f"updated_at) VALUES (?, {', '.join('?' * len(columns))}, ?, ?, ?) "
             f"ON CONFLICT (name) DO UPDATE SET {updates}, updated_at = excluded.updated_at, "
-            "revoked_at = NULL, previous_sha256 = NULL, previous_until = NULL "
-            "WHERE client_keys.source = excluded.source RETURNING name",
+            "source = excluded.source, revoked_at = NULL, previous_sha256 = NULL, "
+            "previous_until = NULL WHERE client_keys.source = excluded.source "
+            "OR (client_keys.source <> 'api' AND client_keys.revoked_at IS NOT NULL) "
+            "RETURNING name",
             (entry["name"], *values, source, entry.get("created_at") or now, now),
         ).fetchone()
-        (kept if row is not None else clashes).append(entry["name"])
-    where, params = "source = ? AND revoked_at IS NULL", [source]
-    if kept:
-        where += f" AND name NOT IN ({', '.join('?' * len(kept))})"
-        params.extend(kept)
-    tx.execute(
-        f"UPDATE client_keys SET revoked_at = ?, updated_at = ? WHERE {where}",  # noqa: S608
-        (now, now, *params),
-    )
-    bump(tx, now)
+        if row is None:
+            clashes.append(entry["name"])
     return clashes
 
 
