@@ -129,6 +129,18 @@ def test_a_key_made_on_one_replica_works_on_the_other_within_a_second(
         for hidden in (secret, digest(secret), digest(CLIENT_KEY), CLIENT_KEY):
             assert hidden not in text
 
+    # Its last use is recorded in the background (at most once a minute), seen by both.
+    wait_until(lambda: ok(admin.get("/admin/v1/keys/designer"))["last_used_at"] is not None)
+
+    # An expired key is refused, saying so.
+    expired = ok(
+        admin.post("/admin/v1/keys", json={"name": "old", "expires_at": "2020-01-01T00:00:00"})
+    )
+    assert expired["expires_at"] == "2020-01-01T00:00:00Z"
+    with pytest.raises(openai.AuthenticationError) as caught:
+        first.sdk(api_key=expired["key"]).models.list()
+    assert caught.value.code == "api_key_expired" and "2020-01-01T00:00:00Z" in str(caught.value)
+
     # Revoke: refused on both, within a second; the record stays, and can change no more.
     revoked = ok(admin.delete("/admin/v1/keys/designer"))
     assert revoked["revoked_at"] is not None
