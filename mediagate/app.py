@@ -20,6 +20,7 @@ from mediagate.accounting.requestlog import RequestLog
 from mediagate.errors import Scrubber
 from mediagate.gateway import open_gateway
 from mediagate.http.admin import admin
+from mediagate.http.admin_keys import keys as admin_keys
 from mediagate.http.admin_reads import OPENAPI_DOCUMENT, admin_document, reads
 from mediagate.http.bodies import Bodies
 from mediagate.http.errors import install_handlers
@@ -117,7 +118,7 @@ def create_app(
     app.add_middleware(TracingMiddleware, tracing=tracing)
     # Routes are matched in order: the videos' first, as a status poll is the most frequent
     # request (no two routers share a path).
-    for router in (videos, images, models, usage, files, openapi, health, admin, reads):
+    for router in (videos, images, models, usage, files, openapi, health, admin, reads, admin_keys):
         _add_routes(app, router)
     return app
 
