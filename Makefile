@@ -12,6 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install install-dev run simulate test lint format clean validate-deploy deploy-sync bench \
+	admin-openapi \
 	bench-memory bench-modes bench-soak
 
 install: $(RUN_STAMP)
@@ -35,6 +36,11 @@ run: install
 
 simulate: install
 	$(BIN)/mediagate simulate --host $(HOST) --port 9000
+
+# The admin API's OpenAPI document (mediagate/http/admin_openapi.json), regenerated from the
+# code's /admin/v1 routes; tests/test_admin_reads.py fails while the saved one differs.
+admin-openapi: install
+	$(BIN)/python -c 'from mediagate.app import write_admin_openapi; write_admin_openapi()'
 
 lint: install-dev
 	$(BIN)/ruff check mediagate tests deploy bench

@@ -1,5 +1,5 @@
 """`mediagate serve`, `mediagate simulate`, `mediagate catalog check`, and
-`mediagate keys list | create | revoke | rotate`."""
+`mediagate keys list | create | revoke | rotate | digest`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import logging
 import resource
 import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -269,6 +270,10 @@ def _add_db_commands(commands: Any) -> None:
 
 
 # --- keys -------------------------------------------------------------------------------------
+#
+# Where `mediagate keys` acts: the records' database (MEDIAGATE_DATABASE_URL, as the admin API
+# does), unless --file PATH names a keys file, or MEDIAGATE_KEYS_FILE is set (then that file,
+# as before the database held keys; --database uses the database anyway).
 
 
 def _keys_file(args: argparse.Namespace, settings: Settings) -> Path | None:
@@ -276,11 +281,8 @@ def _keys_file(args: argparse.Namespace, settings: Settings) -> Path | None:
     return path
 
 
-def _need_keys_file(args: argparse.Namespace, settings: Settings) -> Path:
-    path = _keys_file(args, settings)
-    if path is None:
-        raise _Refused("no keys file: set MEDIAGATE_KEYS_FILE or pass --file PATH", status=2)
-    return path
+def _in_database(args: argparse.Namespace, settings: Settings) -> bool:
+    return bool(getattr(args, "database", False)) or _keys_file(args, settings) is None
 
 
 class _Refused(Exception):
@@ -291,28 +293,113 @@ class _Refused(Exception):
 
 def _limits(args: argparse.Namespace) -> dict[str, Any]:
     limits = {
+        "team": args.team,
         "models": args.models.split(",") if args.models else None,
         "requests_per_minute": args.rpm,
         "images_per_minute": args.ipm,
+        "reads_per_minute": args.reads,
         "concurrent_requests": args.concurrency,
         "budget_usd_per_day": args.budget_day,
         "budget_usd_per_month": args.budget_month,
+        "expires_at": _when(args.expires) if args.expires else None,
     }
     return {k: v for k, v in limits.items() if v is not None}
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(text: str) -> float:
+    """`90`, `90s`, `15m`, `12h` or `7d` as seconds."""
+    unit = text[-1:] if text[-1:] in _UNITS else "s"
+    number = text[:-1] if text[-1:] in _UNITS else text
+    try:
+        value = float(number) * _UNITS[unit]
+    except ValueError:
+        raise _Refused(f"not a duration: {text!r} (say 90, 15m, 12h or 7d)", status=2) from None
+    if value < 0:
+        raise _Refused(f"not a duration: {text!r}", status=2)
+    return value
+
+
+def _when(text: str) -> datetime:
+    """--expires: an ISO 8601 date or time (UTC unless it says), or a duration from now."""
+    if text[-1:] in _UNITS and text[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) + timedelta(seconds=_seconds(text))
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise _Refused(
+            f"--expires {text!r}: give an ISO 8601 date or time, or a duration such as 30d",
+            status=2,
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+async def _on_records(settings: Settings, work: Any) -> Any:
+    """`work(registry)` on the records' database (migrated first, as the gateway does)."""
+    from mediagate.accounting.clients import KeyRegistry
+    from mediagate.stores.sql.db import Database
+    from mediagate.stores.sql.migrate import upgrade
+
+    db = await Database.open(settings.records_url(), pool_size=1)
+    try:
+        await upgrade(db)
+        registry = KeyRegistry({}, None)
+        await registry.open(db, serve=False)
+        return await work(registry)
+    finally:
+        await db.close()
+
+
+def _validated(name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields checked as a key's policy is (the admin API's checks), as the records'
+    columns (an expiry as Unix seconds)."""
+    from pydantic import ValidationError
+
+    from mediagate.accounting.clients import KeyPolicy
+
+    try:
+        KeyPolicy(name=name, sha256="0" * 64, **fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise _Refused(f"invalid key entry: {problems}") from None
+    if "expires_at" in fields:
+        fields = {**fields, "expires_at": fields["expires_at"].timestamp()}
+    return fields
+
+
+def _iso(value: float | None) -> str | None:
+    return None if value is None else f"{datetime.fromtimestamp(value, UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
     from mediagate.accounting.clients import KeysFile, create_key
 
-    path = None if args.print else _keys_file(args, settings)
-    if path is None:
-        # No keys file to edit: the entry is printed for the operator to add.
+    if args.print:
+        # The entry printed for the operator to add to a keys file.
         key, entry = create_key(args.name, **_limits(args))
         print(f"# The key for '{args.name}' (shown once; give it to the team, keep no copy):")
         print(f"# {key}")
         print("# Add this entry under `keys:` in MEDIAGATE_KEYS_FILE (it holds only the SHA-256):")
         print(entry, end="")
         return 0
+    if _in_database(args, settings):
+        fields = _validated(args.name, _limits(args))
+
+        async def create(registry: Any) -> str:
+            team = fields.get("team")
+            if team is not None and await registry.team_record(team) is None:
+                await registry.create_team(team, {})
+                print(f"mediagate: made the team '{team}' (no limits of its own)", file=sys.stderr)
+            secret, _ = await registry.create_key(args.name, fields)
+            return str(secret)
+
+        key = asyncio.run(_on_records(settings, create))
+        _show_once(args.name, key, "made in the database")
+        return 0
+    path = _keys_file(args, settings)
+    assert path is not None
     key = KeysFile(path).create(args.name, **_limits(args))
     _show_once(args.name, key, f"added to {path}")
     return 0
@@ -321,7 +408,22 @@ def _keys_create(args: argparse.Namespace, settings: Settings) -> int:
 def _keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
     from mediagate.accounting.clients import KeysFile
 
-    path = _need_keys_file(args, settings)
+    grace_s = _seconds(args.grace) if args.grace else 0.0
+    if _in_database(args, settings):
+
+        async def rotate(registry: Any) -> tuple[str, dict[str, Any]]:
+            result: tuple[str, dict[str, Any]] = await registry.rotate_key(args.name, grace_s)
+            return result
+
+        key, row = asyncio.run(_on_records(settings, rotate))
+        until = row.get("previous_until")
+        after = f"the old key works until {_iso(until)}" if until else "the old key is refused"
+        _show_once(args.name, key, f"rotated; {after}")
+        return 0
+    if grace_s:
+        raise _Refused("--grace needs the database: a keys file keeps one secret per key", 2)
+    path = _keys_file(args, settings)
+    assert path is not None
     _not_from_environment(args.name, settings)
     key = KeysFile(path).rotate(args.name)
     _show_once(args.name, key, f"rotated in {path}; the old key is refused from now on")
@@ -331,10 +433,30 @@ def _keys_rotate(args: argparse.Namespace, settings: Settings) -> int:
 def _keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     from mediagate.accounting.clients import KeysFile
 
-    path = _need_keys_file(args, settings)
+    if _in_database(args, settings):
+
+        async def revoke(registry: Any) -> None:
+            await registry.revoke_key(args.name)
+
+        asyncio.run(_on_records(settings, revoke))
+        print(f"mediagate: revoked '{args.name}' in the database", file=sys.stderr)
+        return 0
+    path = _keys_file(args, settings)
+    assert path is not None
     _not_from_environment(args.name, settings)
     KeysFile(path).revoke(args.name)
     print(f"mediagate: revoked '{args.name}' in {path}", file=sys.stderr)
+    return 0
+
+
+def _keys_digest(args: argparse.Namespace, settings: Settings) -> int:
+    """The SHA-256 of a key read from stdin (for MEDIAGATE_ADMIN_KEYS `name:role:sha256`)."""
+    from mediagate.accounting.clients import digest
+
+    key = sys.stdin.readline().strip()
+    if not key:
+        raise _Refused("no key on stdin (say: mediagate keys digest < file, or type it)")
+    print(digest(key))
     return 0
 
 
@@ -355,9 +477,29 @@ def _show_once(name: str, key: str, what: str) -> None:
     print(key)
 
 
-def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+def _key_rows(args: argparse.Namespace, settings: Settings) -> list[dict[str, Any]]:
+    """What `keys list` shows: every key not revoked, never a secret or a digest."""
     from mediagate.accounting.clients import KeysFile
 
+    if _in_database(args, settings):
+
+        async def listing(registry: Any) -> list[dict[str, Any]]:
+            rows: list[dict[str, Any]] = []
+            after = None
+            while True:
+                page = await registry.keys(after=after, limit=500)
+                rows.extend(page)
+                if len(page) < 500:
+                    return rows
+                after = page[-1]["name"]
+
+        found = asyncio.run(_on_records(settings, listing))
+        times = ("expires_at", "created_at", "last_used_at", "revoked_at", "previous_until")
+        return [
+            {k: _iso(v) if k in times else v for k, v in row.items()}
+            for row in found
+            if row["revoked_at"] is None
+        ]
     rows: list[dict[str, Any]] = [
         {"name": name, "source": "MEDIAGATE_API_KEYS", "models": ["*"]}
         for name in settings.client_keys()
@@ -370,24 +512,40 @@ def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
             # Everything but the digest: a name, its scopes, limits and date.
             fields = policy.model_dump(mode="json", exclude_none=True, exclude={"sha256"})
             rows.append({"name": policy.name, "source": str(path), **fields})
+    return rows
+
+
+def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    rows = _key_rows(args, settings)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    table = [("NAME", "MODELS", "LIMITS", "CREATED", "SOURCE")]
+    table = [("NAME", "TEAM", "MODELS", "LIMITS", "CREATED", "SOURCE")]
     for row in rows:
         limits = " ".join(
             f"{label}={row[field]}"
             for field, label in (
                 ("requests_per_minute", "rpm"),
                 ("images_per_minute", "ipm"),
+                ("reads_per_minute", "reads/min"),
                 ("concurrent_requests", "concurrent"),
                 ("budget_usd_per_day", "usd/day"),
                 ("budget_usd_per_month", "usd/month"),
+                ("expires_at", "expires"),
             )
-            if field in row
+            if row.get(field) is not None
         )
-        created = str(row.get("created", "-"))[:10]  # the date is enough here
-        table.append((row["name"], ",".join(row["models"]), limits or "-", created, row["source"]))
+        created = str(row.get("created") or row.get("created_at") or "-")[:10]
+        table.append(
+            (
+                row["name"],
+                row.get("team") or "-",
+                ",".join(row["models"]),
+                limits or "-",
+                created,
+                row["source"],
+            )
+        )
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]) - 1)]
     for r in table:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
@@ -395,10 +553,12 @@ def _keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_keys(command: Any) -> Any:
-    """A keys subcommand with its errors said plainly (exit 1, or 2 for a missing setting)."""
+    """A keys subcommand with its errors said plainly (exit 1, or 2 for a missing setting or
+    a database that cannot be reached)."""
 
     def run(args: argparse.Namespace) -> int:
         from mediagate.accounting.clients import KeysFileError
+        from mediagate.errors import GatewayError, StoreUnavailable
 
         try:
             result: int = command(args, Settings())
@@ -406,6 +566,12 @@ def _run_keys(command: Any) -> Any:
         except _Refused as exc:
             print(f"mediagate: {exc}", file=sys.stderr)
             return exc.status
+        except StoreUnavailable as exc:
+            print(f"mediagate: {exc.message}", file=sys.stderr)
+            return 2
+        except GatewayError as exc:
+            print(f"mediagate: {exc.message}", file=sys.stderr)
+            return 1
         except (KeysFileError, ValueError, OSError) as exc:
             print(f"mediagate: {exc}", file=sys.stderr)
             return 1
@@ -417,46 +583,63 @@ def _add_keys_commands(commands: Any) -> None:
     keys = commands.add_parser(
         "keys",
         help="manage client keys",
-        description="Client keys in MEDIAGATE_KEYS_FILE (or --file): each edit is atomic and a "
-        "running gateway picks it up within seconds. A new key is printed once; the file "
-        "keeps only its SHA-256.",
+        description="Client keys in the records' database (MEDIAGATE_DATABASE_URL), or in a "
+        "keys file (--file, or MEDIAGATE_KEYS_FILE when set). A change is in force on every "
+        "running gateway within seconds. A new key is printed once; only its SHA-256 is kept.",
     ).add_subparsers(dest="keys_command", required=True)
 
-    def with_file(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    def where(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         parser.add_argument(
-            "--file", type=Path, help="the keys file (default: MEDIAGATE_KEYS_FILE)"
+            "--file", type=Path, help="a keys file to edit (default: MEDIAGATE_KEYS_FILE)"
+        )
+        parser.add_argument(
+            "--database",
+            action="store_true",
+            help="the database (MEDIAGATE_DATABASE_URL) even when MEDIAGATE_KEYS_FILE is set",
         )
         return parser
 
-    listing = with_file(keys.add_parser("list", help="names, scopes, limits, dates; no secret"))
+    listing = where(keys.add_parser("list", help="names, scopes, limits, dates; no secret"))
     listing.add_argument("--json", action="store_true", help="as JSON")
     listing.set_defaults(run=_run_keys(_keys_list))
 
-    create = with_file(keys.add_parser("create", help="make a new client key"))
+    create = where(keys.add_parser("create", help="make a new client key"))
     create.add_argument("name", help="the team or application the key is for")
+    create.add_argument("--team", help="the team it belongs to (its budgets bound the team's keys)")
     create.add_argument("--models", help="comma-separated model names or globs (default: all)")
     create.add_argument("--rpm", type=int, help="requests per minute")
     create.add_argument("--ipm", type=int, help="images per minute")
+    create.add_argument("--reads", type=int, help="reads (video list, retrieve) per minute")
     create.add_argument("--concurrency", type=int, help="requests running at once")
     create.add_argument("--budget-day", type=float, help="USD per day (UTC)")
     create.add_argument("--budget-month", type=float, help="USD per month (UTC)")
     create.add_argument(
+        "--expires", help="when it stops working: an ISO 8601 date or time (UTC), or 30d, 12h"
+    )
+    create.add_argument(
         "--print",
         action="store_true",
-        help="print the key and its entry instead of adding it to the keys file "
-        "(the default when there is no keys file)",
+        help="print the key and a keys-file entry for it instead of keeping it anywhere",
     )
     create.set_defaults(run=_run_keys(_keys_create))
 
-    revoke = with_file(keys.add_parser("revoke", help="remove a key: it is refused from then on"))
+    revoke = where(keys.add_parser("revoke", help="revoke a key: it is refused from then on"))
     revoke.add_argument("name")
     revoke.set_defaults(run=_run_keys(_keys_revoke))
 
-    rotate = with_file(
-        keys.add_parser("rotate", help="a new secret for a key, same scopes and limits")
-    )
+    rotate = where(keys.add_parser("rotate", help="a new secret for a key, same scopes and limits"))
     rotate.add_argument("name")
+    rotate.add_argument(
+        "--grace",
+        help="how long the old secret keeps working beside the new one (90, 15m, 12h, 7d; "
+        "default 0: refused at once; the database only)",
+    )
     rotate.set_defaults(run=_run_keys(_keys_rotate))
+
+    digest = keys.add_parser(
+        "digest", help="the SHA-256 of a key read from stdin (for MEDIAGATE_ADMIN_KEYS)"
+    )
+    digest.set_defaults(run=_run_keys(_keys_digest))
 
 
 def main(argv: list[str] | None = None) -> int:

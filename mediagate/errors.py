@@ -279,6 +279,15 @@ class StoreUnavailable(GatewayError):
     code = "job_store_unavailable"
 
 
+class Conflict(GatewayError):
+    """The change cannot be made to the record as it is (a name taken, a read-only key)."""
+
+    status = 409
+    type = "invalid_request_error"
+    code = "conflict"
+    retryable = False
+
+
 class IdempotencyKeyReused(GatewayError):
     status = 409
     type = "invalid_request_error"

@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from mediagate.accounting.clients import AdminKey, KeyRegistry, KeysFileError, admin_keys
 from mediagate.accounting.metering import Metering
+from mediagate.accounting.requestlog import RequestLog
 from mediagate.catalog import Catalog, CatalogError, CatalogHolder, load_catalog
 from mediagate.errors import Scrubber
 from mediagate.imagedata import ImageWork
@@ -94,6 +95,8 @@ class Gateway:
     webhooks: WebhookSender | None  # delivers the outbox's events (None: no secret set)
     # Checks the catalog against the upstream's model lists (None: the interval is 0).
     catalog_watch: CatalogWatch | None = None
+    # One row per request in the database, written in batches (None: MEDIAGATE_REQUEST_LOG off).
+    request_log: RequestLog | None = None
 
     @property
     def catalog(self) -> Catalog:
@@ -157,13 +160,19 @@ class Gateway:
 def check_config(settings: Settings) -> KeyRegistry:
     """Refuse a configuration that cannot serve safely, with a message an operator can act on."""
     try:
-        clients = KeyRegistry(settings.client_keys(), settings.keys_file)
+        # The keys in the database join at open (`KeyRegistry.open`); outside simulator mode
+        # a client key is always required, wherever the keys are kept.
+        clients = KeyRegistry(
+            settings.client_keys(), settings.keys_file, required=not settings.simulator
+        )
     except (ValueError, KeysFileError) as exc:
         raise ConfigError(str(exc)) from None
-    if not clients.enabled and not settings.simulator:
+    if not clients.enabled_by_config() and not settings.simulator and not _has_admin(settings):
         raise ConfigError(
-            "MEDIAGATE_API_KEYS or MEDIAGATE_KEYS_FILE must name at least one client key; only "
-            "the offline simulator mode may run without client authentication"
+            "MEDIAGATE_API_KEYS or MEDIAGATE_KEYS_FILE must name at least one client key, or "
+            "MEDIAGATE_ADMIN_KEYS name an admin to keep them in the database (mediagate keys, "
+            "/admin/v1/keys); only the offline simulator mode may run without client "
+            "authentication"
         )
     if not settings.simulator and not settings.upstream_url:
         raise ConfigError("MEDIAGATE_UPSTREAM_URL is required when upstream keys are set")
@@ -191,6 +200,10 @@ def check_config(settings: Settings) -> KeyRegistry:
     if settings.webhook_url and not settings.webhook_url.startswith(("http://", "https://")):
         raise ConfigError("MEDIAGATE_WEBHOOK_URL must be an http(s) URL")
     return clients
+
+
+def _has_admin(settings: Settings) -> bool:
+    return settings.admin_keys is not None or settings.admin_key is not None
 
 
 def _admin_keys(settings: Settings) -> list[AdminKey]:
@@ -367,6 +380,7 @@ async def open_gateway(
     transport: httpx2.AsyncBaseTransport | None = None,
     *,
     tracer: Tracer | None = None,
+    request_log: RequestLog | None = None,
 ) -> AsyncIterator[Gateway]:
     simulator = None
     if settings.simulator:
@@ -374,8 +388,6 @@ async def open_gateway(
         log.warning("serving against the built-in simulated upstream at %s", settings.upstream_url)
     try:
         clients = check_config(settings)
-        if not clients.enabled:
-            log.warning("client authentication is OFF: simulator mode without MEDIAGATE_API_KEYS")
         upstream_url = settings.upstream_url
         if upstream_url is None:  # check_config's rule, restated for the type checker
             raise ConfigError("MEDIAGATE_UPSTREAM_URL is required")
@@ -426,6 +438,11 @@ async def open_gateway(
                     pool_size=settings.database_pool_size,
                 ) as stores,
             ):
+                await clients.open(stores.database)  # its keys and teams, kept fresh
+                if not clients.enabled:
+                    log.warning("client authentication is OFF: simulator mode without client keys")
+                elif not clients.policies():
+                    log.warning("no client key yet: make one with `mediagate keys create`")
                 upstream = _sender(
                     settings, upstream_url, network, keys, metrics, scrub, catalog, tracer
                 )
@@ -516,7 +533,11 @@ async def open_gateway(
                     reconciler=reconciler,
                     webhooks=webhooks,
                     catalog_watch=watch,
+                    request_log=request_log if settings.request_log else None,
                 )
+                if gateway.request_log is not None:
+                    gateway.request_log.attach(stores.database)
+                    gateway.request_log.start()
                 workers = [asyncio.create_task(reconciler.run_forever())]
                 if watch is not None:
                     workers.append(asyncio.create_task(watch.run_forever()))
@@ -540,7 +561,10 @@ async def open_gateway(
                     # Requests cut off by the shutdown still owe their settlement; the
                     # stores close only after it is booked.
                     await metering.drain()
+                    if gateway.request_log is not None:  # what is queued, written
+                        await gateway.request_log.close()
                     work.close()
+                    await clients.close()
         finally:
             sweeper.cancel()
     finally:

@@ -122,7 +122,8 @@ def test_a_bad_keys_file_stops_the_start(
 def test_keys_create_prints_the_key_once_and_an_entry_with_its_hash(
     capsys: pytest.CaptureFixture[str], make_gateway: Callable[..., Gateway], tmp_path: Path
 ) -> None:
-    assert cli(["keys", "create", "team-x", "--models", "sora_image", "--budget-day", "5"]) == 0
+    args = ["keys", "create", "team-x", "--models", "sora_image", "--budget-day", "5", "--print"]
+    assert cli(args) == 0
     out = capsys.readouterr().out
     key = next(line[2:] for line in out.splitlines() if line.startswith("# mg-"))
     entries = yaml.safe_load(
@@ -147,9 +148,15 @@ def test_keys_create_prints_the_key_once_and_an_entry_with_its_hash(
 # --- `mediagate keys list | create | revoke | rotate`, as an operator runs them ---------------
 
 
-def keys_cli(*args: str, keys_path: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m mediagate keys ARGS` as its own process (MEDIAGATE_KEYS_FILE=keys_path)."""
-    env = clean_env(**({"MEDIAGATE_KEYS_FILE": str(keys_path)} if keys_path else {}))
+def keys_cli(
+    *args: str, keys_path: Path | None = None, database_url: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m mediagate keys ARGS` as its own process (MEDIAGATE_KEYS_FILE=keys_path,
+    MEDIAGATE_DATABASE_URL=database_url)."""
+    extra = {"MEDIAGATE_KEYS_FILE": str(keys_path)} if keys_path else {}
+    if database_url:
+        extra["MEDIAGATE_DATABASE_URL"] = database_url
+    env = clean_env(**extra)
     return subprocess.run(
         [sys.executable, "-m", "mediagate", "keys", *args],
         env=env,
@@ -249,15 +256,104 @@ def test_the_key_lifecycle_from_the_cli_on_a_running_gateway(
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
-def test_keys_commands_need_a_keys_file(tmp_path: Path) -> None:
-    for args in (("revoke", "x"), ("rotate", "x")):
-        failed = keys_cli(*args)
-        assert failed.returncode == 2 and "MEDIAGATE_KEYS_FILE" in failed.stderr
-    # create without a keys file prints the entry for the operator to add, as it always did.
-    made = keys_cli("create", "team-x")
+def test_the_key_lifecycle_in_the_database_from_the_cli(
+    make_gateway: Callable[..., Gateway], job_store: dict[str, str]
+) -> None:
+    # Without a keys file, `mediagate keys` works on the records' database, as the admin API.
+    gateway = make_gateway(**job_store)
+    url = gateway.settings.records_url()
+
+    def quickly(check: Callable[[], bool]) -> None:
+        start = time.monotonic()
+        wait_until(check, timeout_s=3.0, interval_s=0.02)
+        assert time.monotonic() - start < 1.6
+
+    made = keys_cli(
+        "create",
+        "design",
+        "--team",
+        "marketing",
+        "--models",
+        "sora_image,gpt-image-2-*",
+        "--rpm",
+        "600",
+        "--expires",
+        "30d",
+        database_url=url,
+    )
+    assert made.returncode == 0, made.stderr
+    design = made.stdout.strip()
+    assert design.startswith("mg-") and "\n" not in design and design not in made.stderr
+    assert "made the team 'marketing'" in made.stderr
+    quickly(lambda: accepted(gateway, design))  # the running gateway, within a second
+    assert {m.id for m in gateway.sdk(api_key=design).models.list().data} >= {"sora_image"}
+
+    listed = keys_cli("list", database_url=url)
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[0]: line for line in listed.stdout.splitlines()[1:]}
+    assert set(rows) == {"design", "team-a", "team-b"}  # the gateway's MEDIAGATE_API_KEYS too
+    assert "marketing" in rows["design"] and "rpm=600" in rows["design"]
+    assert rows["design"].rstrip().endswith("api") and rows["team-a"].rstrip().endswith("env")
+    as_json = {
+        r["name"]: r for r in json.loads(keys_cli("list", "--json", database_url=url).stdout)
+    }
+    expires = datetime.fromisoformat(as_json["design"]["expires_at"])
+    assert abs(expires - (datetime.now(UTC) + timedelta(days=30))) < timedelta(minutes=1)
+    for output in (listed.stdout, json.dumps(as_json)):
+        for secret in (design, digest(design), digest(CLIENT_KEY), "sha256"):
+            assert secret not in output
+
+    # rotate --grace: the new secret at once, the old one still, until the grace ends.
+    rotated = keys_cli("rotate", "design", "--grace", "1h", database_url=url)
+    assert rotated.returncode == 0, rotated.stderr
+    new_design = rotated.stdout.strip()
+    assert "the old key works until" in rotated.stderr
+    quickly(lambda: accepted(gateway, new_design))
+    assert accepted(gateway, design)
+    # rotate without one: the old secrets are refused from then on.
+    newest = keys_cli("rotate", "design", database_url=url).stdout.strip()
+    quickly(lambda: accepted(gateway, newest) and not accepted(gateway, new_design))
+    assert not accepted(gateway, design)
+
+    revoked = keys_cli("revoke", "design", database_url=url)
+    assert revoked.returncode == 0 and revoked.stdout == ""
+    quickly(lambda: not accepted(gateway, newest))
+
+    for args, message in [
+        (("revoke", "nobody"), "No key named 'nobody'"),
+        (("create", "design"), "exists already"),
+        (("revoke", "team-a"), "MEDIAGATE_API_KEYS"),
+    ]:
+        failed = keys_cli(*args, database_url=url)
+        assert failed.returncode == 1 and message in failed.stderr, failed.stderr
+        assert failed.stdout == ""
+    unreachable = keys_cli("list", database_url="postgresql://127.0.0.1:1/none")
+    assert unreachable.returncode == 2 and "database" in unreachable.stderr
+
+
+def test_keys_file_mistakes_are_said_plainly(tmp_path: Path) -> None:
+    # --grace needs the database: a keys file holds one secret per key.
+    path = tmp_path / "keys.yaml"
+    assert keys_cli("create", "x", keys_path=path).returncode == 0
+    failed = keys_cli("rotate", "x", "--grace", "1h", keys_path=path)
+    assert failed.returncode == 2 and "--grace needs the database" in failed.stderr
+    # create --print keeps nothing: it prints the key and an entry for the operator to add.
+    made = keys_cli("create", "team-x", "--print")
     assert made.returncode == 0 and "# Add this entry" in made.stdout
-    # list without one shows what there is: nothing.
-    assert keys_cli("list").stdout.splitlines()[0].split()[0] == "NAME"
+
+
+def test_keys_digest_prints_the_sha256_of_a_key_from_stdin() -> None:
+    env = clean_env()
+    done = subprocess.run(
+        [sys.executable, "-m", "mediagate", "keys", "digest"],
+        input="mga-admin-key\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout == digest("mga-admin-key") + "\n"
+    assert "mga-admin-key" not in done.stdout + done.stderr
 
 
 def test_a_keys_file_name_that_is_also_an_env_key_name_stops_the_start(

@@ -44,6 +44,7 @@ from mediagate.stores.ledger import (
     month_of,
 )
 from mediagate.stores.sql.db import Database, Tx
+from mediagate.stores.sql.requestlog import complete_rows
 
 __all__ = ["SqlLedger", "to_micros", "to_usd"]
 
@@ -120,14 +121,6 @@ _ROLLUP = (
     "video_seconds = usage_rollups.video_seconds + excluded.video_seconds, "
     "cost_micros = usage_rollups.cost_micros + excluded.cost_micros"
 )
-# The request log's row, when its writer has written it already; when not, the writer
-# completes it from `settlements` (that is the contract between the two). The row of an image
-# request by its request id, a video's create by its job id; a row that carries no bill (a
-# failed read of the job: cost_state 'none') is left alone. Both ids are indexed.
-_LOGGED = (
-    "UPDATE request_log SET cost_micros = ?, cost_state = 'booked', images = ?, "
-    "video_seconds = ? WHERE (request_id = ? OR job_id = ?) AND cost_state <> 'none'"
-)
 # The one write that holds an amount on a budget row: with a limit, conditional on the room
 # left ("AND spent_micros + reserved_micros + ? <= ?").
 _HOLD = (
@@ -146,7 +139,7 @@ def _book(tx: Tx, items: Sequence[_Item], now: float) -> list[bool]:
     booked = [False] * len(items)
     budgets: dict[tuple[str, str, str], list[int]] = {}  # row -> [spent, reserved] deltas
     rollups: dict[tuple[str, str, str, str, str, str], list[int]] = {}
-    logged: list[tuple[int, int, int, str, str]] = []
+    logged: list[tuple[int, int, int, str]] = []
     day, month, hour = day_of(now), month_of(now), hour_of(now)
     # Settlement rows first, in id order: two batches sharing an id wait for each other
     # before either locks anything else.
@@ -200,7 +193,7 @@ def _book(tx: Tx, items: Sequence[_Item], now: float) -> list[bool]:
             row[0] += item.images
             row[1] += item.video_seconds
             row[2] += cost
-        logged.append((cost, item.images, item.video_seconds, item.id, item.id))
+        logged.append((cost, item.images, item.video_seconds, item.id))
     # Then every other row, each table in one sorted order (no two transactions lock the same
     # rows in opposite orders).
     tx.executemany(
@@ -212,7 +205,10 @@ def _book(tx: Tx, items: Sequence[_Item], now: float) -> list[bool]:
         ],
     )
     tx.executemany(_ROLLUP, [(*row, *sums) for row, sums in sorted(rollups.items())])
-    tx.executemany(_LOGGED, sorted(logged, key=lambda r: r[3]))
+    # The request log's rows, when its writer has written them already; when not, the writer
+    # completes them from `settlements` (the contract between the two).
+    for cost, images, seconds, settled in sorted(logged, key=lambda r: r[3]):
+        complete_rows(tx, settled, cost, images, seconds)
     return booked
 
 
