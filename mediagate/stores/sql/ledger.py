@@ -368,7 +368,8 @@ class SqlLedger:
         return spend
 
     async def usage(self, key: str, days: list[str]) -> list[UsageRow]:
-        """The key's day rollups, summed over its team and routes, per (day, model)."""
+        """The key's day rollups, summed over its team and routes, per (day, model); requests
+        that named no model (a read of the usage itself, of the models) are not usage."""
         if not days:
             return []
 
@@ -376,7 +377,7 @@ class SqlLedger:
             return tx.execute(
                 "SELECT bucket, model, SUM(requests), SUM(images), SUM(video_seconds), "
                 "SUM(cost_micros) FROM usage_rollups "
-                "WHERE grain = 'day' AND key = ? AND bucket >= ? AND bucket <= ? "
+                "WHERE grain = 'day' AND key = ? AND bucket >= ? AND bucket <= ? AND model <> '' "
                 "GROUP BY bucket, model ORDER BY bucket, model",
                 (key, min(days), max(days)),
             ).fetchall()
