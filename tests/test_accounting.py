@@ -523,3 +523,31 @@ def test_a_chat_route_reserves_for_the_size_asked_not_for_auto(
     assert reserved(size="1024x1024") == "$0.1800"  # marker 1:1, planned at the size asked
     assert reserved(size="3840x2160") == "$1.4238"  # marker 3:2, 8.3 MP
     assert sim.sent() == []
+
+
+def test_a_team_budget_is_shared_by_its_keys_and_named_when_short(
+    make_gateway: Callable[..., Gateway], job_store: dict[str, str]
+) -> None:
+    # Issue 25: a team's budget bounds the sum of its keys' spend, on each deployment.
+    from .test_admin_keys import ADMIN, ADMIN_KEYS
+
+    gateway = make_gateway(admin_keys=ADMIN_KEYS, **job_store)
+    with gateway.http(ADMIN) as admin:
+        made = admin.post("/admin/v1/teams", json={"name": "design", "budget_usd_per_day": 0.06})
+        assert made.status_code == 200, made.text
+        secrets = []
+        for name in ("ana", "bo"):  # no budget of their own
+            key = admin.post("/admin/v1/keys", json={"name": name, "team": "design"})
+            assert key.status_code == 200, key.text
+            secrets.append(key.json()["key"])
+    ana, bo = (gateway.sdk(api_key=secret) for secret in secrets)
+    ana.images.generate(model="gpt-image-2-web", prompt="one")  # $0.03 each
+    bo.images.generate(model="gpt-image-2-web", prompt="two")
+    for sdk in (ana, bo):  # the team's $0.06 is spent: neither key may spend more
+        with pytest.raises(openai.RateLimitError) as caught:
+            sdk.images.generate(model="gpt-image-2-web", prompt="three")
+        assert caught.value.code == "insufficient_quota"
+        assert "the team 'design'" in caught.value.message
+    with gateway.http(secrets[0]) as http:
+        totals = http.get("/v1/usage").json()["totals"]
+    assert (totals["images"], totals["cost_usd"]) == (1, pytest.approx(0.03))

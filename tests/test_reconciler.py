@@ -36,7 +36,12 @@ def _read(
     async def read() -> tuple[VideoJob | None, list[UsageRow], Spend]:
         async with open_stores(database_url, prefix, redis_url=redis_url) as stores:
             job = await stores.jobs.get(video_id)
-            usage = await stores.ledger.usage("team-a", [day_of(time.time())])
+            # The usage once the job is settled (the rollups count its create request from
+            # when its request log row is written, settled or not).
+            settled = await stores.database.run(
+                lambda tx: tx.scalar("SELECT COUNT(*) FROM settlements WHERE id = ?", (video_id,))
+            )
+            usage = await stores.ledger.usage("team-a", [day_of(time.time())]) if settled else []
             return job, usage, await stores.ledger.spend("team-a")
 
     return asyncio.run(read())
