@@ -5,6 +5,7 @@
 - `sql/`: the records' database (SQLite or PostgreSQL), its migrations, and the job store;
 - backends: `sqlite/` (one host, the default) and `redis/` (several replicas), each holding
   `db` (its connection and its one error mapping) and `ledger`, `idempotency`;
+- `importing`: `mediagate db import`, from a store of the old MEDIAGATE_STORE_URL;
 - `hosted`: the images the gateway hosts at its own links (a directory or S3), which is not
   part of the three above and has its own configuration.
 
