@@ -167,3 +167,42 @@ def test_an_import_from_nowhere_is_a_clear_error(
     assert code == 2 and "must be redis://" in out
     code, out = run_import(capsys, "redis://127.0.0.1:1/0", "x", target)
     assert code == 2 and "Cannot reach the Redis store to import" in out
+
+
+def test_a_large_old_store_moves_in_batches_in_order(
+    tmp_path: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 1,200 more jobs in the old SQLite file (copies of one of main's rows): more than two of
+    # the import's transactions, and each owner's order kept across them.
+    path = tmp_path / "jobs.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript((DATA / "main-store.sqlite.sql").read_text())
+        columns = [row[1] for row in db.execute("PRAGMA table_info(video_jobs)")]
+        copied = ", ".join(f'"{c}"' for c in columns if c not in ("seq", "id", "created_at"))
+        db.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1200) "
+            f'INSERT INTO video_jobs ("id", "created_at", {copied}) '
+            f"SELECT printf('video_bulk%04d', i), {T + 1000} + i / 7, {copied} "
+            "FROM n, video_jobs WHERE video_jobs.id = 'video_q1' ORDER BY i"
+        )
+    code, out = run_import(capsys, f"sqlite:///{path}", "unused", database_url)
+    assert code == 0 and "video jobs: 1207 imported, 0 already there" in out, out
+
+    async def listed() -> list[str]:
+        database = await Database.open(database_url)
+        try:
+            jobs = SqlJobStore(database)
+            ids: list[str] = []
+            after = None
+            while True:
+                page, more = await jobs.list("team-a", after=after, limit=100, order="asc")
+                ids += [job.id for job in page]
+                if not more:
+                    return ids
+                after = page[-1].id
+        finally:
+            await database.close()
+
+    ids = asyncio.run(listed())
+    bulk = [f"video_bulk{i:04d}" for i in range(1, 1201)]
+    assert ids == ["video_q1", "video_p1", "video_c1", "video_old", *bulk]

@@ -6,13 +6,13 @@ as the job store and ledger of releases before the records' database wrote them.
 every video job with its webhook events still to deliver, the usage totals (key x day x
 model), and the budget state (settled spend per key and period, reservations still open).
 
-Written: each job with its pending events through `SqlJobStore.restore` (one transaction per
-job, only if no job has its id yet), and each usage total as a `settlements` row whose id is
-`import:{key}:{day}:{model}` plus its `usage_rollups` rows (grain 'day', and the same totals as
-grain 'hour' in the day's first hour, team and route ''), in one transaction that adds the
-rollups only if it inserted the settlement row. So running the import twice adds nothing the
-second time. Spend totals and open reservations have no table of their own in the records'
-database yet: they are reported, not written.
+Written, in transactions of up to 500 jobs or usage totals: each job with its pending events
+through `SqlJobStore.restore`, only if no job has its id yet; and each usage total as a
+`settlements` row whose id is `import:{key}:{day}:{model}` plus its `usage_rollups` rows
+(grain 'day', and the same totals as grain 'hour' in the day's first hour, team and route
+''), the rollups added only if the settlement row was inserted in that transaction. So
+running the import twice adds nothing the second time. Spend totals and open reservations
+have no table of their own in the records' database yet: they are reported, not written.
 
 Reading is plain: Redis commands through `RedisDb`, and the old SQLite file opened as a
 `Database` (never migrated); so a store's errors are the usual `StoreUnavailable`.
@@ -37,6 +37,8 @@ from mediagate.stores.sql.db import Database, Tx
 from mediagate.stores.sql.jobs import SqlJobStore
 
 __all__ = ["Imported", "OldStore", "import_store", "micros", "read_old_store"]
+
+_BATCH = 500  # jobs read from Redis in one pipeline, and written in one transaction
 
 
 def micros(usd: float) -> int:
@@ -177,12 +179,17 @@ async def _read_redis(url: str, prefix: str) -> OldStore:
         old = OldStore()
         # Jobs: a hash per job, every value JSON; `seq` is the order they were created in.
         found: list[tuple[int, VideoJob]] = []
-        for key in await keys(r, f"{prefix}:video:*"):
-            raw = cast(dict[str, str], await r.hgetall(key))
-            if "id" not in raw:
-                continue
-            values = {name: json.loads(raw[name]) for name in FIELDS if name in raw}
-            found.append((int(raw.get("seq", 0)), job_from_record(values)))
+        names = await keys(r, f"{prefix}:video:*")
+        for start in range(0, len(names), _BATCH):
+            async with r.pipeline(transaction=False) as pipe:
+                for key in names[start : start + _BATCH]:
+                    pipe.hgetall(key)
+                hashes = cast(list[dict[str, str]], await pipe.execute())
+            for raw in hashes:
+                if "id" not in raw:
+                    continue
+                values = {name: json.loads(raw[name]) for name in FIELDS if name in raw}
+                found.append((int(raw.get("seq", 0)), job_from_record(values)))
         old.jobs = [job for _, job in sorted(found, key=lambda pair: pair[0])]
         outbox = cast(dict[str, str], await r.hgetall(f"{prefix}:outbox"))
         events = [Delivery(**json.loads(raw)) for raw in outbox.values()]
@@ -267,8 +274,8 @@ def _book_usage(tx: Tx, row: UsageRow) -> bool:
     return True
 
 
-def _booking(row: UsageRow) -> Callable[[Tx], bool]:
-    return lambda tx: _book_usage(tx, row)
+def _booking(rows: list[UsageRow]) -> Callable[[Tx], list[bool]]:
+    return lambda tx: [_book_usage(tx, row) for row in rows]
 
 
 async def import_store(
@@ -286,24 +293,25 @@ async def import_store(
     for event in old.events:
         pending.setdefault(_event_job(event), []).append(event)
     known = {job.id for job in old.jobs}
-    for job in old.jobs:
-        events = pending.get(job.id, [])
-        if await jobs.restore(job, events):
-            report.jobs += 1
-            report.events += len(events)
-        else:
-            report.jobs_present += 1
+    for start in range(0, len(old.jobs), _BATCH):
+        batch = [(job, pending.get(job.id, [])) for job in old.jobs[start : start + _BATCH]]
+        for (_, events), added in zip(batch, await jobs.restore(batch), strict=True):
+            report.jobs += added
+            report.jobs_present += not added
+            report.events += len(events) if added else 0
     # Events about no job of this store (none are written so; kept in case): by their own id.
     orphans = [e for job_id, events in pending.items() if job_id not in known for e in events]
     if orphans:
         report.events += await _restore_orphans(database, orphans, clock())
-    for row in old.usage:
-        if await database.transaction(_booking(row)):
-            report.usage_rows += 1
-            report.requests += row.requests
-            report.cost_micros += micros(row.cost)
-        else:
-            report.usage_present += 1
+    for start in range(0, len(old.usage), _BATCH):
+        rows = old.usage[start : start + _BATCH]
+        for row, added in zip(rows, await database.transaction(_booking(rows)), strict=True):
+            if added:
+                report.usage_rows += 1
+                report.requests += row.requests
+                report.cost_micros += micros(row.cost)
+            else:
+                report.usage_present += 1
     return report
 
 

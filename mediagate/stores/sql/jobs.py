@@ -78,18 +78,21 @@ class SqlJobStore:
         values = _values(job)
         await self._db.transaction(lambda tx: tx.execute(_INSERT, values))
 
-    async def restore(self, job: VideoJob, events: Sequence[Delivery]) -> bool:
-        """Insert a job read from an older store, with its webhook events still to deliver
-        (due now), in one transaction: only if no job has its id yet (False then, and its
-        events are not written either), so importing the same store twice adds nothing."""
-        values = _values(job)
+    async def restore(self, jobs: Sequence[tuple[VideoJob, Sequence[Delivery]]]) -> list[bool]:
+        """Insert jobs read from an older store, each with its webhook events still to deliver
+        (due now), in one transaction: each job only if no job has its id yet (False then, and
+        its events are not written either), so importing the same store twice adds nothing."""
+        rows = [(_values(job), events) for job, events in jobs]
         now = self._clock()
 
-        def write(tx: Tx) -> bool:
-            inserted = tx.execute(f"{_INSERT} ON CONFLICT (id) DO NOTHING", values).rowcount
-            if inserted and events:
-                tx.executemany(_EVENT, [_event_row(event, now) for event in events])
-            return bool(inserted)
+        def write(tx: Tx) -> list[bool]:
+            added = []
+            for values, events in rows:
+                inserted = tx.execute(f"{_INSERT} ON CONFLICT (id) DO NOTHING", values).rowcount
+                if inserted and events:
+                    tx.executemany(_EVENT, [_event_row(event, now) for event in events])
+                added.append(bool(inserted))
+            return added
 
         return await self._db.transaction(write)
 
