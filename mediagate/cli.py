@@ -264,6 +264,11 @@ def _db_import(args: argparse.Namespace) -> int:
     settings = Settings()
     target = args.url or settings.records_url()
     prefix = args.prefix or settings.store_prefix
+    if _same_file(args.source, target):
+        print(
+            "mediagate: import into a new database, not the old store's own file", file=sys.stderr
+        )
+        return 2
 
     async def run() -> list[str]:
         database = await Database.open(target, pool_size=2)
@@ -284,6 +289,12 @@ def _db_import(args: argparse.Namespace) -> int:
         return 2
     print("\n".join(lines))
     return 0
+
+
+def _same_file(source: str, target: str) -> bool:
+    paths = [Path(url.removeprefix("sqlite:///")) for url in (source, target)]
+    sqlite = all(url.startswith("sqlite:///") for url in (source, target))
+    return sqlite and paths[0].resolve() == paths[1].resolve()
 
 
 def _source_name(url: str) -> str:

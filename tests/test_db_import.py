@@ -163,6 +163,8 @@ def test_an_import_from_nowhere_is_a_clear_error(
     target = f"sqlite:///{tmp_path / 'records.sqlite3'}"
     code, out = run_import(capsys, f"sqlite:///{tmp_path / 'missing.sqlite3'}", "x", target)
     assert code == 2 and "no store to import at" in out
+    code, out = run_import(capsys, target, "x", target.replace("records", "./records"))
+    assert code == 2 and "not the old store's own file" in out
     code, out = run_import(capsys, "postgresql://db/old", "x", target)
     assert code == 2 and "must be redis://" in out
     code, out = run_import(capsys, "redis://127.0.0.1:1/0", "x", target)

@@ -119,7 +119,7 @@ def test_a_record_written_before_the_asked_model_was_kept_shows_the_served_one(
 
 def test_compare_and_set_lets_exactly_one_writer_win(store_url: StoreUrl) -> None:
 
-    async def run() -> tuple[list[VideoJob | None], VideoJob | None]:
+    async def run() -> tuple[list[VideoJob | None], VideoJob | None, dict[str, int]]:
         # Two stores on one database stand for two replicas; each races 20 writers.
         async with store_url.open() as first, store_url.open() as second:
             one, two = first.jobs, second.jobs
@@ -131,13 +131,15 @@ def test_compare_and_set_lets_exactly_one_writer_win(store_url: StoreUrl) -> Non
                 for i in range(40)
             ]
             results = await asyncio.gather(*attempts)
-            return results, await one.get("video_race")
+            return results, await one.get("video_race"), (await two.census()).by_status
 
-    results, final = asyncio.run(run())
+    results, final, counts = asyncio.run(run())
     winners = [r for r in results if r is not None]
     assert len(winners) == 1
     assert final is not None and final.status == "completed"
     assert final.cost == winners[0].cost  # the one recorded cost is the winner's
+    # The gauges' counts moved once, by the winner.
+    assert counts == {"queued": 0, "in_progress": 0, "completed": 1, "failed": 0}
 
 
 def test_an_update_against_a_stale_status_loses(store_url: StoreUrl) -> None:

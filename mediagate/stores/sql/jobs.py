@@ -3,7 +3,8 @@
 One row of `video_jobs` per job (migration 0003), its columns named as `VideoJob`'s fields.
 Compare-and-set is one `UPDATE ... WHERE id = ? AND status = ? RETURNING`, which both engines
 make atomic (PostgreSQL re-checks the status of a row another transaction changed first), and
-the webhook event of the call that won is inserted in the same transaction. Leases and the
+the webhook event of the call that won is inserted in the same transaction, as is the move
+of the jobs-by-status counts the gauges read (`video_job_counts`). Leases and the
 outbox's due times are read from `clock`; a claim of the outbox is one conditional UPDATE (only
 rows still due), so two replicas claiming at once never get the same event.
 """
@@ -40,6 +41,10 @@ _SELECT = f"SELECT {_COLUMNS} FROM video_jobs"  # noqa: S608
 # The predicate of the partial index video_jobs_unfinished, written as it is there.
 _OPEN = tuple(status for status in STATUSES if status not in TERMINAL)
 _UNFINISHED = f"status IN ({', '.join(repr(status) for status in _OPEN)})"
+_COUNT = (
+    "INSERT INTO video_job_counts (status, jobs) VALUES (?, ?) "
+    "ON CONFLICT (status) DO UPDATE SET jobs = video_job_counts.jobs + excluded.jobs"
+)
 _EVENT = (
     "INSERT INTO webhook_outbox (id, url, body, created_at, attempts, due) "
     "VALUES (?, ?, ?, ?, ?, ?)"
@@ -65,6 +70,13 @@ def _decode(row: Row) -> VideoJob:
     return job_from_record(values)
 
 
+def _count(tx: Tx, moves: dict[str, int]) -> None:
+    """Jobs by status moved by `moves`, in status order: every transaction locks the count
+    rows in one order, so two of them never wait on each other (PostgreSQL)."""
+    for status in sorted(moves):
+        tx.execute(_COUNT, (status, moves[status]))
+
+
 def _event_row(event: Delivery, due: float) -> tuple[Any, ...]:
     return (event.id, event.url, event.body, event.created_at, event.attempts, due)
 
@@ -76,22 +88,31 @@ class SqlJobStore:
 
     async def insert(self, job: VideoJob) -> None:
         values = _values(job)
-        await self._db.transaction(lambda tx: tx.execute(_INSERT, values))
+
+        def write(tx: Tx) -> None:
+            tx.execute(_INSERT, values)
+            _count(tx, {job.status: 1})
+
+        await self._db.transaction(write)
 
     async def restore(self, jobs: Sequence[tuple[VideoJob, Sequence[Delivery]]]) -> list[bool]:
         """Insert jobs read from an older store, each with its webhook events still to deliver
         (due now), in one transaction: each job only if no job has its id yet (False then, and
         its events are not written either), so importing the same store twice adds nothing."""
-        rows = [(_values(job), events) for job, events in jobs]
+        rows = [(job, _values(job), events) for job, events in jobs]
         now = self._clock()
 
         def write(tx: Tx) -> list[bool]:
             added = []
-            for values, events in rows:
+            counts: dict[str, int] = {}
+            for job, values, events in rows:
                 inserted = tx.execute(f"{_INSERT} ON CONFLICT (id) DO NOTHING", values).rowcount
-                if inserted and events:
-                    tx.executemany(_EVENT, [_event_row(event, now) for event in events])
+                if inserted:
+                    counts[job.status] = counts.get(job.status, 0) + 1
+                    if events:
+                        tx.executemany(_EVENT, [_event_row(event, now) for event in events])
                 added.append(bool(inserted))
+            _count(tx, counts)
             return added
 
         return await self._db.transaction(write)
@@ -121,11 +142,14 @@ class SqlJobStore:
             f"WHERE id = ? AND status = ? RETURNING {_COLUMNS}"
         )
         now = self._clock()
+        moved = changes.get("status")
 
         def write(tx: Tx) -> VideoJob | None:
             rows = tx.execute(sql, (*values, job_id, expected_status)).fetchall()
             if not rows:
                 return None  # another writer moved the status first (or no such job)
+            if moved is not None and moved != expected_status:
+                _count(tx, {expected_status: -1, moved: 1})
             if event is not None:
                 tx.execute(_EVENT, _event_row(event, now))
             return _decode(rows[0])
@@ -143,9 +167,9 @@ class SqlJobStore:
 
     async def census(self) -> Census:
         def read(tx: Tx) -> Census:
-            rows = tx.execute("SELECT status, COUNT(*) FROM video_jobs GROUP BY status")
+            rows = tx.execute("SELECT status, jobs FROM video_job_counts").fetchall()
             counts = {status: 0 for status in STATUSES}
-            counts.update({str(row[0]): int(row[1]) for row in rows.fetchall()})
+            counts.update({str(row[0]): int(row[1]) for row in rows})
             oldest = tx.scalar(
                 f"SELECT MIN(created_at) FROM video_jobs WHERE {_UNFINISHED}"  # noqa: S608
             )

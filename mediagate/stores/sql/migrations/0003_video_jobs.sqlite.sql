@@ -37,6 +37,13 @@ CREATE INDEX video_jobs_owner ON video_jobs (owner, created_at, seq);
 CREATE INDEX video_jobs_created ON video_jobs (created_at, seq);
 CREATE INDEX video_jobs_status ON video_jobs (status, created_at);
 
+-- Jobs by status, for the gauges (read every reconcile interval by every replica, so kept
+-- rather than counted): changed in the transaction that inserts a job or moves its status.
+CREATE TABLE video_job_counts (
+    status TEXT PRIMARY KEY,
+    jobs BIGINT NOT NULL
+);
+
 -- Webhook events waiting to be delivered: written in the same transaction as the job's
 -- final state, deleted when delivered (or given up). `due` is when it is next tried (a
 -- claimer pushes it forward while it holds the event).
