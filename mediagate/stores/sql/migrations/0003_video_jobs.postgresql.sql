@@ -31,10 +31,11 @@ CREATE TABLE video_jobs (
 );
 
 -- The reconciler's work (jobs not yet final, oldest first), an owner's list (and the admin
--- API's, by owner and time), and the admin API's filter by status.
+-- API's, by owner and time), the admin API's list of every job (newest first, then by id) and
+-- its filter by status.
 CREATE INDEX video_jobs_unfinished ON video_jobs (created_at, seq) WHERE status IN ('queued', 'in_progress');
 CREATE INDEX video_jobs_owner ON video_jobs (owner, created_at, seq);
-CREATE INDEX video_jobs_created ON video_jobs (created_at, seq);
+CREATE INDEX video_jobs_created ON video_jobs (created_at, id);
 CREATE INDEX video_jobs_status ON video_jobs (status, created_at);
 
 -- Jobs by status, for the gauges (read every reconcile interval by every replica, so kept
