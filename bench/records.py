@@ -142,6 +142,24 @@ class Seeded:
     teams: list[str] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
     models: list[str] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)  # seconds each step took
+    size_mb: float = 0.0  # the database's size on disk afterwards
+    busiest_team: str = ""  # the team and the model with the most requests: the reads' filters
+    busiest_model: str = ""
+
+
+class _Clock:
+    """The seconds each step of a seeding took."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self.size_mb = 0.0
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.phases[name] = round(now - self._last, 2)
+        self._last = now
 
 
 def _names(spread: Spread) -> tuple[list[str], list[str], list[str], list[str]]:
@@ -280,6 +298,13 @@ class Rollups:
         sums[3] += row[21]
         sums[4] += row[18]
 
+    def busiest(self, position: int) -> str:
+        """The value with the most requests at `position` of the group (2 team, 3 model)."""
+        counts: dict[str, int] = {}
+        for group, sums in self.hours.items():
+            counts[group[position]] = counts.get(group[position], 0) + sums[0]
+        return max(sorted(counts), key=lambda name: counts[name])
+
     def rows(self) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """(hour rows, day rows) in ROLLUP_COLUMNS order."""
         days: dict[tuple[str, str, str, str, str], list[int]] = {}
@@ -308,7 +333,8 @@ class Rollups:
         day_rows = [
             ("day", *group[:5], s[0], s[1], 0, s[2], s[3], s[4]) for group, s in days.items()
         ]
-        return hour_rows, day_rows
+        # In primary-key order: each B-tree is appended to, not split at random.
+        return sorted(hour_rows), sorted(day_rows)
 
 
 def migrate(url: str) -> None:
@@ -356,10 +382,12 @@ def seed(
             yield chunk
 
     people = _people(teams, keys, start)
+    clock = _Clock()
     if engine == "sqlite":
-        counts = _seed_sqlite(url.removeprefix("sqlite:///"), log_batches(), rollups, people)
+        path = url.removeprefix("sqlite:///")
+        counts = _seed_sqlite(path, log_batches(), rollups, people, clock)
     else:
-        counts = _seed_postgresql(url, log_batches(), rollups, people)
+        counts = _seed_postgresql(url, log_batches(), rollups, people, clock)
     return Seeded(
         engine=engine,
         rows=rows,
@@ -371,6 +399,10 @@ def seed(
         teams=teams,
         keys=keys,
         models=images + videos,
+        phases=clock.phases,
+        size_mb=clock.size_mb,
+        busiest_team=rollups.busiest(2),
+        busiest_model=rollups.busiest(3),
     )
 
 
@@ -399,7 +431,11 @@ def _insert_sql(table: str, columns: Sequence[str], mark: str) -> str:
 
 
 def _seed_sqlite(
-    path: str, batches: Iterator[list[tuple[Any, ...]]], rollups: Rollups, people: _People
+    path: str,
+    batches: Iterator[list[tuple[Any, ...]]],
+    rollups: Rollups,
+    people: _People,
+    clock: _Clock,
 ) -> tuple[int, int]:
     db = sqlite3.connect(path, isolation_level=None)
     try:
@@ -424,22 +460,32 @@ def _seed_sqlite(
         insert = _insert_sql("request_log", LOG_COLUMNS, "?")
         for chunk in batches:
             db.executemany(insert, chunk)
+        clock.lap("log rows (made and loaded)")
         for _, sql in indexes:
             db.execute(sql)
+        clock.lap("log indexes")
         hours, days = rollups.rows()
         insert = _insert_sql("usage_rollups", ROLLUP_COLUMNS, "?")
         db.executemany(insert, hours)
         db.executemany(insert, days)
         db.execute("COMMIT")
+        clock.lap("rollups")
         db.execute("ANALYZE")
         db.execute("PRAGMA journal_mode=WAL")
+        clock.lap("analyze")
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        clock.size_mb = round(pages * db.execute("PRAGMA page_size").fetchone()[0] / 2**20, 1)
         return len(hours), len(days)
     finally:
         db.close()
 
 
 def _seed_postgresql(
-    url: str, batches: Iterator[list[tuple[Any, ...]]], rollups: Rollups, people: _People
+    url: str,
+    batches: Iterator[list[tuple[Any, ...]]],
+    rollups: Rollups,
+    people: _People,
+    clock: _Clock,
 ) -> tuple[int, int]:
     import psycopg
 
@@ -459,16 +505,22 @@ def _seed_postgresql(
             for chunk in batches:
                 for row in chunk:
                     copy.write_row(row)
+        clock.lap("log rows (made and loaded)")
         for _, definition in indexes:
             cur.execute(definition)
+        clock.lap("log indexes")
         hours, days = rollups.rows()
         with cur.copy(f"COPY usage_rollups ({', '.join(ROLLUP_COLUMNS)}) FROM STDIN") as copy:
             for row in hours:
                 copy.write_row(row)
             for row in days:
                 copy.write_row(row)
+    clock.lap("rollups")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("ANALYZE")
+        clock.lap("analyze")
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()
+        clock.size_mb = round((size[0] if size else 0) / 2**20, 1)
     return len(hours), len(days)
 
 
@@ -527,8 +579,8 @@ def _day(at: float) -> str:
 
 def _reads(seeded: Seeded) -> dict[str, dict[str, Any]]:
     """The reads to time: name -> the SQL (with its parameters) and the HTTP query."""
-    team = seeded.teams[0]
-    model = seeded.models[0]
+    team = seeded.busiest_team
+    model = seeded.busiest_model
     first, after = _day(seeded.start), _day(seeded.end)
     day_start = seeded.end - 2 * 86400  # yesterday (UTC), a whole day
     page = (
@@ -613,7 +665,10 @@ def time_sql(url: str, seeded: Seeded) -> dict[str, dict[str, Any]]:
         try:
             for name, read in _reads(seeded).items():
                 if read["sql"] == "next":  # the page after the one before, by its cursor
-                    last = page[49]
+                    if not page:
+                        results[name] = {"status": "the page before was empty"}
+                        continue
+                    last = page[min(49, len(page) - 1)]
                     statement, params = (
                         _NEXT_PAGE,
                         (last["team"], last["at"], last["at"], last["request_id"]),
@@ -624,13 +679,18 @@ def time_sql(url: str, seeded: Seeded) -> dict[str, dict[str, Any]]:
                 def query(tx: Tx, statement: str = statement, params: Any = params) -> list[Any]:
                     return tx.execute(statement, params).fetchall()
 
+                def plan(tx: Tx, statement: str = statement, params: Any = params) -> list[str]:
+                    explain = "EXPLAIN QUERY PLAN " if tx.engine == "sqlite" else "EXPLAIN "
+                    rows = tx.execute(explain + statement, params).fetchall()
+                    return [str(row[-1]) for row in rows]
+
                 page = await db.run(query)  # warm-up
                 times = []
                 for _ in range(RUNS):
                     began = time.perf_counter()
                     await db.run(query)
                     times.append((time.perf_counter() - began) * 1000)
-                results[name] = _summary(times) | {"rows": len(page)}
+                results[name] = _summary(times) | {"rows": len(page), "plan": await db.run(plan)}
         finally:
             await db.close()
         return results
@@ -655,7 +715,9 @@ def time_http(base: str, seeded: Seeded) -> dict[str, dict[str, Any]]:
             path, params = http
             first = client.get(path, params=params)
             if first.status_code != 200:
-                results[name] = {"status": f"HTTP {first.status_code}: {first.text[:200]}"}
+                served = "not served by this gateway (yet)" if first.status_code == 404 else ""
+                what = served or " ".join(first.text.split())[:160]
+                results[name] = {"status": f"HTTP {first.status_code}: {what}"}
                 continue
             body = first.json()
             if "team" in params and "status" in params and body.get("next_cursor"):
@@ -739,7 +801,8 @@ def main() -> int:
                 seeded = seed(url, rows)
                 print(
                     f"  seeded in {seeded.seconds:.1f} s: {seeded.hour_rollups:,} hour and "
-                    f"{seeded.day_rollups:,} day rollup rows",
+                    f"{seeded.day_rollups:,} day rollup rows, {seeded.size_mb:,.0f} MB "
+                    f"({', '.join(f'{k} {v:.1f} s' for k, v in seeded.phases.items())})",
                     flush=True,
                 )
                 differences = rollup_differences(url)

@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from bench.records import Spread, migrate, rollup_differences, seed
@@ -91,3 +96,33 @@ def test_seeded_rollups_equal_the_log(database_url: str) -> None:
     )
     differences = rollup_differences(database_url)
     assert differences and all(d.startswith("day ") for d in differences)
+
+
+def test_python_m_bench_records_runs_small_on_both_engines(tmp_path: Path) -> None:
+    """The mode itself, tiny: both engines seeded and checked, the reads timed in SQL, and a
+    gateway served on each seeded database answers the admin reads (or says it does not serve
+    them yet)."""
+    out = tmp_path / "records.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MEDIAGATE_")}
+    if "MEDIAGATE_TEST_POSTGRES_URL" in os.environ:
+        env["MEDIAGATE_TEST_POSTGRES_URL"] = os.environ["MEDIAGATE_TEST_POSTGRES_URL"]
+    env |= {"BENCH_RECORDS_ROWS": "2000", "BENCH_RECORDS_OUT": str(out)}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "records"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = json.loads(out.read_text())
+    assert set(results["engines"]) == {"sqlite", "postgresql"}
+    for engine in results["engines"].values():
+        assert engine["seeded"]["rows"] == 2000 and engine["rollup_differences"] == []
+        assert len(engine["sql"]) == 4
+        for name, timing in engine["sql"].items():
+            assert timing["median_ms"] >= timing["min_ms"] > 0 and timing["plan"], name
+            assert timing["rows"] or "next page" in name, name  # 2,000 rows: one page of 5xx
+        for timing in engine["http"].values():
+            assert "median_ms" in timing or timing["status"].startswith(("HTTP 404", "no next"))
