@@ -12,6 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install install-dev run simulate test lint format clean validate-deploy deploy-sync bench \
+	admin-openapi \
 	bench-memory bench-modes bench-soak bench-records
 
 install: $(RUN_STAMP)
@@ -35,6 +36,11 @@ run: install
 
 simulate: install
 	$(BIN)/mediagate simulate --host $(HOST) --port 9000
+
+# The admin API's OpenAPI document (mediagate/http/admin_openapi.json), regenerated from the
+# code's /admin/v1 routes; tests/test_admin_reads.py fails while the saved one differs.
+admin-openapi: install
+	$(BIN)/python -c 'from mediagate.app import write_admin_openapi; write_admin_openapi()'
 
 lint: install-dev
 	$(BIN)/ruff check mediagate tests deploy bench
@@ -64,7 +70,7 @@ bench: install
 	$(BIN)/python -m bench all
 
 # Issue 28's axes (docs/performance.md, "At the scale of generation"): every bench/<mode>.py
-# listed in bench/__main__.py and present (slow, b64, sse, download, polls, startup, records),
+# listed in bench/__main__.py and present (slow, b64, sse, download, polls, startup, reqlog, records),
 # one process each, each writing bench/<mode>-results.json; the ten-minute soak too with
 # BENCH_SOAK=1. BENCH_LITELLM=1 adds LiteLLM's proxy as a side (installed into
 # bench/.litellm-venv the first time); BENCH_QUICK=1 for short rounds.

@@ -24,9 +24,10 @@ MODES = {
     "download": "bench.download",  # 200 MB video downloads at c=4
     "polls": "bench.polls",  # video status polls
     "startup": "bench.startup",  # cold start and import time
+    "reqlog": "bench.reqlog",  # the request log's CPU per request, A/B (issue 25)
+    "records": "bench.records",  # 1M request-log rows, the admin reads (issue 25)
     "soak": "bench.soak",  # ten minutes of mixed traffic (BENCH_SOAK=1 in `all`)
     "memory": "bench.memory",  # issue 24's attacks (`make bench-memory`; not in `all`)
-    "records": "bench.records",  # 1M request-log rows, the admin reads (issue 25)
 }
 NOT_IN_ALL = {"memory"}
 LONG = {"soak"}  # in `all` only with BENCH_SOAK=1

@@ -6,16 +6,21 @@ the stores and the files are touched only when its lifespan starts (mediagate.ga
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import httpx2
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
+from mediagate.accounting.requestlog import RequestLog
 from mediagate.errors import Scrubber
 from mediagate.gateway import open_gateway
 from mediagate.http.admin import admin
+from mediagate.http.admin_reads import OPENAPI_DOCUMENT, admin_document, reads
 from mediagate.http.bodies import Bodies
 from mediagate.http.errors import install_handlers
 from mediagate.http.files import files
@@ -29,6 +34,9 @@ from mediagate.http.videos import videos
 from mediagate.observability.metrics import Metrics
 from mediagate.observability.tracing import Tracing, TracingMiddleware
 from mediagate.settings import Settings
+
+# The admin API's saved OpenAPI document (served by mediagate.http.admin_reads).
+ADMIN_OPENAPI_FILE = Path(__file__).parent / "http" / OPENAPI_DOCUMENT
 
 
 def create_app(
@@ -45,12 +53,27 @@ def create_app(
     scrub = Scrubber(settings.all_upstream_keys())
 
     tracing = Tracing(bool(settings.otel))  # exports only while the lifespan runs
+    # The request log's queue (written by the gateway once its database is open).
+    request_log = RequestLog(
+        metrics,
+        capacity=settings.request_log_queue,
+        flush_s=settings.request_log_flush_s,
+        days=settings.request_log_days,
+        traced=bool(settings.otel),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with (
             tracing.running(),
-            open_gateway(settings, metrics, scrub, upstream_transport, tracer=tracing.tracer) as gw,
+            open_gateway(
+                settings,
+                metrics,
+                scrub,
+                upstream_transport,
+                tracer=tracing.tracer,
+                request_log=request_log,
+            ) as gw,
         ):
             app.state.gateway = gw
             if on_started is not None:
@@ -87,13 +110,14 @@ def create_app(
         scrub=scrub,
         bodies=bodies,
         max_inflight=settings.inflight_limit(),
+        request_log=request_log if settings.request_log else None,
     )
     # Around that, the request's trace span (a pass-through when tracing is off), so the
     # bookkeeping's log lines and attributes belong to it.
     app.add_middleware(TracingMiddleware, tracing=tracing)
     # Routes are matched in order: the videos' first, as a status poll is the most frequent
     # request (no two routers share a path).
-    for router in (videos, images, models, usage, files, openapi, health, admin):
+    for router in (videos, images, models, usage, files, openapi, health, admin, reads):
         _add_routes(app, router)
     return app
 
@@ -118,4 +142,18 @@ def _add_routes(app: FastAPI, router: APIRouter) -> None:
             status_code=route.status_code,
             response_class=route.response_class,
             include_in_schema=route.include_in_schema,
+            responses=route.responses,
         )
+
+
+def admin_openapi(settings: Settings | None = None) -> dict[str, Any]:
+    """The admin API's OpenAPI document as the app's routes make it (FastAPI's generation of
+    every `/admin/v1` route): what `make admin-openapi` saves (mediagate/http/admin_openapi.json).
+    """
+    app = create_app(settings or Settings(upstream_url="http://upstream.invalid/v1"))
+    return admin_document(app.routes)
+
+
+def write_admin_openapi(path: Path = ADMIN_OPENAPI_FILE) -> None:
+    """Save the admin API's document (`make admin-openapi`), as stable JSON."""
+    path.write_text(json.dumps(admin_openapi(), indent=2, sort_keys=True) + "\n", "utf-8")

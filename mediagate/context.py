@@ -61,6 +61,18 @@ class RequestContext:
     # (`ended`), a call still running for it (a task that outlived it) holds its own.
     held: Held | None = None
     ended: bool = False
+    # What the request log (mediagate.accounting.requestlog) records beyond the above, set
+    # where each is known: the key's team (http.deps), what was asked (the image and video
+    # services), what it made and what it reserved, the video job it made or read.
+    team: str | None = None
+    tier: str | None = None  # an image's size, a video's resolution tier
+    quality: str | None = None
+    n: int | None = None
+    seconds: int | None = None  # a video's length asked
+    images: int = 0  # images billed
+    reserved: float | None = None  # USD reserved until a video job settles
+    job_id: str | None = None
+    upstream_task_id: str | None = None
 
     def served_by(self, model: str, route: Route) -> None:
         self.model, self.route = model, route

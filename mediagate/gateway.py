@@ -24,6 +24,7 @@ from pydantic import SecretStr
 
 from mediagate.accounting.clients import AdminKey, KeyRegistry, KeysFileError, admin_keys
 from mediagate.accounting.metering import Metering
+from mediagate.accounting.requestlog import RequestLog
 from mediagate.catalog import Catalog, CatalogError, CatalogHolder, load_catalog
 from mediagate.errors import Scrubber
 from mediagate.imagedata import ImageWork
@@ -94,6 +95,8 @@ class Gateway:
     webhooks: WebhookSender | None  # delivers the outbox's events (None: no secret set)
     # Checks the catalog against the upstream's model lists (None: the interval is 0).
     catalog_watch: CatalogWatch | None = None
+    # One row per request in the database, written in batches (None: MEDIAGATE_REQUEST_LOG off).
+    request_log: RequestLog | None = None
 
     @property
     def catalog(self) -> Catalog:
@@ -357,6 +360,7 @@ async def open_gateway(
     transport: httpx2.AsyncBaseTransport | None = None,
     *,
     tracer: Tracer | None = None,
+    request_log: RequestLog | None = None,
 ) -> AsyncIterator[Gateway]:
     simulator = None
     if settings.simulator:
@@ -502,7 +506,11 @@ async def open_gateway(
                     reconciler=reconciler,
                     webhooks=webhooks,
                     catalog_watch=watch,
+                    request_log=request_log if settings.request_log else None,
                 )
+                if gateway.request_log is not None:
+                    gateway.request_log.attach(stores.database)
+                    gateway.request_log.start()
                 workers = [asyncio.create_task(reconciler.run_forever())]
                 if watch is not None:
                     workers.append(asyncio.create_task(watch.run_forever()))
@@ -526,6 +534,8 @@ async def open_gateway(
                     # Requests cut off by the shutdown still owe their settlement; the
                     # stores close only after it is booked.
                     await metering.drain()
+                    if gateway.request_log is not None:  # what is queued, written
+                        await gateway.request_log.close()
                     work.close()
         finally:
             sweeper.cancel()

@@ -148,7 +148,18 @@ class Settings(BaseSettings):
     # mediagate_catalog_route_listed (mediagate.upstream.listing).
     catalog_check_interval_s: float = Field(default=6 * 3600.0, ge=0)
     log_level: str = "info"
-    log_prompts: bool = False
+    # Prompts in the access log line and the request log's `prompt` column. Unset: on in the
+    # offline simulator mode (fake images), off otherwise (`prompts_logged`).
+    log_prompts: bool | None = None
+    # The request log (mediagate.accounting.requestlog): one row per request in the records'
+    # database, written off the request path in batches of at most 500 rows, every
+    # request_log_flush_s; while the database is unreachable at most request_log_queue rows
+    # wait (more are dropped, counted in mediagate_request_log_dropped_total); rows older
+    # than request_log_days are swept. Off (false): nothing logged, no rollup `requests`.
+    request_log: bool = True
+    request_log_queue: int = Field(default=10000, ge=1)
+    request_log_flush_s: float = Field(default=0.5, gt=0, le=60)
+    request_log_days: float = Field(default=30, gt=0)
     # OpenTelemetry traces over OTLP/HTTP (mediagate.observability.tracing). Unset: on when the
     # standard OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (see
     # `_otel_from_standard_variables`); true or false decides. Where spans go, with which
@@ -322,6 +333,10 @@ class Settings(BaseSettings):
         if self.reconcile_interval_s is not None:
             return self.reconcile_interval_s
         return max(1.0, self.video_poll_after_ms / 1000)
+
+    def prompts_logged(self) -> bool:
+        """MEDIAGATE_LOG_PROMPTS, by default on in simulator mode only."""
+        return self.simulator if self.log_prompts is None else self.log_prompts
 
     def records_url(self) -> str:
         """Where the records are: MEDIAGATE_DATABASE_URL, else a SQLite file in data_dir."""

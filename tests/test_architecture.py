@@ -27,6 +27,7 @@ from mediagate.accounting.clients import KeyPolicy
 from mediagate.app import create_app
 from mediagate.context import RequestContext
 from mediagate.http.admin import admin
+from mediagate.http.admin_reads import reads
 from mediagate.http.deps import client
 from mediagate.http.files import files
 from mediagate.http.headers import facts
@@ -170,7 +171,7 @@ def test_every_route_is_served_by_fastapi_once(sim: Sim, tmp_path: Path) -> None
     assert len(served) == len(set(served)), "a method and path registered twice"
     declared = {
         (method, route.path, route.name)
-        for router in (images, models, videos, usage, files, openapi, health, admin)
+        for router in (images, models, videos, usage, files, openapi, health, admin, reads)
         for route in router.routes
         if isinstance(route, APIRoute)
         for method in route.methods

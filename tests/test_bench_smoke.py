@@ -245,3 +245,23 @@ def test_the_b64_benchmark_relays_big_answers_through_the_gateway_and_the_floor(
             assert side["peak_rss_over_in_flight"]["median"] > 0
         assert isinstance(row["met"], bool)
     assert "CPU ratio" in render_b64(json.loads(json.dumps(results)))
+
+
+def test_the_reqlog_benchmark_compares_the_log_on_and_off_and_measures_it_in_process() -> None:
+    """`python -m bench reqlog` (bench/reqlog.py) tiny: the two gateways in alternating rounds
+    (every request of the log-on side a row once it stopped, none on the other), and the
+    log's own CPU per request in process."""
+    from bench.reqlog import Config as ReqlogConfig
+    from bench.reqlog import render as render_reqlog
+    from bench.reqlog import run as run_reqlog
+
+    tiny = ReqlogConfig(rounds=1, round_s=0.2, warmup_s=0.05, concurrency=2, rows=600, pin=False)
+    results = run_reqlog(tiny, log=lambda line: None)
+    on, off = results["ab"]["sides"]
+    assert (on["side"], off["side"]) == ("log on", "log off")
+    assert on["errors"] == off["errors"] == 0
+    # The warm-up's requests are rows too.
+    assert on["rows_logged"] >= on["requests"] > 0 and off["rows_logged"] == 0
+    (inside,) = results["in_process"]
+    assert inside["rows"] == 600 and inside["total_ms_per_request"] > 0
+    assert "log on minus off" in render_reqlog(json.loads(json.dumps(results)))

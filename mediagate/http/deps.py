@@ -44,7 +44,8 @@ async def client(request: Request) -> KeyPolicy:
         if gw.clients.enabled
         else ANONYMOUS
     )
-    context.current().key_name = policy.name
+    ctx = context.current()
+    ctx.key_name, ctx.team = policy.name, policy.team
     return policy
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mediagate import context
+from mediagate.accounting.requestlog import RequestLog
 from mediagate.context import RequestContext
 from mediagate.errors import GatewayError, Scrubber, ServerOverloaded
 from mediagate.http.bodies import Bodies
@@ -83,12 +84,14 @@ class RequestBookkeeping:
         scrub: Scrubber,
         bodies: Bodies | None = None,
         max_inflight: int = 0,
+        request_log: RequestLog | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.scrub = scrub
         self.bodies = bodies
         self.max_inflight = max_inflight
+        self.request_log = request_log  # None: MEDIAGATE_REQUEST_LOG=false
         self.calls = 0  # calls in flight now (mediagate_calls_in_flight)
         metrics.max_inflight.set(max_inflight)
         for area in (*_AREAS, "other"):
@@ -160,6 +163,8 @@ class RequestBookkeeping:
             self._record(scope, ctx, status, time.perf_counter() - started)
 
     def _record(self, scope: Scope, ctx: RequestContext, status: int, seconds: float) -> None:
+        if self.request_log is not None:
+            self.request_log.record(ctx, status, seconds, scope["method"])
         route_id = ctx.route.id if ctx.route is not None else "none"
         model = (ctx.model if ctx.route is not None else None) or "none"
         if ctx.endpoint != "other":

@@ -194,6 +194,7 @@ class ImageService:
     ) -> ImageJob:
         routes, may_drop = fallbacks
         ctx = context.current()
+        ctx.tier, ctx.quality, ctx.n = request.size, request.quality, request.n  # request log
         return ImageJob(
             model=ctx.model or "",
             alias=ctx.alias,
@@ -234,7 +235,7 @@ class ImageService:
             raise
         ctx = context.current()
         _planned(plan)
-        if self.settings.log_prompts:
+        if self.settings.prompts_logged():
             ctx.prompt = plan.spec.prompt
 
         async def settle(images: int, usage: dict[str, Any] | None) -> None:
@@ -247,7 +248,7 @@ class ImageService:
             # Without a usage, a token-billed route is billed its own estimate.
             fallback = estimates.get(route.id, estimate)
             cost = self.cost(route, images, usage, fallback, multiplier)
-            ctx.cost = cost
+            ctx.cost, ctx.images = cost, images
             if images and ticket.charge is None:
                 self.metrics.images.labels(job.model, route.id).inc(images)
             await ticket.settle(Charge(job.model, cost, images=images))

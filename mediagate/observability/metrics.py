@@ -161,6 +161,12 @@ class Metrics:
             ["key", "model"],
             registry=self.registry,
         )
+        self.request_log_dropped = Counter(
+            "mediagate_request_log_dropped",
+            "Request log rows dropped because the queue was full (the database unreachable "
+            "for longer than MEDIAGATE_REQUEST_LOG_QUEUE rows take to arrive).",
+            registry=self.registry,
+        )
         self.settle_failures = Counter(
             "mediagate_settle_failures",
             "Requests whose charge could not be booked in the ledger after retries.",

@@ -265,6 +265,11 @@ class CatalogWatch:
             )
         return drift
 
+    def listed(self) -> dict[str, bool]:
+        """Each route's answer at the last check (listed upstream or not); a route missing
+        from it is unknown (not checked yet, or its group could not be listed)."""
+        return dict(self._listed)
+
     def trigger(self) -> None:
         """Check now rather than at the end of the interval (after a reload)."""
         self._wake.set()

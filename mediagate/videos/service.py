@@ -210,6 +210,7 @@ class VideoService:
         except BaseException:
             ticket.settle_soon(Charge(model, 0.0))
             raise
+        ctx.job_id, ctx.upstream_task_id = job.id, job.upstream_id  # the request log's row
         await ticket.release()  # the reservation stays until the job ends
         return self._answer(job)
 
@@ -297,6 +298,8 @@ class VideoService:
         ticket = await self._admit(policy, source.model, [(route, multiplier, spec)], job_id, gate)
         try:
             job = await self._start_remix(source, (route, multiplier), spec, job_id)
+            ctx = context.current()  # the request log's row
+            ctx.job_id, ctx.upstream_task_id = job.id, job.upstream_id
         except BaseException:
             ticket.settle_soon(Charge(source.model, 0.0))
             raise
@@ -448,6 +451,8 @@ class VideoService:
         """The caller's job, or a 404: another client's job does not exist as far as they know.
         The request is labelled with the job's model and route."""
         job = await self.jobs.get(video_id) if is_video_id(video_id) else None
+        if job is not None:
+            context.current().job_id = job.id
         if job is None or job.owner != owner or job.deleted_at is not None:
             raise video_not_found(video_id)
         route = self._started_on(job)
@@ -525,6 +530,13 @@ class VideoService:
             if bound is None:
                 raise not_priced(model, tier)
             estimate = max(estimate, bound * multiplier)
+        # The request log's row: what was asked (of the first route), what is reserved.
+        first_route, _, asked = candidates[0]
+        ctx = context.current()
+        ctx.tier, ctx.seconds = video_policy(first_route).tier(asked.size), asked.seconds
+        ctx.reserved = estimate
+        if self.settings.prompts_logged():
+            ctx.prompt = asked.prompt
         return await self.metering.admit(
             policy,
             model,

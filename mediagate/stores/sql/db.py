@@ -86,6 +86,25 @@ class Tx:
             return
         self._db.executemany(sql, [tuple(r) for r in rows])
 
+    def executemany_returning(self, sql: str, rows: Iterable[Sequence[Any]]) -> list[Any]:
+        """`sql` (with a RETURNING clause) for each row; the rows every statement returned, in
+        order, by position only (e.g. `INSERT ... ON CONFLICT DO NOTHING RETURNING id`: the ids
+        inserted). PostgreSQL runs them pipelined, its statement parsed once."""
+        if self.engine == "postgresql":
+            from psycopg.rows import tuple_row  # (imported with psycopg: cached)
+
+            out: list[Any] = []
+            # Tuples: a row factory per statement's result would cost more than the insert.
+            with self._db.cursor(row_factory=tuple_row) as cursor:
+                cursor.executemany(_pg(sql), [tuple(r) for r in rows], returning=True)
+                if cursor.pgresult is None:
+                    return out  # no rows given
+                while True:  # one result per statement (nextset: psycopg >= 3.1)
+                    out += cursor.fetchall()
+                    if not cursor.nextset():
+                        return out
+        return [row for r in rows for row in self._db.execute(sql, tuple(r)).fetchall()]
+
     def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         row = self.execute(sql, params).fetchone()
         return None if row is None else row[0]
