@@ -16,12 +16,14 @@ PostgreSQL (a database of its own, created and dropped; the server of
 3. time the queries behind the admin API's two heaviest reads, each the minimum and median of
    5 runs after one warm-up, against 200 ms:
    - usage for the month, by day, grouped by team and model (from the rollups);
-   - a team's 5xx requests, newest first, 50 to a page (and the page after it, by cursor);
-   - one model's requests over one day, 50 to a page.
-   Directly in SQL, through the gateway's own `Database` (always), and over HTTP against a
-   `mediagate serve` process on the seeded database (simulator mode, an admin key): the
-   `/admin/v1/usage` and `/admin/v1/requests` endpoints. An endpoint the gateway does not
-   serve yet (404) is reported as such, not timed; `--sql` skips the HTTP part.
+   - the busiest team's 5xx requests, newest first, 50 to a page (and the page after it);
+   - the busiest model's requests over one day, 50 to a page.
+   In SQL: the admin API's own queries (mediagate.stores.sql.reports) through the gateway's
+   `Database` (its driver, pool and threads), each with its query plan; the usage month in one
+   query. Over HTTP: against a `mediagate serve` process on the seeded database (simulator
+   mode, an admin key), `/admin/v1/usage` (its first page of 1,000 groups, and every page in
+   turn) and `/admin/v1/requests`. An endpoint the gateway does not serve (404) is reported as
+   such, not timed; `--sql` skips the HTTP part.
 
 Writes bench/records-results.json (or BENCH_RECORDS_OUT). Exit 1 if a timing passes 200 ms or
 the rollups differ from the log. `seed()` and `rollup_differences()` are what
@@ -54,6 +56,7 @@ import httpx2
 
 from mediagate.stores.sql.db import Database, Tx, check_database_url
 from mediagate.stores.sql.migrate import upgrade
+from mediagate.stores.sql.reports import RequestFilter, Scope, UsageQuery, requests_page, usage_page
 
 from .databases import fresh_postgres_database, postgres_server, redis_url
 
@@ -577,45 +580,45 @@ def _day(at: float) -> str:
     return dt.datetime.fromtimestamp(at, dt.UTC).strftime("%Y-%m-%d")
 
 
+Query = Callable[[Tx, list[Any]], list[Any]]  # (tx, the page before) -> rows
+
+
 def _reads(seeded: Seeded) -> dict[str, dict[str, Any]]:
-    """The reads to time: name -> the SQL (with its parameters) and the HTTP query."""
+    """The reads to time: name -> the admin API's own query (mediagate.stores.sql.reports, as
+    a function of a transaction and the page before) and its HTTP request."""
     team = seeded.busiest_team
     model = seeded.busiest_model
     first, after = _day(seeded.start), _day(seeded.end)
     day_start = seeded.end - 2 * 86400  # yesterday (UTC), a whole day
-    page = (
-        "SELECT * FROM request_log WHERE team = ? AND status >= 500 AND status < 600 "
-        "ORDER BY at DESC, request_id DESC LIMIT 51"
-    )
-    return {
-        "usage: the month by day, by team and model": {
-            "sql": (
-                "SELECT bucket, team, model, SUM(requests), SUM(errors), SUM(images), "
-                "SUM(video_seconds), SUM(cost_micros) FROM usage_rollups "
-                "WHERE grain = 'day' AND bucket >= ? AND bucket < ? "
-                "GROUP BY bucket, team, model ORDER BY bucket, team, model",
-                (first, after),
-            ),
-            "http": (
+    everyone = Scope()
+    month = UsageQuery("day", first, after, ("team", "model"))
+    errors = RequestFilter(team=team, status=(500, 600))
+    one_day = RequestFilter(model=model, start=day_start, end=day_start + 86400)
+
+    def cursor(before: list[Any]) -> tuple[float, str]:
+        last = before[min(49, len(before) - 1)]
+        return (last["at"], last["request_id"])
+
+    reads: dict[str, tuple[Query, Any]] = {
+        # In SQL the whole month in one query (every group); over HTTP its first page.
+        "usage: the month by day, by team and model": (
+            lambda tx, _: usage_page(tx, month, everyone, None, 100_000),
+            (
                 "/admin/v1/usage",
                 {"start": first, "end": after, "granularity": "day", "group_by": "team,model"},
             ),
-        },
-        f"requests: team {team}, status 5xx, 50 a page": {
-            "sql": (page, (team,)),
-            "http": ("/admin/v1/requests", {"team": team, "status": "5xx", "limit": "50"}),
-        },
-        f"requests: team {team}, status 5xx, the next page": {
-            "sql": "next",  # the page after the one above, by its cursor
-            "http": "next",
-        },
-        f"requests: model {model}, one day, 50 a page": {
-            "sql": (
-                "SELECT * FROM request_log WHERE model = ? AND at >= ? AND at < ? "
-                "ORDER BY at DESC, request_id DESC LIMIT 51",
-                (model, day_start, day_start + 86400),
-            ),
-            "http": (
+        ),
+        f"requests: team {team}, status 5xx, 50 a page": (
+            lambda tx, _: requests_page(tx, errors, everyone, None, 50),
+            ("/admin/v1/requests", {"team": team, "status": "5xx", "limit": "50"}),
+        ),
+        f"requests: team {team}, status 5xx, the next page": (
+            lambda tx, before: requests_page(tx, errors, everyone, cursor(before), 50),
+            "next",  # the page after the one above, by its cursor
+        ),
+        f"requests: model {model}, one day, 50 a page": (
+            lambda tx, _: requests_page(tx, one_day, everyone, None, 50),
+            (
                 "/admin/v1/requests",
                 {
                     "model": model,
@@ -624,8 +627,22 @@ def _reads(seeded: Seeded) -> dict[str, dict[str, Any]]:
                     "limit": "50",
                 },
             ),
-        },
+        ),
     }
+    return {name: {"sql": query, "http": http} for name, (query, http) in reads.items()}
+
+
+class _Recorded:
+    """A transaction that keeps the last statement it ran (to EXPLAIN it afterwards)."""
+
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+        self.engine = tx.engine
+        self.statement: tuple[str, Sequence[Any]] = ("", ())
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self.statement = (sql, params)
+        return self._tx.execute(sql, params)
 
 
 def _summary(times: list[float]) -> dict[str, Any]:
@@ -648,49 +665,39 @@ def _timed(call: Callable[[], Any]) -> dict[str, Any]:
     return _summary(times)
 
 
-_NEXT_PAGE = (
-    "SELECT * FROM request_log WHERE team = ? AND status >= 500 AND status < 600 "
-    "AND (at < ? OR (at = ? AND request_id < ?)) ORDER BY at DESC, request_id DESC LIMIT 51"
-)
-
-
 def time_sql(url: str, seeded: Seeded) -> dict[str, dict[str, Any]]:
-    """Each read's SQL through the gateway's own `Database` (its driver, pool and threads),
-    awaited as the gateway awaits it."""
+    """Each read's query through the gateway's own `Database` (its driver, pool and threads),
+    awaited as the gateway awaits it, with its plan."""
 
     async def run() -> dict[str, dict[str, Any]]:
         db = await Database.open(url, pool_size=2)
         results: dict[str, dict[str, Any]] = {}
-        page: list[Any] = []
+        before: list[Any] = []
         try:
             for name, read in _reads(seeded).items():
-                if read["sql"] == "next":  # the page after the one before, by its cursor
-                    if not page:
-                        results[name] = {"status": "the page before was empty"}
-                        continue
-                    last = page[min(49, len(page) - 1)]
-                    statement, params = (
-                        _NEXT_PAGE,
-                        (last["team"], last["at"], last["at"], last["request_id"]),
-                    )
-                else:
-                    statement, params = read["sql"]
+                query: Query = read["sql"]
+                if "next page" in name and not before:
+                    results[name] = {"status": "the page before was empty"}
+                    continue
 
-                def query(tx: Tx, statement: str = statement, params: Any = params) -> list[Any]:
-                    return tx.execute(statement, params).fetchall()
+                def work(tx: Tx, query: Query = query, before: list[Any] = before) -> list[Any]:
+                    return query(tx, before)
 
-                def plan(tx: Tx, statement: str = statement, params: Any = params) -> list[str]:
+                def plan(tx: Tx, query: Query = query, before: list[Any] = before) -> list[str]:
+                    recorded = _Recorded(tx)
+                    query(recorded, before)  # type: ignore[arg-type]
+                    sql, params = recorded.statement
                     explain = "EXPLAIN QUERY PLAN " if tx.engine == "sqlite" else "EXPLAIN "
-                    rows = tx.execute(explain + statement, params).fetchall()
-                    return [str(row[-1]) for row in rows]
+                    return [str(row[-1]) for row in tx.execute(explain + sql, params).fetchall()]
 
-                page = await db.run(query)  # warm-up
+                rows = await db.run(work)  # warm-up
                 times = []
                 for _ in range(RUNS):
                     began = time.perf_counter()
-                    await db.run(query)
+                    await db.run(work)
                     times.append((time.perf_counter() - began) * 1000)
-                results[name] = _summary(times) | {"rows": len(page), "plan": await db.run(plan)}
+                results[name] = _summary(times) | {"rows": len(rows), "plan": await db.run(plan)}
+                before = rows
         finally:
             await db.close()
         return results
