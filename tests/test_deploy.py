@@ -1011,7 +1011,11 @@ def test_compose_gateway_serves_the_simulator_on_postgresql_and_redis(
     }
     with serving(["serve", "--host", "127.0.0.1"], clean_env(**environment), tmp_path) as gw:
         base = gw.url
-        assert httpx2.get(f"{base}/readyz").json()["checks"] == {"catalog": True, "store": True}
+        assert httpx2.get(f"{base}/readyz").json()["checks"] == {
+            "catalog": True,
+            "database": True,
+            "store": True,
+        }
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="anything", max_retries=0)
         assert client.images.generate(model="sora_image", prompt="a fox").data[0].b64_json
         video = client.videos.create_and_poll(model="sora-2", prompt="a fox", poll_interval_ms=50)
