@@ -13,7 +13,7 @@ PORT ?= 8000
 
 .PHONY: install install-dev run simulate test lint format clean validate-deploy deploy-sync bench \
 	admin-openapi \
-	bench-memory bench-modes bench-soak
+	bench-memory bench-modes bench-soak bench-records
 
 install: $(RUN_STAMP)
 
@@ -64,14 +64,14 @@ test: lint
 # What the gateway adds over calling the upstream directly (docs/performance.md): about 3.5
 # minutes on 2 cores, BENCH_QUICK=1 for about 1.5. Not part of `make test` (a tiny run of it
 # is: tests/test_bench_smoke.py). Writes bench/results.json (or BENCH_OUT). Then issue 28's
-# axes, each a mode of its own (bench-modes).
+# axes, each a mode of its own (bench-modes), and issue 25's records at scale (bench-records).
 bench: install
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench all
 
 # Issue 28's axes (docs/performance.md, "At the scale of generation"): every bench/<mode>.py
-# listed in bench/__main__.py and present (slow, b64, sse, download, polls, startup), one
-# process each, each writing bench/<mode>-results.json; the ten-minute soak too with
+# listed in bench/__main__.py and present (slow, b64, sse, download, polls, startup, reqlog, records),
+# one process each, each writing bench/<mode>-results.json; the ten-minute soak too with
 # BENCH_SOAK=1. BENCH_LITELLM=1 adds LiteLLM's proxy as a side (installed into
 # bench/.litellm-venv the first time); BENCH_QUICK=1 for short rounds.
 bench-modes: install
@@ -81,6 +81,15 @@ bench-modes: install
 # (BENCH_SOAK_S shortens it). Writes bench/soak-results.json (or BENCH_SOAK_OUT).
 bench-soak: install
 	$(BIN)/python -m bench soak
+
+# Issue 25's records at scale (docs/performance.md, "Records at scale"): 1,000,000 request-log
+# rows and their rollups seeded into SQLite and into a PostgreSQL database of its own
+# (MEDIAGATE_TEST_POSTGRES_URL's server, or 127.0.0.1:5432), then the admin API's usage and
+# request-log reads timed against 200 ms, in SQL and over HTTP. A few minutes; also part of
+# `make bench` (the issue's "make bench gains"), here to run alone. BENCH_RECORDS_ROWS for
+# fewer rows. Writes bench/records-results.json (or BENCH_RECORDS_OUT).
+bench-records: install
+	$(BIN)/python -m bench records
 
 # The gateway's RSS under issue 24's two attacks (40 parallel 30 MiB bodies from an over-limit
 # key; 8 concurrent 1 GiB gzip bombs from the upstream): idle, peak, after (docs/performance.md).

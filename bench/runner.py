@@ -9,8 +9,10 @@ a JSON file, every round included. Environment:
   the gateway, to compare branches with the same driver and upstream;
 - `BENCH_IMAGE_KB`: the size of the pairs' images (default 64, as issue 15 measured; 1024 for
   the megabyte figures, where parsing and copying the answer dominate);
-- `BENCH_REDIS_URL`: the Redis of the Redis-store variant (default redis://127.0.0.1:6379/0;
-  skipped when it does not answer);
+- `BENCH_REDIS_URL`: the Redis of the replicas' variant, records in PostgreSQL and coordination
+  in Redis (default redis://127.0.0.1:6379/0); its PostgreSQL is a database of its own (created,
+  then dropped) on the server of `MEDIAGATE_TEST_POSTGRES_URL` (default the tests' local one,
+  postgresql://postgres:postgres@127.0.0.1:5432/postgres); skipped when either does not answer;
 - `BENCH_COMPARE_DIR`: a directory holding another checkout's `mediagate` package, served by a
   second gateway in the pass-through pair's rounds (an A/B: its rows are "via <dir name>");
 - `BENCH_ROUNDS`: alternating rounds per pair and concurrency (default 5, quick 3); an A/B on
@@ -42,6 +44,8 @@ from typing import Any
 
 import httpx2
 
+from .databases import fresh_postgres_database, postgres_server
+from .databases import redis_url as databases_redis_url
 from .procs import (
     Loader,
     Proc,
@@ -551,20 +555,6 @@ def _versions(*names: str) -> dict[str, str | None]:
     return found
 
 
-def _redis_url() -> str | None:
-    url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-    try:
-        import redis
-
-        client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-        try:
-            return url if client.ping() else None
-        finally:
-            client.close()
-    except Exception:
-        return None
-
-
 def run(config: Config, log: Callable[[str], None] = print) -> dict[str, Any]:
     started = time.monotonic()
     available = cpus()
@@ -684,24 +674,29 @@ def _variants(stack: Stack, log: Callable[[str], None]) -> list[dict[str, Any]]:
     variants: list[tuple[str, dict[str, str]]] = [
         ("logs at warning (no access log line)", {"MEDIAGATE_LOG_LEVEL": "warning"})
     ]
-    redis_url = _redis_url()
-    if redis_url is not None:
-        prefix = f"mediagate-bench-{secrets.token_hex(4)}"
-        variants.insert(
-            0,
-            ("Redis store", {"MEDIAGATE_STORE_URL": redis_url, "MEDIAGATE_STORE_PREFIX": prefix}),
-        )
-    else:
-        log("  (no Redis at BENCH_REDIS_URL / 127.0.0.1:6379: the Redis variant is skipped)")
     rows = []
     up = stack.upstream_url
-    for label, env in variants:
-        with gateway(stack, "gateway-variant", **env) as (proc, gw):
-            for concurrency in stack.config.variant_concurrencies:
-                row = measure_pair(
-                    stack, f"gpt-image-1, {label}", pass_through(up, gw), concurrency, proc, log
-                )
-                rows.append(row | {"variant": label})
+    with contextlib.ExitStack() as databases:
+        # As replicas run: the records in PostgreSQL (a database of its own), Redis between them.
+        redis_url, server = databases_redis_url(), postgres_server()
+        if redis_url is not None and server is not None:
+            database = databases.enter_context(fresh_postgres_database(server))
+            prefix = f"mediagate-bench-{secrets.token_hex(4)}"
+            replicas = {
+                "MEDIAGATE_DATABASE_URL": database,
+                "MEDIAGATE_REDIS_URL": redis_url,
+                "MEDIAGATE_STORE_PREFIX": prefix,
+            }
+            variants.insert(0, ("PostgreSQL + Redis", replicas))
+        else:
+            log("  (no Redis or no PostgreSQL answers: the PostgreSQL + Redis variant is skipped)")
+        for label, env in variants:
+            with gateway(stack, "gateway-variant", **env) as (proc, gw):
+                for concurrency in stack.config.variant_concurrencies:
+                    row = measure_pair(
+                        stack, f"gpt-image-1, {label}", pass_through(up, gw), concurrency, proc, log
+                    )
+                    rows.append(row | {"variant": label})
     return rows
 
 

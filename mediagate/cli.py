@@ -254,10 +254,62 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _db_import(args: argparse.Namespace) -> int:
+    """`mediagate db import URL`: what an old MEDIAGATE_STORE_URL store holds, into the records'
+    database (migrated first). Exit 0; 2 when either store cannot be reached or a URL is wrong."""
+    from mediagate.errors import StoreUnavailable
+    from mediagate.stores.importing import import_store
+    from mediagate.stores.sql.db import Database, DatabaseConfigError
+    from mediagate.stores.sql.migrate import upgrade
+
+    settings = Settings()
+    target = args.url or settings.records_url()
+    prefix = args.prefix or settings.store_prefix
+    if _same_file(args.source, target):
+        print(
+            "mediagate: import into a new database, not the old store's own file", file=sys.stderr
+        )
+        return 2
+
+    async def run() -> list[str]:
+        database = await Database.open(target, pool_size=2)
+        try:
+            await upgrade(database)
+            report = await import_store(args.source, prefix, database)
+            return [
+                f"{database.engine}: imported from {_source_name(args.source)}",
+                *report.lines(),
+            ]
+        finally:
+            await database.close()
+
+    try:
+        lines = asyncio.run(run())
+    except (DatabaseConfigError, StoreUnavailable, ValueError) as exc:
+        print(f"mediagate: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
+
+
+def _same_file(source: str, target: str) -> bool:
+    paths = [Path(url.removeprefix("sqlite:///")) for url in (source, target)]
+    sqlite = all(url.startswith("sqlite:///") for url in (source, target))
+    return sqlite and paths[0].resolve() == paths[1].resolve()
+
+
+def _source_name(url: str) -> str:
+    """A store URL without its password, to print."""
+    from urllib.parse import urlsplit
+
+    password = urlsplit(url).password
+    return url.replace(f":{password}@", ":***@", 1) if password else url
+
+
 def _add_db_commands(commands: Any) -> None:
     db = commands.add_parser(
         "db",
-        help="the records' database: migrations",
+        help="the records' database: migrations, and importing an old store",
         description="The records' database (MEDIAGATE_DATABASE_URL: SQLite or PostgreSQL).",
     ).add_subparsers(dest="db_command", required=True)
     for name, text in (
@@ -267,6 +319,16 @@ def _add_db_commands(commands: Any) -> None:
         command = db.add_parser(name, help=text)
         command.add_argument("--url", help="the database (default: MEDIAGATE_DATABASE_URL)")
         command.set_defaults(run=_db)
+    moving = db.add_parser(
+        "import",
+        help="import an old MEDIAGATE_STORE_URL store's jobs and usage (run it again: no twice)",
+    )
+    moving.add_argument(
+        "source", help="the old store: redis://host:port/db or sqlite:///jobs.sqlite3"
+    )
+    moving.add_argument("--prefix", help="its Redis key prefix (default: MEDIAGATE_STORE_PREFIX)")
+    moving.add_argument("--url", help="the database (default: MEDIAGATE_DATABASE_URL)")
+    moving.set_defaults(run=_db_import)
 
 
 # --- keys -------------------------------------------------------------------------------------

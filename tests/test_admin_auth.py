@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,3 +84,36 @@ def test_a_bad_admin_keys_setting_stops_the_start(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="MEDIAGATE_ADMIN_KEYS"):
         check_config(settings)
+
+
+def test_an_admin_reloads_the_catalog_through_the_api(
+    make_gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    config = tmp_path / "catalog.yaml"
+    config.write_text("models: {}\n")
+    gw = make_gateway(
+        config=config, admin_keys=f"ops:admin:{sha(ADMIN)},auditor:viewer:{sha(VIEWER)}"
+    )
+
+    def reload(key: str) -> Any:
+        with gw.http(key) as http:
+            return http.post("/admin/v1/catalog/reload")
+
+    def offered() -> set[str]:
+        with gw.http() as http:
+            return {m["id"] for m in http.get("/v1/models").json()["data"]}
+
+    assert "heron" not in offered()
+    config.write_text("models:\n  heron:\n    routes: [gpt-image-2.web]\n")
+    answer = reload(ADMIN)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["object"] == "catalog.reload" and answer.json()["models"] > 1
+    assert "heron" in offered()  # in force for the next request
+
+    config.write_text("models:\n  heron:\n    routes: [no-such-route]\n")
+    refused = reload(ADMIN)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["code"] == "catalog_invalid"
+    assert "heron" in offered()  # the catalog in force is kept
+    for key in (VIEWER, CLIENT_KEY):
+        assert reload(key).status_code == 403

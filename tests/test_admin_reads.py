@@ -3,8 +3,7 @@ exports, catalog and health, on each engine, through a real gateway over HTTP.
 
 The request log's, the rollups' and the video jobs' writers are other parts of the gateway:
 these tests put rows in the records' database with plain SQL (the rows the writers write), then
-read them back through the API. `video_jobs` is made here when the database has no such table
-yet (one column per field of stores.jobs.VideoJob), as the job store's migration makes it.
+read them back through the API (`video_jobs` as the job store's migration 0003 makes it).
 """
 
 from __future__ import annotations
@@ -568,15 +567,6 @@ def test_usage_reads_the_rollups_grouped_and_filtered(
 
 # --- video jobs -------------------------------------------------------------------------------
 
-VIDEO_JOBS = """CREATE TABLE IF NOT EXISTS video_jobs (
-    id TEXT PRIMARY KEY, upstream_id TEXT NOT NULL, owner TEXT NOT NULL, model TEXT NOT NULL,
-    route TEXT NOT NULL, "group" TEXT NOT NULL, key_fp TEXT NOT NULL, prompt TEXT NOT NULL,
-    size TEXT NOT NULL, seconds INTEGER NOT NULL, status TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL, updated_at DOUBLE PRECISION NOT NULL,
-    progress INTEGER NOT NULL DEFAULT 0, completed_at DOUBLE PRECISION,
-    expires_at DOUBLE PRECISION, error TEXT, cost DOUBLE PRECISION, remixed_from TEXT,
-    reference TEXT, deleted_at DOUBLE PRECISION, result_url TEXT, asked TEXT,
-    route_snapshot TEXT)"""
 JOB_COLUMNS = [
     "id",
     "upstream_id",
@@ -643,7 +633,7 @@ def test_jobs_list_and_one_job_with_its_history(
             )
         )
     url = gw.settings.records_url()
-    sql(url, [(VIDEO_JOBS, []), (INSERT_JOB, jobs)])
+    sql(url, [(INSERT_JOB, jobs)])
     seed_log(url, log_rows(40, time.time()))  # rows with job_id video_0000..video_0003
 
     def newest(keep: Callable[[tuple[Any, ...]], bool]) -> list[str]:
@@ -691,32 +681,12 @@ def test_jobs_list_and_one_job_with_its_history(
         assert http.get("/admin/v1/jobs/video_0000").status_code == 200  # designer's
 
 
-def has_table(url: str, table: str) -> bool:
-    async def look() -> bool:
-        db = await Database.open(url)
-        try:
-            sql = (
-                "SELECT name FROM sqlite_master WHERE name = ?"
-                if db.engine == "sqlite"
-                else "SELECT table_name FROM information_schema.tables WHERE table_name = ?"
-            )
-            return bool(await db.run(lambda tx: tx.execute(sql, (table,)).fetchall()))
-        finally:
-            await db.close()
-
-    return asyncio.run(look())
-
-
 def test_a_video_made_through_the_gateway_is_on_record(
     make_gateway: Callable[..., Gateway], job_store: dict[str, str], tmp_path: Path
 ) -> None:
     """No seeding: a real create through the SDK, read back from the job store's table."""
     overlay = fast_video_polls(tmp_path / "fast-polls.yaml")
     gw = start_gateway(make_gateway, tmp_path, config=overlay, **job_store)
-    if not has_table(gw.settings.records_url(), "video_jobs"):
-        # PostgreSQL before the job store moves onto the records' database (issue 25's jobs
-        # part): its jobs are in Redis, and there is no table to read yet.
-        pytest.skip("this deployment's video jobs are not in the records' database yet")
     video = gw.sdk(api_key=DESIGNER).videos.create(prompt="[sim:render=5] the admin sees me")
     with admin_http(gw, VIEWER) as http:
         listed = http.get("/admin/v1/jobs", params={"key": "designer"}).json()["data"]

@@ -104,6 +104,33 @@ def setting_names() -> set[str]:
     return names | {group_env_name(g) for g in load_catalog().groups()}
 
 
+def container_environment(
+    objects: list[dict[str, Any]], secrets: list[dict[str, Any]], name: str = "mediagate"
+) -> dict[str, str]:
+    """The environment the Deployment's container gets, built as the kubelet builds it: envFrom
+    (ConfigMaps, Secrets) first, then `env` in order (values with $(VAR) references expanded,
+    secretKeyRef read from `secrets`, the example Secrets; fieldRef as a stand-in)."""
+    [container] = one(objects, "Deployment", name)["spec"]["template"]["spec"]["containers"]
+    config_maps = {o["metadata"]["name"]: o for o in objects if o["kind"] == "ConfigMap"}
+    secret_data = {o["metadata"]["name"]: o["stringData"] for o in secrets if o["kind"] == "Secret"}
+    environment: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        if "configMapRef" in source:
+            environment |= config_maps[source["configMapRef"]["name"]]["data"]
+        else:
+            environment |= secret_data[source["secretRef"]["name"]]
+    for entry in container.get("env", []):
+        if "value" in entry:
+            value = re.sub(r"\$\((\w+)\)", lambda m: environment.get(m[1], m[0]), entry["value"])
+        elif "secretKeyRef" in entry["valueFrom"]:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            value = secret_data[ref["name"]][ref["key"]]
+        else:
+            value = f"<{entry['valueFrom']['fieldRef']['fieldPath']}>"
+        environment[entry["name"]] = value
+    return environment
+
+
 # --- Kubernetes ---------------------------------------------------------------------------
 
 
@@ -304,20 +331,58 @@ def test_the_gateway_deployment(directory: Path) -> None:
     assert drain >= float(config.get("MEDIAGATE_UPSTREAM_TIMEOUT_S", 360))
     assert pod["terminationGracePeriodSeconds"] > int(pre_stop[1]) + drain
 
-    # Several replicas share Redis: the store URL names the in-cluster Redis Service.
-    store = httpx2.URL(config["MEDIAGATE_STORE_URL"])
-    redis_service = one(objects, "Service", store.host)
-    assert store.scheme == "redis"
-    assert store.port in {p["port"] for p in redis_service["spec"]["ports"]}
-    redis = one(objects, "StatefulSet", store.host)
-    redis_labels = redis["spec"]["template"]["metadata"]["labels"]
-    assert matches(redis_service["spec"]["selector"], redis_labels)
-    assert not matches(service["spec"]["selector"], redis_labels)
+    # Several replicas share one PostgreSQL (the records) and one Redis (coordination): each URL
+    # names an in-cluster StatefulSet's Service, on its port, reachable only from the gateway.
+    database = httpx2.URL(config["MEDIAGATE_DATABASE_URL"])
+    redis_url = httpx2.URL(config["MEDIAGATE_REDIS_URL"])
+    assert (database.scheme, redis_url.scheme) == ("postgresql", "redis")
+    assert "MEDIAGATE_STORE_URL" not in config  # a gateway with it refuses to start
+    for url in (database, redis_url):
+        store_service = one(objects, "Service", url.host)
+        assert url.port in {p["port"] for p in store_service["spec"]["ports"]}
+        stateful = one(objects, "StatefulSet", url.host)
+        assert stateful["spec"]["serviceName"] == url.host
+        store_labels = stateful["spec"]["template"]["metadata"]["labels"]
+        assert matches(store_service["spec"]["selector"], store_labels)
+        assert not matches(service["spec"]["selector"], store_labels)
+        policy = one(objects, "NetworkPolicy", url.host)
+        assert matches(policy["spec"]["podSelector"]["matchLabels"], store_labels)
+        [allowed] = policy["spec"]["ingress"][0]["from"]
+        assert matches(allowed["podSelector"]["matchLabels"], pod_labels)
+        # Its data on a volume claimed per replica, mounted by the container.
+        [claim] = stateful["spec"]["volumeClaimTemplates"]
+        [store_container] = stateful["spec"]["template"]["spec"]["containers"]
+        assert claim["metadata"]["name"] in {m["name"] for m in store_container["volumeMounts"]}
+    redis = one(objects, "StatefulSet", redis_url.host)
     assert "--appendonly" in redis["spec"]["template"]["spec"]["containers"][0]["args"]
-    policy = one(objects, "NetworkPolicy", store.host)
-    assert matches(policy["spec"]["podSelector"]["matchLabels"], redis_labels)
-    [allowed] = policy["spec"]["ingress"][0]["from"]
-    assert matches(allowed["podSelector"]["matchLabels"], pod_labels)
+
+    # PostgreSQL: a headless Service (the StatefulSet's stable name); the URL's user and database
+    # are the ones the image creates; its data directory is on the claimed volume; no password
+    # in the ConfigMap: the gateway's PGPASSWORD and the server's POSTGRES_PASSWORD are the same
+    # key of one Secret.
+    postgres_service = one(objects, "Service", database.host)
+    assert postgres_service["spec"]["clusterIP"] == "None"
+    postgres = one(objects, "StatefulSet", database.host)
+    [server] = postgres["spec"]["template"]["spec"]["containers"]
+    assert server["image"].startswith("postgres:")
+    server_env = {e["name"]: e for e in server["env"]}
+    assert database.username == server_env["POSTGRES_USER"]["value"]
+    assert database.path.lstrip("/") == server_env["POSTGRES_DB"]["value"]
+    assert not database.password
+    gateway_env = {e["name"]: e for e in container["env"]}
+    secret_key = gateway_env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert server_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == secret_key
+    [claim] = postgres["spec"]["volumeClaimTemplates"]
+    [data_mount] = [m for m in server["volumeMounts"] if m["name"] == claim["metadata"]["name"]]
+    assert Path(server_env["PGDATA"]["value"]).parent == Path(data_mount["mountPath"])
+    probe = server["readinessProbe"]["exec"]["command"]
+    assert probe[0] == "pg_isready" and database.username in probe
+    # Restricted Pod Security (the production namespace enforces it): non-root, read-only root.
+    server_pod = postgres["spec"]["template"]["spec"]
+    assert server_pod["securityContext"]["runAsNonRoot"] is True
+    assert server_pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert server["securityContext"]["readOnlyRootFilesystem"] is True
+    assert server["securityContext"]["capabilities"]["drop"] == ["ALL"]
 
     # Scaling and disruptions act on this Deployment's pods.
     hpa = one(objects, "HorizontalPodAutoscaler")
@@ -339,7 +404,7 @@ def test_tracing_is_ready_to_point_at_the_clusters_collector(directory: Path) ->
     config = next(
         o["data"]
         for o in objects
-        if o["kind"] == "ConfigMap" and "MEDIAGATE_STORE_URL" in o["data"]
+        if o["kind"] == "ConfigMap" and "MEDIAGATE_DATABASE_URL" in o["data"]
     )
     # Off until the operator names their collector (tracing starts with the endpoint).
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in config
@@ -375,7 +440,6 @@ def test_production_overlay() -> None:
 
 def test_settings_are_ones_the_gateway_reads(monkeypatch: pytest.MonkeyPatch) -> None:
     known = setting_names()
-    secret = one(rendered(BASE), "Secret", "mediagate-keys")
     # Every MEDIAGATE_* name the deployment files mention, comments included.
     files = [ROOT / "Dockerfile", ROOT / "docker-compose.yml"]
     files += [p for p in DEPLOY.rglob("*") if p.suffix in {".yaml", ".yml", ".env", ".json"}]
@@ -388,18 +452,21 @@ def test_settings_are_ones_the_gateway_reads(monkeypatch: pytest.MonkeyPatch) ->
     unknown = sorted((str(path), name) for path, name in mentioned if name not in known)
     assert not unknown, f"settings the gateway does not read: {unknown}"
 
-    # The production settings parse, and with real keys in the Secret the gateway would start.
-    config = next(
-        o["data"]
-        for o in rendered(PRODUCTION)
-        if o["kind"] == "ConfigMap" and "MEDIAGATE_STORE_URL" in o["data"]
-    )
-    for name, value in {**config, "MEDIAGATE_CONFIG": str(BASE / "catalog.yaml")}.items():
-        monkeypatch.setenv(name, value)
-    for name, value in secret["stringData"].items():
+    # The production settings parse from the gateway container's environment as Kubernetes
+    # builds it (ConfigMap, Secrets, env), and with real keys in the Secret the gateway would
+    # start.
+    environment = container_environment(rendered(PRODUCTION), secrets=rendered(BASE))
+    assert "MEDIAGATE_STORE_URL" not in environment
+    environment["MEDIAGATE_CONFIG"] = str(BASE / "catalog.yaml")
+    for name in list(os.environ):
+        if name.startswith("MEDIAGATE_"):
+            monkeypatch.delenv(name)
+    for name, value in environment.items():
         monkeypatch.setenv(name, value)
     settings = Settings()
-    assert settings.store_url == "redis://mediagate-redis:6379/0"
+    assert settings.database_url == "postgresql://mediagate@mediagate-postgres:5432/mediagate"
+    assert settings.redis_url == "redis://mediagate-redis:6379/0"
+    assert environment["PGPASSWORD"] == "REPLACE_ME"  # the example Secret's, for libpq
     assert settings.public_url == "https://mediagate.example.com"
     with pytest.raises(ConfigError, match="MEDIAGATE_API_KEYS"):
         check_config(settings)  # the placeholders refuse to start, on purpose
@@ -407,9 +474,52 @@ def test_settings_are_ones_the_gateway_reads(monkeypatch: pytest.MonkeyPatch) ->
     check_config(Settings())
 
 
+MANAGED_DATABASE = DEPLOY / "kubernetes" / "components" / "managed-database"
+
+
+def test_the_managed_database_note_renders(tmp_path: Path) -> None:
+    """The production overlay's note: with the managed-database component, the in-cluster
+    PostgreSQL is gone, the URL names the managed one, and the settings still parse."""
+    note = (PRODUCTION / "kustomization.yaml").read_text()
+    assert "#   - ../../components/managed-database" in note
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [os.path.relpath(PRODUCTION, tmp_path)],
+                "components": [os.path.relpath(MANAGED_DATABASE, tmp_path)],
+            }
+        )
+    )
+    objects = list(_kustomize(tmp_path))
+    assert not [o for o in objects if o["metadata"]["name"] == "mediagate-postgres"]
+    assert one(objects, "StatefulSet")["metadata"]["name"] == "mediagate-redis"
+    environment = container_environment(objects, secrets=rendered(BASE))
+    database = httpx2.URL(environment["MEDIAGATE_DATABASE_URL"])
+    assert database.scheme == "postgresql" and database.host.endswith(".example.internal")
+    assert database.params["sslmode"] == "verify-full" and not database.password
+    assert environment["PGPASSWORD"]  # still from the Secret mediagate-postgres
+    # Everything else is the production overlay's, the Deployment reads the merged ConfigMap.
+    production = {(o["kind"], o["metadata"]["name"]) for o in rendered(PRODUCTION)}
+    here = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    assert production - here == {
+        ("StatefulSet", "mediagate-postgres"),
+        ("Service", "mediagate-postgres"),
+        ("NetworkPolicy", "mediagate-postgres"),
+    } | {(k, n) for k, n in production if k == "ConfigMap" and n.startswith("mediagate-config-")}
+    assert (
+        Settings(
+            database_url=environment["MEDIAGATE_DATABASE_URL"],
+            redis_url=environment["MEDIAGATE_REDIS_URL"],
+        )
+        .records_url()
+        .startswith("postgresql://")
+    )
+
+
 def test_example_secret_holds_no_real_value() -> None:
     secrets = [o for o in rendered(BASE) if o["kind"] == "Secret"]
-    assert {s["metadata"]["name"] for s in secrets} == {"mediagate-keys", "mediagate-metrics"}
+    names = {s["metadata"]["name"] for s in secrets}
+    assert names == {"mediagate-keys", "mediagate-metrics", "mediagate-postgres"}
     for secret in secrets:
         assert "data" not in secret
         assert set(secret["stringData"].values()) == {"REPLACE_ME"}
@@ -489,13 +599,15 @@ def test_dockerignore_keeps_secrets_and_clutter_out() -> None:
 
 # --- Compose, Prometheus, Grafana -------------------------------------------------------------
 
-_INTERPOLATION = re.compile(r"^\$\{(\w+):-(.*)\}$")
+_INTERPOLATION = re.compile(r"\$\{(\w+):-([^${}]*)\}")
 
 
 def compose_default(value: str) -> str:
-    """The value `docker compose` uses when the variable is unset: ${VAR:-default} -> default."""
-    match = _INTERPOLATION.match(value)
-    return match.group(2) if match else value
+    """The value `docker compose` uses when the variables are unset: ${VAR:-default} -> default,
+    nested ones too (${A:-x${B:-y}} -> xy)."""
+    while (replaced := _INTERPOLATION.sub(lambda m: m.group(2), value)) != value:
+        value = replaced
+    return value
 
 
 def seconds(duration: str) -> float:
@@ -505,7 +617,15 @@ def seconds(duration: str) -> float:
 def test_compose_stack() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert set(services) == {"mediagate", "redis", "prometheus", "grafana", "tempo", "tempo-init"}
+    assert set(services) == {
+        "mediagate",
+        "postgres",
+        "redis",
+        "prometheus",
+        "grafana",
+        "tempo",
+        "tempo-init",
+    }
     gateway = services["mediagate"]
     assert gateway["build"] == "."
 
@@ -517,10 +637,27 @@ def test_compose_stack() -> None:
         for value in (service.get("environment") or {}).values():
             assert not re.search(r"sk-|REPLACE", str(value))
 
-    # With no .env: the simulator, on the shared Redis.
-    store = httpx2.URL(environment["MEDIAGATE_STORE_URL"])
-    assert store.scheme == "redis" and store.host in services
-    assert gateway["depends_on"]["redis"]["condition"] == "service_healthy"
+    # With no .env: the simulator, its records in the stack's PostgreSQL (the database and user
+    # the image creates, with the password it is given), coordinating through its Redis; the
+    # gateway starts once both are healthy.
+    assert "MEDIAGATE_STORE_URL" not in environment  # a gateway with it refuses to start
+    database = httpx2.URL(environment["MEDIAGATE_DATABASE_URL"])
+    assert database.scheme == "postgresql" and database.host == "postgres"
+    postgres = services["postgres"]
+    postgres_env = {k: compose_default(str(v)) for k, v in postgres["environment"].items()}
+    assert postgres["image"].startswith("postgres:")
+    assert database.username == postgres_env["POSTGRES_USER"]
+    assert database.password == postgres_env["POSTGRES_PASSWORD"]
+    assert database.path.lstrip("/") == postgres_env["POSTGRES_DB"]
+    assert database.port == 5432
+    assert "ports" not in postgres  # reached on the stack's network only
+    assert any(v.endswith(":/var/lib/postgresql/data") for v in postgres["volumes"])
+    assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
+    redis_url = httpx2.URL(environment["MEDIAGATE_REDIS_URL"])
+    assert redis_url.scheme == "redis" and redis_url.host == "redis"
+    for store in ("postgres", "redis"):
+        assert gateway["depends_on"][store]["condition"] == "service_healthy"
+        assert services[store]["healthcheck"]
     assert "--appendonly" in services["redis"]["command"]
     assert seconds(gateway["stop_grace_period"]) > int(environment["MEDIAGATE_SHUTDOWN_TIMEOUT_S"])
     assert gateway["read_only"] is True and "/tmp" in gateway["tmpfs"]
@@ -851,10 +988,10 @@ def test_the_metric_check_catches_mistakes() -> None:
     assert query_problems(good, exposition, {"images.generations"}) == []
 
 
-# --- The compose service as it runs: simulator mode on Redis ------------------------------------
+# --- The compose service as it runs: simulator mode on PostgreSQL and Redis -----------------------
 
 
-def test_compose_gateway_serves_the_simulator_on_redis(
+def test_compose_gateway_serves_the_simulator_on_postgresql_and_redis(
     tmp_path: Path, replica_store: dict[str, str], otlp: OtlpReceiver
 ) -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -862,7 +999,8 @@ def test_compose_gateway_serves_the_simulator_on_redis(
         k: compose_default(str(v))
         for k, v in compose["services"]["mediagate"]["environment"].items()
     }
-    # As in the container, with this machine's Redis and directory in place of the stack's.
+    # As in the container, with this machine's PostgreSQL, Redis and directory in place of the
+    # stack's.
     environment |= {
         "MEDIAGATE_DATABASE_URL": replica_store["database_url"],
         "MEDIAGATE_REDIS_URL": replica_store["redis_url"],
@@ -873,7 +1011,11 @@ def test_compose_gateway_serves_the_simulator_on_redis(
     }
     with serving(["serve", "--host", "127.0.0.1"], clean_env(**environment), tmp_path) as gw:
         base = gw.url
-        assert httpx2.get(f"{base}/readyz").json()["checks"] == {"catalog": True, "store": True}
+        assert httpx2.get(f"{base}/readyz").json()["checks"] == {
+            "catalog": True,
+            "database": True,
+            "store": True,
+        }
         client = openai.OpenAI(base_url=f"{base}/v1", api_key="anything", max_retries=0)
         assert client.images.generate(model="sora_image", prompt="a fox").data[0].b64_json
         video = client.videos.create_and_poll(model="sora-2", prompt="a fox", poll_interval_ms=50)
@@ -881,6 +1023,12 @@ def test_compose_gateway_serves_the_simulator_on_redis(
         gw.proc.terminate()  # the spans still queued are flushed at shutdown
         assert gw.proc.wait(timeout=30) == 0
     assert any("simulated upstream" in line for line in gw.output())
+    # The records went to PostgreSQL: the gateway migrated it at start.
+    import psycopg
+
+    with psycopg.connect(replica_store["database_url"]) as conn:
+        applied = conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()
+        assert applied is not None and applied[0] >= 2
     # Tracing is on in the stack: each request's server span, with its upstream attempts.
     names = {s.name for s in otlp.spans}
     assert {"POST /v1/images/generations", "POST /v1/videos", "upstream POST"} <= names

@@ -1,5 +1,5 @@
-"""The job store's contract, on SQLite and on a real Redis: durable records, compare-and-set
-that lets exactly one writer win, and per-owner cursor pagination."""
+"""The job store's contract, on SQLite and on a real PostgreSQL: durable records,
+compare-and-set that lets exactly one writer win, and per-owner cursor pagination."""
 
 from __future__ import annotations
 
@@ -20,8 +20,9 @@ from mediagate.settings import Settings
 from mediagate.stores import StoreConfigError, check_store_url, open_stores
 from mediagate.stores.jobs import JobStore, UnknownCursor, VideoJob
 from mediagate.stores.redis.db import RedisDb
-from mediagate.stores.redis.jobs import RedisJobStore
-from mediagate.stores.sqlite.jobs import SqliteJobStore
+from mediagate.stores.sql.db import Database
+from mediagate.stores.sql.jobs import SqlJobStore
+from mediagate.stores.sql.migrate import upgrade
 from mediagate.videos.records import openai_video
 
 from .conftest import StoreUrl
@@ -96,24 +97,21 @@ def test_a_record_written_before_the_asked_model_was_kept_shows_the_served_one(
     store_url: StoreUrl,
 ) -> None:
     # `asked` (the model name the client asked for, which the Video object shows) came later:
-    # an older SQLite file has no such column, an older Redis hash no such field.
+    # a job imported from a store written before it (mediagate db import) has it NULL.
     job = make_job("video_older", model="muse-video", asked="sora-2")
-    with_store(store_url, lambda store: store.insert(job))
-    if store_url.kind == "sqlite":
-        import sqlite3
 
-        path = store_url.database_url.removeprefix("sqlite:///")
-        with sqlite3.connect(path) as db:
-            db.execute('ALTER TABLE video_jobs DROP COLUMN "asked"')
-    else:
+    async def run() -> VideoJob | None:
+        async with store_url.open() as stores:
+            await stores.jobs.insert(job)
+            await stores.database.transaction(
+                lambda tx: tx.execute(
+                    "UPDATE video_jobs SET asked = NULL WHERE id = ?", ("video_older",)
+                )
+            )
+            found: VideoJob | None = await stores.jobs.get("video_older")
+            return found
 
-        async def forget() -> None:
-            client = aioredis.Redis.from_url(store_url.redis_url)
-            await client.hdel(f"{store_url.prefix}:video:video_older", "asked")
-            await client.aclose()
-
-        asyncio.run(forget())
-    found = with_store(store_url, lambda store: store.get("video_older"))
+    found = asyncio.run(run())
     assert found is not None and found.asked is None
     assert openai_video(found)["model"] == "muse-video"  # the model that served it
     assert openai_video(job)["model"] == "sora-2"  # a record that kept it: what was asked
@@ -121,7 +119,7 @@ def test_a_record_written_before_the_asked_model_was_kept_shows_the_served_one(
 
 def test_compare_and_set_lets_exactly_one_writer_win(store_url: StoreUrl) -> None:
 
-    async def run() -> tuple[list[VideoJob | None], VideoJob | None]:
+    async def run() -> tuple[list[VideoJob | None], VideoJob | None, dict[str, int]]:
         # Two stores on one database stand for two replicas; each races 20 writers.
         async with store_url.open() as first, store_url.open() as second:
             one, two = first.jobs, second.jobs
@@ -133,13 +131,15 @@ def test_compare_and_set_lets_exactly_one_writer_win(store_url: StoreUrl) -> Non
                 for i in range(40)
             ]
             results = await asyncio.gather(*attempts)
-            return results, await one.get("video_race")
+            return results, await one.get("video_race"), (await two.census()).by_status
 
-    results, final = asyncio.run(run())
+    results, final, counts = asyncio.run(run())
     winners = [r for r in results if r is not None]
     assert len(winners) == 1
     assert final is not None and final.status == "completed"
     assert final.cost == winners[0].cost  # the one recorded cost is the winner's
+    # The gauges' counts moved once, by the winner.
+    assert counts == {"queued": 0, "in_progress": 0, "completed": 1, "failed": 0}
 
 
 def test_an_update_against_a_stale_status_loses(store_url: StoreUrl) -> None:
@@ -253,24 +253,29 @@ def test_an_unreachable_redis_is_a_clear_error(tmp_path: Path) -> None:
 def test_a_redis_failure_after_the_start_is_a_store_error() -> None:
     # Built without open's check, so every call fails: commands and scripts alike are mapped.
     client = aioredis.Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=1)
-    store = RedisJobStore(RedisDb(client, "job store"), "x")
+    redis = RedisDb(client, "coordination store")
 
     async def run() -> None:
-        with pytest.raises(StoreUnavailable, match=r"^The Redis job store failed: \w+\.$"):
-            await store.get("video_1")
-        with pytest.raises(StoreUnavailable, match="Redis job store"):
-            await store.insert(make_job("video_1"))
-        await store.close()
+        with pytest.raises(StoreUnavailable, match=r"^The Redis coordination store failed: \w+\.$"):
+            await redis.run(lambda r: r.get("x"))
+        with pytest.raises(StoreUnavailable, match="Redis coordination store"):
+            await redis.script("return 1")([], [])
+        await redis.close()
 
     asyncio.run(run())
 
 
-def test_a_sqlite_failure_after_the_start_is_a_store_error(tmp_path: Path) -> None:
+def test_a_database_failure_after_the_start_is_a_store_error(database_url: str) -> None:
     async def run() -> None:
-        store = await SqliteJobStore.open(str(tmp_path / "jobs.sqlite3"))
-        await store._sql.run(lambda db: db.execute("DROP TABLE video_jobs"))
-        with pytest.raises(StoreUnavailable, match="The job store failed"):
+        database = await Database.open(database_url)
+        await upgrade(database)
+        store = SqlJobStore(database)
+        await store.insert(make_job("video_1"))
+        await database.transaction(lambda tx: tx.execute("DROP TABLE video_jobs"))
+        with pytest.raises(StoreUnavailable, match="The database failed"):
             await store.get("video_1")
-        await store.close()
+        with pytest.raises(StoreUnavailable, match="The database failed"):
+            await store.update("video_1", "queued", {"status": "failed"})
+        await database.close()
 
     asyncio.run(run())

@@ -1,5 +1,5 @@
 """What the reconciler and the webhook sender need from the job store, on SQLite and on a real
-Redis: a lease one holder at a time (taken over once it lapses), the census behind the job
+PostgreSQL: a lease one holder at a time (taken over once it lapses), the census behind the job
 gauges, and the webhook outbox written only by the compare-and-set that wins, claimed, retried
 and removed."""
 
@@ -91,6 +91,27 @@ def test_the_outbox_is_written_only_by_the_winning_update(
             assert await jobs.claim_deliveries(0.3, 10) == []
             await jobs.retry_later("evt_1", 2, 0)  # a late retry of a delivered event: no-op
             assert await jobs.outbox() == (0, None)
+
+    asyncio.run(run())
+
+
+def test_claimers_at_once_never_get_the_same_event(store_url: StoreUrl) -> None:
+    # Two stores on one database stand for two replicas' webhook senders, claiming at once.
+    async def run() -> None:
+        async with store_url.open() as first, store_url.open() as second:
+            for i in range(40):
+                await first.jobs.insert(make_job(f"video_{i}"))
+                hook = Delivery(f"evt_{i}", "https://example.com/hook", "{}", 1000.0 + i)
+                done = {"status": "completed", "cost": 0.4}
+                assert await first.jobs.update(f"video_{i}", "queued", done, event=hook)
+            claims = await asyncio.gather(
+                *((first if i % 2 else second).jobs.claim_deliveries(60, 5) for i in range(16))
+            )
+            ids = [delivery.id for batch in claims for delivery in batch]
+            assert len(ids) == len(set(ids)), sorted(ids)  # no event went to two claimers
+            rest = [delivery.id for delivery in await first.jobs.claim_deliveries(60, 100)]
+            assert sorted(ids + rest) == sorted(f"evt_{i}" for i in range(40))
+            assert await second.jobs.claim_deliveries(60, 100) == []  # every one is held
 
     asyncio.run(run())
 

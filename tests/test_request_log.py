@@ -7,6 +7,7 @@ test says when a batch is written and reads exactly what it wrote."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -474,3 +475,18 @@ def test_a_batch_counts_only_the_rows_it_inserted(database_url: str) -> None:
         {"grain": "day", "bucket": "2026-05-28", "requests": 3, "errors": 2, "reads": 0},
         {"grain": "hour", "bucket": "2026-05-28T20", "requests": 3, "errors": 2, "reads": 2},
     ]
+
+
+def test_the_admin_api_is_not_the_usage_it_reports(make_logged: Callable[..., Logged]) -> None:
+    admin = "mga-admin-for-the-log"
+    logged = make_logged(admin_keys=f"ops:admin:{hashlib.sha256(admin.encode()).hexdigest()}")
+    gw = logged.gateway
+    with gw.http(admin) as http:
+        assert http.get("/admin/v1/requests").status_code == 200
+        assert http.get("/admin/v1/usage").status_code == 200
+    with gw.http("sk-not-an-admin") as http:
+        assert http.get("/admin/v1/requests").status_code == 401
+    logged.flush()
+    rows = logged.sql("SELECT endpoint, status FROM request_log")
+    # The refused call is on record; the admin's own reads are not.
+    assert rows == [{"endpoint": "admin.requests", "status": 401}]

@@ -46,6 +46,10 @@ READS = frozenset({"videos.retrieve", "videos.list", "videos.content"})
 # Never logged: probes and the metrics scrape ("health"), and paths no route serves ("other":
 # the access log line has them).
 UNLOGGED = frozenset({"health", "other"})
+# The admin API (`admin.*`: the platform team's and the console's reads and key changes) is not
+# the usage of a key: not logged, nor counted, unless it fails (a refused admin call is kept).
+# Otherwise every read of the log would add rows to the log it reads.
+ADMIN = "admin."
 BATCH_ROWS = 500
 SWEEP_EVERY_S = 3600.0
 SWEEP_ROWS = 10000  # rows deleted per transaction
@@ -96,7 +100,7 @@ class RequestLog:
         """The ended request's facts, queued (a read's, counted). A few attribute reads and
         one append: everything else happens in the writer."""
         endpoint = ctx.endpoint
-        if endpoint in UNLOGGED:
+        if endpoint in UNLOGGED or (status < 400 and endpoint.startswith(ADMIN)):
             return
         now = self.clock()
         route = ctx.route

@@ -21,7 +21,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Request
 
 from mediagate import context
-from mediagate.errors import AuthenticationFailed, PermissionDenied
+from mediagate.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from mediagate.gateway import ConfigError
 from mediagate.http.deps import gateway
 
 Role = Literal["admin", "viewer", "member"]
@@ -84,4 +85,26 @@ async def whoami(caller: Caller) -> dict[str, str | None]:
         "name": caller.name,
         "role": caller.role,
         "team": caller.team,
+    }
+
+
+@admin.post("/catalog/reload", name="admin.catalog_reload")
+async def reload_catalog(request: Request, caller: Caller) -> dict[str, object]:
+    """MEDIAGATE_CONFIG read again on this replica, as SIGHUP does: in force for new requests
+    if valid; an invalid file is a 400 naming why, and the catalog in force is kept. Each
+    replica reloads on its own call (or signal)."""
+    caller.require("admin")
+    gw = gateway(request)
+    try:
+        catalog = gw.reload_catalog()
+    except ConfigError as exc:
+        raise InvalidRequest(
+            f"The catalog was not reloaded; the one in force is kept: {exc}",
+            param="MEDIAGATE_CONFIG",
+            code="catalog_invalid",
+        ) from None
+    return {
+        "object": "catalog.reload",
+        "models": len(catalog.models),
+        "routes": len(catalog.routes),
     }

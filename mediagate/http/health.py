@@ -25,18 +25,28 @@ async def healthz() -> dict[str, str]:
 
 @health.get("/readyz", name="health")
 async def readyz(request: Request) -> Response:
-    """Ready for traffic: the catalog is loaded and the store answers."""
+    """Ready for traffic: the catalog is loaded, the records' database answers (`database`)
+    and so does what replicas coordinate through (`store`: Redis, or the SQLite file). A check
+    that fails says why in `reasons` (the store's own message, passwords masked)."""
     gw: Gateway | None = getattr(request.app.state, "gateway", None)
-    checks = {"catalog": bool(gw and gw.catalog.models), "store": False}
+    checks = {"catalog": bool(gw and gw.catalog.models), "database": False, "store": False}
+    reasons: dict[str, str] = {}
     if gw is not None:
-        try:
-            async with asyncio.timeout(2):
-                await gw.ledger.ping()
-            checks["store"] = True
-        except (TimeoutError, GatewayError):
-            pass
+        for name, ping in (("database", gw.database.ping), ("store", gw.ledger.ping)):
+            try:
+                async with asyncio.timeout(2):
+                    await ping()
+                checks[name] = True
+            except TimeoutError:
+                reasons[name] = "no answer within 2 s"
+            except GatewayError as exc:
+                reasons[name] = exc.message
+    else:
+        reasons["catalog"] = "the gateway is starting"
     ready = all(checks.values())
-    body = {"status": "ready" if ready else "not ready", "checks": checks}
+    body: dict[str, object] = {"status": "ready" if ready else "not ready", "checks": checks}
+    if reasons:
+        body["reasons"] = reasons
     return JSONResponse(body, status_code=200 if ready else 503)
 
 

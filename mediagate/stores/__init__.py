@@ -2,8 +2,10 @@
 
 - interfaces and their records: `jobs` (video jobs), `ledger` (limits, budgets, usage),
   `idempotency` (Idempotency-Key records);
+- `sql/`: the records' database (SQLite or PostgreSQL), its migrations, and the job store;
 - backends: `sqlite/` (one host, the default) and `redis/` (several replicas), each holding
-  `db` (its connection and its one error mapping) and `jobs`, `ledger`, `idempotency`;
+  `db` (its connection and its one error mapping) and `ledger`, `idempotency`;
+- `importing`: `mediagate db import`, from a store of the old MEDIAGATE_STORE_URL;
 - `hosted`: the images the gateway hosts at its own links (a directory or S3), which is not
   part of the three above and has its own configuration.
 
@@ -24,6 +26,7 @@ from mediagate.stores.idempotency import IdempotencyStore
 from mediagate.stores.jobs import JobStore
 from mediagate.stores.ledger import Coordination, Ledger
 from mediagate.stores.sql.db import Database, check_database_url
+from mediagate.stores.sql.jobs import SqlJobStore
 from mediagate.stores.sql.ledger import SqlLedger
 from mediagate.stores.sql.migrate import upgrade
 
@@ -105,7 +108,7 @@ async def open_stores(
             stack.push_async_callback(store.close)
             return store
 
-        jobs: JobStore
+        jobs: JobStore = SqlJobStore(database, clock)  # video jobs and their outbox: records
         ledger: Ledger
         coordination: Coordination
         idempotency: IdempotencyStore
@@ -113,20 +116,16 @@ async def open_stores(
         # loads the Redis client (~45 ms of a cold start).
         if kind == "sqlite":
             from mediagate.stores.sqlite.idempotency import SqliteIdempotency
-            from mediagate.stores.sqlite.jobs import SqliteJobStore
             from mediagate.stores.sqlite.ledger import SqliteCoordination
 
             path = database_url.removeprefix("sqlite:///")
-            jobs = await held(SqliteJobStore.open(path, clock))
             coordination = await held(SqliteCoordination.open(path, clock))
             idempotency = await held(SqliteIdempotency.open(path, clock))
         else:
             from mediagate.stores.redis.idempotency import RedisIdempotency
-            from mediagate.stores.redis.jobs import RedisJobStore
             from mediagate.stores.redis.ledger import RedisCoordination
 
             assert redis_url is not None
-            jobs = await held(RedisJobStore.open(redis_url, prefix))
             coordination = await held(RedisCoordination.open(redis_url, prefix))
             idempotency = await held(RedisIdempotency.open(redis_url, prefix))
         # Money in the records' database; rate windows and slots in the coordination backend.

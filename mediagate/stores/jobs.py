@@ -3,11 +3,10 @@ every replica.
 
 The upstream only knows a job by its own id and only answers the token group (and, to be safe,
 the very key) that created it; the store is what ties our id to those, to the client that owns
-the job, and to what the job cost. Two backends implement `JobStore`:
-`mediagate.stores.sqlite.jobs` (one host) and `mediagate.stores.redis.jobs` (several replicas);
-`mediagate.stores.open_stores` opens the configured one. Status changes are compare-and-set, so
-a job's final state and cost are written exactly once however many replicas or pollers see it
-finish.
+the job, and to what the job cost. `mediagate.stores.sql.jobs` implements `JobStore` in the
+records' database (SQLite on one host, PostgreSQL for several replicas);
+`mediagate.stores.open_stores` opens it. Status changes are compare-and-set, so a job's final
+state and cost are written exactly once however many replicas or pollers see it finish.
 """
 
 from __future__ import annotations
@@ -116,8 +115,7 @@ class UnknownCursor(LookupError):
 
 
 class JobStore(Protocol):
-    """Implemented by the SQLite and the Redis backend (stores/sqlite/, stores/redis/), which
-    repeat these signatures on purpose: a duplicates report pairing them is expected."""
+    """Implemented by `mediagate.stores.sql.jobs.SqlJobStore`."""
 
     async def insert(self, job: VideoJob) -> None:
         """Record a new job durably before the client hears of it."""

@@ -156,8 +156,8 @@ class Ledger(Coordination, Protocol):
 
     async def usage(self, key: str, days: list[str]) -> list[UsageRow]: ...
 
-    # `mediagate db import`: an old store's totals moved into this one, each once (a second
-    # run moves nothing).
+    # `mediagate db import` (mediagate.stores.importing): an old store's budget state moved
+    # into this one, each once (a second run moves nothing).
 
     async def import_spend(self, owner: str, period: str, amount_usd: float) -> None:
         """A key's settled spend of a period (YYYY-MM-DD or YYYY-MM)."""
@@ -166,6 +166,3 @@ class Ledger(Coordination, Protocol):
         self, key: str, reservation: str, amount_usd: float, expires_at: float
     ) -> None:
         """A key's running reservation, held against its budgets of today."""
-
-    async def import_usage(self, usage: UsageRow) -> None:
-        """A key's usage of a day and model (requests included), as a day rollup."""

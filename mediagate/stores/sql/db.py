@@ -24,6 +24,7 @@ import functools
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -261,7 +262,17 @@ def _connect_sqlite(path: str) -> sqlite3.Connection:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
     db.row_factory = sqlite3.Row
-    db.execute("PRAGMA journal_mode=WAL")
+    # Switching a new file to WAL needs it alone, and SQLite answers "database is locked" at
+    # once (no busy wait) when several processes open a fresh file together: tried again.
+    for attempt in range(100):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                db.close()
+                raise
+            time.sleep(0.02)
     db.execute("PRAGMA synchronous=FULL")
     return db
 

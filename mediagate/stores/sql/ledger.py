@@ -389,74 +389,61 @@ class SqlLedger:
             if row[0] in wanted
         ]
 
-    # --- `mediagate db import`: an old store's totals, moved once ---------------------------
-
-    async def _import_once(self, marker: str, work: Callable[[Tx, float], object]) -> None:
-        def once(tx: Tx) -> None:
-            now = self._clock()
-            if tx.execute(
-                "INSERT INTO ledger_imports (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
-                (marker, now),
-            ).rowcount:
-                work(tx, now)
-
-        await self._db.transaction(once)
+    # --- `mediagate db import`: an old store's budget state, moved once ----------------------
 
     async def import_spend(self, owner: str, period: str, amount_usd: float) -> None:
-        """Add a key's settled spend of a period (YYYY-MM-DD or YYYY-MM), once."""
-        await self._import_once(
-            f"spend:{owner}:{period}",
-            lambda tx, _: tx.execute(_BUDGET, ("key", owner, period, to_micros(amount_usd), 0)),
-        )
+        await import_spend(self._db, owner, period, amount_usd, self._clock())
 
     async def import_reservation(
         self, key: str, reservation: str, amount_usd: float, expires_at: float
     ) -> None:
-        """Hold a key's running reservation (against its budgets of today), once; it settles,
-        or expires and is booked, as any other."""
+        await import_reservation(self._db, key, reservation, amount_usd, expires_at, self._clock())
 
-        def work(tx: Tx, now: float) -> None:
-            if tx.scalar("SELECT COUNT(*) FROM settlements WHERE id = ?", (reservation,)):
-                return  # settled here already
-            micros = to_micros(amount_usd)
-            day, month = day_of(now), month_of(now)
-            if not tx.execute(
-                "INSERT INTO reservations (id, key, team, amount_micros, expires, key_day, "
-                "key_month) VALUES (?, ?, '', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (reservation, key, micros, expires_at, day, month),
-            ).rowcount:
-                return
-            for period in sorted((day, month)):
-                tx.execute(_BUDGET, ("key", key, period, 0, micros))
 
-        await self._import_once(f"reservation:{reservation}", work)
+async def _import_once(db: Database, marker: str, now: float, work: Callable[[Tx], object]) -> bool:
+    """`work` in a transaction, unless an import with this marker ran before: True if it ran."""
 
-    async def import_usage(self, usage: UsageRow) -> None:
-        """Add a key's usage of a day and model (the old store kept days only: a day rollup,
-        its requests included, having no request log rows to count), once."""
-        key, day, model = usage.key, usage.day, usage.model
-        row = (
-            "day",
-            day,
-            key,
-            "",
-            model,
-            "",
-            usage.requests,
-            usage.images,
-            usage.video_seconds,
-            to_micros(usage.cost),
-        )
-        await self._import_once(
-            f"usage:{key}:{day}:{model}",
-            lambda tx, _: tx.execute(
-                "INSERT INTO usage_rollups (grain, bucket, key, team, model, route, requests, "
-                "images, video_seconds, cost_micros) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (grain, bucket, key, team, model, route) DO UPDATE SET "
-                "requests = usage_rollups.requests + excluded.requests, "
-                "images = usage_rollups.images + excluded.images, "
-                "video_seconds = usage_rollups.video_seconds + excluded.video_seconds, "
-                "cost_micros = usage_rollups.cost_micros + excluded.cost_micros",
-                row,
-            ),
-        )
+    def once(tx: Tx) -> bool:
+        if not tx.execute(
+            "INSERT INTO ledger_imports (id, at) VALUES (?, ?) ON CONFLICT (id) DO NOTHING",
+            (marker, now),
+        ).rowcount:
+            return False
+        work(tx)
+        return True
+
+    return await db.transaction(once)
+
+
+async def import_spend(
+    db: Database, owner: str, period: str, amount_usd: float, now: float
+) -> bool:
+    """Add a key's settled spend of a period (YYYY-MM-DD or YYYY-MM) to its budget row, once
+    (True if this call added it)."""
+    row = ("key", owner, period, to_micros(amount_usd), 0)
+    return await _import_once(
+        db, f"spend:{owner}:{period}", now, lambda tx: tx.execute(_BUDGET, row)
+    )
+
+
+async def import_reservation(
+    db: Database, key: str, reservation: str, amount_usd: float, expires_at: float, now: float
+) -> bool:
+    """Hold a key's running reservation against its budgets of today, once (True if this call
+    held it); it settles, or expires and is booked, as any other."""
+
+    def work(tx: Tx) -> None:
+        if tx.scalar("SELECT COUNT(*) FROM settlements WHERE id = ?", (reservation,)):
+            return  # settled here already
+        micros = to_micros(amount_usd)
+        day, month = day_of(now), month_of(now)
+        if not tx.execute(
+            "INSERT INTO reservations (id, key, team, amount_micros, expires, key_day, "
+            "key_month) VALUES (?, ?, '', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+            (reservation, key, micros, expires_at, day, month),
+        ).rowcount:
+            return
+        for period in sorted((day, month)):
+            tx.execute(_BUDGET, ("key", key, period, 0, micros))
+
+    return await _import_once(db, f"reservation:{reservation}", now, work)
