@@ -302,7 +302,8 @@ def test_usage_and_the_admin_view(metered: Callable[..., Gateway]) -> None:
 def test_readyz(gateway: Gateway) -> None:
     response = httpx2.get(f"{gateway.url}/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {"catalog": True, "store": True}}
+    checks = {"catalog": True, "database": True, "store": True}
+    assert response.json() == {"status": "ready", "checks": checks}
 
 
 def test_the_reservation_covers_the_dearest_route_a_request_may_fall_back_to(

@@ -237,7 +237,7 @@ class SqlLedger:
         await self._coordination.release(key, lease)
 
     async def ping(self) -> None:
-        await self._db.ping()
+        """The coordination store (/readyz checks the database on its own)."""
         await self._coordination.ping()
 
     async def close(self) -> None:
