@@ -213,6 +213,16 @@ def _admin_keys(settings: Settings) -> list[AdminKey]:
     return admin_keys(secret(settings.admin_keys), secret(settings.admin_key))
 
 
+def key_team(clients: KeyRegistry) -> Callable[[str], str | None]:
+    """A key's team by the key's name (a video's settlement, after its request, books it)."""
+
+    def team(name: str) -> str | None:
+        policy = clients.policy(name)
+        return policy.team if policy is not None else None
+
+    return team
+
+
 def webhook_targets(settings: Settings, clients: KeyRegistry) -> Callable[[str], str | None]:
     """Where a client key's video events go: its own `webhook_url`, else the gateway's; none
     without a signing secret."""
@@ -444,7 +454,11 @@ async def open_gateway(
                     tracer=tracer,
                 )
                 metering = Metering(
-                    stores.ledger, metrics, flush_interval_s=settings.usage_flush_interval_s
+                    stores.ledger,
+                    metrics,
+                    flush_interval_s=settings.usage_flush_interval_s,
+                    teams=clients.team,  # a team's shared budgets
+                    key_team=key_team(clients),
                 )
                 # Image decoding and encoding: one small pool of its own for both services.
                 work = ImageWork(settings.image_workers, settings.image_work_queue)

@@ -9,7 +9,7 @@ import asyncio
 import json
 import secrets
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import redis
 
 from mediagate.cli import main
 from mediagate.stores.jobs import VideoJob
-from mediagate.stores.sql.db import Database
+from mediagate.stores.sql.db import Database, Tx
 from mediagate.stores.sql.jobs import SqlJobStore
 from mediagate.videos.records import openai_video
 
@@ -82,7 +82,22 @@ def read_back(database_url: str) -> dict[str, Any]:
                     ).fetchall()
                 ]
             )
+
+            def table(sql: str) -> Callable[[Tx], list[tuple[Any, ...]]]:
+                return lambda tx: [tuple(row) for row in tx.execute(sql).fetchall()]
+
+            budgets = await database.run(
+                table(
+                    "SELECT owner, period, spent_micros, reserved_micros FROM budgets "
+                    "WHERE owner_kind = 'key' ORDER BY owner, period"
+                )
+            )
+            held = await database.run(
+                table("SELECT id, key, amount_micros FROM reservations ORDER BY id")
+            )
             return {
+                "budgets": budgets,
+                "reservations": held,
                 "jobs": found,
                 "team-a": [job.id for job in listed_a],
                 "team-b": [job.id for job in listed_b],
@@ -109,8 +124,10 @@ def test_an_old_store_moves_into_the_database_once(
     assert "video jobs: 7 imported, 0 already there" in out
     assert "webhook events to deliver: 2 imported" in out
     assert "usage: 4 key/day/model totals imported (5 requests, $1.843457), 0 already there" in out
-    assert "not imported: 2 open reservations ($0.750000)" in out
-    assert "spend totals of 2 key-months ($1.843457) and 2 key-days" in out
+    assert (
+        "budgets: spend totals of 2 key-months ($1.843457) and 2 key-days, 2 open reservations "
+        "($0.750000); 4 totals and 2 reservations imported, the rest already there"
+    ) in out
 
     state = read_back(database_url)
     jobs: dict[str, VideoJob | None] = state["jobs"]
@@ -145,6 +162,11 @@ def test_an_old_store_moves_into_the_database_once(
     ]
     hour = [("hour", f"{DAY}T00", *row[2:]) for row in day]
     assert state["rollups"] == day + hour
+    # The budgets: spend per key and period, the open reservations held again (today).
+    months = [row for row in state["budgets"] if len(row[1]) == 7]
+    assert sum(row[2] for row in months) == 1_843_457
+    assert len(state["reservations"]) == 2
+    assert sum(row[2] for row in state["reservations"]) == 750_000
 
     # Again: nothing twice.
     code, out = run_import(capsys, source, prefix, database_url)
@@ -152,8 +174,10 @@ def test_an_old_store_moves_into_the_database_once(
     assert "video jobs: 0 imported, 7 already there" in out
     assert "webhook events to deliver: 0 imported" in out
     assert "usage: 0 key/day/model totals imported (0 requests, $0.000000), 4 already" in out
+    assert "0 totals and 0 reservations imported" in out
     again = read_back(database_url)
     assert again["rollups"] == day + hour
+    assert (again["budgets"], again["reservations"]) == (state["budgets"], state["reservations"])
     assert again["outbox"] == (2, 1_765_000_100.0)
 
 

@@ -1,21 +1,31 @@
-"""The ledger's atomic steps, on both backends (SQLite on disk, Redis for real).
+"""The ledger's atomic steps, on both deployments: money in SQLite with coordination in the
+same file, and money in PostgreSQL with coordination in Redis (both for real).
 
-Time moves by `store_clock.advance`: on SQLite a fake clock, on Redis (which reads its own
-clock in its scripts) a real wait, so the TTLs here are a fraction of a second."""
+Time moves by `store_clock.advance`: on SQLite a fake clock, on PostgreSQL + Redis (Redis reads
+its own clock in its scripts) a real wait, so the TTLs here are a fraction of a second."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
-from mediagate.stores.ledger import UNSETTLED, Charge, Ledger, day_of
+from mediagate.accounting.clients import KeyPolicy, TeamPolicy
+from mediagate.accounting.metering import Metering
+from mediagate.context import RequestContext, begin, end
+from mediagate.errors import QuotaExceeded
+from mediagate.observability.metrics import Metrics
+from mediagate.stores.ledger import UNSETTLED, Budgets, Charge, Ledger, day_of, hour_of
+from mediagate.stores.sql.db import Database, Tx
+from mediagate.stores.sql.ledger import SqlLedger
 
 from .conftest import StoreClock, StoreUrl
 
 Scenario = Callable[[Ledger], Awaitable[None]]
+DbScenario = Callable[[Ledger, Database], Awaitable[None]]
 
 
 @pytest.fixture
@@ -30,16 +40,42 @@ def run(store_url: StoreUrl, store_clock: StoreClock) -> Callable[[Scenario], No
     return go
 
 
+@pytest.fixture
+def run_db(store_url: StoreUrl, store_clock: StoreClock) -> Callable[[DbScenario], None]:
+    """A scenario that reads the records' tables too."""
+
+    def go(scenario: DbScenario) -> None:
+        async def main() -> None:
+            async with store_url.open(store_clock) as stores:
+                await scenario(stores.ledger, stores.database)
+
+        asyncio.run(main())
+
+    return go
+
+
+async def rows(db: Database, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    def read(tx: Tx) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in tx.execute(sql, params).fetchall()]
+
+    return await db.run(read)
+
+
+def day(limit: float) -> Budgets:
+    return Budgets(day=limit)
+
+
 def test_settle_books_once(run: Callable[[Scenario], None], store_clock: StoreClock) -> None:
     async def scenario(ledger: Ledger) -> None:
-        assert await ledger.reserve("k", "r1", 0.5, 1.0, None, ttl_s=60) is not None
+        assert await ledger.reserve("k", "r1", 0.5, day(1.0), ttl_s=60) is None  # held
         assert (await ledger.spend("k")).reserved == pytest.approx(0.5)
         assert await ledger.settle("k", "r1", Charge("m", 0.4, images=1))
         assert not await ledger.settle("k", "r1", Charge("m", 0.4, images=1))  # once only
         spend = await ledger.spend("k")
         assert (spend.day, spend.month, spend.reserved) == pytest.approx((0.4, 0.4, 0))
         (row,) = await ledger.usage("k", [day_of(store_clock())])
-        assert (row.model, row.requests, row.images) == ("m", 1, 1)
+        # Requests are counted by the request log's writer, not by the settlement.
+        assert (row.model, row.requests, row.images) == ("m", 0, 1)
         assert row.cost == pytest.approx(0.4)
 
     run(scenario)
@@ -52,14 +88,14 @@ def test_a_reservation_that_expires_unsettled_is_booked_not_dropped(
     # its booking failed) must not be free: its reservation, the request's upper bound, is
     # booked when it expires, and a late settle cannot book it again.
     async def scenario(ledger: Ledger) -> None:
-        assert await ledger.reserve("k", "r1", 0.5, 1.0, None, ttl_s=0.2) is not None
+        assert await ledger.reserve("k", "r1", 0.5, day(1.0), ttl_s=0.2) is None
         await store_clock.advance(0.3)
         spend = await ledger.spend("k")
         assert (spend.day, spend.month, spend.reserved) == pytest.approx((0.5, 0.5, 0))
         assert not await ledger.settle("k", "r1", Charge("m", 0.4, images=1))
         assert (await ledger.spend("k")).day == pytest.approx(0.5)
         (row,) = await ledger.usage("k", [day_of(store_clock())])
-        assert (row.model, row.requests) == (UNSETTLED, 1)
+        assert row.model == UNSETTLED
         assert row.cost == pytest.approx(0.5)
 
     run(scenario)
@@ -67,12 +103,12 @@ def test_a_reservation_that_expires_unsettled_is_booked_not_dropped(
 
 def test_reservations_count_against_the_budget(run: Callable[[Scenario], None]) -> None:
     async def scenario(ledger: Ledger) -> None:
-        assert await ledger.reserve("k", "a", 0.6, 1.0, None, ttl_s=60) is not None
-        assert await ledger.reserve("k", "b", 0.6, 1.0, None, ttl_s=60) is None
-        assert await ledger.reserve("k", "c", 0.6, None, 1.0, ttl_s=60) is None  # month too
+        assert await ledger.reserve("k", "a", 0.6, day(1.0), ttl_s=60) is None
+        assert await ledger.reserve("k", "b", 0.6, day(1.0), ttl_s=60) == "key"
+        assert await ledger.reserve("k", "c", 0.6, Budgets(month=1.0), ttl_s=60) == "key"
         assert await ledger.settle("k", "a", Charge("m", 0.1))
-        assert await ledger.reserve("k", "b", 0.6, 1.0, None, ttl_s=60) is not None
-        assert await ledger.reserve("other", "x", 0.9, 1.0, None, ttl_s=60) is not None
+        assert await ledger.reserve("k", "b", 0.6, day(1.0), ttl_s=60) is None
+        assert await ledger.reserve("other", "x", 0.9, day(1.0), ttl_s=60) is None
 
     run(scenario)
 
@@ -80,9 +116,9 @@ def test_reservations_count_against_the_budget(run: Callable[[Scenario], None]) 
 def test_concurrent_reservations_never_overspend(run: Callable[[Scenario], None]) -> None:
     async def scenario(ledger: Ledger) -> None:
         results = await asyncio.gather(
-            *(ledger.reserve("k", uuid.uuid4().hex, 0.3, 1.0, None, 60) for _ in range(10))
+            *(ledger.reserve("k", uuid.uuid4().hex, 0.3, day(1.0), 60) for _ in range(10))
         )
-        assert sum(r is not None for r in results) == 3
+        assert results.count(None) == 3 and results.count("key") == 7
 
     run(scenario)
 
@@ -113,5 +149,198 @@ def test_leases_are_limited_released_and_expire(
         assert await ledger.acquire("k", "c", 2, ttl_s=60)
         await store_clock.advance(0.3)  # "b"'s holder died: its slot comes back
         assert await ledger.acquire("k", "d", 2, ttl_s=60)
+
+    run(scenario)
+
+
+def test_a_team_budget_is_shared_by_its_keys(run: Callable[[Scenario], None]) -> None:
+    team = Budgets(team_day=1.0)
+
+    async def scenario(ledger: Ledger) -> None:
+        assert await ledger.reserve("a", "ra", 0.6, team, ttl_s=60, team="t") is None
+        assert await ledger.reserve("b", "rb", 0.6, team, ttl_s=60, team="t") == "team"
+        assert await ledger.settle("a", "ra", Charge("m", 0.3, team="t"))
+        assert await ledger.reserve("b", "rb", 0.6, team, ttl_s=60, team="t") is None
+        assert await ledger.settle("b", "rb", Charge("m", 0.6, team="t"))
+        spend = await ledger.spend("t", "team")
+        assert (spend.day, spend.month, spend.reserved) == pytest.approx((0.9, 0.9, 0))
+        assert (await ledger.spend("a")).day == pytest.approx(0.3)
+        assert (await ledger.spend("b")).day == pytest.approx(0.6)
+        # Another team's budget is its own.
+        assert await ledger.reserve("c", "rc", 0.6, team, ttl_s=60, team="u") is None
+
+    run(scenario)
+
+
+def test_a_reservation_that_fits_the_key_but_not_the_team_holds_nothing(
+    run_db: Callable[[DbScenario], None],
+) -> None:
+    async def scenario(ledger: Ledger, db: Database) -> None:
+        both = Budgets(day=5.0, month=50.0, team_day=1.0, team_month=10.0)
+        assert await ledger.reserve("a", "r1", 0.8, both, ttl_s=60, team="t") is None
+        assert await ledger.reserve("b", "r2", 0.8, both, ttl_s=60, team="t") == "team"
+        # The key's rows it fitted were rolled back with the team's: b holds nothing.
+        assert (await ledger.spend("b")).reserved == 0
+        held = await rows(
+            db, "SELECT owner_kind, owner, reserved_micros FROM budgets ORDER BY 1, 2, 3"
+        )
+        assert set(held) == {("key", "a", 800_000), ("team", "t", 800_000)}
+        assert await rows(db, "SELECT id FROM reservations") == [("r1",)]
+        # The key's own budget short is named as the key's.
+        small = Budgets(day=0.5, team_day=10.0)
+        assert await ledger.reserve("c", "r3", 0.8, small, ttl_s=60, team="t") == "key"
+
+    run_db(scenario)
+
+
+def test_a_settlement_writes_its_rollups_and_the_request_log_row_once(
+    run_db: Callable[[DbScenario], None], store_clock: StoreClock
+) -> None:
+    async def scenario(ledger: Ledger, db: Database) -> None:
+        now = store_clock()
+
+        def logged(tx: Tx) -> None:
+            tx.execute(
+                "INSERT INTO request_log (request_id, at, key, endpoint, status, cost_state) "
+                "VALUES (?, ?, 'k', 'images.generations', 200, 'reserved')",
+                ("req_1", now),
+            )
+
+        await db.transaction(logged)
+        assert await ledger.reserve("k", "req_1", 0.5, day(1.0), ttl_s=60, team="t") is None
+        charge = Charge("m", 0.0425, images=2, team="t", route="r-a")
+        assert await ledger.settle("k", "req_1", charge)
+        assert not await ledger.settle("k", "req_1", charge)  # a retry, or another replica
+        # A video's settlement completes the row that names its job.
+        video = Charge("v", 1.25, video_seconds=8, team="t", route="r-v")
+        assert await ledger.settle("k", "video_1", video)
+        assert await rows(
+            db,
+            "SELECT grain, bucket, key, team, model, route, requests, images, video_seconds, "
+            "cost_micros FROM usage_rollups ORDER BY model, grain",
+        ) == [
+            ("day", day_of(now), "k", "t", "m", "r-a", 0, 2, 0, 42_500),
+            ("hour", hour_of(now), "k", "t", "m", "r-a", 0, 2, 0, 42_500),
+            ("day", day_of(now), "k", "t", "v", "r-v", 0, 0, 8, 1_250_000),
+            ("hour", hour_of(now), "k", "t", "v", "r-v", 0, 0, 8, 1_250_000),
+        ]
+        assert await rows(db, "SELECT id, cost_micros FROM settlements ORDER BY id") == [
+            ("req_1", 42_500),
+            ("video_1", 1_250_000),
+        ]
+        assert await rows(
+            db,
+            "SELECT cost_micros, cost_state, images FROM request_log WHERE request_id = ?",
+            ("req_1",),
+        ) == [(42_500, "booked", 2)]
+        team = await ledger.spend("t", "team")
+        assert (team.day, team.reserved) == pytest.approx((1.2925, 0))
+        (row,) = [r for r in await ledger.usage("k", [day_of(now)]) if r.model == "m"]
+        assert (row.images, row.cost) == (2, pytest.approx(0.0425))
+
+    run_db(scenario)
+
+
+def test_settle_many_books_each_once_in_one_batch(
+    run_db: Callable[[DbScenario], None],
+) -> None:
+    async def scenario(ledger: Ledger, db: Database) -> None:
+        assert await ledger.settle("k", "b", Charge("m", 0.1))
+        booked = await ledger.settle_many(
+            [
+                ("k", "a", Charge("m", 0.2, images=1)),
+                ("k", "b", Charge("m", 0.1, images=1)),  # settled before: not again
+                ("j", "c", Charge("n", 0.3, images=3)),
+                ("k", "a", Charge("m", 0.2, images=1)),  # the same id twice in a batch
+            ]
+        )
+        assert booked == [True, False, True, False]
+        assert (await ledger.spend("k")).day == pytest.approx(0.3)
+        assert (await ledger.spend("j")).day == pytest.approx(0.3)
+        (total,) = await rows(db, "SELECT SUM(cost_micros) FROM settlements")
+        (rolled,) = await rows(db, "SELECT SUM(cost_micros) FROM usage_rollups WHERE grain = 'day'")
+        assert int(total[0]) == int(rolled[0]) == 600_000
+        assert await ledger.settle_many([]) == []
+
+    run_db(scenario)
+
+
+def test_amounts_are_whole_micro_dollars_rounded_half_up(run: Callable[[Scenario], None]) -> None:
+    async def scenario(ledger: Ledger) -> None:
+        for i in range(10):  # ten times $0.1 is $1 exactly, not 0.9999999999999999
+            assert await ledger.settle("k", f"r{i}", Charge("m", 0.1))
+        assert (await ledger.spend("k")).day == 1.0
+        assert await ledger.settle("h", "half", Charge("m", 0.0000005))  # half a micro-dollar
+        assert (await ledger.spend("h")).day == 0.000001
+
+    run(scenario)
+
+
+def test_the_import_moves_an_old_store_once(
+    run_db: Callable[[DbScenario], None], store_clock: StoreClock
+) -> None:
+    async def scenario(ledger: Ledger, db: Database) -> None:
+        assert isinstance(ledger, SqlLedger)
+        today = day_of(store_clock())
+        for _ in range(2):  # run twice: moved once
+            await ledger.import_spend("k", today, 0.25)
+            await ledger.import_reservation("k", "old_r", 0.5, store_clock() + 60)
+        spend = await ledger.spend("k")
+        assert (spend.day, spend.reserved) == pytest.approx((0.25, 0.5))
+        # The moved reservation settles as any other, and gives back what it held.
+        assert await ledger.settle("k", "old_r", Charge("m", 0.4))
+        spend = await ledger.spend("k")
+        assert (spend.day, spend.reserved) == pytest.approx((0.65, 0))
+        assert await rows(db, "SELECT SUM(reserved_micros) FROM budgets") in ([(0,)], [(0.0,)])
+
+    run_db(scenario)
+
+
+def test_a_teams_expired_reservation_is_booked_under_the_key_that_made_it(
+    run_db: Callable[[DbScenario], None], store_clock: StoreClock
+) -> None:
+    async def scenario(ledger: Ledger, db: Database) -> None:
+        team = Budgets(team_day=1.0)
+        assert await ledger.reserve("a", "ra", 0.4, team, ttl_s=0.2, team="t") is None
+        await store_clock.advance(0.3)
+        # Read through the team (or by another key of it reserving): booked once, as a's.
+        spend = await ledger.spend("t", "team")
+        assert (spend.day, spend.reserved) == pytest.approx((0.4, 0))
+        assert await ledger.reserve("b", "rb", 0.6, team, ttl_s=60, team="t") is None
+        assert (await ledger.spend("a")).day == pytest.approx(0.4)
+        assert (await ledger.spend("b")).day == 0
+        assert await rows(db, "SELECT id, key, team, model, cost_micros FROM settlements") == [
+            ("ra", "a", "t", UNSETTLED, 400_000)
+        ]
+
+    run_db(scenario)
+
+
+def test_the_metering_holds_and_checks_the_team_budget_beside_the_keys(
+    run: Callable[[Scenario], None],
+) -> None:
+    # The metering on the real ledger: two keys of one team, the team's budget the shorter.
+    teams = {"t": TeamPolicy(name="t", budget_usd_per_day=1.0)}
+    a = KeyPolicy(name="a", sha256="a" * 64, team="t", budget_usd_per_day=5.0)
+    b = KeyPolicy(name="b", sha256="b" * 64, team="t")
+
+    async def scenario(ledger: Ledger) -> None:
+        metering = Metering(ledger, Metrics(), teams=lambda name: teams.get(name or ""))
+        token = begin(RequestContext(request_id="req_a"))
+        try:
+            ticket = await metering.admit(a, "m", images=1, estimate=0.7)
+        finally:
+            end(token)
+        assert ticket.reservation == "req_a"  # settled under the request's id
+        with pytest.raises(QuotaExceeded, match="the team 't'"):
+            await metering.admit(b, "m", images=1, estimate=0.7)  # b has no budget of its own
+        await ticket.settle(Charge("m", 0.7, images=1))
+        assert (await ledger.spend("t", "team")).day == pytest.approx(0.7)
+        gate = await metering.gate(b)  # 0.3 left: the gate lets it in
+        await gate.release()
+        await (await metering.admit(b, "m", images=1, estimate=0.3)).settle(Charge("m", 0.3))
+        with pytest.raises(QuotaExceeded, match="the team 't'"):
+            await metering.gate(a)  # the team's day is spent, whatever a's own budget says
+        await metering.drain()
 
     run(scenario)

@@ -233,8 +233,9 @@ def test_each_request_is_one_row_with_its_facts_and_the_rollups_count_them(
     row = logged.row("rl-video")
     assert (row["endpoint"], row["status"], row["job_id"]) == ("videos.create", 200, video.id)
     assert row["upstream_task_id"] and row["seconds"] and row["tier"]
-    # Reserved (the estimate) until the job's settlement books it.
-    assert row["cost_state"] == "reserved" and row["cost_micros"] > 0
+    # Reserved (the estimate) until the job's settlement books it: polled to its end above, it
+    # has settled, and the row (whichever was written first) carries the booked cost.
+    assert row["cost_state"] == "booked" and row["cost_micros"] > 0 and row["video_seconds"] > 0
 
     row = logged.row("rl-404")
     assert (row["endpoint"], row["status"], row["error_code"]) == (

@@ -77,3 +77,35 @@ def test_one_concurrency_limit_across_replicas(two_gateways: list[str], sim: Sim
     outcomes = fire(two_gateways, 6, "[sim:sleep=1] slots")
     assert outcomes.count("ok") == 2, outcomes
     assert outcomes.count("concurrency_limit_exceeded") == 4
+
+
+def _records(database_url: str, sql: str) -> list[tuple[object, ...]]:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        return [tuple(row) for row in conn.execute(sql).fetchall()]
+
+
+@pytest.mark.parametrize("two_gateways", [{"budget_usd_per_day": 0.30}], indirect=True)
+def test_a_30_way_race_on_a_budget_of_10_calls_gives_exactly_10(
+    two_gateways: list[str], sim: Sim, replica_store: dict[str, str]
+) -> None:
+    # Issue 25: the budget is rows of PostgreSQL, each reservation one conditional UPDATE;
+    # the two replicas race 30 calls (15 each, all at once) for room for exactly 10.
+    outcomes = fire(two_gateways, 30, "[sim:sleep=0.3] race")
+    assert outcomes.count("ok") == 10, outcomes  # $0.03 each: $0.30 is exactly 10
+    assert outcomes.count("insufficient_quota") == 20
+    assert len(sim.sent()) == 10
+    url = replica_store["database_url"]
+    # Booked to the micro-dollar, once each, with the rollups in step with the settlements.
+    assert _records(
+        url,
+        "SELECT owner_kind, owner, spent_micros, reserved_micros FROM budgets "
+        "WHERE length(period) = 10",
+    ) == [("key", "shared", 300_000, 0)]
+    assert _records(url, "SELECT COUNT(*), SUM(cost_micros) FROM settlements") == [(10, 300_000)]
+    for grain in ("hour", "day"):
+        assert _records(
+            url, f"SELECT SUM(cost_micros), SUM(images) FROM usage_rollups WHERE grain = '{grain}'"
+        ) == [(300_000, 10)]
+    assert _records(url, "SELECT COUNT(*) FROM reservations") == [(0,)]

@@ -64,7 +64,7 @@ def test_a_relayed_streams_usage_out_of_bounds_books_the_estimate(gateway: Gatew
     )
     events = [event.type for event in stream]
     assert events[-1] == "image_generation.completed"
-    wait_until(lambda: totals(gateway)["requests"] == 2)
+    wait_until(lambda: totals(gateway)["images"] == 2)  # both settled
     streamed = totals(gateway)["cost_usd"] - usual
     assert usual <= streamed < 0.2
     assert metric(gateway.url, REJECTED, route="gpt-image-2.official") == 1

@@ -10,10 +10,16 @@ taking over the gate's slot. `admit` without a gate does both.
 (403 for a model the key may not use, 429 `rate_limit_exceeded` or `insufficient_quota`).
 `Ticket.settle` books what the request actually cost, once, and frees what it held.
 
+Budgets are the key's own and its team's (`KeyRegistry.team`, shared by the team's keys): a
+reservation holds the request's estimate against both in one step (the ledger's one
+transaction), and a refusal says whose budget is short. A request is settled under its request
+id (a video under its job id), the id its request log row carries.
+
 Only the checks a key has cost a store round trip: a key without rate limits takes no bucket,
-one without a concurrency limit holds no slot, and one without a budget reserves nothing (a
-budget added to a key by a keys-file reload therefore does not see that key's requests already
-running until they settle). Every request's cost and usage are booked all the same.
+one without a concurrency limit holds no slot, and one without a budget (its own or its team's)
+reserves nothing (a budget added to a key by a keys-file reload therefore does not see that
+key's requests already running until they settle). Every request's cost and usage are booked
+all the same.
 
 A request that held nothing in the store (no slot, no reservation: a key without a budget or
 a concurrency limit) is not made to wait for its booking either: its charge joins a batch that
@@ -27,15 +33,19 @@ GET /metrics) books the queue first, so it never shows less than what was answer
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mediagate.accounting.clients import KeyPolicy
+from mediagate import context
+from mediagate.accounting.clients import KeyPolicy, TeamPolicy
+from mediagate.context import RequestContext
 from mediagate.errors import QuotaExceeded, RateLimited
 from mediagate.observability.metrics import Metrics
-from mediagate.stores.ledger import Charge, Ledger, Spend
+from mediagate.stores.ledger import Budgets, Charge, Ledger, OwnerKind, Spend
 
 log = logging.getLogger("mediagate")
 
@@ -62,6 +72,8 @@ class Ticket:
     model: str
     reservation: str
     lease: str | None = None
+    # The request's record: the route that served it is what its charge's rollups count under.
+    request: RequestContext | None = field(default=None, repr=False)
     settled: bool = field(default=False)
     charge: Charge | None = field(default=None)
     # Held nothing in the store: booked in the metering's next batch, off the request path.
@@ -81,7 +93,7 @@ class Ticket:
         request may be being cancelled (its client went away), and a cancelled request must
         still be billed and free its slot and reservation."""
         if self.charge is None:
-            self.charge = charge
+            self.charge = self._complete(charge)
         if self.settled:
             return None
         if self.batched:
@@ -96,6 +108,16 @@ class Ticket:
             task.add_done_callback(pending.discard)
             self._booking = task
         return self._booking
+
+    def _complete(self, charge: Charge) -> Charge:
+        """The charge with the key's team, and the route that served (when the caller did
+        not name one): what its settlement's rollups are keyed by."""
+        route = self.request.route if self.request is not None else None
+        return dataclasses.replace(
+            charge,
+            team=charge.team or self.policy.team or "",
+            route=charge.route or (route.id if route is not None else ""),
+        )
 
     async def _book(self) -> None:
         charge = self.charge
@@ -170,10 +192,35 @@ def _no_slot(policy: KeyPolicy) -> RateLimited:
     )
 
 
+def _whose(kind: OwnerKind, policy: KeyPolicy) -> str:
+    """Whose budget is short, in a refusal's words: the key's own, or its team's."""
+    if kind == "key":
+        return f"the key '{policy.name}'"
+    return f"the team '{policy.team}' (shared by its keys)"
+
+
+def _over_budget(kind: OwnerKind, policy: KeyPolicy) -> QuotaExceeded:
+    return QuotaExceeded(
+        f"The budget of {_whose(kind, policy)} is spent (or held by requests still running). "
+        "See GET /v1/usage for what is spent and left."
+    )
+
+
 class Metering:
-    def __init__(self, ledger: Ledger, metrics: Metrics, flush_interval_s: float = 0.25) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        metrics: Metrics,
+        flush_interval_s: float = 0.25,
+        teams: Callable[[str | None], TeamPolicy | None] = lambda _: None,
+        key_team: Callable[[str], str | None] = lambda _: None,
+    ) -> None:
         self.ledger = ledger
         self.metrics = metrics
+        # A team's budgets by its name (KeyRegistry.team), and a key's team by the key's name
+        # (for a video settled after its request: mediagate.videos.service).
+        self.teams = teams
+        self.key_team = key_team
         self.pending: set[asyncio.Task[None]] = set()
         self.flush_interval_s = flush_interval_s
         self._queue: list[Ticket] = []
@@ -308,23 +355,37 @@ class Metering:
             raise
         return gate
 
+    def budgets(self, policy: KeyPolicy) -> Budgets:
+        """The limits a request of the key must fit: its own, and its team's."""
+        team = self.teams(policy.team)
+        return Budgets(
+            policy.budget_usd_per_day,
+            policy.budget_usd_per_month,
+            team.budget_usd_per_day if team is not None else None,
+            team.budget_usd_per_month if team is not None else None,
+        )
+
     async def _budget_left(self, policy: KeyPolicy) -> None:
-        day, month = policy.budget_usd_per_day, policy.budget_usd_per_month
-        if day is None and month is None:
+        budgets = self.budgets(policy)
+        if not budgets.any():
             return
         if self._queue:
             await self.flush()  # the budget sees every request answered before this one
-        spend = await self.ledger.spend(policy.name)
-        spent = [
-            (limit, used + spend.reserved)
-            for limit, used in ((day, spend.day), (month, spend.month))
-            if limit is not None
+        owners: list[tuple[OwnerKind, str, float | None, float | None]] = [
+            ("key", policy.name, budgets.day, budgets.month),
+            ("team", policy.team or "", budgets.team_day, budgets.team_month),
         ]
-        if any(used >= limit for limit, used in spent):
-            raise QuotaExceeded(
-                f"The budget of the key '{policy.name}' is spent (or held by requests still "
-                "running). See GET /v1/usage for what is spent and left."
-            )
+        for kind, owner, day, month in owners:
+            if not owner or (day is None and month is None):
+                continue
+            spend = await self.ledger.spend(owner, kind)
+            spent = [
+                (limit, used + spend.reserved)
+                for limit, used in ((day, spend.day), (month, spend.month))
+                if limit is not None
+            ]
+            if any(used >= limit for limit, used in spent):
+                raise _over_budget(kind, policy)
 
     async def admit(
         self,
@@ -357,7 +418,10 @@ class Metering:
             wait = await ledger.take_rate(policy.name, rpm, ipm, images)
             if wait > 0:
                 raise _rate_limited(policy, wait)
-        ticket = Ticket(self, policy, model, reservation or f"req_{uuid.uuid4().hex}")
+        # Settled under the request's id (a video's job id): the id its request log row and
+        # its settlement share.
+        request = context.current()
+        ticket = Ticket(self, policy, model, reservation or request.request_id, request=request)
         if gate is not None:
             ticket.lease = gate.take_lease()
         elif policy.concurrent_requests is not None:
@@ -367,7 +431,8 @@ class Metering:
             ):
                 raise _no_slot(policy)
             ticket.lease = lease
-        if policy.budget_usd_per_day is None and policy.budget_usd_per_month is None:
+        budgets = self.budgets(policy)
+        if not budgets.any():
             # Nothing to hold a reservation against: it would only be deleted again at settle.
             # The settle still books the request's cost and usage (by the ticket's id, once),
             # in a batch when the request holds nothing else (no slot, no job's id).
@@ -375,18 +440,18 @@ class Metering:
             return ticket
         if self._queue:
             await self.flush()  # the budget sees every request answered before this one
-        spend = await ledger.reserve(
+        short = await ledger.reserve(
             policy.name,
             ticket.reservation,
             estimate,
-            policy.budget_usd_per_day,
-            policy.budget_usd_per_month,
+            budgets,
             reservation_ttl_s,
+            team=policy.team or "",
         )
-        if spend is None:
+        if short is not None:
             await ticket.release()
             raise QuotaExceeded(
                 f"This request could cost up to ${estimate:.4f}, which would pass the budget of "
-                f"the key '{policy.name}'. See GET /v1/usage for what is spent and left."
+                f"{_whose(short, policy)}. See GET /v1/usage for what is spent and left."
             )
         return ticket

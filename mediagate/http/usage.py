@@ -41,6 +41,8 @@ def _budget(limit: float | None, spent: float, reserved: float) -> dict[str, Any
 
 async def report(gw: Gateway, policy: KeyPolicy, days: list[str]) -> dict[str, Any]:
     await gw.metering.flush()  # the usage of requests answered so far, booked in batches
+    if gw.request_log is not None:
+        await gw.request_log.flush()  # and their rows, whose rollups count the requests
     rows = await gw.ledger.usage(policy.name, days)
     spend = await gw.ledger.spend(policy.name)
     await gw.metering.update_budget_gauge(policy, spend)

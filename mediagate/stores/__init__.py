@@ -24,9 +24,10 @@ from urllib.parse import urlsplit
 
 from mediagate.stores.idempotency import IdempotencyStore
 from mediagate.stores.jobs import JobStore
-from mediagate.stores.ledger import Ledger
+from mediagate.stores.ledger import Coordination, Ledger
 from mediagate.stores.sql.db import Database, check_database_url
 from mediagate.stores.sql.jobs import SqlJobStore
+from mediagate.stores.sql.ledger import SqlLedger
 from mediagate.stores.sql.migrate import upgrade
 
 __all__ = ["StoreConfigError", "Stores", "check_coordination", "check_store_url", "open_stores"]
@@ -109,21 +110,24 @@ async def open_stores(
 
         jobs: JobStore = SqlJobStore(database, clock)  # video jobs and their outbox: records
         ledger: Ledger
+        coordination: Coordination
         idempotency: IdempotencyStore
         # Each backend is imported when the configuration names it: a SQLite gateway never
         # loads the Redis client (~45 ms of a cold start).
         if kind == "sqlite":
             from mediagate.stores.sqlite.idempotency import SqliteIdempotency
-            from mediagate.stores.sqlite.ledger import SqliteLedger
+            from mediagate.stores.sqlite.ledger import SqliteCoordination
 
             path = database_url.removeprefix("sqlite:///")
-            ledger = await held(SqliteLedger.open(path, clock))
+            coordination = await held(SqliteCoordination.open(path, clock))
             idempotency = await held(SqliteIdempotency.open(path, clock))
         else:
             from mediagate.stores.redis.idempotency import RedisIdempotency
-            from mediagate.stores.redis.ledger import RedisLedger
+            from mediagate.stores.redis.ledger import RedisCoordination
 
             assert redis_url is not None
-            ledger = await held(RedisLedger.open(redis_url, prefix))
+            coordination = await held(RedisCoordination.open(redis_url, prefix))
             idempotency = await held(RedisIdempotency.open(redis_url, prefix))
+        # Money in the records' database; rate windows and slots in the coordination backend.
+        ledger = SqlLedger(database, coordination, clock)
         yield Stores(jobs=jobs, ledger=ledger, idempotency=idempotency, database=database)

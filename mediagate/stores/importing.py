@@ -10,9 +10,9 @@ Written, in transactions of up to 500 jobs or usage totals: each job with its pe
 through `SqlJobStore.restore`, only if no job has its id yet; and each usage total as a
 `settlements` row whose id is `import:{key}:{day}:{model}` plus its `usage_rollups` rows
 (grain 'day', and the same totals as grain 'hour' in the day's first hour, team and route
-''), the rollups added only if the settlement row was inserted in that transaction. So
-running the import twice adds nothing the second time. Spend totals and open reservations
-have no table of their own in the records' database yet: they are reported, not written.
+''), the rollups added only if the settlement row was inserted in that transaction. Spend
+totals go to the keys' budget rows and open reservations are held again, each once
+(mediagate.stores.sql.ledger). So running the import twice adds nothing the second time.
 
 Reading is plain: Redis commands through `RedisDb`, and the old SQLite file opened as a
 `Database` (never migrated); so a store's errors are the usual `StoreUnavailable`.
@@ -35,10 +35,14 @@ from mediagate.stores.jobs import FIELDS, Delivery, VideoJob, job_from_record
 from mediagate.stores.ledger import UsageRow
 from mediagate.stores.sql.db import Database, Tx
 from mediagate.stores.sql.jobs import SqlJobStore
+from mediagate.stores.sql.ledger import import_reservation, import_spend
 
 __all__ = ["Imported", "OldStore", "import_store", "micros", "read_old_store"]
 
 _BATCH = 500  # jobs read from Redis in one pipeline, and written in one transaction
+# An old store's reservation kept no expiry the import reads: it is held this long (a video
+# job's, the longest any reservation lives), then booked at its amount if still unsettled.
+_RESERVATION_TTL_S = 86_400.0
 
 
 def micros(usd: float) -> int:
@@ -68,6 +72,8 @@ class Imported:
     usage_present: int = 0
     requests: int = 0
     cost_micros: int = 0
+    spend_totals: int = 0  # key x day or month spend totals added to the budgets
+    reservations: int = 0  # open reservations held again
     old: OldStore = field(default_factory=OldStore)
 
     def lines(self) -> list[str]:
@@ -79,10 +85,10 @@ class Imported:
             f"webhook events to deliver: {self.events} imported",
             f"usage: {self.usage_rows} key/day/model totals imported ({self.requests} requests, "
             f"${self.cost_micros / 1_000_000:.6f}), {self.usage_present} already there",
-            f"not imported: {len(old.reservations)} open reservations (${reserved:.6f}); "
-            f"spend totals of {len(months)} key-months "
-            f"(${sum(months.values()):.6f}) and {len(old.spend) - len(months)} key-days "
-            "(the records' database has no budget tables yet)",
+            f"budgets: spend totals of {len(months)} key-months (${sum(months.values()):.6f}) "
+            f"and {len(old.spend) - len(months)} key-days, {len(old.reservations)} open "
+            f"reservations (${reserved:.6f}); {self.spend_totals} totals and "
+            f"{self.reservations} reservations imported, the rest already there",
         ]
 
 
@@ -312,6 +318,14 @@ async def import_store(
                 report.cost_micros += micros(row.cost)
             else:
                 report.usage_present += 1
+    now = clock()
+    for (key, period), amount in sorted(old.spend.items()):
+        report.spend_totals += await import_spend(database, key, period, amount, now)
+    for key, reservation, amount in old.reservations:
+        expires = now + _RESERVATION_TTL_S
+        report.reservations += await import_reservation(
+            database, key, reservation, amount, expires, now
+        )
     return report
 
 

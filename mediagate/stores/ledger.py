@@ -1,14 +1,18 @@
 """Shared accounting state: rate limits, concurrency, budget reservations and usage totals.
 
-Every replica must enforce the same limits, so all of it lives in the store (SQLite on one
-host, Redis for several replicas), and every check-and-change is one atomic step there (a Lua
-script, or one SQLite transaction): two replicas can never both take the last slot or the last
-dollar. Budgets work by reservation: a request reserves its estimated (upper-bound) cost before
-it goes upstream and settles to its actual cost when done, exactly once, by id.
+Every replica must enforce the same limits, so all of it is shared, and every check-and-change
+is one atomic step: two replicas can never both take the last slot or the last dollar.
 
-This module is the interface (`Ledger`) and its records; the backends are
-`mediagate.stores.sqlite.ledger` and `mediagate.stores.redis.ledger`, opened by
-`mediagate.stores.open_stores`.
+- Money (budgets, reservations, settlements, usage) is in the records' database
+  (`mediagate.stores.sql.ledger.SqlLedger`, SQLite or PostgreSQL): a reservation is one
+  conditional UPDATE per budget row it holds (the key's, and its team's), a settlement one
+  transaction keyed by the request's (or job's) id, with its rollup rows.
+- Coordination that must be fast and may be lost (rate windows, concurrency slots) is a
+  `Coordination`: the SQLite file on one host (`mediagate.stores.sqlite.ledger`), Redis for
+  replicas (`mediagate.stores.redis.ledger`).
+
+This module is the interface (`Ledger`) and its records; `mediagate.stores.open_stores` opens
+the implementation.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 log = logging.getLogger("mediagate")
 
@@ -34,6 +38,29 @@ def month_of(now: float) -> str:
     return time.strftime("%Y-%m", time.gmtime(now))
 
 
+def hour_of(now: float) -> str:
+    """The hour rollups' bucket: `YYYY-MM-DDTHH` (UTC)."""
+    return time.strftime("%Y-%m-%dT%H", time.gmtime(now))
+
+
+# Whose budget a reservation was refused on: the key's own, or its team's (shared by its keys).
+OwnerKind = Literal["key", "team"]
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The limits (USD) a reservation must fit: the key's and its team's, each per UTC day and
+    month; None is no limit."""
+
+    day: float | None = None
+    month: float | None = None
+    team_day: float | None = None
+    team_month: float | None = None
+
+    def any(self) -> bool:
+        return any(v is not None for v in (self.day, self.month, self.team_day, self.team_month))
+
+
 @dataclass(frozen=True)
 class Spend:
     day: float  # settled USD today (UTC)
@@ -43,12 +70,15 @@ class Spend:
 
 @dataclass(frozen=True)
 class Charge:
-    """What one settled request adds to its key's totals."""
+    """What one settled request adds to its key's (and team's) totals, and under which route
+    its rollups count it."""
 
     model: str
     cost: float
     images: int = 0
     video_seconds: int = 0
+    team: str = ""  # the key's team ("" none)
+    route: str = ""  # the route that served ("" none: refused, or never sent)
 
     def __post_init__(self) -> None:
         # The ledger's boundary: pricing never makes a negative or non-finite amount (usage
@@ -75,9 +105,9 @@ class UsageRow:
     cost: float
 
 
-class Ledger(Protocol):
-    """Implemented by the SQLite and the Redis backend (stores/sqlite/, stores/redis/), which
-    repeat these signatures on purpose: a duplicates report pairing them is expected."""
+class Coordination(Protocol):
+    """What replicas share that must be fast and may be lost: rate windows and concurrency
+    slots (the SQLite file on one host, Redis for replicas)."""
 
     async def take_rate(self, key: str, rpm: int | None, ipm: int | None, images: int) -> float:
         """Take one request and `images` images from the key's per-minute buckets, both or
@@ -89,33 +119,50 @@ class Ledger(Protocol):
 
     async def release(self, key: str, lease: str) -> None: ...
 
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Ledger(Coordination, Protocol):
+    """Money in the records' database, coordination delegated (mediagate.stores.sql.ledger)."""
+
     async def reserve(
         self,
         key: str,
         reservation: str,
         amount: float,
-        day_limit: float | None,
-        month_limit: float | None,
+        budgets: Budgets,
         ttl_s: float,
-    ) -> Spend | None:
-        """Hold `amount` USD against the budgets; None if settled spend plus what others hold
-        plus this would pass a limit. The spend as it was before this reservation otherwise."""
+        team: str = "",
+    ) -> OwnerKind | None:
+        """Hold `amount` USD against each budget of the key and of its `team` that has a limit,
+        all or none: None if held, else whose budget ("key" or "team") it does not fit."""
 
     async def settle(self, key: str, reservation: str, charge: Charge) -> bool:
         """Drop the reservation and book the actual charge: once per reservation id (False if
         it was booked before). A reservation that expires unsettled is booked at its amount,
-        under the model UNSETTLED, the next time the key's spend is read; a settle after that
-        is a no-op (the amount was the request's upper bound)."""
+        under the model UNSETTLED, the next time the key's (or its team's) spend is read; a
+        settle after that is a no-op (the amount was the request's upper bound)."""
 
     async def settle_many(self, charges: list[tuple[str, str, Charge]]) -> list[bool]:
-        """`settle` for each (key, reservation, charge), in one store round trip where the
-        backend can: the usage of requests that held nothing, booked in batches off their
-        request path (mediagate.accounting.metering)."""
+        """`settle` for each (key, reservation, charge), in one transaction: the usage of
+        requests that held nothing, booked in batches off their request path
+        (mediagate.accounting.metering)."""
 
-    async def spend(self, key: str) -> Spend: ...
+    async def spend(self, owner: str, kind: OwnerKind = "key") -> Spend:
+        """A key's (or a team's) settled spend today and this month, and what its running
+        requests hold."""
 
     async def usage(self, key: str, days: list[str]) -> list[UsageRow]: ...
 
-    async def ping(self) -> None: ...
+    # `mediagate db import` (mediagate.stores.importing): an old store's budget state moved
+    # into this one, each once (a second run moves nothing).
 
-    async def close(self) -> None: ...
+    async def import_spend(self, owner: str, period: str, amount_usd: float) -> None:
+        """A key's settled spend of a period (YYYY-MM-DD or YYYY-MM)."""
+
+    async def import_reservation(
+        self, key: str, reservation: str, amount_usd: float, expires_at: float
+    ) -> None:
+        """A key's running reservation, held against its budgets of today."""

@@ -554,7 +554,13 @@ class VideoService:
         metrics = self.metrics
         metrics.videos.labels(job.model, job.route, job.status).inc()
         seconds = job.seconds if job.status == "completed" else 0
-        charge = Charge(job.model, job.cost or 0.0, video_seconds=seconds)
+        charge = Charge(
+            job.model,
+            job.cost or 0.0,
+            video_seconds=seconds,
+            team=self.metering.key_team(job.owner) or "",
+            route=job.route or "",
+        )
         if await self.metering.ledger.settle(job.owner, job.id, charge) and charge.cost:
             metrics.cost.labels(job.owner, job.model).inc(charge.cost)
         if seconds:
