@@ -189,8 +189,10 @@ class Database:
             min_size=1,
             max_size=pool_size,
             open=False,
-            timeout=10,
-            kwargs={"autocommit": True, "row_factory": _pg_rows},
+            # How long a call waits for a connection: past it, a StoreUnavailable (a 503 the
+            # SDKs retry) rather than a request held while the database is gone.
+            timeout=5,
+            kwargs={"autocommit": True, "row_factory": _pg_rows, "connect_timeout": 5},
         )
         try:
             pool.open(wait=True, timeout=10)
