@@ -34,7 +34,12 @@ class Held(Protocol):
 
 @dataclass
 class RequestContext:
+    # Ours, always: the records (the request log, a settlement) are keyed by it, so it must be
+    # unique; a client's own id for the request is kept beside it.
     request_id: str = field(default_factory=lambda: f"req_{secrets.token_hex(16)}")
+    # The id the client (or its load balancer) gave the request: X-Client-Request-Id, else
+    # X-Request-ID; echoed back and recorded, never a key of ours.
+    client_request_id: str | None = None
     endpoint: str = "other"  # a bounded label: "images.generations", "videos", "health", ...
     key_name: str | None = None  # the client key's name (never the key)
     model: str | None = None  # the public model name asked for (an alias's successor)

@@ -58,11 +58,11 @@ def works(gateway: Gateway, key: str) -> bool:
 
 
 def within_a_second(check: Callable[[], bool]) -> float:
-    """How long until `check` holds (polled, not slept through); at most ~1 s by contract."""
+    """How long until `check` holds (polled, not slept through): under 1 s, the contract."""
     start = time.monotonic()
     wait_until(check, timeout_s=3.0, interval_s=0.02)
     took = time.monotonic() - start
-    assert took < 1.6, f"took {took:.2f} s"
+    assert took < 1.0, f"took {took:.2f} s"
     return took
 
 

@@ -148,3 +148,14 @@ def test_db_upgrade_and_status_from_the_command_line(tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "MEDIAGATE_DATABASE_URL" in bad.stderr
+
+
+def test_a_closed_database_answers_with_the_store_error(database_url: str) -> None:
+    async def run() -> None:
+        db = await Database.open(database_url)
+        await db.close()
+        await db.close()  # a second close does nothing
+        with pytest.raises(StoreUnavailable, match="closed"):
+            await db.ping()
+
+    asyncio.run(run())

@@ -35,15 +35,17 @@ def test_logs_are_json_lines_correlated_by_request_id(sim: Sim, tmp_path: Path) 
     ):
         auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
         body = {"model": "gpt-image-2", "prompt": f"a fox {burst}"}
-        # The load balancer's id is used and echoed...
+        # The load balancer's id is kept and echoed beside ours (which alone keys records)...
         answer = http.post(
             "/v1/images/generations", json=body, headers={**auth, "X-Request-ID": "lb-42.a"}
         )
-        assert answer.status_code == 200 and answer.headers["x-request-id"] == "lb-42.a"
-        # ...one that is not a sane id (too long, odd characters) is replaced by ours.
+        assert answer.status_code == 200 and answer.headers["x-client-request-id"] == "lb-42.a"
+        assert answer.headers["x-request-id"].startswith("req_")
+        # ...one that is not a sane id (too long, odd characters) is not.
         for bad in ("x" * 129, "two words", "tab\there", "<script>"):
             refused = http.get("/v1/models", headers={**auth, "X-Request-ID": bad})
             assert refused.headers["x-request-id"].startswith("req_"), bad
+            assert "x-client-request-id" not in refused.headers
         assert http.get("/v1/models", headers=auth).headers["x-request-id"].startswith("req_")
     lines = gateway.output()
     # Every line is one JSON object: uvicorn's own lines included.
@@ -51,7 +53,7 @@ def test_logs_are_json_lines_correlated_by_request_id(sim: Sim, tmp_path: Path) 
     assert {"uvicorn.error", "mediagate", "mediagate.access"} <= {r["logger"] for r in records}
     assert any("Uvicorn running on" in r["msg"] for r in records)
     # Every line written during the request carries its id: the retry's, not only the access line.
-    mine = [r for r in records if r.get("request_id") == "lb-42.a"]
+    mine = [r for r in records if r.get("client_request_id") == "lb-42.a"]
     assert [r["msg"] for r in mine] == ["retrying upstream call", "request"]
     assert mine[0]["route"] == "gpt-image-2.official" and mine[1]["status"] == 200
     # Lines outside a request carry none.

@@ -69,7 +69,8 @@ class Logged:
         return self.composed.database.blocking(work, atomic=False)
 
     def row(self, request_id: str) -> dict[str, Any]:
-        (row,) = self.sql("SELECT * FROM request_log WHERE request_id = ?", (request_id,))
+        # By the id the test sent (X-Request-ID): the client's, kept beside ours.
+        (row,) = self.sql("SELECT * FROM request_log WHERE client_request_id = ?", (request_id,))
         return row
 
     def transaction(self, work: Callable[[Tx], Any]) -> Any:
@@ -321,13 +322,16 @@ def test_an_unusable_database_keeps_the_queue_to_its_bound_and_writes_once_back(
     logged.transaction(lambda tx: tx.execute("ALTER TABLE request_log_away RENAME TO request_log"))
     assert logged.flush() == 5
     assert logged.flush() == 0
-    ids = [r["request_id"] for r in logged.sql("SELECT request_id FROM request_log ORDER BY at")]
+    ids = [
+        r["client_request_id"]
+        for r in logged.sql("SELECT client_request_id FROM request_log ORDER BY at")
+    ]
     assert ids == [f"rl-down-{i}" for i in range(5)]
     for grain in ("hour", "day"):
         assert _totals(logged, grain) == _logged_totals(logged)
         assert _reads(logged, grain) == 1
     # A batch written again (its commit's answer lost) adds neither rows nor counts.
-    row = logged.sql("SELECT * FROM request_log WHERE request_id = 'rl-down-0'")[0]
+    row = logged.row("rl-down-0")
     again = tuple(row.values())
     assert logged.transaction(lambda tx: write_batch(tx, [again], {})) == []
     assert _totals(logged, "day") == _logged_totals(logged)
@@ -362,7 +366,8 @@ def test_rows_past_retention_are_swept(make_logged: Callable[..., Logged]) -> No
         http.get("/v1/videos/video_0123456789abcdef", headers={"X-Request-ID": "rl-new"})
     assert logged.flush() == 2
     assert logged.log.blocking(logged.log.sweep) == 1
-    assert [r["request_id"] for r in logged.sql("SELECT request_id FROM request_log")] == ["rl-new"]
+    kept = logged.sql("SELECT client_request_id FROM request_log")
+    assert [r["client_request_id"] for r in kept] == ["rl-new"]
 
 
 def test_prompts_are_recorded_only_where_the_setting_says(
@@ -490,3 +495,33 @@ def test_the_admin_api_is_not_the_usage_it_reports(make_logged: Callable[..., Lo
     rows = logged.sql("SELECT endpoint, status FROM request_log")
     # The refused call is on record; the admin's own reads are not.
     assert rows == [{"endpoint": "admin.requests", "status": 401}]
+
+
+def test_a_client_id_sent_twice_is_two_requests_on_record_and_on_the_bill(
+    make_logged: Callable[..., Logged],
+) -> None:
+    # The records are keyed by the gateway's own id: a client (or a load balancer) that sends
+    # one X-Request-ID twice gets two rows and two settlements, never a free second request.
+    logged = make_logged()
+    sdk = logged.gateway.sdk()
+    answers = [
+        sdk.images.with_raw_response.generate(
+            model="gpt-image-2-web", prompt=f"a heron {i}", extra_headers={"X-Request-ID": "dup-1"}
+        )
+        for i in range(2)
+    ]
+    ours = [a.headers["x-request-id"] for a in answers]
+    assert len(set(ours)) == 2 and all(a.headers["x-client-request-id"] == "dup-1" for a in answers)
+    logged.log.blocking(logged.composed.metering.flush)  # the batched settlements, booked
+    logged.flush()
+    rows = logged.sql(
+        "SELECT request_id, cost_micros, cost_state FROM request_log WHERE client_request_id = ?",
+        ("dup-1",),
+    )
+    assert sorted(r["request_id"] for r in rows) == sorted(ours)
+    assert [(r["cost_micros"], r["cost_state"]) for r in rows] == [(30_000, "booked")] * 2
+    settled = logged.sql(
+        "SELECT COUNT(*) AS n, SUM(cost_micros) AS total FROM settlements WHERE id IN (?, ?)",
+        tuple(ours),
+    )
+    assert (settled[0]["n"], settled[0]["total"]) == (2, 60_000)

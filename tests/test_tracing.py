@@ -93,7 +93,7 @@ def test_an_image_generation_with_a_retried_upstream_call_is_traced(
             },
         )
         assert answer.parse().data[0].b64_json
-        assert answer.headers["x-request-id"] == "lb-7f3a9c"
+        assert answer.headers["x-client-request-id"] == "lb-7f3a9c"
         assert answer.headers["x-mediagate-retries"] == "1"
         otlp.wait_for(lambda spans: any(s.kind == SERVER and s.trace_id == trace_id for s in spans))
     spans = otlp.trace(trace_id)
@@ -111,7 +111,8 @@ def test_an_image_generation_with_a_retried_upstream_call_is_traced(
     assert attributes["mediagate.route"] == "sora_image"
     assert attributes["mediagate.group"] == "default"
     assert attributes["mediagate.endpoint"] == "images.generations"
-    assert attributes["mediagate.request_id"] == "lb-7f3a9c"
+    assert attributes["mediagate.client_request_id"] == "lb-7f3a9c"
+    assert attributes["mediagate.request_id"] == answer.headers["x-request-id"]
     assert attributes["mediagate.retries"] == 1
     assert attributes["http.route"] == "/v1/images/generations"
     assert 200 in {attributes.get("http.status_code"), attributes.get("http.response.status_code")}
@@ -152,7 +153,7 @@ def test_an_image_generation_with_a_retried_upstream_call_is_traced(
 
     # The request's log lines carry its request id and trace id.
     records = [json.loads(line) for line in gateway.output() if line.startswith("{")]
-    lines = [r for r in records if r.get("request_id") == "lb-7f3a9c"]
+    lines = [r for r in records if r.get("client_request_id") == "lb-7f3a9c"]
     assert {r["msg"] for r in lines} >= {"retrying upstream call", "request"}
     assert {r.get("trace_id") for r in lines} == {trace_id}
 

@@ -53,7 +53,9 @@ from mediagate.stores.sql.db import Database, Tx
 log = logging.getLogger("mediagate")
 
 _RELOAD_CHECK_S = 1.0  # how often (at most) the keys file's mtime is looked at
-_DB_POLL_S = 1.0  # how often (at most) a replica asks the database whether keys changed
+# How often a replica asks the database whether keys changed: twice a second, so a change
+# (read, then reloaded) is in force everywhere within the 1 s the admin API promises.
+_DB_POLL_S = 0.5
 _LAST_USED_EVERY_S = 60.0  # a key's last use is written at most this often
 
 

@@ -149,6 +149,7 @@ class RequestLog:
                 ctx.replayed,
                 _trace_id() if self.traced else None,
                 ctx.prompt,
+                ctx.client_request_id,
             )
         )
         if len(queue) >= BATCH_ROWS:
@@ -332,6 +333,7 @@ def _encode(raw: tuple[Any, ...]) -> tuple[Any, ...]:
         replayed,
         trace_id,
         prompt,
+        client_request_id,
     ) = raw
     route_id = route.id if route is not None else None
     # Each route tried and how it went: the ones fallen back from, then the last one (when
@@ -382,4 +384,5 @@ def _encode(raw: tuple[Any, ...]) -> tuple[Any, ...]:
         1 if replayed else 0,
         trace_id,
         prompt,
+        client_request_id,
     )

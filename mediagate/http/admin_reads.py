@@ -136,6 +136,7 @@ class RequestRecord(BaseModel):
     custom_id: str | None = None
     replayed: bool
     trace_id: str | None = None
+    client_request_id: str | None = None
 
 
 class RequestDetail(RequestRecord):

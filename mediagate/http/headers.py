@@ -8,7 +8,8 @@ Idempotency-Key's replay. The bookkeeping middleware (`mediagate.http.middleware
 into the answer's headers with `render`, once, as the answer starts; an error's own headers come
 from `for_error`. docs/api.md lists them:
 
-- `x-request-id`: the request's id (the client's, when it sent a sane one);
+- `x-request-id`: the request's id, always the gateway's own (the records are keyed by it);
+- `x-client-request-id`: the client's own id for the request, echoed when it sent a sane one;
 - `x-mediagate-cost-usd`: what the request charged (not on streams: known only at their end);
 - `x-mediagate-route`: the route that served (once the model was resolved);
 - `x-mediagate-dropped`, `x-mediagate-mapped`: what the route's normalisation did;
@@ -108,6 +109,8 @@ def render(
     the facts kept with a replayed answer)."""
     if not any(name.lower() == b"x-request-id" for name, _ in headers):
         headers.append((b"x-request-id", ctx.request_id.encode()))
+    if ctx.client_request_id is not None:
+        headers.append((b"x-client-request-id", ctx.client_request_id.encode()))
     if path.startswith("/v1/") and not ctx.streaming:
         # What this request charged; a stream's cost is known only at its end.
         headers.append((COST.encode(), f"{ctx.cost or 0.0:.6f}".encode()))

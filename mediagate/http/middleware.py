@@ -37,12 +37,14 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=@/-]{1,128}")
 
 
 def _inbound_request_id(scope: Scope) -> str | None:
-    """The client's X-Request-ID, if it is one a log line and a header can carry safely."""
+    """The client's id for the request (X-Client-Request-Id, as OpenAI's API takes it, else a
+    load balancer's X-Request-ID), if it is one a log line and a header can carry safely."""
+    found: dict[bytes, str] = {}
     for name, value in scope.get("headers", []):
-        if name == b"x-request-id":
-            text = value.decode("latin-1").strip()
-            return text if _REQUEST_ID.fullmatch(text) else None
-    return None
+        if name in (b"x-client-request-id", b"x-request-id"):
+            found.setdefault(name, value.decode("latin-1").strip())
+    text = found.get(b"x-client-request-id") or found.get(b"x-request-id")
+    return text if text is not None and _REQUEST_ID.fullmatch(text) else None
 
 
 def _area(path: str) -> str:
@@ -101,8 +103,8 @@ class RequestBookkeeping:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        inbound = _inbound_request_id(scope)
-        ctx = RequestContext(request_id=inbound) if inbound else RequestContext()
+        ctx = RequestContext()
+        ctx.client_request_id = _inbound_request_id(scope)
         token = context.begin(ctx)
         started = time.perf_counter()
         status = 500
@@ -202,6 +204,7 @@ def _annotate_span(scope: Scope, ctx: RequestContext) -> None:
     route = ctx.route
     attributes: dict[str, Any] = {
         tracing.REQUEST_ID: ctx.request_id,
+        tracing.CLIENT_REQUEST_ID: ctx.client_request_id,
         tracing.ENDPOINT: ctx.endpoint,
         tracing.KEY: ctx.key_name,
         tracing.MODEL: ctx.model,

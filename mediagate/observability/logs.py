@@ -47,6 +47,7 @@ class RequestFields(logging.Filter):
         if not hasattr(record, "request_id"):
             ctx = context.active()
             record.request_id = ctx.request_id if ctx is not None else None
+            record.client_request_id = ctx.client_request_id if ctx is not None else None
             ids = current_ids()
             record.trace_id, record.span_id = ids if ids is not None else (None, None)
         return True
@@ -66,7 +67,7 @@ class JsonFormatter(logging.Formatter):
         }
         if not hasattr(record, "request_id"):  # a handler without RequestFields
             RequestFields().filter(record)
-        for name in ("request_id", "trace_id", "span_id"):
+        for name in ("request_id", "client_request_id", "trace_id", "span_id"):
             value = getattr(record, name, None)
             if value is not None:
                 entry[name] = value

@@ -65,6 +65,7 @@ MODEL = "mediagate.model"
 KEY = "mediagate.key"  # the client key's name, never the key
 ENDPOINT = "mediagate.endpoint"
 REQUEST_ID = "mediagate.request_id"
+CLIENT_REQUEST_ID = "mediagate.client_request_id"
 RETRIES = "mediagate.retries"
 COST = "mediagate.cost_usd"
 ERROR_CODE = "mediagate.error.code"

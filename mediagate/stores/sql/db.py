@@ -162,6 +162,7 @@ class Database:
         self._lock = threading.Lock()
         self._pg: Any = None  # psycopg_pool.ConnectionPool
         self._errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+        self._closed = False
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10, what: str = "database") -> Database:
@@ -189,8 +190,10 @@ class Database:
             min_size=1,
             max_size=pool_size,
             open=False,
-            timeout=10,
-            kwargs={"autocommit": True, "row_factory": _pg_rows},
+            # How long a call waits for a connection: past it, a StoreUnavailable (a 503 the
+            # SDKs retry) rather than a request held while the database is gone.
+            timeout=5,
+            kwargs={"autocommit": True, "row_factory": _pg_rows, "connect_timeout": 5},
         )
         try:
             pool.open(wait=True, timeout=10)
@@ -200,6 +203,10 @@ class Database:
         self._pg = pool
 
     async def _in_pool(self, call: Callable[[], T]) -> T:
+        if self._closed:
+            # A late caller (a flush at the very end of a shutdown) gets the store's one error,
+            # not the executor's RuntimeError.
+            raise StoreUnavailable(f"The {self._what} is closed.")
         return await asyncio.get_running_loop().run_in_executor(self._pool, call)
 
     def _with_connection(self, work: Callable[[Tx], T], atomic: bool) -> T:
@@ -245,6 +252,10 @@ class Database:
         await self.run(lambda tx: tx.scalar("SELECT 1"))
 
     async def close(self) -> None:
+        """Close the connections (once; a second call does nothing)."""
+        if self._closed:
+            return
+
         def shut() -> None:
             with self._lock:
                 if self._sqlite is not None:
@@ -255,6 +266,7 @@ class Database:
         try:
             await self._in_pool(shut)
         finally:
+            self._closed = True
             self._pool.shutdown(wait=False)
 
 

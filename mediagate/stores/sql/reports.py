@@ -65,6 +65,7 @@ REQUEST_COLUMNS = (
     "custom_id",
     "replayed",
     "trace_id",
+    "client_request_id",
 )
 REQUEST_JSON_COLUMNS = frozenset({"routes_tried", "mapped", "dropped"})
 
@@ -155,7 +156,6 @@ def _request_where(f: RequestFilter, scope: Scope) -> Where:
         "model",
         "route",
         "error_code",
-        "request_id",
         "job_id",
         "upstream_task_id",
         "batch_id",
@@ -163,6 +163,9 @@ def _request_where(f: RequestFilter, scope: Scope) -> Where:
         value = getattr(f, column)
         if value is not None:
             where.add(f"{column} = ?", value)
+    if f.request_id is not None:
+        # Ours, or the id the client gave the request (X-Client-Request-Id / X-Request-ID).
+        where.add("(request_id = ? OR client_request_id = ?)", f.request_id, f.request_id)
     if f.status is not None:
         low, high = f.status
         if high == low + 1:

@@ -51,6 +51,7 @@ COLUMNS = (
     "replayed",
     "trace_id",
     "prompt",
+    "client_request_id",
 )
 _AT, _KEY, _TEAM, _MODEL, _ROUTE, _STATUS = (COLUMNS.index(c) for c in (
     "at", "key", "team", "model", "route", "status"
