@@ -181,6 +181,8 @@ class RequestBookkeeping:
             "latency_ms": round(seconds * 1000, 1),
             **ctx.log_fields(),
         }
+        if ctx.client_request_id is not None:  # the client's own id, beside ours
+            fields["client_request_id"] = ctx.client_request_id
         if ctx.prompt is not None:  # only when the operator set MEDIAGATE_LOG_PROMPTS
             fields["prompt"] = ctx.prompt
         if isinstance(ctx.error, GatewayError):
