@@ -552,3 +552,88 @@ def test_a_team_budget_is_shared_by_its_keys_and_named_when_short(
     with gateway.http(secrets[0]) as http:
         totals = http.get("/v1/usage").json()["totals"]
     assert (totals["images"], totals["cost_usd"]) == (1, pytest.approx(0.03))
+
+
+def _team_with_keys(gateway: Gateway, team: dict[str, Any], names: list[str]) -> list[str]:
+    """A team (with `team`'s limits) and keys of its own without limits, made by the admin
+    API: the keys' secrets."""
+    from .test_admin_keys import ADMIN
+
+    with gateway.http(ADMIN) as admin:
+        made = admin.post("/admin/v1/teams", json=team)
+        assert made.status_code == 200, made.text
+        secrets = []
+        for name in names:
+            key = admin.post("/admin/v1/keys", json={"name": name, "team": team["name"]})
+            assert key.status_code == 200, key.text
+            secrets.append(key.json()["key"])
+    return secrets
+
+
+def test_a_teams_rates_and_slots_are_shared_by_its_keys_and_named_when_short(
+    make_gateway: Callable[..., Gateway], job_store: dict[str, str], sim: Sim
+) -> None:
+    # Issue 25: a team's requests and images per minute and its concurrent requests bound
+    # its keys together, on each deployment; the refusal names the team.
+    from .test_admin_keys import ADMIN_KEYS
+
+    gateway = make_gateway(admin_keys=ADMIN_KEYS, **job_store)
+    ana, bo = (
+        gateway.sdk(api_key=secret)
+        for secret in _team_with_keys(
+            gateway,
+            {"name": "rates", "requests_per_minute": 3, "images_per_minute": 5},
+            ["ana", "bo"],
+        )
+    )
+    for sdk in (ana, bo, ana):
+        sdk.images.generate(model="gpt-image-2-web", prompt="within the team's minute")
+    for sdk in (ana, bo):
+        with pytest.raises(openai.RateLimitError) as caught:
+            sdk.images.generate(model="gpt-image-2-web", prompt="a fourth")
+        assert "the team 'rates'" in caught.value.message
+        assert caught.value.response.headers["retry-after"]
+    # More images in one request than the team may make in a minute: refused as final.
+    cy = gateway.sdk(
+        api_key=_team_with_keys(gateway, {"name": "few", "images_per_minute": 2}, ["cy"])[0]
+    )
+    with pytest.raises(openai.RateLimitError) as caught:
+        cy.images.generate(model="gpt-image-2-web", prompt="three at once", n=3)
+    assert "the team 'few'" in caught.value.message
+    assert caught.value.response.headers["x-should-retry"] == "false"
+
+    # One slot for the team: a second key's call while the first runs is refused at once.
+    dee, eve = (
+        gateway.sdk(api_key=secret)
+        for secret in _team_with_keys(
+            gateway, {"name": "slots", "concurrent_requests": 1}, ["dee", "eve"]
+        )
+    )
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(
+            dee.images.generate, model="gpt-image-2-web", prompt="[sim:sleep=1.5] slow"
+        )
+        # Once the slow call reached the upstream, it holds the team's slot.
+        wait_until(lambda: any("slow" in str(c.body) for c in sim.sent()))
+        with pytest.raises(openai.RateLimitError) as caught:
+            eve.images.generate(model="gpt-image-2-web", prompt="while it runs")
+        assert caught.value.code == "concurrency_limit_exceeded"
+        assert "The team 'slots'" in caught.value.message
+        assert running.result().data
+    eve.images.generate(model="gpt-image-2-web", prompt="after it ended")  # the slot is free
+
+
+def test_a_teams_reads_per_minute_are_shared_by_its_keys(
+    make_gateway: Callable[..., Gateway], job_store: dict[str, str]
+) -> None:
+    from .test_admin_keys import ADMIN_KEYS
+
+    gateway = make_gateway(admin_keys=ADMIN_KEYS, **job_store)
+    secrets = _team_with_keys(gateway, {"name": "readers", "reads_per_minute": 2}, ["fi", "gus"])
+    with gateway.http(secrets[0]) as fi, gateway.http(secrets[1]) as gus:
+        assert fi.get("/v1/videos").status_code == 200
+        assert gus.get("/v1/videos").status_code == 200
+        refused = fi.get("/v1/videos")
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "read_rate_limit_exceeded"
+    assert "the team 'readers'" in refused.json()["error"]["message"]

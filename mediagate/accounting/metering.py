@@ -71,7 +71,8 @@ class Ticket:
     policy: KeyPolicy
     model: str
     reservation: str
-    lease: str | None = None
+    # Concurrency slots held: (the key's or its team's bucket, the slot's id); () for none.
+    lease: Slots = ()
     # The request's record: the route that served it is what its charge's rollups count under.
     request: RequestContext | None = field(default=None, repr=False)
     settled: bool = field(default=False)
@@ -150,10 +151,9 @@ class Ticket:
             await self.release()
 
     async def release(self) -> None:
-        """Free the concurrency slot (a video job's reservation stays until the job ends)."""
-        if self.lease is not None:
-            lease, self.lease = self.lease, None
-            await self.metering.ledger.release(self.policy.name, lease)
+        """Free the concurrency slots (a video job's reservation stays until the job ends)."""
+        slots, self.lease = self.lease, ()
+        await self.metering.free(slots)
 
 
 @dataclass
@@ -164,29 +164,36 @@ class Gate:
 
     metering: Metering
     policy: KeyPolicy
-    lease: str | None = None
+    lease: Slots = ()
 
-    def take_lease(self) -> str | None:
-        lease, self.lease = self.lease, None
+    def take_lease(self) -> Slots:
+        lease, self.lease = self.lease, ()
         return lease
 
     async def release(self) -> None:
-        lease = self.take_lease()
-        if lease is not None:
-            await self.metering.ledger.release(self.policy.name, lease)
+        await self.metering.free(self.take_lease())
 
 
-def _rate_limited(policy: KeyPolicy, wait: float) -> RateLimited:
+# A concurrency slot held: (the bucket it is counted in, the slot's id).
+Slots = tuple[tuple[str, str], ...]
+
+
+def _team_bucket(team: TeamPolicy) -> str:
+    """A team's own windows and slots: `team:` cannot begin a key's name (no colon in one)."""
+    return f"team:{team.name}"
+
+
+def _rate_limited(whose: str, wait: float) -> RateLimited:
     return RateLimited(
-        f"Rate limit reached for the key '{policy.name}': try again in {wait:.1f} s.",
+        f"Rate limit reached for {whose}: try again in {wait:.1f} s.",
         headers={"retry-after": str(math.ceil(wait)), "retry-after-ms": str(int(wait * 1000))},
     )
 
 
-def _no_slot(policy: KeyPolicy) -> RateLimited:
+def _no_slot(whose: str, limit: int) -> RateLimited:
     return RateLimited(
-        f"The key '{policy.name}' already has {policy.concurrent_requests} requests "
-        "running; wait for one to finish.",
+        f"{whose[0].upper()}{whose[1:]} already has {limit} requests running; wait for one to "
+        "finish.",
         code="concurrency_limit_exceeded",
         headers={"retry-after": "1"},
     )
@@ -316,13 +323,21 @@ class Metering:
         `reads_per_minute`, else `default_rpm` (0: unlimited). Over it, a 429 with
         Retry-After. Reads have their own bucket, so polling never eats the budget of new
         work, nor new work that of polling."""
-        rpm = policy.reads_per_minute or default_rpm
-        if not rpm:
-            return
-        wait = await self.ledger.take_rate(f"{policy.name}:reads", rpm, None, 0)
+        team = self.teams(policy.team)
+        limits: list[tuple[str, int, OwnerKind]] = [
+            (f"{policy.name}:reads", policy.reads_per_minute or default_rpm, "key")
+        ]
+        if team is not None and team.reads_per_minute:
+            limits.append((f"{_team_bucket(team)}:reads", team.reads_per_minute, "team"))
+        for bucket, rpm, kind in limits:
+            if rpm:
+                await self._take_read(bucket, rpm, _whose(kind, policy))
+
+    async def _take_read(self, bucket: str, rpm: int, whose: str) -> None:
+        wait = await self.ledger.take_rate(bucket, rpm, None, 0)
         if wait > 0:
             raise RateLimited(
-                f"Read rate limit reached for the key '{policy.name}' ({rpm} per minute): "
+                f"Read rate limit reached for {whose} ({rpm} per minute): "
                 f"try again in {wait:.1f} s.",
                 code="read_rate_limit_exceeded",
                 headers={
@@ -331,23 +346,58 @@ class Metering:
                 },
             )
 
+    async def _take_rates(self, policy: KeyPolicy, *, requests: bool, images: int) -> None:
+        """One request (when `requests`) and `images` images from the key's per-minute
+        windows, then from its team's. Each ledger call is a store round trip (a SQLite
+        transaction on a worker thread, or a Redis script): a limit that is not set is
+        skipped."""
+        team = self.teams(policy.team)
+        windows: list[tuple[str, int | None, int | None, OwnerKind]] = [
+            (policy.name, policy.requests_per_minute, policy.images_per_minute, "key")
+        ]
+        if team is not None:
+            windows.append(
+                (_team_bucket(team), team.requests_per_minute, team.images_per_minute, "team")
+            )
+        for bucket, rpm, ipm, kind in windows:
+            rpm = rpm if requests else None
+            ipm = ipm if images else None
+            if rpm is None and ipm is None:
+                continue
+            wait = await self.ledger.take_rate(bucket, rpm, ipm, images)
+            if wait > 0:
+                raise _rate_limited(_whose(kind, policy), wait)
+
+    async def _take_slots(self, policy: KeyPolicy) -> Slots:
+        """A concurrency slot of the key's and one of its team's, where they have a limit:
+        both or neither."""
+        team = self.teams(policy.team)
+        limits: list[tuple[str, int | None, OwnerKind]] = [
+            (policy.name, policy.concurrent_requests, "key")
+        ]
+        if team is not None:
+            limits.append((_team_bucket(team), team.concurrent_requests, "team"))
+        held: list[tuple[str, str]] = []
+        for bucket, limit, kind in limits:
+            if limit is None:
+                continue
+            lease = uuid.uuid4().hex
+            if not await self.ledger.acquire(bucket, lease, limit, LEASE_TTL_S):
+                await self.free(tuple(held))
+                raise _no_slot(_whose(kind, policy), limit)
+            held.append((bucket, lease))
+        return tuple(held)
+
+    async def free(self, slots: Slots) -> None:
+        for bucket, lease in slots:
+            await self.ledger.release(bucket, lease)
+
     async def gate(self, policy: KeyPolicy) -> Gate:
         """What a request must pass before its body is read: the key's request rate, a
         concurrency slot (held by the returned Gate), and some budget left (the request's own
         estimate is reserved by `admit`, once the body says what it asks)."""
-        ledger = self.ledger
-        if policy.requests_per_minute is not None:
-            wait = await ledger.take_rate(policy.name, policy.requests_per_minute, None, 0)
-            if wait > 0:
-                raise _rate_limited(policy, wait)
-        gate = Gate(self, policy)
-        if policy.concurrent_requests is not None:
-            lease = uuid.uuid4().hex
-            if not await ledger.acquire(
-                policy.name, lease, policy.concurrent_requests, LEASE_TTL_S
-            ):
-                raise _no_slot(policy)
-            gate.lease = lease
+        await self._take_rates(policy, requests=True, images=0)
+        gate = Gate(self, policy, await self._take_slots(policy))
         try:
             await self._budget_left(policy)
         except BaseException:
@@ -401,46 +451,36 @@ class Metering:
         """The request admitted: after its `gate` (taking over its slot), or, without one,
         the gate's checks first."""
         policy.require(model)
-        ledger = self.ledger
-        ipm = policy.images_per_minute
-        if ipm is not None and images > ipm:
-            raise RateLimited(
-                f"This request asks for {images} images; the key '{policy.name}' may make at "
-                f"most {ipm} per minute.",
-                param="n",
-                retryable=False,  # waiting does not make an over-large request fit
-            )
-        # Each ledger call is a store round trip (a SQLite transaction on a worker thread, or
-        # a Redis script); a key without the limit it checks skips it. Behind a gate, the
-        # request rate was taken already.
-        rpm = policy.requests_per_minute if gate is None else None
-        if rpm is not None or ipm is not None:
-            wait = await ledger.take_rate(policy.name, rpm, ipm, images)
-            if wait > 0:
-                raise _rate_limited(policy, wait)
+        team = self.teams(policy.team)
+        per_minute: list[tuple[OwnerKind, int | None]] = [
+            ("key", policy.images_per_minute),
+            ("team", team.images_per_minute if team is not None else None),
+        ]
+        for kind, ipm in per_minute:
+            if ipm is not None and images > ipm:
+                raise RateLimited(
+                    f"This request asks for {images} images; "
+                    f"{_whose(kind, policy)} may make at most {ipm} per minute.",
+                    param="n",
+                    retryable=False,  # waiting does not make an over-large request fit
+                )
+        # Behind a gate, the request rate was taken already.
+        await self._take_rates(policy, requests=gate is None, images=images)
         # Settled under the request's id (a video's job id): the id its request log row and
         # its settlement share.
         request = context.current()
         ticket = Ticket(self, policy, model, reservation or request.request_id, request=request)
-        if gate is not None:
-            ticket.lease = gate.take_lease()
-        elif policy.concurrent_requests is not None:
-            lease = uuid.uuid4().hex
-            if not await ledger.acquire(
-                policy.name, lease, policy.concurrent_requests, LEASE_TTL_S
-            ):
-                raise _no_slot(policy)
-            ticket.lease = lease
+        ticket.lease = gate.take_lease() if gate is not None else await self._take_slots(policy)
         budgets = self.budgets(policy)
         if not budgets.any():
             # Nothing to hold a reservation against: it would only be deleted again at settle.
             # The settle still books the request's cost and usage (by the ticket's id, once),
             # in a batch when the request holds nothing else (no slot, no job's id).
-            ticket.batched = ticket.lease is None and reservation is None
+            ticket.batched = not ticket.lease and reservation is None
             return ticket
         if self._queue:
             await self.flush()  # the budget sees every request answered before this one
-        short = await ledger.reserve(
+        short = await self.ledger.reserve(
             policy.name,
             ticket.reservation,
             estimate,
