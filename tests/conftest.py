@@ -221,12 +221,23 @@ def gateway_settings(
     return Settings(**values)
 
 
+# The gateways this test started: stopped at its end, or before a database fixture drops the
+# database they write to (pytest tears fixtures down in the reverse order of their set-up, and
+# a test may list make_gateway before its database).
+RUNNING: list[BackgroundServer] = []
+
+
+def stop_gateways() -> None:
+    while RUNNING:
+        RUNNING.pop().stop()
+
+
 @pytest.fixture
 def make_gateway(
     sim: Sim, tmp_path: Path, upstream_transport: str | None
 ) -> Iterator[Callable[..., Gateway]]:
     """Start a gateway with the test's settings (overrides by field name)."""
-    servers: list[BackgroundServer] = []
+    servers = RUNNING
 
     def make(transport: httpx2.AsyncBaseTransport | None = None, **overrides: Any) -> Gateway:
         """`transport`: the upstream network of the test's own (a mock, a recorder)."""
@@ -238,8 +249,7 @@ def make_gateway(
         return Gateway(server.url, settings)
 
     yield make
-    for server in servers:
-        server.stop()
+    stop_gateways()
 
 
 @pytest.fixture
@@ -387,6 +397,7 @@ def postgres_database(postgres_server: str) -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = postgres_server.rsplit("/", 1)[0]
     yield f"{base}/{name}"
+    stop_gateways()  # none may still be writing to the database dropped below
     with psycopg.connect(postgres_server, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
