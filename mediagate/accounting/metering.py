@@ -348,10 +348,10 @@ class Metering:
 
     async def _take_rates(self, policy: KeyPolicy, *, requests: bool, images: int) -> None:
         """One request (when `requests`) and `images` images from the key's per-minute
-        windows, then from its team's (a refusal by the team's leaves the key's taken: the
-        two are separate windows in the coordination store). Each ledger call is a store round trip (a SQLite
-        transaction on a worker thread, or a Redis script): a limit that is not set is
-        skipped."""
+        windows, then from its team's (a refusal by the team's leaves the key's taken: the two
+        are separate windows in the coordination store). Each ledger call is a store round
+        trip (a SQLite transaction on a worker thread, or a Redis script): a limit that is not
+        set is skipped."""
         team = self.teams(policy.team)
         windows: list[tuple[str, int | None, int | None, OwnerKind]] = [
             (policy.name, policy.requests_per_minute, policy.images_per_minute, "key")

@@ -196,7 +196,7 @@ class Database:
             kwargs={"autocommit": True, "row_factory": _pg_rows, "connect_timeout": 5},
         )
         try:
-            pool.open(wait=True, timeout=10)
+            pool.open(wait=True, timeout=5)  # a database that does not answer: fail the start
         except BaseException:
             pool.close()
             raise
