@@ -25,78 +25,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from mediagate.stores.jobs import FIELDS
 from mediagate.stores.sql.db import Database, Tx
+from mediagate.stores.sql.requestlog import COLUMNS
 
 Grain = Literal["hour", "day"]
 DIMENSIONS = ("key", "team", "model", "route")
 
-# The request log's columns a list or an export shows, in order (the prompt only in one
-# request's full record: it may be long, and is recorded only where the operator says).
-REQUEST_COLUMNS = (
-    "request_id",
-    "at",
-    "key",
-    "team",
-    "principal",
-    "endpoint",
-    "method",
-    "model",
-    "alias",
-    "route",
-    "routes_tried",
-    "token_group",
-    "mapped",
-    "dropped",
-    "tier",
-    "quality",
-    "n",
-    "seconds",
-    "status",
-    "error_code",
-    "latency_ms",
-    "upstream_ms",
-    "cost_micros",
-    "cost_state",
-    "images",
-    "video_seconds",
-    "job_id",
-    "upstream_task_id",
-    "batch_id",
-    "custom_id",
-    "replayed",
-    "trace_id",
-    "client_request_id",
-)
+# The request log's columns a list or an export shows, in the row's order: all but the prompt,
+# which only one request's full record shows (it may be long, and is recorded only where the
+# operator says).
+REQUEST_COLUMNS = tuple(column for column in COLUMNS if column != "prompt")
 REQUEST_JSON_COLUMNS = frozenset({"routes_tried", "mapped", "dropped"})
 
-# The video job store's table (one column per field of stores.jobs.VideoJob; `group` quoted,
-# as it is an SQL keyword).
-JOB_COLUMNS = (
-    "id",
-    "upstream_id",
-    "owner",
-    "model",
-    "route",
-    "group",
-    "key_fp",
-    "prompt",
-    "size",
-    "seconds",
-    "status",
-    "created_at",
-    "updated_at",
-    "progress",
-    "completed_at",
-    "expires_at",
-    "error",
-    "cost",
-    "remixed_from",
-    "reference",
-    "deleted_at",
-    "result_url",
-    "asked",
-    "route_snapshot",
-)
+# The video job store's table: one column per field of stores.jobs.VideoJob, by its name
+# (`group` quoted, as it is an SQL keyword).
+JOB_COLUMNS = FIELDS
 _JOB_SELECT = ", ".join(f'"{c}"' if c == "group" else c for c in JOB_COLUMNS)
 # The most latencies of one route the health view takes the percentiles of (the newest).
 HEALTH_SAMPLE = 5000
