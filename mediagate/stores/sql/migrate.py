@@ -1,7 +1,8 @@
 """Versioned migrations of the records' database: numbered SQL files, applied in order.
 
-`migrations/NNNN_name.sql` holds SQL both engines run; a migration whose SQL differs is a pair,
-`NNNN_name.sqlite.sql` and `NNNN_name.postgresql.sql`. Each applied version is a row of
+`migrations/NNNN_name.sql` holds SQL both engines run; a line that only one engine takes (a
+column whose type the two spell differently) ends with `-- sqlite only` or `-- postgresql
+only`, and the other engine never sees it. Each applied version is a row of
 `schema_migrations`. `upgrade` applies what is pending, all in one transaction taken under a
 lock (PostgreSQL: an advisory lock; SQLite: BEGIN IMMEDIATE), so replicas starting together
 apply each migration once, and a failed one leaves the database as it was. When nothing is
@@ -20,7 +21,8 @@ from pathlib import Path
 from mediagate.stores.sql.db import Database, Engine, Tx
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+?)(?:\.(sqlite|postgresql))?\.sql$")
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_ONLY = re.compile(r"\s*--\s*(sqlite|postgresql) only\s*$")
 _LOCK_ID = 7_303_117_001  # pg_advisory_xact_lock's key for "mediagate migrations"
 
 
@@ -32,19 +34,29 @@ class Migration:
 
 
 def migrations(engine: Engine) -> list[Migration]:
-    """Every migration for `engine`, in order (a shared file, or the engine's own)."""
-    found: dict[int, Migration] = {}
+    """Every migration, in order, as `engine` runs it."""
+    found: list[Migration] = []
     for path in sorted(MIGRATIONS.glob("*.sql")):
         match = _NAME.match(path.name)
         if match is None:
-            raise ValueError(f"migration file {path.name} is not NNNN_name[.engine].sql")
-        version, name, only = int(match[1]), match[2], match[3]
-        if only is not None and only != engine:
-            continue
-        if version in found:
+            raise ValueError(f"migration file {path.name} is not NNNN_name.sql")
+        version = int(match[1])
+        if found and found[-1].version == version:
             raise ValueError(f"two migrations numbered {version:04d}")
-        found[version] = Migration(version, name, path.read_text("utf-8"))
-    return [found[v] for v in sorted(found)]
+        found.append(Migration(version, match[2], _for(engine, path.read_text("utf-8"))))
+    return found
+
+
+def _for(engine: Engine, sql: str) -> str:
+    """A migration's SQL without the lines another engine alone takes (their tag dropped)."""
+    kept = []
+    for line in sql.splitlines():
+        only = _ONLY.search(line)
+        if only is None:
+            kept.append(line)
+        elif only[1] == engine:
+            kept.append(line[: only.start()])
+    return "\n".join(kept)
 
 
 def statements(sql: str) -> list[str]:
