@@ -16,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Generic, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict
 
 from mediagate import context
 from mediagate.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
@@ -26,6 +27,20 @@ from mediagate.gateway import ConfigError
 from mediagate.http.deps import gateway
 
 Role = Literal["admin", "viewer", "member"]
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """A list answer of the admin API: one keyset page, and the cursor of the next."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    object: Literal["list"] = "list"
+    data: list[T]
+    has_more: bool
+    next_cursor: str | None
+
+
 PREFIX = "/admin/v1"
 
 

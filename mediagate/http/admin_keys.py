@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from mediagate.errors import InvalidRequest, NotFound
-from mediagate.http.admin import PREFIX, Caller, Principal
+from mediagate.http.admin import PREFIX, Caller, Page, Principal
 from mediagate.http.admin_reads import known_parameters
 from mediagate.http.deps import gateway
 
@@ -112,18 +112,12 @@ class Team(BaseModel):
     created_at: str | None
 
 
-class KeyList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ClientKey]
-    has_more: bool
-    next_cursor: str | None
+class KeyList(Page[ClientKey]):
+    """A page of client keys."""
 
 
-class TeamList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[Team]
-    has_more: bool
-    next_cursor: str | None
+class TeamList(Page[Team]):
+    """A page of teams."""
 
 
 def _iso(value: float | None) -> str | None:

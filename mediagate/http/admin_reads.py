@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict
 from mediagate import jsonio
 from mediagate.errors import InvalidRequest, NotFound
 from mediagate.gateway import Gateway
-from mediagate.http.admin import PREFIX, Caller, Principal
+from mediagate.http.admin import PREFIX, Caller, Page, Principal
 from mediagate.http.deps import gateway
 from mediagate.stores.sql.reports import (
     DIMENSIONS,
@@ -144,13 +144,8 @@ class RequestDetail(RequestRecord):
     prompt: str | None = None
 
 
-class RequestList(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    object: Literal["list"] = "list"
-    data: list[RequestRecord]
-    has_more: bool
-    next_cursor: str | None
+class RequestList(Page[RequestRecord]):
+    """A page of the request log."""
 
 
 class Job(BaseModel):
@@ -189,13 +184,8 @@ class JobDetail(Job):
     history: list[RequestRecord]  # its rows in the request log, oldest first
 
 
-class JobList(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    object: Literal["list"] = "list"
-    data: list[Job]
-    has_more: bool
-    next_cursor: str | None
+class JobList(Page[Job]):
+    """A page of video jobs."""
 
 
 class UsageRow(BaseModel):
