@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -241,13 +240,9 @@ def render(results: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    config = QUICK if modes.quick() else FULL
-    compare = os.environ.get("BENCH_COMPARE_DIR")
-    if compare:
-        config = Config(**{**asdict(config), "compare_dir": compare})
-    rounds = os.environ.get("BENCH_ROUNDS")
-    if rounds:
-        config = Config(**{**asdict(config), "rounds": int(rounds)})
+    config = modes.configured(
+        QUICK, FULL, compare_dir=("BENCH_COMPARE_DIR", str), rounds=("BENCH_ROUNDS", int)
+    )
     results = run(config)
     modes.save("b64", results, render)
     print(f"written to {modes.out_path('b64')}")

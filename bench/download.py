@@ -21,8 +21,7 @@ bench/download-results.json (BENCH_DOWNLOAD_OUT). `BENCH_QUICK=1`: 3 rounds;
 from __future__ import annotations
 
 import contextlib
-import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import httpx2
@@ -154,9 +153,7 @@ def render(results: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    config = QUICK if modes.quick() else FULL
-    if os.environ.get("BENCH_DOWNLOAD_MB"):
-        config = replace(config, size_mb=int(os.environ["BENCH_DOWNLOAD_MB"]))
+    config = modes.configured(QUICK, FULL, size_mb=("BENCH_DOWNLOAD_MB", int))
     out = modes.out_path(MODE)
     print(f"bench download ({'quick' if modes.quick() else 'full'}); results to {out}", flush=True)
     results = run(config, log=lambda line: print(line, flush=True))

@@ -26,19 +26,32 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .procs import Loader, Proc, cpus, free_port, peak_rss_during, steady_env, wait_port
 from .runner import MB, Config, Stack, _summary, litellm_proxy, litellm_wanted, machine
 
 Log = Callable[[str], None]
+C = TypeVar("C")
 HERE = Path(__file__).resolve().parent
 
 
 def quick() -> bool:
     return os.environ.get("BENCH_QUICK", "") not in ("", "0")
+
+
+def configured(quick_config: C, full_config: C, **overrides: tuple[str, Callable[[str], Any]]) -> C:
+    """The mode's quick (BENCH_QUICK) or full config, each field in `overrides` replaced by the
+    environment variable named beside it when that is set (`rounds=("BENCH_ROUNDS", int)`)."""
+    config = quick_config if quick() else full_config
+    changes = {
+        name: parse(os.environ[variable])
+        for name, (variable, parse) in overrides.items()
+        if os.environ.get(variable)
+    }
+    return replace(config, **changes) if changes else config  # type: ignore[type-var]
 
 
 def out_path(mode: str) -> Path:

@@ -24,12 +24,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -214,13 +213,13 @@ def render(results: dict[str, Any]) -> str:
 
 def main() -> int:
     quick = modes.quick()
-    config = QUICK_POLLS if quick else FULL
-    if os.environ.get("BENCH_ROUNDS"):
-        config = replace(config, rounds=int(os.environ["BENCH_ROUNDS"]))
-    if os.environ.get("BENCH_COMPARE_DIR"):
-        config = replace(config, compare_dir=os.environ["BENCH_COMPARE_DIR"])
-    if os.environ.get("BENCH_POLLS_CONCURRENCY"):
-        config = replace(config, concurrency=int(os.environ["BENCH_POLLS_CONCURRENCY"]))
+    config = modes.configured(
+        QUICK_POLLS,
+        FULL,
+        rounds=("BENCH_ROUNDS", int),
+        compare_dir=("BENCH_COMPARE_DIR", str),
+        concurrency=("BENCH_POLLS_CONCURRENCY", int),
+    )
     out = modes.out_path("polls")
     print(f"mediagate polls benchmark ({'quick' if quick else 'full'}); results to {out}")
     results = run(config, log=lambda line: print(line, flush=True))

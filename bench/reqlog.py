@@ -27,7 +27,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -196,15 +196,14 @@ def render(results: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    import os
 
-    config = QUICK_REQLOG if modes.quick() else FULL
-    if os.environ.get("BENCH_ROUNDS"):
-        config = replace(config, rounds=int(os.environ["BENCH_ROUNDS"]))
-    if os.environ.get("BENCH_REQLOG_POSTGRES"):
-        config = replace(config, postgres_url=os.environ["BENCH_REQLOG_POSTGRES"])
-    if os.environ.get("BENCH_REQLOG_CONCURRENCY"):
-        config = replace(config, concurrency=int(os.environ["BENCH_REQLOG_CONCURRENCY"]))
+    config = modes.configured(
+        QUICK_REQLOG,
+        FULL,
+        rounds=("BENCH_ROUNDS", int),
+        postgres_url=("BENCH_REQLOG_POSTGRES", str),
+        concurrency=("BENCH_REQLOG_CONCURRENCY", int),
+    )
     out = modes.out_path("reqlog")
     print(f"mediagate request log benchmark; results to {out}")
     results = run(config, log=lambda line: print(line, flush=True))

@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -440,9 +440,7 @@ def render(results: dict[str, Any]) -> str:
 
 def main() -> int:
     quick = modes.quick()
-    config = QUICK if quick else FULL
-    if os.environ.get("BENCH_ROUNDS"):
-        config = replace(config, rounds=int(os.environ["BENCH_ROUNDS"]))
+    config = modes.configured(QUICK, FULL, rounds=("BENCH_ROUNDS", int))
     out = modes.out_path("slow")
     print(f"slow calls in flight ({'quick' if quick else 'full'}); results to {out}", flush=True)
     results = run(config, lambda line: print(line, flush=True))

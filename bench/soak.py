@@ -18,11 +18,10 @@ and 0 errors. Writes bench/soak-results.json (BENCH_SOAK_OUT).
 
 from __future__ import annotations
 
-import os
 import statistics
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from . import modes
@@ -163,9 +162,7 @@ def render(results: dict[str, Any]) -> str:
 
 
 def main() -> int:
-    config = QUICK if modes.quick() else FULL
-    if os.environ.get("BENCH_SOAK_S"):
-        config = replace(config, duration_s=float(os.environ["BENCH_SOAK_S"]))
+    config = modes.configured(QUICK, FULL, duration_s=("BENCH_SOAK_S", float))
     out = modes.out_path(MODE)
     print(f"bench soak ({config.duration_s:g} s); results to {out}", flush=True)
     results = run(config, log=lambda line: print(line, flush=True))
