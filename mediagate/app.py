@@ -17,6 +17,8 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from mediagate.accounting.requestlog import RequestLog
+from mediagate.console import routers
+from mediagate.console.web import render_error
 from mediagate.errors import Scrubber
 from mediagate.gateway import open_gateway
 from mediagate.http.admin import admin
@@ -97,7 +99,7 @@ def create_app(
         # whether FastAPI's are on cost every request a look at the global providers.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    install_handlers(app, scrub)
+    install_handlers(app, scrub, pages=render_error if settings.console else None)
     # The request bodies this replica holds, bounded, and the pace they must arrive at.
     bodies = Bodies(
         settings.max_inflight_body_bytes, settings.body_timeout_s, settings.body_min_bytes_per_s
@@ -120,6 +122,9 @@ def create_app(
     # request (no two routers share a path).
     for router in (videos, images, models, usage, files, openapi, health, admin, reads, admin_keys):
         _add_routes(app, router)
+    if settings.console:
+        for router in routers():
+            _add_routes(app, router)
     return app
 
 

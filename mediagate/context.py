@@ -42,6 +42,9 @@ class RequestContext:
     client_request_id: str | None = None
     endpoint: str = "other"  # a bounded label: "images.generations", "videos", "health", ...
     key_name: str | None = None  # the client key's name (never the key)
+    # Who acted with the key where that is not the key's holder: the console's signed-in user
+    # (its playground sends /v1 requests with one of the team's keys).
+    principal: str | None = None
     model: str | None = None  # the public model name asked for (an alias's successor)
     alias: Alias | None = None  # the retired name asked for, when its successor served
     route: Route | None = None  # the route that served (after any fallback)

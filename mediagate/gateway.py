@@ -38,6 +38,7 @@ from mediagate.stores.idempotency import IdempotencyStore
 from mediagate.stores.jobs import JobStore
 from mediagate.stores.ledger import Ledger
 from mediagate.stores.sql.db import Database, DatabaseConfigError, check_database_url
+from mediagate.stores.sql.meta import kept_secret
 from mediagate.upstream.breaker import Breakers
 from mediagate.upstream.fetcher import SafeFetcher, public_transport
 from mediagate.upstream.lanes import Lanes
@@ -97,6 +98,8 @@ class Gateway:
     catalog_watch: CatalogWatch | None = None
     # One row per request in the database, written in batches (None: MEDIAGATE_REQUEST_LOG off).
     request_log: RequestLog | None = None
+    # Signs the console's sessions: MEDIAGATE_CONSOLE_SECRET, else the one kept in the database.
+    console_secret: bytes = b""
 
     @property
     def catalog(self) -> Catalog:
@@ -372,6 +375,15 @@ async def _sweep_forever(store: HostedImages, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
+async def _console_secret(settings: Settings, database: Database) -> bytes:
+    """MEDIAGATE_CONSOLE_SECRET, else the one kept in the records database (made once)."""
+    if settings.console_secret is not None:
+        return settings.console_secret.get_secret_value().encode()
+    if not settings.console:
+        return b""
+    return await kept_secret(database)
+
+
 @asynccontextmanager
 async def open_gateway(
     settings: Settings,
@@ -534,6 +546,7 @@ async def open_gateway(
                     webhooks=webhooks,
                     catalog_watch=watch,
                     request_log=request_log if settings.request_log else None,
+                    console_secret=await _console_secret(settings, stores.database),
                 )
                 if gateway.request_log is not None:
                     gateway.request_log.attach(stores.database)

@@ -256,6 +256,36 @@ class Settings(BaseSettings):
     # X-Forwarded-Proto/-Host/-Prefix, or the request itself.
     public_url: str | None = None
 
+    # The console (/console): the platform team's and the teams' web pages, served by the
+    # gateway itself (mediagate/console/).
+    console: bool = True
+    # Signs the console's session cookies; the same on every replica. Unset: one is generated
+    # and kept in the records database (its `meta` table), so replicas sharing it agree.
+    console_secret: SecretStr | None = None
+    # How long a console session lasts from sign-in.
+    console_session_s: float = Field(default=12 * 3600.0, gt=0)
+    # OpenID Connect sign-in to the console (all three set it on): the issuer's URL (its
+    # /.well-known/openid-configuration is read), and this gateway's client at it, whose
+    # redirect URI is <public URL>/console/oidc/callback.
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    # The ID token's claims that give the user's role (`admin`, `viewer`; anything else is a
+    # team `member`) and team.
+    oidc_role_claim: str = "role"
+    oidc_team_claim: str = "team"
+    oidc_scopes: str = "openid email profile"
+    # A link from a request's trace id to the tracing UI: `{trace_id}` is replaced
+    # (https://tempo.example/trace/{trace_id}); unset, the console shows the id unlinked.
+    trace_url_template: str | None = None
+    # Keep what the gateway made (images and videos) in the hosted-object store, so the
+    # console's gallery shows them and a video outlives its upstream link. Unset: on in
+    # simulator mode only (`outputs_kept`).
+    keep_outputs: bool | None = None
+    keep_outputs_days: float = Field(default=30.0, gt=0)
+    # The most the kept outputs may take in all; past it the oldest are removed first.
+    keep_outputs_max_bytes: int = Field(default=10 * 1024**3, gt=0)
+
     # Filled in by the CLI when it starts the embedded simulator (offline mode).
     simulator: bool = False
 
@@ -333,6 +363,14 @@ class Settings(BaseSettings):
         if self.reconcile_interval_s is not None:
             return self.reconcile_interval_s
         return max(1.0, self.video_poll_after_ms / 1000)
+
+    def outputs_kept(self) -> bool:
+        """MEDIAGATE_KEEP_OUTPUTS, by default on in simulator mode only."""
+        return self.simulator if self.keep_outputs is None else self.keep_outputs
+
+    def oidc_enabled(self) -> bool:
+        """OpenID Connect sign-in is on when its issuer, client id and secret are all set."""
+        return bool(self.oidc_issuer and self.oidc_client_id and self.oidc_client_secret)
 
     def prompts_logged(self) -> bool:
         """MEDIAGATE_LOG_PROMPTS, by default on in simulator mode only."""

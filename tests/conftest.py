@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -517,3 +519,79 @@ def videos_gw(
     """A gateway on each job store whose video answers ask clients to poll quickly."""
     overlay = fast_video_polls(tmp_path / "fast-polls.yaml")
     return make_gateway(video_poll_after_ms=50, config=overlay, **job_store)
+
+
+# --- The console (/console) -------------------------------------------------------------------
+
+CONSOLE_ADMIN_KEY = "mga-console-admin-0123456789"
+CONSOLE_VIEWER_KEY = "mga-console-viewer-0123456789"
+_CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+_CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+
+
+def console_admin_keys() -> str:
+    """MEDIAGATE_ADMIN_KEYS with one admin (`ops`) and one viewer (`auditor`) for the console."""
+    admin = hashlib.sha256(CONSOLE_ADMIN_KEY.encode()).hexdigest()
+    viewer = hashlib.sha256(CONSOLE_VIEWER_KEY.encode()).hexdigest()
+    return f"ops:admin:{admin},auditor:viewer:{viewer}"
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token a console page carries (a form's hidden field, or the page's meta tag)."""
+    found = _CSRF_META.search(html) or _CSRF_FIELD.search(html)
+    assert found is not None, "no CSRF token on the page"
+    return found.group(1)
+
+
+class ConsoleClient:
+    """An HTTP client signed in to a gateway's console, as a browser would be (its cookies),
+    with the page's CSRF token at hand for forms."""
+
+    def __init__(self, gw: Gateway, key: str | None) -> None:
+        self.gw = gw
+        self.http = httpx2.Client(base_url=gw.url, timeout=60, verify=CLIENT_TLS)
+        login = self.http.get("/console/login")
+        assert login.status_code == 200, login.text
+        answer = self.http.post(
+            "/console/login",
+            data={"key": key or "", "csrf_token": csrf_token(login.text), "next": "/console"},
+        )
+        assert answer.status_code == 303, answer.text
+        self.csrf = csrf_token(self.get("/console").text)
+
+    def get(self, path: str, **kwargs: Any) -> httpx2.Response:
+        return self.http.get(path, **kwargs)
+
+    def post(self, path: str, data: dict[str, Any] | None = None, **kwargs: Any) -> httpx2.Response:
+        """A form post with the session's CSRF token."""
+        return self.http.post(path, data={"csrf_token": self.csrf, **(data or {})}, **kwargs)
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@pytest.fixture
+def console(make_gateway: Callable[..., Gateway]) -> Iterator[Callable[..., ConsoleClient]]:
+    """Sign in to a gateway's console: `console(gw, key)` (None: a gateway with no keys)."""
+    made: list[ConsoleClient] = []
+
+    def sign_in(gw: Gateway, key: str | None = CONSOLE_ADMIN_KEY) -> ConsoleClient:
+        client = ConsoleClient(gw, key)
+        made.append(client)
+        return client
+
+    yield sign_in
+    for client in made:
+        client.close()
+
+
+def create_key(gw: Gateway, name: str, team: str | None = None, **fields: Any) -> str:
+    """A client key made through the admin API (its team made first when missing): its secret."""
+    with gw.http(CONSOLE_ADMIN_KEY) as admin:
+        if team is not None and admin.get(f"/admin/v1/teams/{team}").status_code == 404:
+            made_team = admin.post("/admin/v1/teams", json={"name": team})
+            assert made_team.status_code == 200, made_team.text
+        made = admin.post("/admin/v1/keys", json={"name": name, "team": team, **fields})
+        assert made.status_code == 200, made.text
+        secret: str = made.json()["key"]
+        return secret

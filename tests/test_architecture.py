@@ -25,6 +25,7 @@ from fastapi.routing import APIRoute
 
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.app import create_app
+from mediagate.console import routers
 from mediagate.context import RequestContext
 from mediagate.http.admin import admin
 from mediagate.http.admin_keys import keys as admin_keys
@@ -183,6 +184,7 @@ def test_every_route_is_served_by_fastapi_once(sim: Sim, tmp_path: Path) -> None
             admin,
             reads,
             admin_keys,
+            *routers(),
         )
         for route in router.routes
         if isinstance(route, APIRoute)

@@ -468,6 +468,23 @@ class KeyRegistry:
         expected = found.sha256 if found is not None else _NO_DIGEST
         if not hmac.compare_digest(presented.encode(), expected.encode()) or found is None:
             raise AuthenticationFailed("Incorrect API key provided.")
+        return self._admitted(found)
+
+    def usable(self, name: str) -> KeyPolicy:
+        """The policy of the key named `name`, as `identify` would admit its current secret:
+        for a caller already authenticated otherwise (the console's signed-in user acting with
+        one of its team's keys). 401 as `identify` says when the key is gone or expired."""
+        self._maybe_reload()
+        current = [
+            entry
+            for entry in self._by_digest.values()
+            if entry.policy.name == name and entry.until is None
+        ]
+        if not current:
+            raise AuthenticationFailed(f"There is no key named '{name[:64]}' to act with.")
+        return self._admitted(current[0])
+
+    def _admitted(self, found: _Entry) -> KeyPolicy:
         now = self._clock()
         if found.until is not None and now >= found.until:
             raise AuthenticationFailed("Incorrect API key provided.")  # rotated out

@@ -46,10 +46,10 @@ READS = frozenset({"videos.retrieve", "videos.list", "videos.content"})
 # Never logged: probes and the metrics scrape ("health"), and paths no route serves ("other":
 # the access log line has them).
 UNLOGGED = frozenset({"health", "other"})
-# The admin API (`admin.*`: the platform team's and the console's reads and key changes) is not
-# the usage of a key: not logged, nor counted, unless it fails (a refused admin call is kept).
-# Otherwise every read of the log would add rows to the log it reads.
-ADMIN = "admin."
+# The admin API (`admin.*`: the platform team's reads and key changes) and the console's pages
+# (`console.*`) are not the usage of a key: not logged, nor counted, unless they fail (a refused
+# call is kept). Otherwise every read of the log would add rows to the log it reads.
+ADMIN = ("admin.", "console.")
 BATCH_ROWS = 500
 SWEEP_EVERY_S = 3600.0
 SWEEP_ROWS = 10000  # rows deleted per transaction
@@ -150,6 +150,7 @@ class RequestLog:
                 _trace_id() if self.traced else None,
                 ctx.prompt,
                 ctx.client_request_id,
+                ctx.principal,
             )
         )
         if len(queue) >= BATCH_ROWS:
@@ -334,6 +335,7 @@ def _encode(raw: tuple[Any, ...]) -> tuple[Any, ...]:
         trace_id,
         prompt,
         client_request_id,
+        principal,
     ) = raw
     route_id = route.id if route is not None else None
     # Each route tried and how it went: the ones fallen back from, then the last one (when
@@ -355,7 +357,7 @@ def _encode(raw: tuple[Any, ...]) -> tuple[Any, ...]:
         at,
         key or "",
         team or "",
-        None,  # principal: the console's user, where one acted (later)
+        principal,  # the console's user, where one acted with the key
         endpoint,
         method,
         model,

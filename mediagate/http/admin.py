@@ -15,18 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import dataclass
 from typing import Annotated, Generic, Literal, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict
 
 from mediagate import context
-from mediagate.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
-from mediagate.gateway import ConfigError
+from mediagate.errors import AuthenticationFailed, InvalidRequest
+from mediagate.gateway import ConfigError, Gateway
 from mediagate.http.deps import gateway
+from mediagate.http.principals import Principal
 
-Role = Literal["admin", "viewer", "member"]
 T = TypeVar("T")
 
 
@@ -44,46 +43,31 @@ class Page(BaseModel, Generic[T]):
 PREFIX = "/admin/v1"
 
 
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling the admin API."""
-
-    name: str  # the admin key's name, or the client key's
-    role: Role
-    team: str | None = None  # a member's team (None: the member sees only its own key)
-
-    def require(self, role: Literal["admin", "viewer"]) -> None:
-        """403 unless the caller has `role` (an admin has every role)."""
-        if self.role == "admin" or (role == "viewer" and self.role == "viewer"):
-            return
-        raise PermissionDenied(f"This needs an {role} key.", code="permission_denied")
-
-    def scope(self) -> tuple[str | None, str | None]:
-        """(team, key) every read of a member is narrowed to; (None, None) for admin/viewer."""
-        if self.role != "member":
-            return None, None
-        return (self.team, None) if self.team else (None, self.name)
-
-
 async def principal(request: Request) -> Principal:
-    gw = gateway(request)
     scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise AuthenticationFailed(
             "You didn't provide an API key. Send it as 'Authorization: Bearer YOUR_KEY'."
         )
+    found, _ = key_principal(gateway(request), token)
+    context.current().key_name = found.name
+    return found
+
+
+def key_principal(gw: Gateway, token: str) -> tuple[Principal, bool]:
+    """Who a key is: an admin key's principal (True), else its client key's team member
+    (False); 401 when it is neither. Also the console's sign-in with a key."""
     presented = hashlib.sha256(token.encode()).hexdigest()
     found: Principal | None = None
     for key in gw.admin_keys:
         # Every configured digest compared, in constant time: no early exit to time.
         if hmac.compare_digest(presented.encode(), key.sha256.encode()) and found is None:
             found = Principal(key.name, key.role)
-    if found is None:
-        policy = gw.clients.identify(f"Bearer {token}")  # 401 when no client key either
-        found = Principal(policy.name, "member", policy.team)
-    context.current().key_name = found.name
-    return found
+    if found is not None:
+        return found, True
+    policy = gw.clients.identify(f"Bearer {token}")  # 401 when no client key either
+    return Principal(policy.name, "member", policy.team), False
 
 
 # The caller of an admin route, as a handler parameter: `caller: Caller`.

@@ -17,9 +17,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from mediagate.errors import InvalidRequest, NotFound
-from mediagate.http.admin import PREFIX, Caller, Page, Principal
+from mediagate.http.admin import PREFIX, Caller, Page
 from mediagate.http.admin_reads import known_parameters
 from mediagate.http.deps import gateway
+from mediagate.http.principals import Principal
 
 # A query parameter a route does not take is a 400 naming it, as on the admin API's reads.
 keys = APIRouter(prefix=PREFIX, dependencies=[Depends(known_parameters)])

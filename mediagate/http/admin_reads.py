@@ -37,8 +37,9 @@ from pydantic import BaseModel, ConfigDict
 from mediagate import jsonio
 from mediagate.errors import InvalidRequest, NotFound
 from mediagate.gateway import Gateway
-from mediagate.http.admin import PREFIX, Caller, Page, Principal
+from mediagate.http.admin import PREFIX, Caller, Page
 from mediagate.http.deps import gateway
+from mediagate.http.principals import Principal
 from mediagate.stores.sql.reports import (
     DIMENSIONS,
     JOB_COLUMNS,

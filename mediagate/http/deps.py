@@ -24,8 +24,11 @@ from starlette.types import Scope
 from mediagate import context
 from mediagate.accounting.clients import ANONYMOUS, KeyPolicy
 from mediagate.accounting.metering import Gate
+from mediagate.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
 from mediagate.gateway import Gateway
+from mediagate.http import sessions
 from mediagate.http.bodies import parse_json, read_body
+from mediagate.http.headers import ACT_AS
 
 _FORWARDED_HOST = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 _FORWARDED_PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)*$")
@@ -37,15 +40,50 @@ def gateway(request: Request) -> Gateway:
 
 
 async def client(request: Request) -> KeyPolicy:
-    """The calling client key's policy (the dependency that enforces auth)."""
+    """The calling client key's policy (the dependency that enforces auth): the bearer key's,
+    or, for the console's signed-in user (its playground), the key it names in `X-Mediagate-Key`
+    (`acting_key`)."""
     gw = gateway(request)
-    policy = (
-        gw.clients.identify(request.headers.get("authorization"))
-        if gw.clients.enabled
-        else ANONYMOUS
-    )
     ctx = context.current()
+    if not gw.clients.enabled:
+        policy = ANONYMOUS
+    else:
+        authorization = request.headers.get("authorization")
+        acting = request.headers.get(ACT_AS) if authorization is None else None
+        policy = (
+            gw.clients.identify(authorization)
+            if acting is None
+            else acting_key(request, gw, acting, ctx)
+        )
     ctx.key_name, ctx.team = policy.name, policy.team
+    return policy
+
+
+# The console's playground sends its /v1 requests with the user's session (its cookie), the
+# header ACT_AS naming which of the team's keys to act with, and the CSRF token: the same
+# request path as any client's, counted against that key, with the user recorded.
+_KEY_NAME = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+
+def acting_key(request: Request, gw: Gateway, name: str, ctx: context.RequestContext) -> KeyPolicy:
+    """The key a signed-in console user acts with: 401 without a valid session, 403 without
+    the session's CSRF token (or from another site) or for a key the user may not use."""
+    session = sessions.current(request)
+    if session is None:
+        raise AuthenticationFailed(
+            "Your console session has ended: sign in again, or send an API key as "
+            "'Authorization: Bearer YOUR_KEY'."
+        )
+    sessions.require_csrf(request, session, request.headers.get(sessions.CSRF_HEADER))
+    if not _KEY_NAME.fullmatch(name):
+        raise InvalidRequest(f"Invalid '{ACT_AS}': not a key name.", param=ACT_AS)
+    policy = gw.clients.usable(name)
+    if not session.principal.may_act_with(policy.name, policy.team):
+        raise PermissionDenied(
+            f"You may not act with the key '{policy.name}': it is not your team's.",
+            code="permission_denied",
+        )
+    ctx.principal = session.principal.name
     return policy
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -134,12 +135,25 @@ def gateway_error_response(exc: GatewayError, scrub: Scrubber) -> JSONResponse:
     return error_response(exc, ctx.request_id)
 
 
-def install_handlers(app: FastAPI, scrub: Scrubber) -> None:
-    async def on_gateway_error(request: Request, exc: Exception) -> JSONResponse:
+def install_handlers(
+    app: FastAPI,
+    scrub: Scrubber,
+    pages: Callable[[Request, GatewayError], Response | None] | None = None,
+) -> None:
+    """The app's exception handlers. `pages` renders an error as a page where it answers one
+    (the console's paths); the answer is the OpenAI error body everywhere else."""
+
+    async def on_gateway_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, GatewayError)
+        if pages is not None:
+            exc.message = scrub(exc.message)
+            page = pages(request, exc)
+            if page is not None:
+                context.current().error = exc
+                return page
         return gateway_error_response(exc, scrub)
 
-    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
         # FastAPI would answer 422; the OpenAI API and its SDKs expect 400 for bad input.
         assert isinstance(exc, RequestValidationError)
         first = exc.errors()[0] if exc.errors() else {}
@@ -149,7 +163,7 @@ def install_handlers(app: FastAPI, scrub: Scrubber) -> None:
             message = f"Invalid value for '{param}': {message}"
         return await on_gateway_error(request, InvalidRequest(message, param=param))
 
-    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         if exc.status_code in (404, 405):
             # The router's: no route has this path (or takes this method).
@@ -163,13 +177,13 @@ def install_handlers(app: FastAPI, scrub: Scrubber) -> None:
         err = kind(str(exc.detail), status=exc.status_code, headers=dict(exc.headers or {}))
         return await on_gateway_error(request, err)
 
-    async def on_client_disconnect(request: Request, exc: Exception) -> JSONResponse:
+    async def on_client_disconnect(request: Request, exc: Exception) -> Response:
         # A body read anywhere but through `bodies.bounded` (which raises ClientGone itself):
         # the client hung up, a 499 in the request's log line and metrics, not a 500.
         gone = ClientGone("The client closed the connection before its request was complete.")
         return await on_gateway_error(request, gone)
 
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
         # Only what escapes the request bookkeeping (which logs its own) reaches here.
         fields = {"error": scrub(repr(exc)), "traceback": format_traceback(exc, scrub)}
         log.error("unhandled error", extra={"fields": fields})

@@ -51,6 +51,8 @@ REPLAYED = "x-mediagate-idempotent-replay"
 SHOULD_RETRY = "x-should-retry"
 # Read, not written: a client's word that a video reference of another size may be fitted.
 FIT_REFERENCE = "x-mediagate-fit-reference"
+# Read, not written: the key a console user acts with (mediagate.http.deps.acting_key).
+ACT_AS = "x-mediagate-key"
 
 _SAFE = re.compile(r"[\x20-\x7e]{1,4096}")
 

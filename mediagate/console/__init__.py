@@ -1,0 +1,41 @@
+"""The console (`/console`): the web pages where a platform team and its teams see what was
+made, what it cost and what failed, manage keys, and try a model (issue 26).
+
+Server-rendered (Jinja2 templates, a little vendored htmx and uPlot), served by the gateway
+itself from this package's files. Its data is the admin API's: the same records, reads and
+role rules (mediagate.http.admin*), shown as pages. `web` is what the pages share; each page is
+a module with its own router (`pages`), gathered by `routers()`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+
+def routers() -> tuple[APIRouter, ...]:
+    """Every console route, the sign-in's first (its static files with them)."""
+    from mediagate.console import (
+        auth,
+        export,
+        gallery,
+        health,
+        jobs,
+        keys,
+        models,
+        overview,
+        playground,
+        requests,
+    )
+
+    return (
+        auth.pages,
+        overview.pages,
+        gallery.pages,
+        requests.pages,
+        jobs.pages,
+        keys.pages,
+        models.pages,
+        playground.pages,
+        health.pages,
+        export.pages,
+    )

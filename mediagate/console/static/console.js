@@ -1,0 +1,36 @@
+// The console's small shared behaviours; no inline scripts anywhere (the pages' CSP forbids
+// them). Page scripts live in static/<page>.js.
+(function () {
+  "use strict";
+  function csrf() {
+    var meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.content : "";
+  }
+  window.mediagate = { csrf: csrf };
+  // htmx's requests carry the session's CSRF token.
+  document.addEventListener("htmx:configRequest", function (event) {
+    event.detail.headers["X-CSRF-Token"] = csrf();
+  });
+  document.addEventListener("click", function (event) {
+    var target = event.target.closest ? event.target.closest("[data-copy]") : null;
+    if (target) {
+      var source = document.getElementById(target.getAttribute("data-copy"));
+      var text = source ? (source.value || source.textContent) : "";
+      if (navigator.clipboard) {
+        navigator.clipboard.writeText(text).then(function () { target.textContent = "Copied"; });
+      } else if (source && source.select) {
+        source.select();
+        document.execCommand("copy");
+        target.textContent = "Copied";
+      }
+    }
+  });
+  // A form whose button has data-confirm asks first.
+  document.addEventListener("submit", function (event) {
+    var button = event.submitter;
+    var message = button && button.getAttribute("data-confirm");
+    if (message && !window.confirm(message)) {
+      event.preventDefault();
+    }
+  });
+})();
