@@ -4,12 +4,14 @@ failed jobs first; a member sees its team's jobs only, and another team's job is
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .conftest import (
+    CONSOLE_ADMIN_KEY,
     ConsoleClient,
     Gateway,
     console_admin_keys,
@@ -40,9 +42,12 @@ def row_of(html: str, job_id: str) -> str:
 
 
 def test_jobs_show_status_progress_and_cost_failed_first_and_a_members_own_only(
-    make_gateway: Callable[..., Gateway], console: Console, tmp_path: Path
+    make_gateway: Callable[..., Gateway],
+    console: Console,
+    tmp_path: Path,
+    job_store: dict[str, str],
 ) -> None:
-    gw = video_gateway(make_gateway, tmp_path)
+    gw = video_gateway(make_gateway, tmp_path, **job_store)
     designer_key = create_key(gw, "designer", "marketing")
     analyst_key = create_key(gw, "analyst", "finance")
     designer, analyst = gw.sdk(api_key=designer_key), gw.sdk(api_key=analyst_key)
@@ -86,6 +91,22 @@ def test_jobs_show_status_progress_and_cost_failed_first_and_a_members_own_only(
     assert [job for job, _ in rows(by_key.text)] == [made.id]
     assert [job for job, _ in rows(admin.get("/console/jobs?team=finance").text)] == [failed.id]
     assert admin.get("/console/jobs?status=bogus").status_code == 400
+    # The filter form sends every field, empty ones too: those filter nothing.
+    empty = admin.get("/console/jobs?status=&model=&team=&key=&start=&end=")
+    assert empty.status_code == 200 and [job for job, _ in rows(empty.text)] == [failed.id, made.id]
+    # Keyset pages, as the admin API's: the first page lists the failed job first, then its
+    # page of the rest (newest first); the next page (the cursor in its link) the older ones.
+    first = admin.get("/console/jobs?limit=1&key=").text  # an empty field: no filter
+    with gw.http(CONSOLE_ADMIN_KEY) as http:
+        api = http.get("/admin/v1/jobs", params={"limit": 1}).json()
+    newest = api["data"][0]["id"]
+    assert rows(first) == [(failed.id, True)] + ([(made.id, False)] if newest == made.id else [])
+    older = re.search(r'<a href="(/console/jobs\?[^"]+)" rel="next">', first)
+    assert older is not None and "after=" in older.group(1)
+    second = admin.get(html.unescape(older.group(1))).text
+    oldest = ({failed.id, made.id} - {newest}).pop()
+    assert rows(second) == [(oldest, False)]  # later pages: newest first only
+    assert 'rel="next"' not in second
 
     # One job: its record, cost, history and links.
     detail = admin.get(f"/console/jobs/{made.id}")

@@ -86,6 +86,8 @@ def test_every_model_with_its_prices_as_the_catalog_says(
     # The filter box: by name (a retired name finds its successor) and by kind.
     videos = [m for m in offered if catalog.routes[catalog.models[m].routes[0]].kind == "video"]
     assert shown_models(admin.get("/console/models?kind=video").text) == videos
+    assert shown_models(admin.get("/console/models?q=&kind=").text) == offered  # the empty form
+    assert admin.get("/console/models?kind=audio").status_code == 400
     assert videos and set(videos) < set(offered)
     alias = next(iter(catalog.aliases.values()))
     assert alias.to in shown_models(admin.get("/console/models", params={"q": alias.name}).text)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from mediagate.console.web import PREFIX, Viewer, render
+from mediagate.errors import InvalidRequest
 from mediagate.http.admin_reads import (
     After,
     _time_cursor,
@@ -31,13 +32,34 @@ from mediagate.stores.sql.reports import JobFilter, Reports, Scope
 
 pages = APIRouter()
 
-PAGE_ROWS = 50
+PAGE_ROWS = 50  # by default; `limit` (the admin API's name) up to MAX_ROWS
+MAX_ROWS = 100
 ATTENTION_ROWS = 20  # stuck and failed jobs shown first, at most, each
 FAILED_WINDOW_S = 86400.0  # failed jobs listed first: those of the last day
 UNFINISHED = ("queued", "in_progress")
 REFRESH_S = 3  # how often a running row refreshes itself
 
-Filters = Annotated[JobFilter, Depends(job_filter)]
+STATUSES = ("queued", "in_progress", "completed", "failed")
+FILTER_NAMES = ("start", "end", "status", "model", "key", "team")  # job_filter's
+
+
+def page_filter(request: Request) -> JobFilter:
+    """`job_filter` of the page's query, an empty field being no filter: the filter form sends
+    every field, filled or not (the admin API refuses an empty value; a form must not)."""
+    given = {
+        name: value
+        for name, value in request.query_params.items()
+        if name in FILTER_NAMES and value != ""
+    }
+    status = given.pop("status", None)
+    if status is not None and status not in STATUSES:
+        raise InvalidRequest(
+            f"Invalid 'status': expected one of {', '.join(STATUSES)}.", param="status"
+        )
+    return job_filter(status=cast(Any, status), **given)
+
+
+Filters = Annotated[JobFilter, Depends(page_filter)]
 
 
 def decorate(items: list[dict[str, Any]], costs: dict[str, dict[str, int]], limit_s: float) -> None:
@@ -76,13 +98,17 @@ async def attention(
 
 @pages.get(PREFIX + "/jobs", name="console.jobs", include_in_schema=False)
 async def jobs_list(
-    request: Request, session: Viewer, filters: Filters, after: After = None
+    request: Request,
+    session: Viewer,
+    filters: Filters,
+    after: After = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = PAGE_ROWS,
 ) -> HTMLResponse:
     cursor = _time_cursor(after)
     gw, store, scope = reports(request, session.principal)
     limit_s = gw.settings.console_stuck_after_s
     first = await attention(request, store, scope, filters, limit_s) if cursor is None else []
-    page = await jobs_page(gw, store, scope, filters, cursor, PAGE_ROWS)
+    page = await jobs_page(gw, store, scope, filters, cursor, limit)
     shown = {item["id"] for item in first}
     rest = [item for item in page["data"] if item["id"] not in shown]
     rows = first + rest
@@ -99,7 +125,7 @@ async def jobs_list(
         attention_count=len(first),
         next_cursor=page["next_cursor"],
         stuck_after_s=limit_s,
-        statuses=("queued", "in_progress", "completed", "failed"),
+        statuses=STATUSES,
         models=sorted(m.id for m in gw.catalog.models.values() if _is_video(gw, m.routes)),
         refresh_s=REFRESH_S,
         now=time.time(),

@@ -9,17 +9,20 @@ Nothing about a model is written here: it all comes from the catalog the gateway
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
 
 from mediagate.catalog import Catalog, Route
 from mediagate.console.web import PREFIX, Viewer, render
+from mediagate.errors import InvalidRequest
 from mediagate.http.admin_reads import catalog_view
 from mediagate.http.deps import gateway
 
 pages = APIRouter()
+
+KINDS = ("image", "video")
 
 
 def price_lines(price: dict[str, Any] | None) -> list[tuple[str, str]]:
@@ -109,9 +112,13 @@ def model_rows(catalog: Catalog, view: dict[str, Any]) -> list[dict[str, Any]]:
 async def models_page(
     request: Request,
     session: Viewer,
-    q: str | None = Query(default=None, max_length=128),
-    kind: Literal["image", "video"] | None = None,
+    q: Annotated[str | None, Query(max_length=128)] = None,
+    kind: Annotated[str | None, Query(max_length=16)] = None,
 ) -> HTMLResponse:
+    if kind == "":
+        kind = None  # the filter form's "any"
+    if kind is not None and kind not in KINDS:
+        raise InvalidRequest("Invalid 'kind': expected image or video.", param="kind")
     gw = gateway(request)
     view = catalog_view(gw, session.principal)
     rows = model_rows(gw.catalog, view)
@@ -135,4 +142,5 @@ async def models_page(
         rows=rows,
         total=total,
         listing_checked=view["listing_checked"],
+        kinds=KINDS,
     )
