@@ -61,8 +61,13 @@ def test_every_model_with_its_prices_as_the_catalog_says(
             if price.as_of is not None:
                 assert price.as_of.isoformat() in block, (model_id, route_id)
             dumped = price.model_dump(mode="json", exclude_none=True)
-            for unit, amount in price_lines(dumped):
+            lines = price_lines(dumped)
+            assert lines, (model_id, route_id)
+            for unit, amount in lines:
                 assert f"{unit}</span> {amount}" in block, (model_id, route_id, unit)
+            for flat in ("per_image", "per_call", "per_video"):
+                if getattr(price, flat, None) is not None:
+                    assert f"{flat}</span> {getattr(price, flat)}" in block
             for size in sizes_of(route):
                 assert size in block
             if route.video is not None:

@@ -37,7 +37,8 @@ def price_lines(price: dict[str, Any] | None) -> list[tuple[str, str]]:
             for name, inner in value.items():
                 walk(f"{prefix} {name}".strip(), inner)
         elif isinstance(value, list):
-            out.append((prefix, ", ".join(str(v) for v in value) or "—"))
+            if value:  # e.g. not_priced: the tiers without a rate yet
+                out.append((prefix, ", ".join(str(v) for v in value)))
         else:
             out.append((prefix, str(value)))
 
