@@ -195,4 +195,23 @@ def test_keys_from_the_environment_are_read_only_and_say_why(
     assert "Revoke key" not in page.text
     refused = c.post("/console/keys/key/envbot/revoke")
     assert refused.status_code == 409
-    assert "defined in MEDIAGATE_API_KEYS" in refused.text
+    assert "defined in MEDIAGATE_API_KEYS: change it there." in refused.text
+    assert 'role="alert"' in refused.text
+    draw(gw, "mg-env-0123456789")  # still in force
+
+
+def test_an_expiry_set_in_the_form_is_enforced(
+    make_gateway: Callable[..., Gateway], console: Console
+) -> None:
+    gw = make_gateway(admin_keys=console_admin_keys())
+    c = console(gw)
+    secret = secret_of(c.post("/console/keys", {"name": "temp"}).text)
+    draw(gw, secret)
+    # As a browser's <input type="datetime-local"> sends it: no seconds, no zone (UTC).
+    assert c.post("/console/keys/key/temp", {"expires_at": "2020-01-02T03:04"}).status_code == 303
+    page = c.get("/console/keys/key/temp").text
+    assert "2020-01-02 03:04:00 UTC" in page
+    assert 'name="expires_at" type="datetime-local" value="2020-01-02T03:04"' in page
+    with pytest.raises(openai.AuthenticationError) as expired:
+        draw(gw, secret)
+    assert expired.value.code == "api_key_expired"

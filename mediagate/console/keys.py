@@ -268,7 +268,12 @@ async def update_key(request: Request, session: Editor, name: str) -> Response:
 @pages.post(PAGE + "/key/{name}/revoke", name="console.keys.revoke", include_in_schema=False)
 async def revoke_key(request: Request, session: Editor, name: str) -> Response:
     session.principal.require("admin")
-    await api.revoke_key(request, session.principal, name)
+    try:
+        await api.revoke_key(request, session.principal, name)
+    except GatewayError as exc:
+        if exc.status != 409:  # a key from the environment or the keys file, or revoked
+            raise
+        return await _key_page(request, session, name, status=409, error=exc)
     return _back(f"{PAGE}/key/{name}")
 
 
@@ -284,7 +289,12 @@ async def rotate_key(request: Request, session: Editor, name: str) -> Response:
             "Invalid value for 'grace_hours': a number of hours from 0 to 720.", param="grace_hours"
         )
         return await _key_page(request, session, name, status=400, error=error)
-    made = await api.rotate_key(request, session.principal, name, body)
+    try:
+        made = await api.rotate_key(request, session.principal, name, body)
+    except GatewayError as exc:
+        if exc.status != 409:
+            raise
+        return await _key_page(request, session, name, status=409, error=exc)
     return _secret_page(request, session, made, "rotated")
 
 

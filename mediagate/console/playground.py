@@ -93,7 +93,8 @@ def _video_facts(route: Route) -> dict[str, Any]:
     }
     return {
         "kind": "video",
-        "sizes": list(video.sizes),
+        # Only what is priced is made (never a free, unbudgeted video): nothing else offered.
+        "sizes": [size for size in video.sizes if video.priced(video.tier(size))],
         "default_size": video.default_size,
         "seconds": list(video.seconds),
         "default_seconds": video.default_seconds,

@@ -180,7 +180,8 @@
     var url;
     if (f.kind === "image") {
       url = "/v1/images/generations";
-      var body = { model: model.value, prompt: prompt, n: Number($("n").value || "1") };
+      // b64_json: shown inline (the page's CSP allows data: images, not other sites').
+      var body = { model: model.value, prompt: prompt, n: Number($("n").value || "1"), response_format: "b64_json" };
       if (!$("size-field").hidden && $("size").value) { body.size = $("size").value; }
       if (!$("quality-field").hidden && $("quality").value) { body.quality = $("quality").value; }
       if (!$("output_format-field").hidden && $("output_format").value) { body.output_format = $("output_format").value; }
