@@ -154,13 +154,19 @@ def test_a_member_picks_among_its_team_s_keys_and_a_viewer_has_none(
 
 
 def test_an_open_gateway_s_playground_needs_no_key(
-    make_gateway: Callable[..., Gateway], console: Console
+    make_gateway: Callable[..., Gateway], console: Console, tmp_path: Path
 ) -> None:
-    open_gw = make_gateway(api_keys=None, simulator=True)
+    overlay = fast_video_polls(tmp_path / "fast.yaml")
+    open_gw = make_gateway(api_keys=None, simulator=True, video_poll_after_ms=50, config=overlay)
     local = console(open_gw, None)
     page = local.get("/console/playground")
-    assert page_data(page.text)["open"] is True
-    assert 'id="key-field" hidden' in page.text.replace('class="field hidden" ', "")
+    data = page_data(page.text)
+    assert data["open"] is True and data["keys"] == []
+    assert '<div class="field" id="key-field" hidden>' in page.text
+    # The requests go without a key, and the video plays without one.
+    video = _make_video(local, None)
+    played = local.get(f"/console/playground/videos/{video['id']}/content")
+    assert played.status_code == 200 and played.content
 
 
 def test_the_estimate_is_what_pricing_computes(
@@ -211,8 +217,10 @@ def test_the_estimate_is_what_pricing_computes(
     assert "size" in bad.json()["error"]["message"]
 
 
-def _make_video(member: ConsoleClient, key: str) -> dict[str, Any]:
-    headers = {"x-mediagate-key": key, "x-csrf-token": member.csrf}
+def _make_video(member: ConsoleClient, key: str | None) -> dict[str, Any]:
+    headers = {"x-csrf-token": member.csrf}
+    if key is not None:
+        headers["x-mediagate-key"] = key
     made = member.http.post(
         "/v1/videos",
         json={"model": "muse-video", "prompt": "a lighthouse", "seconds": "8"},
