@@ -7,6 +7,7 @@ here by a key made here."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import io
@@ -27,11 +28,13 @@ import pytest
 import werkzeug.serving
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from mediagate.console import oidc
 from mediagate.console.oidc import principal_of, role_of, validate_id_token
-from mediagate.errors import PermissionDenied
+from mediagate.errors import GatewayError, PermissionDenied
 from mediagate.settings import Settings
 
 from .conftest import CLIENT_TLS, Gateway, console_admin_keys
+from .processes import free_port
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -50,8 +53,11 @@ class Provider:
         self.challenges: list[str] = []
         self.verifiers: list[str] = []
         self.token_auth: list[str] = []
+        self.hits: list[str] = []  # every path asked for
         app = oidc_provider_mock.app(require_nonce=True)
-        self.server = werkzeug.serving.make_server("127.0.0.1", 0, self._recording(app))
+        self.server = werkzeug.serving.make_server(
+            "127.0.0.1", 0, self._recording(app), threaded=True
+        )
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,))
         self.thread.start()
@@ -59,6 +65,7 @@ class Provider:
     def _recording(self, app: Any) -> Callable[..., Any]:
         def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
             path = environ.get("PATH_INFO", "")
+            self.hits.append(path)
             if path == "/oauth2/authorize" and environ["REQUEST_METHOD"] == "POST":
                 query = parse_qs(environ.get("QUERY_STRING", ""))
                 self.challenges.append(query.get("code_challenge", [""])[0])
@@ -84,6 +91,8 @@ class Provider:
 @pytest.fixture
 def idp() -> Iterator[Provider]:
     provider = Provider()
+    # A port of an earlier test's provider may come back: its keys must not be remembered.
+    oidc._cache.pop(provider.url, None)
     yield provider
     provider.close()
 
@@ -224,6 +233,73 @@ def test_a_member_without_a_team_is_refused(oidc_gateway: Gateway, idp: Provider
         refused = browser.get(through_provider(gw, idp, browser, "drifter"))
         assert refused.status_code == 403
         assert "has no team" in refused.text
+
+
+def test_an_unreachable_provider_is_a_clear_error(make_gateway: Callable[..., Gateway]) -> None:
+    gw = make_gateway(
+        admin_keys=console_admin_keys(),
+        oidc_issuer=f"http://127.0.0.1:{free_port()}",  # nothing listens there
+        oidc_client_id=CLIENT_ID,
+        oidc_client_secret=CLIENT_SECRET,
+    )
+    with browse(gw) as browser:
+        down = browser.get("/console/oidc/login")
+        assert down.status_code == 502
+        assert "The identity provider could not be reached (discovery" in down.text
+        assert CLIENT_SECRET not in down.text
+
+
+def test_discovery_and_keys_are_cached_and_bounded(idp: Provider) -> None:
+    now = [1000.0]
+
+    async def run() -> None:
+        async with oidc.provider_client() as client:
+            first = await oidc.discover(client, idp.url, lambda: now[0])
+            assert first.provider.token_endpoint == f"{idp.url}/oauth2/token"
+            assert first.provider.auth_methods == ("client_secret_basic",)
+            assert first.provider.algorithms == {"RS256"}
+            now[0] += oidc.DISCOVERY_TTL_S - 1
+            assert await oidc.discover(client, idp.url, lambda: now[0]) is first
+            keys = await oidc.signing_keys(client, first, None, lambda: now[0])
+            assert await oidc.signing_keys(client, first, None, lambda: now[0]) is keys
+            # A key id it does not know: read again, but not more than once a minute.
+            await oidc.signing_keys(client, first, "rotated", lambda: now[0])
+            now[0] += oidc.KEYS_REFRESH_S
+            await oidc.signing_keys(client, first, "rotated", lambda: now[0])
+            await oidc.signing_keys(client, first, "rotated", lambda: now[0])
+            now[0] += 2
+            again = await oidc.discover(client, idp.url, lambda: now[0])
+            assert again is not first
+
+    asyncio.run(run())
+    assert idp.hits.count("/.well-known/openid-configuration") == 2
+    assert idp.hits.count("/jwks") == 2
+
+
+def test_a_provider_answer_too_large_is_refused() -> None:
+    huge = b'{"issuer": "' + b"x" * (oidc.MAX_BODY + 1) + b'"}'
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("content-type", "application/json")])
+        return [huge]
+
+    server = werkzeug.serving.make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,))
+    thread.start()
+    issuer = f"http://127.0.0.1:{server.server_port}"
+
+    async def run() -> None:
+        async with oidc.provider_client() as client:
+            await oidc.discover(client, issuer)
+
+    try:
+        with pytest.raises(GatewayError, match="larger than") as refused:
+            asyncio.run(run())
+        assert refused.value.code == "oidc_unavailable"
+    finally:
+        server.shutdown()
+        thread.join(5)
+        server.server_close()
 
 
 def test_without_oidc_configured_there_is_no_single_sign_on(

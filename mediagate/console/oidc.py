@@ -312,10 +312,10 @@ def _signer(request: Request) -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(gateway(request).console_secret, salt="mediagate.console.oidc")
 
 
-def _client() -> httpx2.AsyncClient:
-    return httpx2.AsyncClient(
-        timeout=TIMEOUT, follow_redirects=False, trust_env=False, verify=_tls()
-    )
+def provider_client() -> httpx2.AsyncClient:
+    """A client for the identity provider: bounded in time, no redirects followed; the
+    environment's HTTPS_PROXY / NO_PROXY and SSL_CERT_FILE (a private CA) are honoured."""
+    return httpx2.AsyncClient(timeout=TIMEOUT, follow_redirects=False, verify=_tls())
 
 
 @functools.cache
@@ -347,7 +347,7 @@ def _b64(data: bytes) -> str:
 async def login(request: Request, next: str | None = None) -> Response:
     settings = gateway(request).settings
     issuer, client_id, _ = _configured(settings)
-    async with _client() as client:
+    async with provider_client() as client:
         provider = (await discover(client, issuer)).provider
     state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
     params = {
@@ -390,7 +390,7 @@ async def callback(request: Request) -> Response:
     code = args.get("code")
     if not code:
         raise failed("The identity provider sent no authorization code.")
-    async with _client() as client:
+    async with provider_client() as client:
         cached = await discover(client, issuer)
         token = await _exchange(
             client, cached.provider, client_id, secret, code, flow["v"], public_base(request)
