@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import html
 import io
 import json
+import re
 import threading
 import time
 import warnings
@@ -121,10 +123,13 @@ def through_provider(
     change: dict[str, str] | None = None,
     action: str | None = None,
 ) -> str:
-    """The browser's hops from the console's single sign-on link to the provider's redirect
+    """The browser's hops from the sign-in page's single sign-on link to the provider's redirect
     back: the callback URL it is sent to (with `change` made to the authorization request on
     the way, as an attacker between them could)."""
-    start = browser.get("/console/oidc/login", params={"next": next})
+    login = browser.get("/console/login", params={"next": next})
+    link = re.search(r'href="(/console/oidc/login[^"]*)">Sign in with single sign-on', login.text)
+    assert link is not None, login.text
+    start = browser.get(html.unescape(link.group(1)))
     assert start.status_code == 303, start.text
     authorize = httpx2.URL(start.headers["location"])
     assert str(authorize).startswith(f"{idp.url}/oauth2/authorize?")
