@@ -228,7 +228,16 @@ def test_the_provider_refusing_is_shown(oidc_gateway: Gateway, idp: Provider) ->
         back = through_provider(gw, idp, browser, "anyone", action="deny")
         refused = browser.get(back)
         assert refused.status_code == 403
-        assert "The identity provider refused the sign-in" in refused.text
+        assert "The identity provider refused the sign-in (access_denied)" in refused.text
+        # A link made elsewhere cannot put its words on the console's page.
+        planted = browser.get(
+            "/console/oidc/callback",
+            params={"error": "Call +1 555 0100", "error_description": "Your account is locked"},
+        )
+        assert planted.status_code == 403
+        assert "refused the sign-in (error)." in planted.text
+        assert "555" not in planted.text
+        assert "locked" not in planted.text
 
 
 def test_a_member_without_a_team_is_refused(oidc_gateway: Gateway, idp: Provider) -> None:

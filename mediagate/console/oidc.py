@@ -20,6 +20,7 @@ import functools
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import ssl
 import time
@@ -363,7 +364,8 @@ async def login(request: Request, next: str | None = None) -> Response:
     endpoint = provider.authorization_endpoint
     target = endpoint + ("&" if "?" in endpoint else "?") + urlencode(params)
     response = RedirectResponse(target, status_code=303, headers={"cache-control": "no-store"})
-    flow = {"s": state, "n": nonce, "v": verifier, "next": safe_next(next)}
+    flow = {"s": state, "n": nonce, "v": verifier, "r": params["redirect_uri"]}
+    flow["next"] = safe_next(next)
     response.set_cookie(
         COOKIE,
         _signer(request).dumps(flow),
@@ -382,10 +384,9 @@ async def callback(request: Request) -> Response:
     issuer, client_id, secret = _configured(settings)
     args = request.query_params
     if "error" in args:
-        detail = args.get("error_description") or args["error"]
-        raise failed(f"The identity provider refused the sign-in: {detail[:200]}")
+        raise _refused(request, args.get("error", ""), args.get("error_description", ""))
     flow = _flow(request)
-    if not hmac.compare_digest(args.get("state", "").encode(), flow["s"].encode()):
+    if not _same_state(args.get("state", ""), flow):
         raise failed("This sign-in did not start here, or was started again: try again.")
     code = args.get("code")
     if not code:
@@ -393,7 +394,7 @@ async def callback(request: Request) -> Response:
     async with provider_client() as client:
         cached = await discover(client, issuer)
         token = await _exchange(
-            client, cached.provider, client_id, secret, code, flow["v"], public_base(request)
+            client, cached.provider, client_id, secret, code, flow["v"], flow["r"]
         )
         kid = _kid(token)
         jwks = await signing_keys(client, cached, kid)
@@ -423,6 +424,22 @@ async def callback(request: Request) -> Response:
     return response
 
 
+def _same_state(presented: str, flow: Mapping[str, str]) -> bool:
+    return hmac.compare_digest(presented.encode(), flow["s"].encode())
+
+
+def _refused(request: Request, error: str, description: str) -> PermissionDenied:
+    """The provider's refusal: its error code (an OAuth code's shape only), and its words only
+    when the state shows this browser's own sign-in (so no link can put text on our page)."""
+    code = error if re.fullmatch(r"[a-z_]{1,64}", error) else "error"
+    try:
+        own = _same_state(request.query_params.get("state", ""), _flow(request))
+    except PermissionDenied:
+        own = False
+    detail = f": {description[:200]}" if own and description else ""
+    return failed(f"The identity provider refused the sign-in ({code}){detail}.")
+
+
 def _flow(request: Request) -> dict[str, str]:
     """The sign-in's state, nonce, verifier and destination, from the cookie it started with."""
     value = request.cookies.get(COOKIE)
@@ -436,7 +453,7 @@ def _flow(request: Request) -> dict[str, str]:
     except (BadSignature, ValueError, TypeError):
         raise failed("This sign-in expired or was tampered with: try again.") from None
     if not isinstance(flow, dict) or not all(
-        isinstance(flow.get(k), str) for k in ("s", "n", "v", "next")
+        isinstance(flow.get(k), str) for k in ("s", "n", "v", "r", "next")
     ):
         raise failed("This sign-in expired or was tampered with: try again.")
     return flow
@@ -459,14 +476,14 @@ async def _exchange(
     secret: str,
     code: str,
     verifier: str,
-    base: str,
+    redirect_uri: str,
 ) -> str:
     """The code exchanged at the token endpoint for the ID token (client_secret_basic unless
     the provider offers only client_secret_post)."""
     form = {
         "grant_type": "authorization_code",
         "code": code,
-        "redirect_uri": base + CALLBACK,
+        "redirect_uri": redirect_uri,  # the very one the authorization request named
         "code_verifier": verifier,
     }
     headers = {"accept": "application/json"}
