@@ -49,12 +49,15 @@ CLIENT_SECRET = "console-secret-0123456789abcdefghijkl"
 
 
 class Provider:
-    """oidc-provider-mock served on a thread, recording the PKCE values it was sent."""
+    """oidc-provider-mock served on a thread, recording the PKCE values and client credentials
+    it was sent; `auth_methods`: the token endpoint's methods its discovery then names."""
 
     def __init__(self) -> None:
         self.challenges: list[str] = []
         self.verifiers: list[str] = []
         self.token_auth: list[str] = []
+        self.token_secrets: list[str] = []  # client_secret in the token request's form
+        self.auth_methods: list[str] | None = None
         self.hits: list[str] = []  # every path asked for
         app = oidc_provider_mock.app(require_nonce=True)
         self.server = werkzeug.serving.make_server(
@@ -76,9 +79,22 @@ class Provider:
                 environ["wsgi.input"] = io.BytesIO(body)
                 self.verifiers.append(parse_qs(body.decode()).get("code_verifier", [""])[0])
                 self.token_auth.append(environ.get("HTTP_AUTHORIZATION", ""))
+                self.token_secrets += parse_qs(body.decode()).get("client_secret", [])
+            if path == "/.well-known/openid-configuration" and self.auth_methods:
+                return self._discovery(app, environ, start_response)
             return app(environ, start_response)
 
         return wsgi
+
+    def _discovery(self, app: Any, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        answered: list[Any] = []
+        body = b"".join(app(environ, lambda *args: answered.append(args)))
+        doc = json.loads(body) | {"token_endpoint_auth_methods_supported": self.auth_methods}
+        body = json.dumps(doc).encode()
+        status, headers = answered[0][:2]
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        start_response(status, [*headers, ("content-length", str(len(body)))])
+        return [body]
 
     def user(self, sub: str, claims: dict[str, Any]) -> None:
         answer = httpx2.put(f"{self.url}/users/{sub}", json=claims, timeout=10)
@@ -190,6 +206,21 @@ def test_signs_in_with_the_role_and_team_the_provider_gives(
     # client_secret_basic (the provider's discovery names no other method).
     basic = base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
     assert idp.token_auth == [f"Basic {basic}"]
+    assert idp.token_secrets == []
+
+
+def test_client_secret_post_when_the_provider_offers_only_that(
+    oidc_gateway: Gateway, idp: Provider
+) -> None:
+    gw = oidc_gateway
+    idp.auth_methods = ["client_secret_post"]
+    idp.user("pat", {"email": "pat@example.com", "role": "viewer"})
+    with browse(gw) as browser:
+        done = browser.get(through_provider(gw, idp, browser, "pat"))
+        assert done.status_code == 303, done.text
+        assert signed_in_as(browser) == "pat@example.com · viewer"
+    assert idp.token_auth == [""]
+    assert idp.token_secrets == [CLIENT_SECRET]
 
 
 def test_a_tampered_state_is_refused(oidc_gateway: Gateway, idp: Provider) -> None:
