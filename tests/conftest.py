@@ -602,8 +602,8 @@ def create_key(gw: Gateway, name: str, team: str | None = None, **fields: Any) -
 # Playwright's sync API drives Debian's `chromium` (MEDIAGATE_TEST_CHROMIUM names another
 # binary); Playwright's own browser downloads are never used. One browser per pytest process
 # (each xdist worker starts its own), one fresh context (cookies, viewport) per page a test
-# opens. Without a Chromium the browser tests skip, visibly, except under CI (CI=true), where
-# that is a failure (.ci/run installs the package).
+# opens. Without a Chromium the browser tests skip, visibly, except under CI (CI=true) and in
+# `make screenshots`, where that is a failure (.ci/run installs the package).
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -622,8 +622,8 @@ def chromium() -> Iterator[Browser]:
     binary = chromium_binary()
     if binary is None:
         reason = "no Chromium to drive (apt-get install chromium, or MEDIAGATE_TEST_CHROMIUM)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
+        if os.environ.get("CI") == "true" or os.environ.get("SCREENSHOTS_DIR"):
+            pytest.fail(reason)  # `make screenshots` too: it would refresh nothing
         pytest.skip(reason)
     args = ["--no-sandbox"] if os.geteuid() == 0 else []
     with sync_playwright() as playwright:
