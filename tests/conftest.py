@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx2
 import openai
@@ -27,7 +27,6 @@ import pytest
 import redis
 import yaml
 from PIL import Image
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 from mediagate.app import create_app
 from mediagate.catalog import load_catalog
@@ -36,6 +35,9 @@ from mediagate.settings import Settings
 from mediagate.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
 
 from .processes import free_port
+
+if TYPE_CHECKING:  # Playwright itself is imported by the browser tests' fixture alone
+    from playwright.sync_api import Browser, BrowserContext, Page
 
 CLIENT_KEY = "sk-team-a-0123456789abcdef"
 OTHER_CLIENT_KEY = "sk-team-b-fedcba9876543210"
@@ -625,6 +627,8 @@ def chromium() -> Iterator[Browser]:
         if os.environ.get("CI") == "true" or os.environ.get("SCREENSHOTS_DIR"):
             pytest.fail(reason)  # `make screenshots` too: it would refresh nothing
         pytest.skip(reason)
+    from playwright.sync_api import sync_playwright  # ~0.2 s: not in every test's start
+
     args = ["--no-sandbox"] if os.geteuid() == 0 else []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=binary, headless=True, args=args)
