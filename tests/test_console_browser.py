@@ -124,6 +124,8 @@ def test_every_page_at_both_widths(
     for prompt in ("a lighthouse at dusk", "a red kite over hills"):  # something to show
         assert gw.generate(prompt).status_code == 200
     assert gw.generate("no such model", model="no-such-model").status_code >= 400
+    with gw.http() as http:  # a video job for the jobs page
+        assert http.post("/v1/videos", json={"prompt": "waves on a beach"}).status_code == 200
     into = screenshots.folder(tmp_path / "screenshots")
     problems: list[str] = []
     for width in screenshots.WIDTHS:
