@@ -618,9 +618,12 @@ def chromium_binary() -> str | None:
     return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Browser]:
-    """A headless Chromium for this pytest process (`--no-sandbox` when running as root)."""
+    """A headless Chromium for the browser tests of one module (`--no-sandbox` when running as
+    root). Module-scoped, not session-scoped: Playwright's sync API keeps an event loop running
+    on the test thread while it is open, and a later test of another module that calls
+    asyncio.run() (the stores' tests) would fail on it."""
     binary = chromium_binary()
     if binary is None:
         reason = "no Chromium to drive (apt-get install chromium, or MEDIAGATE_TEST_CHROMIUM)"
