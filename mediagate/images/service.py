@@ -72,6 +72,7 @@ from mediagate.images.uploads import split_form
 from mediagate.observability.metrics import Metrics
 from mediagate.settings import Settings
 from mediagate.stores.hosted import HostedImages
+from mediagate.stores.kept import Keeper
 from mediagate.stores.ledger import Charge
 from mediagate.upstream.dialects import (
     Dialect,
@@ -127,6 +128,8 @@ class ImageService:
     scrub: Scrubber
     # An edit's images encoded inline: a pool of its own, never the default executor.
     work: ImageWork = field(default_factory=lambda: ImageWork(2, 16))
+    # Keeps every image answered for the console's gallery (None: MEDIAGATE_KEEP_OUTPUTS off).
+    kept: Keeper | None = None
 
     @property
     def catalog(self) -> Catalog:
@@ -262,6 +265,8 @@ class ImageService:
             finally:
                 await cleanup()
             await settle(result.count, result.body.get("usage"))
+            if self.kept is not None:
+                self._keep(self.kept, job, result.body["data"])
             return ImagesAnswer({}, body=result.body)
         try:
             keepalive_s = self.settings.stream_keepalive_s
@@ -284,6 +289,40 @@ class ImageService:
         return ImagesAnswer(
             dict(_STREAM_HEADERS), events=_finally(events, ticket, job.model, cleanup)
         )
+
+    def _keep(self, kept: Keeper, job: ImageJob, data: list[dict[str, Any]]) -> None:
+        """The answer's images kept for the gallery, after the answer (in the background: the
+        client never waits on it, nor fails with it). Each image bears its share of the cost."""
+        ctx = context.current()
+        row = {
+            "request_id": ctx.request_id,
+            "key": ctx.key_name,
+            "team": ctx.team,
+            "principal": ctx.principal,
+            "model": job.model,
+            "route": job.route.id,
+            "size": ctx.tier,
+            "quality": ctx.quality,
+            "prompt": job.plan.spec.prompt if self.settings.prompts_logged() else None,
+            "cost_micros": round((ctx.cost or 0.0) * 1_000_000 / max(len(data), 1)),
+        }
+        for item in data:
+            kept.soon(kept.image(partial(self._kept_bytes, job, item), row))
+
+    async def _kept_bytes(self, job: ImageJob, item: dict[str, Any]) -> tuple[bytes, str]:
+        """An answered image's bytes: its base64 decoded, our hosted copy, or the upstream's
+        link fetched (MEDIAGATE_IMAGE_URLS=passthrough)."""
+        if "b64_json" in item:
+            data = await asyncio.to_thread(base64.b64decode, item["b64_json"])
+        else:
+            url: str = item["url"]
+            ours = f"{job.base_url}/v1/files/images/"
+            hosted = await self.hosted.get(url[len(ours) :]) if url.startswith(ours) else None
+            if hosted is not None:
+                data = b"".join([chunk async for chunk in hosted.chunks])
+            else:
+                data, _ = await self.fetcher.fetch_image(url)
+        return data, sniff_output_type(data) or "image/png"
 
     def _estimates(self, job: ImageJob) -> dict[str, float]:
         """The most the job can cost on each route it may end up on, by route id: a fallback
