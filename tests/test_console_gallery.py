@@ -148,7 +148,8 @@ def test_the_sweep_removes_outputs_past_their_days_then_the_oldest_past_the_cap(
 
             for age_days, size in ((3, 100), (1.5, 100), (1, 100), (0, 100)):
                 now[0] = 1_000_000.0 - age_days * 86400
-                await keeper.image(lambda size=size: png(size), {"team": "red"})  # type: ignore[misc]
+                keeper.image(lambda size=size: png(size), {"team": "red"})  # type: ignore[misc]
+                await keeper.drain()
             now[0] = 1_000_000.0
             before = await database.run(
                 lambda tx: outputs.page(tx, outputs.OutputFilter(), None, 10)
@@ -167,3 +168,48 @@ def test_the_sweep_removes_outputs_past_their_days_then_the_oldest_past_the_cap(
     # 1 is past 2 days; then 400 - 100 = 300 bytes is past the 250 cap: 2, the oldest, goes.
     assert after == [4, 3]
     assert counts == 2 * 100 + 2  # two removed, two files left
+
+
+def test_a_streamed_answers_and_a_links_images_are_kept(
+    make_gateway: Callable[..., Gateway], console: Console, tmp_path: Path
+) -> None:
+    gw = _kept_gateway(make_gateway, tmp_path, keep_outputs=True)
+    sdk = gw.sdk(create_key(gw, "red-maker", "red"))
+    made = []
+    # An emulated stream (the route answers JSON) and a relayed one (the upstream's events).
+    for model, partials in (("gpt-image-2-web", 0), ("gpt-image-2", 2)):
+        events = list(
+            sdk.images.generate(
+                model=model, prompt=f"streamed {model}", stream=True, partial_images=partials
+            )
+        )
+        [done] = [e for e in events if e.type == "image_generation.completed"]
+        made.append(base64.b64decode(done.b64_json))
+    # A `url` answer: the gateway's own hosted copy, kept as the client can fetch it.
+    linked = sdk.images.generate(model="gpt-image-2-web", prompt="linked", response_format="url")
+    assert linked.data and linked.data[0].url
+    with gw.http(None) as http:
+        made.append(http.get(linked.data[0].url).content)
+    admin = console(gw)
+    wait_until(lambda: len(_items(admin.get("/console/gallery").text)) == 3, timeout_s=20)
+    ids = [i for i, _ in _items(admin.get("/console/gallery").text)]
+    assert [admin.get(f"/console/content/{i}").content for i in ids] == made[::-1]
+
+
+def test_a_store_that_fails_is_a_metric_never_the_clients_error(
+    make_gateway: Callable[..., Gateway], console: Console, tmp_path: Path
+) -> None:
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the store's folder should be")
+    gw = _kept_gateway(make_gateway, tmp_path, keep_outputs=True, image_store_url=f"file:{blocked}")
+    sdk = gw.sdk(create_key(gw, "red-maker", "red"))
+    image = sdk.images.generate(model="gpt-image-2-web", prompt="x", response_format="b64_json")
+    assert image.data and image.data[0].b64_json
+
+    def failed() -> bool:
+        with gw.http(None) as http:
+            metrics = http.get("/metrics").text
+        return 'mediagate_outputs_total{kind="image",outcome="failed"} 1.0' in metrics
+
+    wait_until(failed, timeout_s=20)
+    assert _items(console(gw).get("/console/gallery").text) == []

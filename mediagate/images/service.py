@@ -48,6 +48,7 @@ from mediagate.imagedata import (
     FORMATS,
     ImageWork,
     InvalidImageData,
+    LiftedB64,
     checked_image,
     image_bytes,
     image_head,
@@ -266,21 +267,33 @@ class ImageService:
                 await cleanup()
             await settle(result.count, result.body.get("usage"))
             if self.kept is not None:
-                self._keep(self.kept, job, result.body["data"])
+                self._keep(self.kept, job, result.body["data"], ctx)
             return ImagesAnswer({}, body=result.body)
+        # A stream's final images, kept once it settled (the kept outputs: MEDIAGATE_KEEP_OUTPUTS).
+        made: list[dict[str, Any]] = []
+
+        async def settle_and_keep(images: int, usage: dict[str, Any] | None) -> None:
+            await settle(images, usage)
+            if self.kept is not None and made:
+                self._keep(self.kept, job, made, ctx)
+
+        def noted(b64: str | LiftedB64) -> None:
+            if self.kept is not None:
+                made.append({"b64_json": b64})
+
         try:
             keepalive_s = self.settings.stream_keepalive_s
             if job.route.stream == "passthrough":
                 response, exits = await self._on_routes(job, self._open_stream)
                 if is_event_stream(response):
-                    events = relay(response, exits, settle)
+                    events = relay(response, exits, settle_and_keep, noted)
                 else:
                     # The upstream ignored `stream` and answered JSON: its events, emulated.
-                    work = self._from_json(job, response, exits)
-                    events = emulate(job, work, keepalive_s, settle)
+                    work = _noting(self._from_json(job, response, exits), made)
+                    events = emulate(job, work, keepalive_s, settle_and_keep)
             else:
-                work = self._on_routes(job, self._run_route)
-                events = emulate(job, work, keepalive_s, settle)
+                work = _noting(self._on_routes(job, self._run_route), made)
+                events = emulate(job, work, keepalive_s, settle_and_keep)
         except BaseException:
             ticket.settle_soon(Charge(job.model, 0.0))
             await cleanup()
@@ -290,10 +303,15 @@ class ImageService:
             dict(_STREAM_HEADERS), events=_finally(events, ticket, job.model, cleanup)
         )
 
-    def _keep(self, kept: Keeper, job: ImageJob, data: list[dict[str, Any]]) -> None:
+    def _keep(
+        self,
+        kept: Keeper,
+        job: ImageJob,
+        data: list[dict[str, Any]],
+        ctx: context.RequestContext,
+    ) -> None:
         """The answer's images kept for the gallery, after the answer (in the background: the
         client never waits on it, nor fails with it). Each image bears its share of the cost."""
-        ctx = context.current()
         row = {
             "request_id": ctx.request_id,
             "key": ctx.key_name,
@@ -307,13 +325,14 @@ class ImageService:
             "cost_micros": round((ctx.cost or 0.0) * 1_000_000 / max(len(data), 1)),
         }
         for item in data:
-            kept.soon(kept.image(partial(self._kept_bytes, job, item), row))
+            kept.image(partial(self._kept_bytes, job, item), row)
 
     async def _kept_bytes(self, job: ImageJob, item: dict[str, Any]) -> tuple[bytes, str]:
         """An answered image's bytes: its base64 decoded, our hosted copy, or the upstream's
         link fetched (MEDIAGATE_IMAGE_URLS=passthrough)."""
         if "b64_json" in item:
-            data = await asyncio.to_thread(base64.b64decode, item["b64_json"])
+            # A str, or a LiftedB64 (a view of the upstream answer's bytes): decoded alike.
+            data = await asyncio.to_thread(image_bytes, item["b64_json"])
         else:
             url: str = item["url"]
             ours = f"{job.base_url}/v1/files/images/"
@@ -609,6 +628,13 @@ async def _inline(edit: EditImages, dialect_name: str, work: ImageWork) -> EditI
         return edit
     data_urls = await work.run(lambda: [i.data_url() for i in edit.files])
     return replace(edit, data_urls=data_urls)
+
+
+async def _noting(work: Awaitable[ImagesResult], made: list[dict[str, Any]]) -> ImagesResult:
+    """`work`'s result, its images noted in `made` (to keep once the stream settled)."""
+    result = await work
+    made.extend(item for item in result.body["data"] if "b64_json" in item or "url" in item)
+    return result
 
 
 async def _finally(

@@ -59,9 +59,16 @@ class Keeper:
 
     # --- keeping -----------------------------------------------------------------------------
 
-    async def image(self, make: Callable[[], Awaitable[tuple[bytes, str]]], row: Row) -> None:
-        """One image, its bytes and type from `make` (decoded, copied or fetched here, in the
-        background)."""
+    def image(self, make: Callable[[], Awaitable[tuple[bytes, str]]], row: Row) -> None:
+        """One image kept in the background, its bytes and type from `make` (decoded, copied
+        or fetched there); dated now, when it was answered."""
+        self.soon(self._image(make, {**row, "created_at": self.clock()}))
+
+    def video(self, chunks: AsyncIterator[bytes], row: Row) -> None:
+        """A completed job's content kept in the background, streamed from `chunks`."""
+        self.soon(self._video(chunks, {**row, "created_at": self.clock()}))
+
+    async def _image(self, make: Callable[[], Awaitable[tuple[bytes, str]]], row: Row) -> None:
         try:
             data, content_type = await make()
             name = await self.store.put(data, content_type)
@@ -69,9 +76,8 @@ class Keeper:
         except Exception as exc:
             self._failed("image", exc)
 
-    async def video(self, chunks: AsyncIterator[bytes], row: Row) -> None:
-        """A completed job's content, streamed from the upstream into the store (once per
-        job: a job already kept is left alone, its `chunks` never started)."""
+    async def _video(self, chunks: AsyncIterator[bytes], row: Row) -> None:
+        """Once per job: a job already kept is left alone, its `chunks` never started."""
         try:
             job_id = row.get("job_id")
             if job_id and await self.database.run(lambda tx: outputs.has_job(tx, job_id)):
@@ -88,7 +94,6 @@ class Keeper:
             "object": name,
             "content_type": content_type,
             "bytes": size,
-            "created_at": self.clock(),
         }
         try:
             kept = await self.database.transaction(lambda tx: outputs.insert(tx, values))

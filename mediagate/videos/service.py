@@ -569,7 +569,7 @@ class VideoService:
         if seconds:
             metrics.video_seconds.labels(job.model, job.route).inc(seconds)
             if self.kept is not None:
-                self.kept.soon(self.kept.video(self._content_chunks(job), self._kept_row(job)))
+                self.kept.video(self._content_chunks(job), self._kept_row(job))
         log.info(
             "video finished",
             extra={
