@@ -12,7 +12,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .PHONY: install install-dev run simulate test lint format clean validate-deploy deploy-sync bench \
-	admin-openapi \
+	admin-openapi screenshots \
 	bench-memory bench-modes bench-soak bench-records
 
 install: $(RUN_STAMP)
@@ -60,6 +60,14 @@ TEST_WORKERS ?= auto
 
 test: lint
 	$(BIN)/pytest -n $(TEST_WORKERS)
+
+# The console's screenshots in docs/screenshots/ (console-<page>-1280.png and -390.png, shown by
+# docs/console.md and the README), refreshed by the browser test that takes them into a
+# temporary folder on every run (tests/screenshots.py); needs a Chromium (`apt-get install
+# chromium`).
+screenshots: install-dev
+	SCREENSHOTS_DIR=docs/screenshots $(BIN)/pytest -p no:xdist -q \
+		tests/test_console_browser.py::test_every_page_at_both_widths
 
 # What the gateway adds over calling the upstream directly (docs/performance.md): about 3.5
 # minutes on 2 cores, BENCH_QUICK=1 for about 1.5. Not part of `make test` (a tiny run of it

@@ -264,6 +264,9 @@ class Settings(BaseSettings):
     console_secret: SecretStr | None = None
     # How long a console session lasts from sign-in.
     console_session_s: float = Field(default=12 * 3600.0, gt=0)
+    # The console's jobs page shows a video job as stuck when it is unfinished and its status
+    # or progress has not moved for this long.
+    console_stuck_after_s: float = Field(default=600.0, gt=0)
     # OpenID Connect sign-in to the console (all three set it on): the issuer's URL (its
     # /.well-known/openid-configuration is read), and this gateway's client at it, whose
     # redirect URI is <public URL>/console/oidc/callback.

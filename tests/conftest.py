@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx2
 import openai
@@ -35,6 +35,9 @@ from mediagate.settings import Settings
 from mediagate.simulator import DEFAULT_SIM_KEYS, SimConfig, SimState, create_simulator_app
 
 from .processes import free_port
+
+if TYPE_CHECKING:  # Playwright itself is imported by the browser tests' fixture alone
+    from playwright.sync_api import Browser, BrowserContext, Page
 
 CLIENT_KEY = "sk-team-a-0123456789abcdef"
 OTHER_CLIENT_KEY = "sk-team-b-fedcba9876543210"
@@ -595,3 +598,93 @@ def create_key(gw: Gateway, name: str, team: str | None = None, **fields: Any) -
         assert made.status_code == 200, made.text
         secret: str = made.json()["key"]
         return secret
+
+
+# --- The console in a real browser (tests/test_console_browser.py) ---------------------------
+# Playwright's sync API drives Debian's `chromium` (MEDIAGATE_TEST_CHROMIUM names another
+# binary); Playwright's own browser downloads are never used. One browser per pytest process
+# (each xdist worker starts its own), one fresh context (cookies, viewport) per page a test
+# opens. Without a Chromium the browser tests skip, visibly, except under CI (CI=true) and in
+# `make screenshots`, where that is a failure (.ci/run installs the package).
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def chromium_binary() -> str | None:
+    """The Chromium the browser tests launch, or None where there is none."""
+    named = os.environ.get("MEDIAGATE_TEST_CHROMIUM")
+    if named:
+        return shutil.which(named)
+    return next((found for name in CHROMIUM_NAMES if (found := shutil.which(name))), None)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Browser]:
+    """A headless Chromium for this pytest process (`--no-sandbox` when running as root)."""
+    binary = chromium_binary()
+    if binary is None:
+        reason = "no Chromium to drive (apt-get install chromium, or MEDIAGATE_TEST_CHROMIUM)"
+        if os.environ.get("CI") == "true" or os.environ.get("SCREENSHOTS_DIR"):
+            pytest.fail(reason)  # `make screenshots` too: it would refresh nothing
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright  # ~0.2 s: not in every test's start
+
+    args = ["--no-sandbox"] if os.geteuid() == 0 else []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=binary, headless=True, args=args)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+DESKTOP = (1280, 800)
+PHONE = (390, 844)
+
+
+@pytest.fixture
+def browser_page(chromium: Browser) -> Iterator[Callable[..., Page]]:
+    """`browser_page(width=1280, height=800)`: a page in a fresh context (its own cookies),
+    closed at the test's end. A page's uncaught script errors fail the test."""
+    contexts: list[BrowserContext] = []
+    errors: list[str] = []
+
+    def new_page(width: int = DESKTOP[0], height: int = DESKTOP[1]) -> Page:
+        context = chromium.new_context(viewport={"width": width, "height": height})
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(f"{page.url}: {exc}"))
+        return page
+
+    yield new_page
+    for context in contexts:
+        context.close()
+    assert not errors, f"script errors in the console: {errors}"
+
+
+def sign_in_page(page: Page, gw: Gateway, key: str | None = CONSOLE_ADMIN_KEY) -> Page:
+    """Sign in on `page` through the real login form (the field labelled "Key", the "Sign in"
+    button), as a person would; back on the overview afterwards."""
+    page.goto(f"{gw.url}/console/login")
+    if key is not None:
+        page.get_by_label("Key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{gw.url}/console")
+    return page
+
+
+@pytest.fixture
+def signed_in_page(browser_page: Callable[..., Page]) -> Callable[..., Page]:
+    """`signed_in_page(gw, key=CONSOLE_ADMIN_KEY, width=1280, height=800)`: a new page signed
+    in to the gateway's console through the login form."""
+
+    def open_signed_in(
+        gw: Gateway,
+        key: str | None = CONSOLE_ADMIN_KEY,
+        width: int = DESKTOP[0],
+        height: int = DESKTOP[1],
+    ) -> Page:
+        return sign_in_page(browser_page(width, height), gw, key)
+
+    return open_signed_in

@@ -201,3 +201,21 @@ def test_the_playground_acts_through_v1_with_a_key_of_the_user_s_team(
     with gw.http(CLIENT_KEY) as sdk:
         mine = sdk.post("/v1/images/generations", json=body, headers={"x-mediagate-key": "ml"})
         assert mine.status_code == 200
+
+
+def test_replicas_sharing_a_database_share_the_session_secret_it_keeps(
+    make_gateway: Callable[..., Gateway], console: Console
+) -> None:
+    # No MEDIAGATE_CONSOLE_SECRET: the first replica makes one and keeps it in the database;
+    # the other reads the same, so a session signed by one is good on the other.
+    first = make_gateway(admin_keys=console_admin_keys())
+    second = make_gateway(admin_keys=console_admin_keys())
+    signed = console(first)
+    with browser(second) as http:
+        http.cookies.set("mediagate_console", signed.http.cookies["mediagate_console"])
+        assert "ops · admin" in http.get("/console").text
+    # A configured secret signs differently: the kept one's sessions are not good there.
+    other = make_gateway(admin_keys=console_admin_keys(), console_secret="another-secret")
+    with browser(other) as http:
+        http.cookies.set("mediagate_console", signed.http.cookies["mediagate_console"])
+        assert http.get("/console").status_code == 303

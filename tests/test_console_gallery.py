@@ -132,12 +132,12 @@ def test_nothing_is_kept_outside_simulator_mode_by_default(
 
 
 def test_the_sweep_removes_outputs_past_their_days_then_the_oldest_past_the_cap(
-    tmp_path: Path,
+    tmp_path: Path, database_url: str
 ) -> None:
     now = [1_000_000.0]
 
     async def scenario() -> tuple[list[int], list[int], int]:
-        database = await Database.open(f"sqlite:///{tmp_path / 'records.sqlite3'}")
+        database = await Database.open(database_url)
         try:
             await upgrade(database)
             store = LocalHostedImages(tmp_path / "outputs", retention_s=10 * 86400)

@@ -22,6 +22,7 @@ def routers() -> tuple[APIRouter, ...]:
         jobs,
         keys,
         models,
+        oidc,
         overview,
         playground,
         requests,
@@ -29,6 +30,7 @@ def routers() -> tuple[APIRouter, ...]:
 
     return (
         auth.pages,
+        oidc.pages,
         overview.pages,
         gallery.pages,
         requests.pages,

@@ -581,6 +581,41 @@ def job_filter(
     )
 
 
+async def jobs_page(
+    gw: Gateway,
+    store: Reports,
+    scope: Scope,
+    filters: JobFilter,
+    cursor: tuple[float, str] | None,
+    limit: int,
+) -> dict[str, Any]:
+    """A page of video jobs as the list shows them (newest first): what /admin/v1/jobs and
+    the console's jobs page answer."""
+    if filters.team is not None:
+        filters = dataclasses.replace(filters, team_keys=_team_keys(gw, filters.team))
+    rows = await store.jobs(filters, scope, cursor, limit)
+
+    def listed(row: Any) -> dict[str, Any]:
+        item = job_item(row)
+        del item["route_snapshot"]
+        return item
+
+    return _page(rows, limit, listed, lambda row: [row["created_at"], row["id"]])
+
+
+async def job_detail(store: Reports, scope: Scope, job_id: str) -> dict[str, Any]:
+    """One video job's record with its history (its rows in the request log, oldest first);
+    a 404 when it is not on record or not the scope's."""
+    record, history = await store.job(job_id[:_MAX_VALUE], scope)
+    if record is None:
+        raise NotFound(f"No video job '{job_id[:_MAX_VALUE]}' on record.", param="job_id")
+    return {
+        **job_item(record),
+        "object": "admin.job",
+        "history": [request_item(row) for row in history],
+    }
+
+
 @reads.get("/jobs", name="admin.jobs", response_model=JobList)
 async def list_jobs(
     request: Request,
@@ -592,32 +627,14 @@ async def list_jobs(
     """Video jobs, newest first (by created_at), filtered by status, model, key, team, time."""
     cursor = _time_cursor(after)
     gw, store, scope = reports(request, caller)
-    if filters.team is not None:
-        filters = dataclasses.replace(filters, team_keys=_team_keys(gw, filters.team))
-    rows = await store.jobs(filters, scope, cursor, limit)
-
-    def listed(row: Any) -> dict[str, Any]:
-        item = job_item(row)
-        del item["route_snapshot"]
-        return item
-
-    return _answer(_page(rows, limit, listed, lambda row: [row["created_at"], row["id"]]))
+    return _answer(await jobs_page(gw, store, scope, filters, cursor, limit))
 
 
 @reads.get("/jobs/{job_id}", name="admin.job", response_model=JobDetail)
 async def one_job(request: Request, caller: Caller, job_id: str) -> Response:
     """One video job's record and its history: its rows in the request log."""
     _, store, scope = reports(request, caller)
-    record, history = await store.job(job_id[:_MAX_VALUE], scope)
-    if record is None:
-        raise NotFound(f"No video job '{job_id[:_MAX_VALUE]}' on record.", param="job_id")
-    return _answer(
-        {
-            **job_item(record),
-            "object": "admin.job",
-            "history": [request_item(row) for row in history],
-        }
-    )
+    return _answer(await job_detail(store, scope, job_id))
 
 
 # --- usage ------------------------------------------------------------------------------------
@@ -877,11 +894,10 @@ def _visible(gw: Gateway, caller: Principal) -> Callable[[str], bool]:
     return policy.allows if policy is not None else (lambda model: True)
 
 
-@reads.get("/catalog", name="admin.catalog", response_model=CatalogView)
-async def catalog(request: Request, caller: Caller) -> Response:
-    """Models, routes, prices (with `as_of` and `source`), and whether the upstream still
-    lists each route (the gateway's catalog check; null when not known)."""
-    gw = gateway(request)
+def catalog_view(gw: Gateway, caller: Principal) -> dict[str, Any]:
+    """The catalog as /admin/v1/catalog answers it (and the console's models page shows it):
+    the models the caller may see, their routes with prices and whether the upstream lists
+    them."""
     current = gw.catalog
     allowed = _visible(gw, caller)
     listed = gw.catalog_watch.listed() if gw.catalog_watch is not None else {}
@@ -911,17 +927,22 @@ async def catalog(request: Request, caller: Caller) -> Response:
                 "listed": listed.get(route.id),
             }
         )
-    return _answer(
-        {
-            "object": "admin.catalog",
-            "models": [
-                {"id": m.id, "routes": m.routes, "owned_by": m.owned_by, "legacy": m.legacy}
-                for m in models
-            ],
-            "routes": routes,
-            "listing_checked": gw.catalog_watch is not None,
-        }
-    )
+    return {
+        "object": "admin.catalog",
+        "models": [
+            {"id": m.id, "routes": m.routes, "owned_by": m.owned_by, "legacy": m.legacy}
+            for m in models
+        ],
+        "routes": routes,
+        "listing_checked": gw.catalog_watch is not None,
+    }
+
+
+@reads.get("/catalog", name="admin.catalog", response_model=CatalogView)
+async def catalog(request: Request, caller: Caller) -> Response:
+    """Models, routes, prices (with `as_of` and `source`), and whether the upstream still
+    lists each route (the gateway's catalog check; null when not known)."""
+    return _answer(catalog_view(gateway(request), caller))
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -932,12 +953,12 @@ def percentile(values: list[float], share: float) -> float | None:
     return round(ordered[max(0, math.ceil(share * len(ordered)) - 1)], 3)
 
 
-@reads.get("/health", name="admin.health", response_model=HealthList)
-async def health(request: Request, caller: Caller) -> Response:
-    """Per route over the last hour, from the request log: requests, success rate (answers
-    below 400), p50/p95 latency, 429s; and each route's breaker state on this replica."""
-    gw, store, scope = reports(request, caller)
-    since = time.time() - HEALTH_WINDOW_S
+async def health_view(
+    gw: Gateway, store: Reports, scope: Scope, caller: Principal, since: float
+) -> dict[str, Any]:
+    """Per route since `since`, from the request log: requests, success rate (answers below
+    400), p50/p95 latency, 429s; and each route's breaker state on this replica. What
+    /admin/v1/health answers (over the last hour) and the console's health page shows."""
     found = await store.health(since, scope)
     current = gw.catalog
     allowed = _visible(gw, caller)
@@ -964,9 +985,16 @@ async def health(request: Request, caller: Caller) -> Response:
                 "breaker": breaker,
             }
         )
-    return _answer(
-        {"object": "list", "since": since, "data": data, "has_more": False, "next_cursor": None}
-    )
+    return {"object": "list", "since": since, "data": data, "has_more": False, "next_cursor": None}
+
+
+@reads.get("/health", name="admin.health", response_model=HealthList)
+async def health(request: Request, caller: Caller) -> Response:
+    """Per route over the last hour, from the request log: requests, success rate (answers
+    below 400), p50/p95 latency, 429s; and each route's breaker state on this replica."""
+    gw, store, scope = reports(request, caller)
+    since = time.time() - HEALTH_WINDOW_S
+    return _answer(await health_view(gw, store, scope, caller, since))
 
 
 # --- the admin API's OpenAPI document ---------------------------------------------------------

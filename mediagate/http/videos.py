@@ -274,6 +274,13 @@ async def remix(video_id: str, request: Request, policy: Client) -> Response:
 
 @videos.get("/videos/{video_id}/content", name="videos.content")
 async def content(video_id: str, request: Request, policy: Client) -> Response:
+    await _read(request, policy)
+    return await relay_content(request, policy.name, video_id)
+
+
+async def relay_content(request: Request, owner: str, video_id: str) -> Response:
+    """The file of `owner`'s video, relayed from its upstream as it comes (also the console's
+    playground's, for a <video> element that cannot send a key)."""
     # Absent is the video; an empty value is a value, refused like any other unknown one.
     variant = request.query_params.get("variant", "video")
     # Range passes through so players can seek; identity so the length is the file's.
@@ -281,6 +288,5 @@ async def content(video_id: str, request: Request, policy: Client) -> Response:
     for name in ("range", "if-range"):
         if name in request.headers:
             headers[name] = request.headers[name]
-    await _read(request, policy)
     gw = gateway(request)
-    return _Relay(await gw.videos.content(policy.name, video_id, variant, headers), gw.scrub)
+    return _Relay(await gw.videos.content(owner, video_id, variant, headers), gw.scrub)

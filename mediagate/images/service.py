@@ -303,6 +303,11 @@ class ImageService:
             dict(_STREAM_HEADERS), events=_finally(events, ticket, job.model, cleanup)
         )
 
+    def estimate(self, job: ImageJob) -> float:
+        """The most the planned job can cost on any route it may end up on: what its admission
+        reserves (also the console's playground's estimate)."""
+        return max(self._estimates(job).values(), default=0.0)
+
     def _keep(
         self,
         kept: Keeper,

@@ -171,6 +171,8 @@ class JobFilter:
     key: str | None = None  # the owner
     team: str | None = None
     team_keys: tuple[str, ...] = ()  # the registry's keys of `team`
+    # Unfinished jobs not updated since (Unix seconds): the console's stuck jobs.
+    updated_before: float | None = None
 
 
 def _team_owner(where: Where, team: str, team_keys: Sequence[str]) -> None:
@@ -194,6 +196,8 @@ def _job_where(f: JobFilter, scope: Scope) -> Where:
         where.add("owner = ?", f.key)
     if f.team is not None:
         _team_owner(where, f.team, f.team_keys)
+    if f.updated_before is not None:
+        where.add("status IN ('queued', 'in_progress') AND updated_at < ?", f.updated_before)
     if scope.team is not None:
         _team_owner(where, scope.team, scope.team_keys)
     if scope.key is not None:
@@ -221,6 +225,24 @@ def job_record(tx: Tx, job_id: str, scope: Scope) -> Any | None:
     return tx.execute(
         f"SELECT {_JOB_SELECT} FROM video_jobs WHERE {where.sql()}", where.params
     ).fetchone()
+
+
+def job_costs(tx: Tx, job_ids: Sequence[str], scope: Scope) -> dict[str, dict[str, int]]:
+    """Per job, the request log's cost (micro-USD) by cost state: `reserved` while the job
+    runs, `booked` once it settled. One query for a page of jobs (the job_id index)."""
+    if not job_ids:
+        return {}
+    where = Where()
+    where.add(f"job_id IN ({', '.join('?' for _ in job_ids)})", *job_ids)
+    _scoped(where, scope, "team", "key")
+    sql = (
+        "SELECT job_id, cost_state, SUM(cost_micros) FROM request_log "
+        f"WHERE {where.sql()} GROUP BY job_id, cost_state"
+    )
+    found: dict[str, dict[str, int]] = {}
+    for row in tx.execute(sql, where.params).fetchall():
+        found.setdefault(row[0], {})[row[1]] = int(row[2] or 0)
+    return found
 
 
 @dataclass(frozen=True)
@@ -361,6 +383,9 @@ class Reports:
             return record, job_history(tx, job_id, scope)
 
         return await self.db.run(read)
+
+    async def job_costs(self, job_ids: Sequence[str], scope: Scope) -> dict[str, dict[str, int]]:
+        return await self.db.run(lambda tx: job_costs(tx, job_ids, scope))
 
     async def usage(
         self, q: UsageQuery, scope: Scope, after: tuple[str, ...] | None, limit: int
