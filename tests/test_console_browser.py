@@ -39,7 +39,8 @@ SignedIn = Callable[..., Page]
 
 @pytest.fixture
 def gw(make_gateway: MakeGateway) -> Gateway:
-    return make_gateway(admin_keys=console_admin_keys())
+    # Outputs kept (on by default only in simulator mode): the playground's land in the gallery.
+    return make_gateway(admin_keys=console_admin_keys(), keep_outputs=True)
 
 
 def open_page(page: Page, gw: Gateway, path: str) -> Page:

@@ -130,6 +130,21 @@ def test_nothing_is_kept_outside_simulator_mode_by_default(
     assert _items(page) == []
     assert not (tmp_path / "data" / "images" / "outputs").exists()
 
+    # A completed video still plays, relayed from its upstream; only for its team.
+    video = sdk.videos.create_and_poll(prompt="relayed")
+    relayed = sdk.videos.download_content(video.id).content
+    page = console(gw).get("/console/gallery").text
+    src = f"/console/content/videos/{video.id}"
+    assert f'<video controls preload="metadata" src="{src}"' in page
+    member = console(gw, create_key(gw, "red-viewer", "red"))
+    assert f'src="{src}"' in member.get("/console/gallery").text
+    assert member.get(src).content == relayed
+    part = member.http.get(src, headers={"Range": "bytes=10-19"})
+    assert part.status_code == 206 and part.content == relayed[10:20]
+    blue = console(gw, create_key(gw, "blue-viewer", "blue"))
+    assert f'src="{src}"' not in blue.get("/console/gallery").text
+    assert blue.get(src).status_code == 404
+
 
 def test_the_sweep_removes_outputs_past_their_days_then_the_oldest_past_the_cap(
     tmp_path: Path, database_url: str

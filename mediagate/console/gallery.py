@@ -20,12 +20,14 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from mediagate.console.web import PREFIX, SECURITY_HEADERS, Viewer, render
 from mediagate.errors import NotFound
-from mediagate.http.admin_reads import scope_of
+from mediagate.http.admin_reads import jobs_page, reports, scope_of
 from mediagate.http.deps import gateway
 from mediagate.http.principals import Principal
+from mediagate.http.videos import relay_content
 from mediagate.stores.hosted import CONTENT_TYPES
 from mediagate.stores.sql import outputs
 from mediagate.stores.sql.outputs import OutputFilter
+from mediagate.stores.sql.reports import JobFilter
 
 pages = APIRouter()
 
@@ -78,17 +80,77 @@ async def gallery_page(
     more = len(rows) > limit
     rows = rows[:limit]
     older = f"{rows[-1]['created_at']!r}_{rows[-1]['id']}" if more and rows else None
+    items = [
+        {**row, "anchor": str(row["id"]), "src": f"{PREFIX}/content/{row['id']}"} for row in rows
+    ]
+    if gw.kept is None and where.kind != "image" and before is None:
+        # Nothing new is kept: the completed videos the gateway can still relay from their
+        # upstream (until their links expire), newest first.
+        items += await _relayable(request, session.principal, where, limit)
     return render(
         request,
         session,
         "gallery.html",
         title="Gallery",
-        items=rows,
+        items=items,
         kept=gw.kept is not None,
         older=older,
         now=time.time(),
         member=session.principal.role == "member",
     )
+
+
+async def _relayable(
+    request: Request, principal: Principal, where: OutputFilter, limit: int
+) -> list[dict[str, Any]]:
+    """The scope's completed video jobs, as gallery items played through `video_content`."""
+    gw, store, scope = reports(request, principal)
+    asked = JobFilter(status="completed", model=where.model, key=where.key, team=where.team)
+    page = await jobs_page(gw, store, scope, asked, None, limit)
+    logged = gw.settings.prompts_logged()
+    return [
+        {
+            "anchor": job["id"],
+            "src": f"{PREFIX}/content/videos/{job['id']}",
+            "kind": "video",
+            "job_id": job["id"],
+            "prompt": job["prompt"] if logged else None,
+            "model": job["model"],
+            "route": job["route"],
+            "size": job["size"],
+            "seconds": job["seconds"],
+            "quality": None,
+            "cost_micros": None if job["cost_usd"] is None else round(job["cost_usd"] * 1e6),
+            "created_at": job["created_at"],
+            "key": job["owner"],
+            "principal": None,
+            "team": None,
+            "upstream_expires_at": job["expires_at"],
+        }
+        for job in page["data"]
+        if job.get("deleted_at") is None
+    ]
+
+
+@pages.get(
+    PREFIX + "/content/videos/{video_id}",
+    name="console.content.video",
+    include_in_schema=False,
+)
+async def video_content(
+    request: Request, session: Viewer, video_id: str, download: bool = False
+) -> Response:
+    """A video job's file relayed from its upstream (outputs not kept): the scope's jobs only
+    (another team's is a 404); Range passes through so the player can seek."""
+    _, store, scope = reports(request, session.principal)
+    record, _ = await store.job(video_id[:64], scope)
+    if record is None:
+        raise NotFound(f"No video '{video_id[:64]}'.", code="output_not_found")
+    response = await relay_content(request, record["owner"], record["id"])
+    if download:
+        name = f"{record['id']}.mp4"
+        response.headers["content-disposition"] = f'attachment; filename="{name}"'
+    return response
 
 
 @pages.get(PREFIX + "/content/{output_id}", name="console.content", include_in_schema=False)
