@@ -36,6 +36,7 @@ from mediagate.stores import StoreConfigError, check_coordination, open_stores
 from mediagate.stores.hosted import HostedImages, open_hosted_images
 from mediagate.stores.idempotency import IdempotencyStore
 from mediagate.stores.jobs import JobStore
+from mediagate.stores.kept import Keeper, sweep_forever
 from mediagate.stores.ledger import Ledger
 from mediagate.stores.sql.db import Database, DatabaseConfigError, check_database_url
 from mediagate.stores.sql.meta import kept_secret
@@ -100,6 +101,8 @@ class Gateway:
     request_log: RequestLog | None = None
     # Signs the console's sessions: MEDIAGATE_CONSOLE_SECRET, else the one kept in the database.
     console_secret: bytes = b""
+    # The images and videos kept for the console's gallery (None: MEDIAGATE_KEEP_OUTPUTS off).
+    kept: Keeper | None = None
 
     @property
     def catalog(self) -> Catalog:
@@ -375,6 +378,23 @@ async def _sweep_forever(store: HostedImages, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
 
 
+def _keeper(settings: Settings, database: Database, metrics: Metrics) -> Keeper | None:
+    """MEDIAGATE_KEEP_OUTPUTS: a folder ("outputs") of the hosted-object store, with its own
+    retention, beside the hosted images (whose sweep leaves it alone)."""
+    if not settings.outputs_kept():
+        return None
+    store = open_hosted_images(
+        settings.image_store_url,
+        settings.data_dir,
+        settings.keep_outputs_days * 86400,
+        settings.s3_endpoint_url,
+        within="outputs",
+    )
+    return Keeper(
+        store, database, metrics, settings.keep_outputs_days, settings.keep_outputs_max_bytes
+    )
+
+
 async def _console_secret(settings: Settings, database: Database) -> bytes:
     """MEDIAGATE_CONSOLE_SECRET, else the one kept in the records database (made once)."""
     if settings.console_secret is not None:
@@ -474,6 +494,7 @@ async def open_gateway(
                 )
                 # Image decoding and encoding: one small pool of its own for both services.
                 work = ImageWork(settings.image_workers, settings.image_work_queue)
+                kept = _keeper(settings, stores.database, metrics)
                 videos = VideoService(
                     settings,
                     catalogs,
@@ -485,6 +506,7 @@ async def open_gateway(
                     scrub,
                     webhook_targets(settings, clients),
                     work=work,
+                    kept=kept,
                 )
                 reconciler = Reconciler(videos, stores.jobs, metrics, settings.reconcile_every_s())
                 webhooks = None
@@ -532,6 +554,7 @@ async def open_gateway(
                         metrics,
                         scrub,
                         work,
+                        kept=kept,
                     ),
                     videos=videos,
                     hosted=hosted,
@@ -547,6 +570,7 @@ async def open_gateway(
                     catalog_watch=watch,
                     request_log=request_log if settings.request_log else None,
                     console_secret=await _console_secret(settings, stores.database),
+                    kept=kept,
                 )
                 if gateway.request_log is not None:
                     gateway.request_log.attach(stores.database)
@@ -554,6 +578,9 @@ async def open_gateway(
                 workers = [asyncio.create_task(reconciler.run_forever())]
                 if watch is not None:
                     workers.append(asyncio.create_task(watch.run_forever()))
+                if kept is not None:
+                    every_s = settings.image_sweep_interval_s
+                    workers.append(asyncio.create_task(sweep_forever(kept, every_s)))
                 if webhooks is not None:
                     every_s = min(1.0, settings.webhook_retry_base_s)
                     workers.append(asyncio.create_task(webhooks.run_forever(every_s)))
@@ -571,6 +598,8 @@ async def open_gateway(
                     for worker in workers:
                         worker.cancel()
                     await asyncio.gather(*workers, return_exceptions=True)
+                    if kept is not None:  # the outputs being kept, kept
+                        await kept.drain()
                     # Requests cut off by the shutdown still owe their settlement; the
                     # stores close only after it is booked.
                     await metering.drain()

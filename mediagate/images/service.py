@@ -48,6 +48,7 @@ from mediagate.imagedata import (
     FORMATS,
     ImageWork,
     InvalidImageData,
+    LiftedB64,
     checked_image,
     image_bytes,
     image_head,
@@ -72,6 +73,7 @@ from mediagate.images.uploads import split_form
 from mediagate.observability.metrics import Metrics
 from mediagate.settings import Settings
 from mediagate.stores.hosted import HostedImages
+from mediagate.stores.kept import Keeper
 from mediagate.stores.ledger import Charge
 from mediagate.upstream.dialects import (
     Dialect,
@@ -127,6 +129,8 @@ class ImageService:
     scrub: Scrubber
     # An edit's images encoded inline: a pool of its own, never the default executor.
     work: ImageWork = field(default_factory=lambda: ImageWork(2, 16))
+    # Keeps every image answered for the console's gallery (None: MEDIAGATE_KEEP_OUTPUTS off).
+    kept: Keeper | None = None
 
     @property
     def catalog(self) -> Catalog:
@@ -262,20 +266,34 @@ class ImageService:
             finally:
                 await cleanup()
             await settle(result.count, result.body.get("usage"))
+            if self.kept is not None:
+                self._keep(self.kept, job, result.body["data"], ctx)
             return ImagesAnswer({}, body=result.body)
+        # A stream's final images, kept once it settled (the kept outputs: MEDIAGATE_KEEP_OUTPUTS).
+        made: list[dict[str, Any]] = []
+
+        async def settle_and_keep(images: int, usage: dict[str, Any] | None) -> None:
+            await settle(images, usage)
+            if self.kept is not None and made:
+                self._keep(self.kept, job, made, ctx)
+
+        def noted(b64: str | LiftedB64) -> None:
+            if self.kept is not None:
+                made.append({"b64_json": b64})
+
         try:
             keepalive_s = self.settings.stream_keepalive_s
             if job.route.stream == "passthrough":
                 response, exits = await self._on_routes(job, self._open_stream)
                 if is_event_stream(response):
-                    events = relay(response, exits, settle)
+                    events = relay(response, exits, settle_and_keep, noted)
                 else:
                     # The upstream ignored `stream` and answered JSON: its events, emulated.
-                    work = self._from_json(job, response, exits)
-                    events = emulate(job, work, keepalive_s, settle)
+                    work = _noting(self._from_json(job, response, exits), made)
+                    events = emulate(job, work, keepalive_s, settle_and_keep)
             else:
-                work = self._on_routes(job, self._run_route)
-                events = emulate(job, work, keepalive_s, settle)
+                work = _noting(self._on_routes(job, self._run_route), made)
+                events = emulate(job, work, keepalive_s, settle_and_keep)
         except BaseException:
             ticket.settle_soon(Charge(job.model, 0.0))
             await cleanup()
@@ -289,6 +307,46 @@ class ImageService:
         """The most the planned job can cost on any route it may end up on: what its admission
         reserves (also the console's playground's estimate)."""
         return max(self._estimates(job).values(), default=0.0)
+
+    def _keep(
+        self,
+        kept: Keeper,
+        job: ImageJob,
+        data: list[dict[str, Any]],
+        ctx: context.RequestContext,
+    ) -> None:
+        """The answer's images kept for the gallery, after the answer (in the background: the
+        client never waits on it, nor fails with it). Each image bears its share of the cost."""
+        row = {
+            "request_id": ctx.request_id,
+            "key": ctx.key_name,
+            "team": ctx.team,
+            "principal": ctx.principal,
+            "model": job.model,
+            "route": job.route.id,
+            "size": ctx.tier,
+            "quality": ctx.quality,
+            "prompt": job.plan.spec.prompt if self.settings.prompts_logged() else None,
+            "cost_micros": round((ctx.cost or 0.0) * 1_000_000 / max(len(data), 1)),
+        }
+        for item in data:
+            kept.image(partial(self._kept_bytes, job, item), row)
+
+    async def _kept_bytes(self, job: ImageJob, item: dict[str, Any]) -> tuple[bytes, str]:
+        """An answered image's bytes: its base64 decoded, our hosted copy, or the upstream's
+        link fetched (MEDIAGATE_IMAGE_URLS=passthrough)."""
+        if "b64_json" in item:
+            # A str, or a LiftedB64 (a view of the upstream answer's bytes): decoded alike.
+            data = await asyncio.to_thread(image_bytes, item["b64_json"])
+        else:
+            url: str = item["url"]
+            ours = f"{job.base_url}/v1/files/images/"
+            hosted = await self.hosted.get(url[len(ours) :]) if url.startswith(ours) else None
+            if hosted is not None:
+                data = b"".join([chunk async for chunk in hosted.chunks])
+            else:
+                data, _ = await self.fetcher.fetch_image(url)
+        return data, sniff_output_type(data) or "image/png"
 
     def _estimates(self, job: ImageJob) -> dict[str, float]:
         """The most the job can cost on each route it may end up on, by route id: a fallback
@@ -575,6 +633,13 @@ async def _inline(edit: EditImages, dialect_name: str, work: ImageWork) -> EditI
         return edit
     data_urls = await work.run(lambda: [i.data_url() for i in edit.files])
     return replace(edit, data_urls=data_urls)
+
+
+async def _noting(work: Awaitable[ImagesResult], made: list[dict[str, Any]]) -> ImagesResult:
+    """`work`'s result, its images noted in `made` (to keep once the stream settled)."""
+    result = await work
+    made.extend(item for item in result.body["data"] if "b64_json" in item or "url" in item)
+    return result
 
 
 async def _finally(

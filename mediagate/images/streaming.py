@@ -269,9 +269,13 @@ async def read_json(response: UpstreamResponse, max_bytes: int) -> Any:
 
 
 async def relay(
-    response: UpstreamResponse, exits: AsyncExitStack, settle: Settle
+    response: UpstreamResponse,
+    exits: AsyncExitStack,
+    settle: Settle,
+    on_image: Callable[[str | LiftedB64], None] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The upstream's events, whole, as they arrive."""
+    """The upstream's events, whole, as they arrive; each completed image's base64 handed to
+    `on_image` too (the kept outputs)."""
     parser = EventParser()
     completed = 0
     usage: dict[str, Any] | None = None
@@ -291,6 +295,9 @@ async def relay(
                             return
                         if kind.endswith(".completed"):
                             completed += 1
+                            b64 = data.get("b64_json")
+                            if on_image is not None and isinstance(b64, (str, LiftedB64)):
+                                on_image(b64)
                             found = data.get("usage")
                             usage = _add_usage(usage, found if isinstance(found, dict) else None)
                     yield event

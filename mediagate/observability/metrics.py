@@ -120,6 +120,14 @@ class Metrics:
             ["model", "route"],
             registry=self.registry,
         )
+        # Kept outputs (MEDIAGATE_KEEP_OUTPUTS, mediagate.stores.kept): kept, failed (the store
+        # or the database refused; the client's answer never waits on it) or swept.
+        self.outputs = Counter(
+            "mediagate_outputs",
+            "Images and videos kept for the console's gallery, by kind and outcome.",
+            ["kind", "outcome"],
+            registry=self.registry,
+        )
         # Read from the job store by every replica's reconciler (mediagate.videos.reconciler), so
         # each replica reports the same, exact value: aggregate with max(), not sum().
         self.video_jobs = Gauge(

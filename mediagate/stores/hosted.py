@@ -27,6 +27,7 @@ _EXTENSIONS = {
     "image/webp": "webp",
     "image/gif": "gif",
     "image/svg+xml": "svg",
+    "video/mp4": "mp4",  # kept outputs (MEDIAGATE_KEEP_OUTPUTS): a finished video's content
 }
 CONTENT_TYPES = {ext: kind for kind, ext in _EXTENSIONS.items()}
 _NAME = re.compile(rf"^[A-Za-z0-9_-]{{43}}\.({'|'.join(map(re.escape, CONTENT_TYPES))})$")
@@ -54,11 +55,38 @@ class HostedImage:
 class HostedImages(Protocol):
     async def put(self, data: bytes, content_type: str) -> str: ...
 
-    async def get(self, name: str) -> HostedImage | None: ...
+    async def put_stream(
+        self, chunks: AsyncIterator[bytes], content_type: str, max_bytes: int
+    ) -> tuple[str, int]:
+        """Bytes as they come (a video from the upstream), never whole in memory: the name
+        and how many bytes; `TooLarge` past `max_bytes` (nothing is kept then)."""
+        ...
+
+    async def get(self, name: str, start: int = 0) -> HostedImage | None:
+        """The object from byte `start` on (`size` is still the whole object's)."""
+        ...
+
+    async def delete(self, name: str) -> None: ...
 
     async def sweep(self) -> int:
         """Delete expired images; how many."""
         ...
+
+
+class TooLarge(ValueError):
+    """A streamed object grew past the most `put_stream` was allowed to keep."""
+
+
+async def _spooled(
+    chunks: AsyncIterator[bytes], write: Callable[[bytes], Any], max_bytes: int
+) -> int:
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > max_bytes:
+            raise TooLarge(f"more than {max_bytes} bytes")
+        await asyncio.to_thread(write, chunk)
+    return size
 
 
 async def _chunks_in_thread(
@@ -87,7 +115,28 @@ class LocalHostedImages:
         tmp.write_bytes(data)
         tmp.replace(self.root / name)  # readers never see a half-written file
 
-    async def get(self, name: str) -> HostedImage | None:
+    async def put_stream(
+        self, chunks: AsyncIterator[bytes], content_type: str, max_bytes: int
+    ) -> tuple[str, int]:
+        name = new_name(content_type)
+        await asyncio.to_thread(self.root.mkdir, parents=True, exist_ok=True)
+        tmp = self.root / f".{name}.tmp"
+        handle = await asyncio.to_thread(tmp.open, "wb")
+        try:
+            size = await _spooled(chunks, handle.write, max_bytes)
+            await asyncio.to_thread(handle.close)
+            await asyncio.to_thread(tmp.replace, self.root / name)
+        except BaseException:
+            handle.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        return name, size
+
+    async def delete(self, name: str) -> None:
+        if valid_name(name):
+            await asyncio.to_thread((self.root / name).unlink, missing_ok=True)
+
+    async def get(self, name: str, start: int = 0) -> HostedImage | None:
         if not valid_name(name):
             return None
         path = self.root / name
@@ -99,6 +148,8 @@ class LocalHostedImages:
         if expires_at <= time.time():
             return None
         handle = await asyncio.to_thread(path.open, "rb")
+        if start:
+            await asyncio.to_thread(handle.seek, start)
         kind = CONTENT_TYPES[path.suffix.lstrip(".")]
         return HostedImage(
             kind, stat.st_size, expires_at, _chunks_in_thread(handle.read, handle.close)
@@ -112,6 +163,8 @@ class LocalHostedImages:
         if not self.root.is_dir():
             return 0
         for path in self.root.iterdir():
+            if not (valid_name(path.name) or path.name.endswith(".tmp")):
+                continue  # not this store's: another store's folder (the kept outputs)
             try:
                 if path.stat().st_mtime < cutoff:
                     path.unlink()
@@ -144,12 +197,38 @@ class S3HostedImages:
         )
         return name
 
-    async def get(self, name: str) -> HostedImage | None:
+    async def put_stream(
+        self, chunks: AsyncIterator[bytes], content_type: str, max_bytes: int
+    ) -> tuple[str, int]:
+        # Spooled to a temporary file (bounded memory), then uploaded in parts by boto3.
+        import tempfile
+
+        name = new_name(content_type)
+        with tempfile.TemporaryFile() as spool:
+            size = await _spooled(chunks, spool.write, max_bytes)
+            await asyncio.to_thread(spool.seek, 0)
+            await asyncio.to_thread(
+                self._s3.upload_fileobj,
+                spool,
+                self.bucket,
+                self.prefix + name,
+                ExtraArgs={"ContentType": content_type},
+            )
+        return name, size
+
+    async def delete(self, name: str) -> None:
+        if valid_name(name):
+            await asyncio.to_thread(
+                self._s3.delete_object, Bucket=self.bucket, Key=self.prefix + name
+            )
+
+    async def get(self, name: str, start: int = 0) -> HostedImage | None:
         if not valid_name(name):
             return None
+        ranged = {"Range": f"bytes={start}-"} if start else {}
         try:
             obj = await asyncio.to_thread(
-                self._s3.get_object, Bucket=self.bucket, Key=self.prefix + name
+                self._s3.get_object, Bucket=self.bucket, Key=self.prefix + name, **ranged
             )
         except self._s3.exceptions.NoSuchKey:
             return None
@@ -159,9 +238,10 @@ class S3HostedImages:
             body.close()
             return None
         kind = CONTENT_TYPES[name.rsplit(".", 1)[1]]
-        return HostedImage(
-            kind, int(obj["ContentLength"]), expires_at, _chunks_in_thread(body.read, body.close)
-        )
+        size = int(obj["ContentLength"])
+        if start:  # "bytes start-end/size"
+            size = int(str(obj.get("ContentRange", "")).rpartition("/")[2] or size + start)
+        return HostedImage(kind, size, expires_at, _chunks_in_thread(body.read, body.close))
 
     async def sweep(self) -> int:
         return await asyncio.to_thread(self._sweep, time.time() - self.retention_s)
@@ -176,6 +256,8 @@ class S3HostedImages:
                 {"Key": o["Key"]}
                 for o in page.get("Contents", [])
                 if o["LastModified"].timestamp() < cutoff
+                # only this store's own names: not another's under a deeper prefix
+                and valid_name(o["Key"][len(self.prefix) :])
             ]
             if old:
                 self._s3.delete_objects(Bucket=self.bucket, Delete={"Objects": old, "Quiet": True})
@@ -184,11 +266,19 @@ class S3HostedImages:
 
 
 def open_hosted_images(
-    url: str | None, data_dir: Path, retention_s: float, endpoint_url: str | None
+    url: str | None,
+    data_dir: Path,
+    retention_s: float,
+    endpoint_url: str | None,
+    within: str = "",
 ) -> HostedImages:
+    """The store MEDIAGATE_IMAGE_STORE_URL names; `within` a folder (prefix) of it, for a
+    store of its own retention beside the hosted images (the kept outputs: "outputs")."""
     if url is None or url.startswith("file:"):
         root = Path(urlparse(url).path) if url else data_dir / "images"
-        return LocalHostedImages(root, retention_s)
+        return LocalHostedImages(root / within if within else root, retention_s)
     if url.startswith("s3://"):
-        return S3HostedImages(url, retention_s, endpoint_url)
+        return S3HostedImages(
+            url.rstrip("/") + "/" + within if within else url, retention_s, endpoint_url
+        )
     raise ValueError(f"unsupported MEDIAGATE_IMAGE_STORE_URL {url!r}: use s3://bucket/prefix")

@@ -35,7 +35,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -63,6 +63,7 @@ from mediagate.imagedata import ImageWork
 from mediagate.observability.metrics import Metrics
 from mediagate.settings import Settings
 from mediagate.stores.jobs import TERMINAL, JobStore, Order, UnknownCursor, VideoJob
+from mediagate.stores.kept import Keeper
 from mediagate.stores.ledger import Charge
 from mediagate.upstream.dialects import UpstreamRequest, video_dialect
 from mediagate.upstream.dialects.videos import (
@@ -164,6 +165,8 @@ class VideoService:
     # Decoding and fitting references: a small pool of its own, never the default executor.
     work: ImageWork = field(default_factory=lambda: ImageWork(2, 16))
     clock: Callable[[], float] = time.monotonic
+    # Keeps every completed video's content for the console's gallery (None: not kept).
+    kept: Keeper | None = None
     _asked: dict[str, float] = field(default_factory=dict, repr=False)
     _asking: dict[str, asyncio.Task[VideoJob]] = field(default_factory=dict, repr=False)
 
@@ -565,6 +568,8 @@ class VideoService:
             metrics.cost.labels(job.owner, job.model).inc(charge.cost)
         if seconds:
             metrics.video_seconds.labels(job.model, job.route).inc(seconds)
+            if self.kept is not None:
+                self.kept.video(self._content_chunks(job), self._kept_row(job))
         log.info(
             "video finished",
             extra={
@@ -581,6 +586,33 @@ class VideoService:
                 }
             },
         )
+
+    def _kept_row(self, job: VideoJob) -> dict[str, Any]:
+        return {
+            "job_id": job.id,
+            "key": job.owner,
+            "team": self.metering.key_team(job.owner),
+            "model": job.model,
+            "route": job.route,
+            "size": job.size,
+            "seconds": job.seconds,
+            "prompt": job.prompt if self.settings.prompts_logged() else None,
+            "cost_micros": round((job.cost or 0.0) * 1_000_000),
+            "upstream_expires_at": job.expires_at,
+        }
+
+    async def _content_chunks(self, job: VideoJob) -> AsyncIterator[bytes]:
+        """A completed job's video, through the same upstream fetch as its content route."""
+        response = await self.content(job.owner, job.id, "video", {})
+        try:
+            if response.status_code != 200:
+                raise UpstreamError(
+                    f"The upstream answered {response.status_code} for the video's content."
+                )
+            async for chunk in response.aiter_bytes():
+                yield chunk
+        finally:
+            await response.aclose()
 
     # --- Upstream calls and the record ------------------------------------------------------
 
