@@ -22,7 +22,7 @@ Times are Unix seconds (UTC); money integer micro-USD, turned into USD by the ca
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from mediagate.stores.jobs import FIELDS
@@ -297,6 +297,100 @@ def spend(
 
 
 @dataclass(frozen=True)
+class Histogram:
+    """Requests of a filtered log window counted per bucket of `step` seconds from `start`
+    (`count` buckets), split by answer: below 400, 4xx, 5xx. Index i covers
+    [start + i * step, start + (i + 1) * step)."""
+
+    start: float
+    step: float
+    ok: list[int]
+    client_errors: list[int]
+    server_errors: list[int]
+
+
+# The most buckets a histogram is asked for: its cost is one pass over the window's rows (by
+# an index on `at`, or on a filter's column then `at`), its answer this many rows at most.
+MAX_BUCKETS = 200
+
+
+def request_histogram(
+    tx: Tx, f: RequestFilter, scope: Scope, start: float, step: float, count: int
+) -> Histogram:
+    """The filtered request log in [start, start + count * step) by bucket and status class:
+    the same WHERE as a page of the log (plus the window), one GROUP BY over the bucket
+    number, at most MAX_BUCKETS rows back."""
+    count = max(1, min(count, MAX_BUCKETS))
+    end = start + count * step
+    low = start if f.start is None else max(start, f.start)
+    high = end if f.end is None else min(end, f.end)
+    where = _request_where(replace(f, start=low, end=high), scope)
+    # The bucket number: (at - start) / step rounded down. `at >= start` here, so SQLite's
+    # CAST (which truncates) rounds down; PostgreSQL's CAST rounds to nearest, hence FLOOR.
+    number = (
+        "CAST(FLOOR((at - ?) / ?) AS BIGINT)"
+        if tx.engine == "postgresql"
+        else ("CAST((at - ?) / ? AS INTEGER)")
+    )
+    sql = (
+        f"SELECT {number} AS b, "
+        "SUM(CASE WHEN status < 400 THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN status >= 500 THEN 1 ELSE 0 END) "
+        f"FROM request_log WHERE {where.sql()} GROUP BY b"
+    )
+    ok, client, server = [0] * count, [0] * count, [0] * count
+    for row in tx.execute(sql, [start, step, *where.params]).fetchall():
+        index = int(row[0])
+        if 0 <= index < count:
+            ok[index] += int(row[1] or 0)
+            client[index] += int(row[2] or 0)
+            server[index] += int(row[3] or 0)
+    return Histogram(start, step, ok, client, server)
+
+
+def top_spend(
+    tx: Tx, column: Literal["key", "team"], day: str, month: str, scope: Scope, limit: int
+) -> list[tuple[str, int, int]]:
+    """The keys or teams with the most spend this month (UTC) from the day rollups, as
+    (name, today's, this month's) micro-USD, most first; `limit` at most."""
+    where = Where()
+    where.add("grain = 'day' AND bucket >= ? AND bucket < ?", f"{month}-01", f"{month}-99")
+    _scoped(where, scope, "team", "key")
+    sql = (
+        f"SELECT {column}, "
+        "CAST(SUM(CASE WHEN bucket = ? THEN cost_micros ELSE 0 END) AS BIGINT) AS today, "
+        "CAST(SUM(cost_micros) AS BIGINT) AS month FROM usage_rollups "
+        f"WHERE {where.sql()} GROUP BY {column} ORDER BY month DESC, {column} LIMIT ?"
+    )
+    rows = tx.execute(sql, [day, *where.params, limit]).fetchall()
+    return [(str(row[0]), int(row[1] or 0), int(row[2] or 0)) for row in rows]
+
+
+UNFINISHED = ("queued", "in_progress")
+
+
+def unfinished_jobs(tx: Tx, scope: Scope) -> dict[str, int]:
+    """Video jobs queued and in progress: everyone's from the counts the job store keeps
+    (`video_job_counts`), a team's or a key's counted from its unfinished jobs (the partial
+    index of unfinished jobs)."""
+    counts = dict.fromkeys(UNFINISHED, 0)
+    if scope.team is None and scope.key is None:
+        rows = tx.execute("SELECT status, jobs FROM video_job_counts").fetchall()
+    else:
+        where = _job_where(JobFilter(), scope)
+        where.add("status IN ('queued', 'in_progress')")
+        rows = tx.execute(
+            f"SELECT status, COUNT(*) FROM video_jobs WHERE {where.sql()} GROUP BY status",
+            where.params,
+        ).fetchall()
+    for row in rows:
+        if str(row[0]) in counts:
+            counts[str(row[0])] = int(row[1] or 0)
+    return counts
+
+
+@dataclass(frozen=True)
 class RouteHealth:
     route: str
     requests: int
@@ -374,6 +468,19 @@ class Reports:
         self, column: Literal["key", "team"], names: Sequence[str], day: str, month: str
     ) -> dict[str, tuple[int, int]]:
         return await self.db.run(lambda tx: spend(tx, column, names, day, month))
+
+    async def histogram(
+        self, f: RequestFilter, scope: Scope, start: float, step: float, count: int
+    ) -> Histogram:
+        return await self.db.run(lambda tx: request_histogram(tx, f, scope, start, step, count))
+
+    async def top_spend(
+        self, column: Literal["key", "team"], day: str, month: str, scope: Scope, limit: int
+    ) -> list[tuple[str, int, int]]:
+        return await self.db.run(lambda tx: top_spend(tx, column, day, month, scope, limit))
+
+    async def unfinished_jobs(self, scope: Scope) -> dict[str, int]:
+        return await self.db.run(lambda tx: unfinished_jobs(tx, scope))
 
     async def health(self, since: float, scope: Scope) -> dict[str, RouteHealth]:
         return await self.db.run(lambda tx: health(tx, since, scope))
