@@ -98,7 +98,8 @@ def chart(
             continue
         name = row[by] or "(none)"
         by_name.setdefault(name, [0] * count)[i] += int(row["cost_micros"] or 0)
-    ranked = sorted(by_name, key=lambda n: (-sum(by_name[n]), n))
+    # The names that spent anything in the window (a chart of spend), most first.
+    ranked = sorted((n for n in by_name if any(by_name[n])), key=lambda n: (-sum(by_name[n]), n))
     shown = ranked[:SERIES]
     series = {name: by_name[name] for name in shown}
     if len(ranked) > SERIES:
