@@ -5,18 +5,23 @@ exports, byte for byte the admin API's."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import openai
 import pytest
 
 from mediagate.console.requests import trace_link, window
-from mediagate.stores.sql.reports import RequestFilter
+from mediagate.stores.sql.db import Database
+from mediagate.stores.sql.migrate import upgrade
+from mediagate.stores.sql.reports import Histogram, Reports, RequestFilter, Scope
 
 from .conftest import (
     CLIENT_KEY,
@@ -128,7 +133,12 @@ def test_the_log_filtered_by_status_lists_exactly_the_failures(
     assert listed(page.text) == traffic.failed
     everything = admin.get("/console/requests")
     assert len(listed(everything.text)) == 7
+    # Unfiltered: ok from the hour rollups, 4xx and 5xx from the log; a day's window by the
+    # log alone; the same counts.
     assert histogram(everything.text) == {"ok": 3, "4xx": 3, "5xx": 1}
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    day = admin.get(f"/console/requests?start={today}T00:00:01Z").text
+    assert histogram(day) == {"ok": 3, "4xx": 3, "5xx": 1}
     # The filters are the admin API's: the same rows, newest first.
     with traffic.gw.http(CONSOLE_ADMIN_KEY) as http:
         api = http.get("/admin/v1/requests", params={"status": "4xx"}).json()["data"]
@@ -197,7 +207,9 @@ def test_a_member_sees_its_team_only_and_another_teams_request_is_not_found(
     traffic: Traffic, console: Console
 ) -> None:
     member = console(traffic.gw, traffic.member_key)
-    assert set(listed(member.get("/console/requests").text)) == traffic.member_ids
+    mine = member.get("/console/requests").text
+    assert set(listed(mine)) == traffic.member_ids
+    assert histogram(mine) == {"ok": 1, "4xx": 2, "5xx": 0}  # its team's, from the rollups
     assert listed(member.get("/console/requests?key=team-a").text) == []
     assert listed(member.get("/console/requests", params={"q": traffic.fallback}).text) == []
     tampered = member.get(f"/console/requests/{traffic.fallback}")
@@ -250,8 +262,9 @@ def test_the_exports_are_the_admin_apis_byte_for_byte(
 
 
 def test_the_histograms_window_has_a_bounded_number_of_buckets() -> None:
-    start, step, count = window(RequestFilter(), now=1_800_000_000.0)
-    assert step == 1800 and count <= 49 and start <= 1_800_000_000.0 - 86400
+    start, step, count = window(RequestFilter(), now=1_800_000_100.0)  # 100 s into an hour
+    assert step == 3600 and count == 49 and start == 1_800_000_000.0 - 2 * 86400
+    assert start % 3600 == 0  # whole hours: the rollups serve it
     start, step, count = window(RequestFilter(start=0.0, end=400 * 86400.0), now=0)
     assert count <= 49 and start + step * count >= 400 * 86400.0
 
@@ -261,3 +274,87 @@ def test_a_trace_id_links_to_the_tracing_ui_escaped() -> None:
     assert trace_link(template, "ab/c d") == "https://tempo.example/trace/ab%2Fc%20d?x=1"
     assert trace_link(None, "abc") is None
     assert trace_link(template, None) is None
+
+
+def test_the_histogram_query_counts_alike_from_the_log_and_from_the_rollups(
+    database_url: str,
+) -> None:
+    """On each engine: rows at known times and statuses (and their hour rollups, as the
+    gateway writes them), counted per bucket by the log alone and by the rollups plus the
+    log's errors: the same counts, in the right buckets (PostgreSQL's bucket number rounded
+    down, not to nearest)."""
+    hour = 1_800_000_000.0  # a whole hour
+    rows = [  # (at, team, status)
+        (hour + 10, "red", 200),
+        (hour + 3599.9, "red", 200),  # the last instant of the first hour
+        (hour + 3600, "red", 429),
+        (hour + 5400, "blue", 502),
+        (hour + 3 * 3600 + 1, "red", 201),
+        (hour + 3 * 3600 + 2, "blue", 404),
+    ]
+    rollups: dict[tuple[str, str], list[int]] = {}
+    for at, team, status in rows:
+        bucket = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H")
+        sums = rollups.setdefault((bucket, team), [0, 0])
+        sums[0] += 1
+        sums[1] += status >= 400
+
+    async def run() -> dict[str, Histogram]:
+        db = await Database.open(database_url)
+        try:
+            await upgrade(db)
+
+            def work(tx: Any) -> None:
+                tx.executemany(
+                    "INSERT INTO request_log (request_id, at, key, team, endpoint, status) "
+                    "VALUES (?, ?, ?, ?, 'images.generations', ?)",
+                    [
+                        (f"req_{i}", at, f"{team}-key", team, s)
+                        for i, (at, team, s) in enumerate(rows)
+                    ],
+                )
+                tx.executemany(
+                    "INSERT INTO usage_rollups (grain, bucket, key, team, model, route, requests,"
+                    " errors) VALUES ('hour', ?, ?, ?, 'm', 'r', ?, ?)",
+                    [(b, f"{t}-key", t, n, e) for (b, t), (n, e) in rollups.items()],
+                )
+
+            await db.transaction(work)
+            store = Reports(db)
+            everyone = RequestFilter()
+            return {
+                # Whole hours, no row-level filter: the rollups' path.
+                "rollups": await store.histogram(everyone, Scope(), hour, 3600, 4),
+                # A half-hour step: the log's path.
+                "log": await store.histogram(everyone, Scope(), hour, 1800, 8),
+                "red": await store.histogram(everyone, Scope(team="red"), hour, 3600, 4),
+                "blue 5xx": await store.histogram(
+                    RequestFilter(status=(500, 600)), Scope(team="blue"), hour, 3600, 4
+                ),
+            }
+        finally:
+            await db.close()
+
+    found = asyncio.run(run())
+    by_hour = found["rollups"]
+    assert (by_hour.ok, by_hour.client_errors, by_hour.server_errors) == (
+        [2, 0, 0, 1],
+        [0, 1, 0, 1],
+        [0, 1, 0, 0],
+    )
+    by_half = found["log"]
+    assert by_half.ok == [1, 1, 0, 0, 0, 0, 1, 0]
+    assert by_half.client_errors == [0, 0, 1, 0, 0, 0, 1, 0]
+    assert by_half.server_errors == [0, 0, 0, 1, 0, 0, 0, 0]
+    red = found["red"]
+    assert (red.ok, red.client_errors, red.server_errors) == (
+        [2, 0, 0, 1],
+        [0, 1, 0, 0],
+        [0, 0, 0, 0],
+    )
+    blue = found["blue 5xx"]
+    assert (blue.ok, blue.client_errors, blue.server_errors) == (
+        [0, 0, 0, 0],
+        [0, 0, 0, 0],
+        [0, 1, 0, 0],
+    )

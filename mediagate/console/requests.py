@@ -39,7 +39,7 @@ from mediagate.stores.sql.reports import Histogram, RequestFilter
 pages = APIRouter()
 
 PAGE_ROWS = 100  # a page's rows at most (`limit`, 50 by default)
-DEFAULT_WINDOW_S = 24 * 3600.0
+DEFAULT_WINDOW_S = 48 * 3600.0  # whole hours: the rollups give its ok answers
 MAX_BARS = 48
 # Bucket widths a histogram picks from: the narrowest giving at most MAX_BARS bars.
 STEPS = (60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400, 172800, 604800)
@@ -52,7 +52,7 @@ def iso(seconds: float) -> str:
 
 def window(f: RequestFilter, now: float) -> tuple[float, float, int]:
     """The histogram's buckets for the filtered window: (first bucket's start, step, count).
-    Without a start, the last 24 hours up to the end (or now)."""
+    Without a start, the last 48 hours up to the end (or now), by hour."""
     end = f.end if f.end is not None else now
     start = f.start if f.start is not None else end - DEFAULT_WINDOW_S
     span = max(end - start, 1.0)
