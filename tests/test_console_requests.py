@@ -95,6 +95,12 @@ def traffic(make_gateway: Callable[..., Gateway], sim: Sim, tmp_path: Path) -> T
             lambda: len(admin.get("/admin/v1/requests").json()["data"]) == len(everything),
             timeout_s=10,
         )
+        # The rollups too (an image's count and cost may land after its row).
+        made = {"requests": len(everything), "images": 3}
+        wait_until(
+            lambda: made.items() <= admin.get("/admin/v1/usage").json()["totals"].items(),
+            timeout_s=10,
+        )
     member_ids = {ok[0], *rate_limited}
     return Traffic(gw, member_key, ok, rate_limited, failed, fallback, member_ids, setup)
 
@@ -283,7 +289,8 @@ def test_the_histogram_query_counts_alike_from_the_log_and_from_the_rollups(
     gateway writes them), counted per bucket by the log alone and by the rollups plus the
     log's errors: the same counts, in the right buckets (PostgreSQL's bucket number rounded
     down, not to nearest)."""
-    hour = 1_800_000_000.0  # a whole hour
+    hour = 1_800_000_000.0  # a whole hour (8 a.m. UTC)
+    day_start = hour - hour % 86400
     rows = [  # (at, team, status)
         (hour + 10, "red", 200),
         (hour + 3599.9, "red", 200),  # the last instant of the first hour
@@ -292,12 +299,14 @@ def test_the_histogram_query_counts_alike_from_the_log_and_from_the_rollups(
         (hour + 3 * 3600 + 1, "red", 201),
         (hour + 3 * 3600 + 2, "blue", 404),
     ]
-    rollups: dict[tuple[str, str], list[int]] = {}
+    rollups: dict[tuple[str, str, str], list[int]] = {}
     for at, team, status in rows:
         bucket = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H")
-        sums = rollups.setdefault((bucket, team), [0, 0])
-        sums[0] += 1
-        sums[1] += status >= 400
+        day = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d")
+        for grain, key in (("hour", bucket), ("day", day)):
+            sums = rollups.setdefault((grain, key, team), [0, 0])
+            sums[0] += 1
+            sums[1] += status >= 400
 
     async def run() -> dict[str, Histogram]:
         db = await Database.open(database_url)
@@ -315,8 +324,8 @@ def test_the_histogram_query_counts_alike_from_the_log_and_from_the_rollups(
                 )
                 tx.executemany(
                     "INSERT INTO usage_rollups (grain, bucket, key, team, model, route, requests,"
-                    " errors) VALUES ('hour', ?, ?, ?, 'm', 'r', ?, ?)",
-                    [(b, f"{t}-key", t, n, e) for (b, t), (n, e) in rollups.items()],
+                    " errors) VALUES (?, ?, ?, ?, 'm', 'r', ?, ?)",
+                    [(g, b, f"{t}-key", t, n, e) for (g, b, t), (n, e) in rollups.items()],
                 )
 
             await db.transaction(work)
@@ -328,6 +337,8 @@ def test_the_histogram_query_counts_alike_from_the_log_and_from_the_rollups(
                 # A half-hour step: the log's path.
                 "log": await store.histogram(everyone, Scope(), hour, 1800, 8),
                 "red": await store.histogram(everyone, Scope(team="red"), hour, 3600, 4),
+                # Whole days: the day rollups (the rows' day holds them all).
+                "days": await store.histogram(everyone, Scope(), day_start, 86400, 2),
                 "blue 5xx": await store.histogram(
                     RequestFilter(status=(500, 600)), Scope(team="blue"), hour, 3600, 4
                 ),
@@ -352,6 +363,8 @@ def test_the_histogram_query_counts_alike_from_the_log_and_from_the_rollups(
         [0, 1, 0, 0],
         [0, 0, 0, 0],
     )
+    days = found["days"]
+    assert (days.ok, days.client_errors, days.server_errors) == ([3, 0], [2, 0], [1, 0])
     blue = found["blue 5xx"]
     assert (blue.ok, blue.client_errors, blue.server_errors) == (
         [0, 0, 0, 0],
