@@ -4,9 +4,11 @@ numbers by model or team, each number a link to the list behind it, a member's i
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +18,9 @@ import openai
 import pytest
 
 from mediagate.console.web import usd
+from mediagate.stores.jobs import VideoJob
+from mediagate.stores.sql.db import Database
+from mediagate.stores.sql.jobs import SqlJobStore
 
 from .conftest import (
     CLIENT_KEY,
@@ -144,3 +149,48 @@ def test_a_member_sees_its_teams_numbers_only(busy: tuple[Gateway, str], console
     assert value(page, "errors-today") == "0"
     assert "team-a" not in page
     assert [s["label"] for s in chart(page)["series"]] == ["marketing"]
+
+
+def test_video_jobs_running_are_counted_per_team(
+    make_gateway: Callable[..., Gateway], console: Console
+) -> None:
+    """Jobs the job store holds (written through it, as the gateway writes them): everyone's
+    from its counts, a member's team's from its jobs."""
+    gw = make_gateway(admin_keys=console_admin_keys())
+    member_key = create_key(gw, "designer", "marketing")
+    now = int(time.time())
+    owners = [("designer", "in_progress"), ("designer", "queued"), ("team-a", "in_progress")]
+    owners += [("team-a", "in_progress"), ("designer", "completed")]
+
+    async def insert() -> None:
+        db = await Database.open(gw.settings.records_url())
+        try:
+            store = SqlJobStore(db)
+            for i, (owner, status) in enumerate(owners):
+                await store.insert(
+                    VideoJob(
+                        id=f"video_{i:04d}",
+                        upstream_id=f"task_{i}",
+                        owner=owner,
+                        model="sora-2",
+                        route="sora-2.muse",
+                        group="default",
+                        key_fp="ab" * 32,
+                        prompt="waves",
+                        size="720x1280",
+                        seconds=8,
+                        status=status,
+                        created_at=now - 60 + i,
+                        updated_at=now,
+                    )
+                )
+        finally:
+            await db.close()
+
+    asyncio.run(insert())
+    page = console(gw).get("/console").text
+    assert value(page, "jobs-running") == "3"
+    assert value(page, "jobs-queued") == "1 queued"
+    mine = console(gw, member_key).get("/console").text
+    assert value(mine, "jobs-running") == "1"
+    assert value(mine, "jobs-queued") == "1 queued"
