@@ -13,7 +13,7 @@
     return;
   }
   // Distinct hues, each at least 3:1 against white.
-  var palette = ["#0b5cad", "#b3261e", "#1a6b31", "#8a5300", "#6a3fa0", "#00707a", "#a0306e", "#4f5a65", "#7a4b00"];
+  var palette = ["#0b5cad", "#b3261e", "#1a6b31", "#8a5300", "#6a3fa0", "#00707a", "#a0306e", "#4f5a65", "#1b1f24"];
   var money = function (u, v) { return v == null ? "—" : "$" + v.toFixed(v && Math.abs(v) < 0.01 ? 4 : 2); };
   var series = [{}];
   var columns = [data.x];
