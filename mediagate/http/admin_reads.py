@@ -822,6 +822,63 @@ def _streamed(chunks: AsyncIterator[bytes], kind: str, name: str) -> StreamingRe
 
 
 REQUEST_EXPORT_COLUMNS = tuple("cost_usd" if c == "cost_micros" else c for c in REQUEST_COLUMNS)
+ExportKind = Literal["csv", "jsonl"]
+
+
+async def request_lines(
+    store: Reports, filters: RequestFilter, scope: Scope, kind: ExportKind
+) -> AsyncIterator[bytes]:
+    """The request log's rows (as the list shows them), newest first, in chunks of
+    EXPORT_CHUNK: CSV with a header row, or JSON Lines. What the admin API's and the console's
+    exports stream."""
+    cursor: tuple[float, str] | None = None
+    first = True
+    while True:
+        rows = await store.requests(filters, scope, cursor, EXPORT_CHUNK)
+        part = rows[:EXPORT_CHUNK]
+        items = [request_item(row) for row in part]
+        if items or first:
+            yield _lines(items, REQUEST_EXPORT_COLUMNS, kind, first)
+        first = False
+        if len(rows) <= EXPORT_CHUNK:
+            return
+        cursor = (part[-1]["at"], part[-1]["request_id"])
+
+
+async def usage_lines(
+    store: Reports, q: UsageQuery, scope: Scope, kind: ExportKind
+) -> AsyncIterator[bytes]:
+    """Usage rows (as /usage shows them), in chunks: CSV with a header row, or JSON Lines."""
+    columns = ("bucket", "start", *q.group_by, "requests", "errors", "reads", "images")
+    columns = (*columns, "video_seconds", "cost_usd")
+    cursor: tuple[str, ...] | None = None
+    first = True
+    while True:
+        rows = await store.usage(q, scope, cursor, EXPORT_CHUNK)
+        part = rows[:EXPORT_CHUNK]
+        items = [usage_item(row, q) for row in part]
+        if items or first:
+            yield _lines(items, columns, kind, first)
+        first = False
+        if len(rows) <= EXPORT_CHUNK:
+            return
+        cursor = (part[-1]["bucket"], *(part[-1][g] for g in q.group_by))
+
+
+def export_requests_response(
+    request: Request, caller: Principal, filters: RequestFilter, kind: ExportKind
+) -> StreamingResponse:
+    """The request log's export for `caller` (narrowed to its scope), as a download."""
+    _, store, scope = reports(request, caller)
+    return _streamed(request_lines(store, filters, scope, kind), kind, "requests")
+
+
+def export_usage_response(
+    request: Request, caller: Principal, q: UsageQuery, kind: ExportKind
+) -> StreamingResponse:
+    """The usage export for `caller` (narrowed to its scope), as a download."""
+    _, store, scope = reports(request, caller)
+    return _streamed(usage_lines(store, q, scope, kind), kind, "usage")
 
 
 @reads.get(
@@ -835,23 +892,7 @@ async def export_requests(
 ) -> StreamingResponse:
     """The request log's rows (as the list shows them), newest first, streamed in chunks:
     CSV with a header row, or JSON Lines. No row limit."""
-    _, store, scope = reports(request, caller)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        cursor: tuple[float, str] | None = None
-        first = True
-        while True:
-            rows = await store.requests(filters, scope, cursor, EXPORT_CHUNK)
-            part = rows[:EXPORT_CHUNK]
-            items = [request_item(row) for row in part]
-            if items or first:
-                yield _lines(items, REQUEST_EXPORT_COLUMNS, kind, first)
-            first = False
-            if len(rows) <= EXPORT_CHUNK:
-                return
-            cursor = (part[-1]["at"], part[-1]["request_id"])
-
-    return _streamed(chunks(), kind, "requests")
+    return export_requests_response(request, caller, filters, kind)
 
 
 @reads.get(
@@ -864,25 +905,7 @@ async def export_usage(
     request: Request, caller: Caller, q: UsageQueries, kind: Format = "csv"
 ) -> StreamingResponse:
     """Usage rows (as /usage shows them), streamed: CSV with a header row, or JSON Lines."""
-    _, store, scope = reports(request, caller)
-    columns = ("bucket", "start", *q.group_by, "requests", "errors", "reads", "images")
-    columns = (*columns, "video_seconds", "cost_usd")
-
-    async def chunks() -> AsyncIterator[bytes]:
-        cursor: tuple[str, ...] | None = None
-        first = True
-        while True:
-            rows = await store.usage(q, scope, cursor, EXPORT_CHUNK)
-            part = rows[:EXPORT_CHUNK]
-            items = [usage_item(row, q) for row in part]
-            if items or first:
-                yield _lines(items, columns, kind, first)
-            first = False
-            if len(rows) <= EXPORT_CHUNK:
-                return
-            cursor = (part[-1]["bucket"], *(part[-1][g] for g in q.group_by))
-
-    return _streamed(chunks(), kind, "usage")
+    return export_usage_response(request, caller, q, kind)
 
 
 # --- catalog and health -----------------------------------------------------------------------

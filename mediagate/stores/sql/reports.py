@@ -22,7 +22,8 @@ Times are Unix seconds (UTC); money integer micro-USD, turned into USD by the ca
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from mediagate.stores.jobs import FIELDS
@@ -319,6 +320,173 @@ def spend(
 
 
 @dataclass(frozen=True)
+class Histogram:
+    """Requests of a filtered log window counted per bucket of `step` seconds from `start`
+    (`count` buckets), split by answer: below 400, 4xx, 5xx. Index i covers
+    [start + i * step, start + (i + 1) * step)."""
+
+    start: float
+    step: float
+    ok: list[int]
+    client_errors: list[int]
+    server_errors: list[int]
+
+
+# The most buckets a histogram is asked for: its cost is one pass over the window's rows (by
+# an index on `at`, or on a filter's column then `at`), its answer this many rows at most.
+MAX_BUCKETS = 200
+
+
+def _bucket_number(tx: Tx) -> str:
+    # (at - start) / step rounded down. `at >= start` here, so SQLite's CAST (which truncates)
+    # rounds down; PostgreSQL's CAST rounds to nearest, hence FLOOR.
+    if tx.engine == "postgresql":
+        return "CAST(FLOOR((at - ?) / ?) AS BIGINT)"
+    return "CAST((at - ?) / ? AS INTEGER)"
+
+
+# The filters the usage rollups have columns for: a histogram filtered by these only (and by
+# whole hours) counts its ok answers from the hour rollups.
+_ROLLUP_FILTERS = frozenset({"start", "end", "key", "team", "model", "route"})
+
+
+def _by_rollups(f: RequestFilter, start: float, step: float) -> bool:
+    others = [name for name, value in vars(f).items() if value is not None]
+    hours = [start, step, *(t for t in (f.start, f.end) if t is not None)]
+    return set(others) <= _ROLLUP_FILTERS and all(t % 3600 == 0 for t in hours)
+
+
+def request_histogram(
+    tx: Tx, f: RequestFilter, scope: Scope, start: float, step: float, count: int
+) -> Histogram:
+    """The filtered request log in [start, start + count * step) by bucket and status class,
+    at most MAX_BUCKETS buckets.
+
+    From the log: the same WHERE as a page of it (plus the window), one GROUP BY over the
+    bucket number. Where the rollups have every filter as a column and the buckets are whole
+    hours, the ok answers (the window's bulk) are summed from the hour rollups instead, and
+    only the 4xx and 5xx rows are read from the log, by the index on their status class: the
+    page then costs the errors' rows, not the window's."""
+    count = max(1, min(count, MAX_BUCKETS))
+    end = start + count * step
+    low = start if f.start is None else max(start, f.start)
+    high = end if f.end is None else min(end, f.end)
+    window = replace(f, start=low, end=high)
+    ok, client, server = [0] * count, [0] * count, [0] * count
+    if _by_rollups(f, start, step):
+        _rollup_ok(tx, window, scope, start, step, ok)
+        # The errors by the status-class index (4xx and 5xx, then `at`): the key, team, model
+        # and route conditions are written `column || '' = ?`, which no index serves, so
+        # neither engine walks a busy team's every row instead of the window's errors.
+        where = Where()
+        where.add("status / 100 IN (4, 5) AND at >= ? AND at < ?", window.start, window.end)
+        for column in DIMENSIONS:
+            value = getattr(f, column)
+            if value is not None:
+                where.add(f"{column} || '' = ?", value)
+        if scope.team is not None:
+            where.add("team || '' = ?", scope.team)
+        if scope.key is not None:
+            where.add("key || '' = ?", scope.key)
+        sql = (
+            f"SELECT {_bucket_number(tx)} AS b, status / 100 AS c, COUNT(*) FROM request_log "
+            f"WHERE {where.sql()} GROUP BY b, c"
+        )
+        for row in tx.execute(sql, [start, step, *where.params]).fetchall():
+            index = int(row[0])
+            if 0 <= index < count:
+                (client if int(row[1]) == 4 else server)[index] += int(row[2] or 0)
+        return Histogram(start, step, ok, client, server)
+    where = _request_where(window, scope)
+    sql = (
+        f"SELECT {_bucket_number(tx)} AS b, "
+        "SUM(CASE WHEN status < 400 THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN status >= 500 THEN 1 ELSE 0 END) "
+        f"FROM request_log WHERE {where.sql()} GROUP BY b"
+    )
+    for row in tx.execute(sql, [start, step, *where.params]).fetchall():
+        index = int(row[0])
+        if 0 <= index < count:
+            ok[index] += int(row[1] or 0)
+            client[index] += int(row[2] or 0)
+            server[index] += int(row[3] or 0)
+    return Histogram(start, step, ok, client, server)
+
+
+def _rollup_ok(
+    tx: Tx, f: RequestFilter, scope: Scope, start: float, step: float, ok: list[int]
+) -> None:
+    """Answers below 400 (requests - errors) per bucket, from the rollups of [f.start, f.end)
+    (whole hours): the day rollups where the buckets and the window are whole days (a
+    twenty-fourth of the rows), else the hour rollups."""
+    assert f.start is not None and f.end is not None
+    days = all(t % 86400 == 0 for t in (step, f.start, f.end))
+    grain, form = ("day", "%Y-%m-%d") if days else ("hour", "%Y-%m-%dT%H")
+    where = Where()
+
+    def bucket(seconds: float) -> str:
+        return datetime.fromtimestamp(seconds, UTC).strftime(form)
+
+    where.add("grain = ? AND bucket >= ? AND bucket < ?", grain, bucket(f.start), bucket(f.end))
+    for column in DIMENSIONS:
+        value = getattr(f, column)
+        if value is not None:
+            where.add(f"{column} = ?", value)
+    _scoped(where, scope, "team", "key")
+    sql = (
+        "SELECT bucket, CAST(SUM(requests) - SUM(errors) AS BIGINT) FROM usage_rollups "
+        f"WHERE {where.sql()} GROUP BY bucket"
+    )
+    for row in tx.execute(sql, where.params).fetchall():
+        at = datetime.strptime(str(row[0]), form).replace(tzinfo=UTC).timestamp()
+        index = int((at - start) // step)
+        if 0 <= index < len(ok):
+            ok[index] += int(row[1] or 0)
+
+
+def top_spend(
+    tx: Tx, column: Literal["key", "team"], day: str, month: str, scope: Scope, limit: int
+) -> list[tuple[str, int, int]]:
+    """The keys or teams with the most spend this month (UTC) from the day rollups, as
+    (name, today's, this month's) micro-USD, most first; `limit` at most."""
+    where = Where()
+    where.add("grain = 'day' AND bucket >= ? AND bucket < ?", f"{month}-01", f"{month}-99")
+    _scoped(where, scope, "team", "key")
+    sql = (
+        f"SELECT {column}, "
+        "CAST(SUM(CASE WHEN bucket = ? THEN cost_micros ELSE 0 END) AS BIGINT) AS today, "
+        "CAST(SUM(cost_micros) AS BIGINT) AS month FROM usage_rollups "
+        f"WHERE {where.sql()} GROUP BY {column} ORDER BY month DESC, {column} LIMIT ?"
+    )
+    rows = tx.execute(sql, [day, *where.params, limit]).fetchall()
+    return [(str(row[0]), int(row[1] or 0), int(row[2] or 0)) for row in rows]
+
+
+UNFINISHED = ("queued", "in_progress")
+
+
+def unfinished_jobs(tx: Tx, scope: Scope) -> dict[str, int]:
+    """Video jobs queued and in progress: everyone's from the counts the job store keeps
+    (`video_job_counts`), a team's or a key's counted from its unfinished jobs (the partial
+    index of unfinished jobs)."""
+    counts = dict.fromkeys(UNFINISHED, 0)
+    if scope.team is None and scope.key is None:
+        rows = tx.execute("SELECT status, jobs FROM video_job_counts").fetchall()
+    else:
+        where = _job_where(JobFilter(), scope)
+        where.add("status IN ('queued', 'in_progress')")
+        rows = tx.execute(
+            f"SELECT status, COUNT(*) FROM video_jobs WHERE {where.sql()} GROUP BY status",
+            where.params,
+        ).fetchall()
+    for row in rows:
+        if str(row[0]) in counts:
+            counts[str(row[0])] = int(row[1] or 0)
+    return counts
+
+
+@dataclass(frozen=True)
 class RouteHealth:
     route: str
     requests: int
@@ -399,6 +567,19 @@ class Reports:
         self, column: Literal["key", "team"], names: Sequence[str], day: str, month: str
     ) -> dict[str, tuple[int, int]]:
         return await self.db.run(lambda tx: spend(tx, column, names, day, month))
+
+    async def histogram(
+        self, f: RequestFilter, scope: Scope, start: float, step: float, count: int
+    ) -> Histogram:
+        return await self.db.run(lambda tx: request_histogram(tx, f, scope, start, step, count))
+
+    async def top_spend(
+        self, column: Literal["key", "team"], day: str, month: str, scope: Scope, limit: int
+    ) -> list[tuple[str, int, int]]:
+        return await self.db.run(lambda tx: top_spend(tx, column, day, month, scope, limit))
+
+    async def unfinished_jobs(self, scope: Scope) -> dict[str, int]:
+        return await self.db.run(lambda tx: unfinished_jobs(tx, scope))
 
     async def health(self, since: float, scope: Scope) -> dict[str, RouteHealth]:
         return await self.db.run(lambda tx: health(tx, since, scope))
