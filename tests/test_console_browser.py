@@ -30,6 +30,7 @@ from .conftest import (
     fast_video_polls,
     sign_in_page,
     wait_for_status,
+    wait_until,
 )
 
 MakeGateway = Callable[..., Gateway]
@@ -217,6 +218,15 @@ def test_the_playground_generates_an_image_the_gallery_and_request_log_show(
     expect(page.locator("main").get_by_text("shop-bot").first).to_be_visible()
 
 
+def wait_recorded(gw: Gateway, *request_ids: str) -> None:
+    """Until the request log has written these rows (it writes in batches, off the request
+    path, every MEDIAGATE_REQUEST_LOG_FLUSH_S)."""
+    with gw.http(CONSOLE_ADMIN_KEY) as admin:
+        for request_id in request_ids:
+            path = f"/admin/v1/requests/{request_id}"
+            wait_until(lambda path=path: admin.get(path).status_code == 200)
+
+
 def test_a_request_log_filter_is_a_url_to_share(
     gw: Gateway, signed_in_page: SignedIn, browser_page: NewPage
 ) -> None:
@@ -225,6 +235,7 @@ def test_a_request_log_filter_is_a_url_to_share(
         bad = http.post("/v1/images/generations", json={"model": "no-such-model", "prompt": "x"})
     assert ok.status_code == 200 and bad.status_code >= 400
     ok_id, bad_id = ok.headers["x-request-id"], bad.headers["x-request-id"]
+    wait_recorded(gw, ok_id, bad_id)
     page = open_page(signed_in_page(gw), gw, "/console/requests")
     expect(page.locator(f'main a[href*="{ok_id}"]').first).to_be_visible()
 
@@ -247,6 +258,7 @@ def test_a_member_cannot_open_another_team_s_request(gw: Gateway, signed_in_page
             "/v1/images/generations", json={"model": "gpt-image-2-web", "prompt": "secret plans"}
         )
     assert made.status_code == 200, made.text
+    wait_recorded(gw, made.headers["x-request-id"])
     path = f"/console/requests/{made.headers['x-request-id']}"
 
     owner = open_page(signed_in_page(gw, theirs), gw, "/console/requests")

@@ -330,17 +330,19 @@ def parse_time(value: str, param: str) -> float:
 
 
 def _span(start: str | None, end: str | None) -> tuple[float | None, float | None]:
-    low = parse_time(start, "start") if start is not None else None
-    high = parse_time(end, "end") if end is not None else None
+    # An empty value is no filter, as everywhere here: a GET form (the console's) sends every
+    # field, filled or not.
+    low = parse_time(start, "start") if start else None
+    high = parse_time(end, "end") if end else None
     if low is not None and high is not None and high < low:
         raise InvalidRequest("Invalid 'end': it is before 'start'.", param="end")
     return low, high
 
 
 def _text(value: str | None, param: str) -> str | None:
-    if value is None:
+    if not value:  # absent or empty: no filter
         return None
-    if not value or len(value) > _MAX_VALUE or not value.isprintable():
+    if len(value) > _MAX_VALUE or not value.isprintable():
         raise InvalidRequest(
             f"Invalid '{param}': expected 1 to {_MAX_VALUE} characters.", param=param
         )
@@ -348,8 +350,8 @@ def _text(value: str | None, param: str) -> str | None:
 
 
 def parse_status(value: str | None) -> tuple[int, int] | None:
-    """A code (`429`) as [429, 430), a class (`4xx`) as [400, 500)."""
-    if value is None:
+    """A code (`429`) as [429, 430), a class (`4xx`) as [400, 500); empty: no filter."""
+    if not value:
         return None
     found = _STATUS.match(value.strip().lower())
     if found is None:

@@ -25,6 +25,22 @@
       }
     }
   });
+  // A filter form (GET) leaves its empty fields out of the URL, so a shared link says only
+  // what was chosen (the server takes an empty field as no filter all the same).
+  document.addEventListener("formdata", function (event) {
+    if ((event.target.method || "").toLowerCase() !== "get") {
+      return;
+    }
+    var empty = [];
+    event.formData.forEach(function (value, name) {
+      if (value === "") {
+        empty.push(name);
+      }
+    });
+    empty.forEach(function (name) {
+      event.formData.delete(name);
+    });
+  });
   // A form whose button has data-confirm asks first.
   document.addEventListener("submit", function (event) {
     var button = event.submitter;
