@@ -28,7 +28,6 @@ PAGES: dict[str, str] = {
 }
 WIDTHS = (1280, 390)
 HEIGHTS = {1280: 800, 390: 844}
-PLACEHOLDER = "This page is being built."
 ENV = "SCREENSHOTS_DIR"
 
 

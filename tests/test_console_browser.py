@@ -4,9 +4,6 @@ at 1280 px and 390 px wide (screenshots, no sideways scrolling, the accessibilit
 tests/a11y.py); then the pages' own journeys: the playground generates an image that the
 gallery and request log show, a request-log filter is a URL that can be shared, a member
 cannot open another team's request, a finished video plays.
-
-A page still rendering the placeholder ("This page is being built.") skips the tests of its
-journey, saying so; they run as soon as the page lands.
 """
 
 from __future__ import annotations
@@ -45,11 +42,9 @@ def gw(make_gateway: MakeGateway) -> Gateway:
 
 
 def open_page(page: Page, gw: Gateway, path: str) -> Page:
-    """`path` on `page`, skipping the test while that page is still the placeholder."""
+    """`path` on `page`, answered 200."""
     answer = page.goto(gw.url + path)
     assert answer is not None and answer.ok, f"{path}: {answer and answer.status}"
-    if screenshots.PLACEHOLDER in page.inner_text("main"):
-        pytest.skip(f"{path} is still the placeholder page ({screenshots.PLACEHOLDER!r})")
     return page
 
 
@@ -181,7 +176,7 @@ def test_the_checker_finds_what_it_checks(browser_page: NewPage) -> None:
     assert "no visible focus indicator: button" in "\n".join(a11y.keyboard_violations(page))
 
 
-# --- The pages' journeys (skipped while a page is the placeholder) ------------------------------
+# --- The pages' journeys --------------------------------------------------------------------------
 
 
 def choose(page: Page, selector: str, value: str) -> None:
