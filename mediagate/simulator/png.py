@@ -52,10 +52,19 @@ def _png(width: int, height: int, seed: str, model: str) -> bytes:
 
 
 def picture(width: int, height: int, seed: str, model: str = "") -> Image.Image:
-    """The RGB image make_png encodes (the video stills use it too)."""
+    """The RGB image make_png encodes."""
+    prompt, _, marks = seed.partition("\x00")
+    footer = " · ".join(p for p in (model, f"{width}x{height}", *marks.split("\x00")) if p)
+    return card(width, height, seed, prompt, footer)
+
+
+def card(width: int, height: int, pattern: str, headline: str, footer: str) -> Image.Image:
+    """An RGB image of width x height: a pattern and colours chosen by a hash of `pattern`,
+    and a light panel in the middle with `headline` wrapped and `footer` under it in small
+    letters (no panel where the image is too small for words)."""
     scale = min(1.0, _CANVAS / max(width, height))
     canvas = (max(1, round(width * scale)), max(1, round(height * scale)))
-    image = _draw(canvas, seed, model, f"{width}x{height}")
+    image = _draw(canvas, pattern, headline, footer)
     if canvas != (width, height):
         image = image.resize((width, height), Image.Resampling.NEAREST)
     return image
@@ -70,8 +79,8 @@ def _palette(seed: str) -> tuple[int, tuple[int, int, int], tuple[int, int, int]
     return digest[3] % 4, back, (fore[0], fore[1], fore[2]), digest[4:]
 
 
-def _draw(size: tuple[int, int], seed: str, model: str, label: str) -> Image.Image:
-    kind, back, fore, rest = _palette(seed)
+def _draw(size: tuple[int, int], pattern: str, headline: str, footer: str) -> Image.Image:
+    kind, back, fore, rest = _palette(pattern)
     width, height = size
     image = Image.new("RGB", size, back)
     draw = ImageDraw.Draw(image)
@@ -96,9 +105,7 @@ def _draw(size: tuple[int, int], seed: str, model: str, label: str) -> Image.Ima
                 if (x // step + y // step) % 2:
                     draw.rectangle((x, y, x + step - 1, y + step - 1), fore)
     if min(width, height) >= _MIN_TEXT_SIDE:
-        prompt, _, marks = seed.partition("\x00")
-        footer = " · ".join(p for p in (model, label, *marks.split("\x00")) if p)
-        _caption(draw, size, prompt, footer)
+        _caption(draw, size, headline, footer)
     return image
 
 
