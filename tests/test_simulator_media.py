@@ -16,7 +16,7 @@ import pytest
 from PIL import Image, ImageChops, ImageStat
 
 from mediagate.simulator import make_png
-from mediagate.simulator.png import make_svg
+from mediagate.simulator.png import make_gif, make_svg
 from mediagate.simulator.videofiles import FPS, VARIANTS, Clip, frame_image, mp4, still
 
 from .conftest import GROUP_KEYS, Sim, wait_for_status
@@ -74,6 +74,21 @@ def test_words_are_big_enough_to_read_on_a_4k_image() -> None:
     assert box is not None
     # One line of words: its glyphs are tens of pixels tall on a 2160-pixel-high image.
     assert box[3] - box[1] >= 2160 // 40
+
+
+def test_a_gif_shows_the_picture_first_and_has_its_frames() -> None:
+    data = make_gif(1536, 1024, "a kite over the sea", 5, "gpt-image-2.6-flare")
+    gif = Image.open(io.BytesIO(data))
+    assert (gif.format, gif.size, gif.n_frames) == ("GIF", (1536, 1024), 5)
+    first = gif.convert("RGB")
+    picture = decode(make_png(1536, 1024, "a kite over the sea", "gpt-image-2.6-flare"))
+    # The picture make_png draws (its words and all), in at most 64 colours.
+    assert max(ImageStat.Stat(ImageChops.difference(first, picture)).mean) < 4
+    for frame in range(1, 5):
+        gif.seek(frame)
+        gif.load()
+    big = Image.open(io.BytesIO(make_gif(3840, 2160, "a kite", 16)))
+    assert (big.size, big.n_frames) == ((3840, 2160), 16)
 
 
 def test_an_svg_says_its_prompt_model_and_size() -> None:

@@ -469,7 +469,7 @@ async def _render_job(job: ImageJob, index: int) -> tuple[bytes, str]:
     its content type."""
     seed = job.seed(index)
     if job.output_format == "gif":
-        return make_gif(job.width, job.height, seed, job.frame_count), "image/gif"
+        return make_gif(job.width, job.height, seed, job.frame_count, job.model), "image/gif"
     if job.output_format == "svg":
         return make_svg(job.width, job.height, seed, job.model), "image/svg+xml"
     png = await _render(job.width, job.height, seed, job.model)

@@ -23,6 +23,7 @@ import re
 import struct
 import tempfile
 import threading
+import zlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
@@ -228,7 +229,7 @@ def png_frame(clip: Clip, index: int) -> bytes:
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.NEAREST)
     out = io.BytesIO()
-    image.save(out, "PNG", compress_level=1)
+    image.save(out, "PNG", compress_level=1, compress_type=zlib.Z_RLE)
     return out.getvalue()
 
 
