@@ -53,7 +53,7 @@ def test_an_image_writes_its_prompt_and_more_words_take_more_ink() -> None:
     assert short.tobytes() != long.tobytes()
 
 
-def test_the_model_and_marks_are_written_under_the_prompt() -> None:
+def test_the_model_is_written_under_the_prompt() -> None:
     # The same seed draws the same pattern and prompt: only the footer line may differ.
     one = decode(make_png(1024, 1024, "a lamp", "gpt-image-2"))
     other = decode(make_png(1024, 1024, "a lamp", "gpt-image-2-vip"))
@@ -61,7 +61,6 @@ def test_the_model_and_marks_are_written_under_the_prompt() -> None:
     assert box is not None, "the model is not drawn"
     left, top, right, bottom = box
     assert bottom - top < 1024 // 10 and right - left < 1024 * 3 // 4  # one short line
-    assert make_png(64, 64, "a lamp") == make_png(64, 64, "a lamp")  # deterministic
 
 
 def test_words_are_big_enough_to_read_on_a_4k_image() -> None:
@@ -69,11 +68,13 @@ def test_words_are_big_enough_to_read_on_a_4k_image() -> None:
     data = make_png(3840, 2160, "a lighthouse at dusk, new for this test", "gpt-image-2")
     assert time.perf_counter() - start < 1.5  # drawn small, scaled up, compressed fast
     image = decode(data)
-    mask = image.point(lambda v: 255 if v == INK[0] else 0).convert("L")
-    box = mask.getbbox()
+    # Where every channel is ink's: the words, and nothing of the pattern.
+    bands = ImageChops.difference(image, Image.new("RGB", image.size, INK)).split()
+    masks = [band.point(lambda v: 255 if v == 0 else 0) for band in bands]
+    box = ImageChops.darker(ImageChops.darker(masks[0], masks[1]), masks[2]).getbbox()
     assert box is not None
-    # One line of words: its glyphs are tens of pixels tall on a 2160-pixel-high image.
-    assert box[3] - box[1] >= 2160 // 40
+    # A line or two of words: glyphs tens of pixels tall on a 2160-pixel-high image.
+    assert 2160 // 40 <= box[3] - box[1] <= 2160 // 2
 
 
 def test_a_gif_shows_the_picture_first_and_has_its_frames() -> None:

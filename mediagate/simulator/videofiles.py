@@ -99,10 +99,11 @@ def _encode(clip: Clip) -> bytes:
         with av.open(path, "w", format="mp4", options={"movflags": "+faststart"}) as out:
             stream = out.add_stream("libx264", rate=FPS)
             stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-            # Measured (docs/architecture.md): veryfast at this quality keeps a 12 s clip near
-            # 40 KB for ~1 s of CPU; superfast and ultrafast cost no less here and make two or
-            # three times the bytes. x264's default keyframe interval (250 frames) makes one
-            # keyframe per clip under 20 s, most of a clip's bytes. One thread: a shared machine.
+            # Measured on a 12 s 720x1280 clip: veryfast at this quality makes 20-40 KB for
+            # ~1 s of CPU (a 4 s 720p clip: ~0.3 s); superfast and ultrafast cost about as
+            # much here and make two or three times the bytes. x264's default keyframe interval
+            # (250 frames) makes one keyframe per clip under 20 s, most of a clip's bytes. One
+            # thread: the machine is shared.
             stream.options = {"preset": "veryfast", "crf": "32"}
             stream.thread_count = 1
             # Said in the stream (H.264's VUI), so players convert back to the same RGB:
