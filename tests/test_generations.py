@@ -92,10 +92,9 @@ def test_web_route_drops_size_and_quality_and_repairs_b64(client: openai.OpenAI,
     result = raw.parse()
     b64 = result.data[0].b64_json
     assert b64 is not None and not b64.startswith("data:") and len(b64) % 4 == 0
-    assert (
-        decode_image(b64).tobytes()
-        == Image.open(io.BytesIO(make_png(1024, 1024, "a meadow"))).tobytes()
-    )
+    # The simulator draws the model it was asked for: the upstream's name for the route.
+    expected = make_png(1024, 1024, "a meadow", "gpt-image-2")
+    assert decode_image(b64).tobytes() == Image.open(io.BytesIO(expected)).tobytes()
     assert raw.headers["x-mediagate-dropped"] == "quality,size"
     call = only_call(sim)
     assert (call.group, call.model) == ("default", "gpt-image-2")

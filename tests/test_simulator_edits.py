@@ -109,9 +109,9 @@ def test_official_edit_as_a_link_counts_the_input_image(
     body = response.json()
     url = body["data"][0]["url"]
     data = client.get(url).content
-    assert data == make_png(1024, 1024, edit_seed("make it red"))
+    assert data == make_png(1024, 1024, edit_seed("make it red"), "gpt-image-2")
     # An edit is never the generation of the same prompt.
-    assert data != make_png(1024, 1024, "make it red")
+    assert data != make_png(1024, 1024, "make it red", "gpt-image-2")
     details = body["usage"]["input_tokens_details"]
     assert details["image_tokens"] == 256
     assert body["usage"]["input_tokens"] == details["image_tokens"] + details["text_tokens"]
@@ -137,7 +137,7 @@ def test_official_edit(client: TestClient, token: str) -> None:
     assert response.status_code == 200, response.text
     result = response.json()
     images = [base64.b64decode(item["b64_json"], validate=True) for item in result["data"]]
-    assert images == [make_png(2048, 1152, edit_seed("a fox", i)) for i in range(2)]
+    assert images == [make_png(2048, 1152, edit_seed("a fox", i), "gpt-image-2") for i in range(2)]
     assert (result["size"], result["quality"], result["background"]) == (
         "2048x1152",
         "high",
@@ -152,7 +152,9 @@ def test_web_edit_quirks(client: TestClient) -> None:
     assert response.status_code == 200, response.text
     item = response.json()["data"][0]
     assert item["b64_json"].startswith("data:image/png;base64,")
-    assert decode_b64(item["b64_json"]) == make_png(1024, 1024, edit_seed("a teapot"))
+    assert decode_b64(item["b64_json"]) == make_png(
+        1024, 1024, edit_seed("a teapot"), "gpt-image-2"
+    )
     assert item["revised_prompt"] == "a teapot"
     assert "usage" not in response.json()
 
@@ -518,8 +520,8 @@ def test_generation_stream_events(client: TestClient, state: SimState) -> None:
     images = [base64.b64decode(e["b64_json"], validate=True) for e in events]
     # Partials are coarser drafts of the same aspect; the completed image is the full one.
     assert [png_size(image) for image in images] == [(384, 256), (768, 512), (1536, 1024)] * 2
-    assert images[2] == make_png(1536, 1024, "a fox")
-    assert images[5] == make_png(1536, 1024, "a fox\x001")
+    assert images[2] == make_png(1536, 1024, "a fox", "gpt-image-2")
+    assert images[5] == make_png(1536, 1024, "a fox\x001", "gpt-image-2")
     single = client.post(IMAGES, json=body | {"stream": True, "n": 1}, headers=auth(OFFICIAL))
     assert parse_sse(single.text)[-1]["usage"] == events[2]["usage"]
     assert state.calls[0].status == 200
@@ -530,7 +532,9 @@ def test_generation_stream_without_partials(client: TestClient) -> None:
     events = parse_sse(client.post(IMAGES, json=body, headers=auth(OFFICIAL)).text)
     assert [e["type"] for e in events] == ["image_generation.completed"]
     # Streams carry base64 whatever response_format says, standard padded base64 at that.
-    assert base64.b64decode(events[0]["b64_json"], validate=True) == make_png(1024, 1024, "a fox")
+    assert base64.b64decode(events[0]["b64_json"], validate=True) == make_png(
+        1024, 1024, "a fox", "gpt-image-2"
+    )
     assert events[0]["quality"] == "medium"
 
 
@@ -541,7 +545,7 @@ def test_edit_stream_events(client: TestClient) -> None:
     events = parse_sse(response.text)
     assert [e["type"] for e in events] == ["image_edit.partial_image", "image_edit.completed"]
     final = base64.b64decode(events[1]["b64_json"], validate=True)
-    assert final == make_png(1024, 1024, edit_seed("redo"))
+    assert final == make_png(1024, 1024, edit_seed("redo"), "gpt-image-2")
     assert events[1]["usage"]["input_tokens_details"]["image_tokens"] == 256
 
 

@@ -15,7 +15,7 @@ import httpx2
 import openai
 import pytest
 
-from mediagate.simulator.videos import content_chunks
+from mediagate.simulator.videofiles import mp4
 from mediagate.stores import open_stores
 from mediagate.stores.jobs import VideoJob
 
@@ -87,7 +87,8 @@ def test_create_and_poll_then_download(sdk: openai.OpenAI, videos_gw: Gateway, s
         "seconds": "8",
     }
     content = sdk.videos.download_content(video.id)
-    assert content.content == b"".join(content_chunks(upstream.id, MIB))
+    # The upstream's real clip (H.264 in MP4, tests/test_simulator_media.py), byte for byte.
+    assert content.content == mp4(upstream.clip)
     assert content.response.headers["content-type"] == "video/mp4"
     assert content.content[4:8] == b"ftyp"
 
@@ -267,17 +268,19 @@ def test_thumbnail_spritesheet_and_ranges(videos_gw: Gateway, sdk: openai.OpenAI
     assert len(sim.sent()) == calls
 
     full = sdk.videos.download_content(video.id).content
+    total = len(full)
+    assert full == mp4(only_upstream_video(sim).clip)
     with videos_gw.http() as http:
         path = f"/v1/videos/{video.id}/content"
         part = http.get(path, headers={"Range": "bytes=100-199"})
         assert part.status_code == 206
-        assert part.headers["content-range"] == f"bytes 100-199/{MIB}"
+        assert part.headers["content-range"] == f"bytes 100-199/{total}"
         assert part.headers["content-length"] == "100" and part.content == full[100:200]
         assert part.headers["accept-ranges"] == "bytes"
         tail = http.get(path, headers={"Range": "bytes=-10"})
         assert tail.status_code == 206 and tail.content == full[-10:]
-        beyond = http.get(path, headers={"Range": f"bytes={MIB}-"})
-        assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{MIB}"
+        beyond = http.get(path, headers={"Range": f"bytes={total}-"})
+        assert beyond.status_code == 416 and beyond.headers["content-range"] == f"bytes */{total}"
         bad = http.get(path, params={"variant": "poster"})
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "variant"
 
@@ -338,7 +341,7 @@ def test_a_job_keeps_using_the_key_that_created_it(
     sdk = gateway.sdk()
     video = sdk.videos.create_and_poll(prompt="pinned")
     assert video.status == "completed"
-    assert len(sdk.videos.download_content(video.id).content) == MIB
+    assert sdk.videos.download_content(video.id).content == mp4(only_upstream_video(sim).clip)
     assert all(c.status == 200 for c in sim.sent())
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import openai
 import pytest
 
+from mediagate.simulator.videofiles import mp4
+
 from .conftest import CLIENT_KEY, GROUP_KEYS, OTHER_CLIENT_KEY, Sim
 from .processes import clean_env, serving
 
@@ -44,7 +46,8 @@ def test_a_job_survives_kill_9_right_after_create(
         sdk = openai.OpenAI(base_url=f"{url}/v1", api_key=CLIENT_KEY, max_retries=0)
         done = sdk.videos.poll(video.id)
         assert done.status == "completed" and done.seconds == "8"
-        assert len(sdk.videos.download_content(video.id).content) == 1024 * 1024
+        [upstream] = sim.state.videos.values()
+        assert sdk.videos.download_content(video.id).content == mp4(upstream.clip)
         assert [v.id for v in sdk.videos.list()] == [video.id]
         other = openai.OpenAI(base_url=f"{url}/v1", api_key=OTHER_CLIENT_KEY, max_retries=0)
         with pytest.raises(openai.NotFoundError):

@@ -322,6 +322,8 @@ def register_muse_routes(app: FastAPI, config: SimConfig, sim: SimState) -> None
         ):
             response: Response = Response("Not Found", status_code=404, media_type="text/plain")
         else:
-            response = file_response(request, video.id, video.size, video.content_bytes, "video")
+            response = await file_response(
+                request, video.id, video.clip, video.content_bytes, "video"
+            )
         call.status = response.status_code
         return response

@@ -397,6 +397,7 @@ class ImageJob:
     input_images: int = 0  # images uploaded to an edit (the mask not counted)
     frame_count: int = 0  # the frames of a gif (0 for any other format)
     cached: tuple[int, int] = (0, 0)  # input tokens served from the prompt cache: text, image
+    model: str = ""  # the model asked for, which the simulated pictures show
 
     @property
     def size(self) -> str:

@@ -54,14 +54,14 @@ async def image_events(
             # picture (same colour, same aspect: the sizes are multiples of 16).
             shift = job.partial_images - partial
             width, height = max(1, job.width >> shift), max(1, job.height >> shift)
-            png = await asyncio.to_thread(make_png, width, height, seed)
+            png = await asyncio.to_thread(make_png, width, height, seed, job.model)
             fields = _common_fields(job, png) | {"partial_image_index": partial}
             async for piece in _framed(_event(f"{prefix}.partial_image", fields), line_end):
                 yield piece
             if cut:
                 await _cut(pause)
         await asyncio.sleep(pause)
-        png = await asyncio.to_thread(make_png, job.width, job.height, seed)
+        png = await asyncio.to_thread(make_png, job.width, job.height, seed, job.model)
         # Each completed event bills its own image, so the events sum to the whole request's
         # output tokens (the prompt and input images are counted in every event).
         fields = _common_fields(job, png) | {"usage": image_usage(job, images=1)}
