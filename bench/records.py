@@ -41,6 +41,7 @@ import itertools
 import json
 import os
 import random
+import re
 import secrets
 import sqlite3
 import statistics
@@ -756,6 +757,64 @@ def time_http(base: str, seeded: Seeded) -> dict[str, dict[str, Any]]:
     return results
 
 
+_CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def console_pages(seeded: Seeded, request_id: str | None) -> dict[str, str]:
+    """The console's pages to time (issue 26): name -> path, on the seeded month."""
+    team, model = seeded.busiest_team, seeded.busiest_model
+    day = _day(seeded.end - 2 * 86400)
+    pages = {
+        "overview": "/console",
+        "overview, by team by hour": "/console?granularity=hour&by=team",
+        "gallery": "/console/gallery",
+        "requests": "/console/requests",
+        f"requests: team {team}, status 5xx": f"/console/requests?team={team}&status=5xx",
+        f"requests: model {model}, one day": f"/console/requests?model={model}&start={day}",
+        "video jobs": "/console/jobs",
+        "keys and teams": "/console/keys",
+        "models": "/console/models",
+        "playground": "/console/playground",
+        "health": "/console/health",
+        "export": "/console/export",
+    }
+    if request_id is not None:
+        pages["one request"] = f"/console/requests/{request_id}"
+    return pages
+
+
+def time_console(base: str, seeded: Seeded) -> dict[str, dict[str, Any]]:
+    """Each console page over HTTP, signed in with the admin key through the sign-in form."""
+    results: dict[str, dict[str, Any]] = {}
+    with httpx2.Client(base_url=base, timeout=60) as client:
+        login = client.get("/console/login")
+        found = _CSRF.search(login.text)
+        if login.status_code != 200 or found is None:
+            return {"sign-in": {"status": f"HTTP {login.status_code}: no sign-in form"}}
+        signed = client.post(
+            "/console/login", data={"key": ADMIN_KEY, "csrf_token": found.group(1)}
+        )
+        if signed.status_code != 303:
+            return {"sign-in": {"status": f"HTTP {signed.status_code}: not signed in"}}
+        listed = client.get(
+            "/admin/v1/requests",
+            params={"limit": "1"},
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        ).json()
+        request_id = listed["data"][0]["request_id"] if listed.get("data") else None
+        for name, path in console_pages(seeded, request_id).items():
+
+            def call(path: str = path) -> None:
+                answer = client.get(path)
+                assert answer.status_code == 200, f"{path}: {answer.status_code}"
+
+            try:
+                results[name] = _timed(call) | {"status": "measured", "rows": 0, "path": path}
+            except AssertionError as exc:
+                results[name] = {"status": str(exc)}
+    return results
+
+
 @contextlib.contextmanager
 def serving(url: str, work: Path, redis: str | None) -> Iterator[str]:
     """`mediagate serve` on the seeded database (simulator mode, an admin key)."""
@@ -841,18 +900,19 @@ def main() -> int:
                 if not args.sql:
                     with serving(url, work, redis) as base:
                         entry["http"] = time_http(base, seeded)
-                for kind in ("sql", "http"):
+                        entry["console"] = time_console(base, seeded)
+                for kind in ("sql", "http", "console"):
                     for name, timing in entry.get(kind, {}).items():
                         if "median_ms" in timing:
                             verdict = "PASS" if timing["pass"] else "FAIL"
                             ok &= timing["pass"]
                             print(
-                                f"  {kind:4} {name}: min {timing['min_ms']:.1f} ms, median "
+                                f"  {kind:7} {name}: min {timing['min_ms']:.1f} ms, median "
                                 f"{timing['median_ms']:.1f} ms ({timing['rows']} rows) {verdict}",
                                 flush=True,
                             )
                         else:
-                            print(f"  {kind:4} {name}: {timing['status']}", flush=True)
+                            print(f"  {kind:7} {name}: {timing['status']}", flush=True)
                 results["engines"][engine] = entry
     results["pass"] = ok
     out.write_text(json.dumps(results, indent=2) + "\n")

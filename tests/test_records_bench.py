@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.records import Spread, migrate, rollup_differences, seed
+from bench.records import ADMIN_KEY, Spread, migrate, rollup_differences, seed, time_console
 from mediagate.stores.sql.db import Database, Tx
+
+from .conftest import Gateway
 
 ROWS = 2_000
 SUMMED = ("requests", "errors", "images", "video_seconds", "cost_micros")
@@ -129,3 +133,19 @@ def test_python_m_bench_records_runs_small_on_both_engines(tmp_path: Path) -> No
             name for name in http if "next page" in name
         }
         assert all(t["rows"] for t in http.values() if "median_ms" in t)
+
+
+def test_every_console_page_answers_on_the_seeded_records(
+    make_gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    """The bench's console mode (bench/records.py `time_console`) on a small seeded database:
+    it signs in through the form and every page it times answers 200, so the 1M-row numbers
+    are of the pages themselves."""
+    url = f"sqlite:///{tmp_path / 'seeded.sqlite3'}"
+    migrate(url)
+    seeded = seed(url, ROWS, end=END)
+    digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
+    gw = make_gateway(database_url=url, admin_keys=f"bench:admin:{digest}")
+    timed = time_console(gw.url, seeded)
+    assert "one request" in timed
+    assert {name: t["status"] for name, t in timed.items()} == dict.fromkeys(timed, "measured")
