@@ -59,7 +59,7 @@ format: install-dev
 TEST_WORKERS ?= auto
 
 test: lint
-	$(BIN)/pytest -n $(TEST_WORKERS)
+	$(BIN)/pytest -n $(TEST_WORKERS) --durations=20
 
 # The console's screenshots in docs/screenshots/ (console-<page>-1280.png and -390.png, shown by
 # docs/console.md and the README), refreshed by the browser test that takes them into a
