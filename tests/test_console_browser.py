@@ -290,3 +290,47 @@ def test_a_finished_video_plays_in_the_console(
     page.wait_for_function(
         "v => v.readyState >= 2 && !v.error", arg=video.element_handle(), timeout=15_000
     )
+
+
+def test_an_admin_makes_a_key_in_the_console_that_the_sdk_then_uses(
+    gw: Gateway, signed_in_page: SignedIn
+) -> None:
+    page = open_page(signed_in_page(gw), gw, "/console/keys")
+    page.get_by_label("Name").first.fill("from-the-browser")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.locator("#secret-value")
+    expect(secret).to_be_visible()
+    expect(page.get_by_role("button", name="Copy")).to_be_visible()
+    made = gw.sdk(secret.input_value()).images.generate(model="gpt-image-2-web", prompt="a key")
+    assert made.data and made.data[0].b64_json
+    page = open_page(page, gw, "/console/keys")  # the secret was shown once: never again
+    expect(page.locator("main")).to_contain_text("from-the-browser")
+    assert page.locator("#secret-value").count() == 0
+
+
+def test_a_video_made_in_the_playground_completes_and_plays(
+    make_gateway: MakeGateway, signed_in_page: SignedIn, tmp_path: Path
+) -> None:
+    gw = make_gateway(
+        admin_keys=console_admin_keys(),
+        video_poll_after_ms=50,
+        config=fast_video_polls(tmp_path / "fast-polls.yaml"),
+    )
+    create_key(gw, "studio", "film")
+    page = open_page(signed_in_page(gw), gw, "/console/playground")
+    video_model = page.evaluate(
+        "() => [...document.querySelectorAll('#model option')]"
+        ".map(o => o.value).find(v => v.startsWith('muse-video'))"
+    )
+    assert video_model, "the playground offers no Muse video model"
+    choose(page, "#model", video_model)
+    choose(page, "#key", "studio")
+    expect(page.locator("#seconds")).to_be_visible()
+    page.get_by_label("Prompt").fill("waves on a beach at dusk")
+    page.get_by_role("button", name="Generate").click()
+    player = page.locator("#result video")
+    expect(player).to_be_attached(timeout=30_000)
+    player.evaluate("v => { v.muted = true; v.preload = 'auto'; v.load(); }")
+    page.wait_for_function(
+        "v => v.readyState >= 2 && !v.error", arg=player.element_handle(), timeout=15_000
+    )
