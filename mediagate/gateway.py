@@ -13,7 +13,7 @@ import logging
 import secrets
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -36,7 +36,7 @@ from mediagate.stores import StoreConfigError, check_coordination, open_stores
 from mediagate.stores.hosted import HostedImages, open_hosted_images
 from mediagate.stores.idempotency import IdempotencyStore
 from mediagate.stores.jobs import JobStore
-from mediagate.stores.kept import Keeper, sweep_forever
+from mediagate.stores.kept import Keeper
 from mediagate.stores.ledger import Ledger
 from mediagate.stores.sql.db import Database, DatabaseConfigError, check_database_url
 from mediagate.stores.sql.meta import kept_secret
@@ -367,14 +367,16 @@ async def open_upstream(
         )
 
 
-async def _sweep_forever(store: HostedImages, interval_s: float) -> None:
+async def _sweep_forever(sweep: Callable[[], Awaitable[int]], what: str, interval_s: float) -> None:
+    """`sweep` every `interval_s` (hosted images, kept outputs), for as long as the gateway
+    runs; a failed sweep is logged and the next one tried."""
     while True:
         try:
-            removed = await store.sweep()
+            removed = await sweep()
             if removed:
-                log.info("swept %d expired images", removed)
+                log.info("swept %d %s", removed, what)
         except Exception as exc:  # a failed sweep must not stop the next one
-            log.warning("sweeping expired images failed: %s", type(exc).__name__)
+            log.warning("sweeping %s failed: %s", what, type(exc).__name__)
         await asyncio.sleep(interval_s)
 
 
@@ -447,7 +449,9 @@ async def open_gateway(
             raise ConfigError(str(exc)) from None
         webhook_hosts = [*settings.fetch_allow_hosts, *settings.webhook_allow_hosts]
         tls = httpx2.create_ssl_context()  # one CA bundle loaded for both fetching clients
-        sweeper = asyncio.create_task(_sweep_forever(hosted, settings.image_sweep_interval_s))
+        sweeper = asyncio.create_task(
+            _sweep_forever(hosted.sweep, "expired images", settings.image_sweep_interval_s)
+        )
         try:
             async with (
                 # The upstream sender's network (it builds its calls itself: no client).
@@ -579,8 +583,10 @@ async def open_gateway(
                 if watch is not None:
                     workers.append(asyncio.create_task(watch.run_forever()))
                 if kept is not None:
-                    every_s = settings.image_sweep_interval_s
-                    workers.append(asyncio.create_task(sweep_forever(kept, every_s)))
+                    sweep = _sweep_forever(
+                        kept.sweep, "kept outputs", settings.image_sweep_interval_s
+                    )
+                    workers.append(asyncio.create_task(sweep))
                 if webhooks is not None:
                     every_s = min(1.0, settings.webhook_retry_base_s)
                     workers.append(asyncio.create_task(webhooks.run_forever(every_s)))

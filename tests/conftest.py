@@ -573,8 +573,12 @@ class ConsoleClient:
         self.http.close()
 
 
+# The `console` fixture's type: `console(gw, key)` signs in.
+Console = Callable[..., ConsoleClient]
+
+
 @pytest.fixture
-def console(make_gateway: Callable[..., Gateway]) -> Iterator[Callable[..., ConsoleClient]]:
+def console(make_gateway: Callable[..., Gateway]) -> Iterator[Console]:
     """Sign in to a gateway's console: `console(gw, key)` (None: a gateway with no keys)."""
     made: list[ConsoleClient] = []
 
@@ -691,3 +695,12 @@ def signed_in_page(browser_page: Callable[..., Page]) -> Callable[..., Page]:
         return sign_in_page(browser_page(width, height), gw, key)
 
     return open_signed_in
+
+
+def two_teams(gw: Gateway) -> str:
+    """Keys `designer` and `shop-bot` of team marketing and `ml` of team research: the
+    secret of `designer`, a member of marketing."""
+    secret = create_key(gw, "designer", "marketing")
+    create_key(gw, "shop-bot", "marketing")
+    create_key(gw, "ml", "research")
+    return secret

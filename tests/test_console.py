@@ -13,15 +13,14 @@ from .conftest import (
     CLIENT_TLS,
     CONSOLE_ADMIN_KEY,
     CONSOLE_VIEWER_KEY,
-    ConsoleClient,
+    Console,
     Gateway,
     console_admin_keys,
     create_key,
     csrf_token,
+    two_teams,
     wait_until,
 )
-
-Console = Callable[..., ConsoleClient]
 
 
 def browser(gw: Gateway) -> httpx2.Client:
@@ -156,9 +155,7 @@ def test_the_playground_acts_through_v1_with_a_key_of_the_user_s_team(
     make_gateway: Callable[..., Gateway], console: Console
 ) -> None:
     gw = make_gateway(admin_keys=console_admin_keys())
-    secret = create_key(gw, "designer", "marketing")
-    create_key(gw, "shop-bot", "marketing")
-    create_key(gw, "ml", "research")
+    secret = two_teams(gw)
     member = console(gw, secret)
     body = {"model": "gpt-image-2-web", "prompt": "a red kite", "size": "1024x1024"}
 

@@ -18,15 +18,13 @@ from mediagate.stores.sql.db import Database
 from mediagate.stores.sql.migrate import upgrade
 
 from .conftest import (
-    ConsoleClient,
+    Console,
     Gateway,
     console_admin_keys,
     create_key,
     fast_video_polls,
     wait_until,
 )
-
-Console = Callable[..., ConsoleClient]
 
 
 def _items(page: str) -> list[tuple[str, str]]:

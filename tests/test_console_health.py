@@ -12,9 +12,14 @@ from urllib.parse import parse_qs, urlsplit
 import openai
 import pytest
 
-from .conftest import ConsoleClient, Gateway, console_admin_keys, create_key, wait_until
+from .conftest import (
+    Console,
+    Gateway,
+    console_admin_keys,
+    create_key,
+    wait_until,
+)
 
-Console = Callable[..., ConsoleClient]
 MODEL = "gpt-image-2-web"
 TIMES = "\u00d7"  # the page's "502 code x 2"
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from .conftest import (
     CONSOLE_ADMIN_KEY,
-    ConsoleClient,
+    Console,
     Gateway,
     console_admin_keys,
     create_key,
@@ -20,7 +20,6 @@ from .conftest import (
     wait_until,
 )
 
-Console = Callable[..., ConsoleClient]
 ROW = re.compile(r'<tr id="job-(video_[0-9a-f]+)"( class="first")?')
 
 

@@ -13,13 +13,13 @@ import pytest
 from .conftest import (
     CONSOLE_ADMIN_KEY,
     CONSOLE_VIEWER_KEY,
-    ConsoleClient,
+    Console,
     Gateway,
     console_admin_keys,
     create_key,
+    two_teams,
 )
 
-Console = Callable[..., ConsoleClient]
 _SECRET = re.compile(r'<input id="secret-value" type="text" readonly value="([^"]+)"')
 
 
@@ -170,9 +170,7 @@ def test_a_member_sees_its_own_team_s_keys_only_and_changes_nothing(
     make_gateway: Callable[..., Gateway], console: Console
 ) -> None:
     gw = make_gateway(admin_keys=console_admin_keys())
-    secret = create_key(gw, "designer", "marketing")
-    create_key(gw, "shop-bot", "marketing")
-    create_key(gw, "ml", "research")
+    secret = two_teams(gw)
     member = console(gw, secret)
     page = member.get("/console/keys")
     assert ">designer</a>" in page.text and ">shop-bot</a>" in page.text

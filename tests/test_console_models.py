@@ -13,15 +13,13 @@ from mediagate.console.models import price_lines, sizes_of
 
 from .conftest import (
     CONSOLE_ADMIN_KEY,
-    ConsoleClient,
+    Console,
     Gateway,
     Sim,
     console_admin_keys,
     create_key,
     wait_until,
 )
-
-Console = Callable[..., ConsoleClient]
 
 
 def model_block(page: str, model_id: str) -> str:

@@ -25,7 +25,7 @@ from mediagate.stores.sql.jobs import SqlJobStore
 from .conftest import (
     CLIENT_KEY,
     CONSOLE_ADMIN_KEY,
-    ConsoleClient,
+    Console,
     Gateway,
     Sim,
     console_admin_keys,
@@ -34,7 +34,6 @@ from .conftest import (
 )
 from .resilience import catalog
 
-Console = Callable[..., ConsoleClient]
 TOTALS = {"requests": 5, "errors": 2, "images": 3}
 
 

@@ -19,15 +19,16 @@ from mediagate.sizes import Size
 from .conftest import (
     CLIENT_TLS,
     CONSOLE_VIEWER_KEY,
+    Console,
     ConsoleClient,
     Gateway,
     console_admin_keys,
     create_key,
     fast_video_polls,
+    two_teams,
     wait_until,
 )
 
-Console = Callable[..., ConsoleClient]
 _DATA = re.compile(r'<script type="application/json" id="playground-data">(.*?)</script>', re.S)
 
 
@@ -143,9 +144,7 @@ def test_a_member_picks_among_its_team_s_keys_and_a_viewer_has_none(
     make_gateway: Callable[..., Gateway], console: Console
 ) -> None:
     gw = make_gateway(admin_keys=console_admin_keys())
-    secret = create_key(gw, "designer", "marketing")
-    create_key(gw, "shop-bot", "marketing")
-    create_key(gw, "ml", "research")
+    secret = two_teams(gw)
     member = console(gw, secret)
     data = page_data(member.get("/console/playground").text)
     assert [k["name"] for k in data["keys"]] == ["designer", "shop-bot"]

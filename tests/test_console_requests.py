@@ -27,7 +27,7 @@ from .conftest import (
     CLIENT_KEY,
     CONSOLE_ADMIN_KEY,
     GROUP_KEYS,
-    ConsoleClient,
+    Console,
     Gateway,
     Sim,
     console_admin_keys,
@@ -36,7 +36,6 @@ from .conftest import (
 )
 from .resilience import catalog
 
-Console = Callable[..., ConsoleClient]
 OFFICIAL = GROUP_KEYS["OpenAI Official"]
 ROW_LINK = re.compile(r'<a class="mono" href="/console/requests/([^"]+)">')
 

@@ -154,19 +154,43 @@ async def _key_page(
 ) -> HTMLResponse:
     principal = session.principal
     key = await api.get_key(request, principal, name)
-    return render(
+    return _record_page(
         request,
         session,
         "key.html",
-        status=status,
-        title=f"Key {key.name}",
+        status,
+        error,
+        values if values is not None else _key_values(key),
+        principal.role == "admin" and key.source == "api" and key.revoked_at is None,
         key=key,
+        title=f"Key {key.name}",
+        team_names=await _team_names(request, principal),
+    )
+
+
+def _record_page(
+    request: Request,
+    session: Session,
+    template: str,
+    status: int,
+    error: GatewayError | None,
+    values: dict[str, str],
+    editable: bool,
+    **record: Any,
+) -> HTMLResponse:
+    """A key's or a team's page: its record, and its form (the values shown, the error of the
+    change refused) when an admin may edit it."""
+    return render(
+        request,
+        session,
+        template,
+        status=status,
         limits=LIMITS,
         budgets=BUDGETS,
         error=error,
-        values=values if values is not None else _key_values(key),
-        team_names=await _team_names(request, principal),
-        editable=principal.role == "admin" and key.source == "api" and key.revoked_at is None,
+        values=values,
+        editable=editable,
+        **record,
     )
 
 
@@ -210,18 +234,16 @@ async def _team_page(
 ) -> HTMLResponse:
     principal = session.principal
     team = await api.get_team(request, principal, name)
-    return render(
+    return _record_page(
         request,
         session,
         "team.html",
-        status=status,
-        title=f"Team {team.name}",
+        status,
+        error,
+        values if values is not None else _values(team.model_dump(), _TEAM_FIELDS),
+        principal.role == "admin" and team.source == "api",
         team=team,
-        limits=LIMITS,
-        budgets=BUDGETS,
-        error=error,
-        values=values if values is not None else _values(team.model_dump(), _TEAM_FIELDS),
-        editable=principal.role == "admin" and team.source == "api",
+        title=f"Team {team.name}",
     )
 
 

@@ -149,14 +149,3 @@ class Keeper:
                 log.warning("removing a kept output failed: %s", type(exc).__name__)
             self.metrics.outputs.labels(row["kind"], "swept").inc()
         return len(rows)
-
-
-async def sweep_forever(keeper: Keeper, interval_s: float) -> None:
-    while True:
-        try:
-            removed = await keeper.sweep()
-            if removed:
-                log.info("swept %d kept outputs", removed)
-        except Exception as exc:  # a failed sweep must not stop the next one
-            log.warning("sweeping kept outputs failed: %s", type(exc).__name__)
-        await asyncio.sleep(interval_s)
