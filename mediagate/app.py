@@ -24,6 +24,7 @@ from mediagate.gateway import open_gateway
 from mediagate.http.admin import admin
 from mediagate.http.admin_keys import keys as admin_keys
 from mediagate.http.admin_reads import OPENAPI_DOCUMENT, admin_document, reads
+from mediagate.http.batches import batches
 from mediagate.http.bodies import Bodies
 from mediagate.http.errors import install_handlers
 from mediagate.http.files import files
@@ -120,7 +121,8 @@ def create_app(
     app.add_middleware(TracingMiddleware, tracing=tracing)
     # Routes are matched in order: the videos' first, as a status poll is the most frequent
     # request (no two routers share a path).
-    for router in (videos, images, models, usage, files, openapi, health, admin, reads, admin_keys):
+    routes = (videos, images, models, usage, files, batches, openapi, health, admin, reads)
+    for router in (*routes, admin_keys):
         _add_routes(app, router)
     if settings.console:
         for router in routers():

@@ -25,6 +25,10 @@ from pydantic import SecretStr
 from mediagate.accounting.clients import AdminKey, KeyRegistry, KeysFileError, admin_keys
 from mediagate.accounting.metering import Metering
 from mediagate.accounting.requestlog import RequestLog
+from mediagate.batches.endpoints import Endpoints
+from mediagate.batches.files import FileService
+from mediagate.batches.runner import BatchRunner
+from mediagate.batches.service import BatchService
 from mediagate.catalog import Catalog, CatalogError, CatalogHolder, load_catalog
 from mediagate.errors import Scrubber
 from mediagate.imagedata import ImageWork
@@ -59,6 +63,8 @@ log = logging.getLogger("mediagate")
 
 # The catalog's first check against the upstream's lists, this long after start.
 _FIRST_CHECK_AFTER_S = 2.0
+# The files' store keeps what their rows keep (each file's own expiry, or none).
+_FILES_RETENTION_S = 100 * 365 * 86400.0
 
 
 class ConfigError(RuntimeError):
@@ -95,6 +101,8 @@ class Gateway:
     database: Database  # the records (MEDIAGATE_DATABASE_URL)
     reconciler: Reconciler  # refreshes unfinished jobs, so each ends and is billed
     webhooks: WebhookSender | None  # delivers the outbox's events (None: no secret set)
+    batches: BatchService  # the Files and Batch APIs
+    batch_runner: BatchRunner  # runs batches' lines, in every replica
     # Checks the catalog against the upstream's model lists (None: the interval is 0).
     catalog_watch: CatalogWatch | None = None
     # One row per request in the database, written in batches (None: MEDIAGATE_REQUEST_LOG off).
@@ -397,6 +405,45 @@ def _keeper(settings: Settings, database: Database, metrics: Metrics) -> Keeper 
     )
 
 
+def _batches(
+    settings: Settings,
+    database: Database,
+    images: ImageService,
+    videos: VideoService,
+    fetcher: SafeFetcher,
+    metering: Metering,
+) -> BatchService:
+    """The Files and Batch APIs: files in the hosted-object store's "files" folder (their
+    expiry is their rows', swept by `FileService.sweep`)."""
+    store = open_hosted_images(
+        settings.image_store_url,
+        settings.data_dir,
+        _FILES_RETENTION_S,
+        settings.s3_endpoint_url,
+        within="files",
+    )
+    files = FileService(
+        store,
+        database,
+        settings.files_max_bytes,
+        settings.files_quota_bytes,
+        settings.batch_max_lines,
+    )
+    return BatchService(
+        files,
+        Endpoints(images, videos, files, fetcher),
+        database,
+        metering,
+        settings.batch_max_lines,
+    )
+
+
+def batch_capacity(settings: Settings) -> int:
+    """The batch lines one replica runs at once, all batches together: MEDIAGATE_BATCH_SHARE of
+    the calls it holds (MEDIAGATE_MAX_INFLIGHT; without a bound, of 1,000)."""
+    return max(1, int(settings.batch_share * (settings.inflight_limit() or 1000)))
+
+
 async def _console_secret(settings: Settings, database: Database) -> bytes:
     """MEDIAGATE_CONSOLE_SECRET, else the one kept in the records database (made once)."""
     if settings.console_secret is not None:
@@ -541,6 +588,31 @@ async def open_gateway(
                         # its first answer (a cold start).
                         first_after_s=min(settings.catalog_check_interval_s, _FIRST_CHECK_AFTER_S),
                     )
+                images = ImageService(
+                    settings,
+                    catalogs,
+                    upstream,
+                    fetcher,
+                    hosted,
+                    metering,
+                    metrics,
+                    scrub,
+                    work,
+                    kept=kept,
+                )
+                batches = _batches(settings, stores.database, images, videos, fetcher, metering)
+                runner = BatchRunner(
+                    batches,
+                    clients,
+                    stores.jobs,
+                    metrics,
+                    webhook_targets(settings, clients),
+                    concurrency=settings.batch_concurrency,
+                    capacity=batch_capacity(settings),
+                    poll_s=settings.batch_poll_interval_s,
+                    lease_s=settings.batch_lease_s,
+                    request_log=request_log if settings.request_log else None,
+                )
                 gateway = Gateway(
                     settings=settings,
                     catalogs=catalogs,
@@ -548,18 +620,7 @@ async def open_gateway(
                     admin_keys=_admin_keys(settings),
                     metrics=metrics,
                     scrub=scrub,
-                    images=ImageService(
-                        settings,
-                        catalogs,
-                        upstream,
-                        fetcher,
-                        hosted,
-                        metering,
-                        metrics,
-                        scrub,
-                        work,
-                        kept=kept,
-                    ),
+                    images=images,
                     videos=videos,
                     hosted=hosted,
                     metering=metering,
@@ -575,11 +636,21 @@ async def open_gateway(
                     request_log=request_log if settings.request_log else None,
                     console_secret=await _console_secret(settings, stores.database),
                     kept=kept,
+                    batches=batches,
+                    batch_runner=runner,
                 )
                 if gateway.request_log is not None:
                     gateway.request_log.attach(stores.database)
                     gateway.request_log.start()
-                workers = [asyncio.create_task(reconciler.run_forever())]
+                workers = [
+                    asyncio.create_task(reconciler.run_forever()),
+                    asyncio.create_task(runner.run_forever()),
+                    asyncio.create_task(
+                        _sweep_forever(
+                            batches.files.sweep, "expired files", settings.image_sweep_interval_s
+                        )
+                    ),
+                ]
                 if watch is not None:
                     workers.append(asyncio.create_task(watch.run_forever()))
                 if kept is not None:
@@ -604,6 +675,7 @@ async def open_gateway(
                     for worker in workers:
                         worker.cancel()
                     await asyncio.gather(*workers, return_exceptions=True)
+                    await runner.close()  # its lines in flight, ended and billed
                     if kept is not None:  # the outputs being kept, kept
                         await kept.drain()
                     # Requests cut off by the shutdown still owe their settlement; the

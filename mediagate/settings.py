@@ -289,6 +289,21 @@ class Settings(BaseSettings):
     # The most the kept outputs may take in all; past it the oldest are removed first.
     keep_outputs_max_bytes: int = Field(default=10 * 1024**3, gt=0)
 
+    # The Files and Batch APIs (mediagate.batches). A file is stored in the hosted-object store
+    # (its "files" folder); each key may keep this much in files at once (0: no quota).
+    files_quota_bytes: int = Field(default=2 * 1024**3, ge=0)
+    # The largest file an upload may be, and the most lines a batch's input may have.
+    files_max_bytes: int = Field(default=200 * 1024**2, gt=0)
+    batch_max_lines: int = Field(default=50_000, gt=0)
+    # Lines of one batch in flight at once, and the share of the replica's calls
+    # (MEDIAGATE_MAX_INFLIGHT) all batches together may take, so interactive calls keep room.
+    batch_concurrency: int = Field(default=8, gt=0)
+    batch_share: float = Field(default=0.5, gt=0, le=1)
+    # How often a replica looks for batch lines to run, and how long a line it took stays its
+    # own without a renewal (a replica that died: its unsent lines go to another after this).
+    batch_poll_interval_s: float = Field(default=0.5, gt=0)
+    batch_lease_s: float = Field(default=30.0, gt=0)
+
     # Filled in by the CLI when it starts the embedded simulator (offline mode).
     simulator: bool = False
 

@@ -438,6 +438,31 @@ class Metering:
             if any(used >= limit for limit, used in spent):
                 raise _over_budget(kind, policy)
 
+    async def budget_left(self, policy: KeyPolicy) -> tuple[float, str] | None:
+        """The least budget the key has left now (its own day and month, its team's), with whose
+        it is: what a batch's estimate must fit at create. None: no budget applies."""
+        budgets = self.budgets(policy)
+        if not budgets.any():
+            return None
+        if self._queue:
+            await self.flush()
+        least: tuple[float, str] | None = None
+        owners: list[tuple[OwnerKind, str, float | None, float | None]] = [
+            ("key", policy.name, budgets.day, budgets.month),
+            ("team", policy.team or "", budgets.team_day, budgets.team_month),
+        ]
+        for kind, owner, day, month in owners:
+            if not owner or (day is None and month is None):
+                continue
+            spend = await self.ledger.spend(owner, kind)
+            for limit, used in ((day, spend.day), (month, spend.month)):
+                if limit is None:
+                    continue
+                left = max(0.0, limit - used - spend.reserved)
+                if least is None or left < least[0]:
+                    least = (left, _whose(kind, policy))
+        return least
+
     async def admit(
         self,
         policy: KeyPolicy,

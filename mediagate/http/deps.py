@@ -16,7 +16,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from starlette.types import Scope
@@ -110,6 +110,42 @@ async def json_body(request: Request, cap: int | None = None) -> Any:
     settings = gateway(request).settings
     limit = min(cap, settings.max_json_bytes) if cap is not None else settings.max_json_bytes
     return parse_json(await read_body(request, limit))
+
+
+async def read_budget(request: Request, policy: KeyPolicy) -> None:
+    """A read takes from the key's read budget (MEDIAGATE_READS_PER_MINUTE): a 429 past it."""
+    gw = gateway(request)
+    await gw.metering.admit_read(policy, gw.settings.reads_per_minute)
+
+
+def list_limit(value: str | None, most: int = 100) -> int:
+    """A list's `limit` query parameter: 20 by default, 1 to `most`."""
+    if value is None:
+        return 20
+    if not value.isdigit() or not 1 <= int(value) <= most:
+        raise InvalidRequest(
+            f"Invalid 'limit': expected an integer from 1 to {most}.", param="limit"
+        )
+    return int(value)
+
+
+def list_order(value: str | None) -> Literal["asc", "desc"]:
+    if value in (None, "desc"):
+        return "desc"
+    if value == "asc":
+        return "asc"
+    raise InvalidRequest("Invalid 'order': expected 'asc' or 'desc'.", param="order")
+
+
+def list_page(data: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    """OpenAI's cursor page: the items, the first and last ids, and whether more follow."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": has_more,
+    }
 
 
 def public_base(request: Request) -> str:

@@ -15,19 +15,31 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.types import Receive, Scope, Send
 
-from mediagate.accounting.clients import KeyPolicy
 from mediagate.errors import InvalidRequest, Scrubber
 from mediagate.http.bodies import bounded
-from mediagate.http.deps import Client, admitted, gateway, json_body
+from mediagate.http.deps import (
+    Client,
+    admitted,
+    gateway,
+    json_body,
+    list_limit,
+    list_order,
+    list_page,
+    read_budget,
+)
 from mediagate.http.headers import FIT_REFERENCE
 from mediagate.http.idempotency import idempotency, json_digest, video_digest
 from mediagate.jsonio import FastJSONResponse
-from mediagate.stores.jobs import Order
 from mediagate.upstream.transport import UpstreamResponse
 from mediagate.videos import reference as references
 from mediagate.videos.records import openai_video
 from mediagate.videos.service import Video
-from mediagate.videos.spec import ReferenceInput, VideoRequest, unknown_parameter
+from mediagate.videos.spec import (
+    ReferenceInput,
+    VideoRequest,
+    reference_from_json,
+    unknown_parameter,
+)
 
 _FLAGS = {"true": True, "1": True, "yes": True, "on": True}
 _FLAGS |= {"false": False, "0": False, "no": False, "off": False}
@@ -92,25 +104,6 @@ def _fitting(request: Request) -> bool:
     return flag
 
 
-def _reference_from_json(value: Any) -> ReferenceInput | None:
-    if value is None:
-        return None
-    url = value.get("image_url") if isinstance(value, dict) else None
-    if isinstance(url, str) and url and set(value) == {"image_url"}:
-        return ReferenceInput(image_url=url)
-    if isinstance(value, dict) and "file_id" in value:
-        raise InvalidRequest(
-            "input_reference.file_id is not supported here: upload the image as a file, or "
-            "give input_reference.image_url.",
-            param="input_reference",
-            code="unsupported_parameter",
-        )
-    raise InvalidRequest(
-        "Invalid 'input_reference': expected a file, or an object with an image_url.",
-        param="input_reference",
-    )
-
-
 async def _read_upload(upload: UploadFile, cap: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
@@ -142,7 +135,7 @@ async def _create_input(request: Request, cap: int) -> tuple[dict[str, Any], Ref
         if not isinstance(body, dict):
             raise InvalidRequest("The request body must be a JSON object.")
         fields = {k: v for k, v in body.items() if v is not None}  # null is absent
-        return fields, _reference_from_json(fields.pop("input_reference", None))
+        return fields, reference_from_json(fields.pop("input_reference", None))
 
     # Counted as it arrives (chunked or not): past the limit, a 413 before more is spooled.
     form_request = bounded(request, cap + _MULTIPART_SLACK)
@@ -169,9 +162,9 @@ async def _create_input(request: Request, cap: int) -> tuple[dict[str, Any], Ref
                     raise unknown_parameter(name, "file parameter")
                 given = ReferenceInput(data=await _read_upload(value, cap))
             elif name == "input_reference[image_url]":
-                given = _reference_from_json({"image_url": value})
+                given = reference_from_json({"image_url": value})
             elif name.startswith("input_reference"):
-                _reference_from_json({"file_id": value} if "file_id" in name else value)
+                reference_from_json({"file_id": value} if "file_id" in name else value)
             elif listed:
                 fields[name] = [value]
             else:
@@ -200,28 +193,6 @@ async def create(request: Request, policy: Client) -> Response:
             return slot.keep(_video_response(video))
 
 
-async def _read(request: Request, policy: KeyPolicy) -> None:
-    """A read takes from the key's read budget (MEDIAGATE_READS_PER_MINUTE): a 429 past it."""
-    gw = gateway(request)
-    await gw.metering.admit_read(policy, gw.settings.reads_per_minute)
-
-
-def _limit(value: str | None) -> int:
-    if value is None:
-        return 20
-    if not value.isdigit() or not 1 <= int(value) <= 100:
-        raise InvalidRequest("Invalid 'limit': expected an integer from 1 to 100.", param="limit")
-    return int(value)
-
-
-def _order(value: str | None) -> Order:
-    if value in (None, "desc"):
-        return "desc"
-    if value == "asc":
-        return "asc"
-    raise InvalidRequest("Invalid 'order': expected 'asc' or 'desc'.", param="order")
-
-
 @videos.get("/videos", name="videos.list")
 async def list_(request: Request, policy: Client) -> Response:
     query = request.query_params
@@ -229,24 +200,15 @@ async def list_(request: Request, policy: Client) -> Response:
     if unknown:
         raise unknown_parameter(unknown[0])
     after = query.get("after") or None
-    limit, order = _limit(query.get("limit")), _order(query.get("order"))
-    await _read(request, policy)
+    limit, order = list_limit(query.get("limit")), list_order(query.get("order"))
+    await read_budget(request, policy)
     page = await gateway(request).videos.list(policy.name, after=after, limit=limit, order=order)
-    data = [openai_video(job) for job in page.jobs]
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": page.has_more,
-        }
-    )
+    return JSONResponse(list_page([openai_video(job) for job in page.jobs], page.has_more))
 
 
 @videos.get("/videos/{video_id}", name="videos.retrieve")
 async def retrieve(video_id: str, request: Request, policy: Client) -> Response:
-    await _read(request, policy)
+    await read_budget(request, policy)
     return _video_response(await gateway(request).videos.retrieve(policy.name, video_id))
 
 
@@ -274,7 +236,7 @@ async def remix(video_id: str, request: Request, policy: Client) -> Response:
 
 @videos.get("/videos/{video_id}/content", name="videos.content")
 async def content(video_id: str, request: Request, policy: Client) -> Response:
-    await _read(request, policy)
+    await read_budget(request, policy)
     return await relay_content(request, policy.name, video_id)
 
 

@@ -167,6 +167,15 @@ class ImageService:
             raise
         return self._job(catalog, request, plan, base_url, fallbacks, edit)
 
+    def plan_edit_fields(self, fields: dict[str, Any], base_url: str, mask: bool) -> ImageJob:
+        """An edit's fields validated and planned without its images: a batch's edit line,
+        judged at the batch's create (its images are fetched when the line runs)."""
+        catalog = self.catalog
+        fallbacks = self._resolve(catalog, fields.get("model"))
+        request = parse_edit(fields)
+        plan = plan_images(request, _first(fallbacks), mask=mask)
+        return self._job(catalog, request, plan, base_url, fallbacks)
+
     # --- Planning ---------------------------------------------------------------------------
 
     def _resolve(self, catalog: Catalog, name: Any) -> tuple[list[Route], bool]:

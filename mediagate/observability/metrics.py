@@ -138,6 +138,22 @@ class Metrics:
         )
         for status in ("queued", "in_progress", "completed", "failed"):
             self.video_jobs.labels(status)  # exported at 0 before the first reading
+        # Read from the records by every replica's batch runner (mediagate.batches.runner): the
+        # same exact value on each, aggregate with max().
+        self.batches = Gauge(
+            "mediagate_batches",
+            "Batches in the records, by status (validating, in_progress, finalizing, completed, "
+            "failed, expired, cancelling, cancelled).",
+            ["status"],
+            registry=self.registry,
+        )
+        self.batch_lines = Gauge(
+            "mediagate_batch_lines",
+            "Lines of the batches still running, by status (pending, claimed, sent, waiting, "
+            "done, failed).",
+            ["status"],
+            registry=self.registry,
+        )
         self.video_oldest_unfinished = Gauge(
             "mediagate_video_job_oldest_unfinished_seconds",
             "Age of the oldest video job not yet completed or failed (0 when there is none).",

@@ -28,6 +28,7 @@ _EXTENSIONS = {
     "image/gif": "gif",
     "image/svg+xml": "svg",
     "video/mp4": "mp4",  # kept outputs (MEDIAGATE_KEEP_OUTPUTS): a finished video's content
+    "application/octet-stream": "bin",  # the Files API's files (mediagate.batches.files)
 }
 CONTENT_TYPES = {ext: kind for kind, ext in _EXTENSIONS.items()}
 _NAME = re.compile(rf"^[A-Za-z0-9_-]{{43}}\.({'|'.join(map(re.escape, CONTENT_TYPES))})$")

@@ -177,10 +177,48 @@ class VideoService:
     # --- The use cases ----------------------------------------------------------------------
 
     async def create(
-        self, policy: KeyPolicy, request: VideoRequest, gate: Gate | None = None
+        self,
+        policy: KeyPolicy,
+        request: VideoRequest,
+        gate: Gate | None = None,
+        *,
+        job_id: str | None = None,
     ) -> Video:
         """A new job: validated, admitted (after the `gate` it passed before its body was
-        read), started upstream, recorded, answered."""
+        read), started upstream, recorded, answered. `job_id`: the id it is made under (a batch
+        line names its job before sending, so a crash cannot lose it); a new one by default."""
+        prepared = self._prepare(request)
+        model, name, candidates, multipliers = prepared
+        job_id = job_id or new_video_id()
+        # Reserved: the most the video can cost on any route that may make it (a tier the
+        # first route has no price for is a 400 there, before anything is sent).
+        usable = [(r, multipliers[r.id], p.spec) for r, p in candidates if not isinstance(p, str)]
+        ticket = await self._admit(policy, model, usable, job_id, gate)
+        try:
+            job = await self._start(
+                policy.name, model, name, candidates, multipliers, request, job_id
+            )
+        except BaseException:
+            ticket.settle_soon(Charge(model, 0.0))
+            raise
+        ctx = context.current()
+        ctx.job_id, ctx.upstream_task_id = job.id, job.upstream_id  # the request log's row
+        await ticket.release()  # the reservation stays until the job ends
+        return self._answer(job)
+
+    def check(self, policy: KeyPolicy, request: VideoRequest) -> float:
+        """What `create` would judge of the request before sending anything (the model, the key
+        may use it, the plan on its routes, a price for its tier), and the most it can cost:
+        a batch's validation and estimate. Sends and reserves nothing."""
+        model, _, candidates, multipliers = self._prepare(request)
+        policy.require(model)
+        usable = [(r, multipliers[r.id], p.spec) for r, p in candidates if not isinstance(p, str)]
+        return self._estimate(model, usable)
+
+    def _prepare(self, request: VideoRequest) -> tuple[str, str, list[Candidate], dict[str, float]]:
+        """The create resolved and planned: the model served, the name asked, the candidate
+        routes with their plans (a fallback's plan may be the reason it cannot serve), and each
+        route's group multiplier."""
         name = request.fields.get("model") or self.catalog.default_video_model
         if not isinstance(name, str):
             raise InvalidRequest("Invalid 'model': expected a string.", param="model")
@@ -197,25 +235,11 @@ class VideoService:
         # bad request), then metered.
         plan = self._plan(catalog, request, route, model, defaults)
         fallbacks = self._fallbacks(catalog, served, (route, plan), request, defaults)
-        candidates = [(route, plan), *fallbacks]
+        candidates: list[Candidate] = [(route, plan), *fallbacks]
         # Each route's group multiplier from the same catalog (no await since the lookup): what
         # the reservation and, through the job's route snapshot, the bill use.
         multipliers = {r.id: catalog.multiplier(r) for r, _ in candidates}
-        job_id = new_video_id()
-        # Reserved: the most the video can cost on any route that may make it (a tier the
-        # first route has no price for is a 400 there, before anything is sent).
-        usable = [(r, multipliers[r.id], p.spec) for r, p in candidates if not isinstance(p, str)]
-        ticket = await self._admit(policy, model, usable, job_id, gate)
-        try:
-            job = await self._start(
-                policy.name, model, name, candidates, multipliers, request, job_id
-            )
-        except BaseException:
-            ticket.settle_soon(Charge(model, 0.0))
-            raise
-        ctx.job_id, ctx.upstream_task_id = job.id, job.upstream_id  # the request log's row
-        await ticket.release()  # the reservation stays until the job ends
-        return self._answer(job)
+        return model, name, candidates, multipliers
 
     def _plan(
         self,
@@ -525,14 +549,7 @@ class VideoService:
         sent) reserved under the job's id, so whichever replica sees the job finish can settle
         it. A candidate without a price for the video's tier is a 400: never a free, unbudgeted
         video."""
-        estimate = 0.0
-        for route, multiplier, spec in candidates:
-            video = video_policy(route)
-            tier = video.tier(spec.size)
-            bound = video_estimate(video.price, tier, spec.seconds)
-            if bound is None:
-                raise not_priced(model, tier)
-            estimate = max(estimate, bound * multiplier)
+        estimate = self._estimate(model, candidates)
         # The request log's row: what was asked (of the first route), what is reserved.
         first_route, _, asked = candidates[0]
         ctx = context.current()
@@ -549,6 +566,19 @@ class VideoService:
             reservation_ttl_s=VIDEO_RESERVATION_TTL_S,
             gate=gate,
         )
+
+    def _estimate(self, model: str, candidates: Sequence[tuple[Route, float, VideoSpec]]) -> float:
+        """The most the video can cost on any of the `candidates`; a candidate without a price
+        for the video's tier is a 400."""
+        estimate = 0.0
+        for route, multiplier, spec in candidates:
+            video = video_policy(route)
+            tier = video.tier(spec.size)
+            bound = video_estimate(video.price, tier, spec.seconds)
+            if bound is None:
+                raise not_priced(model, tier)
+            estimate = max(estimate, bound * multiplier)
+        return estimate
 
     async def _finished(self, job: VideoJob) -> None:
         """Runs once per job, in whichever process won the final compare-and-set: the job's

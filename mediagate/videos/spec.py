@@ -56,6 +56,26 @@ class VideoRequest:
     fit_reference: bool = True
 
 
+def reference_from_json(value: Any) -> ReferenceInput | None:
+    """A JSON create's input_reference (`{"image_url": ...}`), or None."""
+    if value is None:
+        return None
+    url = value.get("image_url") if isinstance(value, dict) else None
+    if isinstance(url, str) and url and set(value) == {"image_url"}:
+        return ReferenceInput(image_url=url)
+    if isinstance(value, dict) and "file_id" in value:
+        raise InvalidRequest(
+            "input_reference.file_id is not supported here: upload the image as a file, or "
+            "give input_reference.image_url.",
+            param="input_reference",
+            code="unsupported_parameter",
+        )
+    raise InvalidRequest(
+        "Invalid 'input_reference': expected a file, or an object with an image_url.",
+        param="input_reference",
+    )
+
+
 @dataclass(frozen=True)
 class VideoPlan:
     spec: VideoSpec

@@ -59,13 +59,19 @@ def new_secret() -> str:
 
 def video_event(video_id: str, status: str, url: str, now: float) -> Delivery:
     """The event for a job that reached `status` (completed or failed), bound for `url`."""
+    return event(EVENT_TYPES[status], video_id, url, now)
+
+
+def event(kind: str, object_id: str, url: str, now: float) -> Delivery:
+    """A Standard Webhooks event of OpenAI's shape (`video.completed`, `batch.completed`, ...)
+    about the object `object_id`, bound for `url`."""
     event_id = f"evt_{secrets.token_hex(16)}"
     body = {
         "id": event_id,
         "object": "event",
-        "type": EVENT_TYPES[status],
+        "type": kind,
         "created_at": int(now),
-        "data": {"id": video_id},
+        "data": {"id": object_id},
     }
     return Delivery(event_id, url, json.dumps(body, separators=(",", ":")), now)
 

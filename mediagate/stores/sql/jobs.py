@@ -81,6 +81,11 @@ def _event_row(event: Delivery, due: float) -> tuple[Any, ...]:
     return (event.id, event.url, event.body, event.created_at, event.attempts, due)
 
 
+def insert_event(tx: Tx, event: Delivery) -> None:
+    """A webhook event into the outbox, due now, in the caller's transaction (a batch's end)."""
+    tx.execute(_EVENT, _event_row(event, event.created_at))
+
+
 class SqlJobStore:
     def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self._db = db
