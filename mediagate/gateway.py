@@ -675,7 +675,9 @@ async def open_gateway(
                     for worker in workers:
                         worker.cancel()
                     await asyncio.gather(*workers, return_exceptions=True)
-                    await runner.close()  # its lines in flight, ended and billed
+                    await runner.close(
+                        settings.shutdown_timeout_s
+                    )  # lines in flight, ended and billed
                     if kept is not None:  # the outputs being kept, kept
                         await kept.drain()
                     # Requests cut off by the shutdown still owe their settlement; the

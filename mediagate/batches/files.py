@@ -149,9 +149,7 @@ class FileService:
                 "(MEDIAGATE_FILES_QUOTA_BYTES): delete files it no longer needs.",
                 code="files_quota_exceeded",
             )
-        return RequestTooLarge(
-            f"A file may be at most {self.max_bytes} bytes.", param="file", code="file_too_large"
-        )
+        return RequestTooLarge(f"A file may be at most {self.max_bytes} bytes.", param="file")
 
     async def write(
         self,

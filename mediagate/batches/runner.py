@@ -126,10 +126,17 @@ class BatchRunner:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
 
-    async def close(self) -> None:
-        """Lines in flight finish (their bills and outputs recorded) before the stores close."""
-        if self._running:
-            await asyncio.gather(*self._running.values(), return_exceptions=True)
+    async def close(self, grace_s: float) -> None:
+        """Lines in flight finish (their bills and outputs recorded) before the stores close,
+        within `grace_s`; any still running then are cancelled: a line not yet sent runs again
+        elsewhere, one sent ends `outcome_unknown` on the replica that takes it back."""
+        running = list(self._running.values())
+        if not running:
+            return
+        _, late = await asyncio.wait(running, timeout=grace_s)
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     async def round(self) -> None:
         now = self.clock()
@@ -141,7 +148,7 @@ class BatchRunner:
         active = await self.database.run(lambda tx: sql.active_batches(tx, 100))
         for batch in active:
             await self._advance(batch, now)
-        if now - self._gauges_at >= _GAUGE_EVERY_S or not active:
+        if now - self._gauges_at >= _GAUGE_EVERY_S:
             await self.refresh_gauges()
             self._gauges_at = now
 
@@ -254,10 +261,7 @@ class BatchRunner:
             return ANONYMOUS
         policy = self.clients.policy(owner)
         if policy is None:
-            raise PermissionDenied(
-                f"The key '{owner}' that created the batch no longer exists.",
-                code="key_revoked",
-            )
+            raise PermissionDenied(f"The key '{owner}' that created the batch no longer exists.")
         return policy
 
     async def _run_line(self, batch: dict[str, Any], line: dict[str, Any]) -> None:
