@@ -13,7 +13,7 @@ PORT ?= 8000
 
 .PHONY: install install-dev run simulate test lint format clean validate-deploy deploy-sync bench \
 	admin-openapi screenshots \
-	bench-memory bench-modes bench-soak bench-records
+	bench-memory bench-modes bench-soak bench-records bench-batch
 
 install: $(RUN_STAMP)
 
@@ -103,6 +103,11 @@ bench-records: install
 # key; 8 concurrent 1 GiB gzip bombs from the upstream): idle, peak, after (docs/performance.md).
 # About a minute. Writes bench/memory-results.json (or BENCH_MEMORY_OUT); fails if RSS passes
 # idle + 200 MB.
+# Issue 27's 1,000-line images batch: wall time, upstream calls in flight, the gateway's peak RSS
+# (docs/performance.md, "Batches").
+bench-batch: install
+	$(BIN)/python -m bench batch
+
 bench-memory: install
 	$(BIN)/python -m bench memory
 

@@ -26,6 +26,7 @@ MODES = {
     "startup": "bench.startup",  # cold start and import time
     "reqlog": "bench.reqlog",  # the request log's CPU per request, A/B (issue 25)
     "records": "bench.records",  # 1M request-log rows, the admin reads (issue 25)
+    "batch": "bench.batch",  # a 1,000-line images batch (issue 27)
     "soak": "bench.soak",  # ten minutes of mixed traffic (BENCH_SOAK=1 in `all`)
     "memory": "bench.memory",  # issue 24's attacks (`make bench-memory`; not in `all`)
 }

@@ -118,11 +118,12 @@ class BatchRunner:
 
     async def run_forever(self) -> None:
         while True:
+            # Cleared before the round: a line that ends during it wakes the next at once.
+            self._wake.clear()
             try:
                 await self.round()
             except Exception as exc:  # a failed round (the store is down) must not stop the next
                 log.warning("running batches failed: %s", type(exc).__name__)
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_s)
 

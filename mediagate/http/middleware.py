@@ -32,7 +32,7 @@ from mediagate.observability.metrics import Metrics
 log = logging.getLogger("mediagate.access")
 
 
-_AREAS = ("images", "videos", "models", "usage", "files", "admin")
+_AREAS = ("images", "videos", "models", "usage", "files", "batches", "admin")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:+=@/-]{1,128}")
 
 
