@@ -84,10 +84,18 @@ def _retry_after(error: GatewayError, attempts: int) -> float:
     return min(_MAX_BACKOFF_S, 2.0 ** min(attempts, 6))
 
 
-def _slows_down(error: GatewayError) -> bool:
+# A line the upstream could not take (a 503 that sent nothing: every route's breaker open, the
+# replica's calls all taken) is tried again this many times, then fails.
+_UNAVAILABLE_TRIES = 5
+
+
+def _slows_down(error: GatewayError, attempts: int) -> bool:
     """A 429 that surely sent nothing (the upstream's, after the sender's own retries, or the
-    key's own rate or concurrency): the line waits and is tried again, never failed for it."""
-    return error.status == 429 and error.retryable and not error.paid
+    key's own rate or concurrency): the line waits and is tried again, never failed for it; a
+    503 that sent nothing likewise, a few times."""
+    if not error.retryable or error.paid:
+        return False
+    return error.status == 429 or (error.status == 503 and attempts < _UNAVAILABLE_TRIES)
 
 
 @dataclass
@@ -295,7 +303,7 @@ class BatchRunner:
             status = 503
         except GatewayError as exc:
             ctx.error, status = exc, exc.status
-            if _slows_down(exc):
+            if _slows_down(exc, line["attempts"]):
                 await self._later(bid, number, exc, line["attempts"])
             else:
                 result = error_output(line["custom_id"], ctx.request_id, exc)
