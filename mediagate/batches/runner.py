@@ -266,6 +266,7 @@ class BatchRunner:
         ctx.endpoint = ENDPOINT_LABELS[endpoint]
         ctx.principal = batch["principal"]
         ctx.key_name, ctx.team = batch["owner"], batch["team"]
+        ctx.batch_id, ctx.custom_id = bid, line["custom_id"]
         token = context.begin(ctx)
         job_id = new_video_id() if endpoint == VIDEOS else None
 
