@@ -81,6 +81,9 @@ class RequestContext:
     reserved: float | None = None  # USD reserved until a video job settles
     job_id: str | None = None
     upstream_task_id: str | None = None
+    # A batch line's request: its batch and the line's custom_id (mediagate.batches.runner).
+    batch_id: str | None = None
+    custom_id: str | None = None
 
     def served_by(self, model: str, route: Route) -> None:
         self.model, self.route = model, route

@@ -151,6 +151,8 @@ class RequestLog:
                 ctx.prompt,
                 ctx.client_request_id,
                 ctx.principal,
+                ctx.batch_id,
+                ctx.custom_id,
             )
         )
         if len(queue) >= BATCH_ROWS:
@@ -336,6 +338,8 @@ def _encode(raw: tuple[Any, ...]) -> tuple[Any, ...]:
         prompt,
         client_request_id,
         principal,
+        batch_id,
+        custom_id,
     ) = raw
     route_id = route.id if route is not None else None
     # Each route tried and how it went: the ones fallen back from, then the last one (when
@@ -381,8 +385,8 @@ def _encode(raw: tuple[Any, ...]) -> tuple[Any, ...]:
         0,  # video seconds: booked when the job settles
         job_id,
         task_id,
-        None,  # batch id
-        None,  # custom id
+        batch_id,
+        custom_id,
         1 if replayed else 0,
         trace_id,
         prompt,

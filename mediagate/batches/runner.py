@@ -219,6 +219,8 @@ class BatchRunner:
             status = "expiring"
         if status in ("in_progress", "cancelling", "expiring"):
             await self._check_waiting(batch)
+        if status == "cancelling":
+            await self._cancel_pending(bid, now)
         counts = await self.database.run(lambda tx: sql.lines_by_state(tx, bid))
         running = counts.get("claimed", 0) + counts.get("sent", 0)
         if status == "in_progress" and batch["expired_at"] is None and counts.get("pending"):
@@ -246,6 +248,16 @@ class BatchRunner:
             sql.expire_pending(tx, bid, result_of, now)
 
         await self.database.transaction(expire)
+
+    async def _cancel_pending(self, bid: str, now: float) -> None:
+        """A cancelled batch's lines never sent end in its error file, `batch_cancelled`."""
+
+        def result_of(_: int, custom_id: str) -> str:
+            return no_answer(
+                custom_id, "batch_cancelled", "The batch was cancelled before this line ran."
+            ).decode()
+
+        await self.database.transaction(lambda tx: sql.expire_pending(tx, bid, result_of, now))
 
     async def _start_lines(self, batch: dict[str, Any], room: int, now: float) -> None:
         bid = batch["id"]
@@ -279,6 +291,7 @@ class BatchRunner:
         ctx.endpoint = ENDPOINT_LABELS[endpoint]
         ctx.principal = batch["principal"]
         ctx.key_name, ctx.team = batch["owner"], batch["team"]
+        ctx.batch_id, ctx.custom_id = bid, line["custom_id"]
         token = context.begin(ctx)
         job_id = new_video_id() if endpoint == VIDEOS else None
 
