@@ -31,6 +31,7 @@ from mediagate.http.admin import admin
 from mediagate.http.admin_keys import keys as admin_keys
 from mediagate.http.admin_reads import reads
 from mediagate.http.deps import client
+from mediagate.http.batches import batches
 from mediagate.http.files import files
 from mediagate.http.headers import facts
 from mediagate.http.health import health
@@ -179,6 +180,7 @@ def test_every_route_is_served_by_fastapi_once(sim: Sim, tmp_path: Path) -> None
             videos,
             usage,
             files,
+            batches,
             openapi,
             health,
             admin,
