@@ -17,7 +17,7 @@ import pytest
 import yaml
 from openapi_schema_validator import OAS31Validator
 
-from .conftest import CLIENT_KEY, Gateway
+from .conftest import CLIENT_KEY, OTHER_CLIENT_KEY, Gateway, wait_until
 
 _ROOT = Path(__file__).resolve().parent.parent
 _CANDIDATES = [
@@ -200,3 +200,188 @@ def test_every_openai_video_and_image_endpoint_not_served_is_a_404(gateway: Gate
             assert error["code"] == "unsupported_endpoint", (method, path)
             assert f"mediagate does not offer {method.upper()} {concrete}: " in error["message"]
             assert "allow" not in response.headers
+
+
+# --- The Files and Batch APIs (issue 27) ------------------------------------------------------
+
+_OURS = _ROOT / "mediagate" / "http" / "openapi.yaml"
+
+
+@cache
+def _our_schemas() -> dict[str, Any]:
+    with _OURS.open() as handle:
+        schemas: dict[str, Any] = yaml.safe_load(handle)["components"]["schemas"]
+    return schemas
+
+
+def conforms_to_ours(instance: Any, schema: str) -> None:
+    """Conforms to the schema of that name in mediagate's own document (where it says how it
+    differs from the official one, or names what OpenAI documents only in prose)."""
+    validator = OAS31Validator(
+        {"$ref": f"#/components/schemas/{schema}", "components": {"schemas": _our_schemas()}}
+    )
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(instance)]
+    assert not errors, (schema, errors)
+
+
+def _upload(http: httpx2.Client, lines: list[Any], purpose: str = "batch") -> dict[str, Any]:
+    content = b"".join(
+        (line if isinstance(line, bytes) else json.dumps(line).encode()) + b"\n" for line in lines
+    )
+    response = http.post(
+        "/v1/files",
+        data={"purpose": purpose},
+        files=[("file", ("requests.jsonl", content, "application/jsonl"))],
+    )
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def _image_line(custom_id: str, **body: Any) -> dict[str, Any]:
+    return {
+        "custom_id": custom_id,
+        "method": "POST",
+        "url": "/v1/images/generations",
+        "body": {"model": "gpt-image-2-web", "prompt": f"a fox {custom_id}"} | body,
+    }
+
+
+def test_file_answers_conform(gateway: Gateway) -> None:
+    """An upload, its retrieve, the key's list and a delete, each as the official schema says;
+    another key's look at the file is a 404 error body."""
+    with gateway.http() as http:
+        # An empty page: no first or last file, null (the documented difference, and only it).
+        empty = http.get("/v1/files").json()
+        assert empty == {
+            "object": "list",
+            "data": [],
+            "first_id": None,
+            "last_id": None,
+            "has_more": False,
+        }
+        conforms_to_ours(empty, "ListFilesResponse")
+        made = _upload(http, [_image_line("a")])
+        conforms(made, "OpenAIFile")
+        assert made["object"] == "file" and made["purpose"] == "batch"
+        assert made["bytes"] == len(json.dumps(_image_line("a"))) + 1
+        expiring = http.post(
+            "/v1/files",
+            data={
+                "purpose": "user_data",
+                "expires_after[anchor]": "created_at",
+                "expires_after[seconds]": "3600",
+            },
+            files=[("file", ("notes.txt", b"hello\n", "text/plain"))],
+        ).json()
+        conforms(expiring, "OpenAIFile")
+        assert expiring["expires_at"] == expiring["created_at"] + 3600
+        conforms(http.get(f"/v1/files/{made['id']}").json(), "OpenAIFile")
+        # A file kept until deleted has no expires_at (not null), read by the SDK as None.
+        assert "expires_at" not in made
+        assert gateway.sdk().files.retrieve(made["id"]).expires_at is None
+        listed = http.get("/v1/files").json()
+        conforms(listed, "ListFilesResponse")
+        conforms_to_ours(listed, "ListFilesResponse")
+        assert [f["id"] for f in listed["data"]] == [expiring["id"], made["id"]]
+        conforms(http.get("/v1/files", params={"purpose": "batch"}).json(), "ListFilesResponse")
+        with gateway.http(OTHER_CLIENT_KEY) as other:
+            theirs = other.get(f"/v1/files/{made['id']}")
+        assert theirs.status_code == 404
+        conforms(theirs.json(), "ErrorResponse")
+        deleted = http.delete(f"/v1/files/{made['id']}").json()
+        conforms(deleted, "DeleteFileResponse")
+        assert deleted == {"id": made["id"], "object": "file", "deleted": True}
+
+
+def test_batch_answers_and_output_lines_conform(make_gateway: Any) -> None:
+    """A 2-line images batch: in progress at create, completed, listed, cancelled-or-not; its
+    output file (purpose batch_output) and each output line, whose body is the endpoint's own
+    answer (the official document has no schema of the line itself: its shape is checked here,
+    its body against ImagesResponse)."""
+    gw = make_gateway(batch_poll_interval_s=0.05)
+    with gw.http() as http:
+        source = _upload(http, [_image_line("one"), _image_line("two", size="1024x1024")])
+        body = {
+            "input_file_id": source["id"],
+            "endpoint": "/v1/images/generations",
+            "completion_window": "24h",
+            "metadata": {"job": "nightly"},
+        }
+        created = http.post("/v1/batches", json=body)
+        assert created.status_code == 200, created.text
+        batch = created.json()
+        conforms(batch, "Batch")
+        conforms_to_ours(batch, "Batch")  # with cost_usd and estimate_usd
+        assert batch["status"] == "in_progress"
+        assert batch["request_counts"] == {"total": 2, "completed": 0, "failed": 0}
+        assert batch["estimate_usd"] > 0 and batch["cost_usd"] == 0
+
+        seen: dict[str, Any] = {}
+
+        def completed() -> bool:
+            answer: dict[str, Any] = http.get(f"/v1/batches/{batch['id']}").json()
+            conforms(answer, "Batch")  # every state it passes through
+            conforms_to_ours(answer, "Batch")
+            seen.clear()
+            seen.update(answer)
+            return bool(answer["status"] == "completed")
+
+        wait_until(completed, timeout_s=30)
+        assert seen["request_counts"] == {"total": 2, "completed": 2, "failed": 0}
+        assert seen["cost_usd"] > 0 and seen["metadata"] == {"job": "nightly"}
+        assert seen["completed_at"] >= seen["in_progress_at"] >= seen["created_at"]
+        assert "error_file_id" not in seen and "errors" not in seen  # no value: left out
+        listed = http.get("/v1/batches").json()
+        conforms(listed, "ListBatchesResponse")
+        assert [b["id"] for b in listed["data"]] == [batch["id"]]
+        # A finished batch is not cancelled: a 409 error body.
+        refused = http.post(f"/v1/batches/{batch['id']}/cancel")
+        assert refused.status_code == 409
+        conforms(refused.json(), "ErrorResponse")
+
+        output = http.get(f"/v1/files/{seen['output_file_id']}").json()
+        conforms(output, "OpenAIFile")
+        assert output["purpose"] == "batch_output"
+        content = http.get(f"/v1/files/{seen['output_file_id']}/content")
+        assert content.status_code == 200
+        lines = [json.loads(line) for line in content.text.splitlines()]
+    assert sorted(line["custom_id"] for line in lines) == ["one", "two"]
+    for line in lines:
+        conforms_to_ours(line, "MediagateBatchOutputLine")
+        assert set(line) == {"id", "custom_id", "response", "error"}
+        assert line["id"].startswith("batch_req_") and line["error"] is None
+        response = line["response"]
+        assert set(response) == {"status_code", "request_id", "body"}
+        assert response["status_code"] == 200 and response["request_id"].startswith("req_")
+        conforms(response["body"], "ImagesResponse")
+
+
+def test_a_failed_batch_conforms(gateway: Gateway) -> None:
+    """A file with invalid lines makes a `failed` batch whose `errors` name them (BatchError)."""
+    with gateway.http() as http:
+        empty = http.get("/v1/batches").json()
+        conforms(empty, "ListBatchesResponse")  # no first_id or last_id on an empty page
+        assert empty == {"object": "list", "data": [], "has_more": False}
+        source = _upload(http, [_image_line("ok"), b"not json", _image_line("bad", n=0)])
+        answer = http.post(
+            "/v1/batches",
+            json={
+                "input_file_id": source["id"],
+                "endpoint": "/v1/images/generations",
+                "completion_window": "24h",
+            },
+        )
+        assert answer.status_code == 200, answer.text
+        failed = answer.json()
+        conforms(failed, "Batch")
+        assert failed["status"] == "failed" and failed["failed_at"]
+        conforms_to_ours(failed, "Batch")
+        assert [e["line"] for e in failed["errors"]["data"]] == [2, 3]
+        assert failed["cost_usd"] == failed["estimate_usd"] == 0
+        # What has no value is left out, and the SDK reads it as None.
+        assert "output_file_id" not in failed and "in_progress_at" not in failed
+        read = gateway.sdk().batches.retrieve(failed["id"])
+        assert read.status == "failed" and read.output_file_id is None and read.errors
+        conforms(http.get(f"/v1/batches/{failed['id']}").json(), "Batch")
+        conforms(http.get("/v1/batches").json(), "ListBatchesResponse")

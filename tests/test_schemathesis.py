@@ -24,9 +24,11 @@ request is a documented 400.
 
 Video ids are the gateway's random ones, so the cases of the video operations also draw ids of
 videos made before the run (a completed Muse and Seedance video each), and the hosted-image
-and model operations names that exist. Links in bodies (`input_reference.image_url`,
-`last_frame`) are pointed at the simulator on loopback, keeping the generated path and query,
-so no case resolves a name on the network.
+and model operations names that exist; the file and batch operations draw a batch input file
+of the key's and a batch still in progress (its video line rendering), and a batch create's
+`input_file_id`, when generated as a string, is that file's. Links in bodies
+(`input_reference.image_url`, `last_frame`) are pointed at the simulator on loopback, keeping
+the generated path and query, so no case resolves a name on the network.
 
 Deterministic: hypothesis is derandomized (the same cases each run) and keeps no database; the
 answers may differ by a few between runs with the gateway's state (how far a video got, which
@@ -47,6 +49,7 @@ time taken.
 from __future__ import annotations
 
 import collections
+import json
 import math
 import os
 import re
@@ -105,10 +108,24 @@ def _known_values(gateway: Gateway) -> dict[str, list[str]]:
     assert all(video.status == "completed" for video in videos)
     image = sdk.images.generate(model="gpt-image-2-web", prompt="a fox", response_format="url")
     assert image.data and image.data[0].url
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/images/generations"}
+    images = line | {"body": {"model": "gpt-image-2-web", "prompt": "a fox"}}
+    videos_line = line | {"url": "/v1/videos", "body": {"prompt": "a slow sea [sim:render=600]"}}
+    source, slow = (
+        sdk.files.create(file=("in.jsonl", json.dumps(each).encode()), purpose="batch")
+        for each in (images, videos_line)
+    )
+    running = sdk.batches.create(
+        input_file_id=slow.id, endpoint="/v1/videos", completion_window="24h"
+    )
+    assert running.status == "in_progress"
     return {
         "video_id": [video.id for video in videos],
         "name": [image.data[0].url.rsplit("/", 1)[1]],
         "model": ["gpt-image-2", "muse-video", "gpt-image-1"],
+        "file_id": [source.id],
+        "batch_id": [running.id],
+        "input_file_id": [source.id],
     }
 
 
@@ -207,6 +224,8 @@ def test_no_5xx_and_answers_as_documented(
         headers = {} if negated else {"Authorization": f"Bearer {key}"}
         if case.body is not None:
             case.body = _on_loopback(case.body, sim.url)
+        if isinstance(case.body, dict) and isinstance(case.body.get("input_file_id"), str):
+            case.body["input_file_id"] = known["input_file_id"][0]
         response = case.call(headers=headers, timeout=60)
         failure: BaseException | None = None
         multipart = (case.media_type or "").startswith("multipart/")

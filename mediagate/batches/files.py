@@ -37,18 +37,20 @@ def file_not_found(file_id: str) -> NotFound:
 
 
 def openai_file(row: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI's FileObject."""
-    return {
+    """OpenAI's FileObject (OpenAIFile in its document). A file that never expires has no
+    `expires_at`: the document types it an integer, not nullable (the SDKs read it as None)."""
+    answer = {
         "id": row["id"],
         "object": "file",
         "bytes": int(row["bytes"]),
         "created_at": int(row["created_at"]),
-        "expires_at": None if row["expires_at"] is None else int(row["expires_at"]),
         "filename": row["filename"],
         "purpose": row["purpose"],
         "status": "processed",
-        "status_details": None,
     }
+    if row["expires_at"] is not None:
+        answer["expires_at"] = int(row["expires_at"])
+    return answer
 
 
 def expiry_seconds(value: Any, param: str) -> int | None:

@@ -49,9 +49,12 @@ def batch_not_found(batch_id: str) -> NotFound:
 
 
 def openai_batch(row: dict[str, Any]) -> dict[str, Any]:
-    """OpenAI's Batch object, with what the gateway adds: `cost_usd`, what its lines booked."""
+    """OpenAI's Batch object, with what the gateway adds: `cost_usd`, what its lines booked, and
+    `estimate_usd`, what the create checked against the budget. A field without a value yet
+    (`output_file_id`, `completed_at`, `errors`...) is left out: OpenAI's document types them
+    string, integer or object, not nullable (the SDKs read a missing one as None)."""
     errors = json.loads(row["errors"]) if row["errors"] else None
-    return {
+    answer = {
         "id": row["id"],
         "object": "batch",
         "endpoint": row["endpoint"],
@@ -79,6 +82,8 @@ def openai_batch(row: dict[str, Any]) -> dict[str, Any]:
         "cost_usd": row["cost_micros"] / 1_000_000,
         "estimate_usd": row["estimate_micros"] / 1_000_000,
     }
+    # `metadata` is the one the document lets be null (Metadata: an object or null).
+    return {k: v for k, v in answer.items() if v is not None or k == "metadata"}
 
 
 def _metadata(value: Any) -> str | None:

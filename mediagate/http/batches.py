@@ -44,7 +44,10 @@ async def list_(request: Request, policy: Client) -> Response:
     rows, more = await gateway(request).batches.list(
         policy.name, after=query.get("after") or None, limit=limit
     )
-    return FastJSONResponse(list_page([openai_batch(row) for row in rows], more))
+    page = list_page([openai_batch(row) for row in rows], more)
+    # An empty page has no first or last id: left out, as ListBatchesResponse has them
+    # optional strings (not nullable).
+    return FastJSONResponse({k: v for k, v in page.items() if v is not None})
 
 
 @batches.get("/{batch_id}", name="batches.retrieve")
