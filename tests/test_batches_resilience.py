@@ -17,7 +17,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,13 @@ import openai
 import pytest
 
 from mediagate.app import create_app
+from mediagate.batches.lines import IMAGE_GENERATIONS as IMAGES
+from mediagate.batches.lines import VIDEOS, new_batch_id
 from mediagate.servethread import BackgroundServer
 from mediagate.stores import open_stores
 from mediagate.stores.jobs import VideoJob
+from mediagate.stores.sql import batches as sql
+from mediagate.videos.records import new_video_id
 
 from .conftest import (
     CLIENT_KEY,
@@ -318,3 +322,204 @@ def test_a_replica_killed_midway_leaves_its_batch_to_another_and_no_line_is_sent
         f"dead replica); {len(resumed)} finished by the survivor after the kill "
         f"({len(claimed)} of them claimed by the dead one)"
     )
+
+
+# --- 4. Lease recovery against the real SQL store, the clock injected --------------------------
+
+DEAD = "replica-dead"  # the holder that stopped renewing: a replica that died
+
+
+@contextlib.asynccontextmanager
+async def opened_gateway(sim: Sim, tmp_path: Path, **overrides: Any) -> AsyncIterator[Any]:
+    """A gateway opened in this test's own event loop (its lifespan, no HTTP): its batch runner
+    and stores are called directly. Its own loops look again only after an hour (or when a line
+    it runs ends), so the test's calls are the rounds, once the runner's first round (as it
+    starts, with nothing to do) is over: two rounds at once are not what a replica does."""
+    settings = gateway_settings(
+        sim,
+        tmp_path / "data",
+        batch_poll_interval_s=3600,
+        reconcile_interval_s=3600,
+        **overrides,
+    )
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        gw = app.state.gateway
+        deadline = time.monotonic() + 10
+        while not gw.batch_runner._gauges_at:  # set as its first round ends
+            assert time.monotonic() < deadline, "the batch runner's first round never ended"
+            await asyncio.sleep(0.01)
+        yield gw
+
+
+async def insert_batch(gw: Any, endpoint: str, lines: list[dict[str, Any]], now: float) -> str:
+    """A batch in progress, recorded as the service records one, with `lines` as they are (in
+    whatever state a replica left them)."""
+    bid = new_batch_id()
+    batch = {
+        "id": bid,
+        "owner": "team-a",
+        "endpoint": endpoint,
+        "input_file_id": "file-recovery",
+        "completion_window": "24h",
+        "status": "in_progress",
+        "created_at": int(now),
+        "in_progress_at": int(now),
+        "expires_at": int(now) + 86400,
+        "total": len(lines),
+        "updated_at": now,
+    }
+    rows = [
+        {"batch_id": bid, "line": n, "custom_id": f"line-{n}", "body": "{}", **line}
+        for n, line in enumerate(lines, 1)
+    ]
+
+    def insert(tx: Any) -> None:
+        sql.insert_batch(tx, batch)
+        sql.insert_lines(tx, rows)
+
+    await gw.database.transaction(insert)
+    return bid
+
+
+async def lines_of(gw: Any, bid: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = await gw.database.run(lambda tx: sql.line_page(tx, bid, 0, 100))
+    return rows
+
+
+async def batch_row(gw: Any, bid: str) -> dict[str, Any]:
+    row: dict[str, Any] = await gw.database.run(lambda tx: sql.get_batch(tx, bid))
+    return row
+
+
+def test_a_lapsed_claim_goes_back_to_pending_and_runs_once(
+    sim: Sim, tmp_path: Path, job_store: dict[str, str]
+) -> None:
+    async def scenario() -> None:
+        async with opened_gateway(sim, tmp_path, **job_store) as gw:
+            runner = gw.batch_runner
+            t0 = time.time()
+            clock = [t0]
+            runner.clock = lambda: clock[0]
+            body = json.dumps({"model": "gpt-image-2-web", "prompt": "reclaimed"})
+            line = {"body": body, "state": "claimed", "holder": DEAD, "lease_until": t0 + 30}
+            bid = await insert_batch(gw, IMAGES, [{**line, "attempts": 1}], t0)
+
+            await runner._recover(t0 + 29)  # the lease still runs: the holder may be alive
+            [row] = await lines_of(gw, bid)
+            assert (row["state"], row["holder"]) == ("claimed", DEAD)
+
+            clock[0] = t0 + 31
+            await runner._recover(clock[0])  # lapsed, never sent: pending again
+            [row] = await lines_of(gw, bid)
+            assert (row["state"], row["holder"], row["lease_until"]) == ("pending", None, None)
+            assert not sim.sent("/v1/images/generations")
+
+            await runner.round()  # this replica takes it, and sends it
+            await asyncio.gather(*runner._running.values())
+            [row] = await lines_of(gw, bid)
+            assert (row["state"], row["attempts"], row["status_code"]) == ("done", 2, 200)
+            assert (await batch_row(gw, bid))["completed"] == 1
+            [call] = sim.sent("/v1/images/generations")
+            assert call.body["prompt"] == "reclaimed"
+
+    asyncio.run(scenario())
+
+
+def test_a_lapsed_sent_image_line_ends_outcome_unknown_and_is_never_sent_again(
+    sim: Sim, tmp_path: Path, job_store: dict[str, str]
+) -> None:
+    async def scenario() -> None:
+        async with opened_gateway(sim, tmp_path, **job_store) as gw:
+            runner = gw.batch_runner
+            t0 = time.time()
+            runner.clock = lambda: t0 + 31
+            body = json.dumps({"model": "gpt-image-2-web", "prompt": "sent once"})
+            sent = {"body": body, "state": "sent", "holder": DEAD, "lease_until": t0 + 30}
+            bid = await insert_batch(gw, IMAGES, [{**sent, "request_id": "req_dead"}], t0)
+
+            await runner._recover(t0 + 31)
+            await runner._recover(t0 + 32)  # a second look (another replica's) ends nothing more
+            [row] = await lines_of(gw, bid)
+            assert (row["state"], row["holder"], row["cost_micros"]) == ("failed", None, 0)
+            result = json.loads(row["result"])
+            assert result["custom_id"] == "line-1" and result["response"] is None
+            assert result["error"]["code"] == "outcome_unknown"
+            batch = await batch_row(gw, bid)
+            assert (batch["completed"], batch["failed"], batch["cost_micros"]) == (0, 1, 0)
+
+            await runner.round()  # nothing left: the batch is finalized, with its error file
+            batch = await batch_row(gw, bid)
+            assert (batch["status"], batch["output_file_id"]) == ("completed", None)
+            _, found = await gw.batches.files.content("team-a", batch["error_file_id"])
+            [line] = [json.loads(x) for x in b"".join([c async for c in found.chunks]).splitlines()]
+            assert line["error"]["code"] == "outcome_unknown"
+            assert not sim.sent("/v1/images/generations")
+
+    asyncio.run(scenario())
+
+
+def video_job(job_id: str, now: float) -> VideoJob:
+    return VideoJob(
+        id=job_id,
+        upstream_id="video_upstream_1",
+        owner="team-a",
+        model="muse-video",
+        route="muse-video",
+        group="default",
+        key_fp="0" * 64,
+        prompt="a heron",
+        size="720x1280",
+        seconds=8,
+        status="in_progress",
+        created_at=int(now),
+        updated_at=now,
+        progress=40,
+    )
+
+
+def test_a_lapsed_sent_video_line_whose_job_exists_waits_for_the_job(
+    sim: Sim, tmp_path: Path, job_store: dict[str, str]
+) -> None:
+    async def scenario() -> None:
+        async with opened_gateway(sim, tmp_path, **job_store) as gw:
+            runner = gw.batch_runner
+            t0 = time.time()
+            runner.clock = lambda: t0 + 31
+            job_id, lost_id = new_video_id(), new_video_id()
+            await gw.jobs.insert(video_job(job_id, t0))
+            body = json.dumps({"model": "muse-video", "prompt": "a heron"})
+            sent = {"body": body, "state": "sent", "holder": DEAD, "lease_until": t0 + 30}
+            bid = await insert_batch(
+                gw,
+                VIDEOS,
+                [{**sent, "job_id": job_id}, {**sent, "job_id": lost_id}],  # lost: never recorded
+                t0,
+            )
+
+            await runner._recover(t0 + 31)
+            made, lost = await lines_of(gw, bid)
+            assert (made["state"], made["holder"], made["job_id"]) == ("waiting", None, job_id)
+            assert lost["state"] == "failed"
+            assert json.loads(lost["result"])["error"]["code"] == "outcome_unknown"
+
+            await runner.round()  # the job still renders: the line waits, the batch runs on
+            made, _ = await lines_of(gw, bid)
+            assert made["state"] == "waiting"
+            assert (await batch_row(gw, bid))["status"] == "in_progress"
+
+            changes = {"status": "completed", "progress": 100, "completed_at": int(t0), "cost": 0.3}
+            assert await gw.jobs.update(job_id, "in_progress", changes) is not None
+            await runner.round()  # the job ended: the line ends with the final Video object
+            made, _ = await lines_of(gw, bid)
+            assert (made["state"], made["cost_micros"]) == ("done", 300_000)
+            video = json.loads(made["result"])["response"]["body"]
+            assert (video["id"], video["status"]) == (job_id, "completed")
+
+            await runner.round()
+            batch = await batch_row(gw, bid)
+            assert (batch["status"], batch["completed"], batch["failed"]) == ("completed", 1, 1)
+            assert batch["cost_micros"] == 300_000
+            assert not [c for c in sim.sent() if c.method == "POST"]  # nothing sent again
+
+    asyncio.run(scenario())
