@@ -201,6 +201,8 @@ class BatchRunner:
         if status == "in_progress" and now >= batch["expires_at"]:
             await self._expire(bid, now)
             status = "expiring"
+        if status == "cancelling":
+            await self._cancel_pending(bid, now)
         if status in ("in_progress", "cancelling", "expiring"):
             await self._check_waiting(batch)
         counts = await self.database.run(lambda tx: sql.lines_by_state(tx, bid))
@@ -230,6 +232,17 @@ class BatchRunner:
             sql.expire_pending(tx, bid, result_of, now)
 
         await self.database.transaction(expire)
+
+    async def _cancel_pending(self, bid: str, now: float) -> None:
+        """A cancelled batch's lines never sent end failed (`batch_cancelled`), as expired ones
+        do, so its error file names every line that did not run."""
+
+        def result_of(_: int, custom_id: str) -> str:
+            return no_answer(
+                custom_id, "batch_cancelled", "The batch was cancelled before this line ran."
+            ).decode()
+
+        await self.database.transaction(lambda tx: sql.expire_pending(tx, bid, result_of, now))
 
     async def _start_lines(self, batch: dict[str, Any], room: int, now: float) -> None:
         bid = batch["id"]
