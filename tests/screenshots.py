@@ -20,6 +20,7 @@ PAGES: dict[str, str] = {
     "gallery": "/console/gallery",
     "requests": "/console/requests",
     "jobs": "/console/jobs",
+    "batches": "/console/batches",
     "keys": "/console/keys",
     "models": "/console/models",
     "playground": "/console/playground",

@@ -8,6 +8,7 @@ cannot open another team's request, a finished video plays.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -123,6 +124,13 @@ def test_every_page_at_both_widths(
     assert gw.generate("no such model", model="no-such-model").status_code >= 400
     with gw.http() as http:  # a video job for the jobs page
         assert http.post("/v1/videos", json={"prompt": "waves on a beach"}).status_code == 200
+    sdk = gw.sdk()  # a batch for the batches page
+    body = {"model": "gpt-image-2-web", "prompt": "a kite"}
+    line = {"custom_id": "kite", "method": "POST", "url": "/v1/images/generations", "body": body}
+    upload = sdk.files.create(file=("in.jsonl", json.dumps(line).encode()), purpose="batch")
+    sdk.batches.create(
+        input_file_id=upload.id, endpoint="/v1/images/generations", completion_window="24h"
+    )
     into = screenshots.folder(tmp_path / "screenshots")
     problems: list[str] = []
     for width in screenshots.WIDTHS:

@@ -250,7 +250,8 @@ class BatchRunner:
         await self.database.transaction(expire)
 
     async def _cancel_pending(self, bid: str, now: float) -> None:
-        """A cancelled batch's lines never sent end in its error file, `batch_cancelled`."""
+        """A cancelled batch's lines never sent end failed (`batch_cancelled`), as expired ones
+        do, so its error file names every line that did not run."""
 
         def result_of(_: int, custom_id: str) -> str:
             return no_answer(

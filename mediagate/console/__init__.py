@@ -16,6 +16,7 @@ def routers() -> tuple[APIRouter, ...]:
     """Every console route, the sign-in's first (its static files with them)."""
     from mediagate.console import (
         auth,
+        batches,
         export,
         gallery,
         health,
@@ -35,6 +36,7 @@ def routers() -> tuple[APIRouter, ...]:
         gallery.pages,
         requests.pages,
         jobs.pages,
+        batches.pages,
         keys.pages,
         models.pages,
         playground.pages,

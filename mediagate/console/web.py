@@ -38,6 +38,7 @@ NAV: tuple[tuple[str, str], ...] = (
     ("/gallery", "Gallery"),
     ("/requests", "Requests"),
     ("/jobs", "Video jobs"),
+    ("/batches", "Batches"),
     ("/keys", "Keys and teams"),
     ("/models", "Models"),
     ("/playground", "Playground"),
