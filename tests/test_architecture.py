@@ -30,8 +30,8 @@ from mediagate.context import RequestContext
 from mediagate.http.admin import admin
 from mediagate.http.admin_keys import keys as admin_keys
 from mediagate.http.admin_reads import reads
-from mediagate.http.deps import client
 from mediagate.http.batches import batches
+from mediagate.http.deps import client
 from mediagate.http.files import files
 from mediagate.http.headers import facts
 from mediagate.http.health import health
