@@ -534,6 +534,7 @@ class BatchRunner:
 
         if await self.database.transaction(finish) is not None:
             self._limits.pop(bid, None)
+            self._gauges_at = 0.0  # the gauges read again next round, showing it ended
             await self._drop_stored(bid)
 
     async def _outputs(self, bid: str, ok: bool) -> AsyncIterator[bytes]:
