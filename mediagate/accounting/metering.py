@@ -420,23 +420,32 @@ class Metering:
         budgets = self.budgets(policy)
         if not budgets.any():
             return
+        for kind, limit, used in await self._spent(policy, budgets):
+            if used >= limit:
+                raise _over_budget(kind, policy)
+
+    async def _spent(
+        self, policy: KeyPolicy, budgets: Budgets
+    ) -> list[tuple[OwnerKind, float, float]]:
+        """Each budget that applies to the key (its own day and month, its team's), with what
+        is spent and reserved against it now."""
         if self._queue:
             await self.flush()  # the budget sees every request answered before this one
         owners: list[tuple[OwnerKind, str, float | None, float | None]] = [
             ("key", policy.name, budgets.day, budgets.month),
             ("team", policy.team or "", budgets.team_day, budgets.team_month),
         ]
+        spent: list[tuple[OwnerKind, float, float]] = []
         for kind, owner, day, month in owners:
             if not owner or (day is None and month is None):
                 continue
             spend = await self.ledger.spend(owner, kind)
-            spent = [
-                (limit, used + spend.reserved)
+            spent += [
+                (kind, limit, used + spend.reserved)
                 for limit, used in ((day, spend.day), (month, spend.month))
                 if limit is not None
             ]
-            if any(used >= limit for limit, used in spent):
-                raise _over_budget(kind, policy)
+        return spent
 
     async def budget_left(self, policy: KeyPolicy) -> tuple[float, str] | None:
         """The least budget the key has left now (its own day and month, its team's), with whose
@@ -444,24 +453,14 @@ class Metering:
         budgets = self.budgets(policy)
         if not budgets.any():
             return None
-        if self._queue:
-            await self.flush()
-        least: tuple[float, str] | None = None
-        owners: list[tuple[OwnerKind, str, float | None, float | None]] = [
-            ("key", policy.name, budgets.day, budgets.month),
-            ("team", policy.team or "", budgets.team_day, budgets.team_month),
+        left = [
+            (max(0.0, limit - used), kind)
+            for kind, limit, used in await self._spent(policy, budgets)
         ]
-        for kind, owner, day, month in owners:
-            if not owner or (day is None and month is None):
-                continue
-            spend = await self.ledger.spend(owner, kind)
-            for limit, used in ((day, spend.day), (month, spend.month)):
-                if limit is None:
-                    continue
-                left = max(0.0, limit - used - spend.reserved)
-                if least is None or left < least[0]:
-                    least = (left, _whose(kind, policy))
-        return least
+        if not left:
+            return None
+        amount, kind = min(left, key=lambda item: item[0])
+        return amount, _whose(kind, policy)
 
     async def admit(
         self,

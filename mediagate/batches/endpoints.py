@@ -21,7 +21,7 @@ from starlette.datastructures import FormData, Headers, UploadFile
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.batches.files import FileService
 from mediagate.batches.lines import IMAGE_EDITS, IMAGE_GENERATIONS, VIDEOS
-from mediagate.errors import GatewayError, InvalidRequest
+from mediagate.errors import InvalidRequest
 from mediagate.images.service import ImageService
 from mediagate.images.uploads import MAX_IMAGES
 from mediagate.upstream.fetcher import SafeFetcher
@@ -195,13 +195,5 @@ class Endpoints:
                 raise InvalidRequest(
                     "Invalid data: URL image: not base64.", param="images"
                 ) from None
-        try:
-            # The same rules as upstream image links: public addresses only, capped, images only.
-            data, _ = await self.fetcher.fetch_image(url)
-        except GatewayError as exc:
-            raise InvalidRequest(
-                f"Could not use the image at image_url: {exc.message}",
-                param="images",
-                code=exc.code or "invalid_image_url",
-            ) from None
-        return data
+        # The same rules as upstream image links: public addresses only, capped, images only.
+        return await self.fetcher.fetch_given(url, "images", "the image at image_url")

@@ -123,11 +123,6 @@ def output_line(custom_id: str, request_id: str, status: int, body: Any) -> byte
     )
 
 
-def error_output(custom_id: str, request_id: str | None, error: GatewayError) -> bytes:
-    """An error-file line for a line the endpoint refused or failed: its answer in `response`."""
-    return output_line(custom_id, request_id or "", error.status, error.body())
-
-
 def no_answer(custom_id: str, code: str, message: str) -> bytes:
     """An error-file line for a line that got no answer (expired, cancelled, outcome unknown)."""
     line = {

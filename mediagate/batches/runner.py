@@ -40,7 +40,6 @@ from mediagate.batches.endpoints import Done
 from mediagate.batches.lines import (
     ENDPOINT_LABELS,
     VIDEOS,
-    error_output,
     no_answer,
     output_line,
 )
@@ -320,32 +319,12 @@ class BatchRunner:
             if _slows_down(exc, line["attempts"]):
                 await self._later(bid, number, exc, line["attempts"])
             else:
-                result = error_output(line["custom_id"], ctx.request_id, exc)
-                await self._end(
-                    bid,
-                    number,
-                    ("claimed", "sent"),
-                    ok=False,
-                    status=exc.status,
-                    result=result,
-                    cost=ctx.cost or 0.0,
-                    holder=self.holder,
-                )
+                await self._ran(bid, line, False, exc.status, exc.body(), ctx)
         except Exception as exc:  # a defect: the line fails, the batch runs on
             log.exception("a batch line failed: %s", type(exc).__name__)
             status = 500
             error = GatewayError("The gateway hit an internal error.", code="internal_error")
-            result = error_output(line["custom_id"], ctx.request_id, error)
-            await self._end(
-                bid,
-                number,
-                ("claimed", "sent"),
-                ok=False,
-                status=500,
-                result=result,
-                cost=ctx.cost or 0.0,
-                holder=self.holder,
-            )
+            await self._ran(bid, line, False, 500, error.body(), ctx)
         else:
             await self._answered(batch, line, done, ctx)
         finally:
@@ -365,13 +344,25 @@ class BatchRunner:
                 lambda tx: sql.wait_for_job(tx, bid, number, self.holder)
             )
             return
-        result = output_line(line["custom_id"], ctx.request_id, done.status, done.body)
+        await self._ran(bid, line, True, done.status, done.body, ctx)
+
+    async def _ran(
+        self,
+        bid: str,
+        line: dict[str, Any],
+        ok: bool,
+        status: int,
+        body: Any,
+        ctx: context.RequestContext,
+    ) -> None:
+        """A line this replica ran, ended with its answer (or its error's) as its output."""
+        result = output_line(line["custom_id"], ctx.request_id, status, body)
         await self._end(
             bid,
-            number,
+            line["line"],
             ("claimed", "sent"),
-            ok=True,
-            status=done.status,
+            ok=ok,
+            status=status,
             result=result,
             cost=ctx.cost or 0.0,
             holder=self.holder,

@@ -18,13 +18,14 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mediagate.batches.files import file_not_found
 from mediagate.batches.service import batch_not_found
 from mediagate.console.web import PREFIX, Editor, Viewer, render
 from mediagate.errors import Conflict, InvalidRequest, PermissionDenied
 from mediagate.http.deps import gateway
+from mediagate.http.files import file_content
 from mediagate.http.principals import Principal
 from mediagate.stores.sql import batches as sql
 
@@ -239,13 +240,4 @@ async def batch_file(request: Request, session: Viewer, batch_id: str, file_id: 
     if file_id not in {batch["input_file_id"], batch["output_file_id"], batch["error_file_id"]}:
         raise file_not_found(file_id[:_MAX_VALUE])
     row, found = await gateway(request).batches.files.content(None, file_id)
-    return StreamingResponse(
-        found.chunks,
-        media_type="application/octet-stream",
-        headers={
-            "content-length": str(found.size),
-            "content-disposition": f'attachment; filename="{row["id"]}.jsonl"',
-            "cache-control": "private, no-store",
-            "x-content-type-options": "nosniff",
-        },
-    )
+    return file_content(row, found)

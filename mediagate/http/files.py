@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
@@ -27,6 +28,7 @@ from mediagate.http.deps import (
     read_budget,
 )
 from mediagate.jsonio import FastJSONResponse
+from mediagate.stores.hosted import HostedImage
 from mediagate.videos.spec import unknown_parameter
 
 _CHUNK = 256 * 1024
@@ -150,6 +152,12 @@ async def delete(file_id: str, request: Request, policy: Client) -> Response:
 async def content(file_id: str, request: Request, policy: Client) -> Response:
     await read_budget(request, policy)
     row, found = await gateway(request).batches.files.content(policy.name, file_id)
+    return file_content(row, found)
+
+
+def file_content(row: dict[str, Any], found: HostedImage) -> StreamingResponse:
+    """A file's bytes as they stream from the store (the Files API's content, the console's
+    download of a batch's file)."""
     return StreamingResponse(
         found.chunks,
         media_type="application/octet-stream",

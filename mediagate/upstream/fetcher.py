@@ -42,7 +42,15 @@ from contextlib import asynccontextmanager
 import httpcore2
 import httpx2
 
-from mediagate.errors import AddressRefused, FetchRefused, NotFound, UpstreamError, UpstreamTimeout
+from mediagate.errors import (
+    AddressRefused,
+    FetchRefused,
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from mediagate.imagedata import sniff_output_type
 from mediagate.observability import tracing
 from mediagate.upstream.transport import (
@@ -251,6 +259,19 @@ class SafeFetcher:
         addresses = await _resolve(url.host, port)
         if not await self._allow.covers(url.host, port, addresses):
             _checked(url.host, addresses, doing)
+
+    async def fetch_given(self, link: str, param: str, what: str) -> bytes:
+        """An image a client gave as a link (a video's input_reference, a batch's edit line's
+        image), under the same rules: its bytes, or a 400 naming `param` saying why not."""
+        try:
+            data, _ = await self.fetch_image(link)
+        except GatewayError as exc:
+            raise InvalidRequest(
+                f"Could not use {what}: {exc.message}",
+                param=param,
+                code=exc.code or "invalid_image_url",
+            ) from None
+        return data
 
     async def fetch_image(self, link: str) -> tuple[bytes, str]:
         """The image's bytes and content type, or a GatewayError saying why not."""

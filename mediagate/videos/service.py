@@ -820,15 +820,8 @@ class VideoService:
                 "input_reference.image_url must be an http(s) URL or a data:image/...;base64 URL.",
                 param="input_reference",
             )
-        try:
-            # The same rules as upstream image links: public addresses only, capped, images only.
-            data, _ = await self.fetcher.fetch_image(url)
-        except GatewayError as exc:
-            raise InvalidRequest(
-                f"Could not use input_reference.image_url: {exc.message}",
-                param="input_reference",
-                code=exc.code or "invalid_image_url",
-            ) from None
+        # The same rules as upstream image links: public addresses only, capped, images only.
+        data = await self.fetcher.fetch_given(url, "input_reference", "input_reference.image_url")
         if len(data) > cap:
             raise references.too_large(cap)
         return data
