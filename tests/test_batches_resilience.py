@@ -263,10 +263,10 @@ def test_a_replica_killed_midway_leaves_its_batch_to_another_and_no_line_is_sent
     with replicas(env, tmp_path) as (a, b):
         sdk_a = openai.OpenAI(base_url=f"{a.url}/v1", api_key=CLIENT_KEY, max_retries=0)
         sdk_b = openai.OpenAI(base_url=f"{b.url}/v1", api_key=CLIENT_KEY, max_retries=0)
-        # Each line waits 0.3 s in the upstream, after the upstream recorded it (a request
+        # Each line waits 0.6 s in the upstream, after the upstream recorded it (a request
         # the gateway sent is counted even if its sender dies before the answer).
         bodies = [
-            {"model": "gpt-image-2-web", "prompt": f"[sim:sleep=0.3] frame {i}"}
+            {"model": "gpt-image-2-web", "prompt": f"[sim:sleep=0.6] frame {i}"}
             for i in range(1, LINES + 1)
         ]
         batch = submit(sdk_a, "/v1/images/generations", bodies)
@@ -275,7 +275,8 @@ def test_a_replica_killed_midway_leaves_its_batch_to_another_and_no_line_is_sent
             states = line_states(database_url, batch.id).values()
             done = sum(state == "done" for state, _, _ in states)
             sending = Counter(holder for state, holder, _ in states if state == "sent")
-            return done >= 12 and len(sending) == 2 and min(sending.values()) >= 2
+            # Killed once both replicas are sending (a loaded machine may start one late).
+            return done >= 6 and len(sending) == 2 and min(sending.values()) >= 2
 
         wait_until(both_replicas_mid_flight, timeout_s=20, interval_s=0.02)
         os.kill(a.proc.pid, signal.SIGKILL)  # no shutdown: its lines in flight just stop
@@ -298,7 +299,7 @@ def test_a_replica_killed_midway_leaves_its_batch_to_another_and_no_line_is_sent
     assert not twice, f"lines sent more than once: {twice}"
     for line in out:
         assert line["response"]["status_code"] == 200
-        assert sent[f"[sim:sleep=0.3] frame {number[line['custom_id']]}"] == 1
+        assert sent[f"[sim:sleep=0.6] frame {number[line['custom_id']]}"] == 1
     # The lines that failed are the dead replica's in flight: sent, and never sent again.
     unknown = {number[line["custom_id"]] for line in errors}
     assert all(line["error"]["code"] == "outcome_unknown" for line in errors), errors

@@ -31,6 +31,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from mediagate import context
@@ -124,6 +125,28 @@ class BatchRunner:
         self._wake.set()
 
     async def run_forever(self) -> None:
+        heartbeat = asyncio.create_task(self._renew_forever())
+        try:
+            await self._rounds()
+        finally:
+            heartbeat.cancel()
+
+    async def _renew_forever(self) -> None:
+        """The leases of the lines in flight here renewed every third of a lease, whatever a
+        round is doing (writing a large output file takes longer than a lease)."""
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            if not self._running:
+                continue
+            until = self.clock() + self.lease_s
+            try:
+                await self.database.transaction(
+                    partial(sql.renew_leases, holder=self.holder, until=until)
+                )
+            except Exception as exc:  # the store is down: the next beat tries again
+                log.warning("renewing batch line leases failed: %s", type(exc).__name__)
+
+    async def _rounds(self) -> None:
         while True:
             # Cleared before the round: a line that ends during it wakes the next at once.
             self._wake.clear()
@@ -544,7 +567,11 @@ class BatchRunner:
                     yield kept.encode()
                     continue
                 found = await self.service.files.store.get(kept[len(_STORED) :])
-                if found is None:
+                if found is None:  # the store lost it: the file is short of a line, said loudly
+                    log.error(
+                        "a batch line's output is missing from the store",
+                        extra={"fields": {"batch_id": bid, "line": number}},
+                    )
                     continue
                 async for chunk in found.chunks:
                     yield chunk
