@@ -434,7 +434,6 @@ def _batches(
         Endpoints(images, videos, files, fetcher),
         database,
         metering,
-        settings.batch_max_lines,
     )
 
 

@@ -49,6 +49,7 @@ from mediagate.errors import GatewayError, PermissionDenied
 from mediagate.observability.metrics import Metrics
 from mediagate.stores.jobs import JobStore, VideoJob
 from mediagate.stores.sql import batches as sql
+from mediagate.stores.sql.db import Database
 from mediagate.stores.sql.jobs import insert_event
 from mediagate.videos.records import new_video_id, openai_video
 from mediagate.videos.webhooks import event
@@ -118,7 +119,7 @@ class BatchRunner:
     _gauges_at: float = 0.0
 
     @property
-    def database(self) -> Any:
+    def database(self) -> Database:
         return self.service.database
 
     def wake(self) -> None:
@@ -170,11 +171,8 @@ class BatchRunner:
         await asyncio.gather(*late, return_exceptions=True)
 
     async def round(self) -> None:
+        """One pass over the work (the leases are renewed by their own heartbeat)."""
         now = self.clock()
-        if self._running:
-            await self.database.transaction(
-                lambda tx: sql.renew_leases(tx, self.holder, now + self.lease_s)
-            )
         await self._recover(now)
         active = await self.database.run(lambda tx: sql.active_batches(tx, 100))
         for batch in active:
@@ -204,13 +202,13 @@ class BatchRunner:
             bid, number, until = line["batch_id"], line["line"], line["lease_until"]
             if line["state"] == "claimed":
                 await self.database.transaction(
-                    lambda tx, b=bid, n=number, u=until: sql.reclaim_line(tx, b, n, u)
+                    partial(sql.reclaim_line, batch_id=bid, line=number, lease_until=until)
                 )
                 continue
             job = await self.jobs.get(line["job_id"]) if line["job_id"] else None
             if job is not None:
                 await self.database.transaction(
-                    lambda tx, b=bid, n=number, u=until: sql.adopt_sent_line(tx, b, n, u)
+                    partial(sql.adopt_sent_line, batch_id=bid, line=number, lease_until=until)
                 )
                 continue
             result = no_answer(
@@ -243,17 +241,20 @@ class BatchRunner:
             await self._check_waiting(batch)
         if status == "cancelling":
             await self._cancel_pending(bid, now)
-        counts = await self.database.run(lambda tx: sql.lines_by_state(tx, bid))
+        counts = await self.database.run(lambda tx: sql.lines_in_flight(tx, bid))
         running = counts.get("claimed", 0) + counts.get("sent", 0)
-        if status == "in_progress" and batch["expired_at"] is None and counts.get("pending"):
+        waiting = counts.get("waiting", 0)
+        # Derived from the batch's counts (read at the round's start, so never too few): the
+        # lines neither ended nor in flight.
+        pending = batch["total"] - batch["completed"] - batch["failed"] - running - waiting
+        if status == "in_progress" and batch["expired_at"] is None and pending > 0:
             limit = self._limits.setdefault(bid, self.concurrency)
             room = min(limit - running, self.capacity - len(self._running))
             if room > 0:
                 await self._start_lines(batch, room, now)
                 return
-        waiting = counts.get("waiting", 0)
         stopping = status != "in_progress" or batch["expired_at"] is not None
-        if running or waiting or (counts.get("pending") and not stopping):
+        if running or waiting or (pending > 0 and not stopping):
             return
         await self._finalize(batch)
 
@@ -462,13 +463,6 @@ class BatchRunner:
         now = self.clock()
 
         def end(tx: Any) -> bool:
-            if lease_until is not None:  # taking over a lapsed line: only as it was seen
-                row = tx.execute(
-                    "SELECT lease_until FROM batch_lines WHERE batch_id = ? AND line = ?",
-                    (bid, number),
-                ).fetchone()
-                if row is None or row[0] != lease_until:
-                    return False
             return sql.end_line(
                 tx,
                 bid,
@@ -480,6 +474,7 @@ class BatchRunner:
                 cost_micros=micros(cost),
                 now=now,
                 holder=holder,
+                lease_until=lease_until,
             )
 
         if not await self.database.transaction(end) and stored is not None:
@@ -509,6 +504,7 @@ class BatchRunner:
             batch = moved
         expiry = batch["output_expires_s"]
         ids: dict[str, str | None] = {}
+        stored: list[str] = []  # the lines' outputs kept in the store, dropped once written
         for ok, name in ((True, "output"), (False, "error")):
             count = batch["completed"] if ok else batch["failed"]
             if not count:
@@ -518,7 +514,7 @@ class BatchRunner:
                 batch["owner"],
                 batch["team"],
                 f"{bid}_{name}.jsonl",
-                self._outputs(bid, ok),
+                self._outputs(bid, ok, stored),
                 bid,
                 expiry,
             )
@@ -549,15 +545,16 @@ class BatchRunner:
         if await self.database.transaction(finish) is not None:
             self._limits.pop(bid, None)
             self._gauges_at = 0.0  # the gauges read again next round, showing it ended
-            await self._drop_stored(bid)
+            for name in stored:
+                await self.service.files.store.delete(name)
 
-    async def _outputs(self, bid: str, ok: bool) -> AsyncIterator[bytes]:
+    async def _outputs(self, bid: str, ok: bool, stored: list[str]) -> AsyncIterator[bytes]:
         """The batch's ended lines' outputs, in line order, a page at a time from the rows and
-        each stored one streamed from the store."""
+        each stored one streamed from the store (its name noted in `stored`)."""
         after = 0
         while True:
             page = await self.database.run(
-                lambda tx, a=after: sql.ended_lines(tx, bid, ok, a, _PAGE)
+                partial(sql.ended_lines, batch_id=bid, ok=ok, after_line=after, limit=_PAGE)
             )
             if not page:
                 return
@@ -566,7 +563,8 @@ class BatchRunner:
                 if not kept.startswith(_STORED):
                     yield kept.encode()
                     continue
-                found = await self.service.files.store.get(kept[len(_STORED) :])
+                stored.append(kept[len(_STORED) :])
+                found = await self.service.files.store.get(stored[-1])
                 if found is None:  # the store lost it: the file is short of a line, said loudly
                     log.error(
                         "a batch line's output is missing from the store",
@@ -575,14 +573,3 @@ class BatchRunner:
                     continue
                 async for chunk in found.chunks:
                     yield chunk
-
-    async def _drop_stored(self, bid: str) -> None:
-        for ok in (True, False):
-            after = 0
-            while page := await self.database.run(
-                lambda tx, a=after, o=ok: sql.ended_lines(tx, bid, o, a, _PAGE)
-            ):
-                for number, kept in page:
-                    after = number
-                    if kept.startswith(_STORED):
-                        await self.service.files.store.delete(kept[len(_STORED) :])

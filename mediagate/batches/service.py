@@ -111,6 +111,8 @@ class Judged:
 
     lines: int = 0
     estimate: float = 0.0
+    # Each valid line's estimate in micro-USD, in order: recorded with the line, not judged again.
+    estimates: list[int] = field(default_factory=list)
     errors: list[LineError] = field(default_factory=list)
     error_count: int = 0
 
@@ -126,7 +128,6 @@ class BatchService:
     endpoints: Endpoints
     database: Database
     metering: Metering
-    max_lines: int
     clock: Callable[[], float] = time.time
 
     async def create(
@@ -205,7 +206,7 @@ class BatchService:
             "estimate_micros": micros(judged.estimate),
         }
         await self.database.transaction(lambda tx: sql.insert_batch(tx, row))
-        await self._record_lines(policy, row["id"], endpoint, source, base_url)
+        await self._record_lines(row["id"], endpoint, source, judged.estimates)
         started = await self.database.transaction(
             lambda tx: sql.move_batch(
                 tx, row["id"], ("validating",), {"status": "in_progress", "in_progress_at": now}
@@ -236,10 +237,12 @@ class BatchService:
                 continue
             seen.add(parsed.custom_id)
             try:
-                judged.estimate += self._estimate(endpoint, policy, parsed, base_url)
+                estimate = self._estimate(endpoint, policy, parsed, base_url)
             except GatewayError as exc:
                 judged.refuse(invalid(exc, number))
                 continue
+            judged.estimate += estimate
+            judged.estimates.append(micros(estimate))
             judged.lines += 1
         return judged
 
@@ -263,37 +266,32 @@ class BatchService:
             )
 
     async def _record_lines(
-        self,
-        policy: KeyPolicy,
-        batch_id: str,
-        endpoint: str,
-        source: dict[str, Any],
-        base_url: str,
+        self, batch_id: str, endpoint: str, source: dict[str, Any], estimates: list[int]
     ) -> None:
-        """The file read again, its lines recorded in chunks (never the whole file at once)."""
+        """The file read again, its lines recorded in chunks (never the whole file at once),
+        each with the estimate its judging gave."""
         chunk: list[dict[str, Any]] = []
-        index = 0
 
         async def write() -> None:
             rows = list(chunk)
             chunk.clear()
             await self.database.transaction(lambda tx: sql.insert_lines(tx, rows))
 
+        index = 0
         async for number, raw in self.files.lines(source):
             parsed = parse_line(raw, number, endpoint)
             assert isinstance(parsed, InputLine)  # judged valid a moment ago
-            estimate = self._estimate(endpoint, policy, parsed, base_url)
-            index += 1
             chunk.append(
                 {
                     "batch_id": batch_id,
-                    "line": index,
+                    "line": index + 1,
                     "custom_id": parsed.custom_id,
                     "body": json.dumps(parsed.body, separators=(",", ":")),
-                    "estimate_micros": micros(estimate),
+                    "estimate_micros": estimates[index],
                     "state": "pending",
                 }
             )
+            index += 1
             if len(chunk) >= _INSERT_CHUNK:
                 await write()
         if chunk:

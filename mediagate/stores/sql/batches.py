@@ -331,12 +331,14 @@ def end_line(
     cost_micros: int,
     now: float,
     holder: str | None = None,
+    lease_until: float | None = None,
 ) -> bool:
     """The line ended (its output line stored under `result`), and its batch's counts and cost
     moved, in one transaction; False (nothing moved) if the line had left `from_states` (or
-    another holder has it)."""
+    another holder has it; or, taking over a lapsed line, its lease is no longer the one seen)."""
     marks = ", ".join("?" for _ in from_states)
     held = " AND holder = ?" if holder is not None else ""
+    held += " AND lease_until = ?" if lease_until is not None else ""
     rows = tx.execute(
         "UPDATE batch_lines SET state = ?, status_code = ?, result = ?, cost_micros = ?, "  # noqa: S608
         "ended_at = ?, holder = NULL, lease_until = NULL "
@@ -351,6 +353,7 @@ def end_line(
             line,
             *from_states,
             *((holder,) if holder is not None else ()),
+            *((lease_until,) if lease_until is not None else ()),
         ),
     ).fetchall()
     if not rows:
@@ -410,9 +413,13 @@ def waiting_lines(tx: Tx, batch_id: str, limit: int) -> list[dict[str, Any]]:
     return _dicts(rows, LINE_COLUMNS)
 
 
-def lines_by_state(tx: Tx, batch_id: str) -> dict[str, int]:
+def lines_in_flight(tx: Tx, batch_id: str) -> dict[str, int]:
+    """The batch's lines in flight by state (claimed, sent, waiting): a range of the state
+    index each, never a count of the whole batch."""
     rows = tx.execute(
-        "SELECT state, COUNT(*) FROM batch_lines WHERE batch_id = ? GROUP BY state", (batch_id,)
+        "SELECT state, COUNT(*) FROM batch_lines WHERE batch_id = ? "
+        "AND state IN ('claimed', 'sent', 'waiting') GROUP BY state",
+        (batch_id,),
     ).fetchall()
     return {str(row[0]): int(row[1]) for row in rows}
 
