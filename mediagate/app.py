@@ -17,6 +17,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 
 from mediagate.accounting.requestlog import RequestLog
+from mediagate.allocator import Quiet
 from mediagate.console import routers
 from mediagate.console.web import render_error
 from mediagate.errors import Scrubber
@@ -115,6 +116,8 @@ def create_app(
         bodies=bodies,
         max_inflight=settings.inflight_limit(),
         request_log=request_log if settings.request_log else None,
+        # A quiet replica gives the memory of its last answers back (mediagate.allocator).
+        quiet=Quiet() if settings.allocator_keep_mb else None,
     )
     # Around that, the request's trace span (a pass-through when tracing is off), so the
     # bookkeeping's log lines and attributes belong to it.

@@ -19,6 +19,7 @@ from typing import Any
 
 import uvicorn
 
+from mediagate import allocator
 from mediagate.observability.logs import configure_logging
 from mediagate.servethread import header_deadline_protocol
 from mediagate.settings import Settings, fd_ceiling
@@ -56,6 +57,13 @@ def _serve(args: argparse.Namespace) -> int:
             }
         },
     )
+    if allocator.tune(settings.allocator_keep_mb << 20):
+        log.info(
+            "allocator: buffers up to %d MiB from the heap, up to %d MiB of it kept between "
+            "calls (MEDIAGATE_ALLOCATOR_KEEP_MB)",
+            allocator.MMAP_THRESHOLD >> 20,
+            settings.allocator_keep_mb,
+        )
     has_keys = any(settings.all_upstream_keys())
     if not settings.upstream_url and not has_keys and not settings.extra_group_keys:
         # A newcomer with nothing configured gets a working gateway, offline.

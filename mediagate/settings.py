@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     # that can never fit is a 502 upstream_response_too_large at once. 0: no bound.
     max_inflight_upstream_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
     upstream_room_wait_s: float = Field(default=30.0, ge=0)
+    # Memory the C allocator keeps for the next answers instead of giving it back to the
+    # system after each (mediagate.allocator; `mediagate serve` on glibc only): without it,
+    # each large answer is read into fresh pages, a page fault each. All of it is given back
+    # once no call has been in flight for 2 s. 0: glibc's own behaviour, no giving back.
+    allocator_keep_mb: int = Field(default=256, ge=0)
     # Key pools: how long a refused (401/403) or repeatedly rate-limited key rests.
     upstream_key_auth_cooldown_s: float = Field(default=600.0, ge=0)
     upstream_key_rate_cooldown_s: float = Field(default=30.0, ge=0)

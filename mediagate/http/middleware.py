@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mediagate import context
 from mediagate.accounting.requestlog import RequestLog
+from mediagate.allocator import Quiet
 from mediagate.context import RequestContext
 from mediagate.errors import GatewayError, Scrubber, ServerOverloaded
 from mediagate.http.bodies import Bodies
@@ -87,6 +88,7 @@ class RequestBookkeeping:
         bodies: Bodies | None = None,
         max_inflight: int = 0,
         request_log: RequestLog | None = None,
+        quiet: Quiet | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
@@ -95,6 +97,9 @@ class RequestBookkeeping:
         self.max_inflight = max_inflight
         self.request_log = request_log  # None: MEDIAGATE_REQUEST_LOG=false
         self.calls = 0  # calls in flight now (mediagate_calls_in_flight)
+        self.quiet = quiet  # told when the calls in flight fall to 0 (mediagate.allocator)
+        if quiet is not None:
+            quiet.watch(lambda: self.calls)
         metrics.max_inflight.set(max_inflight)
         for area in (*_AREAS, "other"):
             metrics.child(metrics.calls_refused, area)  # exported at 0 before a first refusal
@@ -161,6 +166,8 @@ class RequestBookkeeping:
             if call:
                 self.calls -= 1
                 self.metrics.calls_in_flight.dec()
+                if not self.calls and self.quiet is not None:
+                    self.quiet.ended()
             context.end(token)
             self._record(scope, ctx, status, time.perf_counter() - started)
 

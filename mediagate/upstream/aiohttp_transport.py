@@ -83,6 +83,16 @@ async def _sent(stream: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
         yield chunk
 
 
+async def _received(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """A body's bytes as the socket gave them, each piece once: `iter_any()` joins what has
+    queued up since the last read into a fresh buffer (a copy of every byte of a large answer,
+    which `read_whole` then joins again); `iter_chunks()` hands the queued pieces over as they
+    are."""
+    async for data, _ in content.iter_chunks():
+        if data:  # b"" marks the end of an HTTP chunk
+            yield data
+
+
 async def _body(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     with _mapped():
         async for chunk in response.content.iter_any():
@@ -146,7 +156,7 @@ class AiohttpTransport(Transport):
             headers = list(response.raw_headers)
             try:
                 body, held = await read_whole(
-                    response.content.iter_any(), headers, max_bytes, claim
+                    _received(response.content), headers, max_bytes, claim
                 )
             finally:
                 # Read to the end: back to the pool; cut short (refused): closed.
