@@ -310,8 +310,9 @@ class Deferred(Transport):
     (~150-250 ms to import here, most of it building two default TLS contexts at import) is not
     on the path to a cold start's first answer, which asks nothing upstream. It is built in a
     worker thread, so the import does not stall the event loop: by `ready()`, which the gateway
-    calls a moment after it starts serving, or else by the first call. Each call then goes
-    straight to the built transport (one attribute read more)."""
+    calls a moment after it starts serving, or else by the first call. Once built, its
+    `exchange` and `open` are the built transport's own (bound on the instance): the sender
+    calls them with no frame of this class between, as it would the transport itself."""
 
     def __init__(self, build: Callable[[], Transport]) -> None:
         self._build = build
@@ -329,16 +330,17 @@ class Deferred(Transport):
         except Exception:
             self._building = None  # a failed build is tried again by the next call
             raise
-        self._built = built
-        return built
+        if self._built is None:
+            self._built = built
+            self.exchange = built.exchange  # type: ignore[method-assign]
+            self.open = built.open  # type: ignore[method-assign]
+        return self._built
 
     async def exchange(self, call: Call, max_bytes: int, claim: Claim | None = None) -> Whole:
-        built = self._built or await self.ready()
-        return await built.exchange(call, max_bytes, claim)
+        return await (await self.ready()).exchange(call, max_bytes, claim)
 
     async def open(self, call: Call) -> UpstreamResponse:
-        built = self._built or await self.ready()
-        return await built.open(call)
+        return await (await self.ready()).open(call)
 
     async def aclose(self) -> None:
         building, self._building = self._building, None
@@ -347,6 +349,7 @@ class Deferred(Transport):
             await asyncio.gather(building, return_exceptions=True)
         built, self._built = self._built, None
         if built is not None:
+            del self.exchange, self.open  # the class's again: a later call builds anew
             await built.aclose()
 
 
