@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from fastapi import APIRouter, FastAPI
-from fastapi.routing import APIRoute
+from fastapi import FastAPI
 
 from mediagate.accounting.requestlog import RequestLog
 from mediagate.allocator import Quiet
@@ -122,39 +121,16 @@ def create_app(
     # Around that, the request's trace span (a pass-through when tracing is off), so the
     # bookkeeping's log lines and attributes belong to it.
     app.add_middleware(TracingMiddleware, tracing=tracing)
-    # Routes are matched in order: the videos' first, as a status poll is the most frequent
-    # request (no two routers share a path).
+    # Each module's routes declared on the app itself (mediagate.http.routes: analysed once,
+    # matched once). Routes are matched in order: the videos' first, as a status poll is the
+    # most frequent request (no two modules share a path).
     routes = (videos, images, models, usage, files, batches, openapi, health, admin, reads)
-    for router in (*routes, admin_keys):
-        _add_routes(app, router)
+    for module_routes in (*routes, admin_keys):
+        module_routes.declare(app)
     if settings.console:
-        for router in routers():
-            _add_routes(app, router)
+        for page_routes in routers():
+            page_routes.declare(app)
     return app
-
-
-def _add_routes(app: FastAPI, router: APIRouter) -> None:
-    """The router's routes declared on the app itself, as `app.get(...)` would, rather than
-    included as a router: FastAPI dispatches an included router's routes through a second
-    matching layer (each request matched twice, route contexts pushed and popped on its scope),
-    ~80 µs of CPU per request, a quarter of a video status poll. Declared on the app, a route
-    keeps what the app gives every route: its dependency overrides and exception handlers, and
-    its name (the endpoint label)."""
-    for route in router.routes:
-        if not isinstance(route, APIRoute):  # every route of the API is one
-            raise TypeError(f"not an APIRoute: {route!r}")
-        app.add_api_route(
-            route.path,
-            route.endpoint,
-            methods=sorted(route.methods or ()),
-            name=route.name,
-            dependencies=route.dependencies,
-            response_model=route.response_model,
-            status_code=route.status_code,
-            response_class=route.response_class,
-            include_in_schema=route.include_in_schema,
-            responses=route.responses,
-        )
 
 
 def admin_openapi(settings: Settings | None = None) -> dict[str, Any]:

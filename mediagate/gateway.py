@@ -50,7 +50,7 @@ from mediagate.upstream.lanes import Lanes
 from mediagate.upstream.listing import CatalogWatch
 from mediagate.upstream.room import AnswerRoom
 from mediagate.upstream.sender import KeyRing, Upstream
-from mediagate.upstream.transport import HttpxTransport, Transport
+from mediagate.upstream.transport import Deferred, HttpxTransport, Transport
 from mediagate.videos.reconciler import Reconciler
 from mediagate.videos.service import VideoService
 from mediagate.videos.webhooks import WebhookSender, check_secret
@@ -63,6 +63,8 @@ log = logging.getLogger("mediagate")
 
 # The catalog's first check against the upstream's lists, this long after start.
 _FIRST_CHECK_AFTER_S = 2.0
+# The upstream network (aiohttp's) is built this long after start, off the first answer's path.
+_READY_AFTER_S = 1.0
 # The files' store keeps what their rows keep (each file's own expiry, or none).
 _FILES_RETENTION_S = 100 * 365 * 86400.0
 
@@ -313,11 +315,26 @@ def _network(
     if transport is not None:
         return HttpxTransport(transport)
     if settings.upstream_transport == "aiohttp":
-        # aiohttp (~150 ms to import) is loaded when the gateway opens, not with the app.
-        from mediagate.upstream.aiohttp_transport import AiohttpTransport
+        # aiohttp (~150-250 ms to import) is loaded neither with the app nor on the path to
+        # the first answer: in a worker thread, a moment after the gateway serves (_READY_AFTER_S),
+        # or by the first upstream call if that comes sooner.
+        def build() -> Transport:
+            from mediagate.upstream.aiohttp_transport import AiohttpTransport
 
-        return AiohttpTransport(limits)
+            return AiohttpTransport(limits)
+
+        return Deferred(build)
     return HttpxTransport(httpx2.AsyncHTTPTransport(limits=limits))
+
+
+async def _ready_later(network: Transport) -> None:
+    """The deferred upstream network built in the background once the gateway serves."""
+    if isinstance(network, Deferred):
+        await asyncio.sleep(_READY_AFTER_S)
+        try:
+            await network.ready()
+        except Exception:  # the first call builds it again, and fails with the reason
+            log.exception("the upstream network could not be readied")
 
 
 def _sender(
@@ -642,6 +659,7 @@ async def open_gateway(
                     gateway.request_log.attach(stores.database)
                     gateway.request_log.start()
                 workers = [
+                    asyncio.create_task(_ready_later(network)),
                     asyncio.create_task(reconciler.run_forever()),
                     asyncio.create_task(runner.run_forever()),
                     asyncio.create_task(

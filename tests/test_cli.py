@@ -119,8 +119,10 @@ def test_serve_freezes_what_it_built_to_start_after_the_gateway_opens(
     try:
         assert seen == [(True, 0)]
         gc.unfreeze()
+        gc.disable()  # as `mediagate serve` starts
         _freeze_heap()
         assert gc.get_freeze_count() > 0
+        assert gc.isenabled()
     finally:
         gc.unfreeze()
         server.stop()

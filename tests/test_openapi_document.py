@@ -76,7 +76,7 @@ def test_every_operation_is_a_route_the_app_serves_and_every_v1_route_is_documen
 ) -> None:
     app = create_app(gateway_settings(sim, tmp_path))
     served: set[tuple[str, str]] = set()
-    for route in app.routes:  # declared on the app itself (app.py: `_add_routes`)
+    for route in app.routes:  # declared on the app itself (mediagate.http.routes: `Routes.declare`)
         assert isinstance(route, APIRoute)
         if route.path.startswith("/v1/"):
             served |= {(method, _template(route.path)) for method in route.methods}

@@ -4,7 +4,9 @@ In a fresh interpreter: `import mediagate.app`, `create_app(settings)`, then the
 (the gateway opened on the embedded SQLite store), with `sys.modules` read after each step. The
 default configuration loads no Redis client, no OpenTelemetry SDK or exporter, no boto3, no
 Pillow, no PostgreSQL driver; a configuration that asks for traces does load the SDK (so the
-check can tell)."""
+check can tell). Nor is what the configuration uses, but not before its first answer, loaded on
+the way there: aiohttp (the upstream network, built after start or by the first upstream
+call)."""
 
 from __future__ import annotations
 
@@ -29,6 +31,11 @@ UNUSED = {
     "asyncpg": "a PostgreSQL store",
 }
 
+# Used by the default configuration, but not on the path to its first answer.
+LATER = {
+    "aiohttp": "the upstream network: built a moment after start, or by the first upstream call",
+}
+
 _PROBE = """
 import asyncio, json, sys
 from mediagate.settings import Settings
@@ -37,6 +44,7 @@ watched = json.loads(sys.argv[1])
 def loaded():
     return sorted(m for m in watched if m in sys.modules)
 
+keep_open_s = float(sys.argv[2])
 seen = {}
 import mediagate.app
 seen["import"] = loaded()
@@ -46,13 +54,16 @@ seen["create_app"] = loaded()
 async def opened():
     async with app.router.lifespan_context(app):
         seen["lifespan"] = loaded()
+        if keep_open_s:
+            await asyncio.sleep(keep_open_s)
+            seen["open"] = loaded()
 
 asyncio.run(opened())
 print(json.dumps(seen))
 """
 
 
-def _probe(tmp_path: Path, **env: str) -> dict[str, list[str]]:
+def _probe(tmp_path: Path, keep_open_s: str = "0", **env: str) -> dict[str, list[str]]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("MEDIAGATE_", "OTEL_"))}
     environment.update(
         {
@@ -67,7 +78,7 @@ def _probe(tmp_path: Path, **env: str) -> dict[str, list[str]]:
         }
     )
     done = subprocess.run(
-        [sys.executable, "-c", _PROBE, json.dumps(sorted(UNUSED))],
+        [sys.executable, "-c", _PROBE, json.dumps(sorted({*UNUSED, *LATER})), keep_open_s],
         cwd=PACKAGE_ROOT,
         env=environment,
         capture_output=True,
@@ -82,7 +93,15 @@ def _probe(tmp_path: Path, **env: str) -> dict[str, list[str]]:
 def test_the_default_configuration_imports_nothing_it_does_not_use(tmp_path: Path) -> None:
     seen = _probe(tmp_path)
     for step in ("import", "create_app", "lifespan"):
-        assert seen[step] == [], {m: UNUSED[m] for m in seen[step]}
+        assert seen[step] == [], {m: {**UNUSED, **LATER}[m] for m in seen[step]}
+
+
+def test_the_upstream_network_is_built_after_start(tmp_path: Path) -> None:
+    """The control of LATER: the gateway, kept open past the moment it readies its upstream
+    network, has aiohttp loaded (so the check above can tell)."""
+    seen = _probe(tmp_path, keep_open_s="2.5")
+    assert seen["lifespan"] == []
+    assert seen["open"] == ["aiohttp"]
 
 
 def test_a_configuration_with_traces_loads_the_sdk(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """The upstream sender's network (mediagate.upstream.transport), each implementation on its own
 against the simulator over loopback: aiohttp's (production's) and the adapter over an httpx2
-transport (MEDIAGATE_UPSTREAM_TRANSPORT=httpx, and every transport a test hands the gateway).
+transport (MEDIAGATE_UPSTREAM_TRANSPORT=httpx, and every transport a test hands the gateway);
+aiohttp's again as the gateway holds it, deferred (built by its first call).
 Both keep each failure's phase (what the sender's retry rules read), timeouts per phase, answers
 streamed as they arrive, no cookies; and the sender takes one path through either."""
 
@@ -29,6 +30,7 @@ from mediagate.upstream.room import Claim
 from mediagate.upstream.sender import KeyRing, Upstream
 from mediagate.upstream.transport import (
     Call,
+    Deferred,
     HttpxTransport,
     Transport,
     UpstreamResponse,
@@ -42,7 +44,7 @@ HEADERS = {
     "Authorization": f"Bearer {GROUP_KEYS['default']}",
     "Content-Type": "application/json",
 }
-KINDS = ["aiohttp", "httpx"]
+KINDS = ["aiohttp", "httpx", "deferred"]
 
 Scenario = Callable[[Transport], Awaitable[Any]]
 
@@ -51,6 +53,8 @@ def transport_of(kind: str, connections: int = 4) -> Transport:
     limits = httpx2.Limits(max_connections=connections)
     if kind == "aiohttp":
         return AiohttpTransport(limits)
+    if kind == "deferred":  # as the gateway holds aiohttp's: built by the first call
+        return Deferred(lambda: AiohttpTransport(limits))
     return HttpxTransport(httpx2.AsyncHTTPTransport(limits=limits))
 
 
@@ -329,6 +333,29 @@ def test_the_sender_takes_one_path_whatever_the_transport(sim: Sim, kind: str) -
             return recording.calls
 
     assert asyncio.run(main()) == ["exchange", "open"]
+
+
+def test_a_deferred_transport_is_built_once_then_called_directly(sim: Sim) -> None:
+    """Concurrent first calls wait for one build (in a worker thread); after it, the transport's
+    calls are the built one's own, no frame between; closed, the next call builds anew."""
+    built: list[Transport] = []
+
+    def build() -> Transport:
+        built.append(AiohttpTransport(httpx2.Limits(max_connections=4)))
+        return built[-1]
+
+    async def main() -> None:
+        deferred = Deferred(build)
+        answers = await asyncio.gather(*(generate(sim, f"kite {i}")(deferred) for i in range(3)))
+        assert [a.status for a in answers] == [200] * 3
+        assert len(built) == 1
+        assert deferred.exchange == built[0].exchange and deferred.open == built[0].open
+        await deferred.aclose()
+        assert (await generate(sim, "again")(deferred)).status == 200
+        assert len(built) == 2
+        await deferred.aclose()
+
+    asyncio.run(main())
 
 
 def test_a_streamed_answer_is_read_raw_in_chunks_of_a_size_or_as_it_comes() -> None:

@@ -9,10 +9,10 @@ a module with its own router (`pages`), gathered by `routers()`.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from mediagate.http.routes import Routes
 
 
-def routers() -> tuple[APIRouter, ...]:
+def routers() -> tuple[Routes, ...]:
     """Every console route, the sign-in's first (its static files with them)."""
     from mediagate.console import (
         auth,

@@ -12,7 +12,7 @@ import hmac
 import secrets
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mediagate.console.web import PREFIX, Editor, render, safe_next, static_response
@@ -22,10 +22,11 @@ from mediagate.http import sessions
 from mediagate.http.admin import key_principal
 from mediagate.http.deps import gateway
 from mediagate.http.principals import Principal
+from mediagate.http.routes import Routes
 
 LOGIN_COOKIE = "mediagate_login"
 
-pages = APIRouter()
+pages = Routes()
 
 
 def is_open(gw: Gateway) -> bool:

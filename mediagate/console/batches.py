@@ -17,7 +17,7 @@ import json
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mediagate.batches.files import file_not_found
@@ -27,9 +27,10 @@ from mediagate.errors import Conflict, InvalidRequest, PermissionDenied
 from mediagate.http.deps import gateway
 from mediagate.http.files import file_content
 from mediagate.http.principals import Principal
+from mediagate.http.routes import Routes
 from mediagate.stores.sql import batches as sql
 
-pages = APIRouter()
+pages = Routes()
 
 PAGE = PREFIX + "/batches"
 PAGE_ROWS = 50  # by default; `limit` up to MAX_ROWS

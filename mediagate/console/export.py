@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from mediagate.console.web import PREFIX, Viewer, render
@@ -19,8 +19,9 @@ from mediagate.http.admin_reads import (
     export_requests_response,
     export_usage_response,
 )
+from mediagate.http.routes import Routes
 
-pages = APIRouter()
+pages = Routes()
 
 Kind = Annotated[Literal["csv", "jsonl"], Query(alias="format")]
 REQUEST_PARAMS = (

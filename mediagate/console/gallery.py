@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from mediagate.console.web import PREFIX, SECURITY_HEADERS, Viewer, render
@@ -23,13 +23,14 @@ from mediagate.errors import NotFound
 from mediagate.http.admin_reads import jobs_page, reports, scope_of
 from mediagate.http.deps import gateway
 from mediagate.http.principals import Principal
+from mediagate.http.routes import Routes
 from mediagate.http.videos import relay_content
 from mediagate.stores.hosted import CONTENT_TYPES
 from mediagate.stores.sql import outputs
 from mediagate.stores.sql.outputs import OutputFilter
 from mediagate.stores.sql.reports import JobFilter
 
-pages = APIRouter()
+pages = Routes()
 
 _PAGE = 24
 _MAX_PAGE = 100

@@ -13,14 +13,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from mediagate.console.web import PREFIX, Viewer, render
 from mediagate.http.admin_reads import HEALTH_WINDOW_S, health_view, reports
+from mediagate.http.routes import Routes
 from mediagate.stores.sql.reports import RequestFilter
 
-pages = APIRouter()
+pages = Routes()
 
 FAILURE_ROWS = 100
 

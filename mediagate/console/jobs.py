@@ -14,7 +14,7 @@ import dataclasses
 import time
 from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from mediagate.console.web import PREFIX, Viewer, render
@@ -28,9 +28,10 @@ from mediagate.http.admin_reads import (
     reports,
     usd,
 )
+from mediagate.http.routes import Routes
 from mediagate.stores.sql.reports import JobFilter, Reports, Scope
 
-pages = APIRouter()
+pages = Routes()
 
 PAGE_ROWS = 50  # by default; `limit` (the admin API's name) up to MAX_ROWS
 MAX_ROWS = 100

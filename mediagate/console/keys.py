@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import BaseModel, ValidationError
 
@@ -22,9 +22,10 @@ from mediagate.console.web import PREFIX, Editor, Viewer, render
 from mediagate.errors import GatewayError, InvalidRequest
 from mediagate.http import admin_keys as api
 from mediagate.http.principals import Principal
+from mediagate.http.routes import Routes
 from mediagate.http.sessions import CSRF_FIELD, Session
 
-pages = APIRouter()
+pages = Routes()
 
 PAGE = PREFIX + "/keys"
 LIMIT = 100  # keys (and teams) a page lists; `after` / `teams_after` page on

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import HTMLResponse
 
 from mediagate.catalog import Catalog, Route
@@ -19,8 +19,9 @@ from mediagate.console.web import PREFIX, Viewer, render
 from mediagate.errors import InvalidRequest
 from mediagate.http.admin_reads import catalog_view
 from mediagate.http.deps import gateway
+from mediagate.http.routes import Routes
 
-pages = APIRouter()
+pages = Routes()
 
 KINDS = ("image", "video")
 

@@ -31,7 +31,7 @@ from urllib.parse import quote, urlencode
 
 import httpx2
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import RedirectResponse, Response
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
@@ -41,6 +41,7 @@ from mediagate.errors import GatewayError, NotFound, PermissionDenied
 from mediagate.http import sessions
 from mediagate.http.deps import gateway, public_base
 from mediagate.http.principals import Principal, Role
+from mediagate.http.routes import Routes
 from mediagate.settings import Settings
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mediagate.console.oidc")
 
-pages = APIRouter()
+pages = Routes()
 
 COOKIE = "mediagate_oidc"
 COOKIE_PATH = PREFIX + "/oidc"

@@ -14,14 +14,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from mediagate.console.web import PREFIX, Viewer, render
 from mediagate.http.admin_reads import budgets, reports, usd
+from mediagate.http.routes import Routes
 from mediagate.stores.sql.reports import Reports, Scope, UsageQuery
 
-pages = APIRouter()
+pages = Routes()
 
 TOP = 20  # the teams and keys listed, by this month's spend
 SERIES = 8  # the chart's lines; the rest summed as "other"

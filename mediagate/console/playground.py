@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from mediagate.accounting.clients import ANONYMOUS
@@ -27,12 +27,13 @@ from mediagate.errors import GatewayError, InvalidRequest, NotFound, PermissionD
 from mediagate.http.deps import gateway, public_base
 from mediagate.http.errors import error_response
 from mediagate.http.principals import Principal
+from mediagate.http.routes import Routes
 from mediagate.http.videos import relay_content
 from mediagate.images.plan import plan_images
 from mediagate.images.spec import parse_generation
 from mediagate.videos.spec import plan_video, video_policy
 
-pages = APIRouter()
+pages = Routes()
 
 PAGE = PREFIX + "/playground"
 # Sizes offered where a route takes any size within its rule (or a ratio): the common ones,

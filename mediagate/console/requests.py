@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import HTMLResponse
 
 from mediagate.console.web import PREFIX, Viewer, render
@@ -34,9 +34,10 @@ from mediagate.http.admin_reads import (
     request_item,
 )
 from mediagate.http.principals import Principal
+from mediagate.http.routes import Routes
 from mediagate.stores.sql.reports import Histogram, RequestFilter
 
-pages = APIRouter()
+pages = Routes()
 
 PAGE_ROWS = 100  # a page's rows at most (`limit`, 50 by default)
 DEFAULT_WINDOW_S = 48 * 3600.0  # whole hours: the rollups give its ok answers

@@ -3,9 +3,10 @@ the layout's context, the package's static files, and errors as HTML pages.
 
 Pages are server-rendered from Jinja2 templates in `templates/`, with the scripts and styles in
 `static/` (htmx and uPlot vendored in `static/vendor/`): no Node toolchain, no CDN. A page
-module declares its routes on its own `APIRouter` (`pages`), each named `console.<page>` (the
-request log neither logs nor counts the console's own successful requests, as for the admin
-API), takes `session: Viewer`, and answers `render(request, session, "<page>.html", ...)`.
+module declares its routes on its own `Routes` (`pages`, mediagate.http.routes), each named
+`console.<page>` (the request log neither logs nor counts the console's own successful
+requests, as for the admin API), takes `session: Viewer`, and answers
+`render(request, session, "<page>.html", ...)`.
 """
 
 from __future__ import annotations

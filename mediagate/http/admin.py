@@ -17,7 +17,7 @@ import hashlib
 import hmac
 from typing import Annotated, Generic, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict
 
 from mediagate import context
@@ -25,6 +25,7 @@ from mediagate.errors import AuthenticationFailed, InvalidRequest
 from mediagate.gateway import ConfigError, Gateway
 from mediagate.http.deps import gateway
 from mediagate.http.principals import Principal
+from mediagate.http.routes import Routes
 
 T = TypeVar("T")
 
@@ -73,7 +74,7 @@ def key_principal(gw: Gateway, token: str) -> tuple[Principal, bool]:
 # The caller of an admin route, as a handler parameter: `caller: Caller`.
 Caller = Annotated[Principal, Depends(principal)]
 
-admin = APIRouter(prefix=PREFIX)
+admin = Routes(prefix=PREFIX)
 
 
 @admin.get("/whoami", name="admin.whoami")

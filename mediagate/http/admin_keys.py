@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from mediagate.errors import InvalidRequest, NotFound
@@ -21,9 +21,10 @@ from mediagate.http.admin import PREFIX, Caller, Page
 from mediagate.http.admin_reads import known_parameters
 from mediagate.http.deps import gateway
 from mediagate.http.principals import Principal
+from mediagate.http.routes import Routes
 
 # A query parameter a route does not take is a 400 naming it, as on the admin API's reads.
-keys = APIRouter(prefix=PREFIX, dependencies=[Depends(known_parameters)])
+keys = Routes(prefix=PREFIX, dependencies=[Depends(known_parameters)])
 
 _NAME = r"^[A-Za-z0-9._-]+$"
 _MAX_GRACE_S = 30 * 86400.0

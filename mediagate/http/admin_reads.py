@@ -30,7 +30,7 @@ from importlib import resources
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
@@ -40,6 +40,7 @@ from mediagate.gateway import Gateway
 from mediagate.http.admin import PREFIX, Caller, Page
 from mediagate.http.deps import gateway
 from mediagate.http.principals import Principal
+from mediagate.http.routes import Routes
 from mediagate.stores.sql.reports import (
     DIMENSIONS,
     JOB_COLUMNS,
@@ -54,7 +55,9 @@ from mediagate.stores.sql.reports import (
 )
 from mediagate.upstream.breaker import CLOSED, HALF_OPEN, OPEN
 
-_known: dict[int, frozenset[str]] = {}
+# Each route's query parameters, by the route's id, with the route itself: held, so its id is
+# not reused by another route (an app made after this one's was freed) while the entry stands.
+_known: dict[int, tuple[object, frozenset[str]]] = {}
 
 
 def _query_names(dependant: Any) -> set[str]:
@@ -71,9 +74,10 @@ async def known_parameters(request: Request) -> None:
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
-    names = _known.get(id(route))
-    if names is None:
-        names = _known[id(route)] = frozenset(_query_names(dependant))
+    known = _known.get(id(route))
+    if known is None or known[0] is not route:
+        known = _known[id(route)] = (route, frozenset(_query_names(dependant)))
+    names = known[1]
     for name in request.query_params:
         if name not in names:
             shown = name[:64]
@@ -85,7 +89,7 @@ async def known_parameters(request: Request) -> None:
             )
 
 
-reads = APIRouter(prefix=PREFIX, dependencies=[Depends(known_parameters)])
+reads = Routes(prefix=PREFIX, dependencies=[Depends(known_parameters)])
 
 MAX_LIMIT = 1000
 EXPORT_CHUNK = 1000

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 
 from mediagate import context
 from mediagate.batches.service import openai_batch
@@ -16,10 +16,11 @@ from mediagate.http.deps import (
     public_base,
     read_budget,
 )
+from mediagate.http.routes import Routes
 from mediagate.jsonio import FastJSONResponse
 from mediagate.videos.spec import unknown_parameter
 
-batches = APIRouter(prefix="/v1/batches")
+batches = Routes(prefix="/v1/batches")
 
 
 @batches.post("", name="batches.create")

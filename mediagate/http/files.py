@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
@@ -27,13 +27,14 @@ from mediagate.http.deps import (
     list_page,
     read_budget,
 )
+from mediagate.http.routes import Routes
 from mediagate.jsonio import FastJSONResponse
 from mediagate.stores.hosted import HostedImage
 from mediagate.videos.spec import unknown_parameter
 
 _CHUNK = 256 * 1024
 
-files = APIRouter(prefix="/v1/files")
+files = Routes(prefix="/v1/files")
 
 
 @files.get("/images/{name}", name="files")

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import hmac
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mediagate.errors import AuthenticationFailed, GatewayError
 from mediagate.gateway import Gateway
 from mediagate.http.deps import gateway
+from mediagate.http.routes import Routes
 
-health = APIRouter()
+health = Routes()
 
 
 @health.get("/healthz", name="health")

@@ -7,18 +7,19 @@ OpenAI ImagesResponse or as server-sent events. A client that goes away cancels 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
 from mediagate.http.bodies import bounded
 from mediagate.http.deps import Client, admitted, gateway, json_body, public_base
 from mediagate.http.disconnect import cancelled_on_disconnect
 from mediagate.http.idempotency import form_digest, idempotency, json_digest
+from mediagate.http.routes import Routes
 from mediagate.images.service import ImagesAnswer
 from mediagate.images.uploads import MAX_IMAGES
 from mediagate.jsonio import SplicedJSONResponse
 
-images = APIRouter(prefix="/v1/images")
+images = Routes(prefix="/v1/images")
 GENERATIONS = "images.generations"
 
 

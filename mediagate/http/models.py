@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.catalog import Catalog
 from mediagate.errors import ModelNotFound
 from mediagate.http.deps import Client, gateway
+from mediagate.http.routes import Routes
 
-models = APIRouter(prefix="/v1")
+models = Routes(prefix="/v1")
 
 
 def _model_object(catalog: Catalog, model_id: str) -> dict[str, Any]:

@@ -15,13 +15,13 @@ from importlib import resources
 
 import anyio.to_thread
 import yaml
-from fastapi import APIRouter
 from fastapi.responses import Response
 
 from mediagate import jsonio
 from mediagate.catalog import SAFE_LOADER
+from mediagate.http.routes import Routes
 
-openapi = APIRouter(prefix="/v1")
+openapi = Routes(prefix="/v1")
 DOCUMENT = "openapi.yaml"
 _rendered: bytes | None = None
 

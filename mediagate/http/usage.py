@@ -7,13 +7,14 @@ import hmac
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import Depends, Request
 
 from mediagate import context
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.errors import AuthenticationFailed, InvalidRequest, NotFound
 from mediagate.gateway import Gateway
 from mediagate.http.deps import Client, gateway
+from mediagate.http.routes import Routes
 from mediagate.stores.ledger import DAY_S, day_of
 
 MAX_DAYS = 400
@@ -90,7 +91,7 @@ async def admin(request: Request) -> None:
     context.current().key_name = "admin"
 
 
-usage = APIRouter(prefix="/v1")
+usage = Routes(prefix="/v1")
 
 
 @usage.get("/usage", name="usage")

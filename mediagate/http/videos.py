@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.types import Receive, Scope, Send
@@ -29,6 +29,7 @@ from mediagate.http.deps import (
 )
 from mediagate.http.headers import FIT_REFERENCE
 from mediagate.http.idempotency import idempotency, json_digest, video_digest
+from mediagate.http.routes import Routes
 from mediagate.jsonio import FastJSONResponse
 from mediagate.upstream.transport import UpstreamResponse
 from mediagate.videos import reference as references
@@ -61,7 +62,7 @@ _DATA_URL_PREFIX = 64  # "data:image/webp;base64," and then some
 # skill_preset[]) one part per item.
 _MAX_FORM_FIELDS = 64
 
-videos = APIRouter(prefix="/v1")
+videos = Routes(prefix="/v1")
 
 
 class _Relay(StreamingResponse):

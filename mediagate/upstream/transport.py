@@ -28,6 +28,7 @@ hand to `create_app`). What both guarantee, so the sender's rules read the same 
 from __future__ import annotations
 
 import abc
+import asyncio
 import codecs
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -302,6 +303,54 @@ class Transport(abc.ABC):
         traceback: TracebackType | None = None,
     ) -> None:
         await self.aclose()
+
+
+class Deferred(Transport):
+    """A transport built when first needed rather than when the gateway opens: aiohttp's
+    (~150-250 ms to import here, most of it building two default TLS contexts at import) is not
+    on the path to a cold start's first answer, which asks nothing upstream. It is built in a
+    worker thread, so the import does not stall the event loop: by `ready()`, which the gateway
+    calls a moment after it starts serving, or else by the first call. Once built, its
+    `exchange` and `open` are the built transport's own (bound on the instance): the sender
+    calls them with no frame of this class between, as it would the transport itself."""
+
+    def __init__(self, build: Callable[[], Transport]) -> None:
+        self._build = build
+        self._built: Transport | None = None
+        self._building: asyncio.Future[Transport] | None = None
+
+    async def ready(self) -> Transport:
+        """The transport, built once (concurrent first calls wait for the same build)."""
+        if self._built is not None:
+            return self._built
+        if self._building is None:
+            self._building = asyncio.ensure_future(asyncio.to_thread(self._build))
+        try:
+            built = await asyncio.shield(self._building)
+        except Exception:
+            self._building = None  # a failed build is tried again by the next call
+            raise
+        if self._built is None:
+            self._built = built
+            self.exchange = built.exchange  # type: ignore[method-assign]
+            self.open = built.open  # type: ignore[method-assign]
+        return self._built
+
+    async def exchange(self, call: Call, max_bytes: int, claim: Claim | None = None) -> Whole:
+        return await (await self.ready()).exchange(call, max_bytes, claim)
+
+    async def open(self, call: Call) -> UpstreamResponse:
+        return await (await self.ready()).open(call)
+
+    async def aclose(self) -> None:
+        building, self._building = self._building, None
+        if building is not None and not building.done():
+            building.cancel()
+            await asyncio.gather(building, return_exceptions=True)
+        built, self._built = self._built, None
+        if built is not None:
+            del self.exchange, self.open  # the class's again: a later call builds anew
+            await built.aclose()
 
 
 async def raw_chunks(response: httpx2.Response) -> AsyncIterator[bytes]:
