@@ -118,9 +118,11 @@ def create_app(
         # A quiet replica gives the memory of its last answers back (mediagate.allocator).
         quiet=Quiet() if settings.allocator_keep_mb else None,
     )
-    # Around that, the request's trace span (a pass-through when tracing is off), so the
-    # bookkeeping's log lines and attributes belong to it.
-    app.add_middleware(TracingMiddleware, tracing=tracing)
+    # Around that, the request's trace span, so the bookkeeping's log lines and attributes
+    # belong to it. Not there at all when tracing is off: a pass-through layer would still
+    # cost every request a coroutine frame, held for as long as the call is in flight.
+    if tracing.enabled:
+        app.add_middleware(TracingMiddleware, tracing=tracing)
     # Each module's routes declared on the app itself (mediagate.http.routes: analysed once,
     # matched once). Routes are matched in order: the videos' first, as a status poll is the
     # most frequent request (no two modules share a path).

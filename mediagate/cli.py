@@ -122,14 +122,27 @@ def _after_start() -> None:
     asyncio.get_running_loop().call_later(_FREEZE_AFTER_S, _freeze_heap)
 
 
+# Container objects allocated (net of those freed) between two young collections: 700 by
+# default. A call in flight holds some hundreds of them for its whole wait, so a burst of calls
+# arriving grows the heap by that much per call, and at 700 a young collection ran every few
+# calls, every tenth one walking all the calls that arrived since (the middle generation).
+# Measured, 400 calls parked on a 0.5 s upstream in one process: 178 young and 16 middle
+# collections, 2.3 ms CPU per call; at 10,000, 12 and 1, 1.8 ms per call. What waits longer
+# to be collected is only garbage in reference cycles (nearly all is freed by its count): at
+# most this many objects, a few megabytes.
+_GC_YOUNG = 10_000
+
+
 def _freeze_heap() -> None:
     """What the process built to start (the catalog, the app, the libraries' modules) lives as
     long as it does: moved out of the garbage collector's sight (gc.freeze), so a collection
     does not walk it again and again. Measured on a pass-through generation at concurrency 16:
     p99 latency 62 -> 18 ms (the pauses of full collections), CPU per request -10%. The price:
-    a startup object that becomes garbage later is never freed (a one-off, not a leak)."""
+    a startup object that becomes garbage later is never freed (a one-off, not a leak). Then
+    young collections spaced for calls in flight (`_GC_YOUNG`)."""
     gc.collect()
     gc.freeze()
+    gc.set_threshold(_GC_YOUNG, *gc.get_threshold()[1:])
     gc.enable()  # off while the process started (_serve)
 
 

@@ -32,7 +32,7 @@ class Held(Protocol):
     def release(self) -> None: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestContext:
     # Ours, always: the records (the request log, a settlement) are keyed by it, so it must be
     # unique; a client's own id for the request is kept beside it.

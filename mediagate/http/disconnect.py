@@ -16,18 +16,10 @@ from contextlib import asynccontextmanager
 from typing import TypeVar
 
 from starlette.requests import Request
-from starlette.types import Receive
 
 from mediagate.errors import ClientGone
 
 T = TypeVar("T")
-
-
-async def _disconnected(receive: Receive) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 @asynccontextmanager
@@ -38,25 +30,30 @@ async def cancelled_on_disconnect(request: Request) -> AsyncIterator[None]:
     stack frame) of its own."""
     task = asyncio.current_task()
     assert task is not None
-    state = {"active": True, "gone": False}
+    active, gone = True, False
+    receive = request.receive
 
+    # The watcher waits in this one frame (no frame of a helper under it): it is held, with
+    # its task, for as long as the work takes (a generation's minutes).
     async def watch() -> None:
-        await _disconnected(request.receive)
-        if state["active"]:
-            state["gone"] = True
+        nonlocal gone
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if active:
+            gone = True
             task.cancel()
 
     watcher = asyncio.create_task(watch())
     try:
         yield
     except asyncio.CancelledError:
-        if state["gone"] and task.uncancel() == 0:  # our cancellation, nobody else's
+        if gone and task.uncancel() == 0:  # our cancellation, nobody else's
             raise ClientGone(
                 "The client closed the connection before the answer was ready."
             ) from None
         raise
     finally:
-        state["active"] = False
+        active = False
         watcher.cancel()
 
 

@@ -182,8 +182,9 @@ def _redact_capabilities(span: Span, scope: dict[str, Any]) -> None:
 
 class TracingMiddleware:
     """`app.add_middleware(TracingMiddleware, tracing=...)`: the ASGI instrumentation as a
-    Starlette middleware, a pass-through when tracing is off. Added after (so outside) the
-    request's bookkeeping, so the bookkeeping's log lines and attributes land in its span."""
+    Starlette middleware (added only when tracing is on; off, it would be a pass-through).
+    Added after (so outside) the request's bookkeeping, so the bookkeeping's log lines and
+    attributes land in its span."""
 
     def __init__(self, app: ASGIApp, tracing: Tracing) -> None:
         self.app = tracing.instrument(app)

@@ -30,8 +30,8 @@ paid call charged twice). How aiohttp is made to keep the interface's guarantees
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator
+from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -42,29 +42,56 @@ from mediagate.upstream.room import Claim
 from mediagate.upstream.transport import Call, Transport, UpstreamResponse, Whole, read_whole
 
 
-@contextlib.contextmanager
-def _mapped() -> Iterator[None]:
-    """aiohttp's exceptions as httpx2's, by phase (most specific first)."""
-    try:
-        yield
-    except aiohttp.ConnectionTimeoutError as exc:  # connecting, or waiting for the pool
-        raise httpx2.ConnectTimeout(str(exc) or "connect timeout") from exc
-    except aiohttp.SocketTimeoutError as exc:  # a read that waited too long
-        raise httpx2.ReadTimeout(str(exc) or "read timeout") from exc
-    except aiohttp.ServerTimeoutError as exc:
-        raise httpx2.ReadTimeout(str(exc) or "timeout") from exc
-    except aiohttp.ClientConnectorError as exc:  # no connection was made: nothing was sent
-        raise httpx2.ConnectError(str(exc)) from exc
-    except aiohttp.ClientPayloadError as exc:  # the answer's body was cut or malformed
-        raise httpx2.RemoteProtocolError(str(exc)) from exc
-    except aiohttp.ServerDisconnectedError as exc:
-        raise httpx2.RemoteProtocolError(str(exc) or "server disconnected") from exc
-    except aiohttp.ClientResponseError as exc:  # an answer that is not HTTP
-        raise httpx2.RemoteProtocolError(str(exc)) from exc
-    except aiohttp.InvalidURL as exc:
-        raise httpx2.UnsupportedProtocol(str(exc)) from exc
-    except (aiohttp.ClientError, OSError) as exc:  # lost after the request may have been sent
-        raise httpx2.ReadError(str(exc) or type(exc).__name__) from exc
+def _as_httpx(exc: BaseException) -> httpx2.HTTPError | None:
+    """aiohttp's exception as httpx2's, by phase (most specific first); None: not aiohttp's
+    or the network's (a cancellation, a fault of ours), passed on as it is."""
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # connecting, or waiting for the pool
+        return httpx2.ConnectTimeout(str(exc) or "connect timeout")
+    if isinstance(exc, aiohttp.SocketTimeoutError):  # a read that waited too long
+        return httpx2.ReadTimeout(str(exc) or "read timeout")
+    if isinstance(exc, aiohttp.ServerTimeoutError):
+        return httpx2.ReadTimeout(str(exc) or "timeout")
+    if isinstance(exc, aiohttp.ClientConnectorError):  # no connection made: nothing was sent
+        return httpx2.ConnectError(str(exc))
+    if isinstance(exc, aiohttp.ClientPayloadError):  # the answer's body was cut or malformed
+        return httpx2.RemoteProtocolError(str(exc))
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return httpx2.RemoteProtocolError(str(exc) or "server disconnected")
+    if isinstance(exc, aiohttp.ClientResponseError):  # an answer that is not HTTP
+        return httpx2.RemoteProtocolError(str(exc))
+    if isinstance(exc, aiohttp.InvalidURL):
+        return httpx2.UnsupportedProtocol(str(exc))
+    if isinstance(exc, aiohttp.ClientError | OSError):  # lost after the request may be sent
+        return httpx2.ReadError(str(exc) or type(exc).__name__)
+    return None
+
+
+class _Mapped:
+    """`with _mapped():` aiohttp's exceptions raised as httpx2's (`_as_httpx`). Stateless, so
+    one serves every call: no generator and context manager made per call and held for as
+    long as its answer takes (a generation's minutes)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        mapped = None if exc is None else _as_httpx(exc)
+        if mapped is not None:
+            raise mapped from exc
+
+
+_MAPPED = _Mapped()
+
+
+def _mapped() -> _Mapped:
+    return _MAPPED
 
 
 def _timeouts(timeout: dict[str, float | None]) -> aiohttp.ClientTimeout:

@@ -442,7 +442,16 @@ class Upstream:
         read = max(total, self._total_s(route, True))
         # No pool timeout: the transport's pool has no limit (a bound's wait was taken before
         # the attempt, mediagate.upstream.lanes), so a connect timeout is only ever connecting.
-        timeouts: Timeouts = {"connect": connect, "read": read, "write": read, "pool": None}
+        # A whole answer is read inside `total`, which a per-chunk read timeout (never shorter)
+        # cannot beat: none then, so the transport keeps no read timer for the call's whole
+        # wait, nor makes it anew for every chunk of a megabyte answer (aiohttp does). A
+        # stream's chunks are read after `total` ends, each within `read`.
+        timeouts: Timeouts = {
+            "connect": connect,
+            "read": read if stream else None,
+            "write": read,
+            "pool": None,
+        }
         started = time.perf_counter()
         label = "error"
         try:
