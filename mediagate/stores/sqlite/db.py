@@ -2,7 +2,10 @@
 
 sqlite3 connections are not safe to share between threads, so every use (closing included:
 a task still settling at shutdown must not find the connection closed under it) holds one lock.
-WAL with synchronous=FULL: what a call wrote is on disk when it returns. Every SQLite backend
+WAL with synchronous=FULL: what a call wrote is on disk when it returns; a store whose state may
+be lost (`durable=False`: the rate windows and concurrency slots) commits with synchronous=NORMAL,
+still atomic and serialised across processes (WAL keeps the file consistent), without an fsync
+per commit (most of a read-limited poll's CPU). Every SQLite backend
 reaches its file only through `SqliteDb`, so this is the one place a `sqlite3.Error` becomes
 `StoreUnavailable`.
 """
@@ -28,13 +31,13 @@ class SqliteDb:
         self._what = what
 
     @classmethod
-    async def open(cls, path: str, schema: str, what: str) -> SqliteDb:
+    async def open(cls, path: str, schema: str, what: str, durable: bool = True) -> SqliteDb:
         def connect() -> sqlite3.Connection:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             db.executescript(schema)
             return db
 
