@@ -390,3 +390,25 @@ def test_a_sqlite_take_waits_for_another_writer_without_stalling_the_loop(
     assert second == 0.0  # taken once the other writer committed
     assert ticks >= 10  # the loop ran while the take waited
     assert 0 < third <= 30
+
+
+def test_the_sqlite_coordination_keeps_its_wal_small(tmp_path: Path) -> None:
+    """Takes written on the event loop's thread never checkpoint there (a checkpoint syncs the
+    files): the worker thread's connection does it, so a file that only takes are written to
+    (a gateway answering polls, say) keeps a WAL of a few MB, not one that grows for ever."""
+    from mediagate.stores.sqlite.ledger import SqliteCoordination
+
+    path = tmp_path / "coordination.sqlite3"
+
+    wal = path.with_name(path.name + "-wal")
+
+    async def main() -> int:
+        coordination = await SqliteCoordination.open(str(path))
+        try:
+            for i in range(3000):  # ~8 KB of WAL each, ~24 MB without a checkpoint
+                assert await coordination.take_rate(f"k{i % 50}", 10**9, None, 0) == 0
+            return wal.stat().st_size  # (before the close, which checkpoints and removes it)
+        finally:
+            await coordination.close()
+
+    assert asyncio.run(main()) < 8 * 1024 * 1024

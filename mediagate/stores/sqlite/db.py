@@ -27,6 +27,12 @@ from mediagate.errors import StoreUnavailable
 T = TypeVar("T")
 
 
+# One transaction in this many goes to the worker thread's connection even when the lock is
+# free: its commit checkpoints the WAL once past SQLite's 1,000 pages (the loop's connection
+# never does), so the WAL stays a few MB however long only takes are written.
+_CHECKPOINTED_EVERY = 256
+
+
 class _Busy:
     """Another connection holds the write lock."""
 
@@ -44,6 +50,7 @@ class SqliteDb:
         # A non-durable store's second connection, for `transaction` on the caller's thread.
         self._quick = quick
         self._quick_lock = threading.Lock()
+        self._quick_runs = 0
 
     @classmethod
     async def open(cls, path: str, schema: str, what: str, durable: bool = True) -> SqliteDb:
@@ -63,8 +70,8 @@ class SqliteDb:
             if durable:
                 return db, None
             # Never waits for the write lock (busy timeout 0: the thread's connection takes
-            # over), never checkpoints (a checkpoint syncs the files; the other connections
-            # on the file do it).
+            # over), never checkpoints (a checkpoint syncs the files: the thread's connection
+            # does it, one transaction in _CHECKPOINTED_EVERY).
             quick = connect(0)
             quick.execute("PRAGMA wal_autocheckpoint=0")
             return db, quick
@@ -94,7 +101,12 @@ class SqliteDb:
         back (a read-limited poll's largest cost after the job's own read): only when the write
         lock is free at once (no other connection, in this process or another, is writing),
         else in a worker thread, waiting for the lock as any transaction does."""
-        if self._quick is not None and self._quick_lock.acquire(blocking=False):
+        self._quick_runs += 1
+        if (
+            self._quick is not None
+            and self._quick_runs % _CHECKPOINTED_EVERY
+            and self._quick_lock.acquire(blocking=False)
+        ):
             try:
                 result = self._now(self._quick, work)
             finally:
