@@ -13,7 +13,8 @@ does.
 
 from __future__ import annotations
 
-import secrets
+import os
+import threading
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -23,6 +24,34 @@ from mediagate.errors import GatewayError
 
 if TYPE_CHECKING:
     from mediagate.catalog import Alias, Route
+
+
+# Request ids: 128 bits from the OS's CSPRNG each, as `secrets.token_hex(16)` gives, read 256
+# ids' worth at a time: a getrandom call per request released the GIL on the event loop's
+# thread at every request, to whichever store worker thread was waiting for it. The bytes are
+# as unpredictable, none is used twice (a forked child starts a block of its own).
+_ID_HEX = 32
+_IDS_PER_READ = 256
+_id_lock = threading.Lock()
+_id_block = ""
+_id_at = 0
+
+
+def new_request_id() -> str:
+    global _id_block, _id_at
+    with _id_lock:
+        if _id_at >= len(_id_block):
+            _id_block, _id_at = os.urandom(_ID_HEX // 2 * _IDS_PER_READ).hex(), 0
+        start, _id_at = _id_at, _id_at + _ID_HEX
+        return f"req_{_id_block[start : start + _ID_HEX]}"
+
+
+def _fresh_ids_after_fork() -> None:
+    global _id_block, _id_at, _id_lock
+    _id_lock, _id_block, _id_at = threading.Lock(), "", 0
+
+
+os.register_at_fork(after_in_child=_fresh_ids_after_fork)
 
 
 class Held(Protocol):
@@ -36,7 +65,7 @@ class Held(Protocol):
 class RequestContext:
     # Ours, always: the records (the request log, a settlement) are keyed by it, so it must be
     # unique; a client's own id for the request is kept beside it.
-    request_id: str = field(default_factory=lambda: f"req_{secrets.token_hex(16)}")
+    request_id: str = field(default_factory=new_request_id)
     # The id the client (or its load balancer) gave the request: X-Client-Request-Id, else
     # X-Request-ID; echoed back and recorded, never a key of ours.
     client_request_id: str | None = None

@@ -7,8 +7,10 @@ its own clock in its scripts) a real wait, so the TTLs here are a fraction of a 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -344,3 +346,69 @@ def test_the_metering_holds_and_checks_the_team_budget_beside_the_keys(
         await metering.drain()
 
     run(scenario)
+
+
+def test_a_sqlite_take_waits_for_another_writer_without_stalling_the_loop(
+    tmp_path: Path,
+) -> None:
+    """The SQLite coordination takes from a window on the event loop's thread when the file's
+    write lock is free, and in a worker thread (waiting for it) when another connection, in
+    this process or another gateway's, is writing: the loop keeps running meanwhile, and the
+    take is neither lost nor counted twice."""
+    from mediagate.stores.sqlite.ledger import SqliteCoordination
+
+    path = str(tmp_path / "coordination.sqlite3")
+
+    async def main() -> tuple[float, int, float]:
+        coordination = await SqliteCoordination.open(path)
+        try:
+            assert await coordination.take_rate("k", 2, None, 0) == 0  # the lock free: at once
+            other = sqlite3.connect(path, isolation_level=None)  # another gateway, writing
+            other.execute("BEGIN IMMEDIATE")
+            ticks = 0
+
+            async def tick() -> None:
+                nonlocal ticks
+                while True:
+                    await asyncio.sleep(0.01)
+                    ticks += 1
+
+            ticker = asyncio.create_task(tick())
+            taking = asyncio.create_task(coordination.take_rate("k", 2, None, 0))
+            await asyncio.sleep(0.3)
+            assert not taking.done()  # waiting for the lock, in a worker thread
+            other.execute("COMMIT")
+            other.close()
+            second = await taking
+            ticker.cancel()
+            third = await coordination.take_rate("k", 2, None, 0)  # 2 a minute: the third waits
+            return second, ticks, third
+        finally:
+            await coordination.close()
+
+    second, ticks, third = asyncio.run(main())
+    assert second == 0.0  # taken once the other writer committed
+    assert ticks >= 10  # the loop ran while the take waited
+    assert 0 < third <= 30
+
+
+def test_the_sqlite_coordination_keeps_its_wal_small(tmp_path: Path) -> None:
+    """Takes written on the event loop's thread never checkpoint there (a checkpoint syncs the
+    files): the worker thread's connection does it, so a file that only takes are written to
+    (a gateway answering polls, say) keeps a WAL of a few MB, not one that grows for ever."""
+    from mediagate.stores.sqlite.ledger import SqliteCoordination
+
+    path = tmp_path / "coordination.sqlite3"
+
+    wal = path.with_name(path.name + "-wal")
+
+    async def main() -> int:
+        coordination = await SqliteCoordination.open(str(path))
+        try:
+            for i in range(3000):  # ~8 KB of WAL each, ~24 MB without a checkpoint
+                assert await coordination.take_rate(f"k{i % 50}", 10**9, None, 0) == 0
+            return wal.stat().st_size  # (before the close, which checkpoints and removes it)
+        finally:
+            await coordination.close()
+
+    assert asyncio.run(main()) < 8 * 1024 * 1024

@@ -163,3 +163,27 @@ def test_unknown_paths_and_wrong_methods_answer_openai_errors(gateway: Gateway) 
         # A long path is quoted only in part.
         answer = http.get("/v1/" + "a" * 5000)
         assert answer.status_code == 404 and len(answer.json()["error"]["message"]) < 400
+
+
+def test_request_ids_are_random_and_never_repeated_even_across_a_fork() -> None:
+    """Request ids are read from the OS's CSPRNG in blocks: each is 128 bits, none is handed
+    out twice, and a forked child (a worker process) reads a block of its own rather than the
+    rest of its parent's."""
+    import os
+    import re
+
+    from mediagate.context import new_request_id
+
+    ids = [new_request_id() for _ in range(1000)]  # several blocks
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"req_[0-9a-f]{32}", i) for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id
+        os.write(write, new_request_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.close(write)
+    assert child != new_request_id()  # the parent's next one

@@ -482,6 +482,53 @@ def test_a_batch_counts_only_the_rows_it_inserted(database_url: str) -> None:
     ]
 
 
+def test_a_flush_writes_what_was_queued_when_called_not_what_keeps_arriving(
+    database_url: str,
+) -> None:
+    """Under a steady stream of polls a read is counted while each batch commits: a flush that
+    took those too never ended (one transaction after another, each with its fsync, instead of
+    one every MEDIAGATE_REQUEST_LOG_FLUSH_S). A read counted during a flush waits for the
+    next one."""
+    from mediagate.context import RequestContext
+    from mediagate.observability.metrics import Metrics
+    from mediagate.stores.sql.migrate import upgrade
+
+    def read() -> RequestContext:
+        ctx = RequestContext(key_name="k", model="m")
+        ctx.endpoint = "videos.retrieve"
+        return ctx
+
+    async def run() -> tuple[int, int, int]:
+        database = await Database.open(database_url)
+        try:
+            await upgrade(database)
+            log = RequestLog(Metrics())
+            log.attach(database)
+
+            async def reads() -> int:
+                rows = await database.run(
+                    lambda tx: tx.execute(
+                        "SELECT SUM(reads) AS n FROM usage_rollups WHERE grain = 'hour'"
+                    ).fetchall()
+                )
+                return int(rows[0]["n"] or 0)
+
+            log.record(read(), 200, 0.001, "GET")
+            flushing = asyncio.ensure_future(log.flush())
+            await asyncio.sleep(0)  # its transaction under way
+            log.record(read(), 200, 0.001, "GET")  # a poll answered meanwhile
+            await flushing
+            first = await reads()
+            await log.flush()
+            second = await reads()
+            await log.flush()
+            return first, second, await reads()
+        finally:
+            await database.close()
+
+    assert asyncio.run(run()) == (1, 2, 2)
+
+
 def test_the_admin_api_is_not_the_usage_it_reports(make_logged: Callable[..., Logged]) -> None:
     admin = "mga-admin-for-the-log"
     logged = make_logged(admin_keys=f"ops:admin:{hashlib.sha256(admin.encode()).hexdigest()}")

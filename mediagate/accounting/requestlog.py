@@ -209,18 +209,29 @@ class RequestLog:
     async def flush(self) -> int:
         """Write everything queued now, batch by batch; the rows inserted. Raises
         StoreUnavailable (keeping the rows, and the reads, for the next try) if the database
-        fails."""
+        fails.
+
+        What was queued when it was called, not what keeps arriving meanwhile: under a steady
+        stream of requests (polls, each a read counted while the last batch commits) a flush
+        that took the newcomers too never ended, one fsync'd transaction after another instead
+        of one every MEDIAGATE_REQUEST_LOG_FLUSH_S."""
         database = self.database
         if database is None:
             return 0
         written = 0
         async with self._flushing:
+            left = len(self._queue)  # rows queued now (FIFO: the first `left` taken)
+            take_reads = True  # the reads counted now, with the first batch
             while True:
-                if not self._batch:
+                if not self._batch and left > 0:
                     queue = self._queue
                     take = min(len(queue), BATCH_ROWS)
                     self._batch = [_encode(queue.popleft()) for _ in range(take)]
-                reads, self._reads = self._reads, {}
+                    left -= take
+                reads: dict[tuple[str, str, str, str, int], int] = {}
+                if take_reads:
+                    reads, self._reads = self._reads, {}
+                    take_reads = False
                 if not self._batch and not reads:
                     return written
                 rows, rollups = self._batch, _read_rollups(reads)

@@ -4,7 +4,10 @@ mediagate.stores.sql.ledger).
 
 Each check-and-change is one `BEGIN IMMEDIATE` transaction, which SQLite serialises across
 every process using the file, so two gateways on one host also share one limit. Buckets and
-leases are read from `clock` (the wall clock, unless a test hands in its own).
+leases are read from `clock` (the wall clock, unless a test hands in its own). What is here may
+be lost (the Coordination protocol's terms): its connection commits without an fsync
+(synchronous=NORMAL), so a power cut may forget the last moments of windows and slots, never
+the records' money or jobs (their connection keeps synchronous=FULL).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class SqliteCoordination:
 
     @classmethod
     async def open(cls, path: str, clock: Callable[[], float] = time.time) -> SqliteCoordination:
-        return cls(await SqliteDb.open(path, _SCHEMA, "accounting store"), clock)
+        return cls(await SqliteDb.open(path, _SCHEMA, "accounting store", durable=False), clock)
 
     async def _tx(self, work: Callable[[sqlite3.Connection, float], T]) -> T:
         """`work(db, now)` in one transaction, `now` read from the clock inside it."""
