@@ -9,10 +9,13 @@ each page a fault the kernel fills with zeros. On this 2-core VM that was ~6,000
 ~2 ms of CPU per MB relayed for a 12 MB answer at one call at a time: most of what the gateway
 spent on it (`python -m bench b64`; docs/performance.md, "Base64 as bytes").
 
-`tune(keep)` (called by `mediagate serve` at start, MEDIAGATE_ALLOCATOR_KEEP_MB) fixes the
-mmap threshold at `MMAP_THRESHOLD` (a buffer up to that comes from the heap, whose freed pages
-the next call reuses) and the trim threshold at `keep` (free memory at the heap's top beyond
-that is still given back at once). `Quiet` gives back all free memory (`malloc_trim`) once no
+`tune(keep)` (called by `mediagate serve` at start, MEDIAGATE_ALLOCATOR_KEEP_MB, by default
+the room for upstream answers, MEDIAGATE_MAX_INFLIGHT_UPSTREAM_BYTES) fixes both thresholds at
+`keep`: a buffer up to that comes from the heap, whose freed pages the next call reuses, and up
+to that much free memory at the heap's top is kept (beyond it, given back at once). Measured
+with 4 calls of 4 x 12 MB answers at once: glibc's own thresholds 18,400 faults and 3.3 ms of
+CPU per MB; keeping 256 MiB (less than the ~400 MB those calls use), 10,600 and 2.5 ms;
+keeping 2 GiB, 1 fault and 1.5 ms. `Quiet` gives back all free memory (`malloc_trim`) once no
 call has been in flight for a while, so a burst's memory does not stay with an idle replica.
 
 Only on glibc: elsewhere (musl, macOS) `tune` and `trim` do nothing. An operator who set
@@ -35,8 +38,6 @@ log = logging.getLogger("mediagate")
 # mallopt's parameters (glibc's malloc.h).
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
-# Buffers up to this size come from the heap: a 4-image answer of 12 MB images is ~48 MB.
-MMAP_THRESHOLD = 64 << 20
 _OPERATORS_OWN = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
@@ -56,16 +57,14 @@ def _glibc() -> Any | None:
 
 
 def tune(keep_bytes: int) -> bool:
-    """Large buffers from the heap, and up to `keep_bytes` of its free top kept for the next
-    call (see the module's note). False: not done (not glibc, `keep_bytes` 0, or the operator
-    set glibc's own variables)."""
+    """Buffers up to `keep_bytes` from the heap, and up to that much of its free top kept for
+    the next call (see the module's note). False: not done (not glibc, `keep_bytes` 0, or the
+    operator set glibc's own variables)."""
     libc = _glibc()
     if libc is None or keep_bytes <= 0 or any(name in os.environ for name in _OPERATORS_OWN):
         return False
     keep = min(keep_bytes, 2**31 - 1)  # mallopt takes an int
-    return bool(
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and libc.mallopt(M_TRIM_THRESHOLD, keep)
-    )
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, keep) and libc.mallopt(M_TRIM_THRESHOLD, keep))
 
 
 def trim() -> bool:

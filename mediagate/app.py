@@ -116,7 +116,7 @@ def create_app(
         max_inflight=settings.inflight_limit(),
         request_log=request_log if settings.request_log else None,
         # A quiet replica gives the memory of its last answers back (mediagate.allocator).
-        quiet=Quiet() if settings.allocator_keep_mb else None,
+        quiet=Quiet() if settings.allocator_keep_bytes() else None,
     )
     # Around that, the request's trace span, so the bookkeeping's log lines and attributes
     # belong to it. Not there at all when tracing is off: a pass-through layer would still

@@ -62,12 +62,11 @@ def _serve(args: argparse.Namespace) -> int:
             }
         },
     )
-    if allocator.tune(settings.allocator_keep_mb << 20):
+    if allocator.tune(settings.allocator_keep_bytes()):
         log.info(
-            "allocator: buffers up to %d MiB from the heap, up to %d MiB of it kept between "
-            "calls (MEDIAGATE_ALLOCATOR_KEEP_MB)",
-            allocator.MMAP_THRESHOLD >> 20,
-            settings.allocator_keep_mb,
+            "allocator: buffers up to %d MiB from the heap, kept between calls "
+            "(MEDIAGATE_ALLOCATOR_KEEP_MB)",
+            settings.allocator_keep_bytes() >> 20,
         )
     has_keys = any(settings.all_upstream_keys())
     if not settings.upstream_url and not has_keys and not settings.extra_group_keys:

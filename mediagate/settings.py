@@ -125,8 +125,9 @@ class Settings(BaseSettings):
     # Memory the C allocator keeps for the next answers instead of giving it back to the
     # system after each (mediagate.allocator; `mediagate serve` on glibc only): without it,
     # each large answer is read into fresh pages, a page fault each. All of it is given back
-    # once no call has been in flight for 2 s. 0: glibc's own behaviour, no giving back.
-    allocator_keep_mb: int = Field(default=256, ge=0)
+    # once no call has been in flight for 2 s. None: the room for upstream answers
+    # (max_inflight_upstream_bytes, or 512 MiB without one); 0: glibc's own behaviour.
+    allocator_keep_mb: int | None = Field(default=None, ge=0)
     # Key pools: how long a refused (401/403) or repeatedly rate-limited key rests.
     upstream_key_auth_cooldown_s: float = Field(default=600.0, ge=0)
     upstream_key_rate_cooldown_s: float = Field(default=30.0, ge=0)
@@ -380,6 +381,13 @@ class Settings(BaseSettings):
         if self.max_inflight is not None:
             return self.max_inflight
         return inflight_for(fd_ceiling())
+
+    def allocator_keep_bytes(self) -> int:
+        """MEDIAGATE_ALLOCATOR_KEEP_MB in bytes, by default the room for upstream answers: the
+        most that answers read whole hold at once, so what a replica under load reuses."""
+        if self.allocator_keep_mb is not None:
+            return self.allocator_keep_mb << 20
+        return self.max_inflight_upstream_bytes or 512 << 20
 
     def reconcile_every_s(self) -> float:
         """How often the reconciler refreshes unfinished jobs."""
