@@ -62,11 +62,12 @@ def _serve(args: argparse.Namespace) -> int:
             }
         },
     )
-    if allocator.tune(settings.allocator_keep_bytes()):
+    keep = settings.allocator_keep_bytes()
+    if allocator.tune(keep):
         log.info(
             "allocator: buffers up to %d MiB from the heap, kept between calls "
             "(MEDIAGATE_ALLOCATOR_KEEP_MB)",
-            settings.allocator_keep_bytes() >> 20,
+            keep >> 20,
         )
     has_keys = any(settings.all_upstream_keys())
     if not settings.upstream_url and not has_keys and not settings.extra_group_keys:

@@ -84,6 +84,16 @@ class InvalidRequest(GatewayError):
     code = "invalid_value"
 
 
+def missing_parameter(name: str, hint: str = "") -> InvalidRequest:
+    """The 400 for a required parameter the request left out (`hint`: what to send)."""
+    detail = f" ({hint})" if hint else ""
+    return InvalidRequest(
+        f"Missing required parameter: '{name}'{detail}.",
+        param=name,
+        code="missing_required_parameter",
+    )
+
+
 class RequestTooLarge(GatewayError):
     """The request's body passed a size limit; it was refused as the bytes arrived."""
 

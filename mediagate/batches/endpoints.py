@@ -21,7 +21,7 @@ from starlette.datastructures import FormData, Headers, UploadFile
 from mediagate.accounting.clients import KeyPolicy
 from mediagate.batches.files import FileService
 from mediagate.batches.lines import IMAGE_EDITS, IMAGE_GENERATIONS, VIDEOS
-from mediagate.errors import InvalidRequest
+from mediagate.errors import InvalidRequest, missing_parameter
 from mediagate.images.service import ImageService
 from mediagate.images.uploads import MAX_IMAGES
 from mediagate.upstream.fetcher import SafeFetcher
@@ -66,12 +66,7 @@ def _edit_refs(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any
         )
     images = body.get("images")
     if not isinstance(images, list) or not images:
-        raise InvalidRequest(
-            "Missing required parameter: 'images' (a list of {\"image_url\": ...} or "
-            '{"file_id": ...}).',
-            param="images",
-            code="missing_required_parameter",
-        )
+        raise missing_parameter("images", 'a list of {"image_url": ...} or {"file_id": ...}')
     if len(images) > MAX_IMAGES:
         raise InvalidRequest(f"At most {MAX_IMAGES} images can be edited at once.", param="images")
     for ref in [*images, *([body["mask"]] if body.get("mask") is not None else [])]:

@@ -31,7 +31,7 @@ from mediagate.batches.lines import (
     new_batch_id,
     parse_line,
 )
-from mediagate.errors import Conflict, GatewayError, InvalidRequest, NotFound
+from mediagate.errors import Conflict, GatewayError, InvalidRequest, NotFound, missing_parameter
 from mediagate.stores.sql import batches as sql
 from mediagate.stores.sql.db import Database
 
@@ -160,11 +160,7 @@ class BatchService:
             )
         file_id = body.get("input_file_id")
         if not isinstance(file_id, str) or not file_id:
-            raise InvalidRequest(
-                "Missing required parameter: 'input_file_id'.",
-                param="input_file_id",
-                code="missing_required_parameter",
-            )
+            raise missing_parameter("input_file_id")
         metadata = _metadata(body.get("metadata"))
         output_expiry = expiry_seconds(body.get("output_expires_after"), "output_expires_after")
         source = await self.files.get(policy.name, file_id)

@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from starlette.datastructures import UploadFile
 
 from mediagate.batches.files import expiry_seconds, openai_file
-from mediagate.errors import InvalidRequest, NotFound
+from mediagate.errors import NotFound, missing_parameter
 from mediagate.http.bodies import bounded
 from mediagate.http.deps import (
     Client,
@@ -76,18 +76,10 @@ async def create(request: Request, policy: Client) -> Response:
             raise unknown_parameter(unknown[0])
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
-            raise InvalidRequest(
-                "Missing required parameter: 'file'.",
-                param="file",
-                code="missing_required_parameter",
-            )
+            raise missing_parameter("file")
         purpose = form.get("purpose")
         if not isinstance(purpose, str):
-            raise InvalidRequest(
-                "Missing required parameter: 'purpose'.",
-                param="purpose",
-                code="missing_required_parameter",
-            )
+            raise missing_parameter("purpose")
         anchor, seconds = form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
         expiry = expiry_seconds(
             None if anchor is None and seconds is None else {"anchor": anchor, "seconds": seconds},

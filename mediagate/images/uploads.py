@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 
-from mediagate.errors import InvalidRequest
+from mediagate.errors import InvalidRequest, missing_parameter
 from mediagate.imagedata import InputImage, sniff_image_type
 
 MAX_IMAGES = 16
@@ -68,11 +68,7 @@ def split_form(
         else:
             raise InvalidRequest(f"Unexpected file field '{key}'.", param=key)
     if not images:
-        raise InvalidRequest(
-            "Missing required parameter: 'image' (send one or more image files).",
-            param="image",
-            code="missing_required_parameter",
-        )
+        raise missing_parameter("image", "send one or more image files")
     if len(images) > MAX_IMAGES:
         raise InvalidRequest(f"At most {MAX_IMAGES} images can be edited at once.", param="image")
     total = sum(i.size for i in images) + (mask.size if mask else 0)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mediagate.catalog import Route, VideoOption, VideoPolicy
-from mediagate.errors import InvalidRequest
+from mediagate.errors import InvalidRequest, missing_parameter
 from mediagate.sizes import NotASize, Size
 from mediagate.upstream.dialects.videos import VideoSpec
 
@@ -91,11 +91,7 @@ def video_policy(route: Route) -> VideoPolicy:
 
 def check_prompt(value: Any, route: Route) -> str:
     if value is None:
-        raise InvalidRequest(
-            "Missing required parameter: 'prompt'.",
-            param="prompt",
-            code="missing_required_parameter",
-        )
+        raise missing_parameter("prompt")
     if not isinstance(value, str) or not value.strip():
         raise InvalidRequest("Invalid 'prompt': expected a non-empty string.", param="prompt")
     if len(value) > route.max_prompt_chars:

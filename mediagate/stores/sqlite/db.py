@@ -114,43 +114,37 @@ class SqliteDb:
             if not isinstance(result, _Busy):
                 return result
 
-        def atomic(db: sqlite3.Connection) -> T:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(db)
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
-            return result
-
-        return await self.run(atomic)
+        return await self.run(lambda db: _atomic(db, work))
 
     def _now(self, db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T | _Busy:
         """`work` in a transaction on `db` now, if the write lock is free: its result, else
         BUSY with nothing done."""
         try:
-            db.execute("BEGIN IMMEDIATE")
+            return _atomic(db, work)
         except sqlite3.OperationalError as exc:
-            # (the primary code: SQLITE_BUSY_RECOVERY and the like are busy too)
+            # BEGIN IMMEDIATE is where the lock is taken, so a busy one has done nothing (the
+            # primary code: SQLITE_BUSY_RECOVERY and the like are busy too).
             if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 return BUSY
             raise StoreUnavailable(f"The {self._what} failed: {exc}") from None
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"The {self._what} failed: {exc}") from None
-        try:
-            result = work(db)
-            db.execute("COMMIT")
-        except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
-                raise StoreUnavailable(f"The {self._what} failed: {exc}") from None
-            raise
-        return result
 
     async def close(self) -> None:
         if self._quick is not None:
             with self._quick_lock:
                 self._quick.close()
         await self.run(lambda db: db.close())
+
+
+def _atomic(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """`work` in one BEGIN IMMEDIATE transaction on `db`: committed, or rolled back."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db)
+        db.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        raise
+    return result
